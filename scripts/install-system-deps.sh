@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the test suite needs (an etcd server; later the
+# reference mail servers and mail clients). Idempotent: does nothing when all
+# commands are already present. Run as root (CI is root).
+set -euo pipefail
+
+# command -> Debian package
+declare -A NEEDED=(
+  [etcd]=etcd-server
+  [etcdctl]=etcd-client
+)
+
+missing=()
+for cmd in "${!NEEDED[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEEDED[$cmd]}")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "clustermail: the tests need these Debian packages: ${missing[*]}" >&2
+  echo "clustermail: install them as root: apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+
+echo "clustermail: installing Debian packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# postfix asks a question at install time; answer it before it is asked.
+echo "postfix postfix/main_mailer_type select Local only" | debconf-set-selections 2>/dev/null || true
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
