@@ -1,0 +1,47 @@
+"""Fixtures shared by the whole suite: real backends of the coordination store."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from clustermail.coord import Store, open_store
+from tests.support.etcd_server import EtcdCluster
+
+BACKENDS = ["sqlite", "etcd"]
+
+
+@pytest.fixture(scope="session")
+def etcd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    """One real single-member etcd for the session; tests isolate by key prefix."""
+    cluster = EtcdCluster.start(tmp_path_factory.mktemp("etcd"), members=1)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path}/cluster.db"
+    cluster: EtcdCluster = request.getfixturevalue("etcd_cluster")
+    return cluster.url
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    s = await open_store(store_url)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
+def ns() -> str:
+    """A key prefix of this test's own, so tests can share one etcd server."""
+    return f"/test/{uuid.uuid4().hex[:12]}/"
