@@ -1,0 +1,414 @@
+"""`clustermail` — Cluster Administrator on the command line.
+
+Every command takes ``--store URL`` (default: the local cluster's store under
+``--data DIR``) and ``--json``. Errors are one clear line on stderr and a
+non-zero exit; no traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from clustermail.admin import intents, local
+from clustermail.admin.errors import AdminError
+from clustermail.admin.status import build_status
+from clustermail.cluster import eventlog, keys
+from clustermail.cluster.config import ConfigError, load_config
+from clustermail.cluster.view import read_view
+from clustermail.coord import CoordError, Store, open_store
+
+DEFAULT_DATA = Path("clustermail-data")
+
+Handler = Callable[[argparse.Namespace, Console], Awaitable[int]]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"clustermail: {message} (see `{self.prog} --help`)\n")
+        raise SystemExit(2)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                   help="the local cluster's data directory (default: ./clustermail-data)")
+    p.add_argument("--store", help="coordination store URL (default: sqlite store under --data)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="clustermail",
+        description="A highly available mail system: virtual mail servers that fail over.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    def add(name: str, help: str, handler: Handler, parent: Any = sub) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help)
+        _common(p)
+        p.set_defaults(handler=handler)
+        return p
+
+    add("up", "start the default local cluster (4 nodes, 3 virtual servers) and follow it", cmd_up)
+    add("status", "nodes and virtual servers at a glance", cmd_status)
+    p = add("explain", "why a virtual server runs where it runs (or why it does not)", cmd_explain)
+    p.add_argument("vs")
+    p = add("log", "the cluster event log", cmd_log)
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new entries")
+    p.add_argument("-n", type=int, default=50, help="how many recent entries (default 50)")
+
+    config = sub.add_parser("config", help="check or apply a cluster configuration file")
+    csub = config.add_subparsers(dest="sub", metavar="ACTION", parser_class=Parser, required=True)
+    p = add("check", "validate a configuration file", cmd_config_check, csub)
+    p.add_argument("file", type=Path)
+    p = add("apply", "validate a configuration file and apply it to the cluster", cmd_config_apply,
+            csub)
+    p.add_argument("file", type=Path)
+    add("show", "print the applied configuration", cmd_config_show, csub)
+
+    node = sub.add_parser("node", help="nodes: run, list, pause, resume, start, stop")
+    nsub = node.add_subparsers(dest="sub", metavar="ACTION", parser_class=Parser, required=True)
+    p = add("run", "run this machine's node agent (foreground)", cmd_node_run, nsub)
+    p.add_argument("--name", required=True)
+    add("list", "list nodes", cmd_node_list, nsub)
+    for action, text in [
+        ("pause", "pause a node: it keeps what it runs but takes nothing new"),
+        ("resume", "resume a paused node"),
+        ("start", "start a node of the local cluster"),
+        ("stop", "stop a node of the local cluster gracefully (its virtual servers move first)"),
+    ]:
+        p = add(action, text, cmd_node_action, nsub)
+        p.add_argument("name")
+
+    vs = sub.add_parser("vs", help="virtual servers: list, move, online, offline, clear-failures")
+    vsub = vs.add_subparsers(dest="sub", metavar="ACTION", parser_class=Parser, required=True)
+    add("list", "list virtual servers", cmd_vs_list, vsub)
+    p = add("move", "move a virtual server to another node (planned failover)", cmd_vs_move, vsub)
+    p.add_argument("vs")
+    p.add_argument("--to", help="target node (default: the best other node)")
+    p.add_argument("--no-wait", action="store_true", help="return without waiting for the move")
+    for action, text in [
+        ("online", "bring a virtual server online (clears an administrative offline)"),
+        ("offline", "take a virtual server offline and keep it offline"),
+        ("clear-failures", "forget a virtual server's failover history so it may start again"),
+    ]:
+        p = add(action, text, cmd_vs_action, vsub)
+        p.add_argument("vs")
+
+    res = sub.add_parser("resource", help="resources of virtual servers: list, online, offline")
+    rsub = res.add_subparsers(dest="sub", metavar="ACTION", parser_class=Parser, required=True)
+    p = add("list", "list resources", cmd_resource_list, rsub)
+    p.add_argument("vs", nargs="?")
+    for action, text in [
+        ("online", "bring a resource (and what depends on it) back online"),
+        ("offline", "take a resource (and what depends on it) offline"),
+    ]:
+        p = add(action, text, cmd_resource_action, rsub)
+        p.add_argument("vs")
+        p.add_argument("resource")
+    return parser
+
+
+def store_url(args: argparse.Namespace) -> str:
+    return str(args.store) if args.store else local.store_url_for(args.data)
+
+
+async def with_store(args: argparse.Namespace) -> Store:
+    if not args.store and not (args.data / "cluster.db").exists():
+        raise AdminError(
+            f"no local cluster in {args.data.resolve()}: start one with `clustermail up`, "
+            "or give --store URL"
+        )
+    return await open_store(store_url(args))
+
+
+def emit(console: Console, args: argparse.Namespace, data: Any, table: Table | str) -> None:
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        console.print(table)
+
+
+# ---------------------------------------------------------------------- commands
+
+
+async def cmd_up(args: argparse.Namespace, console: Console) -> int:
+    return await local.up(args.data, console)
+
+
+async def cmd_status(args: argparse.Namespace, console: Console) -> int:
+    store = await with_store(args)
+    try:
+        status = build_status(await intents.current_view(store))
+    finally:
+        await store.close()
+    nodes = Table(title="nodes")
+    for col in ("node", "state", "pid", "leader"):
+        nodes.add_column(col)
+    for n in status["nodes"]:
+        nodes.add_row(n["name"], n["state"], str(n["pid"] or "-"), "*" if n["leader"] else "")
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+        return 0
+    console.print(nodes)
+    console.print(_vs_table(status))
+    return 0
+
+
+def _vs_table(status: dict[str, Any]) -> Table:
+    table = Table(title="virtual servers")
+    for col in ("virtual server", "state", "owner", "address", "pid", "reason"):
+        table.add_column(col)
+    for v in status["virtual_servers"]:
+        table.add_row(v["name"], v["state"], v["owner"] or "-", v["address"] or "-",
+                      str(v["pid"] or "-"), v["reason"])
+    return table
+
+
+async def cmd_explain(args: argparse.Namespace, console: Console) -> int:
+    from clustermail.cluster.leader import explain_vs
+
+    store = await with_store(args)
+    try:
+        view = await intents.current_view(store)
+        intents.check_vs(view, args.vs)
+        text = explain_vs(view, args.vs, time.time())
+    finally:
+        await store.close()
+    emit(console, args, {"vs": args.vs, "explanation": text}, text)
+    return 0
+
+
+async def cmd_log(args: argparse.Namespace, console: Console) -> int:
+    store = await with_store(args)
+    try:
+        start = await store.revision() + 1
+        entries = await eventlog.read(store, args.n)
+        for e in entries:
+            if args.json:
+                print(e.to_json())
+            else:
+                console.print(local.format_entry(e), highlight=False)
+        if args.follow:
+            async for ev in store.watch(keys.LOG, start):
+                if ev.value:
+                    entry = eventlog.LogEntry(**json.loads(ev.value))
+                    if args.json:
+                        print(entry.to_json(), flush=True)
+                    else:
+                        console.print(local.format_entry(entry), highlight=False)
+    finally:
+        await store.close()
+    return 0
+
+
+async def cmd_config_check(args: argparse.Namespace, console: Console) -> int:
+    config = _load(args.file)
+    vs = len(config.virtual_servers)
+    emit(console, args, config.to_dict(),
+         f"{args.file}: valid ({len(config.nodes)} nodes, {vs} virtual servers, "
+         f"{config.placement.value}, timing {config.timing.profile})")
+    return 0
+
+
+def _load(path: Path) -> Any:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise AdminError(str(exc)) from exc
+    except OSError as exc:
+        raise AdminError(f"{path}: {exc.strerror}") from exc
+
+
+async def cmd_config_apply(args: argparse.Namespace, console: Console) -> int:
+    config = _load(args.file)
+    if not args.store:
+        args.data.mkdir(parents=True, exist_ok=True)
+    store = await open_store(store_url(args))
+    try:
+        rev = await local.apply_config(store, config)
+    finally:
+        await store.close()
+    emit(console, args, {"applied": str(args.file), "revision": rev},
+         f"applied {args.file} (store revision {rev})")
+    return 0
+
+
+async def cmd_config_show(args: argparse.Namespace, console: Console) -> int:
+    store = await with_store(args)
+    try:
+        view = await intents.current_view(store)
+    finally:
+        await store.close()
+    print(json.dumps(view.config, indent=2, sort_keys=True))
+    return 0
+
+
+async def cmd_node_run(args: argparse.Namespace, console: Console) -> int:
+    from clustermail.cluster.agent import AgentError, NodeAgent
+
+    if not args.store:
+        args.data.mkdir(parents=True, exist_ok=True)
+    agent = NodeAgent(store_url(args), args.name, args.data)
+    try:
+        return await agent.run()
+    except AgentError as exc:
+        raise AdminError(str(exc)) from exc
+
+
+async def cmd_node_list(args: argparse.Namespace, console: Console) -> int:
+    store = await with_store(args)
+    try:
+        status = build_status(await intents.current_view(store))
+    finally:
+        await store.close()
+    table = Table(title="nodes")
+    for col in ("node", "state", "pid", "leader", "hosts"):
+        table.add_column(col)
+    for n in status["nodes"]:
+        hosts = [v["name"] for v in status["virtual_servers"] if v["owner"] == n["name"]]
+        table.add_row(n["name"], n["state"], str(n["pid"] or "-"), "*" if n["leader"] else "",
+                      ", ".join(hosts))
+    emit(console, args, status["nodes"], table)
+    return 0
+
+
+async def cmd_node_action(args: argparse.Namespace, console: Console) -> int:
+    if args.sub == "start":
+        return await local.node_start(args.data, store_url(args), args.name, console)
+    if args.sub == "stop":
+        return await local.node_stop(store_url(args), args.name, console)
+    store = await with_store(args)
+    try:
+        await intents.pause_node(store, args.name, args.sub == "pause")
+    finally:
+        await store.close()
+    console.print(f"{args.name} {'paused' if args.sub == 'pause' else 'resumed'}")
+    return 0
+
+
+async def cmd_vs_list(args: argparse.Namespace, console: Console) -> int:
+    store = await with_store(args)
+    try:
+        status = build_status(await intents.current_view(store))
+    finally:
+        await store.close()
+    emit(console, args, status["virtual_servers"], _vs_table(status))
+    return 0
+
+
+async def cmd_vs_move(args: argparse.Namespace, console: Console) -> int:
+    store = await with_store(args)
+    try:
+        move_id = await intents.move_vs(store, args.vs, args.to)
+        if args.no_wait:
+            console.print(f"move of {args.vs} requested")
+            return 0
+        started = time.monotonic()
+        deadline = started + 60
+        while time.monotonic() < deadline:
+            view = await read_view(store)
+            admin = view.vs_admin.get(args.vs, ({}, 0))[0]
+            status = build_status(view)
+            vs = next(v for v in status["virtual_servers"] if v["name"] == args.vs)
+            if admin.get("move_done") == move_id and vs["state"] == "online":
+                console.print(f"{args.vs} is online on {vs['owner']} "
+                              f"({time.monotonic() - started:.2f} s)")
+                return 0
+            if admin.get("move_done") == move_id and admin.get("move_result"):
+                raise AdminError(f"move of {args.vs} not done: {admin['move_result']}")
+            await asyncio.sleep(0.05)
+        raise AdminError(f"{args.vs} did not come online within 60 s; see `clustermail log`")
+    finally:
+        await store.close()
+
+
+async def cmd_vs_action(args: argparse.Namespace, console: Console) -> int:
+    store = await with_store(args)
+    try:
+        if args.sub == "clear-failures":
+            await intents.clear_failures(store, args.vs)
+            console.print(f"failover history of {args.vs} cleared")
+        else:
+            await intents.set_vs_offline(store, args.vs, args.sub == "offline")
+            console.print(f"{args.vs}: {args.sub} requested")
+    finally:
+        await store.close()
+    return 0
+
+
+async def cmd_resource_list(args: argparse.Namespace, console: Console) -> int:
+    store = await with_store(args)
+    try:
+        view = await intents.current_view(store)
+        if args.vs:
+            intents.check_vs(view, args.vs)
+    finally:
+        await store.close()
+    assert view.config is not None
+    rows = []
+    for vs_name in view.vs_names():
+        if args.vs and vs_name != args.vs:
+            continue
+        vs_conf = view.config["virtual_servers"][vs_name]
+        state = view.status.get(vs_name, {}).get("resources", {})
+        for rname, res in vs_conf.get("resources", {}).items():
+            admin = view.resource_admin.get(f"{vs_name}/{rname}", {})
+            rows.append({
+                "vs": vs_name, "resource": rname, "type": res.get("type"),
+                "state": state.get(rname, "offline"),
+                "depends_on": res.get("depends_on", []),
+                "admin_offline": bool(admin.get("offline")),
+            })
+    table = Table(title="resources")
+    for col in ("virtual server", "resource", "type", "state", "depends on"):
+        table.add_column(col)
+    for r in rows:
+        state = r["state"] + (" (held offline)" if r["admin_offline"] else "")
+        table.add_row(r["vs"], r["resource"], r["type"], state, ", ".join(r["depends_on"]))
+    emit(console, args, rows, table)
+    return 0
+
+
+async def cmd_resource_action(args: argparse.Namespace, console: Console) -> int:
+    store = await with_store(args)
+    try:
+        await intents.set_resource_offline(store, args.vs, args.resource, args.sub == "offline")
+    finally:
+        await store.close()
+    console.print(f"{args.vs}/{args.resource}: {args.sub} requested")
+    return 0
+
+
+# ---------------------------------------------------------------------- entry
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    console = Console(highlight=False)
+    try:
+        return asyncio.run(handler(args, console))
+    except KeyboardInterrupt:
+        return 130
+    except AdminError as exc:
+        sys.stderr.write(f"clustermail: {exc}\n")
+        return exc.exit_code
+    except CoordError as exc:
+        sys.stderr.write(f"clustermail: {exc}\n")
+        return 1

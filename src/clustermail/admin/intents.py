@@ -1,0 +1,98 @@
+"""Administrative intents: what `clustermail node|vs|resource …` write into the store.
+
+Each function checks the names against the applied configuration first, so a
+typo gets a clear error instead of a silent no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from clustermail.admin.errors import AdminError
+from clustermail.cluster import keys
+from clustermail.cluster.view import ClusterView, read_view
+from clustermail.coord import Store
+
+
+async def current_view(store: Store) -> ClusterView:
+    view = await read_view(store)
+    if view.config is None:
+        raise AdminError(
+            f"no cluster configuration in {store.url}: run `clustermail config apply FILE` "
+            "or `clustermail up`"
+        )
+    return view
+
+
+def check_node(view: ClusterView, node: str) -> None:
+    if node not in view.node_names():
+        raise AdminError(f"no node named {node!r} (nodes: {', '.join(view.node_names())})")
+
+
+def check_vs(view: ClusterView, vs: str) -> None:
+    if vs not in view.vs_names():
+        raise AdminError(
+            f"no virtual server named {vs!r} (virtual servers: {', '.join(view.vs_names())})"
+        )
+
+
+def check_resource(view: ClusterView, vs: str, resource: str) -> None:
+    check_vs(view, vs)
+    assert view.config is not None
+    resources = view.config["virtual_servers"][vs].get("resources", {})
+    if resource not in resources:
+        raise AdminError(
+            f"virtual server {vs} has no resource {resource!r} "
+            f"(resources: {', '.join(sorted(resources))})"
+        )
+
+
+async def _update(store: Store, key: str, changes: dict[str, Any]) -> dict[str, Any]:
+    kv = await store.get(key)
+    record: dict[str, Any] = json.loads(kv.value) if kv else {}
+    record.update(changes)
+    await store.put(key, json.dumps(record))
+    return record
+
+
+async def pause_node(store: Store, node: str, paused: bool) -> None:
+    view = await current_view(store)
+    check_node(view, node)
+    await _update(store, keys.NODE_ADMIN + node, {"paused": paused, "time": time.time()})
+
+
+async def set_vs_offline(store: Store, vs: str, offline: bool) -> None:
+    view = await current_view(store)
+    check_vs(view, vs)
+    await _update(store, keys.VS_ADMIN + vs, {"offline": offline, "time": time.time()})
+
+
+async def move_vs(store: Store, vs: str, to: str | None) -> str:
+    """Requests a planned move; returns the move id the leader echoes when done."""
+    view = await current_view(store)
+    check_vs(view, vs)
+    if to is not None:
+        check_node(view, to)
+    move_id = uuid.uuid4().hex[:12]
+    await _update(
+        store,
+        keys.VS_ADMIN + vs,
+        {"move_to": to or "*", "move_id": move_id, "move_time": time.time(), "offline": False},
+    )
+    return move_id
+
+
+async def clear_failures(store: Store, vs: str) -> None:
+    view = await current_view(store)
+    check_vs(view, vs)
+    await _update(store, keys.VS_ADMIN + vs, {"cleared_at": time.time()})
+    await store.delete(keys.GIVEUP + vs)
+
+
+async def set_resource_offline(store: Store, vs: str, resource: str, offline: bool) -> None:
+    view = await current_view(store)
+    check_resource(view, vs, resource)
+    await _update(store, f"{keys.RESOURCE_ADMIN}{vs}/{resource}", {"offline": offline})

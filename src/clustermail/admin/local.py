@@ -1,0 +1,254 @@
+"""The local cluster: `clustermail up`, `node start`, `node stop` on one machine.
+
+`up` writes the sample cluster's configuration to ``DATA/cluster.toml`` (or
+reuses the one there), applies it to the embedded store ``DATA/cluster.db``,
+starts one `node run` process per node, and follows the event log until
+Ctrl-C, when it stops every process it knows of, by PID. A node process that
+dies is not restarted: it stands for a machine that lost power.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from clustermail.admin.errors import AdminError
+from clustermail.admin.status import build_status
+from clustermail.cluster import eventlog, keys
+from clustermail.cluster.config import ConfigError, default_cluster_config, load_config, render_toml
+from clustermail.cluster.model import ClusterConfig
+from clustermail.cluster.view import read_view
+from clustermail.coord import Store, open_store
+
+STOP_TIMEOUT = 30.0
+
+
+def store_url_for(data_dir: Path) -> str:
+    return f"sqlite://{data_dir.resolve() / 'cluster.db'}"
+
+
+def config_path_for(data_dir: Path) -> Path:
+    return data_dir / "cluster.toml"
+
+
+def ensure_config(data_dir: Path, console: Console) -> ClusterConfig:
+    """Loads DATA/cluster.toml, writing the sample cluster's there first if missing."""
+    path = config_path_for(data_dir)
+    if not path.exists():
+        path.write_text(render_toml(default_cluster_config()))
+        console.print(f"wrote the sample cluster's configuration to [bold]{path}[/]")
+    else:
+        console.print(f"using the configuration in [bold]{path}[/]")
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise AdminError(str(exc)) from exc
+
+
+async def apply_config(store: Store, config: ClusterConfig) -> int:
+    return await store.put(keys.CONFIG, json.dumps(config.to_dict(), sort_keys=True))
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is not alive; /proc tells.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def spawn_node(data_dir: Path, store_url: str, name: str) -> subprocess.Popen[bytes]:
+    logs = data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"{name}.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "clustermail", "node", "run", "--store", store_url,
+             "--name", name, "--data", str(data_dir.resolve())],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            # Its own session: Ctrl-C in the terminal reaches `up`, which then
+            # stops the nodes gracefully, instead of killing all at once.
+            start_new_session=True,
+        )
+
+
+async def local_node_pids(store: Store) -> dict[str, int]:
+    view = await read_view(store)
+    here = socket.gethostname()
+    return {
+        name: int(rec["pid"])
+        for name, rec in view.nodes.items()
+        if rec.get("host") == here and rec.get("pid") and pid_alive(int(rec["pid"]))
+    }
+
+
+async def stop_pids(pids: dict[str, int], console: Console, timeout: float = STOP_TIMEOUT) -> None:
+    for name, pid in pids.items():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+            console.print(f"stopping {name} (pid {pid})…")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids.values()):
+        await asyncio.sleep(0.05)
+    for name, pid in pids.items():
+        if pid_alive(pid):
+            console.print(f"{name} (pid {pid}) did not stop in {timeout:.0f} s: killing it")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+async def wait_reaped(procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        while p.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+
+def layout_table(config: ClusterConfig, status: dict[str, Any]) -> Table:
+    table = Table(title=f"cluster {config.name} ({config.placement.value})")
+    for col in ("virtual server", "address", "state", "owner", "preferred owners", "reason"):
+        table.add_column(col)
+    for vs in status["virtual_servers"]:
+        model = config.virtual_server(vs["name"])
+        prefs = ", ".join(model.preferred_owners) if model else ""
+        table.add_row(vs["name"], vs["address"] or "", vs["state"], vs["owner"] or "-", prefs,
+                      vs["reason"])
+    return table
+
+
+async def up(data_dir: Path, console: Console) -> int:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = ensure_config(data_dir, console)
+    url = store_url_for(data_dir)
+    store = await open_store(url)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        running = await local_node_pids(store)
+        if running:
+            raise AdminError(
+                f"a local cluster is already running in {data_dir} (nodes "
+                f"{', '.join(f'{n} pid {p}' for n, p in sorted(running.items()))}); "
+                "stop it first (Ctrl-C in its terminal)"
+            )
+        await apply_config(store, config)
+        start_rev = await store.revision()
+        for node in config.node_names:
+            proc = spawn_node(data_dir, url, node)
+            procs.append(proc)
+            console.print(f"started {node} (pid {proc.pid}, log {data_dir / 'logs' / node}.log)")
+        await _wait_online(store, config, console, procs)
+        console.print(layout_table(config, build_status(await read_view(store))))
+        console.print(
+            "[dim]following the cluster log; Ctrl-C stops the cluster. In another terminal: "
+            f"clustermail status --data {data_dir}[/]"
+        )
+        await _follow(store, start_rev, console)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pass
+    finally:
+        console.print("stopping the local cluster…")
+        with contextlib.suppress(Exception):
+            pids = await local_node_pids(store)
+            pids.update({f"pid {p.pid}": p.pid for p in procs if p.poll() is None})
+            await stop_pids(pids, console)
+        await wait_reaped(procs, 5.0)
+        await store.close()
+        console.print("stopped.")
+    return 0
+
+
+async def _wait_online(
+    store: Store, config: ClusterConfig, console: Console, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """Shows start-up progress until every virtual server is placed and settled."""
+    total = len(config.virtual_servers)
+    deadline = time.monotonic() + 60
+    shown = -1
+    while time.monotonic() < deadline:
+        status = build_status(await read_view(store))
+        online = sum(1 for v in status["virtual_servers"] if v["state"] == "online")
+        if online != shown:
+            console.print(f"virtual servers online: {online}/{total}")
+            shown = online
+        if online == total:
+            return
+        dead = [p.pid for p in procs if p.poll() is not None]
+        if dead:
+            raise AdminError(
+                f"node process(es) {dead} exited during start-up; see {store.url} logs "
+                "under the data directory's logs/ folder"
+            )
+        await asyncio.sleep(0.1)
+    console.print("[yellow]not every virtual server came online within 60 s; see the log[/]")
+
+
+async def _follow(store: Store, start: int, console: Console) -> None:
+    async for ev in store.watch(keys.LOG, start):
+        if ev.value:
+            entry = eventlog.LogEntry(**json.loads(ev.value))
+            console.print(format_entry(entry))
+
+
+def format_entry(entry: eventlog.LogEntry) -> str:
+    stamp = time.strftime("%H:%M:%S", time.localtime(entry.time))
+    return f"{stamp}.{int(entry.time * 1000) % 1000:03d} {entry.node:8} {entry.message}"
+
+
+async def node_start(data_dir: Path, store_url: str, name: str, console: Console) -> int:
+    store = await open_store(store_url)
+    try:
+        view = await read_view(store)
+        if name not in view.node_names():
+            raise AdminError(f"no node named {name!r} (nodes: {', '.join(view.node_names())})")
+        running = await local_node_pids(store)
+        if name in running:
+            raise AdminError(f"{name} is already running (pid {running[name]})")
+        proc = spawn_node(data_dir, store_url, name)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if name in (await read_view(store)).nodes:
+                console.print(f"{name} started (pid {proc.pid})")
+                return 0
+            if proc.poll() is not None:
+                raise AdminError(f"{name} exited at once (code {proc.returncode}); see "
+                                 f"{data_dir / 'logs' / name}.log")
+            await asyncio.sleep(0.05)
+        raise AdminError(f"{name} did not join within 15 s; see {data_dir / 'logs' / name}.log")
+    finally:
+        await store.close()
+
+
+async def node_stop(store_url: str, name: str, console: Console) -> int:
+    store = await open_store(store_url)
+    try:
+        view = await read_view(store)
+        if name not in view.node_names():
+            raise AdminError(f"no node named {name!r} (nodes: {', '.join(view.node_names())})")
+        running = await local_node_pids(store)
+        if name not in running:
+            raise AdminError(f"{name} is not running on this machine")
+        await stop_pids({name: running[name]}, console)
+        console.print(f"{name} stopped")
+        return 0
+    finally:
+        await store.close()

@@ -1,0 +1,501 @@
+"""The node agent: one per node (`clustermail node run`).
+
+It keeps its node lease alive, takes part in leader election, and reconciles
+what the leader assigned to it: it takes a virtual server's ownership key
+(bound to its own lease) and bumps the fencing epoch in one compare-and-swap,
+then runs the virtual server's resources in a resource host child process.
+
+Self-fencing: the lease keeper's deadline timer kills every resource host
+(SIGKILL) the moment the lease cannot be shown alive any more, before the
+store can expire it and let another node take over. The resource hosts also
+fence themselves: the agent sends them the lease deadline, and a host that is
+not told of a later one (its agent is frozen or dead) kills its services.
+
+Each cycle reads one view of the store, decides from it only, and logs one
+reason line when its conclusion changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clustermail.cluster import eventlog, keys
+from clustermail.cluster.hostspec import host_spec
+from clustermail.cluster.leader import Leader
+from clustermail.cluster.timing import Timing, timing_from_config
+from clustermail.cluster.view import ClusterView, read_view
+from clustermail.coord import Compare, CoordError, Delete, Put, Store, open_store
+from clustermail.coord.lease import LeaseKeeper
+from clustermail.logutil import log_event
+
+
+@dataclass
+class LocalVS:
+    """A virtual server whose resource host runs on this node."""
+
+    name: str
+    epoch: int
+    assign_revision: int
+    proc: asyncio.subprocess.Process
+    state: str = "online_pending"
+    reason: str = "starting"
+    resources: dict[str, str] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+    stopping: bool = False
+    failed: bool = False
+    reader: asyncio.Task[None] | None = None
+    offline_resources: set[str] = field(default_factory=set)
+
+
+class NodeAgent:
+    def __init__(self, store_url: str, name: str, data_dir: Path) -> None:
+        self.store_url = store_url
+        self.name = name
+        self.data_dir = data_dir
+        self.store: Store | None = None
+        self.keeper: LeaseKeeper | None = None
+        self.timing: Timing | None = None
+        self.local: dict[str, LocalVS] = {}
+        #: vs -> assignment revision we gave up on (don't retry until reassigned)
+        self.given_up: dict[str, int] = {}
+        self.leader = Leader(name)
+        self.wake = asyncio.Event()
+        self.stopping = False
+        self.draining = False
+        self.last_reason = ""
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> int:
+        self.store = await open_store(self.store_url)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._request_stop)
+        try:
+            view = await self._wait_for_config()
+            if view is None:
+                return 0
+            self.timing = timing_from_config(view.config or {})
+            await self._register()
+            self._tasks.append(loop.create_task(self._watch_loop(), name="watch"))
+            self._tasks.append(loop.create_task(self._deadline_feeder(), name="deadline"))
+            while True:
+                if self.stopping and not self.local:
+                    break
+                await self._cycle()
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), 1.0)
+            return 0
+        finally:
+            await self._shutdown()
+
+    def _request_stop(self) -> None:
+        log_event("stop_requested", node=self.name, message="stopping: taking virtual servers offline")
+        self.stopping = True
+        self.wake.set()
+
+    async def _shutdown(self) -> None:
+        for proc_vs in list(self.local.values()):
+            _kill(proc_vs.proc)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.keeper is not None:
+            await self.keeper.stop(revoke=True)
+        if self.store is not None:
+            await self.store.close()
+
+    async def _wait_for_config(self) -> ClusterView | None:
+        assert self.store is not None
+        announced = False
+        while not self.stopping:
+            view = await read_view(self.store)
+            if view.config is not None:
+                nodes = [n["name"] for n in view.config.get("nodes", [])]
+                if self.name not in nodes:
+                    raise AgentError(
+                        f"node {self.name!r} is not in the cluster configuration "
+                        f"(nodes: {', '.join(nodes) or 'none'})"
+                    )
+                return view
+            if not announced:
+                log_event("waiting", node=self.name, message="waiting for `clustermail config apply`")
+                announced = True
+            await asyncio.sleep(0.5)
+        return None
+
+    async def _register(self) -> None:
+        assert self.store is not None and self.timing is not None
+        timing = self.timing
+        granted_at = time.monotonic()
+        lease = await self.store.grant(timing.ttl)
+        self.keeper = LeaseKeeper(
+            self.store,
+            lease,
+            renew_interval=timing.renew_interval,
+            safety_margin=timing.safety_margin,
+            granted_at=granted_at,
+            on_lost=self._fence,
+        )
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.time(),
+            "lease": lease.id,
+            "draining": self.draining,
+        }
+        await self.store.put(keys.NODES + self.name, json.dumps(record), lease=lease.id)
+        self.keeper.start()
+        await self._log("node_up", f"{self.name} joined the cluster (pid {os.getpid()})")
+
+    def _fence(self, reason: str) -> None:
+        """Lease lost: kill every resource host now, synchronously, then rejoin."""
+        for lvs in self.local.values():
+            _kill(lvs.proc)
+        log_event("fenced", node=self.name, message=f"fenced: {reason}; killed {len(self.local)} "
+                  "resource host(s)")
+        self.local.clear()
+        self.wake.set()
+        if not self.stopping:
+            asyncio.get_running_loop().create_task(self._rejoin(reason))
+
+    async def _rejoin(self, reason: str) -> None:
+        assert self.store is not None
+        # A fresh lease is a fresh incarnation: whatever we owned went with the old one.
+        for attempt in range(1000):
+            if self.stopping:
+                return
+            try:
+                await self._register()
+                await self._log("node_rejoined", f"{self.name} rejoined after losing its lease "
+                                f"({reason})")
+                return
+            except CoordError:
+                await asyncio.sleep(min(2.0, 0.2 * (attempt + 1)))
+
+    # ------------------------------------------------------------------ loops
+
+    async def _watch_loop(self) -> None:
+        assert self.store is not None
+        start: int | None = None
+        while True:
+            try:
+                async for ev in self.store.watch(keys.PREFIX, start):
+                    start = ev.revision + 1
+                    self.wake.set()
+            except CoordError as exc:
+                log_event("watch_error", node=self.name, message=str(exc))
+                start = None
+                self.wake.set()
+                await asyncio.sleep(0.2)
+
+    async def _deadline_feeder(self) -> None:
+        """Tells every resource host how long our lease is known good."""
+        assert self.timing is not None
+        while True:
+            keeper = self.keeper
+            if keeper is not None and not keeper.lost.is_set():
+                for lvs in list(self.local.values()):
+                    _send(lvs.proc, {"cmd": "lease", "safe_until": keeper.safe_until})
+            await asyncio.sleep(self.timing.renew_interval / 2)
+
+    def _lease_ok(self) -> bool:
+        k = self.keeper
+        return k is not None and not k.lost.is_set() and time.monotonic() < k.safe_until
+
+    async def _cycle(self) -> None:
+        assert self.store is not None
+        if not self._lease_ok():
+            return
+        try:
+            view = await read_view(self.store)
+            reasons: list[str] = []
+            if view.config is not None:
+                self.timing = timing_from_config(view.config)
+            if self.stopping and not self.draining:
+                await self._start_draining()
+            leader = view.leader
+            if leader is None and not self.stopping:
+                leader = await self._campaign()
+            if leader == self.name and self._lease_ok():
+                reasons.extend(await self.leader.step(self.store, view, self._my_lease()))
+            reasons.extend(await self._reconcile(view))
+        except CoordError as exc:
+            reasons = [f"store error: {exc}"]
+        line = "; ".join(reasons) or f"no action: {self._summary()}"
+        if line != self.last_reason:
+            self.last_reason = line
+            log_event("cycle", node=self.name, message=line)
+
+    def _summary(self) -> str:
+        if not self.local:
+            return f"{self.name} hosts nothing"
+        parts = [f"{n} {v.state}" for n, v in sorted(self.local.items())]
+        return f"{self.name} hosts " + ", ".join(parts)
+
+    def _my_lease(self) -> int:
+        assert self.keeper is not None
+        return self.keeper.id
+
+    async def _campaign(self) -> str | None:
+        assert self.store is not None
+        result = await self.store.txn(
+            [Compare.absent(keys.LEADER)],
+            [Put(keys.LEADER, self.name, lease=self._my_lease())],
+            [],
+        )
+        if result.succeeded:
+            await self._log("leader_elected", f"{self.name} is the leader")
+            return self.name
+        kv = await self.store.get(keys.LEADER)
+        return kv.value.decode() if kv else None
+
+    async def _start_draining(self) -> None:
+        assert self.store is not None
+        self.draining = True
+        kv = await self.store.get(keys.NODES + self.name)
+        if kv is not None:
+            record = json.loads(kv.value)
+            record["draining"] = True
+            await self.store.txn(
+                [Compare.lease_is(kv.key, self._my_lease())],
+                [Put(kv.key, json.dumps(record), lease=self._my_lease())],
+            )
+        if self.leader.is_leader:
+            await self.store.txn(
+                [Compare.value_is(keys.LEADER, self.name)], [Delete(keys.LEADER)]
+            )
+        await self._log("node_draining", f"{self.name} is stopping: moving its virtual servers away")
+
+    # ------------------------------------------------------------------ reconcile
+
+    async def _reconcile(self, view: ClusterView) -> list[str]:
+        reasons: list[str] = []
+        config = view.config or {}
+        known = set(view.vs_names())
+        for vs in sorted(known | set(self.local)):
+            assignment, assign_rev = view.assign.get(vs, ({}, 0))
+            target = assignment.get("node")
+            lvs = self.local.get(vs)
+            if vs in known and target == self.name and not self.stopping:
+                if lvs is None:
+                    reason = await self._maybe_start(view, config, vs, assign_rev)
+                    if reason:
+                        reasons.append(reason)
+                else:
+                    self._apply_resource_intents(view, lvs)
+            elif lvs is not None and not lvs.stopping:
+                lvs.stopping = True
+                _send(lvs.proc, {"cmd": "offline"})
+                where = f"assigned to {target}" if target else "not assigned to any node"
+                if self.stopping:
+                    where = f"{self.name} is stopping"
+                reasons.append(f"taking {vs} offline: {where}")
+                await self._log("vs_offline_pending", f"taking {vs} offline ({where})", vs=vs)
+        return reasons
+
+    async def _maybe_start(
+        self, view: ClusterView, config: dict[str, Any], vs: str, assign_rev: int
+    ) -> str | None:
+        assert self.store is not None
+        if self.given_up.get(vs) == assign_rev:
+            return None
+        owner, owner_kv = view.owner.get(vs, ({}, None))
+        if owner_kv is not None and owner_kv.lease != self._my_lease():
+            holder = owner.get("node", "?")
+            return f"{vs}: waiting for {holder}'s lease on it to expire before taking it"
+        epoch, epoch_rev = view.epoch.get(vs, (0, 0))
+        new_epoch = epoch + 1
+        record = {"node": self.name, "epoch": new_epoch, "since": time.time()}
+        result = await self.store.txn(
+            [Compare.absent(keys.OWNER + vs), Compare.mod_is(keys.EPOCH + vs, epoch_rev)],
+            [
+                Put(keys.OWNER + vs, json.dumps(record), lease=self._my_lease()),
+                Put(keys.EPOCH + vs, str(new_epoch)),
+            ],
+        )
+        if not result.succeeded:
+            return f"{vs}: ownership changed while taking it; will re-read"
+        if not self._lease_ok():
+            return None
+        spec = host_spec(
+            config,
+            vs,
+            node=self.name,
+            epoch=new_epoch,
+            store_url=self.store_url,
+            data_dir=self.data_dir,
+            offline_resources=_offline_resources(view, vs),
+        )
+        proc = await _spawn_host(spec, self.data_dir, vs)
+        lvs = LocalVS(vs, new_epoch, assign_rev, proc)
+        lvs.offline_resources = set(spec["offline_resources"])
+        self.local[vs] = lvs
+        lvs.reader = asyncio.get_running_loop().create_task(self._read_host(lvs))
+        keeper = self.keeper
+        if keeper is not None:
+            _send(proc, {"cmd": "lease", "safe_until": keeper.safe_until})
+        await self._log(
+            "vs_online_pending",
+            f"bringing {vs} online on {self.name} (epoch {new_epoch}, resource host pid {proc.pid})",
+            vs=vs,
+        )
+        await self._write_status(lvs)
+        return f"took {vs} (epoch {new_epoch})"
+
+    def _apply_resource_intents(self, view: ClusterView, lvs: LocalVS) -> None:
+        wanted = set(_offline_resources(view, lvs.name))
+        for res in sorted(wanted - lvs.offline_resources):
+            _send(lvs.proc, {"cmd": "resource_offline", "resource": res})
+        for res in sorted(lvs.offline_resources - wanted):
+            _send(lvs.proc, {"cmd": "resource_online", "resource": res})
+        lvs.offline_resources = wanted
+
+    # ------------------------------------------------------------------ host events
+
+    async def _read_host(self, lvs: LocalVS) -> None:
+        assert lvs.proc.stdout is not None
+        try:
+            while True:
+                line = await lvs.proc.stdout.readline()
+                if not line:
+                    break
+                try:
+                    msg = json.loads(line)
+                except ValueError:
+                    continue
+                await self._on_host_event(lvs, msg)
+        finally:
+            await lvs.proc.wait()
+            await self._on_host_exit(lvs)
+
+    async def _on_host_event(self, lvs: LocalVS, msg: dict[str, Any]) -> None:
+        kind = msg.get("event")
+        if kind == "resource":
+            res, state = str(msg.get("resource")), str(msg.get("state"))
+            lvs.resources[res] = state
+            await self._log(
+                f"resource_{state}",
+                f"{lvs.name}/{res} {state}" + (f": {msg['reason']}" if msg.get("reason") else ""),
+                vs=lvs.name,
+                resource=res,
+            )
+        elif kind == "group":
+            state = str(msg.get("state"))
+            lvs.state = state
+            lvs.reason = str(msg.get("reason", ""))
+            await self._log(f"vs_{state}", f"{lvs.name} {state} on {self.name}"
+                            + (f": {lvs.reason}" if lvs.reason else ""), vs=lvs.name)
+            if state == "failed" and not lvs.stopping:
+                lvs.failed = True
+                lvs.stopping = True
+                _send(lvs.proc, {"cmd": "offline"})
+        with contextlib.suppress(CoordError):
+            await self._write_status(lvs)
+
+    async def _on_host_exit(self, lvs: LocalVS) -> None:
+        if self.local.get(lvs.name) is not lvs:
+            return  # fenced: already forgotten
+        del self.local[lvs.name]
+        store = self.store
+        assert store is not None
+        clean = lvs.stopping and not lvs.failed and lvs.proc.returncode == 0
+        try:
+            if not clean:
+                # The group failed here (or its host crashed): give it up so the
+                # leader moves it, and don't take it again until reassigned.
+                self.given_up[lvs.name] = lvs.assign_revision
+                reason = lvs.reason if lvs.failed else (
+                    f"resource host exited with code {lvs.proc.returncode}")
+                await store.put(
+                    keys.GIVEUP + lvs.name,
+                    json.dumps({"node": self.name, "time": time.time(), "reason": reason,
+                                "epoch": lvs.epoch}),
+                )
+                await self._log("vs_failed", f"{lvs.name} failed on {self.name}: {reason}",
+                                vs=lvs.name)
+            else:
+                await self._log("vs_offline", f"{lvs.name} is offline on {self.name}", vs=lvs.name)
+            if self._lease_ok():
+                lease = self._my_lease()
+                await store.txn(
+                    [Compare.lease_is(keys.OWNER + lvs.name, lease)],
+                    [Delete(keys.OWNER + lvs.name), Delete(keys.STATUS + lvs.name)],
+                )
+        except CoordError as exc:
+            log_event("store_error", node=self.name, vs=lvs.name, message=str(exc))
+        self.wake.set()
+
+    async def _write_status(self, lvs: LocalVS) -> None:
+        assert self.store is not None
+        if not self._lease_ok():
+            return
+        status = {
+            "node": self.name,
+            "state": lvs.state,
+            "epoch": lvs.epoch,
+            "pid": lvs.proc.pid,
+            "resources": lvs.resources,
+            "reason": lvs.reason,
+            "since": lvs.started,
+        }
+        await self.store.put(keys.STATUS + lvs.name, json.dumps(status), lease=self._my_lease())
+
+    async def _log(self, event: str, message: str, **kw: Any) -> None:
+        log_event(event, node=self.name, message=message, **kw)
+        if self.store is not None:
+            with contextlib.suppress(CoordError):
+                await eventlog.append(self.store, eventlog.make(self.name, event, message, **kw))
+
+
+class AgentError(Exception):
+    """A node agent cannot run (e.g. its name is not in the configuration)."""
+
+
+def _offline_resources(view: ClusterView, vs: str) -> list[str]:
+    prefix = vs + "/"
+    return sorted(
+        k[len(prefix):] for k, v in view.resource_admin.items()
+        if k.startswith(prefix) and v.get("offline")
+    )
+
+
+async def _spawn_host(spec: dict[str, Any], data_dir: Path, vs: str) -> asyncio.subprocess.Process:
+    logs = data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"{vs}-host.log", "ab") as err:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "clustermail.cluster.resource_host",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=err,
+        )
+    _send(proc, spec)
+    return proc
+
+
+def _send(proc: asyncio.subprocess.Process, msg: dict[str, Any]) -> None:
+    if proc.stdin is None or proc.stdin.is_closing():
+        return
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        proc.stdin.write((json.dumps(msg) + "\n").encode())
+
+
+def _kill(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)

@@ -1,0 +1,84 @@
+"""The cluster event log: every state change and decision, kept in the store.
+
+Bounded: the leader trims the oldest entries past ``MAX_ENTRIES`` and says so
+in the log itself, so nothing disappears silently.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from clustermail.cluster import keys
+from clustermail.coord import Delete, KeyValue, Store
+
+MAX_ENTRIES = 5000
+_counter = itertools.count()
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    time: float
+    node: str
+    event: str
+    message: str
+    vs: str = ""
+    resource: str = ""
+    #: Ties together the entries of one transition (e.g. one failover).
+    correlation: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+
+    @staticmethod
+    def from_kv(kv: KeyValue) -> LogEntry:
+        data = json.loads(kv.value)
+        return LogEntry(**data)
+
+
+def entry_key(entry: LogEntry) -> str:
+    # Time first so a range read is chronological; node and a counter keep keys unique.
+    return f"{keys.LOG}{int(entry.time * 1e6):017d}-{entry.node}-{next(_counter):06d}"
+
+
+async def append(store: Store, entry: LogEntry) -> None:
+    await store.put(entry_key(entry), entry.to_json())
+
+
+def make(node: str, event: str, message: str, **kw: Any) -> LogEntry:
+    return LogEntry(time=time.time(), node=node, event=event, message=message, **kw)
+
+
+async def read(store: Store, limit: int | None = None) -> list[LogEntry]:
+    result = await store.range(keys.LOG)
+    kvs = result.kvs if limit is None else result.kvs[-limit:]
+    return [LogEntry.from_kv(kv) for kv in kvs]
+
+
+async def trim(store: Store, node: str, max_entries: int = MAX_ENTRIES) -> int:
+    """Deletes the oldest entries beyond ``max_entries``; logs how many went."""
+    result = await store.range(keys.LOG)
+    excess = len(result.kvs) - max_entries
+    if excess <= 0:
+        return 0
+    doomed = result.kvs[: excess + 1]  # +1 leaves room for the trim notice itself
+    for start in range(0, len(doomed), 100):
+        await store.txn([], [Delete(kv.key) for kv in doomed[start : start + 100]])
+    first = LogEntry.from_kv(doomed[0])
+    last = LogEntry.from_kv(doomed[-1])
+    await append(
+        store,
+        make(
+            node,
+            "log_trimmed",
+            f"trimmed the {len(doomed)} oldest log entries "
+            f"({time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(first.time))} to "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(last.time))}) "
+            f"to keep the log at {max_entries} entries",
+        ),
+    )
+    return len(doomed)

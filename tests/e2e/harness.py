@@ -1,0 +1,201 @@
+"""A local cluster of real `clustermail node run` processes, for end-to-end tests.
+
+Each test gets its own loopback addresses (127.X.Y.11-13, X and Y random)
+and a free port, its own store and data directory, and every process it
+starts is stopped by PID when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from clustermail.admin.status import build_status
+from clustermail.cluster.view import read_view
+from clustermail.coord import Store, open_store
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_addresses() -> tuple[str, int]:
+    """A /24 of loopback addresses nobody else uses, and a port free on .11 of it."""
+    for _ in range(50):
+        base = f"127.{random.randint(100, 250)}.{random.randint(1, 250)}"
+        port = random.randint(20000, 40000)
+        try:
+            for host in (11, 12, 13):
+                with socket.socket() as s:
+                    s.bind((f"{base}.{host}", port))
+        except OSError:
+            continue
+        return base, port
+    raise RuntimeError("no free loopback address/port found")
+
+
+def cluster_toml(
+    base: str,
+    port: int,
+    *,
+    nodes: int = 4,
+    servers: int = 3,
+    timing: str = "fast",
+    failback: str = "never",
+    extra_resource: str = "",
+    banner_policy: str = "",
+) -> str:
+    lines = ["[cluster]", 'placement = "active-passive"', f'timing = "{timing}"', ""]
+    for n in range(1, nodes + 1):
+        lines.append(f"[nodes.node{n}]")
+    for v in range(1, servers + 1):
+        addr = f"{base}.{10 + v}"
+        lines += [
+            "",
+            f"[virtual_servers.mail{v}]",
+            f'preferred_owners = ["node{v}", "node{nodes}"]',
+            f'failback = "{failback}"',
+            f"[virtual_servers.mail{v}.resources.ip]",
+            'type = "ip_address"',
+            f"properties = {{ address = \"{addr}\" }}",
+            f"[virtual_servers.mail{v}.resources.name]",
+            'type = "network_name"',
+            'depends_on = ["ip"]',
+            f'properties = {{ name = "mail{v}-{base}" }}',
+            f"[virtual_servers.mail{v}.resources.disk]",
+            'type = "disk"',
+            f'properties = {{ path = "{{data}}/disks/mail{v}" }}',
+            f"[virtual_servers.mail{v}.resources.banner]",
+            'type = "process"',
+            'depends_on = ["ip", "disk"]',
+            "quick_check_interval = 0.5",
+            banner_policy,
+            "[virtual_servers.mail{v}.resources.banner.properties]".format(v=v),
+            'command = ["{python}", "-m", "clustermail.cluster.banner", "--address", '
+            f'"{addr}", "--port", "{port}", "--name", "mail{v}"]',
+            f'tcp_check = "{addr}:{port}"',
+            extra_resource.format(v=v, addr=addr, port=port),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def banner(address: str, port: int, timeout: float = 1.0) -> str | None:
+    """The first line the service at address:port sends, or None if nothing answers."""
+    try:
+        with socket.create_connection((address, port), timeout=timeout) as s:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return s.makefile("rb").readline().decode(errors="replace").strip() or None
+    except OSError:
+        return None
+
+
+class LocalCluster:
+    def __init__(self, tmp: Path, store_url: str, config_toml: str) -> None:
+        self.tmp = tmp
+        self.data = tmp / "data"
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.store_url = store_url
+        self.config_path = tmp / "cluster.toml"
+        self.config_path.write_text(config_toml)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.store: Store | None = None
+        self.host_pids: set[int] = set()
+
+    async def __aenter__(self) -> LocalCluster:
+        self.store = await open_store(self.store_url)
+        out = self.cli("config", "apply", str(self.config_path))
+        assert out.returncode == 0, out.stderr
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "clustermail", *args, "--store", self.store_url,
+             "--data", str(self.data)],
+            cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        )
+
+    def start_node(self, name: str) -> int:
+        log = open(self.data / f"{name}.agent.log", "ab")  # noqa: SIM115 - child owns it
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "clustermail", "node", "run", "--store", self.store_url,
+             "--name", name, "--data", str(self.data)],
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        )
+        log.close()
+        self.procs[name] = proc
+        return proc.pid
+
+    def start_all(self, count: int = 4) -> None:
+        for n in range(1, count + 1):
+            self.start_node(f"node{n}")
+
+    def signal_node(self, name: str, sig: int) -> None:
+        os.kill(self.procs[name].pid, sig)
+
+    def kill_node(self, name: str) -> None:
+        """kill -9 of the node's agent: its resource hosts die with it (parent death)."""
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def stop_node(self, name: str, timeout: float = 60) -> int:
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGTERM)
+        return proc.wait(timeout=timeout)
+
+    async def status(self) -> dict[str, Any]:
+        assert self.store is not None
+        status = build_status(await read_view(self.store))
+        for vs in status["virtual_servers"]:
+            if vs["pid"]:
+                self.host_pids.add(int(vs["pid"]))
+        return status
+
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30.0,
+        what: str = "condition",
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status = await self.status()
+            if predicate(status):
+                return status
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {what}; last status:\n"
+                             + json.dumps(status, indent=1))
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.status()
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=10)
+        for pid in self.host_pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if self.store is not None:
+            await self.store.close()
+
+
+def vs_of(status: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(v for v in status["virtual_servers"] if v["name"] == name)
+
+
+def owners(status: dict[str, Any]) -> dict[str, str | None]:
+    return {v["name"]: (v["owner"] if v["state"] == "online" else None)
+            for v in status["virtual_servers"]}
