@@ -40,21 +40,31 @@ _NUMBER_RE = re.compile(rb"[0-9]+")
 _SEQSET_RE = re.compile(rb"[0-9*:,]+")
 _FLAG_RE = re.compile(rb"\\?" + _char_class(ATOM_CHARS) + b"+")
 
-_STRING_STARTS = (0x22, 0x7B, 0x7E)  # '"', '{', '~'
 MAX_NUMBER = 0xFFFFFFFF  # RFC 3501 number: unsigned 32-bit
 MAX_NUMBER64 = 0x7FFFFFFFFFFFFFFF  # RFC 9051 number64 / RFC 7162 mod-sequence
 
 _SYSTEM_FLAGS = {
-    f.upper(): f
-    for f in ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", "\\Recent")
+    f.upper(): f for f in ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", "\\Recent")
 }
 _MONTHS = {
     m: i + 1
     for i, m in enumerate(
-        (b"JAN", b"FEB", b"MAR", b"APR", b"MAY", b"JUN",
-         b"JUL", b"AUG", b"SEP", b"OCT", b"NOV", b"DEC")
+        (
+            b"JAN",
+            b"FEB",
+            b"MAR",
+            b"APR",
+            b"MAY",
+            b"JUN",
+            b"JUL",
+            b"AUG",
+            b"SEP",
+            b"OCT",
+            b"NOV",
+            b"DEC",
+        )
     )
-}  # fmt: skip
+}
 _DATE_RE = re.compile(rb"([0-9]{1,2})-([A-Za-z]{3})-([0-9]{4})")
 _DATE_TIME_RE = re.compile(
     rb'" ?([0-9]{1,2})-([A-Za-z]{3})-([0-9]{4}) '
@@ -179,17 +189,22 @@ class Reader:
         c = self.peek()
         if c == 0x22:  # "
             return self.quoted(what)
-        if c == 0x7B or c == 0x7E:  # { ~
+        if c == 0x7B or self.at(b"~{"):  # literal, or literal8 (rejected with a clear message)
             return self.literal(what)
         raise self.fail(f"expected a string for {what}, found {self.here()!r}")
 
     def astring(self, what: str) -> bytes:
-        if self.peek() in _STRING_STARTS:
+        if self.at_string():
             return self.string(what)
         raw = self._match(_ASTRING_RE)
         if raw is None:
             raise self.fail(f"expected {what}, found {self.here()!r}")
         return raw
+
+    def at_string(self) -> bool:
+        """A quoted string or a literal starts here (``~`` alone is an atom character)."""
+        c = self.peek()
+        return c == 0x22 or c == 0x7B or self.at(b"~{")
 
     def is_nil(self) -> bool:
         """Consume ``NIL`` (any case) if it is the next whole atom."""
@@ -235,7 +250,7 @@ class Reader:
 
     def list_mailbox(self, what: str) -> str:
         """list-mailbox: like a mailbox name, but ``%`` and ``*`` may appear unquoted."""
-        if self.peek() in _STRING_STARTS:
+        if self.at_string():
             return self.mailbox_name(self.string(what), what)
         return self.mailbox_name(self.token(_LIST_RE, what), what)
 

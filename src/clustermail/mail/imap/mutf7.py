@@ -111,9 +111,7 @@ def decode(name: str) -> str:
             i = end + 1
             continue
         if not _is_direct(ch):
-            raise MUTF7Error(
-                f"mailbox name contains {ch!r}, which must be modified-UTF-7 encoded"
-            )
+            raise MUTF7Error(f"mailbox name contains {ch!r}, which must be modified-UTF-7 encoded")
         out.append(ch)
         prev_was_run = False
         i += 1

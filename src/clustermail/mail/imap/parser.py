@@ -158,8 +158,11 @@ def _select(read_only: bool) -> Callable[[Reader], c.Select]:
         if r.next_is_sp():
             r.sp("SELECT parameters")
             params: list[str] = []
-            r.list_of(lambda: params.append(r.keyword("SELECT parameter")),
-                      "SELECT parameters", allow_empty=False)  # fmt: skip
+            r.list_of(
+                lambda: params.append(r.keyword("SELECT parameter")),
+                "SELECT parameters",
+                allow_empty=False,
+            )
             for p in params:
                 if p != "CONDSTORE":
                     raise r.fail(f"unsupported SELECT parameter {p}")
@@ -228,8 +231,11 @@ def _list(r: Reader) -> c.List:
     selection: set[str] = set()
     if r.peek() == 0x28:  # "(" : LIST-EXTENDED selection options
         extended = True
-        r.list_of(lambda: selection.add(r.keyword("LIST selection option")),
-                  "LIST selection options", allow_empty=True)  # fmt: skip
+        r.list_of(
+            lambda: selection.add(r.keyword("LIST selection option")),
+            "LIST selection options",
+            allow_empty=True,
+        )
         unknown = selection - _LIST_SELECTION
         if unknown:
             raise r.fail(f"unsupported LIST selection option {sorted(unknown)[0]}")
@@ -241,8 +247,11 @@ def _list(r: Reader) -> c.List:
     patterns: list[str] = []
     if r.peek() == 0x28:
         extended = True
-        r.list_of(lambda: patterns.append(r.list_mailbox("mailbox pattern")),
-                  "mailbox patterns", allow_empty=False)  # fmt: skip
+        r.list_of(
+            lambda: patterns.append(r.list_mailbox("mailbox pattern")),
+            "mailbox patterns",
+            allow_empty=False,
+        )
     else:
         patterns.append(r.list_mailbox("mailbox pattern"))
     returns: set[str] = set()
@@ -321,7 +330,7 @@ def _append(r: Reader) -> c.Append:
     if r.peek() == 0x22:
         when = r.date_time("APPEND date-time")
         r.sp("message literal")
-    if r.peek() not in (0x7B, 0x7E):
+    if r.peek() != 0x7B and not r.at(b"~{"):
         raise r.fail(f"expected the message as a literal, found {r.here()!r}")
     message = r.literal("message")
     if not r.eof():
@@ -410,6 +419,7 @@ def _store(uid: bool) -> Callable[[Reader], c.Store]:
         r.sp("store action")
         unchanged_since: int | None = None
         if r.peek() == 0x28:  # CONDSTORE store modifiers
+
             def modifier() -> None:
                 nonlocal unchanged_since
                 name = r.keyword("STORE modifier")
@@ -500,8 +510,11 @@ def _section(r: Reader) -> c.Section:
             raise r.fail("MIME section needs a part number, e.g. BODY[1.MIME]")
     if text.startswith("HEADER.FIELDS"):
         r.sp("header field list")
-        r.list_of(lambda: fields.append(r.astring_text("header field name").upper()),
-                  "header field list", allow_empty=False)  # fmt: skip
+        r.list_of(
+            lambda: fields.append(r.astring_text("header field name").upper()),
+            "header field list",
+            allow_empty=False,
+        )
     r.expect(b"]", "']' closing the section")
     return c.Section(part, _SECTION_TEXTS[text], tuple(fields))
 
@@ -607,8 +620,9 @@ def _search_key(r: Reader, depth: int) -> s.SearchKey:
         return s.SequenceKey(r.sequence_set())
     if r.peek() == 0x28:
         keys: list[s.SearchKey] = []
-        r.list_of(lambda: keys.append(_search_key(r, depth + 1)),
-                  "search key group", allow_empty=False)  # fmt: skip
+        r.list_of(
+            lambda: keys.append(_search_key(r, depth + 1)), "search key group", allow_empty=False
+        )
         return keys[0] if len(keys) == 1 else s.AndKey(tuple(keys))
     name = r.keyword("search key")
     if name == "ALL":
