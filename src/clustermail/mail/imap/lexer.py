@@ -117,9 +117,15 @@ class Reader:
 
     def sp(self, what: str) -> None:
         """One space, then ``what``: a missing space means ``what`` is missing."""
-        if self.peek() != 0x20:
-            if self.eof():
+        c = self.peek()
+        if c != 0x20:
+            if c == -1 or c == 0x29:  # end of line or of a list
                 raise self.fail(f"missing {what}")
+            if c >= 0x80:
+                raise self.fail(
+                    f"unexpected 8-bit character before {what}: non-ASCII text must be "
+                    "quoted or sent as a literal"
+                )
             raise self.fail(f"expected a space before {what}, found {self.here()!r}")
         self.pos += 1
 

@@ -49,7 +49,7 @@ def parse_command(raw: bytes) -> c.AnyCommand:
 
     ``raw`` is a command as the framer yields it: the line without its final
     CRLF, with any literals inline (``{n}\\r\\n`` and their data). A trailing
-    CRLF is tolerated.
+    CRLF is not stripped: it could be the end of a literal's data.
     """
     try:
         return _parse_command(raw)
@@ -60,10 +60,6 @@ def parse_command(raw: bytes) -> c.AnyCommand:
 
 
 def _parse_command(raw: bytes) -> c.AnyCommand:
-    if raw.endswith(b"\r\n"):
-        raw = raw[:-2]
-    elif raw.endswith(b"\n"):
-        raw = raw[:-1]
     r = Reader(raw)
     tag = r.token(TAG_RE, "tag") if TAG_RE.match(raw) else None
     if tag is None:
