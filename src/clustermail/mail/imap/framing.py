@@ -135,8 +135,10 @@ class CommandFramer:
                 continue
             end = self._buf.find(b"\n", self._scan)
             if end < 0:
-                if len(self._buf) > self.limits.max_line + 2:
-                    return self._fatal(self._too_long_line(bytes(self._buf[:200])))
+                limit = self.limits.max_line + 2  # + CRLF
+                if len(self._buf) > limit:
+                    # Exactly limit + 1 bytes seen, however they were chunked.
+                    return self._fatal(self._too_long_line(bytes(self._buf[: limit + 1])))
                 self._scan = len(self._buf)
                 return None
             line = bytes(self._buf[: end + 1])
@@ -144,7 +146,7 @@ class CommandFramer:
             self._scan = 0
             content = line[:-2] if line.endswith(b"\r\n") else line[:-1]
             if len(content) > self.limits.max_line:
-                return self._fatal(self._too_long_line(line))
+                return self._fatal(self._too_long_line(line[: self.limits.max_line + 3]))
             if not self._parts:
                 self._start_command(content)
             self._size += len(line)
