@@ -23,8 +23,12 @@ def drain(framer: CommandFramer) -> list[FrameEvent]:
     return events
 
 
-def feed_all(data: bytes, *, chunk: int | None = None, limits: FramingLimits | None = None,
-             ) -> list[FrameEvent]:  # fmt: skip
+def feed_all(
+    data: bytes,
+    *,
+    chunk: int | None = None,
+    limits: FramingLimits | None = None,
+) -> list[FrameEvent]:
     framer = CommandFramer(limits)
     events: list[FrameEvent] = []
     step = chunk or len(data) or 1
@@ -143,9 +147,7 @@ def test_non_sync_literal_over_limit_is_fatal_and_nothing_more_is_framed() -> No
 
 def test_whole_command_limit_counts_every_literal() -> None:
     # Each literal is within max_argument_literal, together they pass max_command.
-    data = b"a LOGIN {40+}\r\n" + b"x" * 40 + b"".join(
-        b" {40+}\r\n" + b"y" * 40 for _ in range(20)
-    )
+    data = b"a LOGIN {40+}\r\n" + b"x" * 40 + b"".join(b" {40+}\r\n" + b"y" * 40 for _ in range(20))
     events = feed_all(data, limits=SMALL)
     errors = [e for e in events if isinstance(e, FramingError)]
     assert errors and errors[0].error.code == "TOOBIG" and errors[0].error.fatal

@@ -157,11 +157,7 @@ VALID: list[tuple[bytes, c.Command]] = [
         c.Fetch(
             "a",
             S("1"),
-            (
-                c.BodySection(
-                    c.Section((1,), "HEADER.FIELDS.NOT", ("SUBJECT", "TO")), peek=True
-                ),
-            ),
+            (c.BodySection(c.Section((1,), "HEADER.FIELDS.NOT", ("SUBJECT", "TO")), peek=True),),
         ),
     ),
     (
@@ -253,15 +249,11 @@ VALID: list[tuple[bytes, c.Command]] = [
     ),
     (
         b"a UID FETCH 1:* (FLAGS MODSEQ) (CHANGEDSINCE 1 VANISHED)",
-        c.Fetch(
-            "a", S("1:*"), (F("FLAGS"), F("MODSEQ")), uid=True, changed_since=1, vanished=True
-        ),
+        c.Fetch("a", S("1:*"), (F("FLAGS"), F("MODSEQ")), uid=True, changed_since=1, vanished=True),
     ),
     (
         b"a STORE 1 (UNCHANGEDSINCE 12121230045) +FLAGS.SILENT (\\Deleted)",
-        c.Store(
-            "a", S("1"), "add", ("\\Deleted",), silent=True, unchanged_since=12121230045
-        ),
+        c.Store("a", S("1"), "add", ("\\Deleted",), silent=True, unchanged_since=12121230045),
     ),
     # odd but valid tags
     (b"]tag NOOP", c.Noop("]tag")),
@@ -270,7 +262,9 @@ VALID: list[tuple[bytes, c.Command]] = [
 ]
 
 
-@pytest.mark.parametrize(("raw", "expected"), VALID, ids=[v[0][:40].decode(errors="replace") for v in VALID])
+@pytest.mark.parametrize(
+    ("raw", "expected"), VALID, ids=[v[0][:40].decode(errors="replace") for v in VALID]
+)
 def test_valid_commands(raw: bytes, expected: c.Command) -> None:
     assert parse_command(raw) == expected
 
@@ -305,7 +299,10 @@ SEARCHES: list[tuple[bytes, s.SearchKey]] = [
     (b"OLD", s.NotKey(s.FlagKey("\\Recent"))),
     (b"KEYWORD $Junk", s.FlagKey("$Junk")),
     (b"UNKEYWORD foo", s.NotKey(s.FlagKey("foo"))),
-    (b"BCC a CC b TO c", s.AndKey((s.HeaderKey("BCC", "a"), s.HeaderKey("CC", "b"), s.HeaderKey("TO", "c")))),
+    (
+        b"BCC a CC b TO c",
+        s.AndKey((s.HeaderKey("BCC", "a"), s.HeaderKey("CC", "b"), s.HeaderKey("TO", "c"))),
+    ),
     (b'HEADER Message-ID "<x@y>"', s.HeaderKey("MESSAGE-ID", "<x@y>")),
     (b'HEADER X-Spam ""', s.HeaderKey("X-SPAM", "")),
     (b"BODY hello", s.BodyKey("hello")),
@@ -314,7 +311,10 @@ SEARCHES: list[tuple[bytes, s.SearchKey]] = [
     (b"SENTBEFORE 1-Jan-2000", s.DateKey("sent", "before", date(2000, 1, 1))),
     (b"SENTON 01-Jan-2000", s.DateKey("sent", "on", date(2000, 1, 1))),
     (b"SENTSINCE 1-Jan-2000", s.DateKey("sent", "since", date(2000, 1, 1))),
-    (b"LARGER 1024 SMALLER 4096", s.AndKey((s.SizeKey("larger", 1024), s.SizeKey("smaller", 4096)))),
+    (
+        b"LARGER 1024 SMALLER 4096",
+        s.AndKey((s.SizeKey("larger", 1024), s.SizeKey("smaller", 4096))),
+    ),
     (
         b"OR (SEEN FLAGGED) NOT OR 1 2",
         s.OrKey(
@@ -328,7 +328,9 @@ SEARCHES: list[tuple[bytes, s.SearchKey]] = [
 ]
 
 
-@pytest.mark.parametrize(("criteria", "key"), SEARCHES, ids=[v[0][:40].decode(errors="replace") for v in SEARCHES])
+@pytest.mark.parametrize(
+    ("criteria", "key"), SEARCHES, ids=[v[0][:40].decode(errors="replace") for v in SEARCHES]
+)
 def test_search_criteria(criteria: bytes, key: s.SearchKey) -> None:
     command = parse_command(b"A282 SEARCH " + criteria)
     assert isinstance(command, c.Search)
@@ -381,8 +383,8 @@ INVALID: list[tuple[bytes, str | None, str]] = [
     (b"a STATUS INBOX ()", "a", "must not be empty"),
     (b"a STATUS INBOX (MESSAGES BOGUS)", "a", "unknown STATUS item BOGUS"),
     (b"a STATUS INBOX MESSAGES", "a", "'('"),
-    (b"a LIST (BOGUS) \"\" %", "a", "selection option BOGUS"),
-    (b"a LIST (RECURSIVEMATCH) \"\" %", "a", "RECURSIVEMATCH"),
+    (b'a LIST (BOGUS) "" %', "a", "selection option BOGUS"),
+    (b'a LIST (RECURSIVEMATCH) "" %', "a", "RECURSIVEMATCH"),
     (b'a LIST "" % RETURN (BOGUS)', "a", "return option BOGUS"),
     (b'a LIST "" % FOO (CHILDREN)', "a", "RETURN"),
     (b'a LIST ""', "a", "missing mailbox pattern"),
@@ -440,14 +442,18 @@ INVALID: list[tuple[bytes, str | None, str]] = [
     (b"a SEARCH CHARSET", "a", "missing charset name"),
     (b"a SEARCH CHARSET UTF-8", "a", "missing search criteria"),
     (b"a SEARCH SEEN  UNSEEN", "a", "search key"),
-    (b"a SEARCH MODSEQ \"/flags/x\" bogus 5", "a", "MODSEQ entry type"),
+    (b'a SEARCH MODSEQ "/flags/x" bogus 5', "a", "MODSEQ entry type"),
     (b"a SEARCH " + b"NOT " * (MAX_SEARCH_DEPTH + 1) + b"ALL", "a", "nested deeper"),
-    (b"a SEARCH " + b"(" * (MAX_SEARCH_DEPTH + 1) + b"ALL" + b")" * (MAX_SEARCH_DEPTH + 1), "a", "nested deeper"),
+    (
+        b"a SEARCH " + b"(" * (MAX_SEARCH_DEPTH + 1) + b"ALL" + b")" * (MAX_SEARCH_DEPTH + 1),
+        "a",
+        "nested deeper",
+    ),
     (b"a AUTHENTICATE", "a", "missing authentication mechanism"),
     (b"a AUTHENTICATE PLAIN abc", "a", "base64"),
     (b"a AUTHENTICATE PLAIN ab=c", "a", "base64"),
     (b"a ID", "a", "missing ID parameters"),
-    (b"a ID (\"a\")", "a", "missing ID field value"),
+    (b'a ID ("a")', "a", "missing ID field value"),
     (b"a ID (name x)", "a", "string"),
     (b"a ID (" + b'"k" "v" ' * 31 + b")", "a", "too many ID fields"),
     (b"a ENABLE", "a", "missing capability"),
@@ -456,7 +462,9 @@ INVALID: list[tuple[bytes, str | None, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("raw", "tag", "message"), INVALID, ids=[v[0][:40].decode(errors="replace") for v in INVALID])
+@pytest.mark.parametrize(
+    ("raw", "tag", "message"), INVALID, ids=[v[0][:40].decode(errors="replace") for v in INVALID]
+)
 def test_invalid_commands(raw: bytes, tag: str | None, message: str) -> None:
     with pytest.raises(ParseError) as info:
         parse_command(raw)
