@@ -467,7 +467,9 @@ def _fetch_att(r: Reader) -> c.FetchItem:
     name = r.token(_FETCH_NAME_RE, "FETCH item").decode("ascii").upper()
     if r.peek() == 0x5B:  # "["
         if name not in ("BODY", "BODY.PEEK"):
-            raise r.fail(f"FETCH item {name} takes no section")
+            if name in _SIMPLE_ATTRS:
+                raise r.fail(f"FETCH item {name} takes no section")
+            raise r.fail(f"unknown FETCH item {show(name.encode())}")
         section = _section(r)
         partial = None
         if r.peek() == 0x3C:  # "<"
