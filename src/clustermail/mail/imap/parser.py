@@ -110,8 +110,7 @@ def _decode_base64(data: bytes) -> bytes:
 
 def _no_args(cls: Callable[[str], c.AnyCommand]) -> Callable[[Reader], c.AnyCommand]:
     def parse(r: Reader) -> c.AnyCommand:
-        assert r.tag is not None
-        return cls(r.tag)
+        return cls(_tag(r))
 
     return parse
 
