@@ -25,7 +25,7 @@ import enum
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from clustermail.cluster.model import ClusterConfig, FailbackMode, PlacementMode, VirtualServer
+from clustermail.cluster.model import ClusterConfig, FailbackMode, VirtualServer
 from clustermail.cluster.snapshot import (
     FailoverRecord,
     NodeStatus,
@@ -244,11 +244,15 @@ class _Run:
         if len(others) < capacity:
             return None
         newcomers = [v for v in others if v in self.arrivals]
-        if newcomers:
-            return f"is taken by {newcomers[-1]}, {self.arrival_note(newcomers[-1], case)}"
-        if self.config.placement is PlacementMode.ACTIVE_PASSIVE:
+        if capacity == 1:
+            if newcomers:
+                return f"is taken by {newcomers[-1]}, {self.arrival_note(newcomers[-1], case)}"
             return f"hosts {others[0]}"
-        return f"is full: it hosts {', '.join(others)} (capacity {capacity})"
+        full = f"is full: it hosts {', '.join(others)} (capacity {capacity})"
+        if newcomers:
+            last = newcomers[-1]
+            full += f", the last taken by {last}, {self.arrival_note(last, case)}"
+        return full
 
     def candidates(self, case: _Case, chosen: str | None, chosen_verdict: str,
                    other_verdict: str) -> tuple[Candidate, ...]:
