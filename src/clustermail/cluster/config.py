@@ -54,6 +54,7 @@ from clustermail.cluster.timing import (
     TimingError,
     custom_timing,
 )
+from clustermail.cluster.toml_render import render_toml as render_toml
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -106,9 +107,10 @@ class ConfigError(ValueError):
 # --------------------------------------------------------------------------- reading helpers
 
 
-def key_path(*parts: str) -> str:
-    """A TOML key path, quoting the parts that are not bare keys."""
-    return ".".join(p if _BARE_KEY.match(p) else f'"{p}"' for p in parts if p)
+def key_path(base: str, *keys: str) -> str:
+    """Extends the key path ``base`` with raw keys, quoting those that are not bare."""
+    quoted = [k if _BARE_KEY.match(k) else f'"{k}"' for k in keys]
+    return ".".join([base, *quoted] if base else quoted)
 
 
 def _describe(value: object) -> str:

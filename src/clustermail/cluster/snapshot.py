@@ -150,7 +150,7 @@ def _snapshot_from_dict(data: Mapping[str, Any], source: str) -> Snapshot:
     try:
         config = config_from_dict(top.get("config", {}), f"{source} [config]")
     except ConfigError as exc:
-        c.problems += [Problem(key_path("config", p.path), p.message) for p in exc.problems]
+        c.problems += [Problem(f"config.{p.path}".rstrip("."), p.message) for p in exc.problems]
         raise ConfigError(source, c.problems) from None
     nodes = {}
     for name, status in c.entries(top.get("nodes", {}), "nodes").items():
