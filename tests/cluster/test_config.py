@@ -67,7 +67,8 @@ def test_seed_cluster_shape() -> None:
         assert disk.properties == {"path": f"{{data}}/disks/mail{i}"}
         assert banner.type == "process"
         assert banner.properties["tcp_check"] == f"127.0.0.{10 + i}:2525"
-        assert "clustermail.cluster.banner" in banner.properties["command"]
+        command = banner.properties["command"]
+        assert isinstance(command, tuple) and "clustermail.cluster.banner" in command
         assert vs.online_order() == ("ip", "name", "disk", "banner")
         assert vs.offline_order() == ("banner", "disk", "name", "ip")
 
