@@ -147,11 +147,11 @@ def _vs_state(c: Checker, value: object, path: str) -> VsState:
 def _snapshot_from_dict(data: Mapping[str, Any], source: str) -> Snapshot:
     c = Checker()
     top = c.table(dict(data), "", _KEYS)
+    config: ClusterConfig | None = None
     try:
-        config = config_from_dict(top.get("config", {}), f"{source} [config]")
+        config = config_from_dict(top.get("config", {}), source)
     except ConfigError as exc:
         c.problems += [Problem(f"config.{p.path}".rstrip("."), p.message) for p in exc.problems]
-        raise ConfigError(source, c.problems) from None
     nodes = {}
     for name, status in c.entries(top.get("nodes", {}), "nodes").items():
         parsed = _enum_value(c, NodeStatus, status, key_path("nodes", name))
@@ -179,17 +179,18 @@ def _snapshot_from_dict(data: Mapping[str, Any], source: str) -> Snapshot:
     cleared = {k: _number(c, v, key_path("failures_cleared", k))
                for k, v in c.entries(top.get("failures_cleared", {}), "failures_cleared").items()}
     offline = c.names(top, "offline", "") or ()
-    snapshot = Snapshot(
+    now = _number(c, top.get("now"), "now")
+    utc_offset = _number(c, top.get("utc_offset", 0.0), "utc_offset")
+    if c.problems or config is None:
+        raise ConfigError(source, c.problems)
+    return Snapshot(
         config=config,
-        now=_number(c, top.get("now"), "now"),
+        now=now,
         nodes=nodes,
         virtual_servers=states,
         failovers=tuple(records),
         move_requests=moves,
         failures_cleared=cleared,
         offline=frozenset(offline),
-        utc_offset=_number(c, top.get("utc_offset", 0.0), "utc_offset"),
+        utc_offset=utc_offset,
     )
-    if c.problems:
-        raise ConfigError(source, c.problems)
-    return snapshot
