@@ -15,15 +15,24 @@ phase in rank order (higher ``priority`` first, then name):
 5. failback of the virtual servers still sticking, as their policy allows.
 
 Failed virtual servers are placed before failbacks: availability first.
-Each failure that placement reacts to yields a :class:`FailoverRecord`, which
-the caller appends to the history it passes in the next snapshot.
+
+The caller (the leader) applies a :class:`Placement` in one transaction:
+
+* write each decision's ``owner`` and ``manual`` as the assignment (they come
+  back as ``VsState.owner``/``VsState.manual`` in the next snapshot);
+* append ``Placement.failovers`` to the failure history — one record per
+  failure reacted to; the owner changes with it, so the next cycle does not
+  record the same failure again;
+* delete every move request of the snapshot: each one was either honoured
+  or refused, and ``Decision.refused_move`` says why;
+* log ``Placement.lines()``, one reason per virtual server.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from clustermail.cluster.model import ClusterConfig, FailbackMode, VirtualServer
 from clustermail.cluster.snapshot import (
@@ -139,7 +148,7 @@ class _Case:
     request: str | None = None  # move request target
     refused: str | None = None
     note: str = ""  # appended to a stay reason
-    decision: Decision | None = field(default=None)
+    decision: Decision | None = None
 
     @property
     def name(self) -> str:
@@ -314,7 +323,7 @@ class _Run:
         self.admin_offline()
         self.keep()
         self.requested_moves()
-        self.place_homeless()
+        self.place_unowned()
         self.failback()
         decisions = [c.decision for c in self.cases if c.decision is not None]
         return Placement(tuple(sorted(decisions, key=lambda d: d.virtual_server)))
@@ -356,7 +365,7 @@ class _Run:
             self.decide(case, target, ReasonCode.MOVE,
                         f"moves to {target}: requested by an administrator", cands)
 
-    def place_homeless(self) -> None:
+    def place_unowned(self) -> None:
         for case in self.pending(_Situation.FAILURE, _Situation.RELOCATE, _Situation.UNPLACED):
             if self.threshold_reached(case):
                 continue
