@@ -114,6 +114,8 @@ def key_path(base: str, *keys: str) -> str:
 
 
 def _describe(value: object) -> str:
+    if value is None:
+        return "nothing"
     if isinstance(value, bool):
         return f"a boolean ({str(value).lower()})"
     if isinstance(value, int):
