@@ -73,7 +73,7 @@ def ops_per_second(url: str, mode: str, processes: int, seconds: float) -> float
     ]
     for p in procs:
         p.start()
-    total = sum(q.get(timeout=seconds + 60) for _ in procs)
+    total = sum(int(q.get(timeout=seconds + 60)) for _ in procs)
     for p in procs:
         p.join(timeout=30)
     return total / seconds

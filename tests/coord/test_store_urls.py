@@ -45,7 +45,7 @@ async def test_sqlite_in_a_missing_folder_is_unavailable(tmp_path: Path) -> None
 async def test_sqlite_on_a_file_that_is_not_a_store(tmp_path: Path) -> None:
     junk = tmp_path / "cluster.db"
     junk.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(StoreUnavailable, match="not a usable clustermail store|cannot open"):
+    with pytest.raises(StoreUnavailable, match=r"not a usable clustermail store|cannot open"):
         await open_store(f"sqlite://{junk}")
     assert junk.read_bytes().startswith(b"this is not a database")  # left untouched
 

@@ -79,7 +79,7 @@ def cluster_toml(
             'depends_on = ["ip", "disk"]',
             "quick_check_interval = 0.5",
             banner_policy,
-            "[virtual_servers.mail{v}.resources.banner.properties]".format(v=v),
+            f"[virtual_servers.mail{v}.resources.banner.properties]",
             'command = ["{python}", "-m", "clustermail.cluster.banner", "--address", '
             f'"{addr}", "--port", "{port}", "--name", "mail{v}"]',
             f'tcp_check = "{addr}:{port}"',

@@ -12,7 +12,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from clustermail.coord import CoordError, Store, open_store
 
 DEFAULT_DATA = Path("clustermail-data")
 
-Handler = Callable[[argparse.Namespace, Console], Awaitable[int]]
+Handler = Callable[[argparse.Namespace, Console], Coroutine[Any, Any, int]]
 
 
 class Parser(argparse.ArgumentParser):

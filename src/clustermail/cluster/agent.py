@@ -32,7 +32,8 @@ from typing import Any
 from clustermail.cluster import eventlog, keys
 from clustermail.cluster.hostspec import host_spec
 from clustermail.cluster.leader import Leader
-from clustermail.cluster.timing import Timing, timing_from_config
+from clustermail.cluster.model import ClusterConfig
+from clustermail.cluster.timing import LeaseTiming
 from clustermail.cluster.view import ClusterView, read_view
 from clustermail.coord import Compare, CoordError, Delete, Put, Store, open_store
 from clustermail.coord.lease import LeaseKeeper
@@ -64,7 +65,7 @@ class NodeAgent:
         self.data_dir = data_dir
         self.store: Store | None = None
         self.keeper: LeaseKeeper | None = None
-        self.timing: Timing | None = None
+        self.timing: LeaseTiming | None = None
         self.local: dict[str, LocalVS] = {}
         #: vs -> assignment revision we gave up on (don't retry until reassigned)
         self.given_up: dict[str, int] = {}
@@ -74,6 +75,7 @@ class NodeAgent:
         self.draining = False
         self.last_reason = ""
         self._tasks: list[asyncio.Task[Any]] = []
+        self._config_rev = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -86,7 +88,7 @@ class NodeAgent:
             view = await self._wait_for_config()
             if view is None:
                 return 0
-            self.timing = timing_from_config(view.config or {})
+            self.timing = timing_of(view.config or {})
             await self._register()
             self._tasks.append(loop.create_task(self._watch_loop(), name="watch"))
             self._tasks.append(loop.create_task(self._deadline_feeder(), name="deadline"))
@@ -102,7 +104,8 @@ class NodeAgent:
             await self._shutdown()
 
     def _request_stop(self) -> None:
-        log_event("stop_requested", node=self.name, message="stopping: taking virtual servers offline")
+        log_event("stop_requested", node=self.name,
+                  message="stopping: taking virtual servers offline")
         self.stopping = True
         self.wake.set()
 
@@ -131,7 +134,8 @@ class NodeAgent:
                     )
                 return view
             if not announced:
-                log_event("waiting", node=self.name, message="waiting for `clustermail config apply`")
+                log_event("waiting", node=self.name,
+                          message="waiting for `clustermail config apply`")
                 announced = True
             await asyncio.sleep(0.5)
         return None
@@ -222,13 +226,15 @@ class NodeAgent:
         try:
             view = await read_view(self.store)
             reasons: list[str] = []
-            if view.config is not None:
-                self.timing = timing_from_config(view.config)
+            if view.config is not None and view.config_revision != self._config_rev:
+                self._config_rev = view.config_revision
+                self.timing = timing_of(view.config)
             if self.stopping and not self.draining:
                 await self._start_draining()
             leader = view.leader
             if leader is None and not self.stopping:
                 leader = await self._campaign()
+            self.leader.is_leader = leader == self.name
             if leader == self.name and self._lease_ok():
                 reasons.extend(await self.leader.step(self.store, view, self._my_lease()))
             reasons.extend(await self._reconcile(view))
@@ -277,7 +283,8 @@ class NodeAgent:
             await self.store.txn(
                 [Compare.value_is(keys.LEADER, self.name)], [Delete(keys.LEADER)]
             )
-        await self._log("node_draining", f"{self.name} is stopping: moving its virtual servers away")
+        await self._log("node_draining",
+                        f"{self.name} is stopping: moving its virtual servers away")
 
     # ------------------------------------------------------------------ reconcile
 
@@ -349,7 +356,8 @@ class NodeAgent:
             _send(proc, {"cmd": "lease", "safe_until": keeper.safe_until})
         await self._log(
             "vs_online_pending",
-            f"bringing {vs} online on {self.name} (epoch {new_epoch}, resource host pid {proc.pid})",
+            f"bringing {vs} online on {self.name} "
+            f"(epoch {new_epoch}, resource host pid {proc.pid})",
             vs=vs,
         )
         await self._write_status(lvs)
@@ -458,6 +466,10 @@ class NodeAgent:
         if self.store is not None:
             with contextlib.suppress(CoordError):
                 await eventlog.append(self.store, eventlog.make(self.name, event, message, **kw))
+
+
+def timing_of(config: dict[str, Any]) -> LeaseTiming:
+    return ClusterConfig.from_dict(config, "the applied configuration").timing
 
 
 class AgentError(Exception):

@@ -16,6 +16,7 @@ from clustermail.coord.api import (
     RangeResult,
     Store,
     StoreUnavailable,
+    TxnOp,
     TxnResult,
 )
 from clustermail.coord.url import open_store, parse_store_url
@@ -36,6 +37,7 @@ __all__ = [
     "RangeResult",
     "Store",
     "StoreUnavailable",
+    "TxnOp",
     "TxnResult",
     "open_store",
     "parse_store_url",
