@@ -251,6 +251,17 @@ class EtcdCluster:
         """SIGTERM, then SIGKILL if it does not exit in time."""
         self._signal_and_wait(index, signal.SIGTERM)
 
+    def pause_member(self, index: int) -> None:
+        """SIGSTOP: the member hangs with its sockets open, like a frozen machine."""
+        proc = self._members[index].proc
+        if proc is not None and proc.poll() is None:
+            os.kill(proc.pid, signal.SIGSTOP)
+
+    def resume_member(self, index: int) -> None:
+        proc = self._members[index].proc
+        if proc is not None and proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+
     def restart_member(self, index: int, *, wait: bool = True) -> None:
         """Starts a stopped member again on the same ports and data directory."""
         if self.is_running(index):
@@ -275,6 +286,7 @@ class EtcdCluster:
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, sig)
+            os.kill(proc.pid, signal.SIGCONT)  # a paused member must see the signal
         try:
             proc.wait(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -290,6 +302,7 @@ class EtcdCluster:
             assert proc is not None
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGTERM)
+                os.kill(proc.pid, signal.SIGCONT)
         for i in running:
             if self._wait(i):
                 self._signal_and_wait(i, signal.SIGKILL)

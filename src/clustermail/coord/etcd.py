@@ -310,23 +310,30 @@ class EtcdStore(Store):
             self._current = (index + 1) % len(self._clients)
 
     def _backoff(self, attempt: int) -> float:
-        # Retries are spread over about one timeout: t/2^r, ..., t/4, t/2.
+        # Retries are spread over about one timeout: ..., t/8, t/4, t/2.
         return float(self._timeout * 2.0 ** (attempt - 1 - self._retries))
 
     async def _call(self, what: str, fn: Callable[[Any], Awaitable[T]], *,
                     idempotent: bool) -> T:
-        """Runs ``fn(client)`` with a deadline, retrying as the module doc says.
-        Server errors that no retry can fix are re-raised as AioRpcError for the
-        caller to map (lease not found, compacted, ...)."""
+        """Runs ``fn(client)``, retrying as the module doc says, and returns or
+        raises within ``2 * timeout`` seconds. Server errors that no retry can
+        fix are re-raised as AioRpcError for the caller to map."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2 * self._timeout
         last: BaseException | None = None
-        for attempt in range(1 + self._retries):
+        attempts = 0
+        while attempts <= self._retries:
             if self._closed:
                 raise self._unavailable(what, "the store is closed")
-            if attempt:
-                await asyncio.sleep(self._backoff(attempt))
+            if attempts:
+                await asyncio.sleep(min(self._backoff(attempts), deadline - loop.time()))
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            attempts += 1
             index = self._pick()
             try:
-                async with asyncio.timeout(self._timeout):
+                async with asyncio.timeout(min(self._timeout, remaining)):
                     return await fn(self._clients[index])
             except (rpc.AioRpcError, TimeoutError) as exc:
                 kind = _classify(exc)
@@ -339,9 +346,10 @@ class EtcdStore(Store):
                         what,
                         f"outcome unknown ({_details(exc)}); re-read and decide again",
                     ) from None
-        assert last is not None
         raise self._unavailable(
-            what, f"no answer after {1 + self._retries} attempts (last: {_details(last)})"
+            what,
+            f"no answer after {attempts} attempt(s) in {2 * self._timeout:g}s "
+            f"(last: {_details(last) if last else 'none'})",
         ) from None
 
     def _final(self, what: str, exc: rpc.AioRpcError) -> CoordError:
@@ -558,21 +566,25 @@ class EtcdStore(Store):
     async def _watch(self, prefix: str, start_revision: int | None) -> AsyncIterator[Event]:
         key, end = _range_of(prefix)
         what = f"watch {prefix!r}"
+        loop = asyncio.get_running_loop()
         next_rev = start_revision  # the first revision not yet delivered
+        # Re-establishing a broken stream has the budget of one call: at most
+        # 1 + retries attempts within 2 * timeout.
         failures = 0
+        broken_at = 0.0
         last: BaseException | None = None
         while True:
             if self._closed:
                 raise self._unavailable(what, "the store is closed")
-            if failures > self._retries:
-                assert last is not None
-                raise self._unavailable(
-                    what,
-                    f"stream lost and not re-established after {failures} attempts "
-                    f"(last: {_details(last)})",
-                )
             if failures:
-                await asyncio.sleep(self._backoff(failures))
+                left = broken_at + 2 * self._timeout - loop.time()
+                if failures > self._retries or left <= 0:
+                    raise self._unavailable(
+                        what,
+                        f"stream lost and not re-established after {failures} attempt(s) "
+                        f"(last: {_details(last) if last else 'none'})",
+                    )
+                await asyncio.sleep(min(self._backoff(failures), left))
             index = self._pick()
             stream = _WatchStream(self, self._clients[index])
             try:
@@ -588,8 +600,6 @@ class EtcdStore(Store):
                 failures = 0
                 while True:
                     resp = await stream.next()
-                    if resp is None:  # the server closed the stream: resume
-                        raise _StreamBroken("watch stream closed by etcd")
                     if resp.compact_revision:
                         raise Compacted(next_rev, int(resp.compact_revision))
                     if resp.canceled:
@@ -604,13 +614,11 @@ class EtcdStore(Store):
             except (rpc.AioRpcError, TimeoutError, _StreamBroken) as exc:
                 if _classify(exc) == _Failure.FINAL:
                     raise self._final(what, exc) from None
+                if not failures:
+                    broken_at = loop.time()
                 last = exc
                 failures += 1
                 self._failed(index)
-            except asyncio.CancelledError:
-                if self._closed:
-                    raise self._unavailable(what, "the store was closed") from None
-                raise
             finally:
                 stream.close()
 
@@ -647,13 +655,13 @@ class _WatchStream:
             await self._call.write(rpc.WatchRequest(create_request=req))
             while True:
                 resp = await self._read(self._timeout)
-                if resp is None:
-                    raise _StreamBroken("watch stream closed by etcd")
+                if resp is _IDLE:
+                    continue  # the enclosing timeout bounds this loop
                 if resp.created or resp.canceled or resp.compact_revision:
                     return resp
 
     async def next(self) -> Any:
-        """The next response, None when the server ended the stream.
+        """The next response; _StreamBroken when the stream ended.
 
         After ``timeout`` seconds without a response it asks etcd for a progress
         notification; no answer within another ``timeout`` means the stream (or
@@ -669,7 +677,7 @@ class _WatchStream:
         return resp
 
     async def _read(self, timeout: float) -> Any:
-        """A response, None at end of stream, or _IDLE after ``timeout`` seconds.
+        """A response, or _IDLE after ``timeout`` seconds; _StreamBroken at the end.
         The pending read survives an idle timeout (cancelling it would cancel
         the whole call), and is reused by the next _read."""
         if self._reader is None:
@@ -680,14 +688,20 @@ class _WatchStream:
         if not done:
             return _IDLE
         reader, self._reader = self._reader, None
-        if reader.cancelled():
-            raise asyncio.CancelledError
+        if reader.cancelled():  # by close(): not a cancellation of our caller
+            raise _StreamBroken("watch stream cancelled")
         resp = reader.result()
-        return None if resp is grpc.aio.EOF else resp
+        if resp is grpc.aio.EOF:
+            raise _StreamBroken("watch stream closed by etcd")
+        return resp
 
     def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
+        reader = self._reader
+        if reader is not None:
+            if not reader.done():
+                reader.cancel()
+            elif not reader.cancelled():
+                reader.exception()  # retrieved: no "exception never retrieved" warning
         self._call.cancel()
         self._store._calls.discard(self._call)
 
