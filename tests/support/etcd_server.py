@@ -81,6 +81,18 @@ def _http_get(url: str, timeout: float = 1.0) -> bytes | None:
         return None
 
 
+def _all_threads_stopped(pid: int) -> bool:
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            # /proc/PID/task/TID/stat: "TID (comm) STATE ..."; comm may hold spaces
+            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            if state not in ("T", "t"):
+                return False
+    except (OSError, IndexError):
+        return False
+    return True
+
+
 class EtcdCluster:
     """One or more etcd members on loopback, owned by the test that started them."""
 
@@ -254,8 +266,15 @@ class EtcdCluster:
     def pause_member(self, index: int) -> None:
         """SIGSTOP: the member hangs with its sockets open, like a frozen machine."""
         proc = self._members[index].proc
-        if proc is not None and proc.poll() is None:
-            os.kill(proc.pid, signal.SIGSTOP)
+        if proc is None or proc.poll() is not None:
+            return
+        os.kill(proc.pid, signal.SIGSTOP)
+        # kill() returns before every thread has stopped: wait until they have.
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while not _all_threads_stopped(proc.pid):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"etcd member {index} did not stop on SIGSTOP")
+            time.sleep(0.005)
 
     def resume_member(self, index: int) -> None:
         proc = self._members[index].proc
