@@ -340,6 +340,13 @@ async def test_watch_replays_history_in_order(estore: Store) -> None:
     assert revisions == sorted(revisions) and revisions[0] == start
     assert events[1].lease == lease.id and events[1].version == 1
     assert events[2].version == 2 and events[2].create_revision == start
+    # 0 and 1 both mean "from the first revision" (etcd itself reads 0 as "now")
+    for origin in (0, 1):
+        replay = estore.watch("w/", origin)
+        try:
+            assert await take(replay, 4) == events
+        finally:
+            await aclose(replay)
 
 
 async def test_watch_txn_events_share_a_revision(estore: Store) -> None:

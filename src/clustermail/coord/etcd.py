@@ -567,7 +567,9 @@ class EtcdStore(Store):
         key, end = _range_of(prefix)
         what = f"watch {prefix!r}"
         loop = asyncio.get_running_loop()
-        next_rev = start_revision  # the first revision not yet delivered
+        # The first revision not yet delivered. etcd reads 0 as "now"; ours
+        # means the very start, which is revision 1.
+        next_rev = None if start_revision is None else max(1, start_revision)
         # Re-establishing a broken stream has the budget of one call: at most
         # 1 + retries attempts within 2 * timeout.
         failures = 0
