@@ -88,6 +88,20 @@ async def test_connect_to_nothing_is_unavailable_promptly() -> None:
     assert f"127.0.0.1:{port}" in str(info.value)
 
 
+async def test_a_dead_endpoint_in_the_list_is_skipped(etcd1: EtcdCluster) -> None:
+    (dead,) = free_ports(1)
+    store = await EtcdStore.connect([("127.0.0.1", dead), *etcd1.endpoints])
+    try:
+        start = await store.put("e/1", "x")  # a write is retried: it was never sent
+        result = await store.txn([Compare.absent("e/2")], [Put("e/2", "y")])
+        assert result.succeeded
+        (event,) = await take(store.watch("e/", start), 1)
+        assert event.key == "e/1"
+        assert store.url == f"etcd://127.0.0.1:{dead},{etcd1.url.removeprefix('etcd://')}"
+    finally:
+        await store.close()
+
+
 async def test_bad_arguments_are_rejected() -> None:
     with pytest.raises(ValueError):
         await EtcdStore.connect([])

@@ -145,6 +145,50 @@ async def test_operations_continue_when_the_leader_is_killed(etcd3: EtcdCluster)
         await store.close()
 
 
+async def test_lost_quorum_is_unavailable_promptly_then_recovers(etcd3: EtcdCluster) -> None:
+    store = await EtcdStore.connect(etcd3.endpoints, timeout=1.0)
+    try:
+        start = await store.put("q/1", "x")
+        watch = store.watch("q/", start)
+        async with asyncio.timeout(5):
+            await anext(watch)
+        pending = asyncio.ensure_future(anext(watch))
+        survivor = etcd3.leader_index()
+        for i in range(3):
+            if i != survivor:
+                etcd3.kill_member(i)
+        # The survivor refuses requests once it notices it has no leader
+        # ("etcdserver: no leader", thanks to the hasleader metadata), and dead
+        # members refuse connections: every call ends within its budget.
+        t0 = time.monotonic()
+        async with asyncio.timeout(10):
+            while True:
+                try:
+                    await store.get("q/1")
+                except StoreUnavailable as exc:
+                    assert "127.0.0.1" in str(exc)
+                    break
+                await asyncio.sleep(0.05)
+            with pytest.raises(StoreUnavailable):
+                await store.put("q/2", "y")
+            with pytest.raises(StoreUnavailable):
+                await pending
+        assert time.monotonic() - t0 < 8.0
+        # one member back: quorum (2 of 3) again, and the store works again
+        etcd3.restart_member((survivor + 1) % 3)
+        async with asyncio.timeout(RECOVERY):
+            while True:
+                try:
+                    await store.put("q/3", "z")
+                    break
+                except StoreUnavailable:
+                    await asyncio.sleep(0.05)
+        kv = await store.get("q/3")
+        assert kv is not None and kv.value == b"z"
+    finally:
+        await store.close()
+
+
 async def test_cas_race_between_processes_has_one_winner(etcd3: EtcdCluster) -> None:
     contenders = 5
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "src")]))
