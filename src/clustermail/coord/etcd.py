@@ -270,9 +270,10 @@ class EtcdStore(Store):
                       retries: int = 3) -> EtcdStore:
         """Opens the store and checks that the cluster answers.
 
-        ``timeout`` bounds each attempt of each call; a call makes at most
-        ``1 + retries`` attempts, so it returns or raises within about
-        ``(retries + 2) * timeout`` seconds. Raises :class:`StoreUnavailable`.
+        ``timeout`` bounds each attempt of a call; a call makes at most
+        ``1 + retries`` attempts (rotating through the endpoints) and returns or
+        raises within ``2 * timeout`` seconds. A broken watch gets the same
+        budget to be re-established. Raises :class:`StoreUnavailable`.
         """
         store = cls(endpoints, timeout=timeout, retries=retries)
         try:
