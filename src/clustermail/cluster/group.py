@@ -176,17 +176,14 @@ class RestartWindow:
 # --------------------------------------------------------------------------- group state
 
 
-def group_state(
-    states: Mapping[str, ResourceState], wanted_offline: Iterable[str] = ()
-) -> GroupState:
-    """The group's state from its resources' states (a failed group is the
-    host's call, not derived here): online when every resource that should
-    run is online, offline when none is, partially online otherwise."""
-    skipped = set(wanted_offline)
-    wanted = [name for name in states if name not in skipped]
-    online = [name for name, state in states.items() if state is ResourceState.ONLINE]
-    if all(states[name] is ResourceState.ONLINE for name in wanted) and (online or not states):
+def group_state(states: Mapping[str, ResourceState]) -> GroupState:
+    """The group's state from its resources' states, as Windows shows it: online
+    when every resource is online, offline when none is, partially online
+    otherwise (also when an operator took a resource offline on purpose). A
+    failed group is the host's call, not derived here."""
+    online = sum(state is ResourceState.ONLINE for state in states.values())
+    if online == len(states):
         return GroupState.ONLINE
-    if not online:
+    if online == 0:
         return GroupState.OFFLINE
     return GroupState.PARTIALLY_ONLINE

@@ -56,13 +56,21 @@ Host → agent (stdout)
     {"event": "error", "message": "…", "time": …}
 
 ``state`` of a resource: online_pending, online, offline_pending, offline,
-failed. ``state`` of the group: online (every wanted resource online),
-partially_online, offline, failed. The group is failed when a resource whose
-policy has ``affects_group`` failed for good: it exceeded its restart threshold,
-its online or offline pending timeout expired, or it cannot be brought online
-(a permanent error such as a fenced disk). After ``group failed`` the host
-takes the remaining resources offline and exits 1; the agent gives the group
-up (failover) once the host has exited. ``log`` events repeat the warnings and
+failed. A local restart reads: ``failed`` (why the check failed), then
+``online_pending`` (reason ``restart 1 of 3 within 900 s``), then ``online``
+with the new pid. ``state`` of the group: online (every resource online),
+partially_online (some are, e.g. after ``resource_offline``), offline, failed;
+a group event is sent after the first bring-online and on each change.
+
+The group is failed when a resource whose policy has ``affects_group`` fails
+for good: it exceeded its restart threshold, its online or offline pending
+timeout expired, or it cannot be brought online because of a permanent error
+(bad properties, a fenced disk, a name held by a newer epoch); ordinary online
+errors are retried under the restart policy. After ``group failed`` the host
+takes the remaining resources offline and exits 1 by itself (an ``offline``
+sent meanwhile is accepted silently); the agent gives the group up (failover)
+once the host has exited. A resource without ``affects_group`` just stays
+failed, and the group partially online. ``log`` events repeat the warnings and
 errors of the stderr log so the agent can surface them.
 
 SIGTERM is taken as an ``offline`` command.

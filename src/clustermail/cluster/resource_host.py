@@ -411,7 +411,7 @@ class ResourceHost:
         if self.group_failed is not None:
             return
         states = {name: self.slots[name].state for name in self.graph.names}
-        state = group_state(states, self.wanted_offline)
+        state = group_state(states)
         if state is self.reported and not force:
             return
         self.reported = state
