@@ -308,3 +308,59 @@ def test_plugin_types_run_inside_the_host(tmp_path: Path, start_host: StartHost)
     host.send({"cmd": "offline"})
     assert host.wait_exit() == 0
     assert connect_refused(ADDRESS, port)
+
+
+def test_a_failed_dependency_restarts_with_its_dependents(
+    tmp_path: Path, start_host: StartHost
+) -> None:
+    port = free_port(ADDRESS)
+    spec = mail1_spec(tmp_path, port)
+    spec["resources"].insert(3, {
+        "name": "helper", "type": "process", "depends_on": [], "policy": FAST_POLICY,
+        "properties": {"command": ["sleep", "60"], "start_grace": 0.1},
+    })
+    spec["resources"][4]["depends_on"].append("helper")  # banner needs the helper
+    host = start_host(spec)
+    host.events.group("online")
+    helper_pid, banner_pid = host.child_pids()
+
+    mark = len(host.events.seen)
+    os.kill(helper_pid, signal.SIGKILL)
+    host.events.resource("banner", "online")
+    changes = [(e["resource"], e["state"]) for e in host.events.seen[mark:]]
+    assert changes == [
+        ("banner", "offline_pending"), ("banner", "offline"),
+        ("helper", "failed"),
+        ("helper", "online_pending"), ("helper", "online"),
+        ("banner", "online_pending"), ("banner", "online"),
+    ]
+    new_helper, new_banner = host.child_pids()[-2:]
+    assert new_helper != helper_pid and new_banner != banner_pid
+    assert procutil.wait_gone([banner_pid], 5.0) == []
+    host.events.drain()
+    assert not any(e.get("event") == "group" for e in host.events.seen[mark:])
+
+
+def test_online_pending_timeout_fails_the_group_and_kills_the_attempt(
+    tmp_path: Path, start_host: StartHost
+) -> None:
+    pidfile = tmp_path / "slow.pid"
+    spec = mail1_spec(tmp_path, free_port(ADDRESS))
+    spec["resources"][3]["properties"]["command"] = f"echo $$ > {pidfile}; exec sleep 60"
+    spec["resources"][3]["policy"] = {**FAST_POLICY, "pending_timeout": 0.5}
+    host = start_host(spec)
+    failed = host.events.resource("banner", "failed")
+    assert failed["reason"] == "online pending timeout (0.5 s) expired"
+    host.events.group("failed")
+    assert host.wait_exit() == 1
+    assert procutil.wait_gone([int(pidfile.read_text())], 5.0) == []
+
+
+def test_host_whose_parent_is_already_gone_dies_at_once(tmp_path: Path) -> None:
+    # --parent-pid names a process that is not our parent: the parent-death
+    # signal could never come, so the host must not start at all.
+    proc = subprocess.Popen([*HOST_CMD, "--parent-pid", "1"], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert proc.wait(10) == -signal.SIGKILL
+    assert proc.stdin is not None
+    proc.stdin.close()

@@ -403,8 +403,8 @@ class ResourceHost:
         slot.state, slot.last_reason = state, reason
         pid = slot.resource.pid if state is ResourceState.ONLINE else None
         level = "error" if state is ResourceState.FAILED else "info"
-        self.log.write(level, f"{state.value}: {reason}" if reason else state.value,
-                       slot.spec.name)
+        text = f"{state.value}: {reason}" if reason else state.value
+        self.log.write(level, text, slot.spec.name, to_agent=False)  # the event says it
         self.sink.emit(ResourceEvent(slot.spec.name, state, reason, time.time(), pid))
 
     def _report_group(self, force: bool = False) -> None:
