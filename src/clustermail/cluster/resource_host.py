@@ -24,6 +24,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -271,11 +272,7 @@ class ResourceHost:
         try:
             built = self.build(self.spec)
         except Exception as exc:  # any error of a type's constructor is a bad spec
-            message = f"spec rejected: {_describe(exc)}"
-            self.log.write("error", message, None)
-            self.sink.emit(ErrorEvent(message, time.time()))
-            self.sink.emit(GroupEvent(GroupState.FAILED, message, time.time()))
-            return EXIT_BAD_SPEC
+            return _reject(self.sink, self.log, f"spec rejected: {_describe(exc)}")
         self.graph, self.slots = built.graph, built.slots
         self.log.write(
             "info",
@@ -364,13 +361,14 @@ class ResourceHost:
                 preview = line[:200].decode(errors="replace").strip()
                 self._error(f"command rejected: {exc} (line: {preview!r})")
                 continue
-            self._dispatch(command)
+            self.dispatch(command)
 
     def _error(self, message: str) -> None:
         self.log.write("warning", message, None, to_agent=False)  # the error event says it
         self.sink.emit(ErrorEvent(message, time.time()))
 
-    def _dispatch(self, command: Command) -> None:
+    def dispatch(self, command: Command) -> None:
+        """Acts on one agent command: at once for ``lease``, else queued."""
         if isinstance(command, LeaseCommand):
             # At once, not queued behind a transition: the deadline is about now.
             self.watchdog.set_deadline(command.safe_until)
@@ -699,21 +697,35 @@ def _describe(exc: Exception) -> str:
 # --------------------------------------------------------------------------- entry
 
 
-async def _stdin_reader() -> asyncio.StreamReader:
+def _stdin_reader() -> asyncio.StreamReader:
+    """stdin as a stream, fed by a thread: works for a pipe, a file, /dev/null
+    or a terminal alike (the loop's epoll refuses some of those)."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=LINE_LIMIT)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+    def pump() -> None:
+        try:
+            while chunk := os.read(0, 65536):
+                loop.call_soon_threadsafe(reader.feed_data, chunk)
+        except OSError:
+            pass  # an unreadable stdin is as good as closed
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            loop.call_soon_threadsafe(reader.feed_eof)
+
+    threading.Thread(target=pump, name="stdin", daemon=True).start()
     return reader
+
+
+def _reject(sink: EventSink, log: HostLog, message: str) -> int:
+    log.write("error", message, None, to_agent=False)
+    sink.emit(ErrorEvent(message, time.time()))
+    sink.emit(GroupEvent(GroupState.FAILED, message, time.time()))
+    return EXIT_BAD_SPEC
 
 
 async def amain() -> int:
     loop = asyncio.get_running_loop()
     early = HostLog("?", "?", None, sys.stderr)
-    reader = await _stdin_reader()
-    first = await reader.readline()
-    if not first:
-        early.write("error", "stdin closed before the spec arrived", None)
-        return EXIT_AGENT_GONE
     host: ResourceHost | None = None
 
     def gone(why: str) -> None:
@@ -721,17 +733,22 @@ async def amain() -> int:
             host.agent_gone(why)
 
     sink = EventSink(sys.stdout, gone)
+    reader = _stdin_reader()
+    try:
+        first = await reader.readline()
+    except ValueError as exc:
+        return _reject(sink, early, f"spec rejected: {exc}")
+    if not first:
+        early.write("error", "stdin closed before the spec arrived", None)
+        return EXIT_AGENT_GONE
     try:
         spec = decode_spec(first)
     except ProtocolError as exc:
-        message = f"spec rejected: {exc}"
-        early.write("error", message, None)
-        sink.emit(ErrorEvent(message, time.time()))
-        return EXIT_BAD_SPEC
+        return _reject(sink, early, f"spec rejected: {exc}")
     log = HostLog(spec.vs, spec.node, sink, sys.stderr)
     host = ResourceHost(spec, sink, log)
     # SIGTERM from the agent: the same as an "offline" command.
-    loop.add_signal_handler(signal.SIGTERM, lambda: host._dispatch(OfflineCommand()))
+    loop.add_signal_handler(signal.SIGTERM, host.dispatch, OfflineCommand())
     code = await host.run(reader)
     if code == EXIT_AGENT_GONE:
         # Children are dead already; do not wait for anything else.
