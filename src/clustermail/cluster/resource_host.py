@@ -18,22 +18,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import contextvars
 import itertools
-import json
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, TypeVar
 
 from clustermail.cluster import procutil
 from clustermail.cluster.group import DependencyGraph, GroupError, RestartWindow, group_state
+from clustermail.cluster.host_output import EventSink, HostLog, transition
 from clustermail.cluster.host_protocol import (
     EXIT_AGENT_GONE,
     EXIT_BAD_SPEC,
@@ -44,9 +42,7 @@ from clustermail.cluster.host_protocol import (
     ErrorEvent,
     GroupEvent,
     GroupState,
-    HostEvent,
     LeaseCommand,
-    LogEvent,
     OfflineCommand,
     ProtocolError,
     ResourceEvent,
@@ -57,7 +53,6 @@ from clustermail.cluster.host_protocol import (
     VirtualServerSpec,
     decode_command,
     decode_spec,
-    encode_event,
 )
 from clustermail.cluster.resources import (
     PluginError,
@@ -78,92 +73,9 @@ LINE_LIMIT = 16 * 1024 * 1024
 #: Bound on closing the store at exit.
 CLOSE_TIMEOUT = 5.0
 
-_transition: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "transition", default=None
-)
 _transition_ids = itertools.count(1)
 
 T = TypeVar("T")
-
-
-# --------------------------------------------------------------------------- output
-
-
-class EventSink:
-    """Writes events to stdout, one JSON line each. A closed stdout means the
-    agent is gone: ``on_gone`` is called once and later events are dropped."""
-
-    def __init__(self, out: TextIO, on_gone: Callable[[str], None]) -> None:
-        self._out = out
-        self._on_gone = on_gone
-        self.gone = False
-
-    def emit(self, event: HostEvent) -> None:
-        if self.gone:
-            return
-        try:
-            self._out.write(encode_event(event))
-            self._out.flush()
-        except (BrokenPipeError, ValueError, OSError) as exc:
-            self.gone = True
-            self._on_gone(f"stdout closed ({type(exc).__name__})")
-
-
-class HostLog:
-    """JSON lines on stderr for humans; warnings and errors also go to the agent."""
-
-    def __init__(self, vs: str, node: str, sink: EventSink | None, err: TextIO) -> None:
-        self.vs, self.node, self.sink, self._err = vs, node, sink, err
-
-    def write(
-        self,
-        level: str,
-        message: str,
-        resource: str | None,
-        fields: Mapping[str, object] | None = None,
-        *,
-        to_agent: bool = True,
-    ) -> None:
-        now = time.time()
-        stamp = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
-        record: dict[str, object] = {
-            "time": stamp,
-            "level": level,
-            "vs": self.vs,
-            "node": self.node,
-            "resource": resource,
-            "transition": _transition.get(),
-            "message": message,
-        }
-        record.update(fields or {})
-        with contextlib.suppress(OSError, ValueError):
-            self._err.write(json.dumps(record, default=str) + "\n")
-            self._err.flush()
-        if to_agent and self.sink is not None and level in ("warning", "error"):
-            self.sink.emit(LogEvent(level, message, now, resource))
-
-    def bind(self, resource: str | None) -> BoundLog:
-        return BoundLog(self, resource)
-
-
-@dataclass(frozen=True, slots=True)
-class BoundLog:
-    """The :class:`~clustermail.cluster.resources.base.Logger` a resource gets."""
-
-    host: HostLog
-    resource: str | None
-
-    def debug(self, message: str, **fields: object) -> None:
-        self.host.write("debug", message, self.resource, fields)
-
-    def info(self, message: str, **fields: object) -> None:
-        self.host.write("info", message, self.resource, fields)
-
-    def warning(self, message: str, **fields: object) -> None:
-        self.host.write("warning", message, self.resource, fields)
-
-    def error(self, message: str, **fields: object) -> None:
-        self.host.write("error", message, self.resource, fields)
 
 
 # --------------------------------------------------------------------------- state
@@ -327,7 +239,7 @@ class ResourceHost:
         """Runs a transition as a task, after the ones queued before it."""
 
         async def body() -> None:
-            _transition.set(f"t{next(_transition_ids)}")
+            transition.set(f"t{next(_transition_ids)}")
             try:
                 async with self._lock:
                     if self.closing and what != "offline":
