@@ -1,0 +1,142 @@
+"""The ``ip_address`` resource: the virtual server's address.
+
+Properties:
+
+* ``address`` (required) — IPv4 or IPv6 address.
+* ``mode`` — ``"loopback"`` (default) or ``"interface"``.
+  - loopback: the address is already local (all of 127.0.0.0/8 is, on Linux);
+    the resource claims it by proving it can bind it. Needs no root.
+  - interface: online runs ``ip addr add ADDR/PREFIX dev IFACE`` and sends a
+    gratuitous ARP (``arping -U``) so clients drop the old owner's MAC at once
+    (without it they kept it for 30 s in our measurements); offline deletes it.
+* ``interface`` (interface mode, required), ``prefix`` (default 24 / 64),
+  ``netns`` (optional: run the commands in that network namespace),
+  ``arp`` (default true).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+
+from clustermail.cluster.resources.base import (
+    Properties,
+    PropertyError,
+    Resource,
+    ResourceContext,
+    ResourceError,
+)
+
+COMMAND_TIMEOUT = 10.0
+
+
+def bindable(address: str) -> str | None:
+    """None if ``address`` can be bound on this machine, else the reason."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((address, 0))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def interface_commands(
+    address: str, prefix: int, interface: str, netns: str | None, arp: bool
+) -> tuple[list[list[str]], list[list[str]]]:
+    """The command lines that put the address on and take it off (pure)."""
+    ip = ["ip", "-n", netns] if netns else ["ip"]
+    run_in_ns = ["ip", "netns", "exec", netns] if netns else []
+    on = [[*ip, "addr", "add", f"{address}/{prefix}", "dev", interface]]
+    if arp and ":" not in address:  # IPv6 announces itself (unsolicited NA), not ARP
+        on.append([*run_in_ns, "arping", "-U", "-c", "1", "-I", interface, "-s", address, address])
+    off = [[*ip, "addr", "del", f"{address}/{prefix}", "dev", interface]]
+    return on, off
+
+
+class IpAddressResource(Resource):
+    def __init__(self, ctx: ResourceContext, properties: Properties) -> None:
+        super().__init__(ctx, properties)
+        raw = properties.string("address")
+        try:
+            parsed = ipaddress.ip_address(raw)
+        except ValueError:
+            raise PropertyError(
+                f"{ctx.resource}: property 'address': {raw!r} is not an IP address"
+            ) from None
+        self.address = str(parsed)
+        self.mode = properties.string("mode", "loopback")
+        if self.mode not in ("loopback", "interface"):
+            raise PropertyError(
+                f"{ctx.resource}: property 'mode': expected 'loopback' or 'interface', "
+                f"got {self.mode!r}"
+            )
+        self._on: list[list[str]] = []
+        self._off: list[list[str]] = []
+        if self.mode == "interface":
+            default_prefix = 24 if parsed.version == 4 else 64
+            prefix = properties.integer("prefix", default_prefix, minimum=1)
+            self._on, self._off = interface_commands(
+                self.address,
+                prefix,
+                properties.string("interface"),
+                properties.optional_string("netns"),
+                properties.boolean("arp", True),
+            )
+        self._online = False
+
+    async def online(self) -> None:
+        if self.mode == "interface":
+            add, *announce = self._on
+            out = await _run(add)
+            if out is not None and "File exists" not in out:
+                raise ResourceError(f"{self.ctx.resource}: cannot add {self.address}: {out}")
+            for cmd in announce:
+                out = await _run(cmd)
+                if out is not None:
+                    self.ctx.log.warning(f"gratuitous ARP for {self.address} failed: {out}")
+        reason = bindable(self.address)
+        if reason is not None:
+            raise ResourceError(
+                f"{self.ctx.resource}: address {self.address} is not usable on node "
+                f"{self.ctx.node}: {reason}"
+                + ("" if self.mode == "interface" else " (loopback mode needs a local address)")
+            )
+        self._online = True
+
+    async def offline(self) -> None:
+        self._online = False
+        if self.mode == "interface":
+            for cmd in self._off:
+                out = await _run(cmd)
+                if out is not None and "Cannot assign" not in out:
+                    raise ResourceError(f"{self.ctx.resource}: cannot remove {self.address}: {out}")
+
+    async def quick_check(self) -> bool:
+        return self._online and bindable(self.address) is None
+
+    async def thorough_check(self) -> bool:
+        return await self.quick_check()
+
+
+async def _run(cmd: list[str]) -> str | None:
+    """Runs a command; None on success, else its output (or why it did not run)."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *cmd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    except OSError as exc:
+        return f"{cmd[0]}: {exc.strerror or exc}"
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), COMMAND_TIMEOUT)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return f"{' '.join(cmd)}: no answer within {COMMAND_TIMEOUT:g} s"
+    if proc.returncode == 0:
+        return None
+    return out.decode(errors="replace").strip() or f"exit code {proc.returncode}"

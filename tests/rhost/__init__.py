@@ -1,0 +1,1 @@
+"""Tests of the resource host and the generic resource types."""
