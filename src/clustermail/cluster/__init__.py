@@ -1,4 +1,3 @@
-<<<<<<< HEAD
 """Layer 2: the cluster service.
 
 The pure core exported here (model, configuration, placement) does no I/O and
@@ -92,6 +91,3 @@ __all__ = [
     "register_resource_type",
     "render_toml",
 ]
-=======
-"""Layer 2: the cluster service."""
->>>>>>> rhost
