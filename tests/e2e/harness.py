@@ -109,6 +109,7 @@ class LocalCluster:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.store: Store | None = None
         self.host_pids: set[int] = set()
+        self.expected_exits: set[str] = set()
 
     async def __aenter__(self) -> LocalCluster:
         self.store = await open_store(self.store_url)
@@ -135,6 +136,7 @@ class LocalCluster:
         )
         log.close()
         self.procs[name] = proc
+        self.expected_exits.discard(name)
         return proc.pid
 
     def start_all(self, count: int = 4) -> None:
@@ -146,11 +148,13 @@ class LocalCluster:
 
     def kill_node(self, name: str) -> None:
         """kill -9 of the node's agent: its resource hosts die with it (parent death)."""
+        self.expected_exits.add(name)
         proc = self.procs[name]
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
 
     def stop_node(self, name: str, timeout: float = 60) -> int:
+        self.expected_exits.add(name)
         proc = self.procs[name]
         proc.send_signal(signal.SIGTERM)
         return proc.wait(timeout=timeout)
@@ -173,9 +177,17 @@ class LocalCluster:
             status = await self.status()
             if predicate(status):
                 return status
+            self.check_alive()
             await asyncio.sleep(0.02)
         raise AssertionError(f"timed out waiting for {what}; last status:\n"
                              + json.dumps(status, indent=1))
+
+    def check_alive(self) -> None:
+        """Fails at once, with its log, if a node process died that should not have."""
+        for name, proc in self.procs.items():
+            if name not in self.expected_exits and proc.poll() is not None:
+                log = (self.data / f"{name}.agent.log").read_text(errors="replace")
+                raise AssertionError(f"{name} exited with {proc.returncode}:\n{log[-3000:]}")
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

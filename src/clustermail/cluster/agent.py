@@ -126,7 +126,7 @@ class NodeAgent:
         while not self.stopping:
             view = await read_view(self.store)
             if view.config is not None:
-                nodes = [n["name"] for n in view.config.get("nodes", [])]
+                nodes = view.node_names()
                 if self.name not in nodes:
                     raise AgentError(
                         f"node {self.name!r} is not in the cluster configuration "
@@ -234,7 +234,8 @@ class NodeAgent:
             leader = view.leader
             if leader is None and not self.stopping:
                 leader = await self._campaign()
-            self.leader.is_leader = leader == self.name
+            if leader != self.name:
+                self.leader.resign()
             if leader == self.name and self._lease_ok():
                 reasons.extend(await self.leader.step(self.store, view, self._my_lease()))
             reasons.extend(await self._reconcile(view))
@@ -492,6 +493,8 @@ async def _spawn_host(spec: dict[str, Any], data_dir: Path, vs: str) -> asyncio.
             sys.executable,
             "-m",
             "clustermail.cluster.resource_host",
+            "--parent-pid",
+            str(os.getpid()),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=err,

@@ -29,6 +29,10 @@ _STATUS = {
 }
 
 TRIM_EVERY = 60.0  # seconds between event log trims
+#: While no virtual server runs anywhere (the cluster is forming), a new leader
+#: waits this long for every node to join before placing, so virtual servers
+#: start on their preferred owners rather than on whichever node came up first.
+FORM_WAIT = 10.0
 
 
 def node_statuses(view: ClusterView) -> dict[str, NodeStatus]:
@@ -159,12 +163,23 @@ class Leader:
         self.node = node
         self.is_leader = False
         self.last_trim = 0.0
+        self.elected_at: float | None = None
+
+    def resign(self) -> None:
+        self.is_leader = False
+        self.elected_at = None
 
     async def step(self, store: Store, view: ClusterView, lease: int) -> list[str]:
         self.is_leader = True
         if view.config is None:
             return []
         now = time.time()
+        if self.elected_at is None:
+            self.elected_at = time.monotonic()
+        missing = [n for n in view.node_names() if n not in view.nodes]
+        if not view.owner and missing and time.monotonic() - self.elected_at < FORM_WAIT:
+            return [f"cluster forming: waiting up to {FORM_WAIT:g} s for "
+                    f"{', '.join(missing)} to join before placing"]
         _, _, placement = compute(view, now)
         ops: list[TxnOp] = []
         compares = [Compare.value_is(keys.LEADER, self.node)]

@@ -121,11 +121,16 @@ def _register_builtins() -> None:
             "mode": PropertySpec(s, choices=("loopback", "interface"), default="loopback"),
             "interface": PropertySpec(s),
             "prefix": PropertySpec(PropertyKind.INT),
+            "netns": PropertySpec(s),
+            "arp": PropertySpec(PropertyKind.BOOL),
         },
         check=_check_ip_address,
     )
     register_resource_type("network_name", {"name": PropertySpec(s, req, check=_non_empty)})
-    register_resource_type("disk", {"path": PropertySpec(s, req, check=_non_empty)})
+    register_resource_type(
+        "disk",
+        {"path": PropertySpec(s, req, check=_non_empty), "create": PropertySpec(PropertyKind.BOOL)},
+    )
     register_resource_type(
         "process",
         {
@@ -133,6 +138,10 @@ def _register_builtins() -> None:
             "health_command": PropertySpec(PropertyKind.COMMAND, check=_non_empty),
             "tcp_check": PropertySpec(s, check=_host_port),
             "banner": PropertySpec(s),
+            "health_timeout": PropertySpec(PropertyKind.FLOAT),
+            "stop_timeout": PropertySpec(PropertyKind.FLOAT),
+            "start_grace": PropertySpec(PropertyKind.FLOAT),
+            "cwd": PropertySpec(s),
         },
     )
 
