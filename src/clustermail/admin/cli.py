@@ -322,7 +322,9 @@ async def cmd_vs_move(args: argparse.Namespace, console: Console) -> int:
             admin = view.vs_admin.get(args.vs, ({}, 0))[0]
             status = build_status(view)
             vs = next(v for v in status["virtual_servers"] if v["name"] == args.vs)
-            if admin.get("move_done") == move_id and vs["state"] == "online":
+            target = view.assign.get(args.vs, ({}, 0))[0].get("node")
+            if (admin.get("move_done") == move_id and not admin.get("move_result")
+                    and vs["state"] == "online" and vs["owner"] == target):
                 console.print(f"{args.vs} is online on {vs['owner']} "
                               f"({time.monotonic() - started:.2f} s)")
                 return 0

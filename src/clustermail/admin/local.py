@@ -169,7 +169,9 @@ async def up(data_dir: Path, console: Console) -> int:
         console.print("stopping the local cluster…")
         with contextlib.suppress(Exception):
             pids = await local_node_pids(store)
-            pids.update({f"pid {p.pid}": p.pid for p in procs if p.poll() is None})
+            known = set(pids.values())
+            pids.update({f"pid {p.pid}": p.pid for p in procs
+                         if p.poll() is None and p.pid not in known})
             await stop_pids(pids, console)
         await wait_reaped(procs, 5.0)
         await store.close()

@@ -75,6 +75,7 @@ def build_status(view: ClusterView) -> dict[str, Any]:
                 "pid": status.get("pid") if status else None,
                 "epoch": owner.get("epoch") if owner else None,
                 "resources": (status or {}).get("resources", {}),
+                "resource_pids": (status or {}).get("resource_pids", {}),
             }
         )
     return {

@@ -51,6 +51,7 @@ class LocalVS:
     state: str = "online_pending"
     reason: str = "starting"
     resources: dict[str, str] = field(default_factory=dict)
+    resource_pids: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
     stopping: bool = False
     failed: bool = False
@@ -395,9 +396,15 @@ class NodeAgent:
         if kind == "resource":
             res, state = str(msg.get("resource")), str(msg.get("state"))
             lvs.resources[res] = state
+            if isinstance(msg.get("pid"), int):
+                lvs.resource_pids[res] = int(msg["pid"])
+            reason = str(msg.get("reason") or "")
+            if state in ("online", "online_pending", "offline_pending", "offline") and (
+                    reason.startswith(("bringing the group", "taking the group"))):
+                reason = ""  # routine steps of a group transition: the state says it all
             await self._log(
                 f"resource_{state}",
-                f"{lvs.name}/{res} {state}" + (f": {msg['reason']}" if msg.get("reason") else ""),
+                f"{lvs.name}/{res} {state}" + (f": {reason}" if reason else ""),
                 vs=lvs.name,
                 resource=res,
             )
@@ -457,6 +464,7 @@ class NodeAgent:
             "epoch": lvs.epoch,
             "pid": lvs.proc.pid,
             "resources": lvs.resources,
+            "resource_pids": lvs.resource_pids,
             "reason": lvs.reason,
             "since": lvs.started,
         }

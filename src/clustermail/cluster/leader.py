@@ -193,7 +193,9 @@ class Leader:
             if not _same(old, record):
                 compares.append(Compare.mod_is(keys.ASSIGN + vs, old_rev))
                 ops.append(Put(keys.ASSIGN + vs, json.dumps(record)))
-                lines.append(d.line())
+                # Log decisions, not every rewording of a reason.
+                if old.get("node") != d.owner or old.get("code") != d.code.value:
+                    lines.append(d.line())
             if d.failover is not None and d.failover.node not in draining:
                 new_failures.setdefault(vs, []).append(d.failover.to_dict())
             giveup, giveup_rev = view.giveup.get(vs, ({}, 0))
