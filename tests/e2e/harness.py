@@ -53,6 +53,7 @@ def cluster_toml(
     failback: str = "never",
     extra_resource: str = "",
     banner_policy: str = "",
+    vs_extra: str = "",
 ) -> str:
     lines = ["[cluster]", 'placement = "active-passive"', f'timing = "{timing}"', ""]
     for n in range(1, nodes + 1):
@@ -64,6 +65,7 @@ def cluster_toml(
             f"[virtual_servers.mail{v}]",
             f'preferred_owners = ["node{v}", "node{nodes}"]',
             f'failback = "{failback}"',
+            vs_extra,
             f"[virtual_servers.mail{v}.resources.ip]",
             'type = "ip_address"',
             f"properties = {{ address = \"{addr}\" }}",
