@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass
 from typing import TypeAlias
 
-IMAPValue: TypeAlias = "None | str | int | list[IMAPValue]"
+IMAPValue: TypeAlias = "str | int | list[IMAPValue] | None"
 Offsets: TypeAlias = tuple[int, int, int]
 
 MAX_DEPTH = 40  # deeper nesting is stored as an opaque part (parser bombs)
@@ -79,8 +79,12 @@ class MessageStructure:
             if not isinstance(envelope, list) or len(envelope) != 10 or not isinstance(body, list):
                 raise ValueError("envelope or body has the wrong shape")
             return cls(
-                envelope, body, offsets(d["parts"]), offsets(d["messages"]),
-                int(d["size"]), int(d["lines"]),
+                envelope,
+                body,
+                offsets(d["parts"]),
+                offsets(d["messages"]),
+                int(d["size"]),
+                int(d["lines"]),
             )
         except (KeyError, TypeError, IndexError, AttributeError) as exc:
             raise ValueError(f"malformed structure: {exc!r}") from exc
@@ -356,7 +360,7 @@ def _mime(fields: list[tuple[str, str]], default_type: str) -> email.message.Mes
 def _params(m: email.message.Message, header: str) -> list[IMAPValue] | None:
     try:
         params = m.get_params(header=header) or []
-    except Exception:  # noqa: BLE001 - the email package's parameter parser on junk
+    except Exception:
         return None
     out: list[IMAPValue] = []
     for name, value in params[1:]:
@@ -386,15 +390,25 @@ class _Analyzer:
         self.parts: dict[str, Offsets] = {}
         self.messages: dict[str, Offsets] = {}
 
-    def message(self, num: str, start: int, end: int, depth: int) -> tuple[list[IMAPValue], list[IMAPValue]]:
+    def message(
+        self, num: str, start: int, end: int, depth: int
+    ) -> tuple[list[IMAPValue], list[IMAPValue]]:
         fields, body_start = parse_header(self.raw, start, end)
         self.messages[num] = (start, body_start, end)
         body = self.entity(num, fields, start, body_start, end, "text/plain", depth, top=True)
         return envelope(fields), body
 
     def entity(
-        self, num: str, fields: list[tuple[str, str]], header_start: int, body_start: int,
-        end: int, default_type: str, depth: int, *, top: bool,
+        self,
+        num: str,
+        fields: list[tuple[str, str]],
+        header_start: int,
+        body_start: int,
+        end: int,
+        default_type: str,
+        depth: int,
+        *,
+        top: bool,
     ) -> list[IMAPValue]:
         """BODYSTRUCTURE of one entity. ``top``: the entity is a message's own body, whose
         part number is ``num.1`` when it is not multipart (RFC 3501 §6.4.5)."""
@@ -403,18 +417,25 @@ class _Analyzer:
         ctype = m.get_content_type()
         maintype, _, subtype = ctype.partition("/")
         if not maintype or not subtype or depth > MAX_DEPTH:
-            maintype, subtype = ("text", "plain") if depth <= MAX_DEPTH else ("application", "octet-stream")
+            maintype, subtype = (
+                ("text", "plain") if depth <= MAX_DEPTH else ("application", "octet-stream")
+            )
         h = _first(fields)
         dsp_type = m.get_content_disposition() if "content-disposition" in h else None
         dsp: IMAPValue = [dsp_type.upper(), _params(m, "content-disposition")] if dsp_type else None
-        ext: list[IMAPValue] = [dsp, _languages(h.get("content-language")), h.get("content-location")]
+        ext: list[IMAPValue] = [
+            dsp,
+            _languages(h.get("content-language")),
+            h.get("content-location"),
+        ]
         params = _params(m, "content-type")
 
         if maintype == "multipart":
             boundary = m.get_boundary()
             ranges = (
                 split_multipart(raw, body_start, end, boundary.encode("utf-8", "replace"))
-                if boundary else []
+                if boundary
+                else []
             )
             if ranges:
                 child_default = "message/rfc822" if subtype == "digest" else "text/plain"
@@ -424,7 +445,9 @@ class _Analyzer:
                     cfields, cbody = parse_header(raw, start, stop)
                     self.parts[cnum] = (start, cbody, stop)
                     children.append(
-                        self.entity(cnum, cfields, start, cbody, stop, child_default, depth + 1, top=False)
+                        self.entity(
+                            cnum, cfields, start, cbody, stop, child_default, depth + 1, top=False
+                        )
                     )
                 return [*children, subtype.upper(), params, *ext]
             maintype, subtype, params = "text", "plain", None  # unusable multipart
@@ -438,8 +461,13 @@ class _Analyzer:
             params = ["CHARSET", "US-ASCII", *(params or [])]
         enc = (h.get("content-transfer-encoding") or "7BIT").upper() or "7BIT"
         out: list[IMAPValue] = [
-            maintype.upper(), subtype.upper(), params,
-            h.get("content-id"), h.get("content-description"), enc, end - body_start,
+            maintype.upper(),
+            subtype.upper(),
+            params,
+            h.get("content-id"),
+            h.get("content-description"),
+            enc,
+            end - body_start,
         ]
         if maintype == "text":
             out.append(_lines(raw, body_start, end))
@@ -464,6 +492,11 @@ def body_without_extensions(body: list[IMAPValue]) -> list[IMAPValue]:
         return [*children, subtype]
     if body[0] == "TEXT":
         return body[:8]
-    if body[0] == "MESSAGE" and body[1] == "RFC822" and len(body) >= 10 and isinstance(body[8], list):
+    if (
+        body[0] == "MESSAGE"
+        and body[1] == "RFC822"
+        and len(body) >= 10
+        and isinstance(body[8], list)
+    ):
         return [*body[:8], body_without_extensions(body[8]), body[9]]
     return body[:7]

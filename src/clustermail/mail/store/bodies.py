@@ -74,6 +74,4 @@ def release(conn: sqlite3.Connection, body_ids: Iterable[int]) -> None:
     conn.executemany(
         "UPDATE body SET refcount = refcount - ? WHERE id = ?", [(n, b) for b, n in counts.items()]
     )
-    conn.executemany(
-        "DELETE FROM body WHERE id = ? AND refcount <= 0", [(b,) for b in counts]
-    )
+    conn.executemany("DELETE FROM body WHERE id = ? AND refcount <= 0", [(b,) for b in counts])

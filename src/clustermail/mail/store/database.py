@@ -47,7 +47,7 @@ from clustermail.mail.store.errors import (
 )
 from clustermail.mail.store.index import FolderListing
 from clustermail.mail.store.messages import FlagMode
-from clustermail.mail.store.quota import QuotaLimits
+from clustermail.mail.store.quota import Decision, QuotaLimits
 from clustermail.mail.store.types import (
     AppendResult,
     CopyResult,
@@ -83,8 +83,13 @@ def _settings_from_json(text: str) -> DatabaseSettings:
 
 class MailboxDatabase:
     def __init__(
-        self, path: Path | str, *, name: str | None = None, create: bool = True,
-        settings: DatabaseSettings | None = None, clock: Callable[[], float] = time.time,
+        self,
+        path: Path | str,
+        *,
+        name: str | None = None,
+        create: bool = True,
+        settings: DatabaseSettings | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """``settings`` apply when the database file is created; afterwards the file's own
         settings rule (see :meth:`update_settings_sync`)."""
@@ -228,7 +233,9 @@ class MailboxDatabase:
             if conn.in_transaction:
                 conn.execute("COMMIT")
 
-    def _submit(self, apply: Callable[[Tx], T], *, prepare: Callable[[], None] | None = None, size: int = 0) -> Future[T]:
+    def _submit(
+        self, apply: Callable[[Tx], T], *, prepare: Callable[[], None] | None = None, size: int = 0
+    ) -> Future[T]:
         if self._writer is None:
             raise NotMountedError(self.path)
         return self._writer.submit(apply, prepare=prepare, size=size)
@@ -243,23 +250,34 @@ class MailboxDatabase:
 
     def create_mailbox_sync(self, mailbox: str, *, quota_limits: QuotaLimits | None = None) -> None:
         """A mailbox with INBOX, Sent, Drafts, Trash, Junk and Archive (RFC 6154 roles)."""
+
         def apply(tx: Tx) -> None:
             mailboxes.create(tx.conn, mailbox, tx.now, quota_limits)
             tx.touched.add(mailbox)
+
         self._sync(apply)
 
     def delete_mailbox_sync(self, mailbox: str) -> None:
         """Remove a mailbox with all its folders, messages and deleted items."""
+
         def apply(tx: Tx) -> None:
             mid = folders.mailbox_id(tx.conn, mailbox)
-            for (fid,) in tx.conn.execute("SELECT id FROM folder WHERE mailbox_id = ?", (mid,)).fetchall():
+            for (fid,) in tx.conn.execute(
+                "SELECT id FROM folder WHERE mailbox_id = ?", (mid,)
+            ).fetchall():
                 _drop_folder(tx.conn, fid)
-            items = [b for (b,) in tx.conn.execute("SELECT body_id FROM deleted_item WHERE mailbox_id = ?", (mid,))]
+            items = [
+                b
+                for (b,) in tx.conn.execute(
+                    "SELECT body_id FROM deleted_item WHERE mailbox_id = ?", (mid,)
+                )
+            ]
             tx.conn.execute("DELETE FROM deleted_item WHERE mailbox_id = ?", (mid,))
             bodies.release(tx.conn, items)
             tx.conn.execute("DELETE FROM subscription WHERE mailbox_id = ?", (mid,))
             tx.conn.execute("DELETE FROM mailbox WHERE id = ?", (mid,))
             tx.touched.add(mailbox)
+
         self._sync(apply)
 
     def set_quota_sync(self, mailbox: str, limits: QuotaLimits | None) -> None:
@@ -273,18 +291,24 @@ class MailboxDatabase:
 
         def apply(tx: Tx) -> None:
             tx.conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('settings', ?)", (_settings_to_json(new),)
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('settings', ?)",
+                (_settings_to_json(new),),
             )
+
         self._sync(apply)
         self._settings = new
         return new
 
-    def recover_deleted_sync(self, mailbox: str, since: float | None = None) -> list[RecoveredMessage]:
+    def recover_deleted_sync(
+        self, mailbox: str, since: float | None = None
+    ) -> list[RecoveredMessage]:
         """Restore retained deleted items (deleted at or after ``since``) into their
         original folders with new UIDs."""
+
         def apply(tx: Tx) -> list[RecoveredMessage]:
             tx.touched.add(mailbox)
             return retention.recover(tx.conn, mailbox, since, tx.now)
+
         return self._sync(apply)
 
     def purge_deleted_items_sync(self) -> int:
@@ -314,7 +338,7 @@ class MailboxDatabase:
         with self._read() as conn:
             return mailboxes.report(mailboxes.get(conn, mailbox), self._settings)
 
-    def may_send(self, mailbox: str) -> quota.Decision:
+    def may_send(self, mailbox: str) -> Decision:
         """For SMTP submission: refused (5.2.2) once the mailbox is over prohibit-send."""
         report = self.quota(mailbox)
         return quota.may_send(report.used_bytes, report.limits)
@@ -363,8 +387,12 @@ class MailboxDatabase:
     # ------------------------------------------------------------------ delivery
 
     def _delivery_job(
-        self, message: bytes, recipients: Sequence[str], folder: str,
-        internaldate: int | None, flag_names: Iterable[str],
+        self,
+        message: bytes,
+        recipients: Sequence[str],
+        folder: str,
+        internaldate: int | None,
+        flag_names: Iterable[str],
     ) -> Future[DeliveryResult]:
         settings = self._settings
         bodies.check_size(len(message), settings.max_message_bytes)  # before queueing 50 MB
@@ -385,8 +413,13 @@ class MailboxDatabase:
         return self._submit(apply, prepare=prepare, size=len(message))
 
     async def deliver(
-        self, message: bytes, recipients: Sequence[str], folder: str = names.INBOX, *,
-        internaldate: int | None = None, flag_names: Iterable[str] = (),
+        self,
+        message: bytes,
+        recipients: Sequence[str],
+        folder: str = names.INBOX,
+        *,
+        internaldate: int | None = None,
+        flag_names: Iterable[str] = (),
     ) -> DeliveryResult:
         """Deliver to every recipient mailbox of this database; returns after the commit
         (fsync) with a result per recipient (delivered, or refused with an enhanced status
@@ -397,8 +430,13 @@ class MailboxDatabase:
         )
 
     def deliver_sync(
-        self, message: bytes, recipients: Sequence[str], folder: str = names.INBOX, *,
-        internaldate: int | None = None, flag_names: Iterable[str] = (),
+        self,
+        message: bytes,
+        recipients: Sequence[str],
+        folder: str = names.INBOX,
+        *,
+        internaldate: int | None = None,
+        flag_names: Iterable[str] = (),
     ) -> DeliveryResult:
         return self._delivery_job(message, recipients, folder, internaldate, flag_names).result()
 
@@ -409,6 +447,7 @@ class MailboxDatabase:
             row = folders.create(tx.conn, mailbox, folder, tx.now)
             tx.touched.add(mailbox)
             return FolderInfo(row.name, row.special_use, False, row.uidvalidity)
+
         return apply
 
     async def create_folder(self, mailbox: str, folder: str) -> FolderInfo:
@@ -417,7 +456,9 @@ class MailboxDatabase:
     def create_folder_sync(self, mailbox: str, folder: str) -> FolderInfo:
         return self._sync(self._create_folder(mailbox, folder))
 
-    def _rename_folder(self, mailbox: str, old: str, new: str) -> Callable[[Tx], list[tuple[str, str]]]:
+    def _rename_folder(
+        self, mailbox: str, old: str, new: str
+    ) -> Callable[[Tx], list[tuple[str, str]]]:
         def apply(tx: Tx) -> list[tuple[str, str]]:
             tx.touched.add(mailbox)
             if names.normalize(old) != names.INBOX:
@@ -428,8 +469,11 @@ class MailboxDatabase:
             found = messages.rows(tx.conn, src)
             bodies.reference(tx.conn, [r[1] for r in found])
             messages.insert(tx.conn, dst, [(r[1], r[2], r[3], r[4], r[5]) for r in found])
-            messages.remove(tx.conn, folders.get(tx.conn, mailbox, names.INBOX), found, tx.now, 0, retain=False)
+            messages.remove(
+                tx.conn, folders.get(tx.conn, mailbox, names.INBOX), found, tx.now, 0, retain=False
+            )
             return [(names.INBOX, dst.name)]
+
         return apply
 
     async def rename_folder(self, mailbox: str, old: str, new: str) -> list[tuple[str, str]]:
@@ -450,6 +494,7 @@ class MailboxDatabase:
             messages.remove(tx.conn, row, found, tx.now, days, retain=True)
             _drop_folder(tx.conn, row.id)
             tx.touched.add(mailbox)
+
         return apply
 
     async def delete_folder(self, mailbox: str, folder: str) -> None:
@@ -468,7 +513,12 @@ class MailboxDatabase:
     # ------------------------------------------------------------------ message writes
 
     def _append(
-        self, mailbox: str, folder: str, message: bytes, flag_names: Iterable[str], internaldate: int | None
+        self,
+        mailbox: str,
+        folder: str,
+        message: bytes,
+        flag_names: Iterable[str],
+        internaldate: int | None,
     ) -> Future[AppendResult]:
         settings = self._settings
         bodies.check_size(len(message), settings.max_message_bytes)
@@ -485,9 +535,17 @@ class MailboxDatabase:
             _check_room(box, msg.size, settings)
             body_id = bodies.add(tx.conn, msg)
             (uid,), modseq = messages.insert(
-                tx.conn, row,
-                [(body_id, mask | flags.RECENT, flags.encode_keywords(keywords),
-                  int(tx.now) if internaldate is None else internaldate, msg.size)],
+                tx.conn,
+                row,
+                [
+                    (
+                        body_id,
+                        mask | flags.RECENT,
+                        flags.encode_keywords(keywords),
+                        int(tx.now) if internaldate is None else internaldate,
+                        msg.size,
+                    )
+                ],
             )
             tx.touched.add(mailbox)
             return AppendResult(row.uidvalidity, uid, modseq)
@@ -495,22 +553,39 @@ class MailboxDatabase:
         return self._submit(apply, prepare=prepare, size=len(message))
 
     async def append(
-        self, mailbox: str, folder: str, message: bytes, *, flag_names: Iterable[str] = (),
+        self,
+        mailbox: str,
+        folder: str,
+        message: bytes,
+        *,
+        flag_names: Iterable[str] = (),
         internaldate: int | None = None,
     ) -> AppendResult:
         """IMAP APPEND: returns UIDPLUS APPENDUID data after the commit. QuotaExceededError
         when the mailbox would exceed its prohibit-receive limit."""
-        return await asyncio.wrap_future(self._append(mailbox, folder, message, flag_names, internaldate))
+        return await asyncio.wrap_future(
+            self._append(mailbox, folder, message, flag_names, internaldate)
+        )
 
     def append_sync(
-        self, mailbox: str, folder: str, message: bytes, *, flag_names: Iterable[str] = (),
+        self,
+        mailbox: str,
+        folder: str,
+        message: bytes,
+        *,
+        flag_names: Iterable[str] = (),
         internaldate: int | None = None,
     ) -> AppendResult:
         return self._append(mailbox, folder, message, flag_names, internaldate).result()
 
     def _set_flags(
-        self, mailbox: str, folder: str, uids: Iterable[int], flag_names: Iterable[str],
-        mode: FlagMode, unchanged_since: int | None,
+        self,
+        mailbox: str,
+        folder: str,
+        uids: Iterable[int],
+        flag_names: Iterable[str],
+        mode: FlagMode,
+        unchanged_since: int | None,
     ) -> Callable[[Tx], StoreResult]:
         mask, keywords = flags.parse_flags(flag_names)
         wanted = list(uids)
@@ -521,22 +596,39 @@ class MailboxDatabase:
             if result.changed:
                 tx.touched.add(mailbox)
             return result
+
         return apply
 
     async def set_flags(
-        self, mailbox: str, folder: str, uids: Iterable[int], flag_names: Iterable[str],
-        mode: FlagMode = "add", *, unchanged_since: int | None = None,
+        self,
+        mailbox: str,
+        folder: str,
+        uids: Iterable[int],
+        flag_names: Iterable[str],
+        mode: FlagMode = "add",
+        *,
+        unchanged_since: int | None = None,
     ) -> StoreResult:
         """IMAP STORE (mode "set", "add" or "remove"); returns the new modseq and changes."""
-        return await self._async(self._set_flags(mailbox, folder, uids, flag_names, mode, unchanged_since))
+        return await self._async(
+            self._set_flags(mailbox, folder, uids, flag_names, mode, unchanged_since)
+        )
 
     def set_flags_sync(
-        self, mailbox: str, folder: str, uids: Iterable[int], flag_names: Iterable[str],
-        mode: FlagMode = "add", *, unchanged_since: int | None = None,
+        self,
+        mailbox: str,
+        folder: str,
+        uids: Iterable[int],
+        flag_names: Iterable[str],
+        mode: FlagMode = "add",
+        *,
+        unchanged_since: int | None = None,
     ) -> StoreResult:
         return self._sync(self._set_flags(mailbox, folder, uids, flag_names, mode, unchanged_since))
 
-    def _copy(self, mailbox: str, source: str, uids: Iterable[int], dest: str, move: bool) -> Callable[[Tx], CopyResult]:
+    def _copy(
+        self, mailbox: str, source: str, uids: Iterable[int], dest: str, move: bool
+    ) -> Callable[[Tx], CopyResult]:
         settings = self._settings
         wanted = list(uids)
 
@@ -553,6 +645,7 @@ class MailboxDatabase:
                 result = replace(result, expunged=[r[0] for r in found])
             tx.touched.add(mailbox)
             return result
+
         return apply
 
     async def copy(self, mailbox: str, source: str, uids: Iterable[int], dest: str) -> CopyResult:
@@ -569,7 +662,9 @@ class MailboxDatabase:
     def move_sync(self, mailbox: str, source: str, uids: Iterable[int], dest: str) -> CopyResult:
         return self._sync(self._copy(mailbox, source, uids, dest, True))
 
-    def _expunge(self, mailbox: str, folder: str, uids: Iterable[int] | None) -> Callable[[Tx], list[int]]:
+    def _expunge(
+        self, mailbox: str, folder: str, uids: Iterable[int] | None
+    ) -> Callable[[Tx], list[int]]:
         days = self._settings.retention_days
         wanted = None if uids is None else list(uids)
 
@@ -580,22 +675,31 @@ class MailboxDatabase:
             if found:
                 tx.touched.add(mailbox)
             return [r[0] for r in found]
+
         return apply
 
-    async def expunge(self, mailbox: str, folder: str, uids: Iterable[int] | None = None) -> list[int]:
+    async def expunge(
+        self, mailbox: str, folder: str, uids: Iterable[int] | None = None
+    ) -> list[int]:
         """Remove the \\Deleted messages (only among ``uids`` if given: UID EXPUNGE); returns
         the expunged UIDs. They stay recoverable for the retention window."""
         return await self._async(self._expunge(mailbox, folder, uids))
 
-    def expunge_sync(self, mailbox: str, folder: str, uids: Iterable[int] | None = None) -> list[int]:
+    def expunge_sync(
+        self, mailbox: str, folder: str, uids: Iterable[int] | None = None
+    ) -> list[int]:
         return self._sync(self._expunge(mailbox, folder, uids))
 
     async def claim_recent(self, mailbox: str, folder: str) -> list[int]:
         """The \\Recent UIDs, cleared so that no other session sees them as recent."""
-        return await self._async(lambda tx: messages.claim_recent(tx.conn, folders.get(tx.conn, mailbox, folder)))
+        return await self._async(
+            lambda tx: messages.claim_recent(tx.conn, folders.get(tx.conn, mailbox, folder))
+        )
 
     def claim_recent_sync(self, mailbox: str, folder: str) -> list[int]:
-        return self._sync(lambda tx: messages.claim_recent(tx.conn, folders.get(tx.conn, mailbox, folder)))
+        return self._sync(
+            lambda tx: messages.claim_recent(tx.conn, folders.get(tx.conn, mailbox, folder))
+        )
 
 
 def _check_room(box: mailboxes.MailboxRow, size: int, settings: DatabaseSettings) -> None:
@@ -606,7 +710,15 @@ def _check_room(box: mailboxes.MailboxRow, size: int, settings: DatabaseSettings
 
 def _drop_folder(conn: sqlite3.Connection, folder_id: int) -> None:
     """Remove a folder whose messages were already moved out or released."""
-    bodies.release(conn, [b for (b,) in conn.execute("SELECT body_id FROM message WHERE folder_id = ?", (folder_id,))])
+    bodies.release(
+        conn,
+        [
+            b
+            for (b,) in conn.execute(
+                "SELECT body_id FROM message WHERE folder_id = ?", (folder_id,)
+            )
+        ],
+    )
     conn.execute("DELETE FROM message WHERE folder_id = ?", (folder_id,))
     conn.execute("DELETE FROM expunged WHERE folder_id = ?", (folder_id,))
     conn.execute("DELETE FROM folder_chunk WHERE folder_id = ?", (folder_id,))

@@ -9,7 +9,12 @@ from collections.abc import Sequence
 
 from clustermail.mail.store import bodies, flags, folders, mailboxes, messages, names, quota
 from clustermail.mail.store.bodies import PreparedMessage
-from clustermail.mail.store.types import DatabaseSettings, DeliveryResult, DeliveryStatus, RecipientResult
+from clustermail.mail.store.types import (
+    DatabaseSettings,
+    DeliveryResult,
+    DeliveryStatus,
+    RecipientResult,
+)
 
 
 def deliver(
@@ -29,14 +34,20 @@ def deliver(
     for rcpt in dict.fromkeys(recipients):  # each mailbox once, in order
         box = mailboxes.find(conn, rcpt)
         if box is None:
-            results.append(RecipientResult(rcpt, DeliveryStatus.REFUSED, "5.1.1", "no such mailbox in this database"))
+            results.append(
+                RecipientResult(
+                    rcpt, DeliveryStatus.REFUSED, "5.1.1", "no such mailbox in this database"
+                )
+            )
             continue
         limits = box.limits(settings)
         decision = quota.delivery_decision(
             box.used_bytes, message.size, limits, full_is_permanent=settings.quota_full_permanent
         )
         if not decision.accepted:
-            results.append(RecipientResult(rcpt, DeliveryStatus.REFUSED, decision.code, decision.reason))
+            results.append(
+                RecipientResult(rcpt, DeliveryStatus.REFUSED, decision.code, decision.reason)
+            )
             continue
         # A missing target folder (e.g. a filing rule's folder was deleted): INBOX gets it.
         row = folders.find(conn, rcpt, target) or folders.get(conn, rcpt, names.INBOX)
@@ -44,10 +55,14 @@ def deliver(
             body_id = bodies.add(conn, message)
         else:
             bodies.reference(conn, [body_id])
-        (uid,), _ = messages.insert(conn, row, [(body_id, flag_mask | flags.RECENT, None, date, message.size)])
-        results.append(RecipientResult(
-            rcpt, DeliveryStatus.DELIVERED, "2.0.0", "delivered", row.name, row.uidvalidity, uid
-        ))
+        (uid,), _ = messages.insert(
+            conn, row, [(body_id, flag_mask | flags.RECENT, None, date, message.size)]
+        )
+        results.append(
+            RecipientResult(
+                rcpt, DeliveryStatus.DELIVERED, "2.0.0", "delivered", row.name, row.uidvalidity, uid
+            )
+        )
         used = box.used_bytes + message.size
         if quota.should_warn(used, limits, box.last_warning, now):
             _deliver_warning(conn, box, used, limits, now)
@@ -55,7 +70,11 @@ def deliver(
 
 
 def _deliver_warning(
-    conn: sqlite3.Connection, box: mailboxes.MailboxRow, used: int, limits: quota.QuotaLimits, now: float
+    conn: sqlite3.Connection,
+    box: mailboxes.MailboxRow,
+    used: int,
+    limits: quota.QuotaLimits,
+    now: float,
 ) -> None:
     """The quota warning message, at most once a day; it is exempt from the quota itself."""
     raw = quota.warning_message(box.name, used, limits, now)

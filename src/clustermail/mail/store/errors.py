@@ -108,7 +108,9 @@ class MessageTooLargeError(StoreError):
     """A message above the database's maximum message size (SMTP 552 5.3.4)."""
 
     def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"message of {size} bytes exceeds the maximum message size of {limit} bytes")
+        super().__init__(
+            f"message of {size} bytes exceeds the maximum message size of {limit} bytes"
+        )
         self.size = size
         self.limit = limit
 

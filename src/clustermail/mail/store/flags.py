@@ -22,10 +22,17 @@ SYSTEM_FLAGS: dict[str, int] = {
     "\\draft": DRAFT,
     "\\recent": RECENT,
 }
-_NAMES = {bit: name for name, bit in (
-    ("\\Seen", SEEN), ("\\Answered", ANSWERED), ("\\Flagged", FLAGGED),
-    ("\\Deleted", DELETED), ("\\Draft", DRAFT), ("\\Recent", RECENT),
-)}
+_NAMES = {
+    bit: name
+    for name, bit in (
+        ("\\Seen", SEEN),
+        ("\\Answered", ANSWERED),
+        ("\\Flagged", FLAGGED),
+        ("\\Deleted", DELETED),
+        ("\\Draft", DRAFT),
+        ("\\Recent", RECENT),
+    )
+}
 _KEYWORD_FORBIDDEN = frozenset(' (){%*"\\]') | frozenset(chr(c) for c in range(33)) | {"\x7f"}
 
 

@@ -45,7 +45,9 @@ def next_uidvalidity(conn: sqlite3.Connection, now: float) -> int:
     return value
 
 
-def insert(conn: sqlite3.Connection, mailbox_id: int, name: str, special_use: str | None, now: float) -> int:
+def insert(
+    conn: sqlite3.Connection, mailbox_id: int, name: str, special_use: str | None, now: float
+) -> int:
     cur = conn.execute(
         "INSERT INTO folder (mailbox_id, name, special_use, uidvalidity) VALUES (?, ?, ?, ?)",
         (mailbox_id, name, special_use, next_uidvalidity(conn, now)),
@@ -96,16 +98,21 @@ def create(conn: sqlite3.Connection, mailbox: str, folder: str, now: float) -> F
 
 def list_all(conn: sqlite3.Connection, mailbox: str) -> list[FolderInfo]:
     mid = mailbox_id(conn, mailbox)
-    subscribed = {r[0] for r in conn.execute("SELECT name FROM subscription WHERE mailbox_id = ?", (mid,))}
+    subscribed = {
+        r[0] for r in conn.execute("SELECT name FROM subscription WHERE mailbox_id = ?", (mid,))
+    }
     return [
         FolderInfo(name, special, name in subscribed, uidvalidity)
         for name, special, uidvalidity in conn.execute(
-            "SELECT name, special_use, uidvalidity FROM folder WHERE mailbox_id = ? ORDER BY name", (mid,)
+            "SELECT name, special_use, uidvalidity FROM folder WHERE mailbox_id = ? ORDER BY name",
+            (mid,),
         )
     ]
 
 
-def rename(conn: sqlite3.Connection, mailbox: str, old: str, new: str, now: float) -> list[tuple[str, str]]:
+def rename(
+    conn: sqlite3.Connection, mailbox: str, old: str, new: str, now: float
+) -> list[tuple[str, str]]:
     """Rename a folder and its inferiors; returns the (old, new) names. Renaming INBOX moves
     its messages into a new folder and leaves INBOX empty (RFC 3501 §6.3.5), which the
     caller does; here INBOX is refused."""
@@ -124,11 +131,14 @@ def rename(conn: sqlite3.Connection, mailbox: str, old: str, new: str, now: floa
             (src.mailbox_id, old_name, len(old_name) + 1, old_name + names.DELIMITER),
         ).fetchall()
     ]
-    for before, after in moved:
+    for _, after in moved:
         if find(conn, mailbox, after) is not None:
             raise FolderExistsError(mailbox, after)
     for before, after in moved:
-        conn.execute("UPDATE folder SET name = ? WHERE mailbox_id = ? AND name = ?", (after, src.mailbox_id, before))
+        conn.execute(
+            "UPDATE folder SET name = ? WHERE mailbox_id = ? AND name = ?",
+            (after, src.mailbox_id, before),
+        )
         conn.execute(
             "UPDATE OR IGNORE subscription SET name = ? WHERE mailbox_id = ? AND name = ?",
             (after, src.mailbox_id, before),
@@ -146,19 +156,27 @@ def subscribe(conn: sqlite3.Connection, mailbox: str, folder: str, on: bool) -> 
     name = names.normalize(folder)
     mid = mailbox_id(conn, mailbox)
     if on:
-        conn.execute("INSERT OR IGNORE INTO subscription (mailbox_id, name) VALUES (?, ?)", (mid, name))
+        conn.execute(
+            "INSERT OR IGNORE INTO subscription (mailbox_id, name) VALUES (?, ?)", (mid, name)
+        )
     else:
         conn.execute("DELETE FROM subscription WHERE mailbox_id = ? AND name = ?", (mid, name))
 
 
 def subscriptions(conn: sqlite3.Connection, mailbox: str) -> list[str]:
     mid = mailbox_id(conn, mailbox)
-    return [r[0] for r in conn.execute("SELECT name FROM subscription WHERE mailbox_id = ? ORDER BY name", (mid,))]
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM subscription WHERE mailbox_id = ? ORDER BY name", (mid,)
+        )
+    ]
 
 
 def status(conn: sqlite3.Connection, folder: FolderRow) -> FolderStatus:
     count, unseen, recent = conn.execute(
-        "SELECT count(*), total((flags & ?) = 0), total((flags & ?) != 0) FROM message WHERE folder_id = ?",
+        "SELECT count(*), total((flags & ?) = 0), total((flags & ?) != 0) FROM message WHERE "
+        "folder_id = ?",
         (flags.SEEN, flags.RECENT, folder.id),
     ).fetchone()
     return FolderStatus(

@@ -40,7 +40,7 @@ Row = tuple[int, int, int, int, int]  # (uid, flags, size, modseq, internaldate)
 class Columns:
     """Five parallel arrays: the decoded form of one chunk or of a whole folder."""
 
-    __slots__ = ("uids", "flags", "sizes", "modseqs", "dates")
+    __slots__ = ("dates", "flags", "modseqs", "sizes", "uids")
 
     def __init__(self, parts: Sequence[bytes | memoryview] | None = None) -> None:
         arrays = [array(code) for code in _CODES]
@@ -80,7 +80,9 @@ class Columns:
         return i if i < len(self.uids) and self.uids[i] == uid else None
 
     def row(self, i: int) -> MessageSummary:
-        return MessageSummary(self.uids[i], self.flags[i], self.sizes[i], self.modseqs[i], self.dates[i])
+        return MessageSummary(
+            self.uids[i], self.flags[i], self.sizes[i], self.modseqs[i], self.dates[i]
+        )
 
     def delete(self, positions: Iterable[int]) -> None:
         for i in sorted(positions, reverse=True):
@@ -227,7 +229,9 @@ def remove(conn: sqlite3.Connection, folder_id: int, uids: Iterable[int]) -> Non
     for chunk_id, chunk, inside in _chunks_for(conn, folder_id, sorted(uids)):
         chunk.delete(p for p in map(chunk.position, inside) if p is not None)
         if len(chunk):
-            conn.execute("UPDATE folder_chunk SET data = ? WHERE id = ?", (chunk.encode(), chunk_id))
+            conn.execute(
+                "UPDATE folder_chunk SET data = ? WHERE id = ?", (chunk.encode(), chunk_id)
+            )
         else:
             conn.execute("DELETE FROM folder_chunk WHERE id = ?", (chunk_id,))
 
@@ -235,7 +239,8 @@ def remove(conn: sqlite3.Connection, folder_id: int, uids: Iterable[int]) -> Non
 def rebuild(conn: sqlite3.Connection, folder_id: int) -> None:
     conn.execute("DELETE FROM folder_chunk WHERE folder_id = ?", (folder_id,))
     rows = conn.execute(
-        "SELECT uid, flags, size, modseq, internaldate FROM message WHERE folder_id = ? ORDER BY uid",
+        "SELECT uid, flags, size, modseq, internaldate FROM message WHERE folder_id = ? ORDER BY "
+        "uid",
         (folder_id,),
     ).fetchall()
     append(conn, folder_id, rows)

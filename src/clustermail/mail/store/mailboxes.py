@@ -32,7 +32,9 @@ _COLUMNS = (
 )
 
 
-def _row(r: tuple[int, str, int, int, int, int | None, int | None, int | None, float | None]) -> MailboxRow:
+def _row(
+    r: tuple[int, str, int, int, int, int | None, int | None, int | None, float | None],
+) -> MailboxRow:
     return MailboxRow(r[0], r[1], r[2], r[3], bool(r[4]), QuotaLimits(r[5], r[6], r[7]), r[8])
 
 
@@ -68,7 +70,9 @@ def create(conn: sqlite3.Connection, name: str, now: float, limits: QuotaLimits 
     mailbox_id = int(cur.lastrowid or 0)
     for folder_name, special in names.SPECIAL_FOLDERS:
         folders.insert(conn, mailbox_id, folder_name, special, now)
-        conn.execute("INSERT INTO subscription (mailbox_id, name) VALUES (?, ?)", (mailbox_id, folder_name))
+        conn.execute(
+            "INSERT INTO subscription (mailbox_id, name) VALUES (?, ?)", (mailbox_id, folder_name)
+        )
 
 
 def set_quota(conn: sqlite3.Connection, name: str, limits: QuotaLimits | None) -> None:
@@ -78,18 +82,26 @@ def set_quota(conn: sqlite3.Connection, name: str, limits: QuotaLimits | None) -
     conn.execute(
         "UPDATE mailbox SET quota_custom = ?, quota_warning = ?, quota_send = ?, "
         "quota_send_receive = ? WHERE id = ?",
-        (limits is not None, limits_or_none.warning, limits_or_none.prohibit_send,
-         limits_or_none.prohibit_send_receive, row.id),
+        (
+            limits is not None,
+            limits_or_none.warning,
+            limits_or_none.prohibit_send,
+            limits_or_none.prohibit_send_receive,
+            row.id,
+        ),
     )
 
 
 def report(row: MailboxRow, settings: DatabaseSettings) -> QuotaReport:
     limits = row.limits(settings)
-    return QuotaReport(row.used_bytes, row.used_messages, limits, quota.state(row.used_bytes, limits), row.custom)
+    return QuotaReport(
+        row.used_bytes, row.used_messages, limits, quota.state(row.used_bytes, limits), row.custom
+    )
 
 
 def adjust_usage(conn: sqlite3.Connection, mailbox_id: int, size: int, count: int) -> None:
     conn.execute(
-        "UPDATE mailbox SET used_bytes = used_bytes + ?, used_messages = used_messages + ? WHERE id = ?",
+        "UPDATE mailbox SET used_bytes = used_bytes + ?, used_messages = used_messages + ? WHERE "
+        "id = ?",
         (size, count, mailbox_id),
     )

@@ -28,17 +28,27 @@ def _uid_list(uids: Iterable[int]) -> str:
     return json.dumps(sorted({int(u) for u in uids}))
 
 
-def insert(conn: sqlite3.Connection, folder: FolderRow, entries: Sequence[NewMessage]) -> tuple[list[int], int]:
+def insert(
+    conn: sqlite3.Connection, folder: FolderRow, entries: Sequence[NewMessage]
+) -> tuple[list[int], int]:
     """Append messages with fresh UIDs (from UIDNEXT) under one new modseq; returns
     (uids, modseq). The caller has already counted the body references."""
     first, modseq = folder.uidnext, folder.highestmodseq + 1
     uids = list(range(first, first + len(entries)))
     conn.executemany(
-        "INSERT INTO message (folder_id, uid, body_id, flags, keywords, internaldate, size, modseq) "
+        "INSERT INTO message (folder_id, uid, body_id, flags, keywords, internaldate, size, "
+        "modseq) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [(folder.id, uid, b, f, k, d, s, modseq) for uid, (b, f, k, d, s) in zip(uids, entries, strict=True)],
+        [
+            (folder.id, uid, b, f, k, d, s, modseq)
+            for uid, (b, f, k, d, s) in zip(uids, entries, strict=True)
+        ],
     )
-    index.append(conn, folder.id, [(uid, f, s, modseq, d) for uid, (_, f, _, d, s) in zip(uids, entries, strict=True)])
+    index.append(
+        conn,
+        folder.id,
+        [(uid, f, s, modseq, d) for uid, (_, f, _, d, s) in zip(uids, entries, strict=True)],
+    )
     conn.execute(
         "UPDATE folder SET uidnext = ?, highestmodseq = ? WHERE id = ?",
         (first + len(entries), modseq, folder.id),
@@ -47,8 +57,17 @@ def insert(conn: sqlite3.Connection, folder: FolderRow, entries: Sequence[NewMes
     return uids, modseq
 
 
-def rows(conn: sqlite3.Connection, folder: FolderRow, uids: Iterable[int] | None = None, *, deleted_only: bool = False) -> list[StoredRow]:
-    sql = "SELECT uid, body_id, flags, keywords, internaldate, size, modseq FROM message WHERE folder_id = ?"
+def rows(
+    conn: sqlite3.Connection,
+    folder: FolderRow,
+    uids: Iterable[int] | None = None,
+    *,
+    deleted_only: bool = False,
+) -> list[StoredRow]:
+    sql = (
+        "SELECT uid, body_id, flags, keywords, internaldate, size, modseq FROM message "
+        "WHERE folder_id = ?"
+    )
     args: list[object] = [folder.id]
     if uids is not None:
         sql += f" AND {_IN_UIDS}"
@@ -59,8 +78,13 @@ def rows(conn: sqlite3.Connection, folder: FolderRow, uids: Iterable[int] | None
 
 
 def set_flags(
-    conn: sqlite3.Connection, folder: FolderRow, uids: Iterable[int], mask: int,
-    keywords: frozenset[str], mode: FlagMode, unchanged_since: int | None = None,
+    conn: sqlite3.Connection,
+    folder: FolderRow,
+    uids: Iterable[int],
+    mask: int,
+    keywords: frozenset[str],
+    mode: FlagMode,
+    unchanged_since: int | None = None,
 ) -> StoreResult:
     """STORE: change flags of the given UIDs under one new modseq. Messages whose modseq is
     above ``unchanged_since`` (CONDSTORE) are left alone and reported as failed; messages
@@ -95,8 +119,13 @@ def set_flags(
 
 
 def remove(
-    conn: sqlite3.Connection, folder: FolderRow, victims: Sequence[StoredRow], now: float,
-    retention_days: float, *, retain: bool,
+    conn: sqlite3.Connection,
+    folder: FolderRow,
+    victims: Sequence[StoredRow],
+    now: float,
+    retention_days: float,
+    *,
+    retain: bool,
 ) -> int:
     """Take messages out of a folder, logging their UIDs in the expunge log under one new
     modseq. With ``retain`` and a retention window they become recoverable deleted items
@@ -104,7 +133,9 @@ def remove(
     modseq = folder.highestmodseq + 1
     if not victims:
         return folder.highestmodseq
-    conn.executemany("DELETE FROM message WHERE folder_id = ? AND uid = ?", [(folder.id, r[0]) for r in victims])
+    conn.executemany(
+        "DELETE FROM message WHERE folder_id = ? AND uid = ?", [(folder.id, r[0]) for r in victims]
+    )
     conn.executemany(
         "INSERT OR REPLACE INTO expunged (folder_id, uid, modseq) VALUES (?, ?, ?)",
         [(folder.id, r[0], modseq) for r in victims],
@@ -116,14 +147,19 @@ def remove(
         conn.executemany(
             "INSERT INTO deleted_item (mailbox_id, folder_name, body_id, flags, keywords, "
             "internaldate, size, deleted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(folder.mailbox_id, folder.name, r[1], r[2] & ~flags.RECENT, r[3], r[4], r[5], now) for r in victims],
+            [
+                (folder.mailbox_id, folder.name, r[1], r[2] & ~flags.RECENT, r[3], r[4], r[5], now)
+                for r in victims
+            ],
         )
     else:
         bodies.release(conn, [r[1] for r in victims])
     return modseq
 
 
-def copy(conn: sqlite3.Connection, src: FolderRow, dst: FolderRow, uids: Iterable[int]) -> tuple[CopyResult, list[StoredRow]]:
+def copy(
+    conn: sqlite3.Connection, src: FolderRow, dst: FolderRow, uids: Iterable[int]
+) -> tuple[CopyResult, list[StoredRow]]:
     """COPY: the copies get new UIDs in ``dst`` (UIDPLUS) and \\Recent; bodies are shared."""
     found = rows(conn, src, uids)
     if not found:
@@ -137,7 +173,8 @@ def claim_recent(conn: sqlite3.Connection, folder: FolderRow) -> list[int]:
     """UIDs that were \\Recent; the flag is cleared so only one session sees them as recent.
     \\Recent is not a CONDSTORE flag: modseqs stay."""
     found = conn.execute(
-        f"SELECT uid, flags, modseq FROM message WHERE folder_id = ? AND (flags & {flags.RECENT}) != 0 ORDER BY uid",
+        f"SELECT uid, flags, modseq FROM message WHERE folder_id = ? AND (flags & {flags.RECENT}) "
+        f"!= 0 ORDER BY uid",
         (folder.id,),
     ).fetchall()
     if found:
@@ -154,7 +191,8 @@ def claim_recent(conn: sqlite3.Connection, folder: FolderRow) -> list[int]:
 
 def raw(conn: sqlite3.Connection, folder: FolderRow, uid: int) -> bytes:
     row = conn.execute(
-        "SELECT b.raw FROM message m JOIN body b ON b.id = m.body_id WHERE m.folder_id = ? AND m.uid = ?",
+        "SELECT b.raw FROM message m JOIN body b ON b.id = m.body_id WHERE m.folder_id = ? AND "
+        "m.uid = ?",
         (folder.id, uid),
     ).fetchone()
     if row is None:
@@ -178,7 +216,8 @@ def raw_range(conn: sqlite3.Connection, folder: FolderRow, uid: int, start: int,
 
 def structure(conn: sqlite3.Connection, folder: FolderRow, uid: int) -> mime.MessageStructure:
     row = conn.execute(
-        "SELECT b.structure FROM message m JOIN body b ON b.id = m.body_id WHERE m.folder_id = ? AND m.uid = ?",
+        "SELECT b.structure FROM message m JOIN body b ON b.id = m.body_id WHERE m.folder_id = ? "
+        "AND m.uid = ?",
         (folder.id, uid),
     ).fetchone()
     if row is None:
@@ -190,14 +229,18 @@ def changes_since(conn: sqlite3.Connection, folder: FolderRow, modseq: int) -> F
     changed = [
         FlagChange(*r)
         for r in conn.execute(
-            "SELECT uid, flags, keywords, modseq FROM message WHERE folder_id = ? AND modseq > ? ORDER BY uid",
+            "SELECT uid, flags, keywords, modseq FROM message WHERE folder_id = ? AND modseq > ? "
+            "ORDER BY uid",
             (folder.id, modseq),
         )
     ]
     expunged = [
         r[0]
         for r in conn.execute(
-            "SELECT uid FROM expunged WHERE folder_id = ? AND modseq > ? ORDER BY uid", (folder.id, modseq)
+            "SELECT uid FROM expunged WHERE folder_id = ? AND modseq > ? ORDER BY uid",
+            (folder.id, modseq),
         )
     ]
-    return FolderChanges(folder.uidvalidity, folder.highestmodseq, folder.uidnext, changed, expunged)
+    return FolderChanges(
+        folder.uidvalidity, folder.highestmodseq, folder.uidnext, changed, expunged
+    )

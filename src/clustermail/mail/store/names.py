@@ -34,7 +34,9 @@ def normalize(name: str) -> str:
         if not level:
             raise InvalidFolderNameError(f"folder name {name!r} has an empty level")
         if len(level) > MAX_LEVEL_CHARS:
-            raise InvalidFolderNameError(f"a level of {name!r} exceeds {MAX_LEVEL_CHARS} characters")
+            raise InvalidFolderNameError(
+                f"a level of {name!r} exceeds {MAX_LEVEL_CHARS} characters"
+            )
     if levels[0].upper() == INBOX:
         levels[0] = INBOX
     return DELIMITER.join(levels)

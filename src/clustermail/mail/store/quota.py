@@ -24,7 +24,9 @@ class QuotaLimits:
         for name in ("warning", "prohibit_send", "prohibit_send_receive"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 0):
-                raise ValueError(f"quota {name} must be a non-negative integer or None, got {value!r}")
+                raise ValueError(
+                    f"quota {name} must be a non-negative integer or None, got {value!r}"
+                )
 
 
 class QuotaState(enum.Enum):
@@ -56,7 +58,9 @@ class Decision:
     permanent: bool = False
 
 
-def delivery_decision(used: int, size: int, limits: QuotaLimits, *, full_is_permanent: bool) -> Decision:
+def delivery_decision(
+    used: int, size: int, limits: QuotaLimits, *, full_is_permanent: bool
+) -> Decision:
     """May a message of ``size`` bytes be delivered to a mailbox using ``used`` bytes?
     Refused when it would exceed prohibit-send-receive: 5.2.2 (Exchange's NDR) or 4.2.2 when
     the database says a full mailbox is temporary (Postfix/Dovecot style). A message larger

@@ -152,20 +152,23 @@ def _ensure_schema(conn: sqlite3.Connection, path: Path, create: bool) -> None:
     if app_id == 0 and version == 0:
         tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
         if tables:
-            raise DatabaseOpenError(path, "a SQLite database, but not a clustermail mailbox database")
+            raise DatabaseOpenError(
+                path, "a SQLite database, but not a clustermail mailbox database"
+            )
         if not create:
             raise DatabaseOpenError(path, "empty file: not a mailbox database")
         _create_schema(conn)
         return
     if app_id != APPLICATION_ID:
-        raise DatabaseOpenError(path, f"not a clustermail mailbox database (application_id {app_id:#x})")
+        raise DatabaseOpenError(
+            path, f"not a clustermail mailbox database (application_id {app_id:#x})"
+        )
     if version > SCHEMA_VERSION:
         raise DatabaseOpenError(
             path, f"schema version {version} is newer than this program's {SCHEMA_VERSION}"
         )
     # A full read of the schema catches a corrupt first page early with a clear message.
     conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
-
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:

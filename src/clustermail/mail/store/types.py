@@ -22,7 +22,9 @@ class DatabaseSettings:
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_message_bytes, int) or self.max_message_bytes <= 0:
-            raise ValueError(f"max_message_bytes must be a positive integer, got {self.max_message_bytes!r}")
+            raise ValueError(
+                f"max_message_bytes must be a positive integer, got {self.max_message_bytes!r}"
+            )
         if not isinstance(self.retention_days, int | float) or self.retention_days < 0:
             raise ValueError(f"retention_days must be >= 0, got {self.retention_days!r}")
 

@@ -131,7 +131,7 @@ class GroupCommitWriter:
             if job.prepare is not None:
                 try:
                     job.prepare()
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                except BaseException as exc:
                     job.future.set_exception(exc)
                     continue
             ready.append(job)
@@ -144,7 +144,7 @@ class GroupCommitWriter:
             for job in ready:
                 results.append(self._apply(tx, job))
             self._conn.execute("COMMIT")
-        except BaseException as exc:  # noqa: BLE001 - every job of the batch gets the error
+        except BaseException as exc:
             if self._conn.in_transaction:
                 try:
                     self._conn.execute("ROLLBACK")
@@ -188,7 +188,7 @@ class GroupCommitWriter:
         conn.execute("SAVEPOINT job")
         try:
             value = job.apply(tx)
-        except Exception as exc:  # noqa: BLE001 - this job alone is undone
+        except Exception as exc:
             conn.execute("ROLLBACK TO job")
             conn.execute("RELEASE job")
             if isinstance(exc, sqlite3.Error):
