@@ -416,11 +416,13 @@ class _Analyzer:
         m = _mime(fields, default_type)
         ctype = m.get_content_type()
         maintype, _, subtype = ctype.partition("/")
-        if not maintype or not subtype or depth > MAX_DEPTH:
-            maintype, subtype = (
-                ("text", "plain") if depth <= MAX_DEPTH else ("application", "octet-stream")
-            )
         h = _first(fields)
+        params = _params(m, "content-type")
+        declared = (h.get("content-type") or "").split(";", 1)[0].strip().lower()
+        if not maintype or not subtype or ("content-type" in h and declared != ctype):
+            maintype, subtype, params = "text", "plain", None  # unusable Content-Type
+        if depth > MAX_DEPTH:
+            maintype, subtype = "application", "octet-stream"
         dsp_type = m.get_content_disposition() if "content-disposition" in h else None
         dsp: IMAPValue = [dsp_type.upper(), _params(m, "content-disposition")] if dsp_type else None
         ext: list[IMAPValue] = [
@@ -428,7 +430,6 @@ class _Analyzer:
             _languages(h.get("content-language")),
             h.get("content-location"),
         ]
-        params = _params(m, "content-type")
 
         if maintype == "multipart":
             boundary = m.get_boundary()
