@@ -30,7 +30,9 @@ async def deliver_forever(db: MailboxDatabase, run: int) -> None:
         n = 0
         while True:
             tag = f"r{run}-l{lane_no}-n{n}"
-            body = f"Subject: {tag}\r\nTo: {A}, {B}\r\n\r\n{tag}\r\n".encode() + b"z" * (n % 7 * 300)
+            body = f"Subject: {tag}\r\nTo: {A}, {B}\r\n\r\n{tag}\r\n".encode() + b"z" * (
+                n % 7 * 300
+            )
             res = await db.deliver(body, [A, B])
             ua, ub = (r.uid for r in res.recipients)
             say(f"{ua} {ub} {tag}")

@@ -24,7 +24,8 @@ MALFORMED = [
     b"Subject: only a header",
     b"Content-Type: multipart/mixed; boundary=\r\n\r\n--\r\n--\r\n",
     b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-Type: message/rfc822\r\n\r\n",
-    b"From: \xff\xfe\xfd <@@@>\r\nTo: ,,,;;;<<<>>>\r\nSubject: \x00\x01\x02\r\n\r\n\xff\x00junk\r\rcr",
+    b"From: \xff\xfe\xfd <@@@>\r\nTo: ,,,;;;<<<>>>\r\n"
+    b"Subject: \x00\x01\x02\r\n\r\n\xff\x00junk\r\rcr",
     b"Subject: lf only\nContent-Type: text/plain\n\nbody\n",
     b"X" * 100_000,
     b"Content-Type: multipart/mixed; boundary=a\r\n\r\n"
@@ -64,7 +65,11 @@ async def test_async_delivery_over_the_limit(db: MailboxDatabase) -> None:
 
 @pytest.mark.parametrize(
     "content",
-    [b"this is not a database at all\n" * 100, b"\x00" * 4096, b"SQLite format 3\x00" + b"\xff" * 200],
+    [
+        b"this is not a database at all\n" * 100,
+        b"\x00" * 4096,
+        b"SQLite format 3\x00" + b"\xff" * 200,
+    ],
     ids=["text", "zeros", "bad-header"],
 )
 def test_corrupt_file_gives_clear_error(tmp_path: Path, content: bytes) -> None:

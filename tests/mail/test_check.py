@@ -31,8 +31,10 @@ def test_offline_check_finds_and_repairs(db: MailboxDatabase, db_path: Path) -> 
     plant(
         db_path,
         "UPDATE body SET refcount = 7 WHERE id = 1",  # wrong refcount
-        "INSERT INTO body (digest, size, refcount, structure, raw) VALUES (x'00', 3, 1, '{}', x'616263')",
-        "UPDATE folder SET uidnext = 2 WHERE id = (SELECT id FROM folder WHERE name = 'INBOX' LIMIT 1)",
+        "INSERT INTO body (digest, size, refcount, structure, raw) "
+        "VALUES (x'00', 3, 1, '{}', x'616263')",  # orphan body
+        "UPDATE folder SET uidnext = 2 "
+        "WHERE id = (SELECT id FROM folder WHERE name = 'INBOX' LIMIT 1)",
         "UPDATE folder SET highestmodseq = 1 WHERE name = 'INBOX'",
         "UPDATE mailbox SET used_bytes = 1",
         "UPDATE body SET structure = 'not json' WHERE id = 2",
@@ -41,8 +43,15 @@ def test_offline_check_finds_and_repairs(db: MailboxDatabase, db_path: Path) -> 
     report = check(db_path)
     assert not report.ok
     text = "\n".join(report.problems)
-    for needle in ("refcount 7 but 2 references", "orphan", "UIDNEXT", "HIGHESTMODSEQ",
-                   "usage says", "cached structure unusable", "listing index"):
+    for needle in (
+        "refcount 7 but 2 references",
+        "orphan",
+        "UIDNEXT",
+        "HIGHESTMODSEQ",
+        "usage says",
+        "cached structure unusable",
+        "listing index",
+    ):
         assert needle in text, needle
     assert report.repairs == []
     fixed = check(db_path, repair=True)

@@ -27,7 +27,11 @@ def spawn(mode: str, db: Path) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=f"{Path(clustermail.__file__).parents[1]}:{CHILD.parents[2]}")
     return subprocess.Popen(
         [sys.executable, str(CHILD), mode, str(db)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, bufsize=1,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        bufsize=1,
     )
 
 
@@ -72,7 +76,9 @@ def test_crash_consistency_under_sigkill(tmp_path: Path) -> None:
     assert time.monotonic() - started < 100
 
 
-def verify(path: Path, acked: dict[str, tuple[int, int]], this_run: dict[str, tuple[int, int]]) -> None:
+def verify(
+    path: Path, acked: dict[str, tuple[int, int]], this_run: dict[str, tuple[int, int]]
+) -> None:
     db = MailboxDatabase(path, create=False)
     db.mount(1)
     try:
