@@ -1,10 +1,13 @@
 """Group commit: one writer thread per mounted database runs every write.
 
-Callers (asyncio or threads) queue a job and wait on a future. The writer takes everything
-queued, runs each job in its own SAVEPOINT inside one ``BEGIN IMMEDIATE`` transaction that
-first checks the fencing epoch, commits once (one WAL fsync under ``synchronous=FULL``) and
-only then resolves the futures. A job that raises is rolled back to its savepoint alone; a
-failed epoch check or commit fails the whole batch and nothing of it is written.
+Callers (asyncio or threads) queue a job and wait on a future. Jobs with a ``prepare`` step
+(MIME analysis of a delivery) pass a preparer thread first, so that CPU work overlaps the
+writer's fsync of the previous batch (sqlite3 releases the GIL while it syncs). The writer
+takes everything queued, runs each job in its own SAVEPOINT inside one ``BEGIN IMMEDIATE``
+transaction that first checks the fencing epoch, commits once (one WAL fsync under
+``synchronous=FULL``) and only then resolves the futures. A job that raises is rolled back to
+its savepoint alone; a failed epoch check or commit fails the whole batch and nothing of it
+is written.
 """
 
 from __future__ import annotations
@@ -74,12 +77,17 @@ class GroupCommitWriter:
         self._on_commit = on_commit
         self._clock = clock
         self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._to_prepare: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
         self._closed = False
         self._lock = threading.Lock()
         self.fenced: FencedError | None = None
         self.stats = WriterStats()
         self._thread = threading.Thread(target=self._run, name=f"writer:{path.name}", daemon=True)
+        self._preparer = threading.Thread(
+            target=self._prepare_loop, name=f"preparer:{path.name}", daemon=True
+        )
         self._thread.start()
+        self._preparer.start()
 
     def submit(
         self, apply: Callable[[Tx], T], *, prepare: Callable[[], None] | None = None, size: int = 0
@@ -90,7 +98,7 @@ class GroupCommitWriter:
                 raise NotMountedError(self._path)
             if self.fenced is not None:
                 raise self.fenced
-            self._queue.put(job)
+            (self._to_prepare if prepare is not None else self._queue).put(job)
         return job.future
 
     def close(self) -> None:
@@ -99,10 +107,24 @@ class GroupCommitWriter:
             if self._closed:
                 return
             self._closed = True
-            self._queue.put(None)
+            self._to_prepare.put(None)  # the preparer forwards its jobs, then stops the writer
+        self._preparer.join()
         self._thread.join()
 
     # ------------------------------------------------------------------- writer thread
+
+    def _prepare_loop(self) -> None:
+        while (job := self._to_prepare.get()) is not None:
+            if not job.future.set_running_or_notify_cancel():
+                continue  # cancelled before it started: never runs
+            assert job.prepare is not None
+            try:
+                job.prepare()
+            except BaseException as exc:
+                job.future.set_exception(exc)  # handed to the caller
+                continue
+            self._queue.put(job)
+        self._queue.put(None)
 
     def _run(self) -> None:
         stop = False
@@ -126,14 +148,9 @@ class GroupCommitWriter:
     def _run_batch(self, batch: list[_Job[Any]]) -> None:
         ready: list[_Job[Any]] = []
         for job in batch:
-            if not job.future.set_running_or_notify_cancel():
-                continue  # cancelled before it started: never runs
-            if job.prepare is not None:
-                try:
-                    job.prepare()
-                except BaseException as exc:
-                    job.future.set_exception(exc)
-                    continue
+            # Prepared jobs were set running by the preparer; others may have been cancelled.
+            if job.prepare is None and not job.future.set_running_or_notify_cancel():
+                continue
             ready.append(job)
         if not ready:
             return
