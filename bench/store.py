@@ -32,10 +32,10 @@ RESULTS = Path(__file__).with_name("results") / "store.json"
 
 def template(size: int) -> bytes:
     head = (
-        "From: Sender <sender@bench.test>\r\nTo: user@bench.test\r\nSubject: benchmark\r\n"
-        "Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nMIME-Version: 1.0\r\n"
-        "Content-Type: text/plain; charset=us-ascii\r\n\r\n"
-    ).encode()
+        b"From: Sender <sender@bench.test>\r\nTo: user@bench.test\r\nSubject: benchmark\r\n"
+        b"Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/plain; charset=us-ascii\r\n\r\n"
+    )
     line = b"The quick brown fox jumps over the lazy dog, again and again.\r\n"
     return head + line * max(1, (size - len(head)) // len(line))
 
@@ -177,7 +177,9 @@ def big_folder(root: Path, count: int) -> dict[str, float]:
     list_cold = timed(lambda: clean.list_messages(USERS[0], "INBOX"))
     listing = clean.list_messages(USERS[0], "INBOX")
     assert len(listing) == count, len(listing)
-    list_warm = statistics.median(timed(lambda: clean.list_messages(USERS[0], "INBOX")) for _ in range(10))
+    list_warm = statistics.median(
+        timed(lambda: clean.list_messages(USERS[0], "INBOX")) for _ in range(10)
+    )
     status = statistics.median(timed(lambda: clean.status(USERS[0], "INBOX")) for _ in range(5))
     clean.dismount()
     recovering = MailboxDatabase(crashed)
@@ -202,9 +204,13 @@ def big_folder(root: Path, count: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="duration of one cell")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median reported)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds (median reported)"
+    )
     parser.add_argument("--big", type=int, default=100_000, help="messages in the big folder")
-    parser.add_argument("--dir", type=Path, default=None, help="where to write (default: a temp dir)")
+    parser.add_argument(
+        "--dir", type=Path, default=None, help="where to write (default: a temp dir)"
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-store-", dir=args.dir))
     try:
@@ -217,7 +223,7 @@ def main() -> None:
                     store.append(s["rate"])
                     batch.append(s["per_commit"])
                     maildir.append(maildir_rate(root, size, lanes, args.seconds)["rate"])
-                cell = {
+                cell: dict[str, Any] = {
                     "size": label,
                     "deliverers": lanes,
                     "store_per_s": statistics.median(store),
@@ -252,8 +258,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for c in cells:
         print(
-            f"| {c['size']} | {c['deliverers']} | {c['store_per_s']:.0f} | {c['maildir_per_s']:.0f} "
-            f"| {c['ratio']:.2f}x | {c['deliveries_per_commit']:.1f} |"
+            f"| {c['size']} | {c['deliverers']} | {c['store_per_s']:.0f} "
+            f"| {c['maildir_per_s']:.0f} | {c['ratio']:.2f}x | {c['deliveries_per_commit']:.1f} |"
         )
     print()
     for key, value in big.items():

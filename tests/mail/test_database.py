@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -303,4 +304,26 @@ def test_delete_mailbox(db: MailboxDatabase, db_path: Path) -> None:
     db.delete_mailbox_sync(A)
     assert A not in db.list_mailboxes()
     assert db.fetch_raw(B, "INBOX", 1) == message(1)
+    assert check(db).ok
+
+
+def test_background_checkpoint_and_unclean_mount(
+    db: MailboxDatabase, db_path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from clustermail.mail.store import checkpoint
+
+    monkeypatch.setattr(checkpoint, "THRESHOLD_BYTES", 64 * 1024)
+    for n in range(40):
+        db.deliver_sync(message(n, 20_000), [A])
+    crashed = tmp_path / "crashed.sqlite"
+    crashed.write_bytes(db_path.read_bytes())  # what a killed owner leaves behind
+    Path(str(crashed) + "-wal").write_bytes(Path(str(db_path) + "-wal").read_bytes())
+    assert db._checkpointer is not None
+    deadline = time.monotonic() + 10
+    while db._checkpointer.checkpoints == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert db._checkpointer.checkpoints > 0
+    info = MailboxDatabase(crashed).mount(2)
+    assert info.unclean and info.seconds >= 0
+    assert db.status(A, "INBOX").messages == 40
     assert check(db).ok

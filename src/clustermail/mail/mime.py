@@ -48,7 +48,6 @@ class MessageStructure:
     parts: dict[str, Offsets]
     messages: dict[str, Offsets]
     size: int
-    lines: int
 
     def to_json(self) -> str:
         return json.dumps(
@@ -59,7 +58,6 @@ class MessageStructure:
                 "parts": self.parts,
                 "messages": self.messages,
                 "size": self.size,
-                "lines": self.lines,
             },
             separators=(",", ":"),
         )
@@ -84,7 +82,6 @@ class MessageStructure:
                 offsets(d["parts"]),
                 offsets(d["messages"]),
                 int(d["size"]),
-                int(d["lines"]),
             )
         except (KeyError, TypeError, IndexError, AttributeError) as exc:
             raise ValueError(f"malformed structure: {exc!r}") from exc
@@ -482,7 +479,7 @@ def analyze(raw: bytes) -> MessageStructure:
     """ENVELOPE, BODYSTRUCTURE and part offsets of a message. Never raises on bad input."""
     a = _Analyzer(raw)
     env, body = a.message("", 0, len(raw), 0)
-    return MessageStructure(env, body, a.parts, a.messages, len(raw), _lines(raw, 0, len(raw)))
+    return MessageStructure(env, body, a.parts, a.messages, len(raw))
 
 
 def body_without_extensions(body: list[IMAPValue]) -> list[IMAPValue]:

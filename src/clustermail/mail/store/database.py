@@ -36,6 +36,7 @@ from clustermail.mail.store import (
     retention,
     schema,
 )
+from clustermail.mail.store.checkpoint import Checkpointer
 from clustermail.mail.store.errors import (
     DatabaseOpenError,
     InvalidFolderNameError,
@@ -99,6 +100,7 @@ class MailboxDatabase:
         self._initial_settings = settings or DatabaseSettings()
         self._clock = clock
         self._writer: GroupCommitWriter | None = None
+        self._checkpointer: Checkpointer | None = None
         self._settings = self._initial_settings
         self._epoch: int | None = None
         self._local = threading.local()
@@ -164,7 +166,13 @@ class MailboxDatabase:
             raise
         self._epoch = epoch
         self._generation += 1
-        self._writer = GroupCommitWriter(conn, self.path, epoch, self._notify, self._clock)
+        conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread does it
+        self._checkpointer = Checkpointer(
+            lambda: schema.connect(self.path, create=False), self.path
+        )
+        self._writer = GroupCommitWriter(
+            conn, self.path, epoch, self._notify, self._clock, self._checkpointer.poke
+        )
         return MountInfo(self.path, epoch, time.perf_counter() - started, unclean)
 
     def dismount(self) -> None:
@@ -173,6 +181,9 @@ class MailboxDatabase:
         if writer is None:
             return
         writer.close()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
         conn = writer._conn
         try:
             if writer.fenced is None:
@@ -310,6 +321,15 @@ class MailboxDatabase:
             return retention.recover(tx.conn, mailbox, since, tx.now)
 
         return self._sync(apply)
+
+    async def recover_deleted(
+        self, mailbox: str, since: float | None = None
+    ) -> list[RecoveredMessage]:
+        def apply(tx: Tx) -> list[RecoveredMessage]:
+            tx.touched.add(mailbox)
+            return retention.recover(tx.conn, mailbox, since, tx.now)
+
+        return await self._async(apply)
 
     def purge_deleted_items_sync(self) -> int:
         """Delete retained items older than the retention window; returns how many."""

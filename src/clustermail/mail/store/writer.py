@@ -70,11 +70,13 @@ class GroupCommitWriter:
         epoch: int,
         on_commit: Callable[[set[str]], None] | None = None,
         clock: Callable[[], float] = time.time,
+        after_commit: Callable[[], None] | None = None,
     ) -> None:
         self._conn = conn
         self._path = path
         self._epoch = epoch
         self._on_commit = on_commit
+        self._after_commit = after_commit
         self._clock = clock
         self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
         self._to_prepare: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
@@ -174,6 +176,8 @@ class GroupCommitWriter:
         self.stats.commits += 1
         self.stats.jobs += len(ready)
         self.stats.largest_batch = max(self.stats.largest_batch, len(ready))
+        if self._after_commit is not None:
+            self._after_commit()
         for job, ok, value in results:
             if ok:
                 job.future.set_result(value)
