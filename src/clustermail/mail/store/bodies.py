@@ -46,15 +46,12 @@ def prepare(raw: bytes, max_bytes: int) -> PreparedMessage:
 def add(conn: sqlite3.Connection, message: PreparedMessage, refs: int = 1) -> int:
     """The body id of ``message``, stored now if this database does not hold it yet, with
     ``refs`` more references."""
-    row = conn.execute("SELECT id FROM body WHERE digest = ?", (message.digest,)).fetchone()
-    if row is not None:
-        conn.execute("UPDATE body SET refcount = refcount + ? WHERE id = ?", (refs, row[0]))
-        return int(row[0])
-    cur = conn.execute(
-        "INSERT INTO body (digest, size, refcount, structure, raw) VALUES (?, ?, ?, ?, ?)",
+    row = conn.execute(
+        "INSERT INTO body (digest, size, refcount, structure, raw) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (digest) DO UPDATE SET refcount = refcount + excluded.refcount RETURNING id",
         (message.digest, message.size, refs, message.structure, message.raw),
-    )
-    return int(cur.lastrowid or 0)
+    ).fetchone()
+    return int(row[0])
 
 
 def reference(conn: sqlite3.Connection, body_ids: Iterable[int]) -> None:

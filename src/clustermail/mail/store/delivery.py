@@ -50,7 +50,7 @@ def deliver(
             )
             continue
         # A missing target folder (e.g. a filing rule's folder was deleted): INBOX gets it.
-        row = folders.find(conn, rcpt, target) or folders.get(conn, rcpt, names.INBOX)
+        row = folders.find_in(conn, box.id, target) or folders.get(conn, rcpt, names.INBOX)
         if body_id is None:
             body_id = bodies.add(conn, message)
         else:

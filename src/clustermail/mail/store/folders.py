@@ -64,6 +64,15 @@ def find(conn: sqlite3.Connection, mailbox: str, folder: str) -> FolderRow | Non
     return None if r is None else FolderRow(*r)
 
 
+def find_in(conn: sqlite3.Connection, mailbox_id: int, folder: str) -> FolderRow | None:
+    """Like find, for a caller that already has the mailbox id (delivery's hot path)."""
+    r = conn.execute(
+        f"SELECT {_COLUMNS} FROM folder f WHERE f.mailbox_id = ? AND f.name = ?",
+        (mailbox_id, folder),
+    ).fetchone()
+    return None if r is None else FolderRow(*r)
+
+
 def get(conn: sqlite3.Connection, mailbox: str, folder: str) -> FolderRow:
     """The folder, or MailboxNotFoundError / FolderNotFoundError saying which is missing."""
     name = names.normalize(folder)
