@@ -1,0 +1,500 @@
+"""MIME analysis for IMAP: ENVELOPE, BODYSTRUCTURE and part offsets, computed once at delivery.
+
+``analyze(raw)`` returns a :class:`MessageStructure` whose ``envelope`` and ``body`` are
+RFC 3501 §7.4.2 ENVELOPE and extensible BODYSTRUCTURE as nested JSON-able data:
+
+* ``None`` is NIL, ``str`` is a string, ``int`` is a number, ``list`` is a parenthesised list;
+* strings are the raw header bytes decoded as UTF-8 with ``surrogateescape`` (encoded words
+  stay encoded), so ``s.encode("utf-8", "surrogateescape")`` gives the original bytes back;
+* a multipart body is ``[part, part, ..., SUBTYPE, params, dsp, lang, loc]``: its leading
+  elements are lists (the parts) and RFC 3501 writes them with *no* space between them
+  (``1*body SP media-subtype``); every other list is space-separated.
+
+Part offsets let IMAP serve ``BODY[section]`` straight from the stored bytes:
+``parts["1.2"] = (mime_header_start, body_start, body_end)`` and, for the top-level
+message ("") and every message/rfc822 part, ``messages[n] = (header_start, body_start,
+end)``. :meth:`MessageStructure.section` turns a section spec into a byte range.
+
+Header blocks and multipart boundaries are located on the raw bytes here (the ``email``
+package does not expose offsets); each part's Content-* fields are interpreted by the stdlib
+``email`` package (content type defaults, parameters, RFC 2231, dispositions). Broken MIME
+never raises: an unusable multipart falls back to text/plain.
+"""
+
+from __future__ import annotations
+
+import email.message
+import email.utils
+import json
+import re
+from dataclasses import dataclass
+from typing import TypeAlias
+
+IMAPValue: TypeAlias = "str | int | list[IMAPValue] | None"
+Offsets: TypeAlias = tuple[int, int, int]
+
+MAX_DEPTH = 40  # deeper nesting is stored as an opaque part (parser bombs)
+MISSING_MAILBOX = "MISSING_MAILBOX"  # Dovecot's placeholders for an incomplete address
+MISSING_DOMAIN = "MISSING_DOMAIN"
+_FIELD_NAME = re.compile(rb"([!-9;-~]+)[ \t]*:")  # printable ASCII but colon (RFC 5322 ftext)
+_TOKEN = re.compile(r'[ \t\r\n]+|"((?:[^"\\]|\\.)*)"?|([<>:;,@])|([^ \t\r\n"(<>:;,@]+)|\(', re.S)
+_UNESCAPE = re.compile(r"\\(.)", re.S)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageStructure:
+    envelope: list[IMAPValue]
+    body: list[IMAPValue]
+    parts: dict[str, Offsets]
+    messages: dict[str, Offsets]
+    size: int
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "v": 1,
+                "envelope": self.envelope,
+                "body": self.body,
+                "parts": self.parts,
+                "messages": self.messages,
+                "size": self.size,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> MessageStructure:
+        """Inverse of :meth:`to_json`; raises ``ValueError`` on anything malformed."""
+        try:
+            d = json.loads(text)
+            if d.get("v") != 1:
+                raise ValueError(f"unknown structure version {d.get('v')!r}")
+
+            def offsets(m: dict[str, list[int]]) -> dict[str, Offsets]:
+                return {k: (int(v[0]), int(v[1]), int(v[2])) for k, v in m.items()}
+
+            envelope, body = d["envelope"], d["body"]
+            if not isinstance(envelope, list) or len(envelope) != 10 or not isinstance(body, list):
+                raise ValueError("envelope or body has the wrong shape")
+            return cls(
+                envelope,
+                body,
+                offsets(d["parts"]),
+                offsets(d["messages"]),
+                int(d["size"]),
+            )
+        except (KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise ValueError(f"malformed structure: {exc!r}") from exc
+
+    def section(self, spec: str) -> tuple[int, int] | None:
+        """Byte range of an IMAP section ("", "HEADER", "TEXT", "1.2", "1.2.MIME",
+        "2.HEADER", "2.TEXT"); None when the message has no such part. HEADER.FIELDS
+        variants give their HEADER range (the IMAP layer filters the lines)."""
+        words = spec.upper().split(".")
+        nums: list[str] = []
+        for word in words:
+            if not word.isdigit():
+                break
+            nums.append(word)
+        num, rest = ".".join(nums), ".".join(words[len(nums) :])
+        if rest.startswith("HEADER") or rest == "TEXT":
+            node = self.messages.get(num)
+            if node is None:
+                return None
+            return (node[0], node[1]) if rest != "TEXT" else (node[1], node[2])
+        if rest == "MIME" and num:
+            part = self.parts.get(num)
+            return None if part is None else (part[0], part[1])
+        if rest == "":
+            if not num:
+                return (0, self.size)
+            part = self.parts.get(num)
+            return None if part is None else (part[1], part[2])
+        return None
+
+
+# --------------------------------------------------------------------------- raw helpers
+
+
+def normalize_newlines(raw: bytes) -> bytes:
+    """Every bare LF becomes CRLF, as IMAP serves CRLF and sizes must match what it sends."""
+    if raw.count(b"\n") == raw.count(b"\r\n"):
+        return raw
+    return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _lines(raw: bytes, start: int, end: int) -> int:
+    n = raw.count(b"\n", start, end)
+    if end > start and raw[end - 1] != 0x0A:
+        n += 1  # an unterminated last line still counts
+    return n
+
+
+def parse_header(raw: bytes, start: int, end: int) -> tuple[list[tuple[str, str]], int]:
+    """Header fields of the entity at ``start`` (names as written, values unfolded) and the
+    offset where its body begins (after the blank line). A line that is neither a field nor
+    a continuation ends the header there, as the email package does: a message without
+    headers is all body."""
+    fields: list[tuple[str, list[bytes]]] = []
+    pos = start
+    while pos < end:
+        nl = raw.find(b"\n", pos, end)
+        line_end = end if nl < 0 else nl + 1
+        line = raw[pos:line_end].rstrip(b"\r\n")
+        if not line:
+            return _finish(fields), line_end
+        if line[0] in (0x20, 0x09):
+            if not fields:
+                break
+            fields[-1][1].append(line)
+        else:
+            match = _FIELD_NAME.match(line)
+            if match is None:
+                break
+            fields.append((match[1].decode("ascii"), [line[match.end() :]]))
+        pos = line_end
+    return _finish(fields), pos
+
+
+def _finish(fields: list[tuple[str, list[bytes]]]) -> list[tuple[str, str]]:
+    return [(name, _text(b"".join(chunks)).strip(" \t")) for name, chunks in fields]
+
+
+def split_multipart(raw: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int]]:
+    """Content ranges of the body parts between ``--boundary`` delimiter lines (RFC 2046
+    §5.1.1): the line break before a delimiter belongs to the delimiter; a missing close
+    delimiter ends the last part at the end of the body."""
+    delim = b"--" + boundary
+    ranges: list[tuple[int, int]] = []
+    current: int | None = None
+    i = raw.find(delim, start, end)
+    while i >= 0:
+        after = i + len(delim)
+        close = raw.startswith(b"--", after, end)
+        rest = after + 2 if close else after
+        ok_start = i == start or raw[i - 1] == 0x0A
+        ok_end = rest >= end or raw[rest] in b" \t\r\n"
+        if ok_start and ok_end:
+            if current is not None:
+                stop = i
+                if stop > current and raw[stop - 1] == 0x0A:
+                    stop -= 1
+                    if stop > current and raw[stop - 1] == 0x0D:
+                        stop -= 1
+                ranges.append((current, stop))
+            if close:
+                return ranges
+            nl = raw.find(b"\n", after, end)
+            current = end if nl < 0 else nl + 1
+            i = raw.find(delim, current, end)
+        else:
+            i = raw.find(delim, i + 1, end)
+    if current is not None:
+        ranges.append((current, end))
+    return ranges
+
+
+# --------------------------------------------------------------------------- envelope
+
+
+def _first(fields: list[tuple[str, str]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in fields:
+        out.setdefault(name.lower(), value)
+    return out
+
+
+def envelope(fields: list[tuple[str, str]]) -> list[IMAPValue]:
+    h = _first(fields)
+    from_ = addresses(h.get("from"))
+    return [
+        h.get("date"),
+        h.get("subject"),
+        from_,
+        addresses(h.get("sender")) or from_,  # RFC 3501: absent or empty → from
+        addresses(h.get("reply-to")) or from_,
+        addresses(h.get("to")),
+        addresses(h.get("cc")),
+        addresses(h.get("bcc")),
+        h.get("in-reply-to"),
+        h.get("message-id"),
+    ]
+
+
+_Token: TypeAlias = tuple[str, str]  # kind: a(tom) q(uoted) c(omment) s(pecial)
+_SPECIALS = "<>:;,@"
+
+
+def _tokens(s: str) -> list[_Token]:
+    out: list[_Token] = []
+    i, n = 0, len(s)
+    while i < n:
+        m = _TOKEN.match(s, i)
+        assert m is not None  # the last alternative matches any remaining character
+        i = m.end()
+        if m[2] is not None:
+            out.append(("s", m[2]))
+        elif m[3] is not None:
+            out.append(("a", m[3]))
+        elif m[1] is not None:
+            out.append(("q", _UNESCAPE.sub(r"\1", m[1])))
+        elif m[0] == "(":  # comments nest, so a regular expression cannot find their end
+            buf, depth = [], 1
+            while i < n:
+                c = s[i]
+                if c == "\\" and i + 1 < n:
+                    i += 1
+                    c = s[i]
+                elif c == "(":
+                    depth += 1
+                elif c == ")":
+                    depth -= 1
+                    if not depth:
+                        i += 1
+                        break
+                buf.append(c)
+                i += 1
+            out.append(("c", "".join(buf)))
+    return out
+
+
+def _render(tok: _Token) -> str:
+    kind, text = tok
+    if kind == "q":
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
+
+
+def _addr_spec(toks: list[_Token]) -> tuple[str, str]:
+    at = next((k for k, t in enumerate(toks) if t == ("s", "@")), -1)
+    words = [t for t in toks if t[0] != "c"]
+    if at < 0:
+        local = "".join(_render(t) for t in words)
+        return local or MISSING_MAILBOX, MISSING_DOMAIN
+    local = "".join(_render(t) for t in toks[:at] if t[0] != "c")
+    domain = "".join(t[1] for t in toks[at + 1 :] if t[0] != "c")
+    return local or MISSING_MAILBOX, domain or MISSING_DOMAIN
+
+
+def _phrase(words: list[_Token]) -> str | None:
+    text = " ".join(t[1] for t in words if t[0] != "c")
+    return text or None
+
+
+def addresses(value: str | None) -> list[IMAPValue] | None:
+    """RFC 3501 address list (name adl mailbox host), with group start/end markers;
+    None when the field is absent or holds no address."""
+    if value is None:
+        return None
+    toks = _tokens(value)
+    out: list[IMAPValue] = []
+    words: list[_Token] = []
+    in_group = False
+    i, n = 0, len(toks)
+
+    def flush_spec() -> None:
+        if any(t[0] != "c" for t in words):
+            comments = [t[1] for t in words if t[0] == "c"]
+            local, domain = _addr_spec(words)
+            out.append([comments[0] if comments else None, None, local, domain])
+
+    while i < n:
+        tok = toks[i]
+        if tok == ("s", "<"):
+            j = i + 1
+            while j < n and toks[j] != ("s", ">"):
+                j += 1
+            inner = toks[i + 1 : j]
+            colon = max((k for k, t in enumerate(inner) if t == ("s", ":")), default=-1)
+            route = "".join(t[1] for t in inner[:colon] if t[0] != "c") if colon >= 0 else ""
+            local, domain = _addr_spec(inner[colon + 1 :])
+            name = _phrase(words)
+            if name is None:
+                name = next((t[1] for t in toks[j + 1 :] if t[0] == "c"), None)
+            out.append([name, route or None, local, domain])
+            words = []
+            i = j + 1
+            while i < n and toks[i] not in (("s", ","), ("s", ";")):
+                i += 1
+            continue
+        if tok == ("s", ":") and not in_group:
+            out.append([None, None, _phrase(words) or "", None])
+            in_group, words = True, []
+        elif tok in (("s", ","), ("s", ";")):
+            flush_spec()
+            words = []
+            if tok[1] == ";" and in_group:
+                out.append([None, None, None, None])
+                in_group = False
+        else:
+            words.append(tok)
+        i += 1
+    flush_spec()
+    if in_group:
+        out.append([None, None, None, None])
+    return out or None
+
+
+# --------------------------------------------------------------------------- body structure
+
+
+def _mime(fields: list[tuple[str, str]], default_type: str) -> email.message.Message:
+    """An email.message.Message holding only the Content-* fields, so the email package
+    interprets types, parameters and RFC 2231 exactly as it does for parsed messages."""
+    m = email.message.Message()
+    m.set_default_type(default_type)
+    for name, value in fields:
+        if name.lower().startswith("content-"):
+            # email's compat32 policy turns lone surrogates into Header objects: avoid them.
+            m[name] = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return m
+
+
+def _params(m: email.message.Message, header: str) -> list[IMAPValue] | None:
+    try:
+        params = m.get_params(header=header) or []
+    except Exception:
+        return None
+    out: list[IMAPValue] = []
+    for name, value in params[1:]:
+        if not name:
+            continue
+        text = email.utils.collapse_rfc2231_value(value) if isinstance(value, tuple) else value
+        out += [name.upper(), str(text)]
+    return out or None
+
+
+def _languages(value: str | None) -> IMAPValue:
+    if value is None:
+        return None
+    langs: list[IMAPValue] = [v.strip() for v in value.split(",") if v.strip()]
+    if not langs:
+        return None
+    return langs[0] if len(langs) == 1 else langs
+
+
+def _join(prefix: str, index: int) -> str:
+    return f"{prefix}.{index}" if prefix else str(index)
+
+
+class _Analyzer:
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self.parts: dict[str, Offsets] = {}
+        self.messages: dict[str, Offsets] = {}
+
+    def message(
+        self, num: str, start: int, end: int, depth: int
+    ) -> tuple[list[IMAPValue], list[IMAPValue]]:
+        fields, body_start = parse_header(self.raw, start, end)
+        self.messages[num] = (start, body_start, end)
+        body = self.entity(num, fields, start, body_start, end, "text/plain", depth, top=True)
+        return envelope(fields), body
+
+    def entity(
+        self,
+        num: str,
+        fields: list[tuple[str, str]],
+        header_start: int,
+        body_start: int,
+        end: int,
+        default_type: str,
+        depth: int,
+        *,
+        top: bool,
+    ) -> list[IMAPValue]:
+        """BODYSTRUCTURE of one entity. ``top``: the entity is a message's own body, whose
+        part number is ``num.1`` when it is not multipart (RFC 3501 §6.4.5)."""
+        raw = self.raw
+        m = _mime(fields, default_type)
+        ctype = m.get_content_type()
+        maintype, _, subtype = ctype.partition("/")
+        h = _first(fields)
+        params = _params(m, "content-type")
+        declared = (h.get("content-type") or "").split(";", 1)[0].strip().lower()
+        if not maintype or not subtype or ("content-type" in h and declared != ctype):
+            maintype, subtype, params = "text", "plain", None  # unusable Content-Type
+        if depth > MAX_DEPTH:
+            maintype, subtype = "application", "octet-stream"
+        dsp_type = m.get_content_disposition() if "content-disposition" in h else None
+        dsp: IMAPValue = [dsp_type.upper(), _params(m, "content-disposition")] if dsp_type else None
+        ext: list[IMAPValue] = [
+            dsp,
+            _languages(h.get("content-language")),
+            h.get("content-location"),
+        ]
+
+        if maintype == "multipart":
+            boundary = m.get_boundary()
+            ranges = (
+                split_multipart(raw, body_start, end, boundary.encode("utf-8", "replace"))
+                if boundary
+                else []
+            )
+            if ranges:
+                child_default = "message/rfc822" if subtype == "digest" else "text/plain"
+                children: list[IMAPValue] = []
+                for index, (start, stop) in enumerate(ranges, 1):
+                    cnum = _join(num, index)
+                    cfields, cbody = parse_header(raw, start, stop)
+                    self.parts[cnum] = (start, cbody, stop)
+                    children.append(
+                        self.entity(
+                            cnum, cfields, start, cbody, stop, child_default, depth + 1, top=False
+                        )
+                    )
+                return [*children, subtype.upper(), params, *ext]
+            maintype, subtype, params = "text", "plain", None  # unusable multipart
+
+        own = _join(num, 1) if top else num
+        if top:
+            self.parts[own] = (header_start, body_start, end)
+        if maintype == "text" and not any(
+            isinstance(p, str) and p == "CHARSET" for p in (params or [])[::2]
+        ):
+            params = ["CHARSET", "US-ASCII", *(params or [])]
+        enc = (h.get("content-transfer-encoding") or "7BIT").upper() or "7BIT"
+        out: list[IMAPValue] = [
+            maintype.upper(),
+            subtype.upper(),
+            params,
+            h.get("content-id"),
+            h.get("content-description"),
+            enc,
+            end - body_start,
+        ]
+        if maintype == "text":
+            out.append(_lines(raw, body_start, end))
+        elif maintype == "message" and subtype == "rfc822" and depth <= MAX_DEPTH:
+            env, inner = self.message(own, body_start, end, depth + 1)
+            out += [env, inner, _lines(raw, body_start, end)]
+        return [*out, h.get("content-md5"), *ext]
+
+
+def analyze(raw: bytes) -> MessageStructure:
+    """ENVELOPE, BODYSTRUCTURE and part offsets of a message. Never raises on bad input."""
+    a = _Analyzer(raw)
+    env, body = a.message("", 0, len(raw), 0)
+    return MessageStructure(env, body, a.parts, a.messages, len(raw))
+
+
+def body_without_extensions(body: list[IMAPValue]) -> list[IMAPValue]:
+    """The non-extensible BODY form of a BODYSTRUCTURE (for FETCH BODY)."""
+    if body and isinstance(body[0], list):
+        children = [body_without_extensions(p) for p in body if isinstance(p, list)]
+        subtype = next(p for p in body if not isinstance(p, list))
+        return [*children, subtype]
+    if body[0] == "TEXT":
+        return body[:8]
+    if (
+        body[0] == "MESSAGE"
+        and body[1] == "RFC822"
+        and len(body) >= 10
+        and isinstance(body[8], list)
+    ):
+        return [*body[:8], body_without_extensions(body[8]), body[9]]
+    return body[:7]

@@ -1,0 +1,74 @@
+"""Single-instance storage of message bytes: one ``body`` row per distinct message per
+database (keyed by SHA-256), shared by every copy through a reference count."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from clustermail.mail import mime
+from clustermail.mail.store.errors import MessageTooLargeError
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedMessage:
+    """A message ready to store: CRLF-normalized bytes, digest and the cached MIME analysis
+    (computed outside the write transaction)."""
+
+    raw: bytes
+    digest: bytes
+    structure: str  # MessageStructure JSON
+
+    @property
+    def size(self) -> int:
+        return len(self.raw)
+
+
+def check_size(size: int, limit: int) -> None:
+    if size > limit:
+        raise MessageTooLargeError(size, limit)
+
+
+def prepare(raw: bytes, max_bytes: int) -> PreparedMessage:
+    """Normalize and analyze a message; MessageTooLargeError above ``max_bytes``. Any bytes
+    are accepted otherwise: no headers, broken MIME and 8-bit junk are stored as they are."""
+    if not isinstance(raw, bytes | bytearray | memoryview):
+        raise TypeError(f"a message is bytes, not {type(raw).__name__}")
+    check_size(len(raw), max_bytes)
+    data = mime.normalize_newlines(bytes(raw))
+    check_size(len(data), max_bytes)
+    structure = mime.analyze(data)
+    return PreparedMessage(data, hashlib.sha256(data).digest(), structure.to_json())
+
+
+def add(conn: sqlite3.Connection, message: PreparedMessage, refs: int = 1) -> int:
+    """The body id of ``message``, stored now if this database does not hold it yet, with
+    ``refs`` more references."""
+    row = conn.execute(
+        "INSERT INTO body (digest, size, refcount, structure, raw) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (digest) DO UPDATE SET refcount = refcount + excluded.refcount RETURNING id",
+        (message.digest, message.size, refs, message.structure, message.raw),
+    ).fetchone()
+    return int(row[0])
+
+
+def reference(conn: sqlite3.Connection, body_ids: Iterable[int]) -> None:
+    counts: dict[int, int] = {}
+    for body_id in body_ids:
+        counts[body_id] = counts.get(body_id, 0) + 1
+    conn.executemany(
+        "UPDATE body SET refcount = refcount + ? WHERE id = ?", [(n, b) for b, n in counts.items()]
+    )
+
+
+def release(conn: sqlite3.Connection, body_ids: Iterable[int]) -> None:
+    """Drop one reference per id; a body nobody references any more is deleted."""
+    counts: dict[int, int] = {}
+    for body_id in body_ids:
+        counts[body_id] = counts.get(body_id, 0) + 1
+    conn.executemany(
+        "UPDATE body SET refcount = refcount - ? WHERE id = ?", [(n, b) for b, n in counts.items()]
+    )
+    conn.executemany("DELETE FROM body WHERE id = ? AND refcount <= 0", [(b,) for b in counts])

@@ -1,0 +1,745 @@
+"""A mailbox database: one SQLite file, mounted by one owner at a time.
+
+Reads run on per-thread reader connections (WAL readers never block the writer). Every
+write is a job for the database's group-commit writer (see ``writer``): protocol-facing
+writes are ``async`` and resolve after the commit; ``*_sync`` twins serve tools and tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from clustermail.mail import mime
+from clustermail.mail.store import (
+    bodies,
+    check,
+    delivery,
+    flags,
+    folders,
+    index,
+    mailboxes,
+    messages,
+    names,
+    quota,
+    retention,
+    schema,
+)
+from clustermail.mail.store.checkpoint import Checkpointer
+from clustermail.mail.store.errors import (
+    DatabaseOpenError,
+    InvalidFolderNameError,
+    MountRefusedError,
+    NotMountedError,
+    QuotaExceededError,
+    StoreError,
+    from_sqlite,
+)
+from clustermail.mail.store.index import FolderListing
+from clustermail.mail.store.messages import FlagMode
+from clustermail.mail.store.quota import Decision, QuotaLimits
+from clustermail.mail.store.types import (
+    AppendResult,
+    CopyResult,
+    DatabaseSettings,
+    DeliveryResult,
+    FolderChanges,
+    FolderInfo,
+    FolderStatus,
+    MountInfo,
+    QuotaReport,
+    RecoveredMessage,
+    StoreResult,
+)
+from clustermail.mail.store.writer import GroupCommitWriter, Tx, WriterStats
+
+T = TypeVar("T")
+Listener = Callable[[frozenset[str]], None]
+
+
+def _settings_to_json(s: DatabaseSettings) -> str:
+    return json.dumps(asdict(s))
+
+
+def _settings_from_json(text: str) -> DatabaseSettings:
+    d = json.loads(text)
+    return DatabaseSettings(
+        max_message_bytes=d["max_message_bytes"],
+        retention_days=d["retention_days"],
+        quota=QuotaLimits(**d["quota"]),
+        quota_full_permanent=d["quota_full_permanent"],
+    )
+
+
+class MailboxDatabase:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        name: str | None = None,
+        create: bool = True,
+        settings: DatabaseSettings | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``settings`` apply when the database file is created; afterwards the file's own
+        settings rule (see :meth:`update_settings_sync`)."""
+        self.path = Path(path)
+        self.name = name or self.path.stem
+        self._create = create
+        self._initial_settings = settings or DatabaseSettings()
+        self._clock = clock
+        self._writer: GroupCommitWriter | None = None
+        self._checkpointer: Checkpointer | None = None
+        self._settings = self._initial_settings
+        self._epoch: int | None = None
+        self._local = threading.local()
+        self._generation = 0
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._listeners: list[Listener] = []
+
+    # ------------------------------------------------------------------ mount / dismount
+
+    @property
+    def mounted(self) -> bool:
+        return self._writer is not None
+
+    @property
+    def epoch(self) -> int | None:
+        return self._epoch
+
+    @property
+    def settings(self) -> DatabaseSettings:
+        return self._settings
+
+    @property
+    def stats(self) -> WriterStats:
+        """Commit counters of the group-commit writer (commits, jobs, largest batch)."""
+        if self._writer is None:
+            raise NotMountedError(self.path)
+        return self._writer.stats
+
+    def mount(self, epoch: int, *, owner: str | None = None) -> MountInfo:
+        """Open the database for this owner. The fencing epoch is recorded in the file; a
+        mount with an older epoch than the recorded one is refused (MountRefusedError)."""
+        if self._writer is not None:
+            raise StoreError(f"{self.path} is already mounted (epoch {self._epoch})")
+        started = time.perf_counter()
+        wal = self.path.with_name(self.path.name + "-wal")
+        unclean = wal.exists() and wal.stat().st_size > 0
+        conn = schema.connect(self.path, create=self._create)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute("SELECT epoch FROM mount WHERE id = 1").fetchone()
+            if row is not None and epoch < row[0]:
+                raise MountRefusedError(self.path, epoch, row[0])
+            conn.execute(
+                "INSERT OR REPLACE INTO mount (id, epoch, mounted_at, owner) VALUES (1, ?, ?, ?)",
+                (epoch, self._clock(), owner or f"{socket.gethostname()}:{os.getpid()}"),
+            )
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('settings', ?)",
+                (_settings_to_json(self._initial_settings),),
+            )
+            text = conn.execute("SELECT value FROM meta WHERE key = 'settings'").fetchone()[0]
+            conn.execute("COMMIT")
+            self._settings = _settings_from_json(text)
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            conn.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise DatabaseOpenError(self.path, str(exc)) from None
+            if isinstance(exc, KeyError | ValueError | TypeError):
+                raise DatabaseOpenError(self.path, f"unreadable settings: {exc!r}") from None
+            raise
+        self._epoch = epoch
+        self._generation += 1
+        conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread does it
+        self._checkpointer = Checkpointer(
+            lambda: schema.connect(self.path, create=False), self.path
+        )
+        self._writer = GroupCommitWriter(
+            conn, self.path, epoch, self._notify, self._clock, self._checkpointer.poke
+        )
+        return MountInfo(self.path, epoch, time.perf_counter() - started, unclean)
+
+    def dismount(self) -> None:
+        """Finish queued writes, checkpoint the WAL into the file and close everything."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        writer.close()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
+        conn = writer._conn
+        try:
+            if writer.fenced is None:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass  # the next owner's open recovers the WAL anyway
+        conn.close()
+        with self._readers_lock:
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
+        self._generation += 1
+
+    def __enter__(self) -> MailboxDatabase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.dismount()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def add_listener(self, listener: Listener) -> None:
+        """Called from the writer thread after each commit with the mailboxes it changed
+        (IDLE and other sessions then read :meth:`changes_since`)."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        self._listeners.remove(listener)
+
+    def _notify(self, touched: set[str]) -> None:
+        frozen = frozenset(touched)
+        for listener in list(self._listeners):
+            listener(frozen)
+
+    def _reader(self) -> sqlite3.Connection:
+        if self._writer is None:
+            raise NotMountedError(self.path)
+        cached = getattr(self._local, "conn", None)
+        if cached is not None and cached[0] == self._generation:
+            conn: sqlite3.Connection = cached[1]
+            return conn
+        conn = schema.connect(self.path, create=False)
+        with self._readers_lock:
+            self._readers.append(conn)
+        self._local.conn = (self._generation, conn)
+        return conn
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """One consistent snapshot for the reads of one call."""
+        conn = self._reader()
+        try:
+            conn.execute("BEGIN")
+            yield conn
+        except sqlite3.Error as exc:
+            raise from_sqlite(self.path, exc) from None
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+
+    def _submit(
+        self, apply: Callable[[Tx], T], *, prepare: Callable[[], None] | None = None, size: int = 0
+    ) -> Future[T]:
+        if self._writer is None:
+            raise NotMountedError(self.path)
+        return self._writer.submit(apply, prepare=prepare, size=size)
+
+    def _sync(self, apply: Callable[[Tx], T]) -> T:
+        return self._submit(apply).result()
+
+    async def _async(self, apply: Callable[[Tx], T]) -> T:
+        return await asyncio.wrap_future(self._submit(apply))
+
+    # ------------------------------------------------------------------ administration
+
+    def create_mailbox_sync(self, mailbox: str, *, quota_limits: QuotaLimits | None = None) -> None:
+        """A mailbox with INBOX, Sent, Drafts, Trash, Junk and Archive (RFC 6154 roles)."""
+
+        def apply(tx: Tx) -> None:
+            mailboxes.create(tx.conn, mailbox, tx.now, quota_limits)
+            tx.touched.add(mailbox)
+
+        self._sync(apply)
+
+    def delete_mailbox_sync(self, mailbox: str) -> None:
+        """Remove a mailbox with all its folders, messages and deleted items."""
+
+        def apply(tx: Tx) -> None:
+            mid = folders.mailbox_id(tx.conn, mailbox)
+            for (fid,) in tx.conn.execute(
+                "SELECT id FROM folder WHERE mailbox_id = ?", (mid,)
+            ).fetchall():
+                _drop_folder(tx.conn, fid)
+            items = [
+                b
+                for (b,) in tx.conn.execute(
+                    "SELECT body_id FROM deleted_item WHERE mailbox_id = ?", (mid,)
+                )
+            ]
+            tx.conn.execute("DELETE FROM deleted_item WHERE mailbox_id = ?", (mid,))
+            bodies.release(tx.conn, items)
+            tx.conn.execute("DELETE FROM subscription WHERE mailbox_id = ?", (mid,))
+            tx.conn.execute("DELETE FROM mailbox WHERE id = ?", (mid,))
+            tx.touched.add(mailbox)
+
+        self._sync(apply)
+
+    def set_quota_sync(self, mailbox: str, limits: QuotaLimits | None) -> None:
+        """Override the database's quota for one mailbox; None returns it to the default."""
+        self._sync(lambda tx: mailboxes.set_quota(tx.conn, mailbox, limits))
+
+    def update_settings_sync(self, **changes: Any) -> DatabaseSettings:
+        """Change database settings (max_message_bytes, retention_days, quota,
+        quota_full_permanent); they are stored in the database file."""
+        new = replace(self._settings, **changes)
+
+        def apply(tx: Tx) -> None:
+            tx.conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('settings', ?)",
+                (_settings_to_json(new),),
+            )
+
+        self._sync(apply)
+        self._settings = new
+        return new
+
+    def recover_deleted_sync(
+        self, mailbox: str, since: float | None = None
+    ) -> list[RecoveredMessage]:
+        """Restore retained deleted items (deleted at or after ``since``) into their
+        original folders with new UIDs."""
+
+        def apply(tx: Tx) -> list[RecoveredMessage]:
+            tx.touched.add(mailbox)
+            return retention.recover(tx.conn, mailbox, since, tx.now)
+
+        return self._sync(apply)
+
+    async def recover_deleted(
+        self, mailbox: str, since: float | None = None
+    ) -> list[RecoveredMessage]:
+        def apply(tx: Tx) -> list[RecoveredMessage]:
+            tx.touched.add(mailbox)
+            return retention.recover(tx.conn, mailbox, since, tx.now)
+
+        return await self._async(apply)
+
+    def purge_deleted_items_sync(self) -> int:
+        """Delete retained items older than the retention window; returns how many."""
+        days = self._settings.retention_days
+        return self._sync(lambda tx: retention.purge(tx.conn, tx.now, days))
+
+    def check_sync(self, *, repair: bool = False) -> check.CheckReport:
+        """Integrity and consistency check of the mounted database; repairs run as a fenced
+        write transaction."""
+        if repair:
+            return self._sync(lambda tx: check.run(tx.conn, self.path, repair=True, now=tx.now))
+        with self._read() as conn:
+            return check.run(conn, self.path, repair=False, now=self._clock())
+
+    # ------------------------------------------------------------------ reads
+
+    def list_mailboxes(self) -> list[str]:
+        with self._read() as conn:
+            return mailboxes.names_all(conn)
+
+    def has_mailbox(self, mailbox: str) -> bool:
+        with self._read() as conn:
+            return mailboxes.find(conn, mailbox) is not None
+
+    def quota(self, mailbox: str) -> QuotaReport:
+        with self._read() as conn:
+            return mailboxes.report(mailboxes.get(conn, mailbox), self._settings)
+
+    def may_send(self, mailbox: str) -> Decision:
+        """For SMTP submission: refused (5.2.2) once the mailbox is over prohibit-send."""
+        report = self.quota(mailbox)
+        return quota.may_send(report.used_bytes, report.limits)
+
+    def list_folders(self, mailbox: str) -> list[FolderInfo]:
+        with self._read() as conn:
+            return folders.list_all(conn, mailbox)
+
+    def subscriptions(self, mailbox: str) -> list[str]:
+        with self._read() as conn:
+            return folders.subscriptions(conn, mailbox)
+
+    def status(self, mailbox: str, folder: str) -> FolderStatus:
+        with self._read() as conn:
+            return folders.status(conn, folders.get(conn, mailbox, folder))
+
+    def list_messages(self, mailbox: str, folder: str) -> FolderListing:
+        """Every message of a folder (uid, flags, size, modseq, internal date) in UID order,
+        as packed arrays: cheap even for 100 000 messages."""
+        with self._read() as conn:
+            return index.load(conn, folders.get(conn, mailbox, folder).id)
+
+    def fetch_raw(self, mailbox: str, folder: str, uid: int) -> bytes:
+        with self._read() as conn:
+            return messages.raw(conn, folders.get(conn, mailbox, folder), uid)
+
+    def fetch_range(self, mailbox: str, folder: str, uid: int, start: int, end: int) -> bytes:
+        """Bytes [start, end) of a message (BODY[section] via MessageStructure.section)."""
+        with self._read() as conn:
+            return messages.raw_range(conn, folders.get(conn, mailbox, folder), uid, start, end)
+
+    def fetch_structure(self, mailbox: str, folder: str, uid: int) -> mime.MessageStructure:
+        """ENVELOPE, BODYSTRUCTURE and part offsets cached at delivery."""
+        with self._read() as conn:
+            return messages.structure(conn, folders.get(conn, mailbox, folder), uid)
+
+    def changes_since(self, mailbox: str, folder: str, modseq: int) -> FolderChanges:
+        """New messages, flag changes and expunges after ``modseq`` (any session's)."""
+        with self._read() as conn:
+            return messages.changes_since(conn, folders.get(conn, mailbox, folder), modseq)
+
+    def deleted_items(self, mailbox: str) -> int:
+        with self._read() as conn:
+            return retention.count(conn, mailbox)
+
+    # ------------------------------------------------------------------ delivery
+
+    def _delivery_job(
+        self,
+        message: bytes,
+        recipients: Sequence[str],
+        folder: str,
+        internaldate: int | None,
+        flag_names: Iterable[str],
+    ) -> Future[DeliveryResult]:
+        settings = self._settings
+        bodies.check_size(len(message), settings.max_message_bytes)  # before queueing 50 MB
+        mask, _ = flags.parse_flags(flag_names)
+        names.normalize(folder)
+        prepared: list[bodies.PreparedMessage] = []
+
+        def prepare() -> None:  # MIME analysis in the writer thread, outside the transaction
+            prepared.append(bodies.prepare(message, settings.max_message_bytes))
+
+        def apply(tx: Tx) -> DeliveryResult:
+            result = delivery.deliver(
+                tx.conn, prepared[0], recipients, folder, settings, tx.now, internaldate, mask
+            )
+            tx.touched.update(r.mailbox for r in result.delivered)
+            return result
+
+        return self._submit(apply, prepare=prepare, size=len(message))
+
+    async def deliver(
+        self,
+        message: bytes,
+        recipients: Sequence[str],
+        folder: str = names.INBOX,
+        *,
+        internaldate: int | None = None,
+        flag_names: Iterable[str] = (),
+    ) -> DeliveryResult:
+        """Deliver to every recipient mailbox of this database; returns after the commit
+        (fsync) with a result per recipient (delivered, or refused with an enhanced status
+        code: 5.1.1 unknown mailbox, 5.2.2/4.2.2 over quota). MessageTooLargeError when the
+        message exceeds the database's maximum size."""
+        return await asyncio.wrap_future(
+            self._delivery_job(message, recipients, folder, internaldate, flag_names)
+        )
+
+    def deliver_sync(
+        self,
+        message: bytes,
+        recipients: Sequence[str],
+        folder: str = names.INBOX,
+        *,
+        internaldate: int | None = None,
+        flag_names: Iterable[str] = (),
+    ) -> DeliveryResult:
+        return self._delivery_job(message, recipients, folder, internaldate, flag_names).result()
+
+    # ------------------------------------------------------------------ folder writes
+
+    def _create_folder(self, mailbox: str, folder: str) -> Callable[[Tx], FolderInfo]:
+        def apply(tx: Tx) -> FolderInfo:
+            row = folders.create(tx.conn, mailbox, folder, tx.now)
+            tx.touched.add(mailbox)
+            return FolderInfo(row.name, row.special_use, False, row.uidvalidity)
+
+        return apply
+
+    async def create_folder(self, mailbox: str, folder: str) -> FolderInfo:
+        return await self._async(self._create_folder(mailbox, folder))
+
+    def create_folder_sync(self, mailbox: str, folder: str) -> FolderInfo:
+        return self._sync(self._create_folder(mailbox, folder))
+
+    def _rename_folder(
+        self, mailbox: str, old: str, new: str
+    ) -> Callable[[Tx], list[tuple[str, str]]]:
+        def apply(tx: Tx) -> list[tuple[str, str]]:
+            tx.touched.add(mailbox)
+            if names.normalize(old) != names.INBOX:
+                return folders.rename(tx.conn, mailbox, old, new, tx.now)
+            # RFC 3501: renaming INBOX moves its messages to the new folder; INBOX stays.
+            src = folders.get(tx.conn, mailbox, names.INBOX)
+            dst = folders.create(tx.conn, mailbox, new, tx.now)
+            found = messages.rows(tx.conn, src)
+            bodies.reference(tx.conn, [r[1] for r in found])
+            messages.insert(tx.conn, dst, [(r[1], r[2], r[3], r[4], r[5]) for r in found])
+            messages.remove(
+                tx.conn, folders.get(tx.conn, mailbox, names.INBOX), found, tx.now, 0, retain=False
+            )
+            return [(names.INBOX, dst.name)]
+
+        return apply
+
+    async def rename_folder(self, mailbox: str, old: str, new: str) -> list[tuple[str, str]]:
+        """Rename a folder and its subfolders (UIDVALIDITY kept); returns (old, new) pairs."""
+        return await self._async(self._rename_folder(mailbox, old, new))
+
+    def rename_folder_sync(self, mailbox: str, old: str, new: str) -> list[tuple[str, str]]:
+        return self._sync(self._rename_folder(mailbox, old, new))
+
+    def _delete_folder(self, mailbox: str, folder: str) -> Callable[[Tx], None]:
+        days = self._settings.retention_days
+
+        def apply(tx: Tx) -> None:
+            row = folders.get(tx.conn, mailbox, folder)
+            if row.name == names.INBOX:
+                raise InvalidFolderNameError("INBOX cannot be deleted")
+            found = messages.rows(tx.conn, row)
+            messages.remove(tx.conn, row, found, tx.now, days, retain=True)
+            _drop_folder(tx.conn, row.id)
+            tx.touched.add(mailbox)
+
+        return apply
+
+    async def delete_folder(self, mailbox: str, folder: str) -> None:
+        """Delete a folder (its messages go to deleted-item retention); subfolders stay."""
+        await self._async(self._delete_folder(mailbox, folder))
+
+    def delete_folder_sync(self, mailbox: str, folder: str) -> None:
+        self._sync(self._delete_folder(mailbox, folder))
+
+    async def subscribe(self, mailbox: str, folder: str, subscribed: bool = True) -> None:
+        await self._async(lambda tx: folders.subscribe(tx.conn, mailbox, folder, subscribed))
+
+    def subscribe_sync(self, mailbox: str, folder: str, subscribed: bool = True) -> None:
+        self._sync(lambda tx: folders.subscribe(tx.conn, mailbox, folder, subscribed))
+
+    # ------------------------------------------------------------------ message writes
+
+    def _append(
+        self,
+        mailbox: str,
+        folder: str,
+        message: bytes,
+        flag_names: Iterable[str],
+        internaldate: int | None,
+    ) -> Future[AppendResult]:
+        settings = self._settings
+        bodies.check_size(len(message), settings.max_message_bytes)
+        mask, keywords = flags.parse_flags(flag_names)
+        prepared: list[bodies.PreparedMessage] = []
+
+        def prepare() -> None:
+            prepared.append(bodies.prepare(message, settings.max_message_bytes))
+
+        def apply(tx: Tx) -> AppendResult:
+            msg = prepared[0]
+            row = folders.get(tx.conn, mailbox, folder)
+            box = mailboxes.get(tx.conn, mailbox)
+            _check_room(box, msg.size, settings)
+            body_id = bodies.add(tx.conn, msg)
+            (uid,), modseq = messages.insert(
+                tx.conn,
+                row,
+                [
+                    (
+                        body_id,
+                        mask | flags.RECENT,
+                        flags.encode_keywords(keywords),
+                        int(tx.now) if internaldate is None else internaldate,
+                        msg.size,
+                    )
+                ],
+            )
+            tx.touched.add(mailbox)
+            return AppendResult(row.uidvalidity, uid, modseq)
+
+        return self._submit(apply, prepare=prepare, size=len(message))
+
+    async def append(
+        self,
+        mailbox: str,
+        folder: str,
+        message: bytes,
+        *,
+        flag_names: Iterable[str] = (),
+        internaldate: int | None = None,
+    ) -> AppendResult:
+        """IMAP APPEND: returns UIDPLUS APPENDUID data after the commit. QuotaExceededError
+        when the mailbox would exceed its prohibit-receive limit."""
+        return await asyncio.wrap_future(
+            self._append(mailbox, folder, message, flag_names, internaldate)
+        )
+
+    def append_sync(
+        self,
+        mailbox: str,
+        folder: str,
+        message: bytes,
+        *,
+        flag_names: Iterable[str] = (),
+        internaldate: int | None = None,
+    ) -> AppendResult:
+        return self._append(mailbox, folder, message, flag_names, internaldate).result()
+
+    def _set_flags(
+        self,
+        mailbox: str,
+        folder: str,
+        uids: Iterable[int],
+        flag_names: Iterable[str],
+        mode: FlagMode,
+        unchanged_since: int | None,
+    ) -> Callable[[Tx], StoreResult]:
+        mask, keywords = flags.parse_flags(flag_names)
+        wanted = list(uids)
+
+        def apply(tx: Tx) -> StoreResult:
+            row = folders.get(tx.conn, mailbox, folder)
+            result = messages.set_flags(tx.conn, row, wanted, mask, keywords, mode, unchanged_since)
+            if result.changed:
+                tx.touched.add(mailbox)
+            return result
+
+        return apply
+
+    async def set_flags(
+        self,
+        mailbox: str,
+        folder: str,
+        uids: Iterable[int],
+        flag_names: Iterable[str],
+        mode: FlagMode = "add",
+        *,
+        unchanged_since: int | None = None,
+    ) -> StoreResult:
+        """IMAP STORE (mode "set", "add" or "remove"); returns the new modseq and changes."""
+        return await self._async(
+            self._set_flags(mailbox, folder, uids, flag_names, mode, unchanged_since)
+        )
+
+    def set_flags_sync(
+        self,
+        mailbox: str,
+        folder: str,
+        uids: Iterable[int],
+        flag_names: Iterable[str],
+        mode: FlagMode = "add",
+        *,
+        unchanged_since: int | None = None,
+    ) -> StoreResult:
+        return self._sync(self._set_flags(mailbox, folder, uids, flag_names, mode, unchanged_since))
+
+    def _copy(
+        self, mailbox: str, source: str, uids: Iterable[int], dest: str, move: bool
+    ) -> Callable[[Tx], CopyResult]:
+        settings = self._settings
+        wanted = list(uids)
+
+        def apply(tx: Tx) -> CopyResult:
+            src = folders.get(tx.conn, mailbox, source)
+            dst = folders.get(tx.conn, mailbox, dest)
+            if not move:
+                size = sum(r[5] for r in messages.rows(tx.conn, src, wanted))
+                _check_room(mailboxes.get(tx.conn, mailbox), size, settings)
+            result, found = messages.copy(tx.conn, src, dst, wanted)
+            if move and found:
+                src = folders.get(tx.conn, mailbox, source)  # modseq moved on if src == dst
+                messages.remove(tx.conn, src, found, tx.now, 0, retain=False)
+                result = replace(result, expunged=[r[0] for r in found])
+            tx.touched.add(mailbox)
+            return result
+
+        return apply
+
+    async def copy(self, mailbox: str, source: str, uids: Iterable[int], dest: str) -> CopyResult:
+        """IMAP COPY: new UIDs in ``dest`` (UIDPLUS COPYUID data)."""
+        return await self._async(self._copy(mailbox, source, uids, dest, False))
+
+    def copy_sync(self, mailbox: str, source: str, uids: Iterable[int], dest: str) -> CopyResult:
+        return self._sync(self._copy(mailbox, source, uids, dest, False))
+
+    async def move(self, mailbox: str, source: str, uids: Iterable[int], dest: str) -> CopyResult:
+        """IMAP MOVE (RFC 6851): copy plus expunge from the source, in one transaction."""
+        return await self._async(self._copy(mailbox, source, uids, dest, True))
+
+    def move_sync(self, mailbox: str, source: str, uids: Iterable[int], dest: str) -> CopyResult:
+        return self._sync(self._copy(mailbox, source, uids, dest, True))
+
+    def _expunge(
+        self, mailbox: str, folder: str, uids: Iterable[int] | None
+    ) -> Callable[[Tx], list[int]]:
+        days = self._settings.retention_days
+        wanted = None if uids is None else list(uids)
+
+        def apply(tx: Tx) -> list[int]:
+            row = folders.get(tx.conn, mailbox, folder)
+            found = messages.rows(tx.conn, row, wanted, deleted_only=True)
+            messages.remove(tx.conn, row, found, tx.now, days, retain=True)
+            if found:
+                tx.touched.add(mailbox)
+            return [r[0] for r in found]
+
+        return apply
+
+    async def expunge(
+        self, mailbox: str, folder: str, uids: Iterable[int] | None = None
+    ) -> list[int]:
+        """Remove the \\Deleted messages (only among ``uids`` if given: UID EXPUNGE); returns
+        the expunged UIDs. They stay recoverable for the retention window."""
+        return await self._async(self._expunge(mailbox, folder, uids))
+
+    def expunge_sync(
+        self, mailbox: str, folder: str, uids: Iterable[int] | None = None
+    ) -> list[int]:
+        return self._sync(self._expunge(mailbox, folder, uids))
+
+    async def claim_recent(self, mailbox: str, folder: str) -> list[int]:
+        """The \\Recent UIDs, cleared so that no other session sees them as recent."""
+        return await self._async(
+            lambda tx: messages.claim_recent(tx.conn, folders.get(tx.conn, mailbox, folder))
+        )
+
+    def claim_recent_sync(self, mailbox: str, folder: str) -> list[int]:
+        return self._sync(
+            lambda tx: messages.claim_recent(tx.conn, folders.get(tx.conn, mailbox, folder))
+        )
+
+
+def _check_room(box: mailboxes.MailboxRow, size: int, settings: DatabaseSettings) -> None:
+    limit = box.limits(settings).prohibit_send_receive
+    if limit is not None and box.used_bytes + size > limit:
+        raise QuotaExceededError(box.name, box.used_bytes, size, limit)
+
+
+def _drop_folder(conn: sqlite3.Connection, folder_id: int) -> None:
+    """Remove a folder whose messages were already moved out or released."""
+    bodies.release(
+        conn,
+        [
+            b
+            for (b,) in conn.execute(
+                "SELECT body_id FROM message WHERE folder_id = ?", (folder_id,)
+            )
+        ],
+    )
+    conn.execute("DELETE FROM message WHERE folder_id = ?", (folder_id,))
+    conn.execute("DELETE FROM expunged WHERE folder_id = ?", (folder_id,))
+    conn.execute("DELETE FROM folder_chunk WHERE folder_id = ?", (folder_id,))
+    conn.execute("DELETE FROM folder WHERE id = ?", (folder_id,))

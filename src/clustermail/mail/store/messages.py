@@ -1,0 +1,246 @@
+"""Messages in folders: insert, flags, copy, expunge, reads and the change log. Functions take
+a connection inside the caller's transaction; every write keeps the message table, the
+folder index, UIDNEXT/HIGHESTMODSEQ and quota usage in step."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+from clustermail.mail import mime
+from clustermail.mail.store import bodies, flags, index, mailboxes
+from clustermail.mail.store.errors import MessageNotFoundError
+from clustermail.mail.store.folders import FolderRow
+from clustermail.mail.store.types import CopyResult, FlagChange, FolderChanges, StoreResult
+
+FlagMode = Literal["set", "add", "remove"]
+# (body_id, flags, keywords, internaldate, size)
+NewMessage = tuple[int, int, str | None, int, int]
+# (uid, body_id, flags, keywords, internaldate, size, modseq)
+StoredRow = tuple[int, int, int, str | None, int, int, int]
+
+_IN_UIDS = "uid IN (SELECT value FROM json_each(?))"  # one parameter for any number of UIDs
+
+
+def _uid_list(uids: Iterable[int]) -> str:
+    return json.dumps(sorted({int(u) for u in uids}))
+
+
+def insert(
+    conn: sqlite3.Connection, folder: FolderRow, entries: Sequence[NewMessage]
+) -> tuple[list[int], int]:
+    """Append messages with fresh UIDs (from UIDNEXT) under one new modseq; returns
+    (uids, modseq). The caller has already counted the body references."""
+    first, modseq = folder.uidnext, folder.highestmodseq + 1
+    uids = list(range(first, first + len(entries)))
+    conn.executemany(
+        "INSERT INTO message (folder_id, uid, body_id, flags, keywords, internaldate, size, "
+        "modseq) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (folder.id, uid, b, f, k, d, s, modseq)
+            for uid, (b, f, k, d, s) in zip(uids, entries, strict=True)
+        ],
+    )
+    index.append(
+        conn,
+        folder.id,
+        [(uid, f, s, modseq, d) for uid, (_, f, _, d, s) in zip(uids, entries, strict=True)],
+    )
+    conn.execute(
+        "UPDATE folder SET uidnext = ?, highestmodseq = ? WHERE id = ?",
+        (first + len(entries), modseq, folder.id),
+    )
+    mailboxes.adjust_usage(conn, folder.mailbox_id, sum(e[4] for e in entries), len(entries))
+    return uids, modseq
+
+
+def rows(
+    conn: sqlite3.Connection,
+    folder: FolderRow,
+    uids: Iterable[int] | None = None,
+    *,
+    deleted_only: bool = False,
+) -> list[StoredRow]:
+    sql = (
+        "SELECT uid, body_id, flags, keywords, internaldate, size, modseq FROM message "
+        "WHERE folder_id = ?"
+    )
+    args: list[object] = [folder.id]
+    if uids is not None:
+        sql += f" AND {_IN_UIDS}"
+        args.append(_uid_list(uids))
+    if deleted_only:
+        sql += f" AND (flags & {flags.DELETED}) != 0"
+    return conn.execute(sql + " ORDER BY uid", args).fetchall()
+
+
+def set_flags(
+    conn: sqlite3.Connection,
+    folder: FolderRow,
+    uids: Iterable[int],
+    mask: int,
+    keywords: frozenset[str],
+    mode: FlagMode,
+    unchanged_since: int | None = None,
+) -> StoreResult:
+    """STORE: change flags of the given UIDs under one new modseq. Messages whose modseq is
+    above ``unchanged_since`` (CONDSTORE) are left alone and reported as failed; messages
+    whose flags do not change keep their modseq."""
+    mask &= ~flags.RECENT  # \\Recent is not a client-settable flag
+    modseq = folder.highestmodseq + 1
+    changed: list[FlagChange] = []
+    failed: list[int] = []
+    for uid, _, old, old_kw, _, _, old_modseq in rows(conn, folder, uids):
+        if unchanged_since is not None and old_modseq > unchanged_since:
+            failed.append(uid)
+            continue
+        kw = flags.decode_keywords(old_kw)
+        if mode == "set":
+            new, new_kw = (old & flags.RECENT) | mask, keywords
+        elif mode == "add":
+            new, new_kw = old | mask, kw | keywords
+        else:
+            new, new_kw = old & ~mask, kw - keywords
+        encoded = flags.encode_keywords(new_kw)
+        if new != old or encoded != old_kw:
+            changed.append(FlagChange(uid, new, encoded, modseq))
+    if not changed:
+        return StoreResult(folder.highestmodseq, [], failed)
+    conn.executemany(
+        "UPDATE message SET flags = ?, keywords = ?, modseq = ? WHERE folder_id = ? AND uid = ?",
+        [(c.flags, c.keywords, modseq, folder.id, c.uid) for c in changed],
+    )
+    index.update(conn, folder.id, {c.uid: (c.flags, modseq) for c in changed})
+    conn.execute("UPDATE folder SET highestmodseq = ? WHERE id = ?", (modseq, folder.id))
+    return StoreResult(modseq, changed, failed)
+
+
+def remove(
+    conn: sqlite3.Connection,
+    folder: FolderRow,
+    victims: Sequence[StoredRow],
+    now: float,
+    retention_days: float,
+    *,
+    retain: bool,
+) -> int:
+    """Take messages out of a folder, logging their UIDs in the expunge log under one new
+    modseq. With ``retain`` and a retention window they become recoverable deleted items
+    (keeping their body reference); otherwise their bodies are released."""
+    modseq = folder.highestmodseq + 1
+    if not victims:
+        return folder.highestmodseq
+    conn.executemany(
+        "DELETE FROM message WHERE folder_id = ? AND uid = ?", [(folder.id, r[0]) for r in victims]
+    )
+    conn.executemany(
+        "INSERT OR REPLACE INTO expunged (folder_id, uid, modseq) VALUES (?, ?, ?)",
+        [(folder.id, r[0], modseq) for r in victims],
+    )
+    index.remove(conn, folder.id, [r[0] for r in victims])
+    conn.execute("UPDATE folder SET highestmodseq = ? WHERE id = ?", (modseq, folder.id))
+    mailboxes.adjust_usage(conn, folder.mailbox_id, -sum(r[5] for r in victims), -len(victims))
+    if retain and retention_days > 0:
+        conn.executemany(
+            "INSERT INTO deleted_item (mailbox_id, folder_name, body_id, flags, keywords, "
+            "internaldate, size, deleted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (folder.mailbox_id, folder.name, r[1], r[2] & ~flags.RECENT, r[3], r[4], r[5], now)
+                for r in victims
+            ],
+        )
+    else:
+        bodies.release(conn, [r[1] for r in victims])
+    return modseq
+
+
+def copy(
+    conn: sqlite3.Connection, src: FolderRow, dst: FolderRow, uids: Iterable[int]
+) -> tuple[CopyResult, list[StoredRow]]:
+    """COPY: the copies get new UIDs in ``dst`` (UIDPLUS) and \\Recent; bodies are shared."""
+    found = rows(conn, src, uids)
+    if not found:
+        return CopyResult(dst.uidvalidity, [], []), []
+    bodies.reference(conn, [r[1] for r in found])
+    new_uids, _ = insert(conn, dst, [(r[1], r[2] | flags.RECENT, r[3], r[4], r[5]) for r in found])
+    return CopyResult(dst.uidvalidity, [r[0] for r in found], new_uids), found
+
+
+def claim_recent(conn: sqlite3.Connection, folder: FolderRow) -> list[int]:
+    """UIDs that were \\Recent; the flag is cleared so only one session sees them as recent.
+    \\Recent is not a CONDSTORE flag: modseqs stay."""
+    found = conn.execute(
+        f"SELECT uid, flags, modseq FROM message WHERE folder_id = ? AND (flags & {flags.RECENT}) "
+        f"!= 0 ORDER BY uid",
+        (folder.id,),
+    ).fetchall()
+    if found:
+        conn.executemany(
+            "UPDATE message SET flags = ? WHERE folder_id = ? AND uid = ?",
+            [(f & ~flags.RECENT, folder.id, uid) for uid, f, _ in found],
+        )
+        index.update(conn, folder.id, {uid: (f & ~flags.RECENT, m) for uid, f, m in found})
+    return [r[0] for r in found]
+
+
+# --------------------------------------------------------------------------- reads
+
+
+def raw(conn: sqlite3.Connection, folder: FolderRow, uid: int) -> bytes:
+    row = conn.execute(
+        "SELECT b.raw FROM message m JOIN body b ON b.id = m.body_id WHERE m.folder_id = ? AND "
+        "m.uid = ?",
+        (folder.id, uid),
+    ).fetchone()
+    if row is None:
+        raise MessageNotFoundError(folder.name, uid)
+    return bytes(row[0])
+
+
+def raw_range(conn: sqlite3.Connection, folder: FolderRow, uid: int, start: int, end: int) -> bytes:
+    """Bytes [start, end) of a message without reading the rest (IMAP partial fetch)."""
+    row = conn.execute(
+        "SELECT body_id FROM message WHERE folder_id = ? AND uid = ?", (folder.id, uid)
+    ).fetchone()
+    if row is None:
+        raise MessageNotFoundError(folder.name, uid)
+    with conn.blobopen("body", "raw", row[0], readonly=True) as blob:
+        size = len(blob)
+        start, end = max(0, min(start, size)), max(0, min(end, size))
+        blob.seek(start)
+        return blob.read(max(0, end - start))
+
+
+def structure(conn: sqlite3.Connection, folder: FolderRow, uid: int) -> mime.MessageStructure:
+    row = conn.execute(
+        "SELECT b.structure FROM message m JOIN body b ON b.id = m.body_id WHERE m.folder_id = ? "
+        "AND m.uid = ?",
+        (folder.id, uid),
+    ).fetchone()
+    if row is None:
+        raise MessageNotFoundError(folder.name, uid)
+    return mime.MessageStructure.from_json(row[0])
+
+
+def changes_since(conn: sqlite3.Connection, folder: FolderRow, modseq: int) -> FolderChanges:
+    changed = [
+        FlagChange(*r)
+        for r in conn.execute(
+            "SELECT uid, flags, keywords, modseq FROM message WHERE folder_id = ? AND modseq > ? "
+            "ORDER BY uid",
+            (folder.id, modseq),
+        )
+    ]
+    expunged = [
+        r[0]
+        for r in conn.execute(
+            "SELECT uid FROM expunged WHERE folder_id = ? AND modseq > ? ORDER BY uid",
+            (folder.id, modseq),
+        )
+    ]
+    return FolderChanges(
+        folder.uidvalidity, folder.highestmodseq, folder.uidnext, changed, expunged
+    )

@@ -1,0 +1,243 @@
+"""Group commit: one writer thread per mounted database runs every write.
+
+Callers (asyncio or threads) queue a job and wait on a future. Jobs with a ``prepare`` step
+(MIME analysis of a delivery) pass a preparer thread first, so that CPU work overlaps the
+writer's fsync of the previous batch (sqlite3 releases the GIL while it syncs). The writer
+takes everything queued, runs each job in its own SAVEPOINT inside one ``BEGIN IMMEDIATE``
+transaction that first checks the fencing epoch, commits once (one WAL fsync under
+``synchronous=FULL``) and only then resolves the futures. A job that raises is rolled back to
+its savepoint alone; a failed epoch check or commit fails the whole batch and nothing of it
+is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from clustermail.mail.store.errors import (
+    CommitError,
+    FencedError,
+    NotMountedError,
+    StoreError,
+    from_sqlite,
+)
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+MAX_BATCH_JOBS = 1000
+MAX_BATCH_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class Tx:
+    """What a job sees: the writer's connection inside the open transaction."""
+
+    conn: sqlite3.Connection
+    now: float
+    touched: set[str] = field(default_factory=set)  # mailboxes changed (for listeners)
+
+
+@dataclass
+class _Job(Generic[T]):
+    apply: Callable[[Tx], T]
+    prepare: Callable[[], None] | None
+    size: int
+    future: Future[T] = field(default_factory=Future)
+    started: bool = False  # set running by the preparer
+
+
+@dataclass
+class WriterStats:
+    commits: int = 0  # transactions committed
+    jobs: int = 0  # jobs committed
+    largest_batch: int = 0
+
+
+class GroupCommitWriter:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: Path,
+        epoch: int,
+        on_commit: Callable[[set[str]], None] | None = None,
+        clock: Callable[[], float] = time.time,
+        after_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self._conn = conn
+        self._path = path
+        self._epoch = epoch
+        self._on_commit = on_commit
+        self._after_commit = after_commit
+        self._clock = clock
+        self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._to_prepare: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._closed = False
+        self._busy = False
+        self._lock = threading.Lock()
+        self.fenced: FencedError | None = None
+        self.stats = WriterStats()
+        self._thread = threading.Thread(target=self._run, name=f"writer:{path.name}", daemon=True)
+        self._preparer = threading.Thread(
+            target=self._prepare_loop, name=f"preparer:{path.name}", daemon=True
+        )
+        self._thread.start()
+        self._preparer.start()
+
+    def submit(
+        self, apply: Callable[[Tx], T], *, prepare: Callable[[], None] | None = None, size: int = 0
+    ) -> Future[T]:
+        job: _Job[T] = _Job(apply, prepare, size)
+        with self._lock:
+            if self._closed:
+                raise NotMountedError(self._path)
+            if self.fenced is not None:
+                raise self.fenced
+            # The preparer thread only pays off while the writer is busy (then the analysis
+            # overlaps its fsync); an idle writer prepares the job itself, saving a hand-off.
+            (self._to_prepare if prepare is not None and self._busy else self._queue).put(job)
+        return job.future
+
+    def close(self) -> None:
+        """Run what is queued, then stop the thread."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._to_prepare.put(None)  # the preparer forwards its jobs, then stops the writer
+        self._preparer.join()
+        self._thread.join()
+
+    # ------------------------------------------------------------------- writer thread
+
+    def _prepare_loop(self) -> None:
+        while (job := self._to_prepare.get()) is not None:
+            if not job.future.set_running_or_notify_cancel():
+                continue  # cancelled before it started: never runs
+            assert job.prepare is not None
+            try:
+                job.prepare()
+            except BaseException as exc:
+                job.future.set_exception(exc)  # handed to the caller
+                continue
+            job.started = True
+            self._queue.put(job)
+        self._queue.put(None)
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch, size = [first], first.size
+            while len(batch) < MAX_BATCH_JOBS and size < MAX_BATCH_BYTES:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stop = True
+                    break
+                batch.append(job)
+                size += job.size
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list[_Job[Any]]) -> None:
+        self._busy = True
+        try:
+            self._run_ready(self._start(batch))
+        finally:
+            self._busy = False
+
+    def _start(self, batch: list[_Job[Any]]) -> list[_Job[Any]]:
+        """The jobs that still run: not cancelled, and prepared (here if the preparer did not)."""
+        ready: list[_Job[Any]] = []
+        for job in batch:
+            if job.started:
+                ready.append(job)
+                continue
+            if not job.future.set_running_or_notify_cancel():
+                continue  # cancelled before it started: never runs
+            if job.prepare is not None:
+                try:
+                    job.prepare()
+                except BaseException as exc:
+                    job.future.set_exception(exc)  # handed to the caller
+                    continue
+            ready.append(job)
+        return ready
+
+    def _run_ready(self, ready: list[_Job[Any]]) -> None:
+        if not ready:
+            return
+        tx = Tx(self._conn, self._clock())
+        results: list[tuple[_Job[Any], bool, Any]] = []
+        try:
+            self._begin()
+            for job in ready:
+                results.append(self._apply(tx, job))
+            self._conn.execute("COMMIT")
+        except BaseException as exc:
+            if self._conn.in_transaction:
+                try:
+                    self._conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    log.exception("rollback failed on %s", self._path)
+            error = exc if isinstance(exc, StoreError) else self._wrap(exc)
+            for job in ready:
+                job.future.set_exception(error)
+            return
+        self.stats.commits += 1
+        self.stats.jobs += len(ready)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(ready))
+        if self._after_commit is not None:
+            self._after_commit()
+        for job, ok, value in results:
+            if ok:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(value)
+        if self._on_commit is not None and tx.touched:
+            try:
+                self._on_commit(tx.touched)
+            except Exception:
+                log.exception("commit listener failed")
+
+    def _wrap(self, exc: BaseException) -> StoreError:
+        if isinstance(exc, sqlite3.Error):
+            return from_sqlite(self._path, exc)
+        return CommitError(f"{self._path}: transaction failed: {exc!r}")
+
+    def _begin(self) -> None:
+        """BEGIN IMMEDIATE, then the fencing check inside the same transaction: after a newer
+        owner recorded its epoch, this owner can write nothing (safety rule 1)."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        row = self._conn.execute("SELECT epoch FROM mount WHERE id = 1").fetchone()
+        current = -1 if row is None else int(row[0])
+        if current != self._epoch:
+            self.fenced = FencedError(self._path, self._epoch, current)
+            raise self.fenced
+
+    def _apply(self, tx: Tx, job: _Job[Any]) -> tuple[_Job[Any], bool, Any]:
+        conn = self._conn
+        conn.execute("SAVEPOINT job")
+        try:
+            value = job.apply(tx)
+        except Exception as exc:
+            conn.execute("ROLLBACK TO job")
+            conn.execute("RELEASE job")
+            if isinstance(exc, sqlite3.Error):
+                exc = from_sqlite(self._path, exc)
+            return job, False, exc
+        conn.execute("RELEASE job")
+        return job, True, value
