@@ -1,0 +1,11 @@
+"""The mail layer's resource types, registered with the resource host.
+
+A virtual server's spec lists this module under "plugins"; the resource host
+imports it, and each import below registers one type (mail_store, smtp, pop3,
+imap4). Their property schemas, for configuration validation, are registered
+by :mod:`clustermail.mail.schemas`.
+"""
+
+from __future__ import annotations
+
+import clustermail.mail.schemas  # noqa: F401  (registers the property schemas)
