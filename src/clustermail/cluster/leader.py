@@ -55,8 +55,8 @@ def vs_state(view: ClusterView, vs: str) -> VsState:
     manual = bool(assignment.get("manual"))
     if owner is None:
         # Left failed earlier (no node, threshold): it stays failed, not merely offline.
-        status = VsStatus.FAILED if assignment.get("failed") else VsStatus.OFFLINE
-        return VsState(None, status, manual)
+        left = VsStatus.FAILED if assignment.get("failed") else VsStatus.OFFLINE
+        return VsState(None, left, manual)
     giveup = view.giveup.get(vs, ({}, 0))[0]
     if giveup.get("node") == owner:
         return VsState(owner, VsStatus.FAILED, manual)
