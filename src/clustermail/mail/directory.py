@@ -338,7 +338,7 @@ class Directory:
         m.check_server_name(server)
         m.check_display_name(display_name)
         m.check_password(password)
-        await self._check_database(server, storage_group, database)
+        await self.check_database(server, storage_group, database)
         password_hash = await self.passwords.hash(password)
         entry = MailboxEntry(
             str(addr), display_name, server, storage_group, database, password_hash, quota, True
@@ -396,7 +396,7 @@ class Directory:
         """Switches a mailbox's home (compare-and-swap). With ``expect_home``, refuses
         (ConflictError) if the home is no longer that one: someone else moved it."""
         m.check_server_name(server)
-        await self._check_database(server, storage_group, database)
+        await self.check_database(server, storage_group, database)
 
         def move(entry: MailboxEntry) -> MailboxEntry:
             if expect_home is not None and entry.home != expect_home:
@@ -560,7 +560,8 @@ class Directory:
                 return new
         raise ConflictError(f"the storage plan of {server} kept changing; try again")
 
-    async def _check_database(self, server: str, storage_group: str, database: str) -> None:
+    async def check_database(self, server: str, storage_group: str, database: str) -> None:
+        """InvalidRequestError unless the database is in the storage plan of ``server``."""
         layout = await self.storage_layout(server)
         try:
             dbs = layout.group(storage_group).databases
