@@ -42,6 +42,13 @@ async def wait_provisioned(
     raise AssertionError("unreachable: the watch ended")
 
 
+async def last_change(store: Store) -> int:
+    """The revision of the directory's latest change (status records excluded)."""
+    result = await store.range(keys.DIRECTORY)
+    return max((kv.mod_revision for kv in result.kvs if "/provisioned/" not in kv.key),
+               default=0)
+
+
 def db_mailboxes(path: Path) -> list[str]:
     """Mailbox names in a database file, read with a plain SQLite connection."""
     conn = sqlite3.connect(path)

@@ -25,7 +25,14 @@ from clustermail.mail.directory import Directory, MailboxEntry
 from clustermail.mail.store import FencedError as StoreFencedError
 from clustermail.mail.store import MailStore, QuotaLimits
 from clustermail.mail.store.resource import MailStoreResource, NotHomedHereError
-from tests.mail.dirsupport import WAIT, db_epoch, db_mailboxes, directory, wait_provisioned
+from tests.mail.dirsupport import (
+    WAIT,
+    db_epoch,
+    db_mailboxes,
+    directory,
+    last_change,
+    wait_provisioned,
+)
 
 import clustermail.mail.resources  # noqa: F401  isort: skip  (registers the types)
 
@@ -143,7 +150,7 @@ async def test_online_creates_homed_mailboxes_and_follows_the_directory(
         # A user added while online gets a mailbox; a quota override is applied.
         dave = await d.add_mailbox("dave@example.test", password="d", server="mail1")
         await d.set_quota("alice@example.test", QuotaLimits(prohibit_send_receive=50))
-        await wait_provisioned(store, "mail1", await store.revision())
+        await wait_provisioned(store, "mail1", await last_change(store))
         main = mail.database_for(dave)
         assert main.list_mailboxes() == ["Alice@example.test", "dave@example.test"]
         assert main.quota("Alice@example.test").limits == QuotaLimits(prohibit_send_receive=50)

@@ -10,10 +10,14 @@ from typing import Any
 import pytest
 
 from clustermail.coord import open_store
-from tests.mail.dirsupport import db_epoch, db_mailboxes, directory, wait_provisioned
+from tests.mail.dirsupport import (
+    db_epoch,
+    db_mailboxes,
+    directory,
+    last_change,
+    wait_provisioned,
+)
 from tests.rhost.hostproc import FAST_POLICY, Host
-
-StartHost = Any
 
 
 def spec(tmp: Path, epoch: int, vs: str = "mail1") -> dict[str, Any]:
@@ -49,7 +53,7 @@ async def add_user(url: str, address: str) -> int:
         if not await d.is_local_domain("example.test"):
             await d.add_domain("example.test")
         await d.add_mailbox(address, password="pw", server="mail1")
-        return await store.revision()
+        return await last_change(store)
     finally:
         await store.close()
 

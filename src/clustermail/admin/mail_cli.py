@@ -204,13 +204,19 @@ async def cmd_domain_catch_all(args: argparse.Namespace, console: Console) -> in
 @guarded
 async def cmd_user_add(args: argparse.Namespace, console: Console) -> int:
     from clustermail.mail.addresses import parse_address
+    from clustermail.mail.directory import UnknownDomainError
 
-    parse_address(args.address)  # a typo is reported before a password is asked for
+    addr = parse_address(args.address)
     group, db = parse_database(args.database)
     store, d = await open_directory(args)
     try:
+        # Mistakes are reported before a password is asked for.
         await check_vs(store, args.server)
         await d.check_database(args.server, group, db)
+        if not await d.is_local_domain(addr.domain):
+            raise UnknownDomainError(addr.domain)
+        if (kind := await d.kind_of(args.address)) is not None:
+            raise AdminError(f"{addr} is already {'an' if kind == 'alias' else 'a'} {kind}")
         password = read_password(args)
         entry = await d.add_mailbox(args.address, password=password, server=args.server,
                                     display_name=args.name or "", storage_group=group,

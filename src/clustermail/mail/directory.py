@@ -189,6 +189,11 @@ class Directory:
             for member in GroupEntry.from_json(raw).members:
                 await self._expand(parse_address(member), out, seen, depth + 1, catch_all=False)
 
+    async def kind_of(self, address: str) -> str | None:
+        """"mailbox", "alias" or "group" when ``address`` (exactly, any case) names one."""
+        found = await self._recipient(parse_address(address).key)
+        return None if found is None else m.kind_name(found[0])
+
     async def mailbox(self, address: str) -> MailboxEntry | None:
         """The mailbox an address names (directly, through an alias, or by its base
         without the ``+tag``), enabled or not; None for groups and unknown addresses."""
@@ -276,7 +281,7 @@ class Directory:
             raise NotFoundError(
                 f"catch-all {catch_all!r}: no mailbox, alias or group has that address"
             )
-        return str(addr)
+        return _record_address(*found)
 
     async def set_catch_all(self, domain: str, catch_all: str | None) -> DomainEntry:
         """Sets (or with None clears) the mailbox, alias or group that gets mail for
@@ -611,7 +616,7 @@ class Directory:
                 kv = await self.store.get(key)
                 if kv is not None:
                     raise AddressTakenError(
-                        f"{_record_address(kind, kv.value)} is already a {m.kind_name(kind)}"
+                        f"{_record_address(kind, kv.value)} is already {m.a_kind(kind)}"
                     )
             for guard in guards:
                 if not guard.holds(await self.store.get(guard.key)):

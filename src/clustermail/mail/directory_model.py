@@ -76,6 +76,12 @@ def kind_name(kind: str) -> str:
     return _KIND_NAMES[kind]
 
 
+def a_kind(kind: str) -> str:
+    """"a mailbox", "an alias", "a group"."""
+    name = _KIND_NAMES[kind]
+    return f"an {name}" if name[0] in "aeiou" else f"a {name}"
+
+
 # --------------------------------------------------------------------------- records
 
 
