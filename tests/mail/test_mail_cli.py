@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,53 +158,62 @@ def test_bad_input_is_one_clear_line(env: Env) -> None:
            stdin="pw\n")
     env.ok("alias", "add", "info@example.test", "alice@example.test")
     pw = "pw\n"
-    env.fails("domain", "add", "EXAMPLE.test", match="already exists")
-    env.fails("domain", "add", "bad_domain.test", match="'_' is not allowed")
-    env.fails("domain", "remove", "example.test", match="still holds 1 mailboxes")
-    env.fails("domain", "remove", "nowhere.test", match="no domain")
-    env.fails("user", "add", "ALICE@example.test", "--server", "mail1", "--password-stdin",
-              stdin=pw, match="already a mailbox")
-    env.fails("user", "add", "info@example.test", "--server", "mail1", "--password-stdin",
-              stdin=pw, match="already an alias")
-    env.fails("user", "add", "x@nowhere.test", "--server", "mail1", "--password-stdin",
-              stdin=pw, match="not a local domain")
-    env.fails("user", "add", "not-an-address", "--server", "mail1", "--password-stdin",
-              stdin=pw, match="no '@'")
-    env.fails("user", "add", "a b@example.test", "--server", "mail1", "--password-stdin",
-              stdin=pw, match="space")
-    env.fails("user", "add", "x@example.test", "--server", "mail9", "--password-stdin",
-              stdin=pw, match="no virtual server named 'mail9'")
-    env.fails("user", "add", "x@example.test", "--server", "web", "--password-stdin",
-              stdin=pw, match="has no mail_store resource")
-    env.fails("user", "add", "x@example.test", "--server", "mail1", "--database", "SG2/DB1",
-              "--password-stdin", stdin=pw, match="no database SG2/DB1")
-    env.fails("user", "add", "x@example.test", "--server", "mail1", "--database", "DB1",
-              "--password-stdin", stdin=pw, match="STORAGE_GROUP/DATABASE")
-    env.fails("user", "add", "x@example.test", "--server", "mail1", match="--password-stdin")
-    env.fails("user", "add", "x@example.test", "--server", "mail1", "--password-stdin",
-              stdin="\n", match="no password")
-    env.fails("user", "add", "x@example.test", match="--server", code=2)
-    env.fails("user", "show", "ghost@example.test", match="no mailbox")
-    env.fails("user", "remove", "ghost@example.test", match="no mailbox")
-    env.fails("user", "quota", "alice@example.test", "--warning", "lots", match="invalid size")
-    env.fails("user", "quota", "alice@example.test", match="give --default")
-    env.fails("alias", "add", "x@example.test", "ghost@example.test", match="not a mailbox")
-    env.fails("alias", "remove", "ghost@example.test", match="no alias")
-    env.fails("group", "add-member", "g@example.test", "ghost@example.test",
-              match="not a mailbox, alias or group")
-    env.fails("group", "remove-member", "g@example.test", "alice@example.test",
-              match="no group")
-    env.fails("store", "add-group", "mail1", "SG1", match="already exists")
-    env.fails("store", "add-group", "mail1", "bad/name", match="invalid storage group name")
-    env.fails("store", "add-database", "mail1", "SG9", "DB1", match="no storage group 'SG9'")
-    env.fails("store", "list", "mail9", match="no virtual server")
-    env.fails("store", "check", "mail1", match="bring mail1 online once")
-    env.fails("user", "move", "alice@example.test", "--server", "mail1",
-              match="already homed on mail1/SG1/DB1")
-    env.fails("user", "move", "alice@example.test", "--server", "web",
-              match="no mail_store")
-    env.fails("user", "recover-deleted", "alice@example.test", "--since", "yesterday",
-              match="--since")
+    cases: list[tuple[tuple[str, ...], dict[str, Any]]] = []
+
+    def fails(*args: str, **kw: Any) -> None:
+        cases.append((args, kw))
+
+    fails("domain", "add", "EXAMPLE.test", match="already exists")
+    fails("domain", "add", "bad_domain.test", match="'_' is not allowed")
+    fails("domain", "remove", "example.test", match="still holds 1 mailboxes")
+    fails("domain", "remove", "nowhere.test", match="no domain")
+    fails("user", "add", "ALICE@example.test", "--server", "mail1", "--password-stdin",
+          stdin=pw, match="already a mailbox")
+    fails("user", "add", "info@example.test", "--server", "mail1", "--password-stdin",
+          stdin=pw, match="already an alias")
+    fails("user", "add", "x@nowhere.test", "--server", "mail1", "--password-stdin",
+          stdin=pw, match="not a local domain")
+    fails("user", "add", "not-an-address", "--server", "mail1", "--password-stdin",
+          stdin=pw, match="no '@'")
+    fails("user", "add", "a b@example.test", "--server", "mail1", "--password-stdin",
+          stdin=pw, match="space")
+    fails("user", "add", "x@example.test", "--server", "mail9", "--password-stdin",
+          stdin=pw, match="no virtual server named 'mail9'")
+    fails("user", "add", "x@example.test", "--server", "web", "--password-stdin",
+          stdin=pw, match="has no mail_store resource")
+    fails("user", "add", "x@example.test", "--server", "mail1", "--database", "SG2/DB1",
+          "--password-stdin", stdin=pw, match="no database SG2/DB1")
+    fails("user", "add", "x@example.test", "--server", "mail1", "--database", "DB1",
+          "--password-stdin", stdin=pw, match="STORAGE_GROUP/DATABASE")
+    fails("user", "add", "x@example.test", "--server", "mail1", match="--password-stdin")
+    fails("user", "add", "x@example.test", "--server", "mail1", "--password-stdin",
+          stdin="\n", match="no password")
+    fails("user", "add", "x@example.test", match="--server", code=2)
+    fails("user", "show", "ghost@example.test", match="no mailbox")
+    fails("user", "remove", "ghost@example.test", match="no mailbox")
+    fails("user", "quota", "alice@example.test", "--warning", "lots", match="invalid size")
+    fails("user", "quota", "alice@example.test", match="give --default")
+    fails("alias", "add", "x@example.test", "ghost@example.test", match="not a mailbox")
+    fails("alias", "remove", "ghost@example.test", match="no alias")
+    fails("group", "add-member", "g@example.test", "ghost@example.test",
+          match="not a mailbox, alias or group")
+    fails("group", "remove-member", "g@example.test", "alice@example.test",
+          match="no group")
+    fails("store", "add-group", "mail1", "SG1", match="already exists")
+    fails("store", "add-group", "mail1", "bad/name", match="invalid storage group name")
+    fails("store", "add-database", "mail1", "SG9", "DB1", match="no storage group 'SG9'")
+    fails("store", "list", "mail9", match="no virtual server")
+    fails("store", "check", "mail1", match="bring mail1 online once")
+    fails("user", "move", "alice@example.test", "--server", "mail1",
+          match="already homed on mail1/SG1/DB1")
+    fails("user", "move", "alice@example.test", "--server", "web",
+          match="no mail_store")
+    fails("user", "recover-deleted", "alice@example.test", "--since", "yesterday",
+          match="--since")
+    # Independent, read-only failures: run a few at a time to keep the suite quick.
+    with ThreadPoolExecutor(2) as pool:
+        for future in [pool.submit(env.fails, *args, **kw) for args, kw in cases]:
+            future.result()
 
 
 # --------------------------------------------------------------------------- with hosts
