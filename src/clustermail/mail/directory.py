@@ -311,7 +311,10 @@ class Directory:
             if dom_kv is None:
                 raise NotFoundError(f"no domain {name!r}")
             if any(counts.values()):
-                held = ", ".join(f"{c} {k.rstrip('/')}" for k, c in counts.items() if c)
+                held = ", ".join(
+                    f"{c} {m.kind_name(k) if c == 1 else k.rstrip('/')}"
+                    for k, c in counts.items() if c
+                )
                 raise InUseError(f"domain {name!r} still holds {held}: remove them first")
             result = await self.store.txn(
                 [Compare.mod_is(dom_kv.key, dom_kv.mod_revision)], [Delete(dom_kv.key)]
