@@ -187,6 +187,9 @@ async def test_send_as(d: Directory) -> None:
     }
     assert await d.send_as("sales@example.test") == await d.send_as("bob.smith@example.test")
     assert await d.send_as("nobody@example.test") == set()
+    assert await d.may_send_as("bob.smith@example.test", "SALES@example.test")
+    assert not await d.may_send_as("bob.smith@example.test", "help@example.test")
+    assert not await d.may_send_as("bob.smith@example.test", "not an address")
 
 
 async def test_remove_mailbox_cascades(d: Directory) -> None:

@@ -260,6 +260,15 @@ class Directory:
                 allowed.add(name)
         return allowed
 
+    async def may_send_as(self, mailbox: str, sender: str) -> bool:
+        """Whether ``mailbox`` may use ``sender`` as its address (any case; a malformed
+        sender never)."""
+        try:
+            key = parse_address(sender).key
+        except ValueError:
+            return False
+        return key in await self.send_as(mailbox)
+
     # ================================================================== domains
 
     async def add_domain(self, domain: str, *, catch_all: str | None = None) -> DomainEntry:
