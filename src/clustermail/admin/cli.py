@@ -19,8 +19,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+# Imported before any configuration is parsed: registers the mail resource types' schemas.
+import clustermail.mail.schemas  # noqa: F401
 from clustermail.admin import intents, local
 from clustermail.admin.errors import AdminError
+from clustermail.admin.mail_cli import add_mail_commands
 from clustermail.admin.status import build_status
 from clustermail.cluster import eventlog, keys
 from clustermail.cluster.config import ConfigError, load_config
@@ -118,6 +121,7 @@ def build_parser() -> Parser:
         p = add(action, text, cmd_resource_action, rsub)
         p.add_argument("vs")
         p.add_argument("resource")
+    add_mail_commands(sub, add)
     return parser
 
 

@@ -574,8 +574,12 @@ class SqliteStore(Store):
                     yield event
                 if not events:
                     # The timeout is a safety net only; the poller wakes us.
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a
+                    # cancellation that arrives as the waker fires, and the watch
+                    # (and whoever awaits its cancelled task) would run on forever.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(waker.wait(), 1.0)
+                        async with asyncio.timeout(1.0):
+                            await waker.wait()
             raise StoreUnavailable(f"{self.url}: the store is closed")
         finally:
             self._wakers.discard(waker)

@@ -8,4 +8,6 @@ by :mod:`clustermail.mail.schemas`.
 
 from __future__ import annotations
 
-import clustermail.mail.schemas  # noqa: F401  (registers the property schemas)
+# Each import registers: the property schemas, then one resource type per module.
+import clustermail.mail.schemas
+import clustermail.mail.store.resource  # noqa: F401

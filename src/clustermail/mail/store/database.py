@@ -14,7 +14,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import asdict, replace
@@ -40,6 +40,7 @@ from clustermail.mail.store.checkpoint import Checkpointer
 from clustermail.mail.store.errors import (
     DatabaseOpenError,
     InvalidFolderNameError,
+    MailboxChangedError,
     MountRefusedError,
     NotMountedError,
     QuotaExceededError,
@@ -268,11 +269,24 @@ class MailboxDatabase:
 
         self._sync(apply)
 
-    def delete_mailbox_sync(self, mailbox: str) -> None:
-        """Remove a mailbox with all its folders, messages and deleted items."""
+    def delete_mailbox_sync(
+        self, mailbox: str, *, expect_uidnext: Mapping[str, int] | None = None
+    ) -> None:
+        """Remove a mailbox with all its folders, messages and deleted items. With
+        ``expect_uidnext`` (folder name -> UIDNEXT), only if the mailbox has exactly those
+        folders at those UIDNEXTs — nothing arrived since the caller copied it — else
+        MailboxChangedError and nothing is deleted (how a mailbox move ends safely)."""
 
         def apply(tx: Tx) -> None:
             mid = folders.mailbox_id(tx.conn, mailbox)
+            if expect_uidnext is not None:
+                current = dict(
+                    tx.conn.execute(
+                        "SELECT name, uidnext FROM folder WHERE mailbox_id = ?", (mid,)
+                    ).fetchall()
+                )
+                if current != dict(expect_uidnext):
+                    raise MailboxChangedError(mailbox, "new messages or folders arrived")
             for (fid,) in tx.conn.execute(
                 "SELECT id FROM folder WHERE mailbox_id = ?", (mid,)
             ).fetchall():

@@ -78,6 +78,15 @@ class MailboxExistsError(StoreError):
         self.mailbox = mailbox
 
 
+class MailboxChangedError(StoreError):
+    """A conditional change refused because the mailbox received or lost messages (or
+    folders) since the caller looked: nothing was changed."""
+
+    def __init__(self, mailbox: str, detail: str) -> None:
+        super().__init__(f"mailbox {mailbox!r} changed meanwhile: {detail}")
+        self.mailbox = mailbox
+
+
 class FolderNotFoundError(StoreError):
     def __init__(self, mailbox: str, folder: str) -> None:
         super().__init__(f"mailbox {mailbox!r} has no folder {folder!r}")
