@@ -1,0 +1,149 @@
+"""The message tracking log: one JSON object per line on the virtual server's disk.
+
+``<disk>/tracking/YYYY-MM-DD.jsonl`` (UTC days), so it moves with the virtual server and
+old days can be deleted by age. Fields: ``time``, ``event`` (receive, deliver, queue,
+relay, defer, bounce, fail, expire, delay, delete), ``vs``, ``queue_id``, ``message_id``,
+``sender``, ``recipients``, ``size``, ``result`` (enhanced status code or "ok") and
+``detail``. Appends are single ``write`` calls on an ``O_APPEND`` file (whole lines even
+with several writers), not fsynced: tracking is diagnostics, the queue is the record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+TRACKING_DIR = "tracking"
+
+
+@dataclass(frozen=True, slots=True)
+class TrackingEvent:
+    time: float
+    event: str
+    vs: str
+    queue_id: str | None
+    message_id: str | None
+    sender: str
+    recipients: list[str]
+    size: int
+    result: str
+    detail: str = ""
+    client: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({k: v for k, v in asdict(self).items() if v is not None})
+
+
+class TrackingLog:
+    def __init__(self, disk: Path, vs: str) -> None:
+        self.folder = disk / TRACKING_DIR
+        self.vs = vs
+        self._day = ""
+        self._fd: int | None = None
+
+    def record(
+        self,
+        event: str,
+        *,
+        queue_id: str | None = None,
+        message_id: str | None,
+        sender: str,
+        recipients: Iterable[str],
+        size: int,
+        result: str,
+        detail: str = "",
+        client: str | None = None,
+        now: float | None = None,
+    ) -> None:
+        ts = time.time() if now is None else now
+        entry = TrackingEvent(
+            round(ts, 3), event, self.vs, queue_id, message_id, sender, list(recipients),
+            size, result, detail[:500], client,
+        )
+        try:
+            fd = self._open(ts)
+            os.write(fd, (entry.to_json() + "\n").encode())
+        except OSError:
+            pass  # a full or failing disk shows in the mail store first; never fail mail here
+
+    def _open(self, ts: float) -> int:
+        day = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
+        if self._fd is None or day != self._day:
+            self.close()
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(
+                self.folder / f"{day}.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640
+            )
+            self._day = day
+        return self._fd
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    sender: str | None = None
+    recipient: str | None = None
+    message_id: str | None = None
+    since: float | None = None
+    events: tuple[str, ...] = field(default_factory=tuple)
+
+    def matches(self, entry: dict[str, object]) -> bool:
+        if self.sender is not None and str(entry.get("sender", "")).lower() != self.sender.lower():
+            return False
+        if self.recipient is not None:
+            rcpts = entry.get("recipients")
+            wanted = self.recipient.lower()
+            if not isinstance(rcpts, list) or wanted not in (str(r).lower() for r in rcpts):
+                return False
+        if self.message_id is not None:
+            mid = str(entry.get("message_id") or "").strip("<>").lower()
+            if mid != self.message_id.strip("<>").lower():
+                return False
+        if self.since is not None:
+            t = entry.get("time")
+            if not isinstance(t, int | float) or t < self.since:
+                return False
+        return not self.events or entry.get("event") in self.events
+
+
+def log_files(disks: Iterable[Path]) -> list[Path]:
+    files: list[Path] = []
+    for disk in disks:
+        folder = disk / TRACKING_DIR
+        if folder.is_dir():
+            files.extend(sorted(folder.glob("*.jsonl")))
+    return files
+
+
+def search(files: Iterable[Path], query: Query) -> Iterator[dict[str, object]]:
+    """Matching entries of the given log files, in time order. Lines that are not JSON
+    objects (a torn last line after a crash) are skipped."""
+    found: list[dict[str, object]] = []
+    for path in files:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(entry, dict) and query.matches(entry):
+                        found.append(entry)
+        except OSError:
+            continue
+    found.sort(key=_time_of)
+    return iter(found)
+
+
+def _time_of(entry: dict[str, object]) -> float:
+    t = entry.get("time")
+    return float(t) if isinstance(t, int | float) else 0.0
