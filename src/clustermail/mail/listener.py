@@ -125,7 +125,7 @@ class AuthThrottle:
         if entry.count >= self.max_failures:
             entry.locked_until = now + self.lockout
         self._prune(now)
-        return min(self.max_delay, self.base_delay * 2 ** (entry.count - 1))
+        return float(min(self.max_delay, self.base_delay * 2.0 ** min(entry.count - 1, 30)))
 
     def success(self, client: str) -> None:
         self._clients.pop(client, None)

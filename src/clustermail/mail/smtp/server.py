@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import warnings
 from dataclasses import dataclass
 from typing import Any, AnyStr
 
@@ -29,6 +30,7 @@ from clustermail.mail.listener import (
 )
 from clustermail.mail.queue.runner import QueueRunner
 from clustermail.mail.smtp.handler import MailEnvelope, SmtpContext, SmtpHandler
+from clustermail.mail.smtp.policy import SmtpLimits
 from clustermail.mail.smtp.replies import with_enhanced
 
 BUSY = b"421 4.7.0 Too many connections; try again later\r\n"
@@ -136,6 +138,15 @@ class SmtpService:
     def _protocol(self, endpoint: Endpoint) -> asyncio.BaseProtocol:
         submission = endpoint.port in self._submission_ports
         limits = self.ctx.limits
+        with warnings.catch_warnings():
+            # "AUTH without TLS" is only true for plaintext_auth; the implicit-TLS port is
+            # TLS below the state machine, which cannot see it.
+            warnings.simplefilter("ignore", UserWarning)
+            return self._new_protocol(endpoint, submission, limits)
+
+    def _new_protocol(
+        self, endpoint: Endpoint, submission: bool, limits: SmtpLimits
+    ) -> asyncio.BaseProtocol:
         return ClusterSMTP(
             self.handler,
             admission=self.listener.admission,
