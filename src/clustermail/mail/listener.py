@@ -380,12 +380,16 @@ class Listener:
             await handler(conn)
         except (ConnectionClosed, IdleTimeout, ConnectionError):
             pass
+        except asyncio.CancelledError:
+            # Listener.close(): end quietly; this task is the connection's top level
+            # (asyncio's stream callback would log a cancelled task as an error).
+            pass
         finally:
             self.admission.release(client)
             self._connections.discard(writer)
             if task is not None:
                 self._tasks.discard(task)
-            await conn.close()
+            writer.close()
 
     @property
     def ports(self) -> list[int]:
