@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,7 +27,7 @@ def session(tls: bool = True, plaintext: bool = False) -> Pop3Session:
     return Pop3Session(Pop3Settings(hostname="pop.test", plaintext_allowed=plaintext), tls=tls)
 
 
-def text(actions: list[object]) -> bytes:
+def text(actions: Sequence[object]) -> bytes:
     return b"".join(a.data for a in actions if isinstance(a, Reply))
 
 
@@ -72,7 +73,9 @@ def test_auth_plain_with_and_without_initial_response() -> None:
 def test_transaction_commands() -> None:
     s = logged_in()
     assert text(s.handle(b"STAT")) == b"+OK 3 300\r\n"
-    assert text(s.handle(b"LIST")) == b"+OK 3 messages (300 octets)\r\n1 100\r\n2 100\r\n3 100\r\n.\r\n"
+    assert text(s.handle(b"LIST")) == (
+        b"+OK 3 messages (300 octets)\r\n1 100\r\n2 100\r\n3 100\r\n.\r\n"
+    )
     assert text(s.handle(b"UIDL 2")) == b"+OK 2 7.11\r\n"
     assert text(s.handle(b"DELE 2")) == b"+OK message 2 deleted\r\n"
     assert text(s.handle(b"RETR 2")).startswith(b"-ERR message 2 is deleted")

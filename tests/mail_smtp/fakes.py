@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clustermail.mail.contracts import Directory, MailboxEntry
 from clustermail.mail.listener import AuthThrottle, ListenerLimits
 from clustermail.mail.queue.routing import Router
 from clustermail.mail.queue.runner import QueueRunner, RunnerConfig
@@ -51,7 +52,7 @@ class FakeDirectory:
         self.passwords[address] = password
         return entry
 
-    async def resolve(self, address: str) -> list[Entry]:
+    async def resolve(self, address: str) -> list[MailboxEntry]:
         address = address.lower()
         local, _, domain = address.partition("@")
         address = f"{local.split('+', 1)[0]}@{domain}"
@@ -63,10 +64,10 @@ class FakeDirectory:
     async def is_local_domain(self, domain: str) -> bool:
         return domain.lower() in self.domains
 
-    async def mailbox(self, address: str) -> Entry | None:
+    async def mailbox(self, address: str) -> MailboxEntry | None:
         return self.entries.get(address.lower())
 
-    async def authenticate(self, username: str, password: str) -> Entry | None:
+    async def authenticate(self, username: str, password: str) -> MailboxEntry | None:
         entry = self.entries.get(username.lower())
         if entry is None or self.passwords.get(entry.address) != password:
             return None
@@ -87,18 +88,19 @@ class FakeMailStore:
                  epoch: int = 1) -> None:
         self.store = MailStore(disk)
         self.store.mount(epoch)
-        self.directory = directory
+        self.directory: Directory = directory
+        self.fake_directory = directory
         self.vs = vs
         self.sync_mailboxes()
 
     def sync_mailboxes(self) -> None:
-        for entry in self.directory.entries.values():
+        for entry in self.fake_directory.entries.values():
             if entry.server == self.vs:
                 db = self.database_for(entry)
                 if not db.has_mailbox(entry.address):
                     db.create_mailbox_sync(entry.address)
 
-    def database_for(self, entry: Entry) -> MailboxDatabase:  # type: ignore[override]
+    def database_for(self, entry: MailboxEntry) -> MailboxDatabase:
         return self.store.database(entry.storage_group, entry.database)
 
     def close(self) -> None:

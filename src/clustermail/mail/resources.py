@@ -8,4 +8,6 @@ by :mod:`clustermail.mail.schemas`.
 
 from __future__ import annotations
 
-import clustermail.mail.schemas  # noqa: F401  (registers the property schemas)
+import clustermail.mail.pop3.resource  # type "pop3"
+import clustermail.mail.schemas  # registers the property schemas
+import clustermail.mail.smtp.resource  # noqa: F401  (type "smtp")

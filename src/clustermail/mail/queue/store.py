@@ -74,6 +74,10 @@ class QueueError(StoreError):
     """The queue file cannot be opened or written."""
 
 
+class QueueFencedError(QueueError):
+    """A newer owner of the virtual server has opened the queue."""
+
+
 def vs_route(name: str) -> str:
     return f"{VS_PREFIX}{name}"
 
@@ -324,7 +328,7 @@ class Queue:
             conn.execute("BEGIN IMMEDIATE")
             row = conn.execute("SELECT epoch FROM mount WHERE id = 1").fetchone()
             if row is not None and epoch < row[0]:
-                raise QueueError(
+                raise QueueFencedError(
                     f"queue {self.path} was opened with epoch {row[0]}, newer than ours "
                     f"({epoch}): a newer owner exists"
                 )
