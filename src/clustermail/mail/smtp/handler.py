@@ -60,6 +60,15 @@ class SmtpContext:
     clock: Any = time.time
 
 
+NULL_SENDER = "<>"  # aiosmtpd's spelling of the null reverse-path (envelope.mail_from)
+
+
+def sender_of(envelope: Envelope) -> str:
+    """The envelope sender, "" for the null reverse-path."""
+    sender = envelope.mail_from or ""
+    return "" if sender == NULL_SENDER else sender
+
+
 def _authenticated(session: Session) -> MailboxEntry | None:
     data: Any = session.auth_data
     return data if session.authenticated and data is not None else None
@@ -162,7 +171,7 @@ class SmtpHandler:
         mail_options: list[str],
     ) -> str:
         user = _authenticated(session)
-        if address and not policy.valid_address(address):
+        if address != NULL_SENDER and not policy.valid_address(address):
             return "553 5.1.7 Bad sender address syntax"
         if user is not None:
             try:
@@ -257,7 +266,7 @@ class SmtpHandler:
         content = envelope.original_content or b""
         bad = policy.bare_line_ending(content)
         client = client_address(server.transport) if server.transport else "unknown"
-        sender = envelope.mail_from or ""
+        sender = sender_of(envelope)
         if bad is not None:
             self._track("reject", envelope, content, "5.6.0", f"{bad} in message", client)
             return f"550 5.6.0 Message refused: {bad} (lines must end with CRLF)"
@@ -302,7 +311,7 @@ class SmtpHandler:
         self, envelope: MailEnvelope, message: bytes, mid: str | None,
         local: list[Target], remote: list[Target], results: list[LocalResult], client: str,
     ) -> str:
-        sender = envelope.mail_from or ""
+        sender = sender_of(envelope)
         pairs = zip(local, results, strict=True)
         retry = [t for t, r in pairs if not r.delivered and not r.permanent]
         failed = [r for r in results if r.permanent]
@@ -339,7 +348,7 @@ class SmtpHandler:
         notice goes out through the queue like any bounce."""
         from clustermail.mail.queue import dsn
 
-        sender = envelope.mail_from or ""
+        sender = sender_of(envelope)
         try:
             targets = await self.ctx.router.targets(sender)
         except Exception:
@@ -364,7 +373,7 @@ class SmtpHandler:
     ) -> None:
         self.ctx.tracking.record(
             event, queue_id=envelope.queue_id, message_id=policy.message_id(message),
-            sender=envelope.mail_from or "", recipients=envelope.rcpt_tos, size=len(message),
+            sender=sender_of(envelope), recipients=envelope.rcpt_tos, size=len(message),
             result=result, detail=detail, client=client,
         )
 
