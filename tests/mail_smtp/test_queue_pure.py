@@ -68,9 +68,10 @@ def test_dsn_is_a_multipart_report() -> None:
     assert msg["To"] == "<a@x.test>" and msg["In-Reply-To"] == "<m1@x>"
     parts = msg.get_payload()
     assert isinstance(parts, list)
-    assert [p.get_content_type() for p in parts] == [
+    assert all(isinstance(p, Message) for p in parts)
+    assert [p.get_content_type() for p in parts if isinstance(p, Message)] == [
         "text/plain", "message/delivery-status", "text/rfc822-headers"]
-    status = parts[1].as_string()
+    status = str(parts[1])
     assert "Final-Recipient: rfc822; b@y.test" in status
     assert "Action: failed" in status and "Status: 5.1.1" in status
     assert b"secret body" not in raw  # headers only are returned
@@ -98,7 +99,8 @@ def test_bare_line_endings() -> None:
 @pytest.mark.parametrize(("reply", "expected"), [
     ("250 OK", "250 2.0.0 OK"),
     ("503 Error: send HELO first", "503 5.5.1 send HELO first"),
-    ("500 Line too long (see RFC5321 4.5.3.1.6)", "500 5.5.6 Line too long (see RFC5321 4.5.3.1.6)"),
+    ("500 Line too long (see RFC5321 4.5.3.1.6)",
+     "500 5.5.6 Line too long (see RFC5321 4.5.3.1.6)"),
     ("552 Error: Too much mail data", "552 5.3.4 Too much mail data"),
     ("250 2.1.0 Sender OK", "250 2.1.0 Sender OK"),
     ("354 End data with <CR><LF>.<CR><LF>", "354 End data with <CR><LF>.<CR><LF>"),

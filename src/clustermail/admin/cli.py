@@ -19,7 +19,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from clustermail.admin import intents, local
+from clustermail.admin import intents, local, queue_cli
 from clustermail.admin.errors import AdminError
 from clustermail.admin.status import build_status
 from clustermail.cluster import eventlog, keys
@@ -117,6 +117,7 @@ def build_parser() -> Parser:
         p = add(action, text, cmd_resource_action, rsub)
         p.add_argument("vs")
         p.add_argument("resource")
+    queue_cli.add_commands(sub, add, Parser)
     return parser
 
 
