@@ -180,3 +180,35 @@ async def start_smtp(
     )
     await service.start()
     return Running(service, queue, ms, tracking, address, ports, disk)
+
+
+def require_tool(command: str, package: str) -> str:
+    """The path of a client tool; a missing tool fails the test (it is installed by
+    ./scripts/install-system-deps.sh, which `make test` runs): never a silent skip."""
+    import shutil
+
+    import pytest
+
+    path = shutil.which(command)
+    if path is None:
+        pytest.fail(f"{command} is not installed: run ./scripts/install-system-deps.sh "
+                    f"(apt-get install -y {package})")
+    return path
+
+
+async def run_tool(*argv: str, stdin: bytes = b"", timeout: float = 30.0) -> tuple[int, str]:
+    """Runs a client tool without blocking the event loop the servers run on."""
+    import asyncio
+
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(stdin), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace")

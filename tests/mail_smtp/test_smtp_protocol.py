@@ -299,3 +299,47 @@ async def test_smtputf8_addresses(smtp: Running, directory: FakeDirectory, utf8:
 
     assert await run(send) == {}
     assert len(inbox(smtp, f"jörg@{DOMAIN}")) == 1
+
+
+async def test_idle_clients_and_connection_limits(tmp_path: object,
+                                                  directory: FakeDirectory) -> None:
+    from pathlib import Path
+
+    from clustermail.mail.listener import ListenerLimits
+
+    s = await start_smtp(Path(str(tmp_path)) / "d", directory,
+                         limits=SmtpLimits(timeout=0.5),
+                         listener_limits=ListenerLimits(max_per_client=2))
+
+    def idle() -> bytes:
+        with socket.create_connection((s.address, s.ports.inbound), timeout=10) as sock:
+            f = sock.makefile("rb")
+            f.readline()
+            sock.sendall(b"EHLO x\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<")  # then nothing
+            rest = b""
+            while chunk := sock.recv(4096):
+                rest += chunk
+            return rest
+
+    def limits() -> bytes:
+        a = socket.create_connection((s.address, s.ports.inbound), timeout=10)
+        b = socket.create_connection((s.address, s.ports.submission), timeout=10)
+        try:
+            a.makefile("rb").readline(), b.makefile("rb").readline()
+            with socket.create_connection((s.address, s.ports.inbound), timeout=10) as c:
+                return c.makefile("rb").readline()
+        finally:
+            a.close()
+            b.close()
+
+    try:
+        started = asyncio.get_running_loop().time()
+        rest = await run(idle)  # the server hangs up on the slow client
+        assert asyncio.get_running_loop().time() - started < 5
+        assert b"250 2.1.0" in rest
+        assert (await run(limits)).startswith(b"421 4.7.0")
+        await asyncio.sleep(0.2)
+        assert s.service.listener.admission.active == 0
+    finally:
+        await s.stop()
+        s.mail_store.close()
