@@ -163,3 +163,68 @@ def test_malformed_config_files_are_rejected_clearly(
     assert out.returncode == 1, out.stdout
     assert message in out.stderr and str(bad) in out.stderr
     assert "Traceback" not in out.stderr
+
+
+async def test_resource_and_vs_offline_online(tmp_path: Path) -> None:
+    base, port = free_addresses()
+    async with LocalCluster(tmp_path, f"sqlite://{tmp_path}/cluster.db",
+                            cluster_toml(base, port)) as c:
+        c.start_all()
+        await c.wait_for(lambda s: owners(s) == SEED, what="the initial layout")
+        assert c.cli("resource", "offline", "mail1", "banner").returncode == 0
+        status = await c.wait_for(
+            lambda s: vs_of(s, "mail1")["state"] == "partially_online", what="banner held offline"
+        )
+        assert vs_of(status, "mail1")["resources"]["banner"] == "offline"
+        assert vs_of(status, "mail1")["resources"]["ip"] == "online"
+        assert banner(f"{base}.11", port) is None
+        listed = json.loads(c.cli("resource", "list", "mail1", "--json").stdout)
+        assert {r["resource"]: r["admin_offline"] for r in listed}["banner"] is True
+        assert c.cli("resource", "online", "mail1", "banner").returncode == 0
+        await c.wait_for(lambda s: vs_of(s, "mail1")["state"] == "online", what="banner back")
+        assert banner(f"{base}.11", port) is not None
+
+        assert c.cli("vs", "offline", "mail2").returncode == 0
+        status = await c.wait_for(
+            lambda s: vs_of(s, "mail2")["state"] == "offline" and vs_of(s, "mail2")["owner"]
+            is None, what="mail2 offline")
+        assert "administrator" in vs_of(status, "mail2")["reason"]
+        assert banner(f"{base}.12", port) is None
+        assert c.cli("vs", "online", "mail2").returncode == 0
+        await c.wait_for(lambda s: owners(s) == SEED, what="mail2 online again on node2")
+
+
+async def test_graceful_node_stop_moves_without_counting_a_failure(tmp_path: Path) -> None:
+    base, port = free_addresses()
+    async with LocalCluster(tmp_path, f"sqlite://{tmp_path}/cluster.db",
+                            cluster_toml(base, port)) as c:
+        c.start_all()
+        await c.wait_for(lambda s: owners(s) == SEED, what="the initial layout")
+        started = time.monotonic()
+        assert c.stop_node("node3") == 0
+        status = await c.wait_for(lambda s: owners(s)["mail3"] == "node4", what="mail3 moved")
+        # Well inside the lease TTL: it was handed over, not failed over.
+        assert time.monotonic() - started < 5
+        assert {n["name"]: n["state"] for n in status["nodes"]}["node3"] == "down"
+        assert c.store is not None
+        history = await c.store.get("/clustermail/failures/mail3")
+        assert history is None or json.loads(history.value) == []
+
+
+async def test_evict_a_dead_node(tmp_path: Path) -> None:
+    base, port = free_addresses()
+    async with LocalCluster(tmp_path, f"sqlite://{tmp_path}/cluster.db",
+                            cluster_toml(base, port)) as c:
+        c.start_all()
+        await c.wait_for(lambda s: owners(s) == SEED, what="the initial layout")
+        out = c.cli("node", "evict", "node2")
+        assert out.returncode == 1 and "is up" in out.stderr
+        c.kill_node("node2")
+        await c.wait_for(lambda s: owners(s)["mail2"] == "node4", what="mail2 on node4")
+        out = c.cli("node", "evict", "node2")
+        assert out.returncode == 0, out.stderr
+        status = await c.wait_for(lambda s: len(s["nodes"]) == 3, what="node2 evicted")
+        assert owners(status)["mail2"] == "node4"
+        shown = json.loads(c.cli("config", "show").stdout)
+        assert "node2" not in shown["nodes"]
+        assert "node2" not in shown["virtual_servers"]["mail2"]["preferred_owners"]
