@@ -51,6 +51,8 @@ def exchange(address: str, port: int, commands: list[bytes]) -> bytes:
                 if reply is not None and reply.startswith(b"354"):
                     s.sendall(b"Subject: fuzz\r\n\r\nbody\r\n.\r\n")
                     reply = read_reply(f)
+                elif reply is not None and reply.startswith(b"220"):
+                    return b"closed"  # STARTTLS accepted: a TLS handshake is due, not text
                 elif reply is not None and reply.startswith(b"334"):
                     s.sendall(b"*\r\n")  # cancel the AUTH exchange
                     reply = read_reply(f)
