@@ -53,9 +53,10 @@ def free_port() -> int:
 def ensure_tools() -> None:
     """smtp-source comes with Postfix; install the peers the way make test installs its
     tools (Debian packages; postfix's install question answered first)."""
-    needed = {"smtp-source": "postfix", "dovecot": "dovecot-lmtpd dovecot-pop3d",
-              "script": "bsdutils"}
-    missing = sorted({p for cmd, p in needed.items() if shutil.which(cmd) is None})
+    needed = {"smtp-source": "postfix", "dovecot": "dovecot-core", "script": "bsdutils",
+              "/usr/lib/dovecot/lmtp": "dovecot-lmtpd", "/usr/lib/dovecot/pop3": "dovecot-pop3d"}
+    missing = sorted({p for cmd, p in needed.items()
+                      if shutil.which(cmd) is None and not Path(cmd).exists()})
     if not missing:
         return
     if os.geteuid() != 0:
@@ -89,11 +90,12 @@ class Ours(Target):
     def __init__(self, tmp: Path) -> None:
         self.port, self.pop3_port = free_port(), free_port()
         self.disk = tmp / "disk"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.mail_server", str(self.disk), "127.0.0.1",
-             str(self.port), str(self.pop3_port)],
-            stdout=subprocess.PIPE, stderr=open(tmp / "server.log", "wb"), cwd=ROOT,
-        )
+        with open(tmp / "server.log", "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bench.mail_server", str(self.disk), "127.0.0.1",
+                 str(self.port), str(self.pop3_port)],
+                stdout=subprocess.PIPE, stderr=log, cwd=ROOT,
+            )
         assert self.proc.stdout is not None
         if self.proc.stdout.readline().strip() != b"ready":
             raise RuntimeError(f"bench server did not start; see {tmp / 'server.log'}")

@@ -126,7 +126,15 @@ class Dovecot:
         shutil.chown(folder / "home", "mail", "mail")
 
     def start(self, port: int) -> None:
-        _run(["dovecot", "-c", str(self.conf)])
+        # Not under `script`: the daemon would be hung up with script's terminal.
+        # Its output goes to log_path; pipes would be held open by the daemon.
+        code = subprocess.run(["dovecot", "-c", str(self.conf)], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              timeout=60).returncode
+        if code != 0:
+            log = self.folder / "dovecot.log"
+            raise RuntimeError(f"dovecot exited {code}: "
+                               f"{log.read_text()[-2000:] if log.exists() else ''}")
         _wait_port(port)
 
     def stop(self) -> None:
