@@ -343,3 +343,17 @@ async def test_idle_clients_and_connection_limits(tmp_path: object,
     finally:
         await s.stop()
         s.mail_store.close()
+
+
+async def test_offline_ends_open_sessions(tmp_path: object, directory: FakeDirectory) -> None:
+    from pathlib import Path
+
+    s = await start_smtp(Path(str(tmp_path)) / "d", directory)
+    sock = await run(lambda: socket.create_connection((s.address, s.ports.inbound), timeout=10))
+    try:
+        assert (await run(lambda: sock.recv(1024))).startswith(b"220 ")
+        await s.stop()
+        assert await run(lambda: sock.recv(1024)) == b""  # closed by the server
+    finally:
+        sock.close()
+        s.mail_store.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Any, AnyStr
 
@@ -44,14 +45,22 @@ class ClusterSMTP(SMTP):
         *,
         admission: Admission,
         implicit_tls: bool,
+        sessions: weakref.WeakSet[ClusterSMTP] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, ident=IDENT, **kwargs)
+        if sessions is not None:
+            sessions.add(self)
         self._admission = admission
         self._admitted: str | None = None
         self._implicit_tls = implicit_tls
         self._greeted = False  # the greeting carries no enhanced code (RFC 2034) ...
         self._in_helo = False  # ... nor do the replies to HELO/EHLO
+
+    def close(self) -> None:
+        """Ends the session now (the resource goes offline)."""
+        if self.transport is not None:
+            self.transport.close()
 
     @property
     def secure(self) -> bool:
@@ -134,6 +143,7 @@ class SmtpService:
         if tls_context is not None:
             endpoints.append(Endpoint(ports.submissions, True))
         self.listener = Listener("smtp", address, endpoints, tls_context, limits, busy_reply=BUSY)
+        self._sessions: weakref.WeakSet[ClusterSMTP] = weakref.WeakSet()
 
     def _protocol(self, endpoint: Endpoint) -> asyncio.BaseProtocol:
         submission = endpoint.port in self._submission_ports
@@ -151,6 +161,7 @@ class SmtpService:
             self.handler,
             admission=self.listener.admission,
             implicit_tls=endpoint.implicit_tls,
+            sessions=self._sessions,
             hostname=self.ctx.hostname,
             data_size_limit=limits.message_size_limit,
             enable_SMTPUTF8=True,
@@ -176,5 +187,7 @@ class SmtpService:
 
     async def stop(self) -> None:
         await self.listener.close()
+        for session in list(self._sessions):
+            session.close()
         if self.runner is not None:
             await self.runner.stop()
