@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,7 +36,9 @@ class TrackingEvent:
     client: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps({k: v for k, v in asdict(self).items() if v is not None})
+        # Not dataclasses.asdict: its deep copy showed in the SMTP profile.
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        return json.dumps({k: v for k, v in fields.items() if v is not None})
 
 
 class TrackingLog:

@@ -28,7 +28,7 @@ from clustermail.mail.queue.delivery import LocalResult, deliver_local
 from clustermail.mail.queue.routing import Router, Target, domain_of
 from clustermail.mail.queue.store import LOCAL, NewMessage, NewRecipient, Queue, new_queue_id
 from clustermail.mail.smtp import policy
-from clustermail.mail.store import StoreError
+from clustermail.mail.store import MailboxDatabase, QuotaReport, StoreError
 from clustermail.mail.store.quota import delivery_decision
 from clustermail.mail.tracking import TrackingLog
 
@@ -74,9 +74,16 @@ def _authenticated(session: Session) -> MailboxEntry | None:
     return data if session.authenticated and data is not None else None
 
 
+QUOTA_CACHE_SECONDS = 1.0
+
+
 class SmtpHandler:
     def __init__(self, ctx: SmtpContext) -> None:
         self.ctx = ctx
+        # RCPT's quota check is an early refusal only (the store enforces the quota inside
+        # its delivery transaction), so a second-old usage figure is good enough, and it
+        # spares a database read per recipient on the event loop.
+        self._quota: dict[tuple[int, str], tuple[float, QuotaReport]] = {}
 
     # ------------------------------------------------------------------ EHLO
 
@@ -246,7 +253,7 @@ class SmtpHandler:
             return None  # its own virtual server decides on quota
         try:
             db = self.ctx.mail_store.database_for(entry)
-            report = db.quota(entry.address)
+            report = self._quota_report(db, entry.address)
         except StoreError:
             return None  # DATA will find out (and queue it for a retry)
         decision = delivery_decision(
@@ -258,6 +265,18 @@ class SmtpHandler:
         code = "552" if decision.permanent else "452"
         return f"{code} {decision.code} <>: {decision.reason}"
 
+    def _quota_report(self, db: MailboxDatabase, mailbox: str) -> QuotaReport:
+        now = time.monotonic()
+        key = (id(db), mailbox)
+        cached = self._quota.get(key)
+        if cached is not None and now - cached[0] < QUOTA_CACHE_SECONDS:
+            return cached[1]
+        if len(self._quota) > 10_000:
+            self._quota.clear()
+        report = db.quota(mailbox)
+        self._quota[key] = (now, report)
+        return report
+
     # ------------------------------------------------------------------ DATA
 
     async def handle_DATA(
@@ -268,7 +287,8 @@ class SmtpHandler:
         client = client_address(server.transport) if server.transport else "unknown"
         sender = sender_of(envelope)
         if bad is not None:
-            self._track("reject", envelope, content, "5.6.0", f"{bad} in message", client)
+            self._track("reject", envelope, policy.message_id(content), len(content), "5.6.0",
+                        f"{bad} in message", client)
             return f"550 5.6.0 Message refused: {bad} (lines must end with CRLF)"
         ctx = self.ctx
         now = ctx.clock()
@@ -285,14 +305,18 @@ class SmtpHandler:
         mid = policy.message_id(content)
         local = [t for t in envelope.targets if t.route == LOCAL and t.entry is not None]
         remote = [t for t in envelope.targets if not (t.route == LOCAL and t.entry is not None)]
+        entries = [t.entry for t in local if t.entry is not None]
         try:
-            results, _ = await asyncio.gather(
-                deliver_local(ctx.mail_store, message, [t.entry for t in local if t.entry]),
-                self._enqueue(envelope.queue_id, sender, remote, message, mid),
-            )
+            if remote:  # both commits at once; the reply waits for both
+                results, _ = await asyncio.gather(
+                    deliver_local(ctx.mail_store, message, entries),
+                    self._enqueue(envelope.queue_id, sender, remote, message, mid),
+                )
+            else:
+                results = await deliver_local(ctx.mail_store, message, entries)
         except StoreError as exc:
             log_event("smtp_error", message=f"queue: {exc}", vs=ctx.vs)
-            self._track("reject", envelope, content, "4.3.0", f"queue: {exc}", client)
+            self._track("reject", envelope, mid, len(message), "4.3.0", f"queue: {exc}", client)
             return "451 4.3.0 Cannot store the message now; try again later"
         return await self._finish(envelope, message, mid, local, remote, results, client)
 
@@ -319,7 +343,7 @@ class SmtpHandler:
         accepted = len(delivered) + len(retry) + len(remote)
         if accepted == 0:
             first = failed[0]
-            self._track("reject", envelope, message, first.code, first.reason, client)
+            self._track("reject", envelope, mid, len(message), first.code, first.reason, client)
             return f"550 {first.code} {first.reason}"
         if retry:
             # Accepted: a temporary local failure (store busy, quota 4.2.2) is retried from
@@ -336,7 +360,7 @@ class SmtpHandler:
             wake = self.ctx.wake_queue
             if wake is not None:
                 wake()
-        self._track("receive", envelope, message, "2.0.0",
+        self._track("receive", envelope, mid, len(message), "2.0.0",
                     f"delivered {len(delivered)}, queued {len(remote) + len(retry)}, "
                     f"failed {len(failed)}", client)
         return f"250 2.0.0 Ok: queued as {envelope.queue_id}"
@@ -368,13 +392,12 @@ class SmtpHandler:
             log_event("smtp_error", message=f"cannot queue a bounce: {exc}", vs=self.ctx.vs)
 
     def _track(
-        self, event: str, envelope: MailEnvelope, message: bytes, result: str, detail: str,
-        client: str,
+        self, event: str, envelope: MailEnvelope, mid: str | None, size: int, result: str,
+        detail: str, client: str,
     ) -> None:
         self.ctx.tracking.record(
-            event, queue_id=envelope.queue_id, message_id=policy.message_id(message),
-            sender=sender_of(envelope), recipients=envelope.rcpt_tos, size=len(message),
-            result=result, detail=detail, client=client,
+            event, queue_id=envelope.queue_id, message_id=mid, sender=sender_of(envelope),
+            recipients=envelope.rcpt_tos, size=size, result=result, detail=detail, client=client,
         )
 
     # ------------------------------------------------------------------ errors

@@ -13,6 +13,7 @@ TCP_NODELAY, and enhanced status codes on every reply (:mod:`.replies`).
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import warnings
 import weakref
@@ -35,6 +36,11 @@ from clustermail.mail.smtp.policy import SmtpLimits
 from clustermail.mail.smtp.replies import with_enhanced
 
 BUSY = b"421 4.7.0 Too many connections; try again later\r\n"
+# <local@domain> with a dot-atom local part and a plain domain; the rest after it.
+_PLAIN_PATH = re.compile(
+    r"^\s*<([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)>(.*)$"
+)
 IDENT = "ESMTP clustermail"
 
 
@@ -84,6 +90,15 @@ class ClusterSMTP(SMTP):
         if client is not None:
             self._admission.release(client)
         super().connection_lost(error)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's address parser (email's RFC 5322 parser, plus a class built per call)
+        was a tenth of the event loop's time per message; plain ``<local@domain>`` takes a
+        regular expression, anything else (quoted local parts, routes) the original."""
+        match = _PLAIN_PATH.match(arg)
+        if match is not None:
+            return match.group(1), match.group(2).lstrip()
+        return super()._getaddr(arg)
 
     def _create_envelope(self) -> Envelope:
         return MailEnvelope()
