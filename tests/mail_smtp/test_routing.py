@@ -86,6 +86,8 @@ async def test_relay_to_a_virtual_server_that_comes_up_later(tmp_path: Path) -> 
         await wait_for(lambda: mail1.queue.counts() == (0, 0))
         [raw] = inbox(mail2, CAROL)
         assert raw.count(b"Received: ") == 2  # one hop per virtual server
+        mail1.tracking.flush()
+        mail2.tracking.flush()
         found = list(search(log_files([mail1.disk, mail2.disk]), Query(message_id="x1@t")))
         assert {e["event"] for e in found} >= {"receive", "defer", "relay"}
     finally:
@@ -162,6 +164,7 @@ async def test_null_sender_failure_is_dropped(tmp_path: Path) -> None:
         # a DSN (null sender) to a mailbox homed on a virtual server that never answers
         await asyncio.to_thread(send, mail1, "", [CAROL])
         await wait_for(lambda: mail1.queue.counts() == (0, 0), timeout=10)
+        mail1.tracking.flush()
         found = list(search(log_files([mail1.disk]), Query()))
         assert [e["event"] for e in found if e["event"] in ("drop", "bounce")] == ["drop"]
         assert inbox(mail1, ALICE) == []

@@ -4,12 +4,15 @@
 old days can be deleted by age. Fields: ``time``, ``event`` (receive, deliver, queue,
 relay, defer, bounce, fail, expire, delay, delete), ``vs``, ``queue_id``, ``message_id``,
 ``sender``, ``recipients``, ``size``, ``result`` (enhanced status code or "ok") and
-``detail``. Appends are single ``write`` calls on an ``O_APPEND`` file (whole lines even
-with several writers), not fsynced: tracking is diagnostics, the queue is the record.
+``detail``. Lines are buffered for up to ``FLUSH_SECONDS`` inside an event loop (one
+``write`` per batch instead of one per message) and appended with single ``write`` calls
+on an ``O_APPEND`` file (whole lines even with several writers), never fsynced: tracking
+is diagnostics, the queue and the databases are the record.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -19,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 TRACKING_DIR = "tracking"
+FLUSH_SECONDS = 0.2
+FLUSH_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +52,10 @@ class TrackingLog:
         self.vs = vs
         self._day = ""
         self._fd: int | None = None
+        self._pending: list[str] = []
+        self._pending_day = ""
+        self._pending_bytes = 0
+        self._timer: asyncio.TimerHandle | None = None
 
     def record(
         self,
@@ -67,14 +76,38 @@ class TrackingLog:
             round(ts, 3), event, self.vs, queue_id, message_id, sender, list(recipients),
             size, result, detail[:500], client,
         )
+        line = entry.to_json() + "\n"
+        day = _day(ts)
+        if self._pending and day != self._pending_day:
+            self.flush()
+        self._pending.append(line)
+        self._pending_day = day
+        self._pending_bytes += len(line)
+        if self._pending_bytes >= FLUSH_BYTES:
+            self.flush()
+            return
+        if self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()  # no event loop (tools, tests): write now
+                return
+            self._timer = loop.call_later(FLUSH_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        lines, self._pending, self._pending_bytes = self._pending, [], 0
+        if not lines:
+            return
         try:
-            fd = self._open(ts)
-            os.write(fd, (entry.to_json() + "\n").encode())
+            fd = self._open(self._pending_day)
+            os.write(fd, "".join(lines).encode())
         except OSError:
             pass  # a full or failing disk shows in the mail store first; never fail mail here
 
-    def _open(self, ts: float) -> int:
-        day = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
+    def _open(self, day: str) -> int:
         if self._fd is None or day != self._day:
             self.close()
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -85,9 +118,14 @@ class TrackingLog:
         return self._fd
 
     def close(self) -> None:
+        self.flush()
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
+
+
+def _day(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
 
 
 @dataclass(frozen=True, slots=True)
