@@ -13,6 +13,7 @@ TCP_NODELAY, and enhanced status codes on every reply (:mod:`.replies`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import ssl
 import warnings
@@ -34,6 +35,10 @@ from clustermail.mail.queue.runner import QueueRunner
 from clustermail.mail.smtp.handler import MailEnvelope, SmtpContext, SmtpHandler
 from clustermail.mail.smtp.policy import SmtpLimits
 from clustermail.mail.smtp.replies import with_enhanced
+
+# aiosmtpd logs every session and every unknown command (unstructured, to stderr through
+# logging's last resort); our handler logs what matters as structured events.
+logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 BUSY = b"421 4.7.0 Too many connections; try again later\r\n"
 # <local@domain> with a dot-atom local part and a plain domain; the rest after it.
