@@ -27,14 +27,14 @@ class Pop3:
 
 async def start_pop3(disk: Path, directory: FakeDirectory, *, plaintext: bool = True,
                      throttle: AuthThrottle | None = None,
-                     mail_store: FakeMailStore | None = None) -> Pop3:
+                     mail_store: FakeMailStore | None = None, idle_timeout: float = 30) -> Pop3:
     ms = mail_store or FakeMailStore(disk, directory)
     address = "127.0.0.1"
     ports = Pop3Ports(free_port(address), free_port(address))
     cert = ensure_certificate(disk, f"mail1.{DOMAIN}")
     service = Pop3Service("mail1", f"mail1.{DOMAIN}", ms, address, ports, server_context(cert),
-                          ListenerLimits(idle_timeout=30), allow_plaintext_on_loopback=plaintext,
-                          throttle=throttle)
+                          ListenerLimits(idle_timeout=idle_timeout),
+                          allow_plaintext_on_loopback=plaintext, throttle=throttle)
     await service.start()
     return Pop3(service, ms, address, ports.plain, ports.tls)
 

@@ -101,6 +101,23 @@ def test_dot_stuffing() -> None:
     assert dot_stuff(b"H: 1\r\n\r\nl1\r\nl2\r\n", 1) == b"H: 1\r\n\r\nl1\r\n.\r\n"
 
 
+def _unstuff(response: bytes) -> list[bytes]:
+    assert response.endswith(b".\r\n")
+    lines = response[:-3].split(b"\r\n")
+    assert lines[-1] == b""
+    return [line[1:] if line.startswith(b".") else line for line in lines[:-1]]
+
+
+@given(st.lists(st.sampled_from([b"", b".", b"..", b"a", b".x", b"b.", b" . "]), max_size=8),
+       st.sampled_from([b"\r\n", b"\n", b"\r"]), st.booleans())
+def test_dot_stuffing_round_trips(lines: list[bytes], eol: bytes, final_eol: bool) -> None:
+    message = eol.join(lines) + (eol if final_eol and lines else b"")
+    expected = message.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    if expected and expected[-1] == b"":
+        expected.pop()
+    assert _unstuff(dot_stuff(message)) == expected
+
+
 def test_commands_in_the_wrong_state() -> None:
     s = session()
     assert text(s.handle(b"STAT")).startswith(b"-ERR STAT is not allowed before login")

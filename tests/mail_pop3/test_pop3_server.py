@@ -6,6 +6,7 @@ import asyncio
 import poplib
 import socket
 import ssl
+import time
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,25 @@ async def test_fuzzed_sessions_never_kill_the_server(pop3: Pop3) -> None:
             assert s.makefile("rb").readline().startswith(b"+OK")
 
     await asyncio.to_thread(run)
+
+
+async def test_idle_sessions_are_closed(tmp_path: Path, directory: FakeDirectory) -> None:
+    p = await start_pop3(tmp_path / "d", directory, idle_timeout=0.5)
+
+    def session() -> tuple[bytes, float]:
+        with socket.create_connection((p.address, p.plain), timeout=10) as s:
+            f = s.makefile("rb")
+            f.readline()
+            s.sendall(b"NOOP\r\n")
+            f.readline()
+            started = time.monotonic()
+            rest = f.read()  # the server hangs up after 0.5 s of silence
+            return rest, time.monotonic() - started
+
+    try:
+        rest, waited = await asyncio.to_thread(session)
+        assert rest == b"" and 0.3 < waited < 5
+        assert p.service.listener.admission.active == 0
+    finally:
+        await p.service.stop()
+        p.mail_store.close()

@@ -96,6 +96,14 @@ def dot_stuff(message: bytes, top_lines: int | None = None) -> bytes:
     """The message as a multi-line response body: CRLF lines, leading dots doubled,
     the terminating ``.CRLF`` added. With ``top_lines``: the header, the blank line
     and that many body lines (TOP)."""
+    crlf = message.count(b"\r\n")
+    if top_lines is None and message.count(b"\n") == crlf == message.count(b"\r"):
+        # The common case (stored messages have CRLF line endings): no per-line work.
+        body = message if message.endswith(b"\r\n") or not message else message + b"\r\n"
+        body = body.replace(b"\r\n.", b"\r\n..")
+        if body.startswith(b"."):
+            body = b"." + body
+        return body + b".\r\n"
     text = message.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     lines = text.split(b"\n")
     if lines and lines[-1] == b"":
