@@ -245,6 +245,7 @@ def median_by_cell(rounds: list[dict[str, float]]) -> dict[str, float]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     ensure_tools()
+    load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="bench-mail-"))
     os.chmod(tmp, 0o755)
     makers: list[Callable[[Path], Target]] = [Ours, Sink]
@@ -293,7 +294,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
     results["settings"] = {"messages": args.messages, "rounds": args.rounds,
                            "pop3_seconds": args.seconds, "cpus": os.cpu_count(),
-                           "python": platform.python_version()}
+                           "python": platform.python_version(),
+                           "load_before": [round(x, 2) for x in load_before],
+                           "load_after": [round(x, 2) for x in os.getloadavg()]}
     results["field_notes"] = FIELD_NOTES
     return results
 
