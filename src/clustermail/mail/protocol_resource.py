@@ -17,6 +17,7 @@ from clustermail.cluster.resources.base import (
     ResourceContext,
     ResourceError,
 )
+from clustermail.cluster.resources.disk import DiskResource
 from clustermail.cluster.resources.ip_address import IpAddressResource
 from clustermail.cluster.resources.network_name import NetworkNameResource
 from clustermail.mail.contracts import MailStoreService
@@ -33,6 +34,15 @@ def mail_store_dependency(ctx: ResourceContext) -> MailStoreService:
         f"{ctx.resource}: needs a dependency of type mail_store (add it to depends_on)",
         permanent=True,
     )
+
+
+def vs_disk(ctx: ResourceContext, mail_store: MailStoreService) -> Path:
+    """The virtual server's disk (the ``disk`` resource's folder; the mail store may live
+    in a subfolder of it): the queue, the tracking log and the certificate go there."""
+    for disk in ctx.of_type("disk"):
+        if isinstance(disk, DiskResource):
+            return disk.path
+    return mail_store.store.disk
 
 
 def service_address(ctx: ResourceContext) -> str:

@@ -36,7 +36,8 @@ class Pop3Resource(Resource):
         mail_store = pr.mail_store_dependency(ctx)
         address = pr.service_address(ctx)
         name = pr.hostname(ctx, self.properties)
-        tls = await pr.tls_context(ctx, self.properties, mail_store.store.disk, name, address)
+        disk = pr.vs_disk(ctx, mail_store)
+        tls = await pr.tls_context(ctx, self.properties, disk, name, address)
         service = Pop3Service(
             ctx.vs, name, mail_store, address, self.ports, tls, self.limits,
             allow_plaintext_on_loopback=self.plaintext_on_loopback,

@@ -11,6 +11,17 @@ from clustermail.mail.contracts import MailboxEntry, MailStoreService
 from clustermail.mail.store import MailboxDatabase, MessageTooLargeError, StoreError
 
 
+async def _database(mail_store: MailStoreService, entry: MailboxEntry) -> MailboxDatabase:
+    """The mailbox's database. The real mail_store resource also offers
+    ``mailbox_database``, which first creates a mailbox the directory has just homed here
+    (so mail to a brand-new user is not refused while its mailbox is being created)."""
+    create_first = getattr(mail_store, "mailbox_database", None)
+    if create_first is not None:
+        db: MailboxDatabase = await create_first(entry)
+        return db
+    return mail_store.database_for(entry)
+
+
 @dataclass(frozen=True, slots=True)
 class LocalResult:
     address: str
@@ -33,7 +44,7 @@ async def deliver_local(
     results: dict[str, LocalResult] = {}
     for entry in entries:
         try:
-            db = mail_store.database_for(entry)
+            db = await _database(mail_store, entry)
         except StoreError as exc:
             results[entry.address] = LocalResult(entry.address, False, "4.3.0", str(exc))
             continue

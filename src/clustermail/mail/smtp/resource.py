@@ -83,7 +83,7 @@ class SmtpResource(Resource):
         mail_store = pr.mail_store_dependency(ctx)
         address = pr.service_address(ctx)
         name = pr.hostname(ctx, self.properties)
-        disk = mail_store.store.disk
+        disk = pr.vs_disk(ctx, mail_store)
         tls = await pr.tls_context(ctx, self.properties, disk, name, address)
         queue = Queue(queue_path(disk), time.time)
         try:
