@@ -37,6 +37,7 @@ from clustermail.mail.pop3.protocol import (
     Update,
     err,
 )
+from clustermail.mail.queue.delivery import database_of
 from clustermail.mail.store import MailboxDatabase, MessageNotFoundError, StoreError
 
 INBOX = "INBOX"
@@ -179,7 +180,7 @@ class Pop3Service:
         if not self.locks.acquire(entry.address):
             return session.login_failed("maildrop is locked by another session", "IN-USE")
         try:
-            db = self.mail_store.database_for(entry)
+            db = await database_of(self.mail_store, entry)
             uidvalidity = db.status(entry.address, INBOX).uidvalidity
             listing = db.list_messages(entry.address, INBOX)
         except StoreError as exc:

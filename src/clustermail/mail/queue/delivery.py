@@ -11,7 +11,7 @@ from clustermail.mail.contracts import MailboxEntry, MailStoreService
 from clustermail.mail.store import MailboxDatabase, MessageTooLargeError, StoreError
 
 
-async def _database(mail_store: MailStoreService, entry: MailboxEntry) -> MailboxDatabase:
+async def database_of(mail_store: MailStoreService, entry: MailboxEntry) -> MailboxDatabase:
     """The mailbox's database. The real mail_store resource also offers
     ``mailbox_database``, which first creates a mailbox the directory has just homed here
     (so mail to a brand-new user is not refused while its mailbox is being created)."""
@@ -44,7 +44,7 @@ async def deliver_local(
     results: dict[str, LocalResult] = {}
     for entry in entries:
         try:
-            db = await _database(mail_store, entry)
+            db = await database_of(mail_store, entry)
         except StoreError as exc:
             results[entry.address] = LocalResult(entry.address, False, "4.3.0", str(exc))
             continue
