@@ -16,6 +16,7 @@ import asyncio
 import binascii
 import time
 from base64 import b64decode
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,8 +25,9 @@ from aiosmtpd.smtp import MISSING, Envelope, Session
 from clustermail.logutil import log_event
 from clustermail.mail.contracts import MailboxEntry, MailStoreService
 from clustermail.mail.listener import AuthThrottle, client_address
+from clustermail.mail.queue import dsn
 from clustermail.mail.queue.delivery import LocalResult, deliver_local
-from clustermail.mail.queue.routing import Router, Target, domain_of
+from clustermail.mail.queue.routing import Router, Target
 from clustermail.mail.queue.store import LOCAL, NewMessage, NewRecipient, Queue, new_queue_id
 from clustermail.mail.smtp import policy
 from clustermail.mail.store import MailboxDatabase, QuotaReport, StoreError
@@ -56,8 +58,8 @@ class SmtpContext:
     tracking: TrackingLog
     limits: policy.SmtpLimits
     throttle: AuthThrottle = field(default_factory=AuthThrottle)
-    wake_queue: Any = None  # Callable[[], None]: the queue runner's wake-up
-    clock: Any = time.time
+    wake_queue: Callable[[], None] | None = None  # the queue runner's wake-up
+    clock: Callable[[], float] = time.time
 
 
 NULL_SENDER = "<>"  # aiosmtpd's spelling of the null reverse-path (envelope.mail_from)
@@ -370,8 +372,6 @@ class SmtpHandler:
     ) -> None:
         """Some recipients were refused for good at DATA (after RCPT said yes): their
         notice goes out through the queue like any bounce."""
-        from clustermail.mail.queue import dsn
-
         sender = sender_of(envelope)
         try:
             targets = await self.ctx.router.targets(sender)
@@ -406,5 +406,3 @@ class SmtpHandler:
         log_event("smtp_error", message=f"{type(error).__name__}: {error}", vs=self.ctx.vs)
         return "451 4.3.0 Internal error; try again later"
 
-
-__all__ = ["MailEnvelope", "SmtpContext", "SmtpHandler", "domain_of"]
