@@ -122,3 +122,5 @@ def test_addresses_and_relay_rules() -> None:
     assert policy.relay_allowed(False, True)
     assert policy.size_hint(["BODY=8BITMIME", "SIZE=123"]) == 123
     assert policy.message_id(b"Subject: x\r\nMessage-ID: <a@b>\r\n\r\nMessage-ID: <c@d>") == "<a@b>"
+    looped = b"Received: x\r\n" * 3 + b"RECEIVED: y\r\nSubject: s\r\n\r\nReceived: body\r\n"
+    assert policy.hop_count(looped) == 4

@@ -357,3 +357,18 @@ async def test_offline_ends_open_sessions(tmp_path: object, directory: FakeDirec
     finally:
         sock.close()
         s.mail_store.close()
+
+
+async def test_mail_loops_are_refused(smtp: Running) -> None:
+    looped = b"Received: from a by b; Mon, 1 Jan 2024 00:00:00 +0000\r\n" * 50 + msg("loop")
+
+    def send() -> tuple[int, bytes]:
+        with smtplib.SMTP(smtp.address, smtp.ports.inbound, timeout=10) as c:
+            c.ehlo("x")
+            c.mail("a@elsewhere.test")
+            c.rcpt(ALICE)
+            return c.data(looped)
+
+    code, text = await run(send)
+    assert code == 554 and text.startswith(b"5.4.6")
+    assert inbox(smtp, ALICE) == []

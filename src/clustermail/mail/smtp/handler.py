@@ -292,6 +292,10 @@ class SmtpHandler:
             self._track("reject", envelope, policy.message_id(content), len(content), "5.6.0",
                         f"{bad} in message", client)
             return f"550 5.6.0 Message refused: {bad} (lines must end with CRLF)"
+        if policy.hop_count(content) >= policy.MAX_HOPS:
+            self._track("reject", envelope, policy.message_id(content), len(content), "5.4.6",
+                        "too many Received fields: a mail loop", client)
+            return f"554 5.4.6 Too many hops (at most {policy.MAX_HOPS}): mail loop"
         ctx = self.ctx
         now = ctx.clock()
         user = _authenticated(session)

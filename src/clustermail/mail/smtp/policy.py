@@ -10,7 +10,11 @@ from email.utils import formatdate
 MESSAGE_SIZE_LIMIT = 10_240_000
 MAX_RECIPIENTS = 1000
 TIMEOUT = 300.0
+#: Postfix's hopcount_limit: more Received fields than this is a mail loop (for example
+#: two virtual servers that disagree, during a mailbox move, on where a mailbox lives).
+MAX_HOPS = 50
 
+_RECEIVED = re.compile(rb"^received:", re.IGNORECASE | re.MULTILINE)
 _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(.*?)\r?$", re.IGNORECASE | re.MULTILINE)
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _DOMAIN = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
@@ -75,6 +79,12 @@ def message_id(message: bytes) -> str | None:
         return None
     value = found.group(1).decode("utf-8", "replace").strip()
     return value[:250] or None
+
+
+def hop_count(message: bytes) -> int:
+    """The number of Received fields in the header section."""
+    end = _HEADER_END.search(message)
+    return len(_RECEIVED.findall(message[: end.start()] if end else message[:65536]))
 
 
 def received_header(
