@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.coord
 	$(BIN)/python -m bench.failover
 	$(BIN)/python -m bench.store
+	$(BIN)/python -m bench.mail
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

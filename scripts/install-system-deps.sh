@@ -8,11 +8,22 @@ set -euo pipefail
 declare -A NEEDED=(
   [etcd]=etcd-server
   [etcdctl]=etcd-client
+  [swaks]=swaks
+  [fetchmail]=fetchmail
+)
+
+# perl module -> Debian package (swaks needs these for STARTTLS and implicit TLS)
+declare -A PERL_MODULES=(
+  [Net::SSLeay]=libnet-ssleay-perl
+  [IO::Socket::SSL]=libio-socket-ssl-perl
 )
 
 missing=()
 for cmd in "${!NEEDED[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEEDED[$cmd]}")
+done
+for module in "${!PERL_MODULES[@]}"; do
+  perl -M"$module" -e 1 >/dev/null 2>&1 || missing+=("${PERL_MODULES[$module]}")
 done
 
 if [ ${#missing[@]} -eq 0 ]; then

@@ -21,7 +21,7 @@ from rich.table import Table
 
 # Imported before any configuration is parsed: registers the mail resource types' schemas.
 import clustermail.mail.schemas  # noqa: F401
-from clustermail.admin import intents, local
+from clustermail.admin import intents, local, queue_cli
 from clustermail.admin.errors import AdminError
 from clustermail.admin.mail_cli import add_mail_commands
 from clustermail.admin.status import build_status
@@ -122,6 +122,7 @@ def build_parser() -> Parser:
         p.add_argument("vs")
         p.add_argument("resource")
     add_mail_commands(sub, add)
+    queue_cli.add_commands(sub, add, Parser)
     return parser
 
 

@@ -1,0 +1,99 @@
+"""The SMTP and POP3 services of one virtual server in their own process, for bench.mail.
+
+    python -m bench.mail_server DISK ADDRESS SMTP_PORT POP3_PORT
+
+Serves domain bench.test (u1..u10, password "bench") from a static in-memory directory;
+prints one line "ready" once it listens."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from clustermail.mail.contracts import Directory, MailboxEntry
+from clustermail.mail.listener import ListenerLimits
+from clustermail.mail.pop3.server import Pop3Ports, Pop3Service
+from clustermail.mail.queue.routing import Router
+from clustermail.mail.queue.runner import QueueRunner, RunnerConfig
+from clustermail.mail.queue.store import Queue, queue_path
+from clustermail.mail.smtp.handler import SmtpContext
+from clustermail.mail.smtp.policy import SmtpLimits
+from clustermail.mail.smtp.server import SmtpPorts, SmtpService
+from clustermail.mail.store import MailboxDatabase, MailStore
+from clustermail.mail.tls import ensure_certificate, server_context
+from clustermail.mail.tracking import TrackingLog
+
+DOMAIN = "bench.test"
+USERS = [f"u{i}@{DOMAIN}" for i in range(1, 11)]
+PASSWORD = "bench"
+
+
+@dataclass(frozen=True)
+class Entry:
+    address: str
+    server: str = "mail1"
+    storage_group: str = "SG1"
+    database: str = "DB1"
+    enabled: bool = True
+
+
+class StaticDirectory:
+    def __init__(self) -> None:
+        self.entries = {u: Entry(u) for u in USERS}
+
+    async def resolve(self, address: str) -> list[MailboxEntry]:
+        e = self.entries.get(address.lower())
+        return [e] if e else []
+
+    async def is_local_domain(self, domain: str) -> bool:
+        return domain.lower() == DOMAIN
+
+    async def mailbox(self, address: str) -> MailboxEntry | None:
+        return self.entries.get(address.lower())
+
+    async def authenticate(self, username: str, password: str) -> MailboxEntry | None:
+        e = self.entries.get(username.lower())
+        return e if e is not None and password == PASSWORD else None
+
+    async def send_as(self, mailbox: str) -> set[str]:
+        return {mailbox}
+
+
+class BenchMailStore:
+    def __init__(self, disk: Path) -> None:
+        self.store = MailStore(disk)
+        self.store.mount(1)
+        self.directory: Directory = StaticDirectory()
+        db = self.store.database("SG1", "DB1")
+        for u in USERS:
+            if not db.has_mailbox(u):
+                db.create_mailbox_sync(u)
+
+    def database_for(self, entry: MailboxEntry) -> MailboxDatabase:
+        return self.store.database(entry.storage_group, entry.database)
+
+
+async def main(disk: Path, address: str, smtp_port: int, pop3_port: int) -> None:
+    ms = BenchMailStore(disk)
+    queue = Queue(queue_path(disk), time.time)
+    queue.open(1)
+    tracking = TrackingLog(disk, "mail1")
+    router = Router(ms.directory, "mail1")
+    tls = server_context(ensure_certificate(disk, "mail1.bench.test"))
+    ctx = SmtpContext(vs="mail1", hostname="mail1.bench.test", router=router, mail_store=ms,
+                      queue=queue, tracking=tracking, limits=SmtpLimits())
+    runner = QueueRunner(queue, router, ms, tracking, RunnerConfig("mail1.bench.test"))
+    smtp = SmtpService(ctx, runner, address, SmtpPorts(smtp_port, 0, 0), tls, ListenerLimits())
+    pop3 = Pop3Service("mail1", "mail1.bench.test", ms, address, Pop3Ports(pop3_port, 0), tls,
+                       ListenerLimits(), allow_plaintext_on_loopback=True)
+    await smtp.start()
+    await pop3.start()
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))

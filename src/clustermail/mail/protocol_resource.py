@@ -1,0 +1,94 @@
+"""Helpers shared by the protocol resource types (smtp, pop3, imap4).
+
+Each protocol resource depends on the virtual server's ``mail_store`` (which depends on
+its disk) and ``ip_address``; it listens on that address, keeps its TLS certificate on
+that disk, and names itself after the ``network_name`` resource.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from pathlib import Path
+
+from clustermail.cluster.resources.base import (
+    Properties,
+    PropertyError,
+    ResourceContext,
+    ResourceError,
+)
+from clustermail.cluster.resources.disk import DiskResource
+from clustermail.cluster.resources.ip_address import IpAddressResource
+from clustermail.cluster.resources.network_name import NetworkNameResource
+from clustermail.mail.contracts import MailStoreService
+from clustermail.mail.listener import ListenerLimits
+from clustermail.mail.tls import TlsError, ensure_certificate, server_context
+
+
+def mail_store_dependency(ctx: ResourceContext) -> MailStoreService:
+    """The ``mail_store`` resource among the direct dependencies (permanent error if none)."""
+    for dep in ctx.dependencies():
+        if isinstance(dep, MailStoreService):
+            return dep
+    raise ResourceError(
+        f"{ctx.resource}: needs a dependency of type mail_store (add it to depends_on)",
+        permanent=True,
+    )
+
+
+def vs_disk(ctx: ResourceContext, mail_store: MailStoreService) -> Path:
+    """The virtual server's disk (the ``disk`` resource's folder; the mail store may live
+    in a subfolder of it): the queue, the tracking log and the certificate go there."""
+    for disk in ctx.of_type("disk"):
+        if isinstance(disk, DiskResource):
+            return disk.path
+    return mail_store.store.disk
+
+
+def service_address(ctx: ResourceContext) -> str:
+    return ctx.dependency(IpAddressResource).address
+
+
+def hostname(ctx: ResourceContext, properties: Properties) -> str:
+    """The ``hostname`` property, else the virtual server's network name, else its name."""
+    explicit = properties.optional_string("hostname")
+    if explicit:
+        return explicit
+    names = ctx.of_type("network_name")
+    if names and isinstance(names[0], NetworkNameResource):
+        return names[0].name
+    return ctx.vs
+
+
+def port(properties: Properties, key: str, default: int) -> int:
+    """A port property; 0 turns that listener off."""
+    value = properties.integer(key, default)
+    if value > 65535:
+        raise PropertyError(f"property {key!r}: expected a port from 0 to 65535, got {value}")
+    return value
+
+
+def listener_limits(properties: Properties, default_timeout: float) -> ListenerLimits:
+    return ListenerLimits(
+        max_connections=properties.integer("max_connections", 1000, minimum=1),
+        max_per_client=properties.integer("max_connections_per_client", 50, minimum=1),
+        idle_timeout=properties.number("timeout", default_timeout, minimum=1),
+    )
+
+
+async def tls_context(
+    ctx: ResourceContext, properties: Properties, disk: Path, name: str, address: str
+) -> ssl.SSLContext:
+    """The admin's certificate (``cert`` + ``key`` properties) or the virtual server's own
+    self-signed one, kept on its disk."""
+    cert = properties.optional_string("cert")
+    key = properties.optional_string("key")
+    try:
+        paths = await asyncio.to_thread(
+            ensure_certificate, disk, name,
+            cert=Path(cert) if cert else None, key=Path(key) if key else None,
+            addresses=(address,),
+        )
+        return server_context(paths)
+    except TlsError as exc:
+        raise ResourceError(f"{ctx.resource}: {exc}", permanent=cert is not None) from exc

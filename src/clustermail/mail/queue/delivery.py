@@ -1,0 +1,71 @@
+"""Delivery into this virtual server's mailbox databases: one transaction per database
+for all of a message's recipients there (the store's group commit batches it further)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from clustermail.mail.contracts import MailboxEntry, MailStoreService
+from clustermail.mail.store import MailboxDatabase, MessageTooLargeError, StoreError
+
+
+async def database_of(mail_store: MailStoreService, entry: MailboxEntry) -> MailboxDatabase:
+    """The mailbox's database. The real mail_store resource also offers
+    ``mailbox_database``, which first creates a mailbox the directory has just homed here
+    (so mail to a brand-new user is not refused while its mailbox is being created)."""
+    create_first = getattr(mail_store, "mailbox_database", None)
+    if create_first is not None:
+        db: MailboxDatabase = await create_first(entry)
+        return db
+    return mail_store.database_for(entry)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalResult:
+    address: str
+    delivered: bool
+    code: str  # enhanced status code
+    reason: str
+
+    @property
+    def permanent(self) -> bool:
+        return not self.delivered and self.code.startswith("5")
+
+
+async def deliver_local(
+    mail_store: MailStoreService, message: bytes, entries: Sequence[MailboxEntry]
+) -> list[LocalResult]:
+    """Delivers ``message`` to each entry's mailbox; returns after every commit, one result
+    per entry (in order). Store failures are temporary (4.3.0), a message over the
+    database's size limit permanent (5.3.4)."""
+    groups: dict[int, tuple[MailboxDatabase, list[str]]] = {}
+    results: dict[str, LocalResult] = {}
+    for entry in entries:
+        try:
+            db = await database_of(mail_store, entry)
+        except StoreError as exc:
+            results[entry.address] = LocalResult(entry.address, False, "4.3.0", str(exc))
+            continue
+        groups.setdefault(id(db), (db, []))[1].append(entry.address)
+
+    async def one(db: MailboxDatabase, addresses: list[str]) -> None:
+        try:
+            outcome = await db.deliver(message, addresses)
+        except MessageTooLargeError as exc:
+            for a in addresses:
+                results[a] = LocalResult(a, False, "5.3.4", str(exc))
+            return
+        except StoreError as exc:
+            for a in addresses:
+                results[a] = LocalResult(a, False, "4.3.0", f"mail store: {exc}")
+            return
+        for r in outcome.recipients:
+            results[r.mailbox] = LocalResult(r.mailbox, r.delivered, r.code, r.reason)
+
+    await asyncio.gather(*(one(db, addrs) for db, addrs in groups.values()))
+    return [
+        results.get(e.address, LocalResult(e.address, False, "4.3.0", "not delivered"))
+        for e in entries
+    ]

@@ -1,0 +1,149 @@
+"""The ``smtp`` resource type: SMTP service and relay queue of a virtual server.
+
+Depends on ``mail_store`` and ``ip_address``. Properties (all optional):
+
+* ``port`` 25, ``submission_port`` 587, ``submissions_port`` 465 (0 turns one off);
+* ``hostname`` (default: the network name), ``cert`` / ``key`` (default: a self-signed
+  certificate kept on the virtual server's disk);
+* ``message_size_limit`` 10240000, ``max_recipients`` 1000, ``timeout`` 300 s,
+  ``max_connections`` 1000, ``max_connections_per_client`` 50;
+* ``smart_host`` ("host:port") for external domains (else they wait in the queue);
+* ``allow_plaintext_on_loopback`` false: AUTH without TLS on a loopback address;
+* queue: ``retry_base`` 60 s, ``retry_max`` 3600 s, ``delay_notice_after`` 14400 s,
+  ``expire_after`` 172800 s, ``queue_poll`` 5 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from clustermail.cluster.resources import register
+from clustermail.cluster.resources.base import (
+    Properties,
+    PropertyError,
+    Resource,
+    ResourceContext,
+    ResourceError,
+)
+from clustermail.coord import Store
+from clustermail.mail import protocol_resource as pr
+from clustermail.mail.listener import is_loopback
+from clustermail.mail.queue.routing import Router
+from clustermail.mail.queue.runner import QueueRunner, RunnerConfig
+from clustermail.mail.queue.schedule import RetryPolicy
+from clustermail.mail.queue.store import Queue, QueueFencedError, queue_path
+from clustermail.mail.smtp.handler import SmtpContext
+from clustermail.mail.smtp.policy import MAX_RECIPIENTS, MESSAGE_SIZE_LIMIT, TIMEOUT, SmtpLimits
+from clustermail.mail.smtp.server import SmtpPorts, SmtpService
+from clustermail.mail.store import StoreError
+from clustermail.mail.tracking import TrackingLog
+
+
+def parse_host_port(value: str, key: str = "smart_host") -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise PropertyError(f"property {key!r}: expected \"host:port\", got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+class SmtpResource(Resource):
+    def __init__(self, ctx: ResourceContext, properties: Properties) -> None:
+        super().__init__(ctx, properties)
+        p = properties
+        self.ports = SmtpPorts(
+            pr.port(p, "port", 25), pr.port(p, "submission_port", 587),
+            pr.port(p, "submissions_port", 465),
+        )
+        self.limits = SmtpLimits(
+            message_size_limit=p.integer("message_size_limit", MESSAGE_SIZE_LIMIT, minimum=1),
+            max_recipients=p.integer("max_recipients", MAX_RECIPIENTS, minimum=1),
+            timeout=p.number("timeout", TIMEOUT, minimum=1),
+        )
+        self.listener_limits = pr.listener_limits(p, TIMEOUT)
+        smart = p.optional_string("smart_host")
+        self.smart_host = parse_host_port(smart) if smart else None
+        self.plaintext_on_loopback = p.boolean("allow_plaintext_on_loopback", False)
+        try:
+            self.policy = RetryPolicy(
+                base=p.number("retry_base", 60.0, minimum=0.01),
+                max_interval=p.number("retry_max", 3600.0, minimum=0.01),
+                delay_notice_after=p.number("delay_notice_after", 4 * 3600.0, minimum=1),
+                expire_after=p.number("expire_after", 2 * 86400.0, minimum=1),
+            )
+        except ValueError as exc:
+            raise PropertyError(f"{ctx.resource}: {exc}") from None
+        self.poll = p.number("queue_poll", 5.0, minimum=0.05)
+        self.service: SmtpService | None = None
+        self.queue: Queue | None = None
+        self.tracking: TrackingLog | None = None
+
+    async def online(self) -> None:
+        ctx = self.ctx
+        mail_store = pr.mail_store_dependency(ctx)
+        address = pr.service_address(ctx)
+        name = pr.hostname(ctx, self.properties)
+        disk = pr.vs_disk(ctx, mail_store)
+        tls = await pr.tls_context(ctx, self.properties, disk, name, address)
+        queue = Queue(queue_path(disk), time.time)
+        try:
+            await asyncio.to_thread(queue.open, ctx.epoch)
+        except StoreError as exc:
+            fenced = isinstance(exc, QueueFencedError)
+            raise ResourceError(f"{ctx.resource}: {exc}", permanent=fenced) from exc
+        tracking = TrackingLog(disk, ctx.vs)
+        self.queue, self.tracking = queue, tracking
+
+        async def store() -> Store:
+            return await ctx.store()
+
+        router = Router(mail_store.directory, ctx.vs, store, self.ports.inbound or 25)
+        smtp_ctx = SmtpContext(
+            vs=ctx.vs, hostname=name, router=router, mail_store=mail_store, queue=queue,
+            tracking=tracking, limits=self.limits,
+        )
+        runner = QueueRunner(
+            queue, router, mail_store, tracking,
+            RunnerConfig(name, self.smart_host, self.policy, poll=self.poll),
+        )
+        service = SmtpService(
+            smtp_ctx, runner, address, self.ports, tls, self.listener_limits,
+            plaintext_auth=self.plaintext_on_loopback and is_loopback(address),
+        )
+        try:
+            await service.start()
+        except OSError as exc:
+            await self._close()
+            raise ResourceError(f"{ctx.resource}: {exc}") from exc
+        self.service = service
+        ctx.log.info(f"smtp on {address} ports {service.ports} as {name}")
+
+    async def _close(self) -> None:
+        service, self.service = self.service, None
+        if service is not None:
+            await service.stop()
+        queue, self.queue = self.queue, None
+        if queue is not None:
+            await asyncio.to_thread(queue.close)
+        tracking, self.tracking = self.tracking, None
+        if tracking is not None:
+            tracking.close()
+
+    async def offline(self) -> None:
+        await self._close()
+
+    async def quick_check(self) -> bool:
+        return self.service is not None and self.service.is_serving()
+
+    async def thorough_check(self) -> bool:
+        if not await self.quick_check() or self.queue is None:
+            return False
+        try:
+            await asyncio.to_thread(self.queue.counts)
+        except Exception as exc:
+            self.ctx.log.error(f"queue check failed: {exc}")
+            return False
+        return True
+
+
+register("smtp", SmtpResource)

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.mail_smtp.fakes import DOMAIN, FakeDirectory, Running, start_smtp
+
+
+@pytest.fixture
+def directory() -> FakeDirectory:
+    d = FakeDirectory()
+    d.add(f"alice@{DOMAIN}")
+    d.add(f"bob@{DOMAIN}")
+    d.add(f"carol@{DOMAIN}", server="mail2")
+    d.aliases[f"team@{DOMAIN}"] = [f"alice@{DOMAIN}", f"bob@{DOMAIN}"]
+    d.aliases[f"al@{DOMAIN}"] = [f"alice@{DOMAIN}"]
+    return d
+
+
+@pytest.fixture
+async def smtp(tmp_path: Path, directory: FakeDirectory) -> AsyncIterator[Running]:
+    running = await start_smtp(tmp_path / "disk", directory)
+    yield running
+    await running.stop()
+    running.mail_store.close()
+
+
+from tests.rhost.conftest import start_host  # noqa: E402,F401  (resource host fixture)

@@ -1,0 +1,53 @@
+"""250 means durable: after the reply, the message survives a SIGKILL of the server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import smtplib
+import subprocess
+import sys
+from pathlib import Path
+
+from clustermail.mail.queue.store import connect, read_messages
+from clustermail.mail.store import MailStore
+from tests.mail_smtp.fakes import DOMAIN
+
+N = 40
+
+
+def test_acknowledged_messages_survive_sigkill(tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.mail_smtp.smtp_child", str(disk), "127.0.0.1"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=Path(__file__).parents[2],
+    )
+    try:
+        assert proc.stdout is not None
+        port = json.loads(proc.stdout.readline())["inbound"]
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as c:
+            for i in range(N):
+                rcpts = [f"alice@{DOMAIN}"] + ([f"carol@{DOMAIN}"] if i % 4 == 0 else [])
+                body = f"Subject: m{i}\r\nMessage-ID: <m{i}@t>\r\n\r\nbody {i}\r\n".encode()
+                c.sendmail("x@elsewhere.test", rcpts, body)
+            # The last reply is read: kill the server before it can do anything else.
+            os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    store = MailStore(disk, create=False)
+    store.mount(2)  # the next owner (a higher epoch)
+    try:
+        db = store.database("SG1", "DB1")
+        listing = db.list_messages(f"alice@{DOMAIN}", "INBOX")
+        assert len(listing) == N
+    finally:
+        store.dismount()
+    conn = connect(disk / "queue" / "queue.sqlite")
+    try:
+        queued = read_messages(conn)
+    finally:
+        conn.close()
+    # carol is homed on mail2, which never answered: her copies wait in the queue
+    assert len(queued) == N // 4

@@ -1,0 +1,122 @@
+"""The smtp and pop3 resource types in real resource host processes: two virtual servers
+on two loopback addresses sharing one SQLite coordination store; mail from one to the
+other while the target is down at first; POP3 reads it; live add/remove of pop3."""
+
+from __future__ import annotations
+
+import json
+import poplib
+import smtplib
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.mail_smtp.fakes import DOMAIN, PASSWORD
+from tests.rhost.conftest import StartHost
+from tests.rhost.hostproc import FAST_POLICY, free_port
+
+ALICE, CAROL = f"alice@{DOMAIN}", f"carol@{DOMAIN}"
+PLUGINS = ["clustermail.mail.resources", "tests.mail_smtp.plugin_mailstore"]
+
+
+def spec(tmp: Path, vs: str, address: str, ports: dict[str, int], *, epoch: int = 1,
+         pop3: bool = True) -> dict[str, Any]:
+    data = tmp / "data"
+    res: list[dict[str, Any]] = [
+        {"name": "ip", "type": "ip_address", "properties": {"address": address}},
+        {"name": "name", "type": "network_name", "properties": {"name": vs},
+         "depends_on": ["ip"]},
+        {"name": "disk", "type": "disk", "properties": {"path": f"{data}/disks/{vs}"}},
+        {"name": "store", "type": "test_mail_store",
+         "properties": {"directory": str(tmp / "directory.json")}, "depends_on": ["disk"]},
+        {"name": "smtp", "type": "smtp", "depends_on": ["store", "ip"], "properties": {
+            "port": ports["smtp"], "submission_port": ports["submission"],
+            "submissions_port": ports["submissions"], "retry_base": 0.2, "retry_max": 0.5,
+            "queue_poll": 0.2}},
+    ]
+    if pop3:
+        res.append({"name": "pop3", "type": "pop3", "depends_on": ["store", "ip"],
+                    "properties": {"port": ports["pop3"], "tls_port": ports["pop3s"],
+                                   "allow_plaintext_on_loopback": True}})
+    for r in res:
+        r.setdefault("depends_on", [])
+        r["policy"] = FAST_POLICY
+    return {"vs": vs, "node": "node1", "epoch": epoch, "store": f"sqlite://{tmp}/cluster.db",
+            "data_dir": str(data), "resources": res, "offline_resources": [],
+            "plugins": PLUGINS}
+
+
+def ports(address: str) -> dict[str, int]:
+    return {k: free_port(address) for k in ("smtp", "submission", "submissions", "pop3",
+                                            "pop3s")}
+
+
+def publish_config(tmp: Path, vs_ports: dict[str, dict[str, int]]) -> None:
+    """The applied configuration, as far as routing reads it (each smtp port)."""
+    from tests.rhost.hostproc import store_put
+
+    config = {"virtual_servers": {vs: {"resources": {"smtp": {
+        "type": "smtp", "properties": {"port": p["smtp"]}}}} for vs, p in vs_ports.items()}}
+    store_put(f"sqlite://{tmp}/cluster.db", "/clustermail/config", json.dumps(config))
+
+
+def eventually(check: Callable[[], Any], timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as exc:  # the service may not answer yet
+            last = exc
+        time.sleep(0.1)
+    raise AssertionError(f"not in time (last error: {last!r})")
+
+
+def pop3_count(address: str, port: int, user: str) -> int:
+    c = poplib.POP3(address, port, timeout=5)
+    try:
+        c.user(user)
+        c.pass_(PASSWORD)
+        count: int = c.stat()[0]
+        return count
+    finally:
+        c.quit()
+
+
+@pytest.mark.timeout(90)
+def test_routing_between_two_resource_hosts(tmp_path: Path, start_host: StartHost) -> None:
+    (tmp_path / "directory.json").write_text(json.dumps({
+        "domains": [DOMAIN],
+        "mailboxes": {ALICE: ["mail1", PASSWORD], CAROL: ["mail2", PASSWORD]},
+    }))
+    p1, p2 = ports("127.0.0.11"), ports("127.0.0.12")
+    publish_config(tmp_path, {"mail1": p1, "mail2": p2})
+    host1 = start_host(spec(tmp_path, "mail1", "127.0.0.11", p1))
+    host1.events.resource("pop3", "online", timeout=30)
+
+    # mail2 is down: the message for carol waits in mail1's queue
+    with smtplib.SMTP("127.0.0.11", p1["smtp"], timeout=10) as c:
+        c.sendmail("x@elsewhere.test", [CAROL, ALICE], b"Subject: hop\r\n\r\nhello\r\n")
+    assert pop3_count("127.0.0.11", p1["pop3"], ALICE) == 1
+    time.sleep(0.5)
+
+    host2 = start_host(spec(tmp_path, "mail2", "127.0.0.12", p2))
+    host2.events.resource("pop3", "online", timeout=30)
+    assert eventually(lambda: pop3_count("127.0.0.12", p2["pop3"], CAROL) == 1)
+
+    # the other way round, and a live removal of pop3 from mail2 (smtp keeps serving)
+    with smtplib.SMTP("127.0.0.12", p2["smtp"], timeout=10) as c:
+        c.sendmail("y@elsewhere.test", [ALICE], b"Subject: back\r\n\r\nhi\r\n")
+    assert eventually(lambda: pop3_count("127.0.0.11", p1["pop3"], ALICE) == 2)
+    without_pop3 = spec(tmp_path, "mail2", "127.0.0.12", p2, pop3=False)
+    host2.send({"cmd": "update", "spec": without_pop3})
+    host2.events.resource("pop3", "offline", timeout=30)
+    with pytest.raises(OSError):
+        pop3_count("127.0.0.12", p2["pop3"], CAROL)
+    with smtplib.SMTP("127.0.0.12", p2["smtp"], timeout=10) as c:
+        assert c.noop()[0] == 250
