@@ -27,6 +27,7 @@ from clustermail.mail.store import MailboxDatabase
 
 Nested = r.Nested
 
+
 def sets_seen(items: Sequence[c.FetchItem]) -> bool:
     """Whether the items mark a message \\Seen (BODY[...] without PEEK, RFC822, RFC822.TEXT)."""
     return any(
@@ -100,8 +101,9 @@ class MessageFetcher:
             return None
         start, end = span
         if partial is not None:
-            start, end = min(start + partial.origin, end), min(
-                start + partial.origin + partial.length, end
+            start, end = (
+                min(start + partial.origin, end),
+                min(start + partial.origin + partial.length, end),
             )
         return self.read(start, end) if end > start else b""
 
@@ -118,8 +120,10 @@ def filter_header(header: bytes, fields: Sequence[str], keep: bool) -> bytes:
     wanted = {name.upper().encode("ascii", "replace") for name in fields}
     out: list[bytes] = []
     taking = False
+    ended = False  # a message that is all header has no blank line to return
     for line in header.splitlines(keepends=True):
         if line in (b"\r\n", b"\n"):
+            ended = True
             break
         if line[:1] in (b" ", b"\t"):
             if taking:
@@ -129,7 +133,8 @@ def filter_header(header: bytes, fields: Sequence[str], keep: bool) -> bytes:
         taking = (name in wanted) == keep
         if taking:
             out.append(line if line.endswith(b"\n") else line + b"\r\n")
-    out.append(b"\r\n")
+    if ended or keep:  # Dovecot's rule: HEADER.FIELDS always ends with the blank line
+        out.append(b"\r\n")
     return b"".join(out)
 
 
@@ -150,7 +155,8 @@ def fetch_items(
     for item in items:
         if isinstance(item, c.BodySection):
             data = fetcher.section(item.section, item.partial)
-            out.append((item.response_name(), None if data is None else r.Literal(data)))
+            # A part the message does not have is empty, as Dovecot answers (not NIL).
+            out.append((item.response_name(), r.Literal(data or b"")))
             continue
         name = item.name
         if name == "UID":
@@ -187,6 +193,9 @@ def fetch_items(
 # --------------------------------------------------------------------------- SEARCH
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 class SearchMessage:
     """A :class:`clustermail.mail.imap.search.MessageView` over the session's view and the
     store: flags, sizes and dates come from the listing; headers and text are read (and
@@ -214,13 +223,13 @@ class SearchMessage:
 
     @property
     def sent_date(self) -> datetime | None:
+        # Without a usable Date: the message counts as sent at the epoch (as Dovecot does),
+        # so SENTBEFORE finds it and SENTSINCE does not.
         values = self.header("DATE")
-        if not values:
-            return None
         try:
-            return email.utils.parsedate_to_datetime(values[0])
+            return email.utils.parsedate_to_datetime(values[0]) if values else _EPOCH
         except (TypeError, ValueError, IndexError):
-            return None
+            return _EPOCH
 
     def _header_fields(self) -> list[tuple[str, str]]:
         if self._headers is None:

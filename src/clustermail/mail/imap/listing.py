@@ -18,8 +18,16 @@ from clustermail.mail.store import flags as store_flags
 
 DELIMITER = names.DELIMITER
 #: STATUS items in the order they are sent (RFC 3501 order, then the extensions).
-_STATUS_ORDER = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ",
-                 "SIZE", "DELETED")
+_STATUS_ORDER = (
+    "MESSAGES",
+    "RECENT",
+    "UIDNEXT",
+    "UIDVALIDITY",
+    "UNSEEN",
+    "HIGHESTMODSEQ",
+    "SIZE",
+    "DELETED",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +107,10 @@ def list_responses(db: MailboxDatabase, mailbox: str, cmd: c.List) -> Iterator[b
             attrs.append("\\NonExistent" if cmd.extended else "\\Noselect")
         if show_subscribed and entry.subscribed:
             attrs.append("\\Subscribed")
-        attrs.append("\\HasChildren" if entry.has_children else "\\HasNoChildren")
-        if entry.special_use:
+        # Extended LIST returns child and special-use information only when asked for.
+        if not cmd.extended or "CHILDREN" in cmd.returns:
+            attrs.append("\\HasChildren" if entry.has_children else "\\HasNoChildren")
+        if entry.special_use and (not cmd.extended or "SPECIAL-USE" in cmd.returns | cmd.selection):
             attrs.append(entry.special_use)
         yield r.list_data(attrs, DELIMITER, entry.name)
         if "STATUS" in cmd.returns and entry.exists:
@@ -113,6 +123,7 @@ def lsub_responses(db: MailboxDatabase, mailbox: str, cmd: c.Lsub) -> Iterator[b
         return
     rx = pattern_regex(cmd.reference, cmd.pattern)
     subscribed = db.subscriptions(mailbox)
+    special = {f.name: f.special_use for f in db.list_folders(mailbox) if f.special_use}
     chosen = set(subscribed)
     shown: list[tuple[str, bool]] = [(n, True) for n in subscribed if rx.fullmatch(n)]
     # "%" may stop at a level above a subscribed name: that level is listed \Noselect.
@@ -123,12 +134,11 @@ def lsub_responses(db: MailboxDatabase, mailbox: str, cmd: c.Lsub) -> Iterator[b
             parents.add(DELIMITER.join(levels[:depth]))
     shown += [(p, False) for p in parents - chosen if rx.fullmatch(p)]
     for name, real in sorted(shown, key=lambda x: (x[0] != names.INBOX, x[0])):
-        yield r.list_data([] if real else ["\\Noselect"], DELIMITER, name, command="LSUB")
+        attrs = ["\\Noselect"] if not real else [special[name]] if name in special else []
+        yield r.list_data(attrs, DELIMITER, name, command="LSUB")
 
 
-def status_response(
-    db: MailboxDatabase, mailbox: str, folder: str, items: Sequence[str]
-) -> bytes:
+def status_response(db: MailboxDatabase, mailbox: str, folder: str, items: Sequence[str]) -> bytes:
     st = db.status(mailbox, folder)
     values = {
         "MESSAGES": st.messages,

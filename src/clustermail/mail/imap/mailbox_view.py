@@ -23,8 +23,13 @@ from clustermail.mail.store import flags as f
 
 #: Flags a client may store; PERMANENTFLAGS adds ``\\*`` (new keywords allowed).
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
-_ORDER = ((f.ANSWERED, "\\Answered"), (f.FLAGGED, "\\Flagged"), (f.DELETED, "\\Deleted"),
-          (f.SEEN, "\\Seen"), (f.DRAFT, "\\Draft"))
+_ORDER = (
+    (f.ANSWERED, "\\Answered"),
+    (f.FLAGGED, "\\Flagged"),
+    (f.DELETED, "\\Deleted"),
+    (f.SEEN, "\\Seen"),
+    (f.DRAFT, "\\Draft"),
+)
 _STORED = f.SEEN | f.ANSWERED | f.FLAGGED | f.DELETED | f.DRAFT
 # One byte per message (the low byte of its flags word) → b"\x01" when a bit is set.
 _HAS_RECENT = bytes(1 if b & f.RECENT else 0 for b in range(256))
@@ -130,6 +135,20 @@ class MailboxView:
     def mailbox_flags(self) -> list[str]:
         return [*SYSTEM_FLAGS, *sorted(self.known_keywords)]
 
+    def flags_announcement(self) -> list[bytes]:
+        """FLAGS and PERMANENTFLAGS again, after a new keyword came into use."""
+        flags = self.mailbox_flags()
+        return [
+            r.flags_data(flags),
+            r.untagged_status(
+                "OK",
+                "Flags permitted." if not self.read_only else "No permanent flags permitted.",
+                r.code_permanentflags(
+                    [] if self.read_only else flags, new_keywords=not self.read_only
+                ),
+            ),
+        ]
+
     # ------------------------------------------------------------------ updates
 
     def set_flags(self, uid: int, mask: int, keywords: str | None) -> int | None:
@@ -193,10 +212,9 @@ class MailboxView:
         if had_new and listing is not None:
             self._append_new(listing)
         if flag_updates and any(
-            self.new_keywords(self.keywords.get(self.uids[s - 1], "").split())
-            for s in flag_updates
+            self.new_keywords(self.keywords.get(self.uids[s - 1], "").split()) for s in flag_updates
         ):
-            out.append(r.flags_data(self.mailbox_flags()))
+            out += self.flags_announcement()
         if had_new:
             out.append(r.exists(len(self.uids)))
             out.append(r.recent(len(self.recent)))
@@ -234,6 +252,7 @@ class MailboxView:
         # each EXPUNGE names the number the client has at that moment.
         seqs = sorted((s for s in map(self.seq_of, self.pending_expunge) if s), reverse=True)
         self.pending_expunge.clear()
+        recent_before = len(self.recent)
         out = []
         for seq in seqs:
             i = seq - 1
@@ -243,4 +262,6 @@ class MailboxView:
             self.keywords.pop(uid, None)
             self.recent.discard(uid)
             out.append(r.expunge(seq))
+        if len(self.recent) != recent_before:
+            out.append(r.recent(len(self.recent)))
         return out

@@ -101,6 +101,7 @@ class ChangeHub:
     ) -> Callable[[], None]:
         key = (id(db), mailbox)
         if id(db) not in self._dbs:
+
             def listener(touched: frozenset[str], dbid: int = id(db)) -> None:
                 with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
                     self._loop.call_soon_threadsafe(self._dispatch, dbid, touched)
@@ -213,13 +214,13 @@ class ImapServer:
         self.sessions.add(session)
         task = asyncio.current_task()
         if task is not None:
-            self._tasks.add(task)  # type: ignore[arg-type]
+            self._tasks.add(task)
         try:
             await session.run()
         finally:
             self.sessions.discard(session)
             if task is not None:
-                self._tasks.discard(task)  # type: ignore[arg-type]
+                self._tasks.discard(task)
 
     @property
     def serving(self) -> bool:
@@ -234,7 +235,7 @@ class ImapServer:
             session.close_soon()
         tasks = list(self._tasks)
         if tasks:
-            done, pending = await asyncio.wait(tasks, timeout=5)
+            _done, pending = await asyncio.wait(tasks, timeout=5)
             for task in pending:
                 task.cancel()
         for server in servers:

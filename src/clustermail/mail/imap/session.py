@@ -20,7 +20,7 @@ import inspect
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, Protocol
 
 from clustermail.mail.imap import commands as c
@@ -81,7 +81,7 @@ MailboxLocator = Callable[
 @dataclass(frozen=True, slots=True)
 class SessionConfig:
     idle_timeout: float = 30 * 60.0  # RFC 3501 §5.4: at least 30 minutes, IDLE included
-    limits: FramingLimits = FramingLimits()
+    limits: FramingLimits = field(default_factory=FramingLimits)
     server_name: str = "clustermail"
 
 
@@ -603,7 +603,11 @@ class ImapSession:
 
     async def _cmd_status(self, cmd: c.Status) -> Done:
         db, mailbox = self._require()
-        self.send(status_response(db, mailbox, names.normalize(cmd.mailbox), cmd.items))
+        folder = names.normalize(cmd.mailbox)
+        self.send(status_response(db, mailbox, folder, cmd.items))
+        if self.view is not None and self.view.folder == folder:
+            # RFC 3501 §6.3.10: STATUS is not for the selected mailbox (the client knows).
+            return Done("Status on selected mailbox completed.", r.CLIENTBUG)
         return Done("Status completed.")
 
     async def _cmd_append(self, cmd: c.Append) -> Done:
@@ -612,14 +616,14 @@ class ImapSession:
             no("Can't save a zero byte message.")
         folder = names.normalize(cmd.mailbox)
         when = None if cmd.internal_date is None else int(cmd.internal_date.timestamp())
-        flags = [f for f in cmd.flags if f.lower() != "\\recent"]
+        flags = list(cmd.flags)
         result = await db.append(mailbox, folder, cmd.message, flag_names=flags, internaldate=when)
         if self.view is not None and self.view.folder == folder:
             self.dirty = True
         return Done("Append completed.", r.code_appenduid(result.uidvalidity, result.uid))
 
     async def _cmd_enable(self, cmd: c.Enable) -> Done:
-        self.send(r.enabled_data([]))
+        # Nothing we announce can be enabled yet; no ENABLED line, as Dovecot does then.
         return Done("Enabled.")
 
     async def _cmd_idle(self, cmd: c.Idle) -> Done:
@@ -669,9 +673,8 @@ class ImapSession:
                 with contextlib.suppress(asyncio.CancelledError):
                     await read
         if read.cancelled():
-            if not change.done() or change.cancelled():
-                if not self._changed.is_set():
-                    raise TimeoutError
+            if not self._changed.is_set():
+                raise TimeoutError
             return None
         return read.result()
 
@@ -743,8 +746,6 @@ class ImapSession:
         found: list[int] = []
         for seq in range(1, view.exists + 1):
             uid = view.uids[seq - 1]
-            if uid in view.pending_expunge:
-                continue
             msg = SearchMessage(view, seq, MessageFetcher(db, mailbox, view.folder, uid))
             try:
                 if matches(cmd.key, msg, context):
@@ -770,8 +771,9 @@ class ImapSession:
             if unseen:
                 result = await db.set_flags(mailbox, view.folder, unseen, ["\\Seen"], "add")
                 for change in result.changed:
-                    seq = view.set_flags(change.uid, change.flags & ~store_flags.RECENT,
-                                         change.keywords)
+                    seq = view.set_flags(
+                        change.uid, change.flags & ~store_flags.RECENT, change.keywords
+                    )
                     if seq is not None:
                         seen_now.add(seq)
                 self.dirty = True
@@ -786,7 +788,7 @@ class ImapSession:
                 missing = True
                 continue
             if seq in seen_now and not asked_flags:
-                items.append(("FLAGS", r.Raw(r.flag_list(view.flag_list(seq)))))
+                items.insert(0, ("FLAGS", r.Raw(r.flag_list(view.flag_list(seq)))))
             self.send(r.render_fetch(seq, items))
             await self._maybe_flush()
         if missing:
@@ -800,27 +802,27 @@ class ImapSession:
         if view.read_only:
             no("Mailbox is read-only.", r.READ_ONLY)
         seqs = self._resolve(cmd.sequence_set, cmd.uid)
-        flags = [f for f in cmd.flags if f.lower() != "\\recent"]
-        store_flags.parse_flags(flags)  # BAD for an invalid flag before touching anything
+        flags = list(cmd.flags)
+        store_flags.parse_flags(flags)  # BAD for an invalid flag (\\Recent too) up front
         uids = [view.uids[s - 1] for s in seqs if view.uids[s - 1] not in view.pending_expunge]
         mode = {"replace": "set", "add": "add", "remove": "remove"}[cmd.mode]
+        changed: set[int] = set()
         if uids:
             result = await db.set_flags(mailbox, view.folder, uids, flags, mode)  # type: ignore[arg-type]
             for change in result.changed:
-                view.set_flags(change.uid, change.flags & ~store_flags.RECENT, change.keywords)
+                seq = view.set_flags(
+                    change.uid, change.flags & ~store_flags.RECENT, change.keywords
+                )
+                if seq is not None:
+                    changed.add(seq)
             self.dirty = True
         keywords = [f for f in flags if not f.startswith("\\")]
         if keywords and cmd.mode != "remove" and view.new_keywords(keywords):
-            self.send(r.flags_data(view.mailbox_flags()))
-            self.send(
-                r.untagged_status(
-                    "OK",
-                    "Flags permitted.",
-                    r.code_permanentflags([*SYSTEM_FLAGS, *sorted(view.known_keywords)]),
-                )
-            )
+            for line in view.flags_announcement():
+                self.send(line)
         if not cmd.silent:
-            for seq in seqs:
+            # Only messages whose flags changed (a no-op STORE is answered with OK alone).
+            for seq in sorted(changed):
                 items: list[tuple[str, r.Value]] = []
                 if cmd.uid:
                     items.append(("UID", view.uids[seq - 1]))
@@ -835,7 +837,9 @@ class ImapSession:
     async def _cmd_move(self, cmd: c.Move) -> Done:
         return await self._copy_or_move(cmd.sequence_set, cmd.mailbox, cmd.uid, move=True)
 
-    async def _copy_or_move(self, seqset: SequenceSet, target: str, uid: bool, *, move: bool) -> Done:
+    async def _copy_or_move(
+        self, seqset: SequenceSet, target: str, uid: bool, *, move: bool
+    ) -> Done:
         db, mailbox, view = self._selected()
         if move and view.read_only:
             no("Mailbox is read-only.", r.READ_ONLY)
@@ -871,9 +875,7 @@ def _state_error(cmd: c.AnyCommand, state: c.SessionState) -> str:
         return "Log in first."
     if c.SessionState.SELECTED in cmd.valid_states:
         return "No mailbox selected."
-    if state is not c.SessionState.NOT_AUTHENTICATED and c.SessionState.NOT_AUTHENTICATED in (
-        cmd.valid_states
-    ):
+    if c.SessionState.NOT_AUTHENTICATED in cmd.valid_states:
         return "Already logged in."
     return f"{cmd.name} is not allowed now."
 
