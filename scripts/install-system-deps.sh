@@ -8,6 +8,9 @@ set -euo pipefail
 declare -A NEEDED=(
   [etcd]=etcd-server
   [etcdctl]=etcd-client
+  [dovecot]=dovecot-imapd
+  [mbsync]=isync
+  [offlineimap]=offlineimap3
 )
 
 missing=()
