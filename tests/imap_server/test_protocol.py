@@ -45,10 +45,10 @@ def test_imaplib_session(server: ServerThread, db: MailboxDatabase) -> None:
     m.login(ALICE, PASSWORD)
     typ, data = m.select("INBOX")
     assert typ == "OK" and data == [b"3"]
-    typ, data = m.fetch("2", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-    assert data[0][1] == b"Subject: message 1\r\n\r\n"  # type: ignore[index]
-    typ, data = m.fetch("1:*", "(FLAGS)")
-    assert all(b"\\Recent" in d for d in data)  # type: ignore[operator]
+    _, fetched = m.fetch("2", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert fetched[0][1] == b"Subject: message 1\r\n\r\n"  # type: ignore[index]
+    _, flags = m.fetch("1:*", "(FLAGS)")
+    assert all(b"\\Recent" in d for d in flags)  # type: ignore[operator]
     m.store("1", "+FLAGS", "(\\Deleted)")
     assert m.search(None, "DELETED") == ("OK", [b"1"])
     assert m.expunge() == ("OK", [b"1"])
@@ -258,6 +258,6 @@ def test_unavailable_database_ends_the_session(server: ServerThread, db: Mailbox
     c = client(server)
     c.select_folder("INBOX")
     db.dismount()
-    with pytest.raises(Exception, match="UNAVAILABLE|unavailable|closed|socket"):
+    with pytest.raises(Exception, match=r"UNAVAILABLE|unavailable|closed|socket"):
         c.fetch([1], ["BODY.PEEK[]"])
     db.mount(3)
