@@ -8,4 +8,5 @@ by :mod:`clustermail.mail.schemas`.
 
 from __future__ import annotations
 
+import clustermail.mail.imap.resource
 import clustermail.mail.schemas  # noqa: F401  (registers the property schemas)
