@@ -15,6 +15,7 @@ import email.errors
 import email.header
 import email.message
 import email.utils
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.policy import compat32
@@ -22,8 +23,10 @@ from email.policy import compat32
 from clustermail.mail import mime
 from clustermail.mail.imap import commands as c
 from clustermail.mail.imap import response as r
+from clustermail.mail.imap import search as s
 from clustermail.mail.imap.mailbox_view import MailboxView
 from clustermail.mail.store import MailboxDatabase
+from clustermail.mail.store import flags as store_flags
 
 Nested = r.Nested
 
@@ -52,22 +55,74 @@ def internal_date(timestamp: int) -> bytes:
     return r.date_time(datetime.fromtimestamp(timestamp, UTC))
 
 
+class _Lru:
+    """A small LRU map; messages never change, so entries never go stale."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.data: OrderedDict[tuple[str, str, int, int, str], object] = OrderedDict()
+
+    def get(self, key: tuple[str, str, int, int, str]) -> object | None:
+        value = self.data.get(key)
+        if value is not None:
+            self.data.move_to_end(key)
+        return value
+
+    def put(self, key: tuple[str, str, int, int, str], value: object) -> None:
+        self.data[key] = value
+        if len(self.data) > self.size:
+            self.data.popitem(last=False)
+
+
+#: Parsed structures and rendered ENVELOPE/BODYSTRUCTURE of recently fetched messages,
+#: shared by all sessions (like Dovecot's cache file): keyed by database file, mailbox,
+#: UIDVALIDITY and UID, which together never name two different messages.
+_CACHE = _Lru(50_000)
+
+
 class MessageFetcher:
     """Reads one message's data for FETCH, loading the structure at most once."""
 
-    def __init__(self, db: MailboxDatabase, mailbox: str, folder: str, uid: int) -> None:
+    def __init__(
+        self, db: MailboxDatabase, mailbox: str, folder: str, uid: int, uidvalidity: int = 0
+    ) -> None:
         self.db = db
         self.mailbox = mailbox
         self.folder = folder
         self.uid = uid
+        self._key = (str(db.path), mailbox, uidvalidity, uid) if uidvalidity else None
         self._structure: mime.MessageStructure | None = None
         self._raw: bytes | None = None
 
     @property
     def structure(self) -> mime.MessageStructure:
         if self._structure is None:
-            self._structure = self.db.fetch_structure(self.mailbox, self.folder, self.uid)
+            cached = _CACHE.get((*self._key, "")) if self._key else None
+            if isinstance(cached, mime.MessageStructure):
+                self._structure = cached
+            else:
+                self._structure = self.db.fetch_structure(self.mailbox, self.folder, self.uid)
+                if self._key:
+                    _CACHE.put((*self._key, ""), self._structure)
         return self._structure
+
+    def rendered(self, item: str) -> bytes:
+        """ENVELOPE, BODYSTRUCTURE or BODY in wire form."""
+        key = (*self._key, item) if self._key else None
+        cached = _CACHE.get(key) if key else None
+        if isinstance(cached, bytes):
+            return cached
+        if item == "ENVELOPE":
+            env = to_wire(self.structure.envelope)
+            assert isinstance(env, list)
+            data = r.render_envelope(env)
+        else:
+            body = to_wire(self.structure.body)
+            assert isinstance(body, list)
+            data = r.render_bodystructure(body, extensible=item == "BODYSTRUCTURE")
+        if key:
+            _CACHE.put(key, data)
+        return data
 
     def raw(self) -> bytes:
         if self._raw is None:
@@ -167,16 +222,8 @@ def fetch_items(
             out.append(("INTERNALDATE", r.Raw(internal_date(view.dates[i]))))
         elif name == "RFC822.SIZE":
             out.append(("RFC822.SIZE", view.sizes[i]))
-        elif name == "ENVELOPE":
-            env = to_wire(fetcher.structure.envelope)
-            assert isinstance(env, list)
-            out.append(("ENVELOPE", r.Raw(r.render_envelope(env))))
-        elif name in ("BODYSTRUCTURE", "BODY"):
-            body = to_wire(fetcher.structure.body)
-            assert isinstance(body, list)
-            out.append(
-                (name, r.Raw(r.render_bodystructure(body, extensible=name == "BODYSTRUCTURE")))
-            )
+        elif name in ("ENVELOPE", "BODYSTRUCTURE", "BODY"):
+            out.append((name, r.Raw(fetcher.rendered(name))))
         elif name == "RFC822":
             out.append(("RFC822", r.Literal(fetcher.raw())))
         elif name == "RFC822.HEADER":
@@ -277,3 +324,54 @@ def decode_header_value(value: str) -> str:
         return str(email.header.make_header(email.header.decode_header(raw)))
     except (LookupError, ValueError, UnicodeError, email.errors.HeaderParseError):
         return raw
+
+
+# --------------------------------------------------------------------------- fast SEARCH
+
+_SYSTEM_BITS = {
+    "\\seen": store_flags.SEEN,
+    "\\answered": store_flags.ANSWERED,
+    "\\flagged": store_flags.FLAGGED,
+    "\\deleted": store_flags.DELETED,
+    "\\draft": store_flags.DRAFT,
+}
+
+
+def flag_search(key: s.SearchKey, view: MailboxView, ctx: s.SearchContext) -> list[bool] | None:
+    """Evaluate a key over the whole view at once when it needs only flags, numbers and
+    UIDs (the common client searches: UNSEEN, DELETED, UID ranges); None otherwise."""
+    n = len(view.uids)
+    match key:
+        case s.AllKey():
+            return [True] * n
+        case s.FlagKey(flag=flag):
+            bit = _SYSTEM_BITS.get(flag.lower())
+            if bit is not None:
+                return [bool(f & bit) for f in view.flags]
+            if flag.lower() == "\\recent":
+                return [u in view.recent for u in view.uids]
+            kw = flag.casefold()
+            return [
+                any(k.casefold() == kw for k in view.keywords.get(u, "").split()) for u in view.uids
+            ]
+        case s.SequenceKey(sequence_set=seqs):
+            wanted = set(seqs.iter_numbers(n))
+            return [i in wanted for i in range(1, n + 1)]
+        case s.UidKey(sequence_set=uids):
+            spans = uids.intervals(ctx.max_uid)
+            return [any(a <= u <= b for a, b in spans) for u in view.uids]
+        case s.NotKey(key=inner):
+            hits = flag_search(inner, view, ctx)
+            return None if hits is None else [not h for h in hits]
+        case s.OrKey(left=left, right=right):
+            a, b = flag_search(left, view, ctx), flag_search(right, view, ctx)
+            return None if a is None or b is None else [x or y for x, y in zip(a, b, strict=True)]
+        case s.AndKey(keys=keys):
+            out = [True] * n
+            for k in keys:
+                hits = flag_search(k, view, ctx)
+                if hits is None:
+                    return None
+                out = [x and y for x, y in zip(out, hits, strict=True)]
+            return out
+    return None

@@ -26,7 +26,13 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn, Protocol
 from clustermail.mail.imap import commands as c
 from clustermail.mail.imap import response as r
 from clustermail.mail.imap.errors import ParseError
-from clustermail.mail.imap.fetch import MessageFetcher, SearchMessage, fetch_items, sets_seen
+from clustermail.mail.imap.fetch import (
+    MessageFetcher,
+    SearchMessage,
+    fetch_items,
+    flag_search,
+    sets_seen,
+)
 from clustermail.mail.imap.framing import (
     CommandFrame,
     CommandFramer,
@@ -744,9 +750,16 @@ class ImapSession:
         db, mailbox, view = self._selected()
         context = SearchContext(max_seq=view.exists, max_uid=view.max_uid())
         found: list[int] = []
+        hits = flag_search(cmd.key, view, context)
+        if hits is not None:  # flags, numbers and UIDs only: no message is read
+            numbers = view.uids if cmd.uid else range(1, view.exists + 1)
+            self.send(r.search_data([n for n, hit in zip(numbers, hits, strict=True) if hit]))
+            return Done("Search completed.")
         for seq in range(1, view.exists + 1):
             uid = view.uids[seq - 1]
-            msg = SearchMessage(view, seq, MessageFetcher(db, mailbox, view.folder, uid))
+            msg = SearchMessage(
+                view, seq, MessageFetcher(db, mailbox, view.folder, uid, view.uidvalidity)
+            )
             try:
                 if matches(cmd.key, msg, context):
                     found.append(uid if cmd.uid else seq)
@@ -781,7 +794,7 @@ class ImapSession:
         missing = False
         for seq in seqs:
             uid = view.uids[seq - 1]
-            fetcher = MessageFetcher(db, mailbox, view.folder, uid)
+            fetcher = MessageFetcher(db, mailbox, view.folder, uid, view.uidvalidity)
             try:
                 items = fetch_items(fetcher, view, seq, cmd.items, with_uid=cmd.uid)
             except MessageNotFoundError:
