@@ -97,6 +97,9 @@ service imap-login {{
 service imap {{
   process_limit = 64
 }}
+protocol imap {{
+  mail_max_userip_connections = 100
+}}
 login_trusted_networks = 127.0.0.0/8
 """)
 
