@@ -26,6 +26,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	./scripts/install-system-deps.sh
 	$(BIN)/python -m bench.coord
+	$(BIN)/python -m bench.failover
+	$(BIN)/python -m bench.store
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -49,7 +49,7 @@ def cluster_toml(
     *,
     nodes: int = 4,
     servers: int = 3,
-    timing: str = "fast",
+    timing: str = "default",
     failback: str = "never",
     extra_resource: str = "",
     banner_policy: str = "",

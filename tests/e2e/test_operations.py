@@ -38,18 +38,22 @@ async def test_planned_move_and_back(tmp_path: Path, cluster_store_url: str) -> 
         await c.wait_for(lambda s: owners(s) == SEED, what="mail1 back on node1")
 
 
-async def test_resource_failure_restarts_then_fails_over(tmp_path: Path) -> None:
+async def test_resource_failure_restarts_then_fails_over(
+    tmp_path: Path, cluster_store_url: str
+) -> None:
     base, port = free_addresses()
     toml = cluster_toml(base, port, banner_policy="restart_threshold = 1\nrestart_period = 600")
-    async with LocalCluster(tmp_path, f"sqlite://{tmp_path}/cluster.db", toml) as c:
+    async with LocalCluster(tmp_path, cluster_store_url, toml) as c:
         c.start_all()
         status = await c.wait_for(lambda s: owners(s) == SEED, what="the initial layout")
         first = vs_of(status, "mail2")["resource_pids"]["banner"]
         os.kill(first, signal.SIGKILL)
         # One local restart is allowed: the banner comes back on node2 with a new pid.
         status = await c.wait_for(
-            lambda s: vs_of(s, "mail2")["resource_pids"].get("banner", first) != first
-            and vs_of(s, "mail2")["state"] == "online",
+            lambda s: (
+                vs_of(s, "mail2")["resource_pids"].get("banner", first) != first
+                and vs_of(s, "mail2")["state"] == "online"
+            ),
             what="banner restarted locally",
         )
         assert owners(status)["mail2"] == "node2"
@@ -64,10 +68,11 @@ async def test_resource_failure_restarts_then_fails_over(tmp_path: Path) -> None
         assert "vs_failed" in events and "resource_failed" in events
 
 
-async def test_pause_keeps_running_but_takes_nothing_new(tmp_path: Path) -> None:
+async def test_pause_keeps_running_but_takes_nothing_new(
+    tmp_path: Path, cluster_store_url: str
+) -> None:
     base, port = free_addresses()
-    async with LocalCluster(tmp_path, f"sqlite://{tmp_path}/cluster.db",
-                            cluster_toml(base, port)) as c:
+    async with LocalCluster(tmp_path, cluster_store_url, cluster_toml(base, port)) as c:
         c.start_all()
         await c.wait_for(lambda s: owners(s) == SEED, what="the initial layout")
         assert c.cli("node", "pause", "node4").returncode == 0
@@ -76,17 +81,20 @@ async def test_pause_keeps_running_but_takes_nothing_new(tmp_path: Path) -> None
         assert {n["name"]: n["state"] for n in status["nodes"]}["node1"] == "paused"
         assert owners(status)["mail1"] == "node1"  # a paused node keeps what it runs
         c.kill_node("node3")
-        status = await c.wait_for(lambda s: vs_of(s, "mail3")["state"] == "failed",
-                                  what="mail3 left failed: the standby is paused")
+        status = await c.wait_for(
+            lambda s: vs_of(s, "mail3")["state"] == "failed",
+            what="mail3 left failed: the standby is paused",
+        )
         assert "paused" in vs_of(status, "mail3")["reason"]
         assert c.cli("node", "resume", "node4").returncode == 0
         await c.wait_for(lambda s: owners(s)["mail3"] == "node4", what="mail3 on node4")
 
 
-async def test_failback_immediate(tmp_path: Path) -> None:
+async def test_failback_immediate(tmp_path: Path, cluster_store_url: str) -> None:
     base, port = free_addresses()
-    async with LocalCluster(tmp_path, f"sqlite://{tmp_path}/cluster.db",
-                            cluster_toml(base, port, failback="immediate")) as c:
+    async with LocalCluster(
+        tmp_path, cluster_store_url, cluster_toml(base, port, failback="immediate")
+    ) as c:
         c.start_all()
         await c.wait_for(lambda s: owners(s) == SEED, what="the initial layout")
         c.kill_node("node1")
@@ -95,13 +103,16 @@ async def test_failback_immediate(tmp_path: Path) -> None:
         await c.wait_for(lambda s: owners(s) == SEED, what="mail1 failed back to node1")
 
 
-async def test_failback_window_closed_keeps_it_on_the_standby(tmp_path: Path) -> None:
+async def test_failback_window_closed_keeps_it_on_the_standby(
+    tmp_path: Path, cluster_store_url: str
+) -> None:
     base, port = free_addresses()
     # A one-hour window that starts in two hours is closed now.
     start = (time.localtime().tm_hour + 2) % 24
     window = f"{start}-{(start + 1) % 24}"
-    async with LocalCluster(tmp_path, f"sqlite://{tmp_path}/cluster.db",
-                            cluster_toml(base, port, failback=window)) as c:
+    async with LocalCluster(
+        tmp_path, cluster_store_url, cluster_toml(base, port, failback=window)
+    ) as c:
         c.start_all()
         await c.wait_for(lambda s: owners(s) == SEED, what="the initial layout")
         c.kill_node("node1")
@@ -131,8 +142,9 @@ async def test_unknown_names_get_one_clear_line(
     tmp_path: Path, args: list[str], message: str
 ) -> None:
     base, port = free_addresses()
-    async with LocalCluster(tmp_path, f"sqlite://{tmp_path}/cluster.db",
-                            cluster_toml(base, port)) as c:
+    async with LocalCluster(
+        tmp_path, f"sqlite://{tmp_path}/cluster.db", cluster_toml(base, port)
+    ) as c:
         out = c.cli(*args)
         assert out.returncode != 0
         assert message in out.stderr
@@ -143,14 +155,20 @@ async def test_unknown_names_get_one_clear_line(
     ("text", "message"),
     [
         ("[cluster\n", "line 1"),
-        ("[nodes.node1]\n[virtual_servers.v]\npreferred_owners = [\"node7\"]\n", "node7"),
-        ("[nodes.n1]\n[virtual_servers.v.resources.a]\ntype = \"nosuch\"\n", "nosuch"),
-        ("[nodes.n1]\n[virtual_servers.v.resources.a]\ntype = \"process\"\n"
-         "depends_on = [\"b\"]\nproperties = { command = \"true\" }\n"
-         "[virtual_servers.v.resources.b]\ntype = \"process\"\ndepends_on = [\"a\"]\n"
-         "properties = { command = \"true\" }\n", "cycle"),
-        ("[cluster]\ntiming = { ttl = 1, renew_interval = 0.5, safety_margin = 0.2 }\n"
-         "[nodes.n1]\n", "must be less than ttl"),
+        ('[nodes.node1]\n[virtual_servers.v]\npreferred_owners = ["node7"]\n', "node7"),
+        ('[nodes.n1]\n[virtual_servers.v.resources.a]\ntype = "nosuch"\n', "nosuch"),
+        (
+            '[nodes.n1]\n[virtual_servers.v.resources.a]\ntype = "process"\n'
+            'depends_on = ["b"]\nproperties = { command = "true" }\n'
+            '[virtual_servers.v.resources.b]\ntype = "process"\ndepends_on = ["a"]\n'
+            'properties = { command = "true" }\n',
+            "cycle",
+        ),
+        (
+            "[cluster]\ntiming = { ttl = 1, renew_interval = 0.5, safety_margin = 0.2 }\n"
+            "[nodes.n1]\n",
+            "must be less than ttl",
+        ),
     ],
 )
 def test_malformed_config_files_are_rejected_clearly(
@@ -163,3 +181,74 @@ def test_malformed_config_files_are_rejected_clearly(
     assert out.returncode == 1, out.stdout
     assert message in out.stderr and str(bad) in out.stderr
     assert "Traceback" not in out.stderr
+
+
+async def test_resource_and_vs_offline_online(tmp_path: Path) -> None:
+    base, port = free_addresses()
+    async with LocalCluster(
+        tmp_path, f"sqlite://{tmp_path}/cluster.db", cluster_toml(base, port)
+    ) as c:
+        c.start_all()
+        await c.wait_for(lambda s: owners(s) == SEED, what="the initial layout")
+        assert c.cli("resource", "offline", "mail1", "banner").returncode == 0
+        status = await c.wait_for(
+            lambda s: vs_of(s, "mail1")["state"] == "partially_online", what="banner held offline"
+        )
+        assert vs_of(status, "mail1")["resources"]["banner"] == "offline"
+        assert vs_of(status, "mail1")["resources"]["ip"] == "online"
+        assert banner(f"{base}.11", port) is None
+        listed = json.loads(c.cli("resource", "list", "mail1", "--json").stdout)
+        assert {r["resource"]: r["admin_offline"] for r in listed}["banner"] is True
+        assert c.cli("resource", "online", "mail1", "banner").returncode == 0
+        await c.wait_for(lambda s: vs_of(s, "mail1")["state"] == "online", what="banner back")
+        assert banner(f"{base}.11", port) is not None
+
+        assert c.cli("vs", "offline", "mail2").returncode == 0
+        status = await c.wait_for(
+            lambda s: (
+                vs_of(s, "mail2")["state"] == "offline" and vs_of(s, "mail2")["owner"] is None
+            ),
+            what="mail2 offline",
+        )
+        assert "administrator" in vs_of(status, "mail2")["reason"]
+        assert banner(f"{base}.12", port) is None
+        assert c.cli("vs", "online", "mail2").returncode == 0
+        await c.wait_for(lambda s: owners(s) == SEED, what="mail2 online again on node2")
+
+
+async def test_graceful_node_stop_moves_without_counting_a_failure(tmp_path: Path) -> None:
+    base, port = free_addresses()
+    async with LocalCluster(
+        tmp_path, f"sqlite://{tmp_path}/cluster.db", cluster_toml(base, port)
+    ) as c:
+        c.start_all()
+        await c.wait_for(lambda s: owners(s) == SEED, what="the initial layout")
+        started = time.monotonic()
+        assert c.stop_node("node3") == 0
+        status = await c.wait_for(lambda s: owners(s)["mail3"] == "node4", what="mail3 moved")
+        # Well inside the lease TTL: it was handed over, not failed over.
+        assert time.monotonic() - started < 5
+        assert {n["name"]: n["state"] for n in status["nodes"]}["node3"] == "down"
+        assert c.store is not None
+        history = await c.store.get("/clustermail/failures/mail3")
+        assert history is None or json.loads(history.value) == []
+
+
+async def test_evict_a_dead_node(tmp_path: Path) -> None:
+    base, port = free_addresses()
+    async with LocalCluster(
+        tmp_path, f"sqlite://{tmp_path}/cluster.db", cluster_toml(base, port)
+    ) as c:
+        c.start_all()
+        await c.wait_for(lambda s: owners(s) == SEED, what="the initial layout")
+        out = c.cli("node", "evict", "node2")
+        assert out.returncode == 1 and "is up" in out.stderr
+        c.kill_node("node2")
+        await c.wait_for(lambda s: owners(s)["mail2"] == "node4", what="mail2 on node4")
+        out = c.cli("node", "evict", "node2")
+        assert out.returncode == 0, out.stderr
+        status = await c.wait_for(lambda s: len(s["nodes"]) == 3, what="node2 evicted")
+        assert owners(status)["mail2"] == "node4"
+        shown = json.loads(c.cli("config", "show").stdout)
+        assert "node2" not in shown["nodes"]
+        assert "node2" not in shown["virtual_servers"]["mail2"]["preferred_owners"]

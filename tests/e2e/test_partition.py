@@ -56,8 +56,10 @@ async def test_frozen_owner_is_fenced_before_the_new_owner_starts(
         status = await c.wait_for(lambda s: owners(s)["mail3"] == "node4", what="mail3 on node4")
         new_host = vs_of(status, "mail3")["pid"]
         new_banner = vs_of(status, "mail3")["resource_pids"]["banner"]
-        # Side one: the old host and service were dead before the new host even started.
-        assert old_gone_at < started_at(new_host) <= started_at(new_banner)
+        # Side one: the old host and its service were dead before the new owner's
+        # service started. (The new resource host itself may be older: nodes keep
+        # a warm spare host, which runs nothing until it is given a virtual server.)
+        assert old_gone_at < started_at(new_banner)
         assert old_gone_at - frozen_at < 5
 
         # Side two: the frozen agent, resumed, fences itself and starts nothing.

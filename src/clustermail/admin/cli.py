@@ -85,6 +85,7 @@ def build_parser() -> Parser:
     for action, text in [
         ("pause", "pause a node: it keeps what it runs but takes nothing new"),
         ("resume", "resume a paused node"),
+        ("evict", "remove a node that is down from the cluster configuration"),
         ("start", "start a node of the local cluster"),
         ("stop", "stop a node of the local cluster gracefully (its virtual servers move first)"),
     ]:
@@ -291,6 +292,10 @@ async def cmd_node_action(args: argparse.Namespace, console: Console) -> int:
         return await local.node_stop(store_url(args), args.name, console)
     store = await with_store(args)
     try:
+        if args.sub == "evict":
+            await intents.evict_node(store, args.name)
+            console.print(f"{args.name} evicted from the cluster configuration")
+            return 0
         await intents.pause_node(store, args.name, args.sub == "pause")
     finally:
         await store.close()

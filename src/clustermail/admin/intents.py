@@ -58,6 +58,40 @@ async def _update(store: Store, key: str, changes: dict[str, Any]) -> dict[str, 
     return record
 
 
+async def evict_node(store: Store, node: str) -> None:
+    """Removes a node that is down from the configuration (Windows' "Evict Node")."""
+    from clustermail.cluster.config import ConfigError
+    from clustermail.cluster.model import ClusterConfig
+    from clustermail.coord import Compare, Delete, Put
+
+    view = await current_view(store)
+    check_node(view, node)
+    if node in view.nodes:
+        raise AdminError(f"{node} is up: stop it first (`clustermail node stop {node}`), "
+                         "then evict it")
+    assert view.config is not None
+    config = json.loads(json.dumps(view.config))
+    del config["nodes"][node]
+    if not config["nodes"]:
+        raise AdminError(f"{node} is the last node of the cluster; it cannot be evicted")
+    for vs in config.get("virtual_servers", {}).values():
+        for field in ("preferred_owners", "possible_owners"):
+            if field in vs:
+                vs[field] = [n for n in vs[field] if n != node]
+                if field == "possible_owners" and not vs[field]:
+                    del vs[field]
+    try:
+        ClusterConfig.from_dict(config, "the configuration without " + node)
+    except ConfigError as exc:
+        raise AdminError(f"cannot evict {node}: {exc}") from exc
+    result = await store.txn(
+        [Compare.mod_is(keys.CONFIG, view.config_revision)],
+        [Put(keys.CONFIG, json.dumps(config, sort_keys=True)), Delete(keys.NODE_ADMIN + node)],
+    )
+    if not result.succeeded:
+        raise AdminError("the configuration changed meanwhile; run the command again")
+
+
 async def pause_node(store: Store, node: str, paused: bool) -> None:
     view = await current_view(store)
     check_node(view, node)

@@ -138,6 +138,10 @@ def layout_table(config: ClusterConfig, status: dict[str, Any]) -> Table:
 
 async def up(data_dir: Path, console: Console) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
+    # SIGTERM stops the cluster the same way Ctrl-C does.
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     config = ensure_config(data_dir, console)
     url = store_url_for(data_dir)
     store = await open_store(url)

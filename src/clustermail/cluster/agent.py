@@ -55,6 +55,7 @@ class LocalVS:
     started: float = field(default_factory=time.time)
     stopping: bool = False
     failed: bool = False
+    released: bool = False
     reader: asyncio.Task[None] | None = None
     offline_resources: set[str] = field(default_factory=set)
 
@@ -77,12 +78,16 @@ class NodeAgent:
         self.last_reason = ""
         self._tasks: list[asyncio.Task[Any]] = []
         self._config_rev = 0
+        self._spare: asyncio.subprocess.Process | None = None
+        self._log_queue: asyncio.Queue[eventlog.LogEntry] = asyncio.Queue()
+        self._spare_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self) -> int:
         self.store = await open_store(self.store_url)
         loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._log_writer(), name="log"))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop)
         try:
@@ -91,6 +96,7 @@ class NodeAgent:
                 return 0
             self.timing = timing_of(view.config or {})
             await self._register()
+            self._spare_task = loop.create_task(self._refill_spare())
             self._tasks.append(loop.create_task(self._watch_loop(), name="watch"))
             self._tasks.append(loop.create_task(self._deadline_feeder(), name="deadline"))
             while True:
@@ -113,6 +119,12 @@ class NodeAgent:
     async def _shutdown(self) -> None:
         for proc_vs in list(self.local.values()):
             _kill(proc_vs.proc)
+        if self._spare_task is not None:
+            self._spare_task.cancel()
+        if self._spare is not None:
+            _kill(self._spare)
+        with contextlib.suppress(TimeoutError, CoordError):
+            await asyncio.wait_for(self._flush_log(), 2.0)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -348,7 +360,8 @@ class NodeAgent:
             data_dir=self.data_dir,
             offline_resources=_offline_resources(view, vs),
         )
-        proc = await _spawn_host(spec, self.data_dir, vs)
+        proc = await self._take_spare_host()
+        _send(proc, spec)
         lvs = LocalVS(vs, new_epoch, assign_rev, proc)
         lvs.offline_resources = set(spec["offline_resources"])
         self.local[vs] = lvs
@@ -364,6 +377,23 @@ class NodeAgent:
         )
         await self._write_status(lvs)
         return f"took {vs} (epoch {new_epoch})"
+
+    async def _take_spare_host(self) -> asyncio.subprocess.Process:
+        """A resource host process that has already started and imported its
+        code, waiting for a spec: starting Python is most of a host's start-up."""
+        spare, self._spare = self._spare, None
+        if spare is None or spare.returncode is not None:
+            spare = await _start_host(self.data_dir, self.name)
+        self._spare_task = asyncio.get_running_loop().create_task(self._refill_spare())
+        return spare
+
+    async def _refill_spare(self) -> None:
+        # Later, not now: starting Python costs CPU that the virtual servers
+        # coming online (and this node's lease renewals) need more.
+        await asyncio.sleep(SPARE_DELAY)
+        if self._spare is None and not self.stopping:
+            with contextlib.suppress(OSError):
+                self._spare = await _start_host(self.data_dir, self.name)
 
     def _apply_resource_intents(self, view: ClusterView, lvs: LocalVS) -> None:
         wanted = set(_offline_resources(view, lvs.name))
@@ -418,8 +448,28 @@ class NodeAgent:
                 lvs.failed = True
                 lvs.stopping = True
                 _send(lvs.proc, {"cmd": "offline"})
+            if state == "offline" and lvs.stopping and not lvs.failed:
+                # Everything is offline: hand the virtual server over now rather
+                # than when the host process has finished exiting.
+                await self._release(lvs)
+                return
         with contextlib.suppress(CoordError):
             await self._write_status(lvs)
+
+    async def _release(self, lvs: LocalVS) -> None:
+        """Deletes our ownership and status keys (only while they are ours)."""
+        if lvs.released or not self._lease_ok():
+            return
+        lvs.released = True
+        assert self.store is not None
+        try:
+            await self.store.txn(
+                [Compare.lease_is(keys.OWNER + lvs.name, self._my_lease())],
+                [Delete(keys.OWNER + lvs.name), Delete(keys.STATUS + lvs.name)],
+            )
+        except CoordError as exc:
+            lvs.released = False
+            log_event("store_error", node=self.name, vs=lvs.name, message=str(exc))
 
     async def _on_host_exit(self, lvs: LocalVS) -> None:
         if self.local.get(lvs.name) is not lvs:
@@ -444,12 +494,7 @@ class NodeAgent:
                                 vs=lvs.name)
             else:
                 await self._log("vs_offline", f"{lvs.name} is offline on {self.name}", vs=lvs.name)
-            if self._lease_ok():
-                lease = self._my_lease()
-                await store.txn(
-                    [Compare.lease_is(keys.OWNER + lvs.name, lease)],
-                    [Delete(keys.OWNER + lvs.name), Delete(keys.STATUS + lvs.name)],
-                )
+            await self._release(lvs)
         except CoordError as exc:
             log_event("store_error", node=self.name, vs=lvs.name, message=str(exc))
         self.wake.set()
@@ -468,13 +513,31 @@ class NodeAgent:
             "reason": lvs.reason,
             "since": lvs.started,
         }
-        await self.store.put(keys.STATUS + lvs.name, json.dumps(status), lease=self._my_lease())
+        if lvs.released:
+            return
+        lease = self._my_lease()
+        # Only while we own it: a late status must never outlive a hand-over.
+        await self.store.txn(
+            [Compare.lease_is(keys.OWNER + lvs.name, lease)],
+            [Put(keys.STATUS + lvs.name, json.dumps(status), lease=lease)],
+        )
 
     async def _log(self, event: str, message: str, **kw: Any) -> None:
+        """Logs to stderr now and to the cluster log in the background (entries
+        carry their own time, so the log stays in order)."""
         log_event(event, node=self.name, message=message, **kw)
-        if self.store is not None:
-            with contextlib.suppress(CoordError):
-                await eventlog.append(self.store, eventlog.make(self.name, event, message, **kw))
+        self._log_queue.put_nowait(eventlog.make(self.name, event, message, **kw))
+
+    async def _flush_log(self) -> None:
+        while not self._log_queue.empty() and self.store is not None:
+            await eventlog.append(self.store, self._log_queue.get_nowait())
+
+    async def _log_writer(self) -> None:
+        while True:
+            entry = await self._log_queue.get()
+            if self.store is not None:
+                with contextlib.suppress(CoordError):
+                    await eventlog.append(self.store, entry)
 
 
 def timing_of(config: dict[str, Any]) -> LeaseTiming:
@@ -493,22 +556,31 @@ def _offline_resources(view: ClusterView, vs: str) -> list[str]:
     )
 
 
-async def _spawn_host(spec: dict[str, Any], data_dir: Path, vs: str) -> asyncio.subprocess.Process:
+#: Seconds after joining, or after using its spare, before a node starts a spare host.
+SPARE_DELAY = 2.0
+#: Modules a spare resource host imports while it waits (the plug-ins of the
+#: mail layer, named here as strings: the cluster layer does not import them).
+PRELOAD = ("clustermail.mail.resources",)
+
+
+async def _start_host(data_dir: Path, node: str) -> asyncio.subprocess.Process:
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    with open(logs / f"{vs}-host.log", "ab") as err:
-        proc = await asyncio.create_subprocess_exec(
+    args = ["--parent-pid", str(os.getpid())]
+    for module in PRELOAD:
+        args += ["--preload", module]
+    # One log per node: a spare host does not know yet which virtual server it
+    # will run; its JSON lines name the virtual server once it does.
+    with open(logs / f"{node}-resource-hosts.log", "ab") as err:
+        return await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "clustermail.cluster.resource_host",
-            "--parent-pid",
-            str(os.getpid()),
+            *args,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=err,
         )
-    _send(proc, spec)
-    return proc
 
 
 def _send(proc: asyncio.subprocess.Process, msg: dict[str, Any]) -> None:

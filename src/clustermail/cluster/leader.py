@@ -54,7 +54,9 @@ def vs_state(view: ClusterView, vs: str) -> VsState:
     owner = assignment.get("node")
     manual = bool(assignment.get("manual"))
     if owner is None:
-        return VsState(None, VsStatus.OFFLINE, manual)
+        # Left failed earlier (no node, threshold): it stays failed, not merely offline.
+        left = VsStatus.FAILED if assignment.get("failed") else VsStatus.OFFLINE
+        return VsState(None, left, manual)
     giveup = view.giveup.get(vs, ({}, 0))[0]
     if giveup.get("node") == owner:
         return VsState(owner, VsStatus.FAILED, manual)

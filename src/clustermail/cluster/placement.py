@@ -440,7 +440,7 @@ class _Run:
         if case.situation is _Situation.RELOCATE:
             return f"stopped: {case.cause} and no other node can host it{detail}"
         if case.state.status is VsStatus.FAILED:
-            return f"left failed: no available node{detail}"
+            return f"left failed: no standby node{detail}"
         return f"stays offline: no available node{detail}"
 
     def failback(self) -> None:

@@ -27,8 +27,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
+
+# gRPC's fork support runs handlers in every forked child; a resource host that
+# talks to etcd and then starts a service (fork + exec) saw those children abort
+# in gRPC's poller. Our children exec at once and never use gRPC: switch it off,
+# before grpc is first imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import aetcd
 import grpc.aio  # type: ignore[import-untyped]
