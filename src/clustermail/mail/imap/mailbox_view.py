@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 from array import array
 from collections.abc import Iterable, Iterator
+from itertools import compress
 
 from clustermail.mail.imap import response as r
 from clustermail.mail.store import FolderChanges, FolderListing
@@ -95,12 +96,7 @@ class MailboxView:
 
     def recent_in_store(self) -> list[int]:
         """UIDs whose stored \\Recent bit is still set (nobody claimed them yet)."""
-        low = _low_bytes(self.flags).translate(_HAS_RECENT)
-        out, i = [], low.find(1)
-        while i >= 0:
-            out.append(self.uids[i])
-            i = low.find(1, i + 1)
-        return out
+        return list(compress(self.uids, _low_bytes(self.flags).translate(_HAS_RECENT)))
 
     def first_unseen(self) -> int | None:
         """The sequence number of the first message without \\Seen."""
