@@ -334,7 +334,10 @@ class ImapSession:
         self.send(r.tagged(tag, "OK", done.text, done.code))
 
     async def _sync_after(self, cmd: c.AnyCommand) -> None:
-        if self.view is None or not self.dirty:
+        # Always look (an index lookup): the store notifies listeners only after it has
+        # answered the writer, so another session's change may be acknowledged to its
+        # client before our notification arrives. The dirty flag wakes IDLE.
+        if self.view is None:
             return
         expunge_ok = not isinstance(cmd, _NO_EXPUNGE) or bool(getattr(cmd, "uid", False))
         await self.sync(allow_expunge=expunge_ok)
