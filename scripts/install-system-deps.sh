@@ -10,6 +10,9 @@ declare -A NEEDED=(
   [etcdctl]=etcd-client
   [swaks]=swaks
   [fetchmail]=fetchmail
+  [dovecot]=dovecot-imapd
+  [mbsync]=isync
+  [offlineimap]=offlineimap3
 )
 
 # perl module -> Debian package (swaks needs these for STARTTLS and implicit TLS)

@@ -9,6 +9,7 @@ by :mod:`clustermail.mail.schemas`.
 from __future__ import annotations
 
 # Each import registers: the property schemas, then one resource type per module.
+import clustermail.mail.imap.resource
 import clustermail.mail.pop3.resource
 import clustermail.mail.schemas
 import clustermail.mail.smtp.resource

@@ -112,3 +112,12 @@ register_resource_type(
     },
     check=_tls_pair,
 )
+register_resource_type(
+    "imap4",
+    {
+        "port": PropertySpec(PropertyKind.INT, default=143, check=_port),
+        "tls_port": PropertySpec(PropertyKind.INT, default=993, check=_port),
+        "allow_plaintext_on_loopback": PropertySpec(PropertyKind.BOOL, default=False),
+        "idle_timeout": PropertySpec(PropertyKind.FLOAT),
+    },
+)

@@ -229,8 +229,10 @@ def changes_since(conn: sqlite3.Connection, folder: FolderRow, modseq: int) -> F
     changed = [
         FlagChange(*r)
         for r in conn.execute(
-            "SELECT uid, flags, keywords, modseq FROM message WHERE folder_id = ? AND modseq > ? "
-            "ORDER BY uid",
+            # INDEXED BY: for ORDER BY uid SQLite would otherwise walk the primary key, i.e.
+            # every message of the folder (10 ms at 100 000), on each IMAP sync.
+            "SELECT uid, flags, keywords, modseq FROM message INDEXED BY message_modseq "
+            "WHERE folder_id = ? AND modseq > ? ORDER BY uid",
             (folder.id, modseq),
         )
     ]

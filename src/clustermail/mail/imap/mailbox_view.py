@@ -1,0 +1,263 @@
+"""The selected mailbox as one session sees it: seq ↔ uid map, flags, \\Recent, pending news.
+
+RFC 3501 keeps each session's message numbers stable until the server tells the
+client otherwise, so a session works on its own copy of the folder listing and
+moves it forward only through :meth:`MailboxView.sync`, which turns the store's
+change log (:meth:`MailboxDatabase.changes_since`) into untagged EXPUNGE,
+EXISTS, RECENT and FETCH responses. Expunges are held back while a command
+that must not see them runs (FETCH, STORE, SEARCH without UID, §7.4.1) and the
+affected numbers stay valid ("ghosts") until they can be announced.
+
+Pure: no I/O. The session feeds it listings and change sets read from the store.
+"""
+
+from __future__ import annotations
+
+import bisect
+from array import array
+from collections.abc import Iterable, Iterator
+from itertools import compress
+
+from clustermail.mail.imap import response as r
+from clustermail.mail.store import FolderChanges, FolderListing
+from clustermail.mail.store import flags as f
+
+#: Flags a client may store; PERMANENTFLAGS adds ``\\*`` (new keywords allowed).
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+_ORDER = (
+    (f.ANSWERED, "\\Answered"),
+    (f.FLAGGED, "\\Flagged"),
+    (f.DELETED, "\\Deleted"),
+    (f.SEEN, "\\Seen"),
+    (f.DRAFT, "\\Draft"),
+)
+_STORED = f.SEEN | f.ANSWERED | f.FLAGGED | f.DELETED | f.DRAFT
+# One byte per message (the low byte of its flags word) → b"\x01" when a bit is set.
+_HAS_RECENT = bytes(1 if b & f.RECENT else 0 for b in range(256))
+_LACKS_SEEN = bytes(0 if b & f.SEEN else 1 for b in range(256))
+
+
+def flag_names(mask: int, keywords: str | None, recent: bool) -> list[str]:
+    """Flags in the order Dovecot sends them (system flags, \\Recent, then keywords)."""
+    out = [name for bit, name in _ORDER if mask & bit]
+    if recent:
+        out.append("\\Recent")
+    if keywords:
+        out += keywords.split()
+    return out
+
+
+def _low_bytes(flags: array[int]) -> bytes:
+    # The arrays are native uint32; the low byte is every 4th byte from the start on
+    # little-endian machines (all we run on), from offset 3 on big-endian ones.
+    data = flags.tobytes()
+    return data[::4] if array("I", [1]).tobytes()[0] == 1 else data[3::4]
+
+
+class MailboxView:
+    """One session's view of its selected folder."""
+
+    def __init__(
+        self,
+        folder: str,
+        listing: FolderListing,
+        *,
+        uidvalidity: int,
+        uidnext: int,
+        modseq: int,
+        read_only: bool,
+    ) -> None:
+        self.folder = folder
+        self.uidvalidity = uidvalidity
+        self.uidnext = uidnext
+        self.modseq = modseq
+        self.read_only = read_only
+        cols = listing.columns
+        self.uids: array[int] = array("I", cols.uids)
+        self.flags: array[int] = array("I", cols.flags)
+        self.sizes: array[int] = array("I", cols.sizes)
+        self.dates: array[int] = array("q", cols.dates)
+        self.keywords: dict[int, str] = dict(listing.keywords)
+        self.recent: set[int] = set()
+        self.pending_expunge: set[int] = set()
+        # Keywords announced in FLAGS; a new one is announced again before it is used.
+        self.known_keywords: set[str] = set()
+        for text in self.keywords.values():
+            self.known_keywords.update(text.split())
+
+    # ------------------------------------------------------------------ queries
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    @property
+    def exists(self) -> int:
+        return len(self.uids)
+
+    def recent_in_store(self) -> list[int]:
+        """UIDs whose stored \\Recent bit is still set (nobody claimed them yet)."""
+        return list(compress(self.uids, _low_bytes(self.flags).translate(_HAS_RECENT)))
+
+    def first_unseen(self) -> int | None:
+        """The sequence number of the first message without \\Seen."""
+        i = _low_bytes(self.flags).translate(_LACKS_SEEN).find(1)
+        return None if i < 0 else i + 1
+
+    def seq_of(self, uid: int) -> int | None:
+        i = bisect.bisect_left(self.uids, uid)
+        return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
+
+    def uid_at(self, seq: int) -> int:
+        return self.uids[seq - 1]
+
+    def flag_list(self, seq: int) -> list[str]:
+        uid = self.uids[seq - 1]
+        return flag_names(self.flags[seq - 1], self.keywords.get(uid), uid in self.recent)
+
+    def mask_at(self, seq: int) -> int:
+        return self.flags[seq - 1] & _STORED
+
+    def max_uid(self) -> int:
+        return self.uids[-1] if self.uids else 0
+
+    def seqs_for_uids(self, uid_ranges: list[tuple[int, int]]) -> Iterator[int]:
+        """Sequence numbers of the messages whose UIDs fall in the sorted inclusive ranges."""
+        uids = self.uids
+        for a, b in uid_ranges:
+            lo = bisect.bisect_left(uids, a)
+            hi = bisect.bisect_right(uids, b)
+            yield from range(lo + 1, hi + 1)
+
+    def mailbox_flags(self) -> list[str]:
+        return [*SYSTEM_FLAGS, *sorted(self.known_keywords)]
+
+    def flags_announcement(self) -> list[bytes]:
+        """FLAGS and PERMANENTFLAGS again, after a new keyword came into use."""
+        flags = self.mailbox_flags()
+        return [
+            r.flags_data(flags),
+            r.untagged_status(
+                "OK",
+                "Flags permitted." if not self.read_only else "No permanent flags permitted.",
+                r.code_permanentflags(
+                    [] if self.read_only else flags, new_keywords=not self.read_only
+                ),
+            ),
+        ]
+
+    # ------------------------------------------------------------------ updates
+
+    def set_flags(self, uid: int, mask: int, keywords: str | None) -> int | None:
+        """Record flags this session itself stored or set; the sequence number, if present."""
+        seq = self.seq_of(uid)
+        if seq is None:
+            return None
+        self.flags[seq - 1] = mask
+        if keywords:
+            self.keywords[uid] = keywords
+        else:
+            self.keywords.pop(uid, None)
+        return seq
+
+    def new_keywords(self, keywords: Iterable[str]) -> bool:
+        """Remember keywords; True when one of them was not announced in FLAGS yet."""
+        fresh = set(keywords) - self.known_keywords
+        self.known_keywords |= fresh
+        return bool(fresh)
+
+    def sync(
+        self,
+        changes: FolderChanges,
+        listing: FolderListing | None,
+        claimed_recent: Iterable[int],
+        *,
+        allow_expunge: bool,
+    ) -> list[bytes]:
+        """Apply the store's changes; the untagged responses that tell the client.
+
+        ``listing`` is a fresh listing, needed only when ``changes`` has messages
+        above our highest UID (their sizes and dates); ``claimed_recent`` are UIDs
+        this session just claimed as \\Recent.
+        """
+        out: list[bytes] = []
+        self.recent.update(claimed_recent)
+        self.uidnext = max(self.uidnext, changes.uidnext)
+        for uid in changes.expunged:
+            if self.seq_of(uid) is not None:
+                self.pending_expunge.add(uid)
+        if allow_expunge and self.pending_expunge:
+            out += self._apply_expunges()
+        top = self.max_uid()
+        flag_updates: list[int] = []
+        had_new = False
+        for change in changes.changed:
+            if change.uid > top:
+                had_new = True
+                continue
+            if change.uid in self.pending_expunge:
+                continue
+            seq = self.seq_of(change.uid)
+            if seq is None:
+                continue
+            mask = change.flags & _STORED
+            if self.flags[seq - 1] & _STORED != mask or self.keywords.get(change.uid) != (
+                change.keywords or None
+            ):
+                self.set_flags(change.uid, mask, change.keywords)
+                flag_updates.append(seq)
+        if had_new and listing is not None:
+            self._append_new(listing)
+        if flag_updates and any(
+            self.new_keywords(self.keywords.get(self.uids[s - 1], "").split()) for s in flag_updates
+        ):
+            out += self.flags_announcement()
+        if had_new:
+            out.append(r.exists(len(self.uids)))
+            out.append(r.recent(len(self.recent)))
+        for seq in sorted(set(flag_updates)):
+            out.append(r.render_fetch(seq, [("FLAGS", r.Raw(r.flag_list(self.flag_list(seq))))]))
+        self.modseq = max(self.modseq, changes.highestmodseq)
+        return out
+
+    def _append_new(self, listing: FolderListing) -> None:
+        top = self.max_uid()
+        cols = listing.columns
+        start = bisect.bisect_right(cols.uids, top)
+        for i in range(start, len(cols.uids)):
+            uid = cols.uids[i]
+            if uid in self.pending_expunge:
+                continue
+            self.uids.append(uid)
+            self.flags.append(cols.flags[i] & _STORED)
+            self.sizes.append(cols.sizes[i])
+            self.dates.append(cols.dates[i])
+            kw = listing.keywords.get(uid)
+            if kw:
+                self.keywords[uid] = kw
+                self.known_keywords.update(kw.split())
+
+    def expunge_now(self, uids: Iterable[int]) -> list[bytes]:
+        """EXPUNGE responses for UIDs this session expunged itself (always announceable)."""
+        for uid in uids:
+            if self.seq_of(uid) is not None:
+                self.pending_expunge.add(uid)
+        return self._apply_expunges()
+
+    def _apply_expunges(self) -> list[bytes]:
+        # Highest first: removing a message never renumbers the ones below it, so
+        # each EXPUNGE names the number the client has at that moment.
+        seqs = sorted((s for s in map(self.seq_of, self.pending_expunge) if s), reverse=True)
+        self.pending_expunge.clear()
+        recent_before = len(self.recent)
+        out = []
+        for seq in seqs:
+            i = seq - 1
+            uid = self.uids[i]
+            for arr in (self.uids, self.flags, self.sizes, self.dates):
+                del arr[i]
+            self.keywords.pop(uid, None)
+            self.recent.discard(uid)
+            out.append(r.expunge(seq))
+        if len(self.recent) != recent_before:
+            out.append(r.recent(len(self.recent)))
+        return out

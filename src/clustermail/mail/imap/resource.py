@@ -1,0 +1,135 @@
+"""The ``imap4`` resource type: the IMAP server of a virtual server, in its resource host.
+
+Properties: ``port`` (143), ``tls_port`` (993; 0 turns implicit TLS off),
+``allow_plaintext_on_loopback`` (false), ``idle_timeout`` (seconds, at least 1800
+by RFC 3501; smaller values are for tests).
+
+Dependencies: the group's ``ip_address`` (where to listen) and its
+``mail_store`` resource, which provides the recipient directory (passwords)
+and ``database_for(entry)``; the mailbox id in the store is the entry's
+address. UIDVALIDITY and UIDs live in the mailbox databases, so they survive a
+failover unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import ssl
+from typing import Any, Protocol, runtime_checkable
+
+from clustermail.cluster.resources import (
+    Properties,
+    Resource,
+    ResourceContext,
+    ResourceError,
+    register,
+)
+from clustermail.cluster.resources.ip_address import IpAddressResource
+from clustermail.mail.imap.server import ImapServer
+from clustermail.mail.imap.session import Authenticator, SessionConfig
+from clustermail.mail.store import MailboxDatabase
+
+MIN_IDLE_TIMEOUT = 30 * 60.0
+
+
+@runtime_checkable
+class MailStoreProvider(Protocol):
+    """What the ``mail_store`` resource offers protocol servers."""
+
+    @property
+    def directory(self) -> Authenticator: ...
+
+    def database_for(self, entry: Any) -> MailboxDatabase: ...
+
+
+class Imap4Resource(Resource):
+    def __init__(self, ctx: ResourceContext, properties: Properties) -> None:
+        super().__init__(ctx, properties)
+        self.port = properties.integer("port", 143, minimum=1)
+        self.tls_port = properties.integer("tls_port", 993, minimum=0)
+        self.allow_plaintext = properties.boolean("allow_plaintext_on_loopback", False)
+        self.idle_timeout = properties.number("idle_timeout", MIN_IDLE_TIMEOUT, minimum=0.1)
+        self.server: ImapServer | None = None
+        self.address: str | None = None
+
+    def _mail_store(self) -> MailStoreProvider:
+        for res in self.ctx.of_type("mail_store"):
+            if isinstance(res, MailStoreProvider):
+                return res
+        raise ResourceError(
+            f"{self.ctx.resource}: needs the virtual server's mail_store resource", permanent=True
+        )
+
+    def _tls(self) -> ssl.SSLContext | None:
+        # The shared TLS plumbing (a self-signed certificate per virtual server, on its
+        # disk) lives in clustermail.mail.tls once it is there.
+        try:
+            tls = importlib.import_module("clustermail.mail.tls")
+        except ImportError:
+            return None
+        make = getattr(tls, "server_context", None)
+        if make is None:
+            return None
+        context = make(self.ctx)
+        return context if isinstance(context, ssl.SSLContext) else None
+
+    async def online(self) -> None:
+        self.address = self.ctx.dependency(IpAddressResource).address
+        store = self._mail_store()
+
+        def locate(entry: Any) -> tuple[MailboxDatabase, str]:
+            return store.database_for(entry), str(entry.address)
+
+        tls = self._tls()
+        server = ImapServer(
+            store.directory,
+            locate,
+            tls=tls,
+            allow_plaintext_on_loopback=self.allow_plaintext,
+            config=SessionConfig(idle_timeout=self.idle_timeout),
+        )
+        try:
+            await server.listen(self.address, self.port)
+            if tls is not None and self.tls_port:
+                await server.listen(self.address, self.tls_port, implicit_tls=True)
+        except OSError as exc:
+            await server.close()
+            raise ResourceError(
+                f"{self.ctx.resource}: cannot listen on {self.address}:{self.port}: {exc}"
+            ) from None
+        self.server = server
+        self.ctx.log.info("imap4 online", address=self.address, port=self.port, tls=tls is not None)
+
+    async def offline(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            await server.close()
+
+    async def quick_check(self) -> bool:
+        return self.server is not None and self.server.serving
+
+    async def thorough_check(self) -> bool:
+        """A real client's first step: connect and read the greeting."""
+        if not await self.quick_check() or self.address is None:
+            return False
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.address, self.port), 5
+            )
+        except (OSError, TimeoutError):
+            return False
+        try:
+            greeting = await asyncio.wait_for(reader.readline(), 5)
+            return greeting.startswith(b"* OK")
+        except (OSError, TimeoutError):
+            return False
+        finally:
+            writer.write(b"x LOGOUT\r\n")
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+register("imap4", Imap4Resource)

@@ -1,0 +1,246 @@
+"""The IMAP server: listeners, sessions, change notifications and login throttling.
+
+The core takes what it needs as plain arguments, so it runs the same under the
+``imap4`` resource and in tests:
+
+* an :class:`~clustermail.mail.imap.session.Authenticator` (the recipient
+  directory in production);
+* a locator, principal → (mounted :class:`MailboxDatabase`, mailbox id);
+* an ``ssl.SSLContext`` for STARTTLS and implicit TLS, or ``None``.
+
+Plaintext LOGIN/AUTHENTICATE is allowed on TLS connections, and on plain ones
+only when the listener is bound to a loopback address and the configuration
+allows it (``allow_plaintext_on_loopback``); elsewhere the server announces
+LOGINDISABLED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from clustermail.mail.imap.session import (
+    Authenticator,
+    ImapSession,
+    MailboxLocator,
+    SessionConfig,
+)
+from clustermail.mail.store import MailboxDatabase
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- throttle
+
+
+@dataclass(slots=True)
+class LoginThrottle:
+    """Slows down password guessing per client address.
+
+    Each failed login within ``window`` seconds doubles the delay before the
+    next attempt from that address is answered (``base`` × 2^(failures-1), at
+    most ``maximum``); a success forgets the address.
+    """
+
+    base: float = 0.5
+    maximum: float = 15.0
+    window: float = 600.0
+    clock: Callable[[], float] = time.monotonic
+    _failures: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+    def delay(self, address: str) -> float:
+        entry = self._failures.get(address)
+        if entry is None:
+            return 0.0
+        count, last = entry
+        if self.clock() - last > self.window:
+            del self._failures[address]
+            return 0.0
+        return float(min(self.maximum, self.base * 2 ** (count - 1)))
+
+    async def before_attempt(self, address: str) -> None:
+        wait = self.delay(address)
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    def failed(self, address: str) -> None:
+        count = self._failures.get(address, (0, 0.0))[0]
+        self._failures[address] = (count + 1, self.clock())
+        if len(self._failures) > 100_000:  # bounded memory under a spray of addresses
+            oldest = min(self._failures, key=lambda a: self._failures[a][1])
+            del self._failures[oldest]
+
+    def succeeded(self, address: str) -> None:
+        self._failures.pop(address, None)
+
+
+# --------------------------------------------------------------------------- change hub
+
+
+class ChangeHub:
+    """Fans the store's commit notifications out to the sessions that watch a mailbox.
+
+    The store calls its listeners from its writer thread; the hub hops onto the
+    event loop and calls each watcher of the touched mailboxes there.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._dbs: dict[int, tuple[MailboxDatabase, Callable[[frozenset[str]], None]]] = {}
+        self._watchers: dict[tuple[int, str], set[Callable[[], None]]] = {}
+
+    def watch(
+        self, db: MailboxDatabase, mailbox: str, callback: Callable[[], None]
+    ) -> Callable[[], None]:
+        key = (id(db), mailbox)
+        if id(db) not in self._dbs:
+
+            def listener(touched: frozenset[str], dbid: int = id(db)) -> None:
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
+                    self._loop.call_soon_threadsafe(self._dispatch, dbid, touched)
+
+            db.add_listener(listener)
+            self._dbs[id(db)] = (db, listener)
+        self._watchers.setdefault(key, set()).add(callback)
+
+        def unwatch() -> None:
+            watchers = self._watchers.get(key)
+            if watchers is not None:
+                watchers.discard(callback)
+                if not watchers:
+                    del self._watchers[key]
+
+        return unwatch
+
+    def _dispatch(self, dbid: int, touched: frozenset[str]) -> None:
+        for mailbox in touched:
+            for callback in list(self._watchers.get((dbid, mailbox), ())):
+                try:
+                    callback()
+                except Exception:
+                    log.exception("change watcher failed")
+
+    def close(self) -> None:
+        for db, listener in self._dbs.values():
+            with contextlib.suppress(ValueError):
+                db.remove_listener(listener)
+        self._dbs.clear()
+        self._watchers.clear()
+
+
+# --------------------------------------------------------------------------- server
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+class ImapServer:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        locate: MailboxLocator,
+        *,
+        tls: ssl.SSLContext | None = None,
+        allow_plaintext_on_loopback: bool = False,
+        config: SessionConfig | None = None,
+        throttle: LoginThrottle | None = None,
+    ) -> None:
+        self.authenticator = authenticator
+        self.locate = locate
+        self.tls = tls
+        self.allow_plaintext_on_loopback = allow_plaintext_on_loopback
+        self.config = config or SessionConfig()
+        self.throttle = throttle or LoginThrottle()
+        self.sessions: set[ImapSession] = set()
+        self._servers: list[asyncio.Server] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._hub: ChangeHub | None = None
+
+    @property
+    def hub(self) -> ChangeHub:
+        if self._hub is None:
+            self._hub = ChangeHub(asyncio.get_running_loop())
+        return self._hub
+
+    async def listen(self, host: str, port: int, *, implicit_tls: bool = False) -> asyncio.Server:
+        """Start a listener; ``port`` 0 picks a free one (see ``sockets``)."""
+        if implicit_tls and self.tls is None:
+            raise ValueError("an implicit-TLS listener needs a TLS context")
+        plaintext = self.allow_plaintext_on_loopback and is_loopback(host)
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self._serve(reader, writer, plaintext)
+
+        server = await asyncio.start_server(
+            serve,
+            host,
+            port,
+            ssl=self.tls if implicit_tls else None,
+            reuse_address=True,
+            limit=256 * 1024,
+        )
+        self._servers.append(server)
+        return server
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, plaintext: bool
+    ) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        session = ImapSession(
+            reader,
+            writer,
+            authenticator=self.authenticator,
+            locate=self.locate,
+            hub=self.hub,
+            throttle=self.throttle,
+            config=self.config,
+            tls=self.tls,
+            plaintext_allowed=plaintext,
+        )
+        self.sessions.add(session)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            await session.run()
+        finally:
+            self.sessions.discard(session)
+            if task is not None:
+                self._tasks.discard(task)
+
+    @property
+    def serving(self) -> bool:
+        return bool(self._servers) and all(s.is_serving() for s in self._servers)
+
+    async def close(self) -> None:
+        """Stop listening, say BYE to every session and wait for them to end."""
+        servers, self._servers = self._servers, []
+        for server in servers:
+            server.close()
+        for session in list(self.sessions):
+            session.close_soon()
+        tasks = list(self._tasks)
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=5)
+            for task in pending:
+                task.cancel()
+        for server in servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 5)
+        if self._hub is not None:
+            self._hub.close()
+            self._hub = None

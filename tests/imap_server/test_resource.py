@@ -1,0 +1,101 @@
+"""The imap4 resource type in a resource group: listens on the group's address, finds
+mailboxes through the group's mail_store resource, answers the health checks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from imapclient import IMAPClient
+
+from clustermail.cluster.resources import Properties, Resource, ResourceContext
+from clustermail.cluster.resources.ip_address import IpAddressResource
+from clustermail.mail.imap.resource import Imap4Resource
+from clustermail.mail.store import MailboxDatabase
+from tests.imap_reference.dovecot import free_port
+from tests.rhost.test_resources import Env
+
+
+@dataclass(frozen=True)
+class Entry:
+    address: str
+
+
+class FakeDirectory:
+    async def authenticate(self, username: str, password: str) -> Entry | None:
+        return Entry(username) if password == "pw" else None
+
+
+class FakeMailStore(Resource):
+    """Stand-in for the mail_store resource (built in parallel): one database."""
+
+    db: MailboxDatabase
+
+    def __init__(self, ctx: ResourceContext, properties: Properties) -> None:
+        super().__init__(ctx, properties)
+        self.directory = FakeDirectory()
+
+    def database_for(self, entry: Any) -> MailboxDatabase:
+        return self.db
+
+    async def online(self) -> None:
+        pass
+
+    async def offline(self) -> None:
+        pass
+
+    async def quick_check(self) -> bool:
+        return True
+
+    async def thorough_check(self) -> bool:
+        return True
+
+
+FakeMailStore.type_name = "mail_store"
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    e = Env(tmp_path)
+    yield e
+    await e.store.close()
+
+
+async def test_imap4_resource_serves_the_group(env: Env, tmp_path: Path) -> None:
+    db = MailboxDatabase(tmp_path / "db.sqlite")
+    db.mount(1)
+    db.create_mailbox_sync("alice@example.test")
+    db.deliver_sync(b"Subject: hi\r\n\r\nhello\r\n", ["alice@example.test"])
+    ip = env.make(IpAddressResource, "ip", {"address": "127.0.0.23"})
+    store = env.make(FakeMailStore, "store", {})
+    store.db = db
+    port = free_port("127.0.0.23")
+    imap = env.make(
+        Imap4Resource,
+        "imap",
+        {"port": port, "tls_port": 0, "allow_plaintext_on_loopback": True},
+        deps=("ip", "store"),
+    )
+    await ip.online()
+    await imap.online()
+    try:
+        assert await imap.quick_check() and await imap.thorough_check()
+
+        def session() -> int:
+            c = IMAPClient("127.0.0.23", port=port, ssl=False, timeout=5)
+            c.login("alice@example.test", "pw")
+            n = int(c.select_folder("INBOX")[b"EXISTS"])
+            c.logout()
+            return n
+
+        import asyncio
+
+        assert await asyncio.to_thread(session) == 1
+    finally:
+        await imap.offline()
+        await ip.offline()
+        db.dismount()
+    assert not await imap.quick_check()
