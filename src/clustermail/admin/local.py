@@ -24,10 +24,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from clustermail.admin import seed
 from clustermail.admin.errors import AdminError
 from clustermail.admin.status import build_status
 from clustermail.cluster import eventlog, keys
-from clustermail.cluster.config import ConfigError, default_cluster_config, load_config, render_toml
+from clustermail.cluster.config import ConfigError, load_config, render_toml
 from clustermail.cluster.model import ClusterConfig
 from clustermail.cluster.view import read_view
 from clustermail.coord import Store, open_store
@@ -47,7 +48,7 @@ def ensure_config(data_dir: Path, console: Console) -> ClusterConfig:
     """Loads DATA/cluster.toml, writing the sample cluster's there first if missing."""
     path = config_path_for(data_dir)
     if not path.exists():
-        path.write_text(render_toml(default_cluster_config()))
+        path.write_text(render_toml(seed.seed_config()))
         console.print(f"wrote the sample cluster's configuration to [bold]{path}[/]")
     else:
         console.print(f"using the configuration in [bold]{path}[/]")
@@ -162,6 +163,8 @@ async def up(data_dir: Path, console: Console) -> int:
             console.print(f"started {node} (pid {proc.pid}, log {data_dir / 'logs' / node}.log)")
         await _wait_online(store, config, console, procs)
         console.print(layout_table(config, build_status(await read_view(store))))
+        if _serves_mail(config):
+            await _seed_users(store, config, data_dir, console)
         console.print(
             "[dim]following the cluster log; Ctrl-C stops the cluster. In another terminal: "
             f"clustermail status --data {data_dir}[/]"
@@ -181,6 +184,62 @@ async def up(data_dir: Path, console: Console) -> int:
         await store.close()
         console.print("stopped.")
     return 0
+
+
+def _serves_mail(config: ClusterConfig) -> bool:
+    return any(r.type == "mail_store" for vs in config.virtual_servers for r in vs.resources)
+
+
+async def _seed_users(
+    store: Store, config: ClusterConfig, data_dir: Path, console: Console
+) -> None:
+    """The demo's domain and one user per virtual server; passwords shown once and
+    kept (owner-readable only) in DATA/passwords.json."""
+    from clustermail.mail.directory import Directory
+    from clustermail.mail.directory_model import DirectoryError
+
+    directory = Directory(store)
+    passwords = seed.load_passwords(data_dir)
+    created: dict[str, str] = {}
+    try:
+        if not await directory.is_local_domain(seed.DOMAIN):
+            await directory.add_domain(seed.DOMAIN)
+        for vs, user in seed.USERS.items():
+            if config.virtual_server(vs) is None:
+                continue
+            address = f"{user}@{seed.DOMAIN}"
+            if await directory.mailbox(address) is None:
+                password = seed.new_password()
+                await directory.add_mailbox(address, password=password, server=vs,
+                                            display_name=user.capitalize())
+                created[address] = password
+    except DirectoryError as exc:
+        console.print(f"[yellow]could not create the demo users: {exc}[/]")
+        return
+    finally:
+        await directory.close()
+    if created:
+        passwords.update(created)
+        seed.save_passwords(data_dir, passwords)
+    table = Table(title=f"mail endpoints (domain {seed.DOMAIN})")
+    for col in ("virtual server", "address", "user", "password", "SMTP", "submission",
+                "IMAP", "POP3"):
+        table.add_column(col)
+    p = seed.PORTS
+    for vs, user in seed.USERS.items():
+        server = config.virtual_server(vs)
+        if server is None:
+            continue
+        address = next((str(r.properties.get("address")) for r in server.resources
+                        if r.type == "ip_address"), "?")
+        login = f"{user}@{seed.DOMAIN}"
+        shown = created.get(login, "(in passwords.json)")
+        table.add_row(vs, address, login, shown, str(p["smtp"]),
+                      f"{p['submission']} (STARTTLS), {p['submissions']} (TLS)",
+                      f"{p['imap']}, {p['imaps']} (TLS)", f"{p['pop3']}, {p['pop3s']} (TLS)")
+    console.print(table)
+    if created:
+        console.print(f"passwords shown once; kept in {seed.passwords_path(data_dir)}")
 
 
 async def _wait_online(
