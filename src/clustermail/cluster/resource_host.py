@@ -78,6 +78,10 @@ _transition_ids = itertools.count(1)
 
 T = TypeVar("T")
 
+#: Pause between a resource's failure and its restart (Windows clustering's
+#: "restart delay", 500 ms): a resource that fails at once must not spin.
+RESTART_DELAY = 0.5
+
 
 # --------------------------------------------------------------------------- state
 
@@ -387,6 +391,7 @@ class ResourceHost:
                 return False
             self._set(slot, ResourceState.FAILED, outcome.reason)
             reason = decision.reason
+            await asyncio.sleep(RESTART_DELAY)
 
     async def _take_offline(self, slot: Slot, reason: str) -> bool:
         """Offline within the pending timeout; False if it had to be terminated."""
@@ -506,6 +511,7 @@ class ResourceHost:
             await self._failed_for_good(slot, f"{why}; {decision.reason}")
         else:
             self._set(slot, ResourceState.FAILED, why)
+            await asyncio.sleep(RESTART_DELAY)
             await self._bring_online(slot, decision.reason)
         await self._converge(f"{name} is back")
         self._report_group()
