@@ -54,6 +54,7 @@ def cluster_toml(
     extra_resource: str = "",
     banner_policy: str = "",
     vs_extra: str = "",
+    mail: bool = False,
 ) -> str:
     lines = ["[cluster]", 'placement = "active-passive"', f'timing = "{timing}"', ""]
     for n in range(1, nodes + 1):
@@ -87,7 +88,42 @@ def cluster_toml(
             f'tcp_check = "{addr}:{port}"',
             extra_resource.format(v=v, addr=addr, port=port),
         ]
+        if mail:
+            lines += mail_resources(v, port)
     return "\n".join(lines) + "\n"
+
+
+#: Offsets from the test's base port of the mail listeners (same on every VS address).
+MAIL_PORTS = {"smtp": 1, "submission": 2, "submissions": 3, "imap": 4, "imaps": 5,
+              "pop3": 6, "pop3s": 7}
+
+
+def mail_port(base_port: int, name: str) -> int:
+    return base_port + MAIL_PORTS[name]
+
+
+def mail_resources(v: int, port: int) -> list[str]:
+    p = {name: mail_port(port, name) for name in MAIL_PORTS}
+    return [
+        f"[virtual_servers.mail{v}.resources.store]",
+        'type = "mail_store"',
+        'depends_on = ["disk"]',
+        f"[virtual_servers.mail{v}.resources.smtp]",
+        'type = "smtp"',
+        'depends_on = ["store", "ip", "name"]',
+        f"properties = {{ port = {p['smtp']}, submission_port = {p['submission']}, "
+        f"submissions_port = {p['submissions']}, allow_plaintext_on_loopback = true }}",
+        f"[virtual_servers.mail{v}.resources.imap4]",
+        'type = "imap4"',
+        'depends_on = ["store", "ip"]',
+        f"properties = {{ port = {p['imap']}, tls_port = {p['imaps']}, "
+        "allow_plaintext_on_loopback = true }",
+        f"[virtual_servers.mail{v}.resources.pop3]",
+        'type = "pop3"',
+        'depends_on = ["store", "ip"]',
+        f"properties = {{ port = {p['pop3']}, tls_port = {p['pop3s']}, "
+        "allow_plaintext_on_loopback = true }",
+    ]
 
 
 def banner(address: str, port: int, timeout: float = 1.0) -> str | None:
