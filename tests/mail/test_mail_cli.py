@@ -165,7 +165,8 @@ def test_bad_input_is_one_clear_line(env: Env) -> None:
 
     fails("domain", "add", "EXAMPLE.test", match="already exists")
     fails("domain", "add", "bad_domain.test", match="'_' is not allowed")
-    fails("domain", "remove", "example.test", match="still holds 1 mailbox, 1 alias: remove them first")
+    fails("domain", "remove", "example.test",
+          match="still holds 1 mailbox, 1 alias: remove them first")
     fails("domain", "remove", "nowhere.test", match="no domain")
     fails("user", "add", "ALICE@example.test", "--server", "mail1", "--password-stdin",
           stdin=pw, match="already a mailbox")
