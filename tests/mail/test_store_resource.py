@@ -170,6 +170,25 @@ async def test_online_creates_homed_mailboxes_and_follows_the_directory(
     assert not any(p.stat().st_size for p in root.rglob("*-wal"))  # dismounted cleanly
 
 
+async def test_retention_purge(tmp_path: Path, coord: tuple[Store, Directory]) -> None:
+    owner = Owner(tmp_path, epoch=2, props={"retention_days": 0.5})
+    await owner.online()
+    try:
+        alice = await coord[1].mailbox("alice@example.test")
+        assert alice is not None
+        db = owner.mail.database_for(alice)
+        assert db.settings.retention_days == 0.5
+        uid = db.append_sync(alice.address, "INBOX", msg("old")).uid
+        db.set_flags_sync(alice.address, "INBOX", [uid], ["\\Deleted"])
+        db.expunge_sync(alice.address, "INBOX")
+        assert await owner.mail.purge_deleted_items() == 0  # still inside the window
+        db.update_settings_sync(retention_days=0.0)
+        assert await owner.mail.purge_deleted_items() == 1
+        assert db.deleted_items(alice.address) == 0
+    finally:
+        await owner.close()
+
+
 async def test_mailbox_database_creates_a_mailbox_not_applied_yet(
     tmp_path: Path, coord: tuple[Store, Directory]
 ) -> None:

@@ -23,7 +23,6 @@ from typing import Any
 
 from clustermail.cluster import keys
 from clustermail.coord import Compare, Delete, Put, Store, TxnOp
-from clustermail.coord.api import KeyValue
 from clustermail.mail import directory_model as m
 from clustermail.mail.addresses import Address, normalize_domain, parse_address
 from clustermail.mail.directory_cache import DirectoryCache, ErrorReporter
@@ -290,7 +289,7 @@ class Directory:
             raise NotFoundError(
                 f"catch-all {catch_all!r}: no mailbox, alias or group has that address"
             )
-        return _record_address(*found)
+        return m.record_address(*found)
 
     async def set_catch_all(self, domain: str, catch_all: str | None) -> DomainEntry:
         """Sets (or with None clears) the mailbox, alias or group that gets mail for
@@ -478,7 +477,7 @@ class Directory:
         if found is None:
             raise NotFoundError(f"member {member!r} is not a mailbox, alias or group")
         member_kind, member_raw = found
-        member_name = _record_address(member_kind, member_raw)
+        member_name = m.record_address(member_kind, member_raw)
         member_guard = [Compare.exists(self._key(member_kind, member_addr.key))]
         key = self._key(m.GROUPS, addr.key)
         for _ in range(CAS_ATTEMPTS):
@@ -628,7 +627,7 @@ class Directory:
                 kv = await self.store.get(key)
                 if kv is not None:
                     raise AddressTakenError(
-                        f"{_record_address(kind, kv.value)} is already {m.a_kind(kind)}"
+                        f"{m.record_address(kind, kv.value)} is already {m.a_kind(kind)}"
                     )
             for guard in guards:
                 if not guard.holds(await self.store.get(guard.key)):
@@ -648,7 +647,7 @@ class Directory:
                 raise NotFoundError(f"no {what}")
             if expect_mod is not None and target.mod_revision != expect_mod:
                 raise ConflictError(f"{what} changed meanwhile")
-            deletes, puts = _references_removed(records, kind, key)
+            deletes, puts = m.references_removed(records, kind, key)
             touched = [records[rel] for rel in (*deletes, *puts)]
             result = await self.store.txn(
                 [Compare.mod_is(kv.key, kv.mod_revision) for kv in touched],
@@ -662,47 +661,3 @@ class Directory:
 
 def _replace(entry: MailboxEntry, **changes: Any) -> MailboxEntry:
     return replace(entry, **changes)
-
-
-def _record_address(kind: str, raw: bytes) -> str:
-    if kind == m.MAILBOXES:
-        return MailboxEntry.from_json(raw).address
-    if kind == m.ALIASES:
-        return AliasEntry.from_json(raw).address
-    return GroupEntry.from_json(raw).address
-
-
-def _references_removed(
-    records: dict[str, KeyValue], kind: str, key: str
-) -> tuple[list[str], dict[str, str]]:
-    """What removing recipient ``kind``+``key`` changes (pure): keys to delete and
-    records to rewrite. Groups emptied by it go too, recursively."""
-    deletes: list[str] = []
-    puts: dict[str, str] = {}
-    doomed = [(kind, key)]
-    while doomed:
-        k, name = doomed.pop()
-        if k + name in deletes:
-            continue
-        deletes.append(k + name)
-        puts.pop(k + name, None)
-        for rel, kv in records.items():
-            if rel in deletes:
-                continue
-            value = puts[rel].encode() if rel in puts else kv.value
-            if k == m.MAILBOXES and rel.startswith(m.ALIASES):
-                if parse_address(AliasEntry.from_json(value).target).key == name:
-                    doomed.append((m.ALIASES, rel[len(m.ALIASES) :]))
-            elif rel.startswith(m.GROUPS):
-                group = GroupEntry.from_json(value)
-                rest = tuple(x for x in group.members if parse_address(x).key != name)
-                if len(rest) != len(group.members):
-                    if rest:
-                        puts[rel] = GroupEntry(group.address, rest).to_json()
-                    else:
-                        doomed.append((m.GROUPS, rel[len(m.GROUPS) :]))
-            elif rel.startswith(m.DOMAINS):
-                domain = DomainEntry.from_json(value)
-                if domain.catch_all and parse_address(domain.catch_all).key == name:
-                    puts[rel] = DomainEntry(domain.domain, None).to_json()
-    return deletes, puts

@@ -108,4 +108,8 @@ class DirectoryCache:
 
     def _notify(self, keys: frozenset[str]) -> None:
         for listener in list(self._listeners):
-            listener(keys)
+            try:
+                listener(keys)
+            except Exception as exc:  # a listener's bug must not stop the cache
+                if self._on_error is not None:
+                    self._on_error(f"directory listener failed: {type(exc).__name__}: {exc}")

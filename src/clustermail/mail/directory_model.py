@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from clustermail.coord.api import KeyValue
+from clustermail.mail.addresses import parse_address
 from clustermail.mail.store.quota import QuotaLimits
 
 DOMAINS = "domains/"
@@ -233,3 +235,50 @@ def check_display_name(name: str) -> str:
             "no control characters"
         )
     return name
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def record_address(kind: str, raw: bytes) -> str:
+    if kind == MAILBOXES:
+        return MailboxEntry.from_json(raw).address
+    if kind == ALIASES:
+        return AliasEntry.from_json(raw).address
+    return GroupEntry.from_json(raw).address
+
+
+def references_removed(
+    records: dict[str, KeyValue], kind: str, key: str
+) -> tuple[list[str], dict[str, str]]:
+    """What removing recipient ``kind``+``key`` changes (pure): keys to delete and
+    records to rewrite. Groups emptied by it go too, recursively."""
+    deletes: list[str] = []
+    puts: dict[str, str] = {}
+    doomed = [(kind, key)]
+    while doomed:
+        k, name = doomed.pop()
+        if k + name in deletes:
+            continue
+        deletes.append(k + name)
+        puts.pop(k + name, None)
+        for rel, kv in records.items():
+            if rel in deletes:
+                continue
+            value = puts[rel].encode() if rel in puts else kv.value
+            if k == MAILBOXES and rel.startswith(ALIASES):
+                if parse_address(AliasEntry.from_json(value).target).key == name:
+                    doomed.append((ALIASES, rel[len(ALIASES) :]))
+            elif rel.startswith(GROUPS):
+                group = GroupEntry.from_json(value)
+                rest = tuple(x for x in group.members if parse_address(x).key != name)
+                if len(rest) != len(group.members):
+                    if rest:
+                        puts[rel] = GroupEntry(group.address, rest).to_json()
+                    else:
+                        doomed.append((GROUPS, rel[len(GROUPS) :]))
+            elif rel.startswith(DOMAINS):
+                domain = DomainEntry.from_json(value)
+                if domain.catch_all and parse_address(domain.catch_all).key == name:
+                    puts[rel] = DomainEntry(domain.domain, None).to_json()
+    return deletes, puts

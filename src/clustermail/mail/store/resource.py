@@ -60,6 +60,8 @@ from clustermail.mail.store.types import DatabaseSettings
 
 #: Pause before retrying a provisioning pass that failed (the store was unreachable…).
 RETRY_DELAY = 1.0
+#: How often deleted items past their database's retention window are purged.
+PURGE_INTERVAL = 3600.0
 
 
 class NotHomedHereError(StoreError):
@@ -111,6 +113,7 @@ class MailStoreResource(Resource):
         self._lock = asyncio.Lock()
         self._dirty = asyncio.Event()
         self._follower: asyncio.Task[None] | None = None
+        self._purger: asyncio.Task[None] | None = None
         self._applied: dict[str, HomedMailbox] = {}
 
     # ------------------------------------------------------------------ public API
@@ -142,6 +145,18 @@ class MailStoreResource(Resource):
                 await asyncio.to_thread(db.create_mailbox_sync, entry.address,
                                         quota_limits=entry.quota)
         return db
+
+    async def purge_deleted_items(self) -> int:
+        """Deletes the retained deleted items past each database's retention window
+        (run every PURGE_INTERVAL while online); returns how many went."""
+
+        def purge() -> int:
+            return sum(db.purge_deleted_items_sync() for db in self.store.databases())
+
+        purged = await asyncio.to_thread(purge)
+        if purged:
+            self.ctx.log.info(f"purged {purged} deleted item(s) past their retention window")
+        return purged
 
     # ------------------------------------------------------------------ resource
 
@@ -176,9 +191,9 @@ class MailStoreResource(Resource):
             if translated is exc:
                 raise
             raise translated from exc
-        self._follower = asyncio.get_running_loop().create_task(
-            self._follow(), name=f"{self.ctx.resource} directory follower"
-        )
+        loop = asyncio.get_running_loop()
+        self._follower = loop.create_task(self._follow(), name=f"{self.ctx.resource} follower")
+        self._purger = loop.create_task(self._purge_loop(), name=f"{self.ctx.resource} purger")
 
     async def offline(self) -> None:
         await self._stop()
@@ -283,9 +298,18 @@ class MailStoreResource(Resource):
             if self._dirty.is_set():  # a failure asked for another pass: not at once
                 await asyncio.sleep(RETRY_DELAY)
 
+    async def _purge_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PURGE_INTERVAL)
+            try:
+                await self.purge_deleted_items()
+            except StoreError as exc:  # fenced or a disk error: the checks report it
+                self.ctx.log.warning(f"purging deleted items failed: {exc}")
+
     async def _stop(self) -> None:
-        task, self._follower = self._follower, None
-        if task is not None:
+        tasks = [t for t in (self._follower, self._purger) if t is not None]
+        self._follower = self._purger = None
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
