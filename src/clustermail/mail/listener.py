@@ -24,12 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from clustermail.logutil import log_event
 from clustermail.mail.tls import HANDSHAKE_TIMEOUT
 
 #: StreamReader buffer limit; protocols enforce their own (smaller) line limits on top.
@@ -169,8 +171,6 @@ def set_nodelay(transport: asyncio.BaseTransport) -> None:
 
 
 def is_loopback(address: str) -> bool:
-    import ipaddress
-
     try:
         return ipaddress.ip_address(address).is_loopback
     except ValueError:
@@ -419,6 +419,10 @@ class Listener:
             # Listener.close(): end quietly; this task is the connection's top level
             # (asyncio's stream callback would log a cancelled task as an error).
             pass
+        except Exception as exc:
+            # A bug in a protocol handler ends this connection only, never the listener.
+            log_event(f"{self.name}_error", message=f"session failed: {type(exc).__name__}: "
+                      f"{exc}", client=client)
         finally:
             self.admission.release(client)
             self._connections.discard(writer)
@@ -428,7 +432,7 @@ class Listener:
 
     @property
     def ports(self) -> list[int]:
-        """The bound ports, in endpoint order (useful when a port was 0)."""
+        """The bound ports, in the order of the (enabled) endpoints."""
         out: list[int] = []
         for server in self._servers:
             for sock in server.sockets:

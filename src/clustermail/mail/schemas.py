@@ -55,7 +55,7 @@ def _port(value: PropertyValue) -> str | None:
     return None if ok else "a port from 1 to 65535 (0 turns the listener off)"
 
 
-def _positive(value: PropertyValue) -> str | None:
+def _above_zero(value: PropertyValue) -> str | None:
     ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
     return None if ok else "a number greater than 0"
 
@@ -79,9 +79,9 @@ _COMMON = {
     "hostname": PropertySpec(_S),
     "cert": PropertySpec(_S),
     "key": PropertySpec(_S),
-    "timeout": PropertySpec(_F, check=_positive),
-    "max_connections": PropertySpec(_I, check=_positive),
-    "max_connections_per_client": PropertySpec(_I, check=_positive),
+    "timeout": PropertySpec(_F, check=_above_zero),
+    "max_connections": PropertySpec(_I, check=_above_zero),
+    "max_connections_per_client": PropertySpec(_I, check=_above_zero),
     "allow_plaintext_on_loopback": PropertySpec(_B),
 }
 
@@ -92,14 +92,14 @@ register_resource_type(
         "port": PropertySpec(_I, check=_port),
         "submission_port": PropertySpec(_I, check=_port),
         "submissions_port": PropertySpec(_I, check=_port),
-        "message_size_limit": PropertySpec(_I, check=_positive),
-        "max_recipients": PropertySpec(_I, check=_positive),
+        "message_size_limit": PropertySpec(_I, check=_above_zero),
+        "max_recipients": PropertySpec(_I, check=_above_zero),
         "smart_host": PropertySpec(_S, check=_host_port),
-        "retry_base": PropertySpec(_F, check=_positive),
-        "retry_max": PropertySpec(_F, check=_positive),
-        "delay_notice_after": PropertySpec(_F, check=_positive),
-        "expire_after": PropertySpec(_F, check=_positive),
-        "queue_poll": PropertySpec(_F, check=_positive),
+        "retry_base": PropertySpec(_F, check=_above_zero),
+        "retry_max": PropertySpec(_F, check=_above_zero),
+        "delay_notice_after": PropertySpec(_F, check=_above_zero),
+        "expire_after": PropertySpec(_F, check=_above_zero),
+        "queue_poll": PropertySpec(_F, check=_above_zero),
     },
     check=_tls_pair,
 )

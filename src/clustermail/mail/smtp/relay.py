@@ -71,6 +71,9 @@ def send(
         return [_refusal(a, *exc.recipients.get(a, (450, b"refused"))) for a in recipients]
     except smtplib.SMTPResponseException as exc:  # sender refused, data refused, ...
         return [_refusal(a, exc.smtp_code, exc.smtp_error) for a in recipients]
+    except smtplib.SMTPNotSupportedError as exc:  # UTF-8 addresses, no SMTPUTF8 there
+        text = f"{host}:{port} cannot take this message: {exc}"
+        return [RelayResult(a, False, True, "5.6.7", text) for a in recipients]
     except (smtplib.SMTPException, OSError, ssl.SSLError) as exc:
         text = f"cannot relay to {host}:{port}: {exc}"
         return [RelayResult(a, False, False, "4.4.1", text) for a in recipients]
