@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import ssl
 from typing import Any, Protocol, runtime_checkable
 
@@ -62,18 +61,15 @@ class Imap4Resource(Resource):
             f"{self.ctx.resource}: needs the virtual server's mail_store resource", permanent=True
         )
 
-    def _tls(self) -> ssl.SSLContext | None:
-        # The shared TLS plumbing (a self-signed certificate per virtual server, on its
-        # disk) lives in clustermail.mail.tls once it is there.
-        try:
-            tls = importlib.import_module("clustermail.mail.tls")
-        except ImportError:
-            return None
-        make = getattr(tls, "server_context", None)
-        if make is None:
-            return None
-        context = make(self.ctx)
-        return context if isinstance(context, ssl.SSLContext) else None
+    async def _tls(self, store: MailStoreProvider) -> ssl.SSLContext:
+        # The virtual server's own certificate on its disk (or the admin's), shared
+        # with SMTP and POP3 through the protocol-resource plumbing.
+        from clustermail.mail import protocol_resource as pr
+
+        address = pr.service_address(self.ctx)
+        name = pr.hostname(self.ctx, self.properties)
+        disk = pr.vs_disk(self.ctx, pr.mail_store_dependency(self.ctx))
+        return await pr.tls_context(self.ctx, self.properties, disk, name, address)
 
     async def online(self) -> None:
         self.address = self.ctx.dependency(IpAddressResource).address
@@ -82,7 +78,7 @@ class Imap4Resource(Resource):
         def locate(entry: Any) -> tuple[MailboxDatabase, str]:
             return store.database_for(entry), str(entry.address)
 
-        tls = self._tls()
+        tls = await self._tls(store)
         server = ImapServer(
             store.directory,
             locate,
