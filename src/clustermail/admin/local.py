@@ -173,7 +173,10 @@ async def up(data_dir: Path, console: Console) -> int:
     except (KeyboardInterrupt, asyncio.CancelledError):
         pass
     finally:
-        console.print("stopping the local cluster…")
+        # A second Ctrl-C must not abandon the nodes half-stopped.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        console.print(f"stopping the local cluster (within {STOP_TIMEOUT:.0f} s; "
+                      "further Ctrl-C is ignored)…")
         with contextlib.suppress(Exception):
             pids = await local_node_pids(store)
             known = set(pids.values())
@@ -221,11 +224,9 @@ async def _seed_users(
     if created:
         passwords.update(created)
         seed.save_passwords(data_dir, passwords)
-    table = Table(title=f"mail endpoints (domain {seed.DOMAIN})")
-    for col in ("virtual server", "address", "user", "password", "SMTP", "submission",
-                "IMAP", "POP3"):
-        table.add_column(col)
-    p = seed.PORTS
+    table = Table(title=f"mail users (domain {seed.DOMAIN})")
+    for col in ("virtual server", "address", "user", "password"):
+        table.add_column(col, no_wrap=True)
     for vs, user in seed.USERS.items():
         server = config.virtual_server(vs)
         if server is None:
@@ -233,11 +234,14 @@ async def _seed_users(
         address = next((str(r.properties.get("address")) for r in server.resources
                         if r.type == "ip_address"), "?")
         login = f"{user}@{seed.DOMAIN}"
-        shown = created.get(login, "(in passwords.json)")
-        table.add_row(vs, address, login, shown, str(p["smtp"]),
-                      f"{p['submission']} (STARTTLS), {p['submissions']} (TLS)",
-                      f"{p['imap']}, {p['imaps']} (TLS)", f"{p['pop3']}, {p['pop3s']} (TLS)")
+        table.add_row(vs, address, login, created.get(login, "(in passwords.json)"))
     console.print(table)
+    p = seed.PORTS
+    console.print(
+        f"on each address: SMTP {p['smtp']}, submission {p['submission']} (STARTTLS) and "
+        f"{p['submissions']} (TLS), IMAP {p['imap']} and {p['imaps']} (TLS), "
+        f"POP3 {p['pop3']} and {p['pop3s']} (TLS); plaintext login is allowed on loopback"
+    )
     if created:
         console.print(f"passwords shown once; kept in {seed.passwords_path(data_dir)}")
 

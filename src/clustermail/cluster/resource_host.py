@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import importlib
 import itertools
+import json
 import os
 import signal
 import sys
@@ -616,15 +617,32 @@ def _describe(exc: Exception) -> str:
 # --------------------------------------------------------------------------- entry
 
 
-def _stdin_reader() -> asyncio.StreamReader:
+def _stdin_reader(on_lease: list[Callable[[float], None]]) -> asyncio.StreamReader:
     """stdin as a stream, fed by a thread: works for a pipe, a file, /dev/null
-    or a terminal alike (the loop's epoll refuses some of those)."""
+    or a terminal alike (the loop's epoll refuses some of those).
+
+    The thread also hands every lease deadline to ``on_lease`` itself: the
+    deadline proves the *agent* is alive, and a host whose own loop is busy
+    (mounting a large database, making a certificate) must not fence itself
+    for that."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=LINE_LIMIT)
 
+    def lease_lines(buffer: bytes) -> bytes:
+        *lines, rest = buffer.split(b"\n")
+        for line in lines:
+            if b'"lease"' in line and on_lease:
+                with contextlib.suppress(ValueError, TypeError, KeyError):
+                    msg = json.loads(line)
+                    if msg.get("cmd") == "lease":
+                        on_lease[0](float(msg["safe_until"]))
+        return rest[-LINE_LIMIT:]
+
     def pump() -> None:
+        pending = b""
         try:
             while chunk := os.read(0, 65536):
+                pending = lease_lines(pending + chunk)
                 loop.call_soon_threadsafe(reader.feed_data, chunk)
         except OSError:
             pass  # an unreadable stdin is as good as closed
@@ -652,7 +670,8 @@ async def amain() -> int:
             host.agent_gone(why)
 
     sink = EventSink(sys.stdout, gone)
-    reader = _stdin_reader()
+    on_lease: list[Callable[[float], None]] = []
+    reader = _stdin_reader(on_lease)
     try:
         first = await reader.readline()
     except ValueError as exc:
@@ -666,6 +685,7 @@ async def amain() -> int:
         return _reject(sink, early, f"spec rejected: {exc}")
     log = HostLog(spec.vs, spec.node, sink, sys.stderr)
     host = ResourceHost(spec, sink, log)
+    on_lease.append(host.watchdog.set_deadline)
     # Connect to the store while the first resources come online: a network
     # name or a mail store needs it soon, and connecting costs a round trip.
     warm = loop.create_task(_warm_store(host.store))
