@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from clustermail.coord import open_store
-
 from tests.mail_smtp.test_resource_hosts import eventually, pop3_count, ports, publish_config
 from tests.rhost.conftest import StartHost
 from tests.rhost.hostproc import FAST_POLICY
