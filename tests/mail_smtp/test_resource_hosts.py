@@ -77,11 +77,11 @@ def eventually(check: Callable[[], Any], timeout: float = 20.0) -> Any:
     raise AssertionError(f"not in time (last error: {last!r})")
 
 
-def pop3_count(address: str, port: int, user: str) -> int:
+def pop3_count(address: str, port: int, user: str, password: str = PASSWORD) -> int:
     c = poplib.POP3(address, port, timeout=5)
     try:
         c.user(user)
-        c.pass_(PASSWORD)
+        c.pass_(password)
         count: int = c.stat()[0]
         return count
     finally:
