@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -37,6 +38,8 @@ class FakeMailStore(Resource):
     def __init__(self, ctx: ResourceContext, properties: Properties) -> None:
         super().__init__(ctx, properties)
         self.directory = FakeDirectory()
+        # Where the shared TLS plumbing keeps the virtual server's certificate.
+        self.store: Any = SimpleNamespace(disk=ctx.data_dir)
 
     def database_for(self, entry: Any) -> MailboxDatabase:
         return self.db
