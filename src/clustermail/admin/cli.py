@@ -117,10 +117,21 @@ def build_parser() -> Parser:
     for action, text in [
         ("online", "bring a resource (and what depends on it) back online"),
         ("offline", "take a resource (and what depends on it) offline"),
+        ("remove", "remove a resource from a virtual server (taken offline live)"),
     ]:
         p = add(action, text, cmd_resource_action, rsub)
         p.add_argument("vs")
         p.add_argument("resource")
+    p = add("add", "add a resource to a virtual server (brought online live), "
+            "e.g. `resource add mail1 pop3` enables POP3", cmd_resource_add, rsub)
+    p.add_argument("vs")
+    p.add_argument("type", help="resource type: pop3, imap4, smtp, process, ...")
+    p.add_argument("--name", help="resource name (default: the type)")
+    p.add_argument("--depends-on", action="append", metavar="RESOURCE",
+                   help="a resource it depends on (repeatable; default for mail "
+                        "protocols: the mail store and the address)")
+    p.add_argument("--property", "-p", action="append", default=[], metavar="KEY=VALUE",
+                   help="a property (repeatable); values are TOML: 2110, true, \"text\"")
     add_mail_commands(sub, add)
     queue_cli.add_commands(sub, add, Parser)
     return parser
@@ -396,10 +407,39 @@ async def cmd_resource_list(args: argparse.Namespace, console: Console) -> int:
 async def cmd_resource_action(args: argparse.Namespace, console: Console) -> int:
     store = await with_store(args)
     try:
+        if args.sub == "remove":
+            await intents.remove_resource(store, args.vs, args.resource)
+            console.print(f"{args.vs}/{args.resource} removed (its owner takes it offline)")
+            return 0
         await intents.set_resource_offline(store, args.vs, args.resource, args.sub == "offline")
     finally:
         await store.close()
     console.print(f"{args.vs}/{args.resource}: {args.sub} requested")
+    return 0
+
+
+def _property(text: str) -> tuple[str, Any]:
+    import tomllib
+
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise AdminError(f"--property {text!r}: expected KEY=VALUE")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word is a string
+    return key.strip(), value
+
+
+async def cmd_resource_add(args: argparse.Namespace, console: Console) -> int:
+    props = dict(_property(p) for p in args.property) or None
+    store = await with_store(args)
+    try:
+        name = await intents.add_resource(store, args.vs, args.type, name=args.name,
+                                          depends_on=args.depends_on, properties=props)
+    finally:
+        await store.close()
+    console.print(f"{args.vs}/{name} added (its owner brings it online)")
     return 0
 
 

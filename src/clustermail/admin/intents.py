@@ -130,3 +130,84 @@ async def set_resource_offline(store: Store, vs: str, resource: str, offline: bo
     view = await current_view(store)
     check_resource(view, vs, resource)
     await _update(store, f"{keys.RESOURCE_ADMIN}{vs}/{resource}", {"offline": offline})
+
+
+async def _rewrite_config(
+    store: Store, view: ClusterView, config: dict[str, Any], what: str
+) -> None:
+    """Validates a changed configuration and writes it with compare-and-swap."""
+    import clustermail.mail.schemas  # noqa: F401  (mail resource types)
+    from clustermail.cluster.config import ConfigError
+    from clustermail.cluster.model import ClusterConfig
+    from clustermail.coord import Compare, Put
+
+    try:
+        ClusterConfig.from_dict(config, what)
+    except ConfigError as exc:
+        raise AdminError(str(exc)) from exc
+    result = await store.txn(
+        [Compare.mod_is(keys.CONFIG, view.config_revision)],
+        [Put(keys.CONFIG, json.dumps(config, sort_keys=True))],
+    )
+    if not result.succeeded:
+        raise AdminError("the configuration changed meanwhile; run the command again")
+
+
+#: Resource types that serve mail depend on the virtual server's mail store and
+#: address (SMTP also on its network name, which it uses as its host name).
+_AUTO_DEPENDENCIES = {
+    "smtp": ("mail_store", "ip_address", "network_name"),
+    "pop3": ("mail_store", "ip_address"),
+    "imap4": ("mail_store", "ip_address"),
+    "mail_store": ("disk",),
+}
+
+
+async def add_resource(
+    store: Store,
+    vs: str,
+    rtype: str,
+    *,
+    name: str | None = None,
+    depends_on: list[str] | None = None,
+    properties: dict[str, Any] | None = None,
+) -> str:
+    """Adds a resource to a virtual server; its owner brings it online live."""
+    from clustermail.admin import seed
+
+    view = await current_view(store)
+    check_vs(view, vs)
+    assert view.config is not None
+    config = json.loads(json.dumps(view.config))
+    resources: dict[str, Any] = config["virtual_servers"][vs].setdefault("resources", {})
+    name = name or rtype
+    if name in resources:
+        raise AdminError(f"virtual server {vs} already has a resource named {name!r}")
+    if depends_on is None:
+        wanted = _AUTO_DEPENDENCIES.get(rtype, ())
+        depends_on = [r for r, spec in resources.items() if spec.get("type") in wanted]
+    template = next((t for t in seed.mail_resources().values() if t["type"] == rtype), None)
+    props = dict(template["properties"]) if template and properties is None else {}
+    props.update(properties or {})
+    resources[name] = {"type": rtype, "depends_on": depends_on, "properties": props}
+    await _rewrite_config(store, view, config, f"{vs} with {rtype} resource {name!r}")
+    return name
+
+
+async def remove_resource(store: Store, vs: str, resource: str) -> None:
+    """Removes a resource; its owner takes it offline live. Refused while others need it."""
+    view = await current_view(store)
+    check_resource(view, vs, resource)
+    assert view.config is not None
+    config = json.loads(json.dumps(view.config))
+    resources: dict[str, Any] = config["virtual_servers"][vs]["resources"]
+    needed_by = sorted(r for r, spec in resources.items()
+                       if resource in spec.get("depends_on", []))
+    if needed_by:
+        raise AdminError(
+            f"{', '.join(needed_by)} {'depends' if len(needed_by) == 1 else 'depend'} on "
+            f"{vs}/{resource}: remove {'it' if len(needed_by) == 1 else 'them'} first"
+        )
+    del resources[resource]
+    await _rewrite_config(store, view, config, f"{vs} without resource {resource!r}")
+    await store.delete(f"{keys.RESOURCE_ADMIN}{vs}/{resource}")

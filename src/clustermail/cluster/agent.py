@@ -48,6 +48,8 @@ class LocalVS:
     epoch: int
     assign_revision: int
     proc: asyncio.subprocess.Process
+    spec: dict[str, Any] = field(default_factory=dict)
+    config_revision: int = 0
     state: str = "online_pending"
     reason: str = "starting"
     resources: dict[str, str] = field(default_factory=dict)
@@ -317,6 +319,7 @@ class NodeAgent:
                         reasons.append(reason)
                 else:
                     self._apply_resource_intents(view, lvs)
+                    self._apply_config(view, config, lvs)
             elif lvs is not None and not lvs.stopping:
                 lvs.stopping = True
                 _send(lvs.proc, {"cmd": "offline"})
@@ -362,7 +365,8 @@ class NodeAgent:
         )
         proc = await self._take_spare_host()
         _send(proc, spec)
-        lvs = LocalVS(vs, new_epoch, assign_rev, proc)
+        lvs = LocalVS(vs, new_epoch, assign_rev, proc, spec=spec,
+                      config_revision=view.config_revision)
         lvs.offline_resources = set(spec["offline_resources"])
         self.local[vs] = lvs
         lvs.reader = asyncio.get_running_loop().create_task(self._read_host(lvs))
@@ -394,6 +398,26 @@ class NodeAgent:
         if self._spare is None and not self.stopping:
             with contextlib.suppress(OSError):
                 self._spare = await _start_host(self.data_dir, self.name)
+
+    def _apply_config(self, view: ClusterView, config: dict[str, Any], lvs: LocalVS) -> None:
+        """A changed configuration reaches a running virtual server as a live update:
+        added resources come online, removed ones go offline, the rest keep running."""
+        if lvs.stopping or lvs.config_revision == view.config_revision:
+            return
+        lvs.config_revision = view.config_revision
+        try:
+            spec = host_spec(config, lvs.name, node=self.name, epoch=lvs.epoch,
+                             store_url=self.store_url, data_dir=self.data_dir,
+                             offline_resources=sorted(lvs.offline_resources))
+        except (KeyError, ValueError) as exc:
+            log_event("config_error", node=self.name, vs=lvs.name, message=str(exc))
+            return
+        if spec["resources"] != lvs.spec.get("resources") or spec["plugins"] != lvs.spec.get(
+                "plugins"):
+            lvs.spec = spec
+            _send(lvs.proc, {"cmd": "update", "spec": spec})
+            log_event("vs_update", node=self.name, vs=lvs.name,
+                      message=f"{lvs.name}: resources changed; updating it live")
 
     def _apply_resource_intents(self, view: ClusterView, lvs: LocalVS) -> None:
         wanted = set(_offline_resources(view, lvs.name))
