@@ -51,3 +51,39 @@ def test_acknowledged_messages_survive_sigkill(tmp_path: Path) -> None:
         conn.close()
     # carol is homed on mail2, which never answered: her copies wait in the queue
     assert len(queued) == N // 4
+
+
+def test_a_deposed_owner_cannot_write_the_queue(tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    import pytest
+
+    from clustermail.mail.queue.store import (
+        EXTERNAL,
+        NewMessage,
+        NewRecipient,
+        Queue,
+        QueueFencedError,
+        queue_path,
+    )
+    from clustermail.mail.store import FencedError
+
+    old = Queue(queue_path(tmp_path), time.time)
+    old.open(3)
+    msg = NewMessage("a@x.test", (NewRecipient("b@y.test", EXTERNAL),), b"Subject: s\r\n\r\nb\r\n")
+    asyncio.run(old.enqueue(msg))
+    new = Queue(queue_path(tmp_path), time.time)
+    new.open(4)  # the next owner, after a failover
+    try:
+        with pytest.raises(QueueFencedError):
+            old.check_owner()
+        with pytest.raises(FencedError):
+            asyncio.run(old.enqueue(NewMessage("a@x.test", msg.recipients, b"x\r\n")))
+        with pytest.raises(QueueFencedError):
+            Queue(queue_path(tmp_path), time.time).open(3)  # an older owner cannot reopen
+        assert new.counts() == (1, 1)  # the message moved with the disk
+        new.check_owner()
+    finally:
+        old.close()
+        new.close()

@@ -319,6 +319,7 @@ class Queue:
         self._writer: GroupCommitWriter | None = None
         self._reader: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()  # one reader connection, used from worker threads
+        self._epoch: int | None = None
 
     def open(self, epoch: int) -> None:
         """Opens (creating) the file and records the epoch; an older epoch than the one
@@ -344,6 +345,7 @@ class Queue:
             raise
         self._writer = GroupCommitWriter(conn, self.path, epoch, clock=self._clock)
         self._reader = connect(self.path)
+        self._epoch = epoch
 
     def close(self) -> None:
         writer, self._writer = self._writer, None
@@ -416,6 +418,18 @@ class Queue:
                 return next_due(conn, exclude)
 
         return await asyncio.to_thread(read)
+
+    def check_owner(self) -> None:
+        """Raises QueueFencedError if a newer owner has opened the queue since we did
+        (the file records the epoch of its latest opener)."""
+        conn = self._read_conn()
+        with self._read_lock:
+            row = conn.execute("SELECT epoch FROM mount WHERE id = 1").fetchone()
+        if row is not None and self._epoch is not None and int(row[0]) > self._epoch:
+            raise QueueFencedError(
+                f"queue {self.path} was opened with epoch {row[0]}, newer than ours "
+                f"({self._epoch}): a newer owner exists"
+            )
 
     def counts(self) -> tuple[int, int]:
         """(messages, recipients) in the queue."""

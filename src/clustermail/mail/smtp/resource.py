@@ -139,7 +139,7 @@ class SmtpResource(Resource):
         if not await self.quick_check() or self.queue is None:
             return False
         try:
-            await asyncio.to_thread(self.queue.counts)
+            await asyncio.to_thread(self.queue.check_owner)  # fenced: a newer owner exists
         except Exception as exc:
             self.ctx.log.error(f"queue check failed: {exc}")
             return False
