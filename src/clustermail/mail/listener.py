@@ -140,6 +140,18 @@ class AuthThrottle:
                 del self._clients[client]
 
 
+_SHARED_THROTTLES: dict[str, AuthThrottle] = {}
+
+
+def shared_throttle(vs: str) -> AuthThrottle:
+    """One throttle per virtual server for all its protocols in this process, so a
+    password guesser cannot get more tries by switching between SMTP, POP3 and IMAP4."""
+    throttle = _SHARED_THROTTLES.get(vs)
+    if throttle is None:
+        throttle = _SHARED_THROTTLES[vs] = AuthThrottle()
+    return throttle
+
+
 # --------------------------------------------------------------------------- connections
 
 

@@ -16,6 +16,7 @@ from clustermail.cluster.resources.base import (
     ResourceError,
 )
 from clustermail.mail import protocol_resource as pr
+from clustermail.mail.listener import shared_throttle
 from clustermail.mail.pop3.server import Pop3Ports, Pop3Service
 
 TIMEOUT = 600.0
@@ -41,6 +42,7 @@ class Pop3Resource(Resource):
         service = Pop3Service(
             ctx.vs, name, mail_store, address, self.ports, tls, self.limits,
             allow_plaintext_on_loopback=self.plaintext_on_loopback,
+            throttle=shared_throttle(ctx.vs),
         )
         try:
             await service.start()

@@ -28,7 +28,7 @@ from clustermail.cluster.resources.base import (
 )
 from clustermail.coord import Store
 from clustermail.mail import protocol_resource as pr
-from clustermail.mail.listener import is_loopback
+from clustermail.mail.listener import is_loopback, shared_throttle
 from clustermail.mail.queue.routing import Router
 from clustermail.mail.queue.runner import QueueRunner, RunnerConfig
 from clustermail.mail.queue.schedule import RetryPolicy
@@ -100,7 +100,7 @@ class SmtpResource(Resource):
         router = Router(mail_store.directory, ctx.vs, store, self.ports.inbound or 25)
         smtp_ctx = SmtpContext(
             vs=ctx.vs, hostname=name, router=router, mail_store=mail_store, queue=queue,
-            tracking=tracking, limits=self.limits,
+            tracking=tracking, limits=self.limits, throttle=shared_throttle(ctx.vs),
         )
         runner = QueueRunner(
             queue, router, mail_store, tracking,
