@@ -1,6 +1,7 @@
-"""In-memory stand-ins for the recipient directory and the mail_store resource (the real
-ones are built in parallel; these implement the same methods), and helpers to run the
-SMTP service in-process on real sockets."""
+"""In-memory stand-ins for the recipient directory and the mail_store resource (same
+methods as the real ones, without a coordination store or password hashing, so protocol
+tests stay fast; the resource-host tests use the real ones), and helpers to run the SMTP
+service in-process on real sockets."""
 
 from __future__ import annotations
 
