@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from dataclasses import dataclass
 from pathlib import Path
 
 from clustermail.cluster.resources.base import (
@@ -92,3 +93,23 @@ async def tls_context(
         return server_context(paths)
     except TlsError as exc:
         raise ResourceError(f"{ctx.resource}: {exc}", permanent=cert is not None) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSetup:
+    """What every protocol resource needs to come online, found the same way."""
+
+    mail_store: MailStoreService
+    address: str
+    name: str
+    disk: Path
+    tls: ssl.SSLContext
+
+
+async def service_setup(ctx: ResourceContext, properties: Properties) -> ServiceSetup:
+    mail_store = mail_store_dependency(ctx)
+    address = service_address(ctx)
+    name = hostname(ctx, properties)
+    disk = vs_disk(ctx, mail_store)
+    tls = await tls_context(ctx, properties, disk, name, address)
+    return ServiceSetup(mail_store, address, name, disk, tls)

@@ -66,10 +66,7 @@ class Imap4Resource(Resource):
         # with SMTP and POP3 through the protocol-resource plumbing.
         from clustermail.mail import protocol_resource as pr
 
-        address = pr.service_address(self.ctx)
-        name = pr.hostname(self.ctx, self.properties)
-        disk = pr.vs_disk(self.ctx, pr.mail_store_dependency(self.ctx))
-        return await pr.tls_context(self.ctx, self.properties, disk, name, address)
+        return (await pr.service_setup(self.ctx, self.properties)).tls
 
     async def online(self) -> None:
         self.address = self.ctx.dependency(IpAddressResource).address

@@ -34,11 +34,8 @@ class Pop3Resource(Resource):
 
     async def online(self) -> None:
         ctx = self.ctx
-        mail_store = pr.mail_store_dependency(ctx)
-        address = pr.service_address(ctx)
-        name = pr.hostname(ctx, self.properties)
-        disk = pr.vs_disk(ctx, mail_store)
-        tls = await pr.tls_context(ctx, self.properties, disk, name, address)
+        setup = await pr.service_setup(ctx, self.properties)
+        mail_store, address, name, tls = setup.mail_store, setup.address, setup.name, setup.tls
         service = Pop3Service(
             ctx.vs, name, mail_store, address, self.ports, tls, self.limits,
             allow_plaintext_on_loopback=self.plaintext_on_loopback,

@@ -80,11 +80,9 @@ class SmtpResource(Resource):
 
     async def online(self) -> None:
         ctx = self.ctx
-        mail_store = pr.mail_store_dependency(ctx)
-        address = pr.service_address(ctx)
-        name = pr.hostname(ctx, self.properties)
-        disk = pr.vs_disk(ctx, mail_store)
-        tls = await pr.tls_context(ctx, self.properties, disk, name, address)
+        setup = await pr.service_setup(ctx, self.properties)
+        mail_store, address, name, disk, tls = (
+            setup.mail_store, setup.address, setup.name, setup.disk, setup.tls)
         queue = Queue(queue_path(disk), time.time)
         try:
             await asyncio.to_thread(queue.open, ctx.epoch)
