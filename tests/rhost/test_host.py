@@ -267,8 +267,9 @@ def test_lease_deadline_passing_fences_the_host(tmp_path: Path, start_host: Star
     host = start_host(mail1_spec(tmp_path, free_port(ADDRESS)))
     host.events.group("online")
     banner_pid = host.child_pids()[0]
-    host.send({"cmd": "lease", "safe_until": time.monotonic() + 60})
     host.send({"cmd": "lease", "safe_until": time.monotonic() + 0.5})
+    host.send({"cmd": "lease", "safe_until": time.monotonic() + 0.8})  # renewed once
+    host.send({"cmd": "lease", "safe_until": time.monotonic() + 0.2})  # stale: ignored
     assert host.wait_exit(5.0) == 4
     assert procutil.wait_gone([banner_pid], 5.0) == []
 

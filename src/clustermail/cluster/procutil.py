@@ -127,7 +127,11 @@ class DeadlineWatchdog:
         self._thread: threading.Thread | None = None
 
     def set_deadline(self, deadline: float) -> None:
+        """Moves the deadline later (never earlier: the agent's deadlines only grow, and
+        an old one read late must not undo a newer one)."""
         with self._cond:
+            if self._deadline is not None and deadline <= self._deadline:
+                return
             self._deadline = deadline
             if self._thread is None:
                 self._thread = threading.Thread(

@@ -617,11 +617,37 @@ def _describe(exc: Exception) -> str:
 # --------------------------------------------------------------------------- entry
 
 
-def _stdin_reader(on_lease: list[Callable[[float], None]]) -> asyncio.StreamReader:
+class _LeaseRelay:
+    """Deadlines seen by the stdin thread, handed to the watchdog once there is one.
+
+    A host that starts slowly finds the spec and many deadlines waiting in the
+    pipe; the newest must arm the watchdog, not the first (by then long past)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.latest: float | None = None
+        self._target: Callable[[float], None] | None = None
+
+    def seen(self, deadline: float) -> None:
+        with self._lock:
+            self.latest = deadline if self.latest is None else max(self.latest, deadline)
+            target = self._target
+        if target is not None:
+            target(deadline)
+
+    def attach(self, target: Callable[[float], None]) -> None:
+        with self._lock:
+            self._target = target
+            latest = self.latest
+        if latest is not None:
+            target(latest)
+
+
+def _stdin_reader(relay: _LeaseRelay) -> asyncio.StreamReader:
     """stdin as a stream, fed by a thread: works for a pipe, a file, /dev/null
     or a terminal alike (the loop's epoll refuses some of those).
 
-    The thread also hands every lease deadline to ``on_lease`` itself: the
+    The thread also hands every lease deadline to the lease relay itself: the
     deadline proves the *agent* is alive, and a host whose own loop is busy
     (mounting a large database, making a certificate) must not fence itself
     for that."""
@@ -631,11 +657,11 @@ def _stdin_reader(on_lease: list[Callable[[float], None]]) -> asyncio.StreamRead
     def lease_lines(buffer: bytes) -> bytes:
         *lines, rest = buffer.split(b"\n")
         for line in lines:
-            if b'"lease"' in line and on_lease:
+            if b'"lease"' in line:
                 with contextlib.suppress(ValueError, TypeError, KeyError):
                     msg = json.loads(line)
                     if msg.get("cmd") == "lease":
-                        on_lease[0](float(msg["safe_until"]))
+                        relay.seen(float(msg["safe_until"]))
         return rest[-LINE_LIMIT:]
 
     def pump() -> None:
@@ -670,8 +696,8 @@ async def amain() -> int:
             host.agent_gone(why)
 
     sink = EventSink(sys.stdout, gone)
-    on_lease: list[Callable[[float], None]] = []
-    reader = _stdin_reader(on_lease)
+    relay = _LeaseRelay()
+    reader = _stdin_reader(relay)
     try:
         first = await reader.readline()
     except ValueError as exc:
@@ -685,7 +711,7 @@ async def amain() -> int:
         return _reject(sink, early, f"spec rejected: {exc}")
     log = HostLog(spec.vs, spec.node, sink, sys.stderr)
     host = ResourceHost(spec, sink, log)
-    on_lease.append(host.watchdog.set_deadline)
+    relay.attach(host.watchdog.set_deadline)
     # Connect to the store while the first resources come online: a network
     # name or a mail store needs it soon, and connecting costs a round trip.
     warm = loop.create_task(_warm_store(host.store))
