@@ -165,11 +165,8 @@ async def cmd_up(args: argparse.Namespace, console: Console) -> int:
 
 
 async def cmd_status(args: argparse.Namespace, console: Console) -> int:
-    store = await with_store(args)
-    try:
+    async with await with_store(args) as store:
         status = build_status(await intents.current_view(store))
-    finally:
-        await store.close()
     nodes = Table(title="nodes")
     for col in ("node", "state", "pid", "leader"):
         nodes.add_column(col)
@@ -196,20 +193,16 @@ def _vs_table(status: dict[str, Any]) -> Table:
 async def cmd_explain(args: argparse.Namespace, console: Console) -> int:
     from clustermail.cluster.leader import explain_vs
 
-    store = await with_store(args)
-    try:
+    async with await with_store(args) as store:
         view = await intents.current_view(store)
         intents.check_vs(view, args.vs)
         text = explain_vs(view, args.vs, time.time())
-    finally:
-        await store.close()
     emit(console, args, {"vs": args.vs, "explanation": text}, text)
     return 0
 
 
 async def cmd_log(args: argparse.Namespace, console: Console) -> int:
-    store = await with_store(args)
-    try:
+    async with await with_store(args) as store:
         start = await store.revision() + 1
         entries = await eventlog.read(store, args.n)
         for e in entries:
@@ -225,8 +218,6 @@ async def cmd_log(args: argparse.Namespace, console: Console) -> int:
                         print(entry.to_json(), flush=True)
                     else:
                         console.print(local.format_entry(entry), highlight=False)
-    finally:
-        await store.close()
     return 0
 
 
@@ -263,11 +254,8 @@ async def cmd_config_apply(args: argparse.Namespace, console: Console) -> int:
 
 
 async def cmd_config_show(args: argparse.Namespace, console: Console) -> int:
-    store = await with_store(args)
-    try:
+    async with await with_store(args) as store:
         view = await intents.current_view(store)
-    finally:
-        await store.close()
     print(json.dumps(view.config, indent=2, sort_keys=True))
     return 0
 
@@ -285,11 +273,8 @@ async def cmd_node_run(args: argparse.Namespace, console: Console) -> int:
 
 
 async def cmd_node_list(args: argparse.Namespace, console: Console) -> int:
-    store = await with_store(args)
-    try:
+    async with await with_store(args) as store:
         status = build_status(await intents.current_view(store))
-    finally:
-        await store.close()
     table = Table(title="nodes")
     for col in ("node", "state", "pid", "leader", "hosts"):
         table.add_column(col)
@@ -306,32 +291,25 @@ async def cmd_node_action(args: argparse.Namespace, console: Console) -> int:
         return await local.node_start(args.data, store_url(args), args.name, console)
     if args.sub == "stop":
         return await local.node_stop(store_url(args), args.name, console)
-    store = await with_store(args)
-    try:
+    async with await with_store(args) as store:
         if args.sub == "evict":
             await intents.evict_node(store, args.name)
             console.print(f"{args.name} evicted from the cluster configuration")
             return 0
         await intents.pause_node(store, args.name, args.sub == "pause")
-    finally:
-        await store.close()
     console.print(f"{args.name} {'paused' if args.sub == 'pause' else 'resumed'}")
     return 0
 
 
 async def cmd_vs_list(args: argparse.Namespace, console: Console) -> int:
-    store = await with_store(args)
-    try:
+    async with await with_store(args) as store:
         status = build_status(await intents.current_view(store))
-    finally:
-        await store.close()
     emit(console, args, status["virtual_servers"], _vs_table(status))
     return 0
 
 
 async def cmd_vs_move(args: argparse.Namespace, console: Console) -> int:
-    store = await with_store(args)
-    try:
+    async with await with_store(args) as store:
         move_id = await intents.move_vs(store, args.vs, args.to)
         if args.no_wait:
             console.print(f"move of {args.vs} requested")
@@ -353,32 +331,24 @@ async def cmd_vs_move(args: argparse.Namespace, console: Console) -> int:
                 raise AdminError(f"move of {args.vs} not done: {admin['move_result']}")
             await asyncio.sleep(0.05)
         raise AdminError(f"{args.vs} did not come online within 60 s; see `clustermail log`")
-    finally:
-        await store.close()
 
 
 async def cmd_vs_action(args: argparse.Namespace, console: Console) -> int:
-    store = await with_store(args)
-    try:
+    async with await with_store(args) as store:
         if args.sub == "clear-failures":
             await intents.clear_failures(store, args.vs)
             console.print(f"failover history of {args.vs} cleared")
         else:
             await intents.set_vs_offline(store, args.vs, args.sub == "offline")
             console.print(f"{args.vs}: {args.sub} requested")
-    finally:
-        await store.close()
     return 0
 
 
 async def cmd_resource_list(args: argparse.Namespace, console: Console) -> int:
-    store = await with_store(args)
-    try:
+    async with await with_store(args) as store:
         view = await intents.current_view(store)
         if args.vs:
             intents.check_vs(view, args.vs)
-    finally:
-        await store.close()
     assert view.config is not None
     rows = []
     for vs_name in view.vs_names():
@@ -405,15 +375,12 @@ async def cmd_resource_list(args: argparse.Namespace, console: Console) -> int:
 
 
 async def cmd_resource_action(args: argparse.Namespace, console: Console) -> int:
-    store = await with_store(args)
-    try:
+    async with await with_store(args) as store:
         if args.sub == "remove":
             await intents.remove_resource(store, args.vs, args.resource)
             console.print(f"{args.vs}/{args.resource} removed (its owner takes it offline)")
             return 0
         await intents.set_resource_offline(store, args.vs, args.resource, args.sub == "offline")
-    finally:
-        await store.close()
     console.print(f"{args.vs}/{args.resource}: {args.sub} requested")
     return 0
 
@@ -433,12 +400,9 @@ def _property(text: str) -> tuple[str, Any]:
 
 async def cmd_resource_add(args: argparse.Namespace, console: Console) -> int:
     props = dict(_property(p) for p in args.property) or None
-    store = await with_store(args)
-    try:
+    async with await with_store(args) as store:
         name = await intents.add_resource(store, args.vs, args.type, name=args.name,
                                           depends_on=args.depends_on, properties=props)
-    finally:
-        await store.close()
     console.print(f"{args.vs}/{name} added (its owner brings it online)")
     return 0
 

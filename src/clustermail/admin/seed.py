@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,13 +68,6 @@ def seed_config() -> ClusterConfig:
         resources.pop("banner", None)
         resources.update(mail_resources())
     return config_from_dict(data, "the sample cluster")
-
-
-@dataclass(frozen=True, slots=True)
-class SeedUser:
-    address: str
-    server: str
-    password: str
 
 
 def passwords_path(data_dir: Path) -> Path:

@@ -30,6 +30,17 @@ from pathlib import Path
 from typing import Any
 
 from clustermail.cluster import eventlog, keys
+from clustermail.cluster.host_protocol import (
+    Command,
+    LeaseCommand,
+    OfflineCommand,
+    ResourceOfflineCommand,
+    ResourceOnlineCommand,
+    UpdateCommand,
+    encode_command,
+    encode_spec,
+    parse_spec,
+)
 from clustermail.cluster.hostspec import host_spec
 from clustermail.cluster.leader import Leader
 from clustermail.cluster.model import ClusterConfig
@@ -107,7 +118,8 @@ class NodeAgent:
                 await self._cycle()
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), 1.0)
+                    async with asyncio.timeout(1.0):
+                        await self.wake.wait()
             return 0
         finally:
             await self._shutdown()
@@ -227,7 +239,7 @@ class NodeAgent:
             keeper = self.keeper
             if keeper is not None and not keeper.lost.is_set():
                 for lvs in list(self.local.values()):
-                    _send(lvs.proc, {"cmd": "lease", "safe_until": keeper.safe_until})
+                    _send(lvs.proc, LeaseCommand(keeper.safe_until))
             await asyncio.sleep(self.timing.renew_interval / 2)
 
     def _lease_ok(self) -> bool:
@@ -252,7 +264,7 @@ class NodeAgent:
             if leader != self.name:
                 self.leader.resign()
             if leader == self.name and self._lease_ok():
-                reasons.extend(await self.leader.step(self.store, view, self._my_lease()))
+                reasons.extend(await self.leader.step(self.store, view))
             reasons.extend(await self._reconcile(view))
         except CoordError as exc:
             reasons = [f"store error: {exc}"]
@@ -322,7 +334,7 @@ class NodeAgent:
                     self._apply_config(view, config, lvs)
             elif lvs is not None and not lvs.stopping:
                 lvs.stopping = True
-                _send(lvs.proc, {"cmd": "offline"})
+                _send(lvs.proc, OfflineCommand())
                 where = f"assigned to {target}" if target else "not assigned to any node"
                 if self.stopping:
                     where = f"{self.name} is stopping"
@@ -364,7 +376,7 @@ class NodeAgent:
             offline_resources=_offline_resources(view, vs),
         )
         proc = await self._take_spare_host()
-        _send(proc, spec)
+        _write(proc, encode_spec(parse_spec(spec)))
         lvs = LocalVS(vs, new_epoch, assign_rev, proc, spec=spec,
                       config_revision=view.config_revision)
         lvs.offline_resources = set(spec["offline_resources"])
@@ -372,7 +384,7 @@ class NodeAgent:
         lvs.reader = asyncio.get_running_loop().create_task(self._read_host(lvs))
         keeper = self.keeper
         if keeper is not None:
-            _send(proc, {"cmd": "lease", "safe_until": keeper.safe_until})
+            _send(proc, LeaseCommand(keeper.safe_until))
         await self._log(
             "vs_online_pending",
             f"bringing {vs} online on {self.name} "
@@ -415,16 +427,16 @@ class NodeAgent:
         if spec["resources"] != lvs.spec.get("resources") or spec["plugins"] != lvs.spec.get(
                 "plugins"):
             lvs.spec = spec
-            _send(lvs.proc, {"cmd": "update", "spec": spec})
+            _send(lvs.proc, UpdateCommand(parse_spec(spec)))
             log_event("vs_update", node=self.name, vs=lvs.name,
                       message=f"{lvs.name}: resources changed; updating it live")
 
     def _apply_resource_intents(self, view: ClusterView, lvs: LocalVS) -> None:
         wanted = set(_offline_resources(view, lvs.name))
         for res in sorted(wanted - lvs.offline_resources):
-            _send(lvs.proc, {"cmd": "resource_offline", "resource": res})
+            _send(lvs.proc, ResourceOfflineCommand(res))
         for res in sorted(lvs.offline_resources - wanted):
-            _send(lvs.proc, {"cmd": "resource_online", "resource": res})
+            _send(lvs.proc, ResourceOnlineCommand(res))
         lvs.offline_resources = wanted
 
     # ------------------------------------------------------------------ host events
@@ -471,7 +483,7 @@ class NodeAgent:
             if state == "failed" and not lvs.stopping:
                 lvs.failed = True
                 lvs.stopping = True
-                _send(lvs.proc, {"cmd": "offline"})
+                _send(lvs.proc, OfflineCommand())
             if state == "offline" and lvs.stopping and not lvs.failed:
                 # Everything is offline: hand the virtual server over now rather
                 # than when the host process has finished exiting.
@@ -607,11 +619,15 @@ async def _start_host(data_dir: Path, node: str) -> asyncio.subprocess.Process:
         )
 
 
-def _send(proc: asyncio.subprocess.Process, msg: dict[str, Any]) -> None:
+def _send(proc: asyncio.subprocess.Process, command: Command) -> None:
+    _write(proc, encode_command(command))
+
+
+def _write(proc: asyncio.subprocess.Process, line: str) -> None:
     if proc.stdin is None or proc.stdin.is_closing():
         return
     with contextlib.suppress(ConnectionError, RuntimeError):
-        proc.stdin.write((json.dumps(msg) + "\n").encode())
+        proc.stdin.write(line.encode())
 
 
 def _kill(proc: asyncio.subprocess.Process) -> None:

@@ -126,8 +126,22 @@ def resolve_any_moves(view: ClusterView, config: ClusterConfig, now: float) -> d
     return moves
 
 
+_parsed: dict[int, ClusterConfig] = {}
+
+
+def applied_config(view: ClusterView) -> ClusterConfig:
+    """The applied configuration, validated once per revision: the leader decides on
+    every store change, and the configuration rarely changes."""
+    config = _parsed.get(view.config_revision)
+    if config is None:
+        config = ClusterConfig.from_dict(view.config or {}, "the applied configuration")
+        _parsed.clear()
+        _parsed[view.config_revision] = config
+    return config
+
+
 def compute(view: ClusterView, now: float) -> tuple[ClusterConfig, Snapshot, Placement]:
-    config = ClusterConfig.from_dict(view.config or {}, "the applied configuration")
+    config = applied_config(view)
     moves = resolve_any_moves(view, config, now)
     snapshot = build_snapshot(view, config, now, moves)
     return config, snapshot, place(snapshot)
@@ -171,7 +185,7 @@ class Leader:
         self.is_leader = False
         self.elected_at = None
 
-    async def step(self, store: Store, view: ClusterView, lease: int) -> list[str]:
+    async def step(self, store: Store, view: ClusterView) -> list[str]:
         self.is_leader = True
         if view.config is None:
             return []

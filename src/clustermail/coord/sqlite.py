@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import os
 import random
 import sqlite3
 import time
@@ -584,7 +583,3 @@ class SqliteStore(Store):
         finally:
             self._wakers.discard(waker)
 
-
-def default_path(data_dir: Path) -> Path:
-    """Where the local cluster keeps its store under a data directory."""
-    return Path(os.path.abspath(data_dir)) / "cluster.db"
