@@ -14,8 +14,9 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
-from clustermail.mail.imap.server import ImapServer, LoginThrottle
+from clustermail.mail.imap.server import ImapServer
 from clustermail.mail.imap.session import SessionConfig
+from clustermail.mail.listener import AuthThrottle
 from clustermail.mail.store import MailboxDatabase
 
 T = TypeVar("T")
@@ -42,7 +43,7 @@ class ServerThread:
         tls: ssl.SSLContext | None = None,
         allow_plaintext_on_loopback: bool = True,
         config: SessionConfig | None = None,
-        throttle: LoginThrottle | None = None,
+        throttle: AuthThrottle | None = None,
         locate: Callable[[Any], tuple[MailboxDatabase, str]] | None = None,
     ) -> None:
         self.db = db
@@ -56,7 +57,7 @@ class ServerThread:
             tls=tls,
             allow_plaintext_on_loopback=allow_plaintext_on_loopback,
             config=config,
-            throttle=throttle or LoginThrottle(base=0.01, maximum=0.05),
+            throttle=throttle or AuthThrottle(base_delay=0.01, max_delay=0.05),
         )
         self.port = self.listen(0)
         self.tls_port: int | None = self.listen(0, implicit_tls=True) if tls else None

@@ -14,8 +14,8 @@ import pytest
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
-from clustermail.mail.imap.server import LoginThrottle
 from clustermail.mail.imap.session import SessionConfig
+from clustermail.mail.listener import AuthThrottle
 from clustermail.mail.store import MailboxDatabase
 from tests.imap_server.conftest import USERS
 from tests.imap_server.harness import PASSWORD, ServerThread, self_signed
@@ -182,15 +182,29 @@ def test_authenticate_plain_with_and_without_initial_response(server: ServerThre
 
 
 def test_failed_logins_are_throttled(db: MailboxDatabase) -> None:
-    srv = ServerThread(db, USERS, throttle=LoginThrottle(base=0.2, maximum=1.0))
+    now = [1000.0]
+    throttle = AuthThrottle(base_delay=0.2, max_delay=1.0, max_failures=4, lockout=60,
+                            clock=lambda: now[0])
+    srv = ServerThread(db, USERS, throttle=throttle)
     try:
         c = IMAPClient(srv.host, port=srv.port, ssl=False, timeout=10)
         started = time.monotonic()
         for _ in range(3):
-            with pytest.raises(LoginError):
+            with pytest.raises(LoginError, match="AUTHENTICATIONFAILED"):
                 c.login(ALICE, "wrong")
-        assert time.monotonic() - started >= 0.2 + 0.4  # second and third attempts wait
-        c.login(ALICE, PASSWORD)  # still allowed, after the delay
+        assert time.monotonic() - started >= 0.2 + 0.4 + 0.8  # each failure answered later
+        c.login(ALICE, PASSWORD)  # still allowed, and a success clears the address
+        c.logout()
+
+        c = IMAPClient(srv.host, port=srv.port, ssl=False, timeout=10)
+        for _ in range(4):
+            with pytest.raises(LoginError, match="AUTHENTICATIONFAILED"):
+                c.login(ALICE, "wrong")
+        # Locked out: even the right password is refused, with a temporary error.
+        with pytest.raises(LoginError, match="UNAVAILABLE"):
+            c.login(ALICE, PASSWORD)
+        now[0] += 61
+        c.login(ALICE, PASSWORD)
         c.logout()
     finally:
         srv.stop()

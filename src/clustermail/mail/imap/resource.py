@@ -28,6 +28,7 @@ from clustermail.cluster.resources import (
 from clustermail.cluster.resources.ip_address import IpAddressResource
 from clustermail.mail.imap.server import ImapServer
 from clustermail.mail.imap.session import Authenticator, SessionConfig
+from clustermail.mail.listener import shared_throttle
 from clustermail.mail.store import MailboxDatabase
 
 MIN_IDLE_TIMEOUT = 30 * 60.0
@@ -82,6 +83,7 @@ class Imap4Resource(Resource):
             tls=tls,
             allow_plaintext_on_loopback=self.allow_plaintext,
             config=SessionConfig(idle_timeout=self.idle_timeout),
+            throttle=shared_throttle(self.ctx.vs),
         )
         try:
             await server.listen(self.address, self.port)

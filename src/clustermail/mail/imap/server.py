@@ -1,4 +1,4 @@
-"""The IMAP server: listeners, sessions, change notifications and login throttling.
+"""The IMAP server: listeners, sessions and change notifications.
 
 The core takes what it needs as plain arguments, so it runs the same under the
 ``imap4`` resource and in tests:
@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import socket
 import ssl
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from clustermail.mail.imap.session import (
     Authenticator,
@@ -32,53 +29,10 @@ from clustermail.mail.imap.session import (
     MailboxLocator,
     SessionConfig,
 )
+from clustermail.mail.listener import AuthThrottle, is_loopback
 from clustermail.mail.store import MailboxDatabase
 
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- throttle
-
-
-@dataclass(slots=True)
-class LoginThrottle:
-    """Slows down password guessing per client address.
-
-    Each failed login within ``window`` seconds doubles the delay before the
-    next attempt from that address is answered (``base`` × 2^(failures-1), at
-    most ``maximum``); a success forgets the address.
-    """
-
-    base: float = 0.5
-    maximum: float = 15.0
-    window: float = 600.0
-    clock: Callable[[], float] = time.monotonic
-    _failures: dict[str, tuple[int, float]] = field(default_factory=dict)
-
-    def delay(self, address: str) -> float:
-        entry = self._failures.get(address)
-        if entry is None:
-            return 0.0
-        count, last = entry
-        if self.clock() - last > self.window:
-            del self._failures[address]
-            return 0.0
-        return float(min(self.maximum, self.base * 2 ** (count - 1)))
-
-    async def before_attempt(self, address: str) -> None:
-        wait = self.delay(address)
-        if wait > 0:
-            await asyncio.sleep(wait)
-
-    def failed(self, address: str) -> None:
-        count = self._failures.get(address, (0, 0.0))[0]
-        self._failures[address] = (count + 1, self.clock())
-        if len(self._failures) > 100_000:  # bounded memory under a spray of addresses
-            oldest = min(self._failures, key=lambda a: self._failures[a][1])
-            del self._failures[oldest]
-
-    def succeeded(self, address: str) -> None:
-        self._failures.pop(address, None)
 
 
 # --------------------------------------------------------------------------- change hub
@@ -138,13 +92,6 @@ class ChangeHub:
 # --------------------------------------------------------------------------- server
 
 
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 class ImapServer:
     def __init__(
         self,
@@ -154,14 +101,14 @@ class ImapServer:
         tls: ssl.SSLContext | None = None,
         allow_plaintext_on_loopback: bool = False,
         config: SessionConfig | None = None,
-        throttle: LoginThrottle | None = None,
+        throttle: AuthThrottle | None = None,
     ) -> None:
         self.authenticator = authenticator
         self.locate = locate
         self.tls = tls
         self.allow_plaintext_on_loopback = allow_plaintext_on_loopback
         self.config = config or SessionConfig()
-        self.throttle = throttle or LoginThrottle()
+        self.throttle = throttle or AuthThrottle()
         self.sessions: set[ImapSession] = set()
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()

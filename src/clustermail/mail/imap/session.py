@@ -46,6 +46,7 @@ from clustermail.mail.imap.mailbox_view import SYSTEM_FLAGS, MailboxView
 from clustermail.mail.imap.parser import parse_auth_response, parse_command, parse_idle_done
 from clustermail.mail.imap.search import SearchContext, matches
 from clustermail.mail.imap.sequence import SequenceSet
+from clustermail.mail.listener import AuthThrottle
 from clustermail.mail.store import (
     FencedError,
     FolderExistsError,
@@ -64,7 +65,7 @@ from clustermail.mail.store import (
 from clustermail.mail.store import flags as store_flags
 
 if TYPE_CHECKING:
-    from clustermail.mail.imap.server import ChangeHub, LoginThrottle
+    from clustermail.mail.imap.server import ChangeHub
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ class ImapSession:
         authenticator: Authenticator,
         locate: MailboxLocator,
         hub: ChangeHub,
-        throttle: LoginThrottle,
+        throttle: AuthThrottle,
         config: SessionConfig,
         tls: ssl.SSLContext | None,
         plaintext_allowed: bool,
@@ -483,7 +484,8 @@ class ImapSession:
         return await self._authenticate(user, password)
 
     async def _authenticate(self, user: str, password: str) -> Done:
-        await self.throttle.before_attempt(self.peer)
+        if self.throttle.locked(self.peer):
+            no("Too many failed logins; try again later.", r.UNAVAILABLE)
         principal = None
         try:
             principal = await self.authenticator.authenticate(user, password)
@@ -491,7 +493,7 @@ class ImapSession:
             log.exception("authenticator failed for %r", user)
             no("Temporary authentication failure.", r.UNAVAILABLE)
         if principal is None:
-            self.throttle.failed(self.peer)
+            await asyncio.sleep(self.throttle.failure(self.peer))
             no("Authentication failed.", r.AUTHENTICATIONFAILED)
         try:
             located = self.locate(principal)
@@ -503,7 +505,7 @@ class ImapSession:
         except Exception:
             log.exception("no mailbox for %r", user)
             no("Your mailbox is not available right now.", r.UNAVAILABLE)
-        self.throttle.succeeded(self.peer)
+        self.throttle.success(self.peer)
         self.db, self.mailbox, self.user = db, mailbox, user
         self.state = c.SessionState.AUTHENTICATED
         return Done("Logged in.", r.code_capability(self.capabilities()))
