@@ -249,3 +249,37 @@ def vs_of(status: dict[str, Any], name: str) -> dict[str, Any]:
 def owners(status: dict[str, Any]) -> dict[str, str | None]:
     return {v["name"]: (v["owner"] if v["state"] == "online" else None)
             for v in status["virtual_servers"]}
+
+
+async def add_mail_users(store: Store, users: dict[str, str], password: str) -> None:
+    """Creates example.test and one mailbox per virtual server: {vs: local part}."""
+    from clustermail.mail.directory import Directory
+
+    directory = Directory(store)
+    try:
+        await directory.add_domain("example.test")
+        for vs, user in users.items():
+            await directory.add_mailbox(f"{user}@example.test", password=password, server=vs)
+    finally:
+        await directory.close()
+
+
+async def wait_for_imap_login(address: str, port: int, user: str, password: str,
+                              timeout: float = 30) -> None:
+    """Until `user` can log in over IMAP: a new mailbox appears in its virtual server's
+    database once that server's mail_store sees the directory entry."""
+    import imaplib
+
+    def attempt() -> bool:
+        try:
+            with imaplib.IMAP4(address, port, timeout=5) as imap:
+                imap.login(user, password)
+                return imap.select("INBOX")[0] == "OK"
+        except (OSError, imaplib.IMAP4.error):
+            return False
+
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(attempt):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{user} cannot log in at {address}:{port}")
+        await asyncio.sleep(0.1)

@@ -13,12 +13,18 @@ import re
 import smtplib
 import socket
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clustermail.mail.directory import Directory
-from tests.e2e.harness import LocalCluster, cluster_toml, free_addresses, mail_port, owners
+from tests.e2e.harness import (
+    LocalCluster,
+    add_mail_users,
+    cluster_toml,
+    free_addresses,
+    mail_port,
+    owners,
+    wait_for_imap_login,
+)
 
 SEED = {"mail1": "node1", "mail2": "node2", "mail3": "node3"}
 USERS = {"mail1": "alice", "mail2": "bob", "mail3": "carol"}
@@ -107,23 +113,12 @@ async def test_acknowledged_mail_survives_a_node_kill(tmp_path: Path) -> None:
         c.start_all()
         await c.wait_for(lambda s: owners(s) == SEED, timeout=60, what="the initial layout")
         assert c.store is not None
-        directory = Directory(c.store)
-        await directory.add_domain("example.test")
-        for vs, user in USERS.items():
-            await directory.add_mailbox(f"{user}@example.test", password=PASSWORD, server=vs)
-        await directory.close()
+        await add_mail_users(c.store, USERS, PASSWORD)
 
         smtp_port, pop3_port, imap_port = (mail_port(port, n) for n in ("smtp", "pop3", "imap"))
         senders = {vs: Sender(f"{base}.{10 + i}", smtp_port, f"{USERS[vs]}@example.test")
                    for i, vs in enumerate(USERS, start=1)}
-        # The mailboxes appear in the databases once each mail_store sees the directory.
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                pop3_numbers(f"{base}.13", pop3_port, "carol@example.test")
-                break
-            except (OSError, poplib.error_proto):
-                await asyncio.sleep(0.1)
+        await wait_for_imap_login(f"{base}.13", imap_port, "carol@example.test", PASSWORD)
 
         imap, uidvalidity, _ = imap_login(f"{base}.13", imap_port, "carol@example.test")
         stop = threading.Event()

@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 from imapclient import IMAPClient
+from imapclient.exceptions import LoginError
 
 from clustermail.cluster.resources import Properties, Resource, ResourceContext
 from clustermail.cluster.resources.ip_address import IpAddressResource
 from clustermail.mail.imap.resource import Imap4Resource
+from clustermail.mail.listener import shared_throttle
 from clustermail.mail.store import MailboxDatabase
 from tests.imap_reference.dovecot import free_port
 from tests.rhost.test_resources import Env
@@ -97,6 +99,17 @@ async def test_imap4_resource_serves_the_group(env: Env, tmp_path: Path) -> None
         import asyncio
 
         assert await asyncio.to_thread(session) == 1
+
+        # Failed logins over SMTP or POP3 of this virtual server count here too: a
+        # password guesser gets one budget per virtual server, not one per protocol.
+        throttle = shared_throttle(env.vs)
+        try:
+            for _ in range(throttle.max_failures):
+                throttle.failure("127.0.0.1")
+            with pytest.raises(LoginError, match="UNAVAILABLE"):
+                await asyncio.to_thread(session)
+        finally:
+            throttle.success("127.0.0.1")
     finally:
         await imap.offline()
         await ip.offline()
