@@ -3,9 +3,8 @@
 ENVELOPE, BODYSTRUCTURE and the byte offsets of every part were computed once
 at delivery (:mod:`clustermail.mail.mime`); a section fetch reads just the bytes
 it names with :meth:`MailboxDatabase.fetch_range`. Strings in the cached
-structure are raw header bytes decoded with ``surrogateescape``; they are
-encoded back the same way before rendering, so 8-bit headers go out as they
-came in.
+structure are raw header bytes decoded with ``surrogateescape``; the renderer
+encodes them back the same way, so 8-bit headers go out as they came in.
 """
 
 from __future__ import annotations
@@ -40,17 +39,6 @@ def sets_seen(items: Sequence[c.FetchItem]) -> bool:
     )
 
 
-def to_wire(value: object) -> Nested:
-    """Cached structure data with its strings as the original bytes."""
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogateescape")
-    if isinstance(value, list):
-        return [to_wire(v) for v in value]
-    if value is None or isinstance(value, int):
-        return value
-    raise TypeError(f"unexpected value in a cached structure: {type(value).__name__}")
-
-
 def internal_date(timestamp: int) -> bytes:
     return r.date_time(datetime.fromtimestamp(timestamp, UTC))
 
@@ -78,6 +66,40 @@ class _Lru:
 #: shared by all sessions (like Dovecot's cache file): keyed by database file, mailbox,
 #: UIDVALIDITY and UID, which together never name two different messages.
 _CACHE = _Lru(50_000)
+
+
+#: FETCH of many messages loads their structures this many at a time, in one scan.
+PREFETCH = 256
+_STRUCTURE_ITEMS = frozenset(
+    {"ENVELOPE", "BODYSTRUCTURE", "BODY", "RFC822.HEADER", "RFC822.TEXT"}
+)
+
+
+def needs_structure(items: Sequence[c.FetchItem]) -> bool:
+    return any(
+        isinstance(i, c.BodySection)
+        or (isinstance(i, c.FetchAttribute) and i.name in _STRUCTURE_ITEMS)
+        for i in items
+    )
+
+
+def prefetch_structures(
+    db: MailboxDatabase, mailbox: str, folder: str, uidvalidity: int, uids: Sequence[int]
+) -> None:
+    """Puts the structures of ``uids`` that are not cached yet into the shared cache with
+    one range scan instead of a lookup each (a new client's FETCH 1:* ENVELOPE)."""
+    if not uidvalidity:
+        return
+    key = (str(db.path), mailbox, uidvalidity)
+    missing = {u for u in uids if _CACHE.get((*key, u, "")) is None}
+    if len(missing) < 2:
+        return
+    first, last = min(missing), max(missing)
+    if last - first + 1 > 4 * len(missing):
+        return  # sparse: the range would read mostly messages nobody asked for
+    for uid, structure in db.fetch_structures(mailbox, folder, first, last).items():
+        if uid in missing:
+            _CACHE.put((*key, uid, ""), structure)
 
 
 class MessageFetcher:
@@ -113,13 +135,9 @@ class MessageFetcher:
         if isinstance(cached, bytes):
             return cached
         if item == "ENVELOPE":
-            env = to_wire(self.structure.envelope)
-            assert isinstance(env, list)
-            data = r.render_envelope(env)
+            data = r.render_envelope(self.structure.envelope)
         else:
-            body = to_wire(self.structure.body)
-            assert isinstance(body, list)
-            data = r.render_bodystructure(body, extensible=item == "BODYSTRUCTURE")
+            data = r.render_bodystructure(self.structure.body, extensible=item == "BODYSTRUCTURE")
         if key:
             _CACHE.put(key, data)
         return data
@@ -360,6 +378,9 @@ def flag_search(key: s.SearchKey, view: MailboxView, ctx: s.SearchContext) -> li
         case s.UidKey(sequence_set=uids):
             spans = uids.intervals(ctx.max_uid)
             return [any(a <= u <= b for a, b in spans) for u in view.uids]
+        case s.NotKey(key=s.FlagKey(flag=flag)) if flag.lower() in _SYSTEM_BITS:
+            bit = _SYSTEM_BITS[flag.lower()]  # UNSEEN, UNDELETED...: the common searches
+            return [not f & bit for f in view.flags]
         case s.NotKey(key=inner):
             hits = flag_search(inner, view, ctx)
             return None if hits is None else [not h for h in hits]

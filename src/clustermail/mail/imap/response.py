@@ -89,6 +89,7 @@ Value = None | int | str | bytes | Atom | Literal | Raw | Sequence["Value"]
 Nested = None | int | str | bytes | Sequence["Nested"]
 
 _QUOTABLE = frozenset([0x09, *range(0x20, 0x7F)])
+_QUOTABLE_BYTES = bytes(sorted(_QUOTABLE))  # for bytes.translate: deletes what may be quoted
 _ASTRING_SET = frozenset(ASTRING_CHARS)
 
 
@@ -96,12 +97,14 @@ _ASTRING_SET = frozenset(ASTRING_CHARS)
 
 
 def _as_bytes(value: str | bytes) -> bytes:
-    return value.encode("utf-8") if isinstance(value, str) else value
+    # surrogateescape: the store keeps raw 8-bit header bytes in str form that way
+    # (see fetch.py), so they go out exactly as they came in.
+    return value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
 
 
 def quoted(value: str | bytes) -> bytes:
     data = _as_bytes(value)
-    if any(b not in _QUOTABLE for b in data):
+    if data.translate(None, _QUOTABLE_BYTES):
         raise RenderError("cannot quote a string with CR, LF, NUL or 8-bit characters")
     return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
@@ -114,7 +117,7 @@ def literal(value: str | bytes) -> bytes:
 def string(value: str | bytes) -> bytes:
     """A string, quoted when that is safe and short, else a literal."""
     data = _as_bytes(value)
-    if len(data) <= MAX_QUOTED and all(b in _QUOTABLE for b in data):
+    if len(data) <= MAX_QUOTED and not data.translate(None, _QUOTABLE_BYTES):
         return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
     return literal(data)
 
@@ -502,7 +505,8 @@ def flags_data(flags: Iterable[str]) -> bytes:
 
 def search_data(numbers: Iterable[int], *, highest_modseq: int | None = None) -> bytes:
     """``* SEARCH 2 3 5``; with CONDSTORE, ``(MODSEQ n)`` at the end."""
-    line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
+    text = " ".join(map(str, numbers))  # C-level: a 10 000-hit reply is common (UNSEEN)
+    line = b"* SEARCH " + text.encode("ascii") if text else b"* SEARCH"
     if highest_modseq is not None:
         line += b" (MODSEQ %d)" % highest_modseq
     return line + CRLF

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import itertools
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -27,10 +28,13 @@ from clustermail.mail.imap import commands as c
 from clustermail.mail.imap import response as r
 from clustermail.mail.imap.errors import ParseError
 from clustermail.mail.imap.fetch import (
+    PREFETCH,
     MessageFetcher,
     SearchMessage,
     fetch_items,
     flag_search,
+    needs_structure,
+    prefetch_structures,
     sets_seen,
 )
 from clustermail.mail.imap.framing import (
@@ -758,7 +762,7 @@ class ImapSession:
         hits = flag_search(cmd.key, view, context)
         if hits is not None:  # flags, numbers and UIDs only: no message is read
             numbers = view.uids if cmd.uid else range(1, view.exists + 1)
-            self.send(r.search_data([n for n, hit in zip(numbers, hits, strict=True) if hit]))
+            self.send(r.search_data(itertools.compress(numbers, hits)))
             return Done("Search completed.")
         for seq in range(1, view.exists + 1):
             uid = view.uids[seq - 1]
@@ -797,7 +801,11 @@ class ImapSession:
                 self.dirty = True
         asked_flags = any(isinstance(i, c.FetchAttribute) and i.name == "FLAGS" for i in cmd.items)
         missing = False
-        for seq in seqs:
+        prefetch = len(seqs) > 1 and needs_structure(cmd.items)
+        for n, seq in enumerate(seqs):
+            if prefetch and n % PREFETCH == 0:
+                chunk = [view.uids[s - 1] for s in seqs[n : n + PREFETCH]]
+                prefetch_structures(db, mailbox, view.folder, view.uidvalidity, chunk)
             uid = view.uids[seq - 1]
             fetcher = MessageFetcher(db, mailbox, view.folder, uid, view.uidvalidity)
             try:

@@ -409,6 +409,13 @@ class MailboxDatabase:
         with self._read() as conn:
             return messages.structure(conn, folders.get(conn, mailbox, folder), uid)
 
+    def fetch_structures(
+        self, mailbox: str, folder: str, first: int, last: int
+    ) -> dict[int, mime.MessageStructure]:
+        """UID → structure for the messages with UIDs in ``first..last`` (one scan)."""
+        with self._read() as conn:
+            return messages.structures(conn, folders.get(conn, mailbox, folder), first, last)
+
     def changes_since(self, mailbox: str, folder: str, modseq: int) -> FolderChanges:
         """New messages, flag changes and expunges after ``modseq`` (any session's)."""
         with self._read() as conn:

@@ -225,6 +225,21 @@ def structure(conn: sqlite3.Connection, folder: FolderRow, uid: int) -> mime.Mes
     return mime.MessageStructure.from_json(row[0])
 
 
+def structures(
+    conn: sqlite3.Connection, folder: FolderRow, first: int, last: int
+) -> dict[int, mime.MessageStructure]:
+    """The structures of the folder's messages with UIDs in ``first..last``: one range
+    scan, not a lookup per message (a client's first FETCH 1:* ENVELOPE)."""
+    return {
+        uid: mime.MessageStructure.from_json(data)
+        for uid, data in conn.execute(
+            "SELECT m.uid, b.structure FROM message m JOIN body b ON b.id = m.body_id "
+            "WHERE m.folder_id = ? AND m.uid BETWEEN ? AND ?",
+            (folder.id, first, last),
+        )
+    }
+
+
 def changes_since(conn: sqlite3.Connection, folder: FolderRow, modseq: int) -> FolderChanges:
     changed = [
         FlagChange(*r)
