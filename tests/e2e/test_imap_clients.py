@@ -211,7 +211,6 @@ Port {imap_port}
 User {carol}
 Pass "{PASSWORD}"
 SSLType None
-AuthMechs PLAIN
 Timeout 10
 
 IMAPStore remote

@@ -333,6 +333,11 @@ def test_untagged_data() -> None:
     assert r.search_data([2, 84, 882]) == b"* SEARCH 2 84 882\r\n"
     assert r.search_data([]) == b"* SEARCH\r\n"
     assert r.search_data([1], highest_modseq=9) == b"* SEARCH 1 (MODSEQ 9)\r\n"
+    # Past the shared cache of decimal forms, and growing it, give the same text.
+    assert r.search_data([5000, 4_000_000_000, 7]) == b"* SEARCH 5000 4000000000 7\r\n"
+    assert r.search_data(iter(range(1, 40_001))) == (
+        b"* SEARCH " + " ".join(map(str, range(1, 40_001))).encode() + b"\r\n"
+    )
     assert r.list_data(["\\Noselect"], "/", "~/Mail/foo") == (
         b'* LIST (\\Noselect) "/" ~/Mail/foo\r\n'
     )
