@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +249,26 @@ def vs_of(status: dict[str, Any], name: str) -> dict[str, Any]:
 def owners(status: dict[str, Any]) -> dict[str, str | None]:
     return {v["name"]: (v["owner"] if v["state"] == "online" else None)
             for v in status["virtual_servers"]}
+
+
+#: Where the default layout puts the virtual servers, and one mailbox on each.
+SEED = {"mail1": "node1", "mail2": "node2", "mail3": "node3"}
+MAIL_USERS = {"mail1": "alice", "mail2": "bob", "mail3": "carol"}
+MAIL_PASSWORD = "correct horse battery"
+
+
+@contextlib.asynccontextmanager
+async def mail_cluster(tmp: Path) -> AsyncIterator[tuple[LocalCluster, str, int]]:
+    """Four nodes, mail1-3 with every mail protocol, in their seed layout, with
+    alice@/bob@/carol@example.test on mail1/2/3: (cluster, address base, base port)."""
+    base, port = free_addresses()
+    async with LocalCluster(tmp, f"sqlite://{tmp}/cluster.db",
+                            cluster_toml(base, port, mail=True)) as c:
+        c.start_all()
+        await c.wait_for(lambda s: owners(s) == SEED, timeout=60, what="the initial layout")
+        assert c.store is not None
+        await add_mail_users(c.store, MAIL_USERS, MAIL_PASSWORD)
+        yield c, base, port
 
 
 async def add_mail_users(store: Store, users: dict[str, str], password: str) -> None:

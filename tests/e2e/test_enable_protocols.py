@@ -6,9 +6,15 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from tests.e2e.harness import LocalCluster, cluster_toml, free_addresses, mail_port, owners, vs_of
-
-SEED = {"mail1": "node1", "mail2": "node2", "mail3": "node3"}
+from tests.e2e.harness import (
+    SEED,
+    LocalCluster,
+    cluster_toml,
+    free_addresses,
+    mail_port,
+    owners,
+    vs_of,
+)
 
 
 def answers(address: str, port: int) -> bool:

@@ -26,18 +26,15 @@ import pytest
 from imapclient import IMAPClient
 
 from tests.e2e.harness import (
-    LocalCluster,
-    add_mail_users,
-    cluster_toml,
-    free_addresses,
+    MAIL_PASSWORD,
+    mail_cluster,
     mail_port,
     owners,
     wait_for_imap_login,
 )
+from tests.support.mail_clients import mbsync, mbsync_config
 
-SEED = {"mail1": "node1", "mail2": "node2", "mail3": "node3"}
-USERS = {"mail1": "alice", "mail2": "bob", "mail3": "carol"}
-PASSWORD = "correct horse battery"
+PASSWORD = MAIL_PASSWORD
 
 
 def message(n: int, rcpt: str) -> str:
@@ -75,21 +72,11 @@ def maildir(folder: Path) -> set[str]:
             for p in (folder / sub).iterdir()}
 
 
-async def start_cluster(c: LocalCluster) -> None:
-    c.start_all()
-    await c.wait_for(lambda s: owners(s) == SEED, timeout=60, what="the initial layout")
-    assert c.store is not None
-    await add_mail_users(c.store, USERS, PASSWORD)
-
-
 @pytest.mark.skipif(shutil.which("offlineimap") is None, reason="offlineimap3 not installed")
 async def test_idle_clients_are_woken_by_smtp_delivery(tmp_path: Path) -> None:
-    base, port = free_addresses()
-    address, alice = f"{base}.11", "alice@example.test"
-    smtp_port, imap_port = mail_port(port, "smtp"), mail_port(port, "imap")
-    async with LocalCluster(tmp_path, f"sqlite://{tmp_path}/cluster.db",
-                            cluster_toml(base, port, mail=True)) as c:
-        await start_cluster(c)
+    async with mail_cluster(tmp_path) as (_, base, port):
+        address, alice = f"{base}.11", "alice@example.test"
+        smtp_port, imap_port = mail_port(port, "smtp"), mail_port(port, "imap")
         await wait_for_imap_login(address, imap_port, alice, PASSWORD)
 
         def idle_wake(n: int) -> tuple[float, list[object]]:
@@ -185,12 +172,9 @@ def flags_on_server(address: str, port: int, user: str) -> dict[int, bytes]:
 
 @pytest.mark.skipif(shutil.which("mbsync") is None, reason="isync (mbsync) not installed")
 async def test_mbsync_resyncs_after_failover_without_downloading_again(tmp_path: Path) -> None:
-    base, port = free_addresses()
-    address, carol = f"{base}.13", "carol@example.test"
-    smtp_port, imap_port = mail_port(port, "smtp"), mail_port(port, "imap")
-    async with LocalCluster(tmp_path, f"sqlite://{tmp_path}/cluster.db",
-                            cluster_toml(base, port, mail=True)) as c:
-        await start_cluster(c)
+    async with mail_cluster(tmp_path) as (c, base, port):
+        address, carol = f"{base}.13", "carol@example.test"
+        smtp_port, imap_port = mail_port(port, "smtp"), mail_port(port, "imap")
         await wait_for_imap_login(address, imap_port, carol, PASSWORD)
         for n in range(8):
             await asyncio.to_thread(send, address, smtp_port, carol, n)
@@ -202,39 +186,11 @@ async def test_mbsync_resyncs_after_failover_without_downloading_again(tmp_path:
                                    message(100 + n, carol).encode())[0] == "OK"
 
         local = tmp_path / "maildir"
-        local.mkdir()
-        cfg = tmp_path / "mbsyncrc"
-        cfg.write_text(f"""
-IMAPAccount acc
-Host {address}
-Port {imap_port}
-User {carol}
-Pass "{PASSWORD}"
-SSLType None
-Timeout 10
-
-IMAPStore remote
-Account acc
-
-MaildirStore local
-Path {local}/
-Inbox {local}/INBOX
-SubFolders Verbatim
-
-Channel ch
-Far :remote:
-Near :local:
-Patterns INBOX Work
-Create Both
-Expunge Both
-SyncState *
-""")
+        cfg = mbsync_config(tmp_path / "mbsyncrc", address, imap_port, carol, PASSWORD,
+                            local, "INBOX Work")
 
         def sync() -> str:
-            run = subprocess.run(["mbsync", "-c", str(cfg), "-a"],
-                                 capture_output=True, text=True, timeout=60)
-            assert run.returncode == 0, run.stdout + run.stderr
-            return run.stdout + run.stderr
+            return mbsync(cfg)
 
         await asyncio.to_thread(sync)
         inbox, work = maildir(local / "INBOX"), maildir(local / "Work")

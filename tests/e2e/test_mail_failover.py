@@ -17,18 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.e2e.harness import (
-    LocalCluster,
-    add_mail_users,
-    cluster_toml,
-    free_addresses,
+    MAIL_PASSWORD,
+    MAIL_USERS,
+    mail_cluster,
     mail_port,
     owners,
     wait_for_imap_login,
 )
 
-SEED = {"mail1": "node1", "mail2": "node2", "mail3": "node3"}
-USERS = {"mail1": "alice", "mail2": "bob", "mail3": "carol"}
-PASSWORD = "correct horse battery"
+USERS, PASSWORD = MAIL_USERS, MAIL_PASSWORD
 
 
 @dataclass
@@ -107,14 +104,7 @@ def imap_login(address: str, port: int, user: str) -> tuple[imaplib.IMAP4, int, 
 
 
 async def test_acknowledged_mail_survives_a_node_kill(tmp_path: Path) -> None:
-    base, port = free_addresses()
-    toml = cluster_toml(base, port, mail=True)
-    async with LocalCluster(tmp_path, f"sqlite://{tmp_path}/cluster.db", toml) as c:
-        c.start_all()
-        await c.wait_for(lambda s: owners(s) == SEED, timeout=60, what="the initial layout")
-        assert c.store is not None
-        await add_mail_users(c.store, USERS, PASSWORD)
-
+    async with mail_cluster(tmp_path) as (c, base, port):
         smtp_port, pop3_port, imap_port = (mail_port(port, n) for n in ("smtp", "pop3", "imap"))
         senders = {vs: Sender(f"{base}.{10 + i}", smtp_port, f"{USERS[vs]}@example.test")
                    for i, vs in enumerate(USERS, start=1)}
@@ -158,5 +148,10 @@ async def test_acknowledged_mail_survives_a_node_kill(tmp_path: Path) -> None:
         try:
             assert uidvalidity2 == uidvalidity
             assert exists >= len(senders["mail3"].acked)
+            _, data = imap2.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+            seen = {int(m.group(1)) for part in data if isinstance(part, tuple)
+                    if (m := re.search(rb"Subject: seq (\d+)", part[1]))}
+            missing = sorted(set(senders["mail3"].acked) - seen)
+            assert not missing, f"acknowledged but not seen over IMAP: {missing}"
         finally:
             imap2.logout()

@@ -11,9 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import LocalCluster, banner, cluster_toml, free_addresses, owners, vs_of
-
-SEED = {"mail1": "node1", "mail2": "node2", "mail3": "node3"}
+from tests.e2e.harness import (
+    SEED,
+    LocalCluster,
+    banner,
+    cluster_toml,
+    free_addresses,
+    owners,
+    vs_of,
+)
 
 
 async def test_planned_move_and_back(tmp_path: Path, cluster_store_url: str) -> None:

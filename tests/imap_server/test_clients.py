@@ -11,6 +11,7 @@ import pytest
 from clustermail.mail.store import MailboxDatabase
 from tests.imap_server.conftest import USERS
 from tests.imap_server.harness import PASSWORD, ServerThread
+from tests.support.mail_clients import mbsync, mbsync_config
 
 ALICE = USERS[0]
 
@@ -53,40 +54,11 @@ def test_mbsync_two_way(server: ServerThread, db: MailboxDatabase, tmp_path: Pat
     for n in range(2):
         db.deliver_sync(msg(n, "Work"), [ALICE], "Work")
     local = tmp_path / "mail"
-    local.mkdir()
-    cfg = tmp_path / "mbsyncrc"
-    cfg.write_text(f"""
-IMAPAccount acc
-Host {server.host}
-Port {server.port}
-User {ALICE}
-Pass {PASSWORD}
-SSLType None
-AuthMechs PLAIN
-
-IMAPStore remote
-Account acc
-
-MaildirStore local
-Path {local}/
-Inbox {local}/INBOX
-SubFolders Verbatim
-
-Channel ch
-Far :remote:
-Near :local:
-Patterns INBOX Work Sent
-Create Both
-Expunge Both
-SyncState *
-""")
+    cfg = mbsync_config(tmp_path / "mbsyncrc", server.host, server.port, ALICE, PASSWORD,
+                        local, "INBOX Work Sent")
 
     def sync() -> str:
-        run = subprocess.run(
-            ["mbsync", "-c", str(cfg), "-a"], capture_output=True, text=True, timeout=60
-        )
-        assert run.returncode == 0, run.stdout + run.stderr
-        return run.stdout + run.stderr
+        return mbsync(cfg)
 
     sync()
     inbox = maildir_files(local / "INBOX")

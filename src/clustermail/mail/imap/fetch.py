@@ -355,7 +355,9 @@ _SYSTEM_BITS = {
 }
 
 
-def flag_search(key: s.SearchKey, view: MailboxView, ctx: s.SearchContext) -> list[bool] | None:
+def flag_search(
+    key: s.SearchKey, view: MailboxView, ctx: s.SearchContext
+) -> Sequence[int] | None:
     """Evaluate a key over the whole view at once when it needs only flags, numbers and
     UIDs (the common client searches: UNSEEN, DELETED, UID ranges); None otherwise."""
     n = len(view.uids)
@@ -365,7 +367,7 @@ def flag_search(key: s.SearchKey, view: MailboxView, ctx: s.SearchContext) -> li
         case s.FlagKey(flag=flag):
             bit = _SYSTEM_BITS.get(flag.lower())
             if bit is not None:
-                return [bool(f & bit) for f in view.flags]
+                return view.with_flag(bit)
             if flag.lower() == "\\recent":
                 return [u in view.recent for u in view.uids]
             kw = flag.casefold()
@@ -379,8 +381,8 @@ def flag_search(key: s.SearchKey, view: MailboxView, ctx: s.SearchContext) -> li
             spans = uids.intervals(ctx.max_uid)
             return [any(a <= u <= b for a, b in spans) for u in view.uids]
         case s.NotKey(key=s.FlagKey(flag=flag)) if flag.lower() in _SYSTEM_BITS:
-            bit = _SYSTEM_BITS[flag.lower()]  # UNSEEN, UNDELETED...: the common searches
-            return [not f & bit for f in view.flags]
+            # UNSEEN, UNDELETED...: the searches clients send most
+            return view.with_flag(_SYSTEM_BITS[flag.lower()], present=False)
         case s.NotKey(key=inner):
             hits = flag_search(inner, view, ctx)
             return None if hits is None else [not h for h in hits]
@@ -388,7 +390,7 @@ def flag_search(key: s.SearchKey, view: MailboxView, ctx: s.SearchContext) -> li
             a, b = flag_search(left, view, ctx), flag_search(right, view, ctx)
             return None if a is None or b is None else [x or y for x, y in zip(a, b, strict=True)]
         case s.AndKey(keys=keys):
-            out = [True] * n
+            out: Sequence[int] = [1] * n
             for k in keys:
                 hits = flag_search(k, view, ctx)
                 if hits is None:

@@ -14,6 +14,7 @@ Pure: no I/O. The session feeds it listings and change sets read from the store.
 from __future__ import annotations
 
 import bisect
+import functools
 from array import array
 from collections.abc import Iterable, Iterator
 from itertools import compress
@@ -45,6 +46,11 @@ def flag_names(mask: int, keywords: str | None, recent: bool) -> list[str]:
     if keywords:
         out += keywords.split()
     return out
+
+
+@functools.cache
+def _flag_table(bit: int, present: bool) -> bytes:
+    return bytes(1 if bool(b & bit) == present else 0 for b in range(256))
 
 
 def _low_bytes(flags: array[int]) -> bytes:
@@ -97,6 +103,11 @@ class MailboxView:
     def recent_in_store(self) -> list[int]:
         """UIDs whose stored \\Recent bit is still set (nobody claimed them yet)."""
         return list(compress(self.uids, _low_bytes(self.flags).translate(_HAS_RECENT)))
+
+    def with_flag(self, bit: int, present: bool = True) -> bytes:
+        """Per message, 1 if it has (``present``) or lacks system flag ``bit``, else 0:
+        one C-level pass for SEARCH UNSEEN, DELETED and the like."""
+        return _low_bytes(self.flags).translate(_flag_table(bit, present))
 
     def first_unseen(self) -> int | None:
         """The sequence number of the first message without \\Seen."""
