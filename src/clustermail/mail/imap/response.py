@@ -118,7 +118,9 @@ def string(value: str | bytes) -> bytes:
     """A string, quoted when that is safe and short, else a literal."""
     data = _as_bytes(value)
     if len(data) <= MAX_QUOTED and not data.translate(None, _QUOTABLE_BYTES):
-        return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+        if b"\\" in data or b'"' in data:
+            data = data.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+        return b'"' + data + b'"'
     return literal(data)
 
 
