@@ -48,6 +48,11 @@ def flag_names(mask: int, keywords: str | None, recent: bool) -> list[str]:
     return out
 
 
+#: Rendered flag lists by (flag bits, keywords, recent): a handful of combinations
+#: serve every message of a mailbox, so FETCH FLAGS of 1:* renders each once.
+_FLAG_LISTS: dict[tuple[int, str | None, bool], bytes] = {}
+
+
 @functools.cache
 def _flag_table(bit: int, present: bool) -> bytes:
     return bytes(1 if bool(b & bit) == present else 0 for b in range(256))
@@ -124,6 +129,18 @@ class MailboxView:
     def flag_list(self, seq: int) -> list[str]:
         uid = self.uids[seq - 1]
         return flag_names(self.flags[seq - 1], self.keywords.get(uid), uid in self.recent)
+
+    def flag_bytes(self, seq: int) -> bytes:
+        """The message's flags as a rendered IMAP list, ``(\\Seen $Junk)``."""
+        i = seq - 1
+        uid = self.uids[i]
+        key = (self.flags[i], self.keywords.get(uid), uid in self.recent)
+        data = _FLAG_LISTS.get(key)
+        if data is None:
+            if len(_FLAG_LISTS) >= 4096:  # keyword combinations are unbounded
+                _FLAG_LISTS.clear()
+            data = _FLAG_LISTS[key] = r.flag_list(flag_names(*key))
+        return data
 
     def mask_at(self, seq: int) -> int:
         return self.flags[seq - 1] & _STORED
@@ -226,7 +243,7 @@ class MailboxView:
             out.append(r.exists(len(self.uids)))
             out.append(r.recent(len(self.recent)))
         for seq in sorted(set(flag_updates)):
-            out.append(r.render_fetch(seq, [("FLAGS", r.Raw(r.flag_list(self.flag_list(seq))))]))
+            out.append(r.fetch_line(seq, [b"FLAGS " + self.flag_bytes(seq)]))
         self.modseq = max(self.modseq, changes.highestmodseq)
         return out
 

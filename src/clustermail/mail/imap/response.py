@@ -356,6 +356,11 @@ def render_fetch(seq: int, items: Sequence[tuple[str, Value]]) -> bytes:
     return b"".join(out)
 
 
+def fetch_line(seq: int, parts: Sequence[bytes]) -> bytes:
+    """``* seq FETCH (part part ...)`` from parts already rendered as ``NAME value``."""
+    return b"* %d FETCH (" % seq + b" ".join(parts) + b")\r\n"
+
+
 # ----------------------------------------------------------- status responses
 
 Status = TypingLiteral["OK", "NO", "BAD", "PREAUTH", "BYE"]

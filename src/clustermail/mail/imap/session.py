@@ -31,7 +31,7 @@ from clustermail.mail.imap.fetch import (
     PREFETCH,
     MessageFetcher,
     SearchMessage,
-    fetch_items,
+    fetch_parts,
     flag_search,
     needs_structure,
     prefetch_structures,
@@ -809,13 +809,13 @@ class ImapSession:
             uid = view.uids[seq - 1]
             fetcher = MessageFetcher(db, mailbox, view.folder, uid, view.uidvalidity)
             try:
-                items = fetch_items(fetcher, view, seq, cmd.items, with_uid=cmd.uid)
+                parts = fetch_parts(fetcher, view, seq, cmd.items, with_uid=cmd.uid)
             except MessageNotFoundError:
                 missing = True
                 continue
             if seq in seen_now and not asked_flags:
-                items.insert(0, ("FLAGS", r.Raw(r.flag_list(view.flag_list(seq)))))
-            self.send(r.render_fetch(seq, items))
+                parts.insert(0, b"FLAGS " + view.flag_bytes(seq))
+            self.send(r.fetch_line(seq, parts))
             await self._maybe_flush()
         if missing:
             no("Some of the requested messages no longer exist.", r.EXPUNGEISSUED)
@@ -849,11 +849,9 @@ class ImapSession:
         if not cmd.silent:
             # Only messages whose flags changed (a no-op STORE is answered with OK alone).
             for seq in sorted(changed):
-                items: list[tuple[str, r.Value]] = []
-                if cmd.uid:
-                    items.append(("UID", view.uids[seq - 1]))
-                items.append(("FLAGS", r.Raw(r.flag_list(view.flag_list(seq)))))
-                self.send(r.render_fetch(seq, items))
+                parts = [b"UID %d" % view.uids[seq - 1]] if cmd.uid else []
+                parts.append(b"FLAGS " + view.flag_bytes(seq))
+                self.send(r.fetch_line(seq, parts))
                 await self._maybe_flush()
         return Done("Store completed.")
 
