@@ -359,12 +359,14 @@ def report(results: dict[str, Any]) -> str:
         "with this common configuration, not with Dovecot at its best.",
         "- Our IDLE wake-up is a commit notification inside the process; Dovecot's comes "
         "from inotify plus its own delays (about half a second).",
-        "- The machine was shared with other benchmark and test runs while this ran "
-        "(load average well above its 2 cores), so absolute numbers are noisy.",
-        "- Our FETCH 1:* ENVELOPE loads the cached structures 256 messages per query and "
-        "then serves rendered ENVELOPEs from a shared LRU; a cold first FETCH of a large "
-        "mailbox still costs about 70 µs per message (JSON decoding and rendering in "
-        "Python), where Dovecot reads its binary cache file.",
+        "- Single runs on a 2-core machine that other work may share: absolute numbers "
+        "vary by ±20 % from run to run (the ratios less, as both servers run in the same "
+        "minutes).",
+        "- FETCH 1:* (FLAGS ENVELOPE) is measured after one session has fetched it once "
+        "(both servers then have their caches warm). Our cold first FETCH loads the cached "
+        "structures 256 messages per query and costs about 70 µs per message (JSON "
+        "decoding and rendering in Python); later ones serve rendered ENVELOPEs from a "
+        "shared LRU.",
         "- UID SEARCH UNSEEN is answered from the session's flag bytes without reading a "
         "message; with every message unseen most of its time, for both servers, goes into "
         "writing and reading a 50 KB line of 10 000 numbers.",
