@@ -13,6 +13,8 @@ declare -A NEEDED=(
   [dovecot]=dovecot-imapd
   [mbsync]=isync
   [offlineimap]=offlineimap3
+  [ip]=iproute2
+  [arping]=iputils-arping
 )
 
 # perl module -> Debian package (swaks needs these for STARTTLS and implicit TLS)

@@ -165,10 +165,12 @@ class LocalCluster:
             cwd=ROOT, capture_output=True, text=True, timeout=timeout,
         )
 
-    def start_node(self, name: str) -> int:
+    def start_node(self, name: str, wrap: list[str] | None = None) -> int:
+        """Starts a node agent; ``wrap`` runs it under a command (``ip netns exec NS``)."""
         log = open(self.data / f"{name}.agent.log", "ab")  # noqa: SIM115 - child owns it
         proc = subprocess.Popen(
-            [sys.executable, "-m", "clustermail", "node", "run", "--store", self.store_url,
+            [*(wrap or []), sys.executable, "-m", "clustermail", "node", "run",
+             "--store", self.store_url,
              "--name", name, "--data", str(self.data)],
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
         )
