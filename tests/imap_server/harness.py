@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from clustermail.mail.imap.server import ImapServer
 from clustermail.mail.imap.session import SessionConfig
-from clustermail.mail.listener import AuthThrottle
+from clustermail.mail.listener import AuthThrottle, ListenerLimits
 from clustermail.mail.store import MailboxDatabase
 
 T = TypeVar("T")
@@ -44,6 +44,7 @@ class ServerThread:
         allow_plaintext_on_loopback: bool = True,
         config: SessionConfig | None = None,
         throttle: AuthThrottle | None = None,
+        limits: ListenerLimits | None = None,
         locate: Callable[[Any], tuple[MailboxDatabase, str]] | None = None,
     ) -> None:
         self.db = db
@@ -58,6 +59,7 @@ class ServerThread:
             allow_plaintext_on_loopback=allow_plaintext_on_loopback,
             config=config,
             throttle=throttle or AuthThrottle(base_delay=0.01, max_delay=0.05),
+            limits=limits,
         )
         self.port = self.listen(0)
         self.tls_port: int | None = self.listen(0, implicit_tls=True) if tls else None

@@ -15,7 +15,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
 from clustermail.mail.imap.session import SessionConfig
-from clustermail.mail.listener import AuthThrottle
+from clustermail.mail.listener import AuthThrottle, ListenerLimits
 from clustermail.mail.store import MailboxDatabase
 from tests.imap_server.conftest import USERS
 from tests.imap_server.harness import PASSWORD, ServerThread, self_signed
@@ -206,6 +206,30 @@ def test_failed_logins_are_throttled(db: MailboxDatabase) -> None:
         now[0] += 61
         c.login(ALICE, PASSWORD)
         c.logout()
+    finally:
+        srv.stop()
+
+
+def test_connections_per_client_are_limited(db: MailboxDatabase) -> None:
+    srv = ServerThread(db, USERS, limits=ListenerLimits(max_connections=10, max_per_client=2))
+    try:
+        first, second = (socket.create_connection((srv.host, srv.port), timeout=5)
+                         for _ in range(2))
+        for s in (first, second):
+            assert s.makefile("rb").readline().startswith(b"* OK")
+        with socket.create_connection((srv.host, srv.port), timeout=5) as third:
+            f = third.makefile("rb")
+            assert f.readline().startswith(b"* BYE [UNAVAILABLE]")
+            assert f.readline() == b""  # and closed
+        first.close()
+        deadline = time.monotonic() + 5
+        while True:  # the server notices the close when it reads EOF
+            with socket.create_connection((srv.host, srv.port), timeout=5) as again:
+                if again.makefile("rb").readline().startswith(b"* OK"):
+                    break
+            assert time.monotonic() < deadline, "the freed slot was never reused"
+            time.sleep(0.05)
+        second.close()
     finally:
         srv.stop()
 

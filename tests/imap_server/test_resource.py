@@ -115,3 +115,33 @@ async def test_imap4_resource_serves_the_group(env: Env, tmp_path: Path) -> None
         await ip.offline()
         db.dismount()
     assert not await imap.quick_check()
+
+
+def test_imap4_properties_in_a_cluster_file() -> None:
+    """What an administrator may write for imap4 (the same TLS and limit properties as
+    SMTP and POP3), and what is refused before it reaches a node."""
+    import clustermail.mail.schemas  # noqa: F401 - registers the mail resource types
+    from clustermail.cluster.config import ConfigError, config_from_dict
+
+    def config(props: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "nodes": {"node1": {}},
+            "virtual_servers": {"mail1": {"resources": {
+                "ip": {"type": "ip_address", "properties": {"address": "127.0.0.23"}},
+                "imap": {"type": "imap4", "depends_on": ["ip"], "properties": props},
+            }}},
+        }
+
+    ok = config_from_dict(config({
+        "port": 143, "tls_port": 993, "cert": "/etc/ssl/mail.pem", "key": "/etc/ssl/mail.key",
+        "hostname": "mail.example.test", "max_connections": 500,
+        "max_connections_per_client": 20, "idle_timeout": 1800.0,
+    }))
+    assert ok.virtual_servers[0].resource("imap") is not None
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(config({"port": 70000, "timeout": 5.0}))
+    text = str(info.value)
+    assert "port from 1 to 65535" in text
+    assert "unknown property for type imap4: 'timeout'" in text
+    with pytest.raises(ConfigError, match="give both cert and key"):
+        config_from_dict(config({"cert": "/etc/ssl/mail.pem"}))

@@ -115,9 +115,11 @@ register_resource_type(
 register_resource_type(
     "imap4",
     {
+        **{k: v for k, v in _COMMON.items() if k != "timeout"},  # idle_timeout instead
         "port": PropertySpec(PropertyKind.INT, default=143, check=_port),
         "tls_port": PropertySpec(PropertyKind.INT, default=993, check=_port),
         "allow_plaintext_on_loopback": PropertySpec(PropertyKind.BOOL, default=False),
         "idle_timeout": PropertySpec(PropertyKind.FLOAT),
     },
+    check=_tls_pair,
 )

@@ -2,7 +2,9 @@
 
 Properties: ``port`` (143), ``tls_port`` (993; 0 turns implicit TLS off),
 ``allow_plaintext_on_loopback`` (false), ``idle_timeout`` (seconds, at least 1800
-by RFC 3501; smaller values are for tests).
+by RFC 3501; smaller values are for tests), ``max_connections`` (1000) and
+``max_connections_per_client`` (50), and as for SMTP and POP3 ``hostname`` and
+``cert`` + ``key`` (else the virtual server's self-signed certificate).
 
 Dependencies: the group's ``ip_address`` (where to listen) and its
 ``mail_store`` resource, which provides the recipient directory (passwords)
@@ -28,7 +30,7 @@ from clustermail.cluster.resources import (
 from clustermail.cluster.resources.ip_address import IpAddressResource
 from clustermail.mail.imap.server import ImapServer
 from clustermail.mail.imap.session import Authenticator, SessionConfig
-from clustermail.mail.listener import shared_throttle
+from clustermail.mail.listener import ListenerLimits, shared_throttle
 from clustermail.mail.store import MailboxDatabase
 
 MIN_IDLE_TIMEOUT = 30 * 60.0
@@ -51,6 +53,10 @@ class Imap4Resource(Resource):
         self.tls_port = properties.integer("tls_port", 993, minimum=0)
         self.allow_plaintext = properties.boolean("allow_plaintext_on_loopback", False)
         self.idle_timeout = properties.number("idle_timeout", MIN_IDLE_TIMEOUT, minimum=0.1)
+        self.limits = ListenerLimits(
+            max_connections=properties.integer("max_connections", 1000, minimum=1),
+            max_per_client=properties.integer("max_connections_per_client", 50, minimum=1),
+        )
         self.server: ImapServer | None = None
         self.address: str | None = None
 
@@ -84,6 +90,7 @@ class Imap4Resource(Resource):
             allow_plaintext_on_loopback=self.allow_plaintext,
             config=SessionConfig(idle_timeout=self.idle_timeout),
             throttle=shared_throttle(self.ctx.vs),
+            limits=self.limits,
         )
         try:
             await server.listen(self.address, self.port)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import ssl
 from collections.abc import Callable
 
@@ -29,7 +28,14 @@ from clustermail.mail.imap.session import (
     MailboxLocator,
     SessionConfig,
 )
-from clustermail.mail.listener import AuthThrottle, is_loopback
+from clustermail.mail.listener import (
+    Admission,
+    AuthThrottle,
+    ListenerLimits,
+    client_address,
+    is_loopback,
+    set_nodelay,
+)
 from clustermail.mail.store import MailboxDatabase
 
 log = logging.getLogger(__name__)
@@ -102,6 +108,7 @@ class ImapServer:
         allow_plaintext_on_loopback: bool = False,
         config: SessionConfig | None = None,
         throttle: AuthThrottle | None = None,
+        limits: ListenerLimits | None = None,
     ) -> None:
         self.authenticator = authenticator
         self.locate = locate
@@ -109,6 +116,8 @@ class ImapServer:
         self.allow_plaintext_on_loopback = allow_plaintext_on_loopback
         self.config = config or SessionConfig()
         self.throttle = throttle or AuthThrottle()
+        # Connection counts only: idle timeouts are the session's (RFC 3501's 30 minutes).
+        self.admission = Admission(limits or ListenerLimits())
         self.sessions: set[ImapSession] = set()
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -143,10 +152,22 @@ class ImapServer:
     async def _serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, plaintext: bool
     ) -> None:
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
+        client = client_address(writer.transport)
+        if not self.admission.admit(client):
             with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                writer.write(b"* BYE [UNAVAILABLE] Too many connections, try again later.\r\n")
+                writer.close()
+                await asyncio.wait_for(writer.wait_closed(), 5)
+            return
+        try:
+            await self._run_session(reader, writer, plaintext)
+        finally:
+            self.admission.release(client)
+
+    async def _run_session(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, plaintext: bool
+    ) -> None:
+        set_nodelay(writer.transport)
         session = ImapSession(
             reader,
             writer,
