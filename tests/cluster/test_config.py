@@ -115,7 +115,7 @@ def test_everything_round_trips() -> None:
     res = vs["resources"]["banner"]
     res.update(quick_check_interval=1, thorough_check_interval=30.5, restart_threshold=0,
                restart_period=60, pending_timeout=10, affects_group=False)
-    res["properties"].update(banner="220 hi\n\t\x01", health_command="true")
+    res["properties"].update(env=["GREETING=220 hi\n\t\x01"], health_command="true")
     ip = vs["resources"]["ip"]
     ip["properties"] = {"address": "::1", "mode": "interface", "interface": "eth0", "prefix": 64}
     config = config_from_dict(data)
@@ -369,3 +369,13 @@ def test_registering_a_different_schema_twice_is_refused() -> None:
     with pytest.raises(ValueError, match="already registered"):
         register_resource_type("test_twice", {"y": PropertySpec(PropertyKind.STR)})
     assert resource_type("test_twice") is not None
+
+
+def test_process_env_is_a_list_of_assignments() -> None:
+    data = seed_dict()
+    props = data["virtual_servers"]["mail1"]["resources"]["banner"]["properties"]
+    props["env"] = ["LANG=C.UTF-8", "EMPTY="]
+    banner = config_from_dict(data).virtual_servers[0].resource("banner")
+    assert banner is not None and banner.properties["env"] == ("LANG=C.UTF-8", "EMPTY=")
+    props["env"] = ["no equals sign"]
+    assert any('"NAME=value" strings' in p for p in problems_of(data))

@@ -277,13 +277,14 @@ async def test_stop_kills_the_whole_group_and_escalates_to_sigkill(env: Env) -> 
         "command": f"trap '' TERM; sleep 60 & echo $! > {helper}; sleep 60",
         "stop_timeout": 0.3,
         "start_grace": 0.2,
-        "env": {"EXTRA": "1"},
+        "env": ["EXTRA=1", "WITH_EQUALS=a=b"],
     })
     await proc.online()
     pid = proc.pid
     assert pid is not None and await proc.quick_check()
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    assert {b"CLUSTERMAIL_VS=mail1", b"CLUSTERMAIL_EPOCH=7", b"EXTRA=1"} <= set(environ)
+    assert {b"CLUSTERMAIL_VS=mail1", b"CLUSTERMAIL_EPOCH=7", b"EXTRA=1",
+            b"WITH_EQUALS=a=b"} <= set(environ)
     assert os.getpgid(pid) == pid
     helper_pid = int(helper.read_text())
     started = time.monotonic()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -97,6 +98,16 @@ def _non_empty(value: PropertyValue) -> str | None:
     return "a non-empty value" if value in ("", ()) else None
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def _env_list(value: PropertyValue) -> str | None:
+    items = value if isinstance(value, tuple) else ()
+    if all(_ENV_NAME.match(item) for item in items):
+        return None
+    return 'a list of "NAME=value" strings, such as ["LANG=C.UTF-8"]'
+
+
 def _check_ip_address(props: Mapping[str, PropertyValue]) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     if props.get("mode") == "interface" and "interface" not in props:
@@ -137,7 +148,7 @@ def _register_builtins() -> None:
             "command": PropertySpec(PropertyKind.COMMAND, req, check=_non_empty),
             "health_command": PropertySpec(PropertyKind.COMMAND, check=_non_empty),
             "tcp_check": PropertySpec(s, check=_host_port),
-            "banner": PropertySpec(s),
+            "env": PropertySpec(PropertyKind.STR_LIST, check=_env_list),
             "health_timeout": PropertySpec(PropertyKind.FLOAT),
             "stop_timeout": PropertySpec(PropertyKind.FLOAT),
             "start_grace": PropertySpec(PropertyKind.FLOAT),

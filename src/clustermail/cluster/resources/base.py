@@ -124,12 +124,6 @@ class Properties(Mapping[str, object]):
             raise self._bad(key, "a list of strings", value)
         return list(value)
 
-    def string_map(self, key: str, default: dict[str, str] | object = _MISSING) -> dict[str, str]:
-        value = self._get(key, default)
-        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            raise self._bad(key, "an object of strings", value)
-        return dict(value)
-
 
 class StoreHandle:
     """The host's one coordination store connection, opened on first use."""

@@ -14,7 +14,8 @@ Properties:
 * ``stop_timeout`` — seconds between SIGTERM and SIGKILL (default 10).
 * ``start_grace`` — without ``tcp_check``, how long the process must stay up
   to count as online (default 0.5 s).
-* ``env`` — extra environment variables; ``cwd`` — working directory.
+* ``env`` — extra environment variables, ``["NAME=value", …]``; ``cwd`` — working
+  directory.
 
 The environment also carries CLUSTERMAIL_VS, CLUSTERMAIL_NODE and CLUSTERMAIL_EPOCH.
 """
@@ -88,7 +89,10 @@ class ProcessResource(Resource):
         self.health_timeout = properties.number("health_timeout", 10.0)
         self.stop_timeout = properties.number("stop_timeout", 10.0)
         self.start_grace = properties.number("start_grace", 0.5)
-        self.extra_env = properties.string_map("env", {})
+        env = properties.string_list("env", [])
+        if any("=" not in item[1:] for item in env):
+            raise PropertyError(f"{ctx.resource}: property 'env': expected NAME=value items")
+        self.extra_env = dict(item.split("=", 1) for item in env)
         self.cwd = properties.optional_string("cwd")
         self.log_path = ctx.data_dir / "logs" / f"{ctx.vs}-{ctx.resource}.log"
         self._proc: asyncio.subprocess.Process | None = None
