@@ -223,9 +223,10 @@ async def cmd_log(args: argparse.Namespace, console: Console) -> int:
 
 async def cmd_config_check(args: argparse.Namespace, console: Console) -> int:
     config = _load(args.file)
-    vs = len(config.virtual_servers)
+    nodes, vs = len(config.nodes), len(config.virtual_servers)
     emit(console, args, config.to_dict(),
-         f"{args.file}: valid ({len(config.nodes)} nodes, {vs} virtual servers, "
+         f"{args.file}: valid ({nodes} node{'s' * (nodes != 1)}, "
+         f"{vs} virtual server{'s' * (vs != 1)}, "
          f"{config.placement.value}, timing {config.timing.profile})")
     return 0
 
