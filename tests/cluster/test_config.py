@@ -189,7 +189,7 @@ MISTAKES: list[tuple[str, str, Any, str]] = [
     ("missing type", f"{IP}/type", _DELETE, f"{RES}.ip: missing 'type' (one of: "),
     ("unknown property", f"{IP}/properties/adress", "x",
      f"{RES}.ip.properties.adress: unknown property for type ip_address: 'adress' "
-     "(expected one of: address, mode, interface, prefix, netns, arp); did you mean 'address'?"),
+     "(expected one of: address, mode, interface, prefix, arp); did you mean 'address'?"),
     ("wrong property type", f"{IP}/properties/address", 5,
      f"{RES}.ip.properties.address: expected a string, got an integer (5)"),
     ("bad address", f"{IP}/properties/address", "999.1.1.1",

@@ -163,17 +163,15 @@ async def test_disk_resource_online_checks(env: Env) -> None:
 
 
 def test_interface_mode_command_lines() -> None:
-    on, off = interface_commands("10.99.0.50", 24, "vA", None, True)
+    on, off = interface_commands("10.99.0.50", 24, "vA", True)
     assert on == [
         ["ip", "addr", "add", "10.99.0.50/24", "dev", "vA"],
         ["arping", "-U", "-c", "1", "-I", "vA", "-s", "10.99.0.50", "10.99.0.50"],
     ]
     assert off == [["ip", "addr", "del", "10.99.0.50/24", "dev", "vA"]]
-    on, off = interface_commands("10.99.0.50", 24, "vB", "nsB", True)
-    assert on[0] == ["ip", "-n", "nsB", "addr", "add", "10.99.0.50/24", "dev", "vB"]
-    assert on[1][:4] == ["ip", "netns", "exec", "nsB"]
-    assert off[0][:3] == ["ip", "-n", "nsB"]
-    on, _ = interface_commands("fd00::5", 64, "vA", None, True)
+    on, _ = interface_commands("10.99.0.50", 24, "vA", False)
+    assert len(on) == 1  # arp = false
+    on, _ = interface_commands("fd00::5", 64, "vA", True)
     assert len(on) == 1  # no ARP for IPv6
 
 

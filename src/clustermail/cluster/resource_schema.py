@@ -132,7 +132,6 @@ def _register_builtins() -> None:
             "mode": PropertySpec(s, choices=("loopback", "interface"), default="loopback"),
             "interface": PropertySpec(s),
             "prefix": PropertySpec(PropertyKind.INT),
-            "netns": PropertySpec(s),
             "arp": PropertySpec(PropertyKind.BOOL),
         },
         check=_check_ip_address,

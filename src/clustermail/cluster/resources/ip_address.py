@@ -10,8 +10,8 @@ Properties:
     gratuitous ARP (``arping -U``) so clients drop the old owner's MAC at once
     (without it they kept it for 30 s in our measurements); offline deletes it.
 * ``interface`` (interface mode, required), ``prefix`` (default 24 / 64),
-  ``netns`` (optional: run the commands in that network namespace),
-  ``arp`` (default true).
+  ``arp`` (default true). The commands run in the resource host's own network
+  namespace — the one its services listen in.
 """
 
 from __future__ import annotations
@@ -43,15 +43,13 @@ def bindable(address: str) -> str | None:
 
 
 def interface_commands(
-    address: str, prefix: int, interface: str, netns: str | None, arp: bool
+    address: str, prefix: int, interface: str, arp: bool
 ) -> tuple[list[list[str]], list[list[str]]]:
     """The command lines that put the address on and take it off (pure)."""
-    ip = ["ip", "-n", netns] if netns else ["ip"]
-    run_in_ns = ["ip", "netns", "exec", netns] if netns else []
-    on = [[*ip, "addr", "add", f"{address}/{prefix}", "dev", interface]]
+    on = [["ip", "addr", "add", f"{address}/{prefix}", "dev", interface]]
     if arp and ":" not in address:  # IPv6 announces itself (unsolicited NA), not ARP
-        on.append([*run_in_ns, "arping", "-U", "-c", "1", "-I", interface, "-s", address, address])
-    off = [[*ip, "addr", "del", f"{address}/{prefix}", "dev", interface]]
+        on.append(["arping", "-U", "-c", "1", "-I", interface, "-s", address, address])
+    off = [["ip", "addr", "del", f"{address}/{prefix}", "dev", interface]]
     return on, off
 
 
@@ -81,7 +79,6 @@ class IpAddressResource(Resource):
                 self.address,
                 prefix,
                 properties.string("interface"),
-                properties.optional_string("netns"),
                 properties.boolean("arp", True),
             )
         self._online = False
