@@ -4,7 +4,9 @@ Each node runs in its own network namespace with an ``eth0`` on one bridge; the 
 is the client on that bridge. The virtual server's address is added to node1's eth0;
 node1 then "loses power" (its link goes down and its agent is killed) and the address
 must come up on node2's eth0, announced by a gratuitous ARP so the client's neighbour
-table points at node2 at once instead of at the dead machine's MAC address.
+table points at node2 at once instead of at the dead machine's MAC address. A node
+that is alive but lost (frozen agent) or whose agent crashed must not keep the
+address: the fenced resource host, or the restarted agent, removes it.
 
 Needs root and network namespaces (CI has both); the test creates and removes
 everything it uses.
@@ -15,11 +17,13 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,6 +105,7 @@ timing = "default"
 [virtual_servers.mail1]
 preferred_owners = ["node1", "node2"]
 failback = "never"
+failover_threshold = 10  # this test fails over several times
 
 [virtual_servers.mail1.resources.ip]
 type = "ip_address"
@@ -137,12 +142,18 @@ def addresses(net: Network, node: str) -> str:
     return ip("-n", net.namespaces[node], "-br", "addr", "show", "eth0")
 
 
+def nodes_up(status: dict[str, Any], *names: str) -> bool:
+    states = {n["name"]: n["state"] for n in status["nodes"]}
+    return all(states.get(name) == "up" for name in names)
+
+
 async def test_address_moves_to_the_surviving_machine(tmp_path: Path, network: Network) -> None:
     vip, port = network.vip, random.randint(20000, 40000)
+    ns = network.namespaces
     async with LocalCluster(tmp_path, f"sqlite://{tmp_path}/cluster.db",
                             cluster_toml(vip, port)) as c:
-        for node, ns in network.namespaces.items():
-            c.start_node(node, wrap=["ip", "netns", "exec", ns])
+        for node in ns:
+            c.start_node(node, wrap=["ip", "netns", "exec", ns[node]])
         await c.wait_for(lambda s: owners(s) == {"mail1": "node1"}, timeout=60,
                          what="mail1 online on node1")
         assert f"{vip}/24" in addresses(network, "node1")
@@ -152,7 +163,7 @@ async def test_address_moves_to_the_surviving_machine(tmp_path: Path, network: N
         assert neighbour_mac(network, vip) == network.macs["node1"]
 
         # node1 loses power: its link goes, then its processes.
-        ip("-n", network.namespaces["node1"], "link", "set", "eth0", "down")
+        ip("-n", ns["node1"], "link", "set", "eth0", "down")
         c.kill_node("node1")
         await c.wait_for(lambda s: owners(s) == {"mail1": "node2"}, timeout=60,
                          what="mail1 online on node2")
@@ -162,18 +173,48 @@ async def test_address_moves_to_the_surviving_machine(tmp_path: Path, network: N
         second = greeting(vip, port)
         assert second is not None and "node node2" in second, second
 
-        # node1 boots again (its runtime addresses are gone, as after any reboot), then a
-        # planned move back: node2 takes the address off its interface when it lets go.
-        ip("-n", network.namespaces["node1"], "addr", "del", f"{vip}/24", "dev", "eth0")
-        ip("-n", network.namespaces["node1"], "link", "set", "eth0", "up")
-        c.start_node("node1", wrap=["ip", "netns", "exec", network.namespaces["node1"]])
-        await c.wait_for(lambda s: any(n["name"] == "node1" and n["state"] == "up"
-                                       for n in s["nodes"]), timeout=60, what="node1 back")
+        # node1 boots again (the kernel forgot its addresses).
+        ip("-n", ns["node1"], "addr", "del", f"{vip}/24", "dev", "eth0")
+        ip("-n", ns["node1"], "link", "set", "eth0", "up")
+        c.start_node("node1", wrap=["ip", "netns", "exec", ns["node1"]])
+        await c.wait_for(lambda s: nodes_up(s, "node1", "node2"), timeout=60, what="node1 back")
+
+        # node2's agent freezes with its machine still on the network: its resource host
+        # fences itself at the lease deadline and takes the address off eth0 on the way
+        # out, so the address is never on two machines once node1 has it.
+        c.signal_node("node2", signal.SIGSTOP)
+        try:
+            await c.wait_for(lambda s: owners(s) == {"mail1": "node1"}, timeout=60,
+                             what="mail1 back on node1")
+            assert vip not in addresses(network, "node2")
+            assert f"{vip}/24" in addresses(network, "node1")
+            assert neighbour_mac(network, vip) == network.macs["node1"]
+            third = greeting(vip, port)
+            assert third is not None and "node node1" in third, third
+        finally:
+            c.signal_node("node2", signal.SIGCONT)
+        await c.wait_for(lambda s: nodes_up(s, "node1", "node2"), timeout=60,
+                         what="node2 rejoined")
+
+        # node1's agent crashes (kill -9; the machine stays up): its resource host dies
+        # with it and cannot clean up. The restarted agent removes the address it left
+        # before it takes part again.
+        c.kill_node("node1")
+        await c.wait_for(lambda s: owners(s) == {"mail1": "node2"}, timeout=60,
+                         what="mail1 on node2 again")
+        c.start_node("node1", wrap=["ip", "netns", "exec", ns["node1"]])
+        await c.wait_for(lambda s: nodes_up(s, "node1", "node2"), timeout=60,
+                         what="node1 restarted")
+        assert vip not in addresses(network, "node1")
+        assert f"{vip}/24" in addresses(network, "node2")
+        log = (c.data / "node1.agent.log").read_text()
+        assert f"removed address {vip} on eth0 left by a resource host that is gone" in log
+
+        # A planned move takes the address off the old owner's interface (offline).
         out = c.cli("vs", "move", "mail1", "--to", "node1")
         assert out.returncode == 0, out.stderr
         await c.wait_for(lambda s: owners(s) == {"mail1": "node1"}, timeout=60,
-                         what="mail1 back on node1")
+                         what="mail1 moved to node1")
         assert vip not in addresses(network, "node2")
         assert neighbour_mac(network, vip) == network.macs["node1"]
-        third = greeting(vip, port)
-        assert third is not None and "node node1" in third, third
+        assert not list((c.data / "undo" / "node2").rglob("*.json"))  # cleared on offline

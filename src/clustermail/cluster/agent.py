@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clustermail.cluster import eventlog, keys
+from clustermail.cluster import eventlog, keys, undo
 from clustermail.cluster.host_protocol import (
     Command,
     LeaseCommand,
@@ -108,6 +108,9 @@ class NodeAgent:
             if view is None:
                 return 0
             self.timing = timing_of(view.config or {})
+            # Before we may own anything: what resource hosts of an earlier run left.
+            self._report_undone(await asyncio.to_thread(undo.run_pending, self.data_dir,
+                                                        self.name))
             await self._register()
             self._spare_task = loop.create_task(self._refill_spare())
             self._tasks.append(loop.create_task(self._watch_loop(), name="watch"))
@@ -123,6 +126,17 @@ class NodeAgent:
             return 0
         finally:
             await self._shutdown()
+
+    def _report_undone(self, undone: list[undo.Undone]) -> None:
+        """To stderr and the cluster log (synchronously: called from the fence too)."""
+        for u in undone:
+            if u.error is None:
+                event, message = "undone", f"removed {u.what} left by a resource host that is gone"
+            else:
+                event, message = "undo_failed", f"cannot remove {u.what}: {u.error}"
+            message = f"{u.vs}/{u.resource} on {self.name}: {message}"
+            log_event(event, node=self.name, vs=u.vs, message=message)
+            self._log_queue.put_nowait(eventlog.make(self.name, event, message, vs=u.vs))
 
     def _request_stop(self) -> None:
         log_event("stop_requested", node=self.name,
@@ -198,6 +212,8 @@ class NodeAgent:
         log_event("fenced", node=self.name, message=f"fenced: {reason}; killed {len(self.local)} "
                   "resource host(s)")
         self.local.clear()
+        # Synchronously, like the kills: the next owner may bring the address up soon.
+        self._report_undone(undo.run_pending(self.data_dir, self.name))
         self.wake.set()
         if not self.stopping:
             asyncio.get_running_loop().create_task(self._rejoin(reason))
@@ -509,7 +525,11 @@ class NodeAgent:
 
     async def _on_host_exit(self, lvs: LocalVS) -> None:
         if self.local.get(lvs.name) is not lvs:
-            return  # fenced: already forgotten
+            return  # fenced: already forgotten (and undone)
+        # While the dead host still holds its slot, so no new host of this virtual
+        # server can start here and write a record we would undo.
+        self._report_undone(await asyncio.to_thread(undo.run_pending, self.data_dir,
+                                                    self.name, lvs.name))
         del self.local[lvs.name]
         store = self.store
         assert store is not None

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from clustermail.cluster import procutil
+from clustermail.cluster import procutil, undo
 from clustermail.cluster.group import DependencyGraph, GroupError, RestartWindow, group_state
 from clustermail.cluster.host_output import EventSink, HostLog, transition
 from clustermail.cluster.host_protocol import (
@@ -226,11 +226,23 @@ class ResourceHost:
             None,
             to_agent=False,  # stdout belongs to the loop thread
         )
+        self._undo()
         os._exit(EXIT_FENCED)
+
+    def _undo(self) -> None:
+        """Reverts what the resources left on the machine (an interface address), now,
+        from whichever thread: the agent is gone or about to give the group away."""
+        for u in undo.run_pending(Path(self.spec.data_dir), self.spec.node, self.spec.vs):
+            if u.error is None:
+                self.log.write("warning", f"removed {u.what}", u.resource, to_agent=False)
+            else:
+                self.log.write("error", f"cannot remove {u.what}: {u.error}", u.resource,
+                               to_agent=False)
 
     def agent_gone(self, why: str) -> None:
         """The agent died: SIGKILL every child now, synchronously, and stop."""
         procutil.kill_all_groups()
+        self._undo()
         self.closing = True
         self.log.write("error", f"the node agent is gone ({why}): killed every child", None)
         if not self.done.done():

@@ -20,6 +20,7 @@ import asyncio
 import ipaddress
 import socket
 
+from clustermail.cluster import undo
 from clustermail.cluster.resources.base import (
     Properties,
     PropertyError,
@@ -29,6 +30,8 @@ from clustermail.cluster.resources.base import (
 )
 
 COMMAND_TIMEOUT = 10.0
+#: What `ip addr del` says when the address is not there (old and new iproute2).
+_GONE = ("Cannot assign requested address", "Address not found")
 
 
 def bindable(address: str) -> str | None:
@@ -70,6 +73,7 @@ class IpAddressResource(Resource):
                 f"{ctx.resource}: property 'mode': expected 'loopback' or 'interface', "
                 f"got {self.mode!r}"
             )
+        self._interface = properties.optional_string("interface") or ""
         self._on: list[list[str]] = []
         self._off: list[list[str]] = []
         if self.mode == "interface":
@@ -86,6 +90,12 @@ class IpAddressResource(Resource):
     async def online(self) -> None:
         if self.mode == "interface":
             add, *announce = self._on
+            # Written before the address is added: whoever outlives this host removes it.
+            await asyncio.to_thread(
+                undo.record, self.ctx.data_dir, self.ctx.node, self.ctx.vs, self.ctx.resource,
+                self._off[0],
+                f"address {self.address} on {self._interface}", _GONE,
+            )
             out = await _run(add)
             if out is not None and "File exists" not in out:
                 raise ResourceError(f"{self.ctx.resource}: cannot add {self.address}: {out}")
@@ -107,8 +117,9 @@ class IpAddressResource(Resource):
         if self.mode == "interface":
             for cmd in self._off:
                 out = await _run(cmd)
-                if out is not None and "Cannot assign" not in out:
+                if out is not None and not any(s in out for s in _GONE):
                     raise ResourceError(f"{self.ctx.resource}: cannot remove {self.address}: {out}")
+            undo.clear(self.ctx.data_dir, self.ctx.node, self.ctx.vs, self.ctx.resource)
 
     async def quick_check(self) -> bool:
         return self._online and bindable(self.address) is None
