@@ -44,7 +44,7 @@ def ip(*args: str) -> str:
 
 @dataclass
 class Network:
-    subnet: str  # "10.X.Y"
+    subnet: str  # "198.18.X"
     bridge: str
     namespaces: dict[str, str]  # node → namespace
     macs: dict[str, str]  # node → MAC address of its eth0
@@ -54,10 +54,22 @@ class Network:
         return f"{self.subnet}.10"
 
 
+def unused_subnet() -> str:
+    """A /24 of 198.18.0.0/15 (RFC 2544: for test networks, never a real LAN) that this
+    machine does not route anywhere but through its default route, so the test's bridge
+    cannot take traffic meant for a network the machine really uses."""
+    for _ in range(50):
+        subnet = f"198.{random.randint(18, 19)}.{random.randint(0, 255)}"
+        routes = ip("-4", "route", "show", "to", "match", f"{subnet}.1").splitlines()
+        if all(line.startswith("default") for line in routes):
+            return subnet
+    pytest.skip("no unused test subnet in 198.18.0.0/15 on this machine")
+
+
 @pytest.fixture
 def network() -> Iterator[Network]:
     tag = f"{random.randrange(16**4):04x}"
-    subnet = f"10.{random.randint(100, 250)}.{random.randint(1, 250)}"
+    subnet = unused_subnet()
     bridge = f"cmbr{tag}"
     net = Network(subnet, bridge, {}, {})
     try:
