@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from clustermail.cluster import procutil
+from clustermail.cluster.host_protocol import EXIT_AGENT_GONE
 from clustermail.cluster.resources.disk import EPOCH_FILE
 from clustermail.cluster.resources.network_name import name_key
 from tests.rhost.conftest import StartHost
@@ -362,6 +363,6 @@ def test_host_whose_parent_is_already_gone_dies_at_once(tmp_path: Path) -> None:
     # signal could never come, so the host must not start at all.
     proc = subprocess.Popen([*HOST_CMD, "--parent-pid", "1"], stdin=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert proc.wait(10) == -signal.SIGKILL
+    assert proc.wait(10) == EXIT_AGENT_GONE
     assert proc.stdin is not None
     proc.stdin.close()

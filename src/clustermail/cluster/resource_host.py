@@ -231,13 +231,17 @@ class ResourceHost:
 
     def _undo(self) -> None:
         """Reverts what the resources left on the machine (an interface address), now,
-        from whichever thread: the agent is gone or about to give the group away."""
+        from whichever thread or signal handler: the agent is gone or about to give the
+        group away."""
         for u in undo.run_pending(Path(self.spec.data_dir), self.spec.node, self.spec.vs):
-            if u.error is None:
-                self.log.write("warning", f"removed {u.what}", u.resource, to_agent=False)
-            else:
-                self.log.write("error", f"cannot remove {u.what}: {u.error}", u.resource,
-                               to_agent=False)
+            # From a signal handler the main thread may be mid-write on stderr: a
+            # reentrant write raises, and the log line is worth less than the exit.
+            with contextlib.suppress(Exception):
+                if u.error is None:
+                    self.log.write("warning", f"removed {u.what}", u.resource, to_agent=False)
+                else:
+                    self.log.write("error", f"cannot remove {u.what}: {u.error}", u.resource,
+                                   to_agent=False)
 
     def agent_gone(self, why: str) -> None:
         """The agent died: SIGKILL every child now, synchronously, and stop."""
@@ -698,6 +702,25 @@ def _reject(sink: EventSink, log: HostLog, message: str) -> int:
     return EXIT_BAD_SPEC
 
 
+#: Sent by the kernel when the agent dies (PR_SET_PDEATHSIG). Not SIGKILL: the host
+#: must revert what its resources left on the machine before it goes.
+PARENT_DEATH_SIGNAL = signal.SIGUSR1
+
+#: The host to clean up after when the agent dies (set once the spec built it).
+_current_host: ResourceHost | None = None
+
+
+def _parent_died(signum: int, frame: object) -> None:
+    """The agent died: SIGKILL every child, remove what the resources left on the
+    machine (an interface address the next owner will bring up), exit. A plain signal
+    handler, run by the main thread at the next bytecode, so it needs the event loop
+    for nothing; the lease-deadline watchdog thread backs it up should it never run."""
+    procutil.kill_all_groups()
+    if _current_host is not None:
+        _current_host._undo()
+    os._exit(EXIT_AGENT_GONE)
+
+
 async def amain() -> int:
     loop = asyncio.get_running_loop()
     early = HostLog("?", "?", None, sys.stderr)
@@ -723,6 +746,8 @@ async def amain() -> int:
         return _reject(sink, early, f"spec rejected: {exc}")
     log = HostLog(spec.vs, spec.node, sink, sys.stderr)
     host = ResourceHost(spec, sink, log)
+    global _current_host
+    _current_host = host
     relay.attach(host.watchdog.set_deadline)
     # Connect to the store while the first resources come online: a network
     # name or a mail store needs it soon, and connecting costs a round trip.
@@ -759,7 +784,8 @@ def main(argv: list[str] | None = None) -> int:
         help="import MODULE before waiting for the spec (a warm spare host starts faster)",
     )
     args = parser.parse_args(argv)
-    procutil.set_parent_death_signal(signal.SIGKILL, args.parent_pid)
+    signal.signal(PARENT_DEATH_SIGNAL, _parent_died)  # before it can be sent
+    procutil.set_parent_death_signal(PARENT_DEATH_SIGNAL, args.parent_pid)
     for module in args.preload:
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
