@@ -56,3 +56,10 @@ def test_a_command_that_hangs_is_stopped(tmp_path: Path) -> None:
     undo.record(tmp_path, "node1", "mail1", "ip", ["sleep", "30"], "slow")
     (done,) = undo.run_pending(tmp_path, "node1", timeout=0.2)
     assert done.error is not None and "timed out" in done.error
+
+
+def test_a_record_another_runner_just_took_is_skipped(tmp_path: Path) -> None:
+    # The agent and a host can look at the same record at once: whoever comes second
+    # finds it gone and reports nothing (running the command twice is harmless anyway).
+    missing = tmp_path / undo.UNDO_DIR / "node1" / "mail1" / "ip.json"
+    assert undo._run("mail1", missing, 1.0) is None

@@ -145,12 +145,20 @@ class NodeAgent:
         self.wake.set()
 
     async def _shutdown(self) -> None:
-        for proc_vs in list(self.local.values()):
+        killed = list(self.local.values())  # still online: stopping did not finish
+        for proc_vs in killed:
             _kill(proc_vs.proc)
         if self._spare_task is not None:
             self._spare_task.cancel()
         if self._spare is not None:
             _kill(self._spare)
+        if killed:
+            # SIGKILLed hosts revert nothing: do it for them before the lease goes.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await asyncio.gather(*(lvs.proc.wait() for lvs in killed))
+            self._report_undone(await asyncio.to_thread(undo.run_pending, self.data_dir,
+                                                        self.name))
         with contextlib.suppress(TimeoutError, CoordError):
             await asyncio.wait_for(self._flush_log(), 2.0)
         for task in self._tasks:

@@ -71,14 +71,20 @@ def run_pending(
     done: list[Undone] = []
     for folder in dirs:
         for path in sorted(folder.glob("*.json")):
-            done.append(_run(folder.name, path, timeout))
+            result = _run(folder.name, path, timeout)
+            if result is not None:
+                done.append(result)
     return done
 
 
-def _run(vs: str, path: Path, timeout: float) -> Undone:
+def _run(vs: str, path: Path, timeout: float) -> Undone | None:
     resource = path.stem
     try:
-        entry = json.loads(path.read_text())
+        text = path.read_text()
+    except FileNotFoundError:
+        return None  # another runner (the agent, the host) has just done it
+    try:
+        entry = json.loads(text)
         argv = [str(a) for a in entry["argv"]]
         what = str(entry.get("what", " ".join(argv)))
         already = tuple(str(s) for s in entry.get("already_done", ()))
