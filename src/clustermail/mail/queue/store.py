@@ -354,7 +354,11 @@ class Queue:
             writer._conn.close()
         reader, self._reader = self._reader, None
         if reader is not None:
-            reader.close()
+            # Under the read lock: closing a connection another thread is reading with
+            # crashes the interpreter (sqlite3, check_same_thread=False); a read that
+            # starts later fails cleanly on the closed connection instead.
+            with self._read_lock:
+                reader.close()
 
     @property
     def is_open(self) -> bool:
