@@ -19,7 +19,7 @@ from clustermail.mail.imap.resource import Imap4Resource
 from clustermail.mail.listener import shared_throttle
 from clustermail.mail.store import MailboxDatabase
 from tests.imap_reference.dovecot import free_port
-from tests.rhost.test_resources import Env
+from tests.support.resource_env import Env
 
 
 @dataclass(frozen=True)

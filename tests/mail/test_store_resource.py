@@ -14,7 +14,6 @@ from clustermail.cluster.resources import lookup
 from clustermail.cluster.resources.base import (
     Properties,
     PropertyError,
-    Resource,
     ResourceContext,
     ResourceError,
     StoreHandle,
@@ -33,6 +32,7 @@ from tests.mail.dirsupport import (
     last_change,
     wait_provisioned,
 )
+from tests.support.resource_env import Group
 
 import clustermail.mail.resources  # noqa: F401  isort: skip  (registers the types)
 
@@ -58,23 +58,6 @@ class Logs:
 
     def text(self) -> str:
         return "\n".join(m for _, m, _ in self.lines)
-
-
-class Group:
-    def __init__(self) -> None:
-        self.items: dict[str, tuple[str, Resource, tuple[str, ...]]] = {}
-
-    def resource(self, name: str) -> Resource:
-        return self.items[name][1]
-
-    def type_of(self, name: str) -> str:
-        return self.items[name][0]
-
-    def names(self) -> tuple[str, ...]:
-        return tuple(self.items)
-
-    def dependencies_of(self, name: str) -> tuple[str, ...]:
-        return self.items[name][2]
 
 
 class Owner:

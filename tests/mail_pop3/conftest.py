@@ -9,7 +9,7 @@ import pytest
 from clustermail.mail.listener import AuthThrottle, ListenerLimits
 from clustermail.mail.pop3.server import Pop3Ports, Pop3Service
 from clustermail.mail.tls import ensure_certificate, server_context
-from tests.mail_smtp.fakes import DOMAIN, FakeDirectory, FakeMailStore, free_port
+from tests.mail_smtp.fakes import DOMAIN, FakeDirectory, FakeMailStore, free_port, three_users
 
 
 @dataclass
@@ -41,11 +41,7 @@ async def start_pop3(disk: Path, directory: FakeDirectory, *, plaintext: bool = 
 
 @pytest.fixture
 def directory() -> FakeDirectory:
-    d = FakeDirectory()
-    d.add(f"alice@{DOMAIN}")
-    d.add(f"bob@{DOMAIN}")
-    d.add(f"carol@{DOMAIN}", server="mail2")
-    return d
+    return three_users()
 
 
 @pytest.fixture

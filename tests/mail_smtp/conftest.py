@@ -5,15 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.mail_smtp.fakes import DOMAIN, FakeDirectory, Running, start_smtp
+from tests.mail_smtp.fakes import DOMAIN, FakeDirectory, Running, start_smtp, three_users
 
 
 @pytest.fixture
 def directory() -> FakeDirectory:
-    d = FakeDirectory()
-    d.add(f"alice@{DOMAIN}")
-    d.add(f"bob@{DOMAIN}")
-    d.add(f"carol@{DOMAIN}", server="mail2")
+    d = three_users()
     d.aliases[f"team@{DOMAIN}"] = [f"alice@{DOMAIN}", f"bob@{DOMAIN}"]
     d.aliases[f"al@{DOMAIN}"] = [f"alice@{DOMAIN}"]
     return d

@@ -213,3 +213,12 @@ async def run_tool(*argv: str, stdin: bytes = b"", timeout: float = 30.0) -> tup
         raise
     assert proc.returncode is not None
     return proc.returncode, out.decode(errors="replace")
+
+
+def three_users() -> FakeDirectory:
+    """alice@ and bob@ on mail1, carol@ on mail2."""
+    d = FakeDirectory()
+    d.add(f"alice@{DOMAIN}")
+    d.add(f"bob@{DOMAIN}")
+    d.add(f"carol@{DOMAIN}", server="mail2")
+    return d

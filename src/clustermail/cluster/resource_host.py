@@ -226,10 +226,10 @@ class ResourceHost:
             None,
             to_agent=False,  # stdout belongs to the loop thread
         )
-        self._undo()
+        self.revert_changes()
         os._exit(EXIT_FENCED)
 
-    def _undo(self) -> None:
+    def revert_changes(self) -> None:
         """Reverts what the resources left on the machine (an interface address), now,
         from whichever thread or signal handler: the agent is gone or about to give the
         group away."""
@@ -246,7 +246,7 @@ class ResourceHost:
     def agent_gone(self, why: str) -> None:
         """The agent died: SIGKILL every child now, synchronously, and stop."""
         procutil.kill_all_groups()
-        self._undo()
+        self.revert_changes()
         self.closing = True
         self.log.write("error", f"the node agent is gone ({why}): killed every child", None)
         if not self.done.done():
@@ -717,7 +717,7 @@ def _parent_died(signum: int, frame: object) -> None:
     for nothing; the lease-deadline watchdog thread backs it up should it never run."""
     procutil.kill_all_groups()
     if _current_host is not None:
-        _current_host._undo()
+        _current_host.revert_changes()
     os._exit(EXIT_AGENT_GONE)
 
 

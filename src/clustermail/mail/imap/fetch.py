@@ -242,12 +242,8 @@ def fetch_parts(
             out.append(b"INTERNALDATE " + internal_date(view.dates[i]))
         elif name == "RFC822.SIZE":
             out.append(b"RFC822.SIZE %d" % view.sizes[i])
-        elif name == "ENVELOPE":
-            out.append(b"ENVELOPE " + fetcher.rendered(name))
-        elif name == "BODYSTRUCTURE":
-            out.append(b"BODYSTRUCTURE " + fetcher.rendered(name))
-        elif name == "BODY":
-            out.append(b"BODY " + fetcher.rendered(name))
+        elif name in ("ENVELOPE", "BODYSTRUCTURE", "BODY"):
+            out.append(name.encode("ascii") + b" " + fetcher.rendered(name))
         elif name == "RFC822":
             out.append(b"RFC822 " + r.literal(fetcher.raw()))
         elif name == "RFC822.HEADER":

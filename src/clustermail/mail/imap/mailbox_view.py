@@ -33,9 +33,6 @@ _ORDER = (
     (f.DRAFT, "\\Draft"),
 )
 _STORED = f.SEEN | f.ANSWERED | f.FLAGGED | f.DELETED | f.DRAFT
-# One byte per message (the low byte of its flags word) → b"\x01" when a bit is set.
-_HAS_RECENT = bytes(1 if b & f.RECENT else 0 for b in range(256))
-_LACKS_SEEN = bytes(0 if b & f.SEEN else 1 for b in range(256))
 
 
 def flag_names(mask: int, keywords: str | None, recent: bool) -> list[str]:
@@ -55,6 +52,8 @@ _FLAG_LISTS: dict[tuple[int, str | None, bool], bytes] = {}
 
 @functools.cache
 def _flag_table(bit: int, present: bool) -> bytes:
+    """For bytes.translate over the low bytes of the flag words: 1 where ``bit`` is
+    set (``present``) or clear, else 0."""
     return bytes(1 if bool(b & bit) == present else 0 for b in range(256))
 
 
@@ -107,7 +106,7 @@ class MailboxView:
 
     def recent_in_store(self) -> list[int]:
         """UIDs whose stored \\Recent bit is still set (nobody claimed them yet)."""
-        return list(compress(self.uids, _low_bytes(self.flags).translate(_HAS_RECENT)))
+        return list(compress(self.uids, self.with_flag(f.RECENT)))
 
     def with_flag(self, bit: int, present: bool = True) -> bytes:
         """Per message, 1 if it has (``present``) or lacks system flag ``bit``, else 0:
@@ -116,7 +115,7 @@ class MailboxView:
 
     def first_unseen(self) -> int | None:
         """The sequence number of the first message without \\Seen."""
-        i = _low_bytes(self.flags).translate(_LACKS_SEEN).find(1)
+        i = self.with_flag(f.SEEN, present=False).find(1)
         return None if i < 0 else i + 1
 
     def seq_of(self, uid: int) -> int | None:

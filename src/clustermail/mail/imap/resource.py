@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from clustermail.cluster.resources import (
     Properties,
@@ -27,23 +26,13 @@ from clustermail.cluster.resources import (
     ResourceError,
     register,
 )
-from clustermail.cluster.resources.ip_address import IpAddressResource
+from clustermail.mail import protocol_resource as pr
 from clustermail.mail.imap.server import ImapServer
-from clustermail.mail.imap.session import Authenticator, SessionConfig
-from clustermail.mail.listener import ListenerLimits, shared_throttle
+from clustermail.mail.imap.session import SessionConfig
+from clustermail.mail.listener import shared_throttle
 from clustermail.mail.store import MailboxDatabase
 
 MIN_IDLE_TIMEOUT = 30 * 60.0
-
-
-@runtime_checkable
-class MailStoreProvider(Protocol):
-    """What the ``mail_store`` resource offers protocol servers."""
-
-    @property
-    def directory(self) -> Authenticator: ...
-
-    def database_for(self, entry: Any) -> MailboxDatabase: ...
 
 
 class Imap4Resource(Resource):
@@ -53,36 +42,19 @@ class Imap4Resource(Resource):
         self.tls_port = properties.integer("tls_port", 993, minimum=0)
         self.allow_plaintext = properties.boolean("allow_plaintext_on_loopback", False)
         self.idle_timeout = properties.number("idle_timeout", MIN_IDLE_TIMEOUT, minimum=0.1)
-        self.limits = ListenerLimits(
-            max_connections=properties.integer("max_connections", 1000, minimum=1),
-            max_per_client=properties.integer("max_connections_per_client", 50, minimum=1),
-        )
+        # Connection counts only: idle timeouts are the session's (idle_timeout above).
+        self.limits = pr.listener_limits(properties, MIN_IDLE_TIMEOUT)
         self.server: ImapServer | None = None
         self.address: str | None = None
 
-    def _mail_store(self) -> MailStoreProvider:
-        for res in self.ctx.of_type("mail_store"):
-            if isinstance(res, MailStoreProvider):
-                return res
-        raise ResourceError(
-            f"{self.ctx.resource}: needs the virtual server's mail_store resource", permanent=True
-        )
-
-    async def _tls(self, store: MailStoreProvider) -> ssl.SSLContext:
-        # The virtual server's own certificate on its disk (or the admin's), shared
-        # with SMTP and POP3 through the protocol-resource plumbing.
-        from clustermail.mail import protocol_resource as pr
-
-        return (await pr.service_setup(self.ctx, self.properties)).tls
-
     async def online(self) -> None:
-        self.address = self.ctx.dependency(IpAddressResource).address
-        store = self._mail_store()
+        # Address, mail store and certificate found as SMTP and POP3 find them.
+        setup = await pr.service_setup(self.ctx, self.properties)
+        self.address, store, tls = setup.address, setup.mail_store, setup.tls
 
         def locate(entry: Any) -> tuple[MailboxDatabase, str]:
             return store.database_for(entry), str(entry.address)
 
-        tls = await self._tls(store)
         server = ImapServer(
             store.directory,
             locate,
@@ -94,7 +66,7 @@ class Imap4Resource(Resource):
         )
         try:
             await server.listen(self.address, self.port)
-            if tls is not None and self.tls_port:
+            if self.tls_port:
                 await server.listen(self.address, self.tls_port, implicit_tls=True)
         except OSError as exc:
             await server.close()
@@ -102,7 +74,8 @@ class Imap4Resource(Resource):
                 f"{self.ctx.resource}: cannot listen on {self.address}:{self.port}: {exc}"
             ) from None
         self.server = server
-        self.ctx.log.info("imap4 online", address=self.address, port=self.port, tls=tls is not None)
+        self.ctx.log.info("imap4 online", address=self.address, port=self.port,
+                          tls_port=self.tls_port)
 
     async def offline(self) -> None:
         server, self.server = self.server, None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import binascii
 import enum
 from base64 import b64decode
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 MAX_LINE = 2048  # RFC 2449 allows 255 octets per command; AUTH responses run longer
@@ -295,27 +296,30 @@ class Pop3Session:
     def _cmd_list(self, args: list[str]) -> list[Action]:
         md = self.maildrop
         assert md is not None
-        if args:
-            n = self._number(args[0])
-            if isinstance(n, str):
-                return [err(n)]
-            return [ok(f"{n} {md.sizes[n - 1]}")]
         count, size = self._stat()
-        lines = [f"{i + 1} {md.sizes[i]}" for i in range(len(md.uids))
-                 if i + 1 not in self.deleted]
-        return [multiline(f"{count} messages ({size} octets)", lines)]
+        return self._per_message(args, lambda i: str(md.sizes[i]),
+                                 f"{count} messages ({size} octets)")
 
     def _cmd_uidl(self, args: list[str]) -> list[Action]:
+        md = self.maildrop
+        assert md is not None
+        return self._per_message(args, lambda i: f"{md.uidvalidity}.{md.uids[i]}",
+                                 "unique-id listing follows")
+
+    def _per_message(
+        self, args: list[str], value: Callable[[int], str], title: str
+    ) -> list[Action]:
+        """LIST and UIDL: ``n value`` for message ``n`` when given, else for every
+        message not marked deleted (``value`` takes a 0-based index)."""
         md = self.maildrop
         assert md is not None
         if args:
             n = self._number(args[0])
             if isinstance(n, str):
                 return [err(n)]
-            return [ok(f"{n} {md.uidvalidity}.{md.uids[n - 1]}")]
-        lines = [f"{i + 1} {md.uidvalidity}.{md.uids[i]}" for i in range(len(md.uids))
-                 if i + 1 not in self.deleted]
-        return [multiline("unique-id listing follows", lines)]
+            return [ok(f"{n} {value(n - 1)}")]
+        lines = [f"{i + 1} {value(i)}" for i in range(len(md.uids)) if i + 1 not in self.deleted]
+        return [multiline(title, lines)]
 
     def _cmd_retr(self, args: list[str]) -> list[Action]:
         n = self._number(args[0])
