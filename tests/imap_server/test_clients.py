@@ -67,12 +67,10 @@ def test_mbsync_two_way(server: ServerThread, db: MailboxDatabase, tmp_path: Pat
     sync()  # idempotent: nothing new, nothing re-downloaded
     assert {p.name for p in (local / "INBOX").rglob("*") if p.is_file()} == before
 
-    # local → server: mark one message seen by renaming its maildir file
-    f = (
-        next((local / "INBOX" / "cur").glob("*"))
-        if list((local / "INBOX" / "cur").glob("*"))
-        else next((local / "INBOX" / "new").glob("*"))
-    )
+    # local → server: mark message 0 seen by renaming its maildir file (not any file: the
+    # server expunges message 4 below, and a flag on it could never arrive)
+    f = next(p for p in (local / "INBOX").rglob("*")
+             if p.is_file() and b"<INBOX-0@example.test>" in p.read_bytes())
     target = local / "INBOX" / "cur" / (f.name.split(":2,")[0] + ":2,S")
     f.rename(target)
     # server → local: flag one message, expunge another, deliver a new one
