@@ -10,7 +10,9 @@ import smtplib
 import time
 from pathlib import Path
 
+import clustermail.mail.schemas  # noqa: F401  (smtp in the applied configuration)
 from clustermail.cluster import keys
+from clustermail.cluster.records import NameRecord
 from clustermail.cluster.resources.network_name import name_key
 from clustermail.coord import open_store
 from clustermail.mail.queue.schedule import RetryPolicy
@@ -33,9 +35,9 @@ def directory() -> FakeDirectory:
 async def publish(store_url: str, vs: str, address: str, port: int) -> None:
     store = await open_store(store_url)
     try:
-        await store.put(name_key(vs), json.dumps({"name": vs, "address": address, "vs": vs,
-                                                  "node": "n", "epoch": 1}))
-        config = {"virtual_servers": {vs: {"resources": {
+        await store.put(name_key(vs), NameRecord(name=vs, address=address, vs=vs, node="n",
+                                                 epoch=1).to_store())
+        config = {"nodes": {"n": {}}, "virtual_servers": {vs: {"resources": {
             "smtp": {"type": "smtp", "properties": {"port": port}}}}}}
         await store.put(keys.CONFIG, json.dumps(config))
     finally:

@@ -319,17 +319,16 @@ async def cmd_vs_move(args: argparse.Namespace, console: Console) -> int:
         deadline = started + 60
         while time.monotonic() < deadline:
             view = await read_view(store)
-            admin = view.vs_admin.get(args.vs, ({}, 0))[0]
+            refused = intents.move_answer(view, args.vs, move_id)
             status = build_status(view)
             vs = next(v for v in status["virtual_servers"] if v["name"] == args.vs)
-            target = view.assign.get(args.vs, ({}, 0))[0].get("node")
-            if (admin.get("move_done") == move_id and not admin.get("move_result")
-                    and vs["state"] == "online" and vs["owner"] == target):
+            target = view.assignment(args.vs).node
+            if refused == "" and vs["state"] == "online" and vs["owner"] == target:
                 console.print(f"{args.vs} is online on {vs['owner']} "
                               f"({time.monotonic() - started:.2f} s)")
                 return 0
-            if admin.get("move_done") == move_id and admin.get("move_result"):
-                raise AdminError(f"move of {args.vs} not done: {admin['move_result']}")
+            if refused:
+                raise AdminError(f"move of {args.vs} not done: {refused}")
             await asyncio.sleep(0.05)
         raise AdminError(f"{args.vs} did not come online within 60 s; see `clustermail log`")
 
@@ -350,20 +349,18 @@ async def cmd_resource_list(args: argparse.Namespace, console: Console) -> int:
         view = await intents.current_view(store)
         if args.vs:
             intents.check_vs(view, args.vs)
-    assert view.config is not None
-    rows = []
-    for vs_name in view.vs_names():
-        if args.vs and vs_name != args.vs:
+    config = intents.applied_config(view)
+    rows: list[dict[str, Any]] = []
+    for server in config.virtual_servers:
+        if args.vs and server.name != args.vs:
             continue
-        vs_conf = view.config["virtual_servers"][vs_name]
-        state = view.status.get(vs_name, {}).get("resources", {})
-        for rname, res in vs_conf.get("resources", {}).items():
-            admin = view.resource_admin.get(f"{vs_name}/{rname}", {})
+        status = view.status.get(server.name)
+        for res in server.resources:
             rows.append({
-                "vs": vs_name, "resource": rname, "type": res.get("type"),
-                "state": state.get(rname, "offline"),
-                "depends_on": res.get("depends_on", []),
-                "admin_offline": bool(admin.get("offline")),
+                "vs": server.name, "resource": res.name, "type": res.type,
+                "state": status.resources.get(res.name, "offline") if status else "offline",
+                "depends_on": list(res.depends_on),
+                "admin_offline": view.resource_intent(server.name, res.name).offline,
             })
     table = Table(title="resources")
     for col in ("virtual server", "resource", "type", "state", "depends on"):

@@ -6,15 +6,27 @@ typo gets a clear error instead of a silent no-op.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, Protocol, TypeVar
 
 from clustermail.admin.errors import AdminError
 from clustermail.cluster import keys
+from clustermail.cluster.config import ConfigError
+from clustermail.cluster.model import ClusterConfig, VirtualServer
+from clustermail.cluster.records import (
+    ANY_NODE,
+    ConfigRecord,
+    NodeIntent,
+    RecordError,
+    ResourceIntent,
+    VsIntent,
+)
 from clustermail.cluster.view import ClusterView, read_view
-from clustermail.coord import Store
+from clustermail.coord import Compare, Delete, Put, Store, TxnOp
 
 
 async def current_view(store: Store) -> ClusterView:
@@ -39,69 +51,110 @@ def check_vs(view: ClusterView, vs: str) -> None:
         )
 
 
+def applied_config(view: ClusterView) -> ClusterConfig:
+    try:
+        return view.applied_config()
+    except ConfigError as exc:
+        raise AdminError(str(exc)) from exc
+
+
 def check_resource(view: ClusterView, vs: str, resource: str) -> None:
     check_vs(view, vs)
-    assert view.config is not None
-    resources = view.config["virtual_servers"][vs].get("resources", {})
-    if resource not in resources:
+    server = applied_config(view).virtual_server(vs)
+    names = [r.name for r in server.resources] if server is not None else []
+    if resource not in names:
         raise AdminError(
             f"virtual server {vs} has no resource {resource!r} "
-            f"(resources: {', '.join(sorted(resources))})"
+            f"(resources: {', '.join(sorted(names))})"
         )
 
 
-async def _update(store: Store, key: str, changes: dict[str, Any]) -> dict[str, Any]:
+class _Record(Protocol):
+    def to_store(self) -> bytes: ...
+
+
+IntentT = TypeVar("IntentT", bound=_Record)
+
+
+async def _update(store: Store, key: str, parse: Callable[[str, bytes], IntentT], empty: IntentT,
+                  change: Callable[[IntentT], IntentT]) -> IntentT:
+    """Rewrites an intent, keeping the fields this command does not set."""
     kv = await store.get(key)
-    record: dict[str, Any] = json.loads(kv.value) if kv else {}
-    record.update(changes)
-    await store.put(key, json.dumps(record))
+    record = empty
+    if kv is not None:
+        # An unreadable intent is replaced: the administrator's new one is what counts.
+        with contextlib.suppress(RecordError):
+            record = parse(key, kv.value)
+    record = change(record)
+    await store.put(key, record.to_store())
     return record
 
 
-async def evict_node(store: Store, node: str) -> None:
-    """Removes a node that is down from the configuration (Windows' "Evict Node")."""
-    from clustermail.cluster.config import ConfigError
-    from clustermail.cluster.model import ClusterConfig
-    from clustermail.coord import Compare, Delete, Put
-
-    view = await current_view(store)
-    check_node(view, node)
-    if node in view.nodes:
-        raise AdminError(f"{node} is up: stop it first (`clustermail node stop {node}`), "
-                         "then evict it")
-    assert view.config is not None
-    config = json.loads(json.dumps(view.config))
-    del config["nodes"][node]
-    if not config["nodes"]:
-        raise AdminError(f"{node} is the last node of the cluster; it cannot be evicted")
-    for vs in config.get("virtual_servers", {}).values():
-        for field in ("preferred_owners", "possible_owners"):
-            if field in vs:
-                vs[field] = [n for n in vs[field] if n != node]
-                if field == "possible_owners" and not vs[field]:
-                    del vs[field]
-    try:
-        ClusterConfig.from_dict(config, "the configuration without " + node)
-    except ConfigError as exc:
-        raise AdminError(f"cannot evict {node}: {exc}") from exc
+async def _write_config(store: Store, view: ClusterView, config: ClusterConfig,
+                        extra: list[TxnOp] | None = None) -> None:
+    """Writes a changed configuration with compare-and-swap against the one read."""
     result = await store.txn(
         [Compare.mod_is(keys.CONFIG, view.config_revision)],
-        [Put(keys.CONFIG, json.dumps(config, sort_keys=True)), Delete(keys.NODE_ADMIN + node)],
+        [Put(keys.CONFIG, ConfigRecord.of(config).to_store()), *(extra or [])],
     )
     if not result.succeeded:
         raise AdminError("the configuration changed meanwhile; run the command again")
 
 
+def _validated(data: dict[str, Any], what: str) -> ClusterConfig:
+    import clustermail.mail.schemas  # noqa: F401  (mail resource types)
+
+    try:
+        return ClusterConfig.from_dict(data, what)
+    except ConfigError as exc:
+        raise AdminError(str(exc)) from exc
+
+
+def _with_server(config: ClusterConfig, server: VirtualServer) -> ClusterConfig:
+    servers = tuple(server if v.name == server.name else v for v in config.virtual_servers)
+    return replace(config, virtual_servers=servers)
+
+
+async def evict_node(store: Store, node: str) -> None:
+    """Removes a node that is down from the configuration (Windows' "Evict Node")."""
+    view = await current_view(store)
+    check_node(view, node)
+    if node in view.nodes:
+        raise AdminError(f"{node} is up: stop it first (`clustermail node stop {node}`), "
+                         "then evict it")
+    config = applied_config(view)
+    nodes = tuple(n for n in config.nodes if n.name != node)
+    if not nodes:
+        raise AdminError(f"{node} is the last node of the cluster; it cannot be evicted")
+    servers = []
+    for vs in config.virtual_servers:
+        possible = vs.possible_owners
+        if possible is not None:
+            # None is every node: an emptied list must not become "no node at all".
+            possible = tuple(n for n in possible if n != node) or None
+        servers.append(replace(vs, possible_owners=possible,
+                               preferred_owners=tuple(n for n in vs.preferred_owners
+                                                      if n != node)))
+    evicted = replace(config, nodes=nodes, virtual_servers=tuple(servers))
+    try:
+        ClusterConfig.from_dict(evicted.to_dict(), "the configuration without " + node)
+    except ConfigError as exc:
+        raise AdminError(f"cannot evict {node}: {exc}") from exc
+    await _write_config(store, view, evicted, [Delete(keys.NODE_ADMIN + node)])
+
+
 async def pause_node(store: Store, node: str, paused: bool) -> None:
     view = await current_view(store)
     check_node(view, node)
-    await _update(store, keys.NODE_ADMIN + node, {"paused": paused, "time": time.time()})
+    await _update(store, keys.NODE_ADMIN + node, NodeIntent.from_store, NodeIntent(),
+                  lambda r: replace(r, paused=paused, time=time.time()))
 
 
 async def set_vs_offline(store: Store, vs: str, offline: bool) -> None:
     view = await current_view(store)
     check_vs(view, vs)
-    await _update(store, keys.VS_ADMIN + vs, {"offline": offline, "time": time.time()})
+    await _update(store, keys.VS_ADMIN + vs, VsIntent.from_store, VsIntent(),
+                  lambda r: replace(r, offline=offline, time=time.time()))
 
 
 async def move_vs(store: Store, vs: str, to: str | None) -> str:
@@ -111,46 +164,31 @@ async def move_vs(store: Store, vs: str, to: str | None) -> str:
     if to is not None:
         check_node(view, to)
     move_id = uuid.uuid4().hex[:12]
-    await _update(
-        store,
-        keys.VS_ADMIN + vs,
-        {"move_to": to or "*", "move_id": move_id, "move_time": time.time(), "offline": False},
-    )
+    await _update(store, keys.VS_ADMIN + vs, VsIntent.from_store, VsIntent(),
+                  lambda r: replace(r, move_to=to or ANY_NODE, move_id=move_id,
+                                    move_time=time.time(), offline=False))
     return move_id
+
+
+def move_answer(view: ClusterView, vs: str, move_id: str) -> str | None:
+    """None while the leader has not answered move ``move_id``; then why it refused the
+    move, or "" when it did it."""
+    return view.vs_intent(vs).answer_to(move_id)
 
 
 async def clear_failures(store: Store, vs: str) -> None:
     view = await current_view(store)
     check_vs(view, vs)
-    await _update(store, keys.VS_ADMIN + vs, {"cleared_at": time.time()})
+    await _update(store, keys.VS_ADMIN + vs, VsIntent.from_store, VsIntent(),
+                  lambda r: replace(r, cleared_at=time.time()))
     await store.delete(keys.GIVEUP + vs)
 
 
 async def set_resource_offline(store: Store, vs: str, resource: str, offline: bool) -> None:
     view = await current_view(store)
     check_resource(view, vs, resource)
-    await _update(store, f"{keys.RESOURCE_ADMIN}{vs}/{resource}", {"offline": offline})
-
-
-async def _rewrite_config(
-    store: Store, view: ClusterView, config: dict[str, Any], what: str
-) -> None:
-    """Validates a changed configuration and writes it with compare-and-swap."""
-    import clustermail.mail.schemas  # noqa: F401  (mail resource types)
-    from clustermail.cluster.config import ConfigError
-    from clustermail.cluster.model import ClusterConfig
-    from clustermail.coord import Compare, Put
-
-    try:
-        ClusterConfig.from_dict(config, what)
-    except ConfigError as exc:
-        raise AdminError(str(exc)) from exc
-    result = await store.txn(
-        [Compare.mod_is(keys.CONFIG, view.config_revision)],
-        [Put(keys.CONFIG, json.dumps(config, sort_keys=True))],
-    )
-    if not result.succeeded:
-        raise AdminError("the configuration changed meanwhile; run the command again")
+    await _update(store, f"{keys.RESOURCE_ADMIN}{vs}/{resource}", ResourceIntent.from_store,
+                  ResourceIntent(), lambda r: replace(r, offline=offline))
 
 
 #: Resource types that serve mail depend on the virtual server's mail store and
@@ -177,20 +215,23 @@ async def add_resource(
 
     view = await current_view(store)
     check_vs(view, vs)
-    assert view.config is not None
-    config = json.loads(json.dumps(view.config))
-    resources: dict[str, Any] = config["virtual_servers"][vs].setdefault("resources", {})
+    config = applied_config(view)
+    server = config.virtual_server(vs)
+    assert server is not None
     name = name or rtype
-    if name in resources:
+    if server.resource(name) is not None:
         raise AdminError(f"virtual server {vs} already has a resource named {name!r}")
     if depends_on is None:
         wanted = _AUTO_DEPENDENCIES.get(rtype, ())
-        depends_on = [r for r, spec in resources.items() if spec.get("type") in wanted]
+        depends_on = [r.name for r in server.resources if r.type in wanted]
     template = next((t for t in seed.mail_resources().values() if t["type"] == rtype), None)
     props = dict(template["properties"]) if template and properties is None else {}
     props.update(properties or {})
-    resources[name] = {"type": rtype, "depends_on": depends_on, "properties": props}
-    await _rewrite_config(store, view, config, f"{vs} with {rtype} resource {name!r}")
+    # The new resource is validated with the rest, from the file's form.
+    data = config.to_dict()
+    data["virtual_servers"][vs]["resources"][name] = {
+        "type": rtype, "depends_on": depends_on, "properties": props}
+    await _write_config(store, view, _validated(data, f"{vs} with {rtype} resource {name!r}"))
     return name
 
 
@@ -198,16 +239,17 @@ async def remove_resource(store: Store, vs: str, resource: str) -> None:
     """Removes a resource; its owner takes it offline live. Refused while others need it."""
     view = await current_view(store)
     check_resource(view, vs, resource)
-    assert view.config is not None
-    config = json.loads(json.dumps(view.config))
-    resources: dict[str, Any] = config["virtual_servers"][vs]["resources"]
-    needed_by = sorted(r for r, spec in resources.items()
-                       if resource in spec.get("depends_on", []))
+    config = applied_config(view)
+    server = config.virtual_server(vs)
+    assert server is not None
+    needed_by = sorted(r.name for r in server.resources if resource in r.depends_on)
     if needed_by:
         raise AdminError(
             f"{', '.join(needed_by)} {'depends' if len(needed_by) == 1 else 'depend'} on "
             f"{vs}/{resource}: remove {'it' if len(needed_by) == 1 else 'them'} first"
         )
-    del resources[resource]
-    await _rewrite_config(store, view, config, f"{vs} without resource {resource!r}")
+    smaller = replace(server, resources=tuple(r for r in server.resources if r.name != resource))
+    changed = _validated(_with_server(config, smaller).to_dict(),
+                         f"{vs} without resource {resource!r}")
+    await _write_config(store, view, changed)
     await store.delete(f"{keys.RESOURCE_ADMIN}{vs}/{resource}")

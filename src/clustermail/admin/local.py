@@ -30,6 +30,7 @@ from clustermail.admin.status import build_status
 from clustermail.cluster import eventlog, keys
 from clustermail.cluster.config import ConfigError, load_config, render_toml
 from clustermail.cluster.model import ClusterConfig
+from clustermail.cluster.records import ConfigRecord
 from clustermail.cluster.view import read_view
 from clustermail.coord import Store, open_store
 
@@ -59,7 +60,7 @@ def ensure_config(data_dir: Path, console: Console) -> ClusterConfig:
 
 
 async def apply_config(store: Store, config: ClusterConfig) -> int:
-    return await store.put(keys.CONFIG, json.dumps(config.to_dict(), sort_keys=True))
+    return await store.put(keys.CONFIG, ConfigRecord.of(config).to_store())
 
 
 def pid_alive(pid: int) -> bool:
@@ -97,9 +98,9 @@ async def local_node_pids(store: Store) -> dict[str, int]:
     view = await read_view(store)
     here = socket.gethostname()
     return {
-        name: int(rec["pid"])
+        name: rec.pid
         for name, rec in view.nodes.items()
-        if rec.get("host") == here and rec.get("pid") and pid_alive(int(rec["pid"]))
+        if rec.host == here and rec.pid and pid_alive(rec.pid)
     }
 
 

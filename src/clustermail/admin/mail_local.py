@@ -50,27 +50,27 @@ class Location:
 def locate(view: ClusterView, vs: str, data_dir: Path) -> Location:
     """The mail store of ``vs`` per the applied configuration; AdminError if it has none."""
     intents.check_vs(view, vs)
-    assert view.config is not None
-    resources = view.config["virtual_servers"][vs].get("resources", {})
-    stores = [r for r in resources.values() if r.get("type") == "mail_store"]
+    server = intents.applied_config(view).virtual_server(vs)
+    assert server is not None
+    stores = [r for r in server.resources if r.type == "mail_store"]
     if not stores:
         raise AdminError(f"virtual server {vs} has no mail_store resource in the configuration")
     store = stores[0]
-    disks = [resources[d] for d in store.get("depends_on", [])
-             if resources.get(d, {}).get("type") == "disk"]
+    disks = [r for d in store.depends_on if (r := server.resource(d)) and r.type == "disk"]
     if not disks:
         raise AdminError(f"the mail_store resource of {vs} depends on no disk resource")
-    raw = str(disks[0].get("properties", {}).get("path", ""))
+    raw = str(disks[0].properties.get("path", ""))
     if "{node}" in raw:
         raise AdminError(f"the disk path of {vs} ({raw}) depends on the node; "
                          "run this on the owner's machine with --data set accordingly")
     values = {"data": str(data_dir.resolve()), "vs": vs, "python": sys.executable}
     disk = Path(substitute(raw, values))
-    root = disk / str(store.get("properties", {}).get("path", "mail"))
-    owner_record = view.owner.get(vs, ({}, None))[0]
-    epoch = max(view.epoch.get(vs, (0, 0))[0], int(owner_record.get("epoch", 0) or 0))
-    owner = owner_record.get("node")
-    host = view.nodes.get(owner, {}).get("host") if owner else None
+    root = disk / str(store.properties.get("path", "mail"))
+    owner_record = view.owner.get(vs)
+    epoch = max(view.epoch_of(vs), owner_record.epoch if owner_record is not None else 0)
+    owner = owner_record.node if owner_record is not None else None
+    node = view.nodes.get(owner) if owner is not None else None
+    host = (node.host or None) if node is not None else None
     return Location(vs, disk, root, epoch, owner, host)
 
 

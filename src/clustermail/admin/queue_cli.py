@@ -22,6 +22,8 @@ from rich.table import Table
 from clustermail.admin import local
 from clustermail.admin.errors import AdminError
 from clustermail.cluster import keys
+from clustermail.cluster.config import ConfigError
+from clustermail.cluster.records import ConfigRecord, RecordError
 from clustermail.coord import CoordError, open_store
 from clustermail.mail.queue import store as qstore
 from clustermail.mail.tracking import Query, log_files, search
@@ -71,16 +73,18 @@ async def _configured_disks(args: argparse.Namespace) -> dict[str, Path]:
         return {}
     finally:
         await store.close()
-    out: dict[str, Path] = {}
-    try:
-        servers = json.loads(kv.value)["virtual_servers"] if kv else {}
-        for vs, conf in servers.items():
-            for res in conf.get("resources", {}).values():
-                if res.get("type") == "disk":
-                    path = str(res.get("properties", {}).get("path", ""))
-                    out[vs] = Path(path.replace("{data}", str(data)))
-    except (ValueError, KeyError, TypeError, AttributeError):
+    if kv is None:
         return {}
+    try:
+        config = ConfigRecord.from_store(kv.key, kv.value).parse()
+    except (RecordError, ConfigError):
+        return {}
+    out: dict[str, Path] = {}
+    for server in config.virtual_servers:
+        for res in server.resources:
+            if res.type == "disk":
+                path = str(res.properties.get("path", ""))
+                out[server.name] = Path(path.replace("{data}", str(data)))
     return out
 
 

@@ -13,14 +13,15 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from clustermail.cluster.model import ClusterConfig
 from clustermail.cluster.view import ClusterView
 
 
-def vs_address(config: dict[str, Any], vs: str) -> str | None:
-    resources = config.get("virtual_servers", {}).get(vs, {}).get("resources", {})
-    for res in resources.values():
-        if res.get("type") == "ip_address":
-            address = res.get("properties", {}).get("address")
+def vs_address(config: ClusterConfig | None, vs: str) -> str | None:
+    server = config.virtual_server(vs) if config is not None else None
+    for res in server.resources if server is not None else ():
+        if res.type == "ip_address":
+            address = res.properties.get("address")
             return str(address) if address else None
     return None
 
@@ -29,57 +30,57 @@ def node_state(view: ClusterView, node: str) -> str:
     record = view.nodes.get(node)
     if record is None:
         return "down"
-    if record.get("draining"):
+    if record.draining:
         return "draining"
-    if view.node_admin.get(node, {}).get("paused"):
+    if view.paused(node):
         return "paused"
     return "up"
 
 
 def build_status(view: ClusterView) -> dict[str, Any]:
-    config = view.config or {}
+    config = view.cluster_config
     here = socket.gethostname()
     nodes = []
     for name in view.node_names():
-        record = view.nodes.get(name, {})
+        record = view.nodes.get(name)
         nodes.append(
             {
                 "name": name,
                 "state": node_state(view, name),
                 # A PID means something only on the machine that runs the agent.
-                "pid": record.get("pid") if record.get("host") == here else None,
+                "pid": (record.pid or None) if record is not None and record.host == here else None,
                 "leader": view.leader == name,
             }
         )
     servers = []
     for name in view.vs_names():
         status = view.status.get(name)
-        assignment = view.assign.get(name, ({}, 0))[0]
-        owner = view.owner.get(name, ({}, None))[0]
-        if status:
-            state = str(status.get("state", "online_pending"))
-            reason = str(status.get("reason") or assignment.get("reason", ""))
-        elif assignment.get("node"):
+        assignment = view.assignment(name)
+        owner = view.owner.get(name)
+        if status is not None:
+            state = status.state
+            reason = status.reason or assignment.reason
+        elif assignment.node:
             state = "online_pending"
-            reason = str(assignment.get("reason", ""))
+            reason = assignment.reason
         else:
-            state = "failed" if assignment.get("failed") else "offline"
-            reason = str(assignment.get("reason", "not placed yet"))
+            state = "failed" if assignment.failed else "offline"
+            reason = assignment.reason if name in view.assign else "not placed yet"
         servers.append(
             {
                 "name": name,
                 "state": state,
-                "owner": owner.get("node") if owner else None,
+                "owner": owner.node if owner is not None else None,
                 "address": vs_address(config, name),
                 "reason": reason,
-                "pid": status.get("pid") if status else None,
-                "epoch": owner.get("epoch") if owner else None,
-                "resources": (status or {}).get("resources", {}),
-                "resource_pids": (status or {}).get("resource_pids", {}),
+                "pid": status.pid if status is not None else None,
+                "epoch": owner.epoch if owner is not None else None,
+                "resources": dict(status.resources) if status is not None else {},
+                "resource_pids": dict(status.resource_pids) if status is not None else {},
             }
         )
     return {
-        "cluster": config.get("cluster", {}).get("name", "clustermail"),
+        "cluster": config.name if config is not None else "clustermail",
         "revision": view.revision,
         "leader": view.leader,
         "nodes": nodes,

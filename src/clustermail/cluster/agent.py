@@ -25,11 +25,12 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from clustermail.cluster import eventlog, keys, undo
+from clustermail.cluster.config import ConfigError
 from clustermail.cluster.host_protocol import (
     Command,
     LeaseCommand,
@@ -43,7 +44,15 @@ from clustermail.cluster.host_protocol import (
 )
 from clustermail.cluster.hostspec import host_spec
 from clustermail.cluster.leader import Leader
-from clustermail.cluster.model import ClusterConfig
+from clustermail.cluster.records import (
+    EpochRecord,
+    GiveUpRecord,
+    LeaderRecord,
+    NodeRecord,
+    OwnerRecord,
+    RecordError,
+    StatusRecord,
+)
 from clustermail.cluster.timing import LeaseTiming
 from clustermail.cluster.view import ClusterView, read_view
 from clustermail.coord import Compare, CoordError, Delete, Put, Store, open_store
@@ -107,7 +116,7 @@ class NodeAgent:
             view = await self._wait_for_config()
             if view is None:
                 return 0
-            self.timing = timing_of(view.config or {})
+            self.timing = view.applied_config().timing
             # Before we may own anything: what resource hosts of an earlier run left.
             self._report_undone(await asyncio.to_thread(undo.run_pending, self.data_dir,
                                                         self.name))
@@ -175,6 +184,10 @@ class NodeAgent:
         while not self.stopping:
             view = await read_view(self.store)
             if view.config is not None:
+                try:
+                    view.applied_config()
+                except ConfigError as exc:
+                    raise AgentError(f"cannot use the applied configuration: {exc}") from None
                 nodes = view.node_names()
                 if self.name not in nodes:
                     raise AgentError(
@@ -202,14 +215,9 @@ class NodeAgent:
             granted_at=granted_at,
             on_lost=self._fence,
         )
-        record = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "started": time.time(),
-            "lease": lease.id,
-            "draining": self.draining,
-        }
-        await self.store.put(keys.NODES + self.name, json.dumps(record), lease=lease.id)
+        record = NodeRecord(pid=os.getpid(), host=socket.gethostname(), started=time.time(),
+                            lease=lease.id, draining=self.draining)
+        await self.store.put(keys.NODES + self.name, record.to_store(), lease=lease.id)
         self.keeper.start()
         await self._log("node_up", f"{self.name} joined the cluster (pid {os.getpid()})")
 
@@ -277,9 +285,10 @@ class NodeAgent:
         try:
             view = await read_view(self.store)
             reasons: list[str] = []
-            if view.config is not None and view.config_revision != self._config_rev:
+            if view.cluster_config is not None and view.config_revision != self._config_rev:
                 self._config_rev = view.config_revision
-                self.timing = timing_of(view.config)
+                self.timing = view.cluster_config.timing
+            reasons.extend(f"ignoring a malformed record: {p}" for p in view.problems)
             if self.stopping and not self.draining:
                 await self._start_draining()
             leader = view.leader
@@ -288,7 +297,10 @@ class NodeAgent:
             if leader != self.name:
                 self.leader.resign()
             if leader == self.name and self._lease_ok():
-                reasons.extend(await self.leader.step(self.store, view))
+                try:
+                    reasons.extend(await self.leader.step(self.store, view))
+                except ConfigError as exc:
+                    reasons.append(f"leader: cannot place: {exc}")
             reasons.extend(await self._reconcile(view))
         except CoordError as exc:
             reasons = [f"store error: {exc}"]
@@ -311,29 +323,36 @@ class NodeAgent:
         assert self.store is not None
         result = await self.store.txn(
             [Compare.absent(keys.LEADER)],
-            [Put(keys.LEADER, self.name, lease=self._my_lease())],
+            [Put(keys.LEADER, LeaderRecord(self.name).to_store(), lease=self._my_lease())],
             [],
         )
         if result.succeeded:
             await self._log("leader_elected", f"{self.name} is the leader")
             return self.name
         kv = await self.store.get(keys.LEADER)
-        return kv.value.decode() if kv else None
+        try:
+            return LeaderRecord.from_store(kv.key, kv.value).node if kv else None
+        except RecordError:
+            return None  # unreadable: nobody leads until its lease expires
 
     async def _start_draining(self) -> None:
         assert self.store is not None
         self.draining = True
         kv = await self.store.get(keys.NODES + self.name)
         if kv is not None:
-            record = json.loads(kv.value)
-            record["draining"] = True
+            try:
+                record = NodeRecord.from_store(kv.key, kv.value)
+            except RecordError:
+                record = NodeRecord(pid=os.getpid(), host=socket.gethostname(),
+                                    lease=self._my_lease())
             await self.store.txn(
                 [Compare.lease_is(kv.key, self._my_lease())],
-                [Put(kv.key, json.dumps(record), lease=self._my_lease())],
+                [Put(kv.key, replace(record, draining=True).to_store(), lease=self._my_lease())],
             )
         if self.leader.is_leader:
             await self.store.txn(
-                [Compare.value_is(keys.LEADER, self.name)], [Delete(keys.LEADER)]
+                [Compare.value_is(keys.LEADER, LeaderRecord(self.name).to_store())],
+                [Delete(keys.LEADER)],
             )
         await self._log("node_draining",
                         f"{self.name} is stopping: moving its virtual servers away")
@@ -345,8 +364,8 @@ class NodeAgent:
         config = view.config or {}
         known = set(view.vs_names())
         for vs in sorted(known | set(self.local)):
-            assignment, assign_rev = view.assign.get(vs, ({}, 0))
-            target = assignment.get("node")
+            target = view.assignment(vs).node
+            assign_rev = view.mod_revision(keys.ASSIGN + vs)
             lvs = self.local.get(vs)
             if vs in known and target == self.name and not self.stopping:
                 if lvs is None:
@@ -372,18 +391,19 @@ class NodeAgent:
         assert self.store is not None
         if self.given_up.get(vs) == assign_rev:
             return None
-        owner, owner_kv = view.owner.get(vs, ({}, None))
-        if owner_kv is not None and owner_kv.lease != self._my_lease():
-            holder = owner.get("node", "?")
+        held = view.meta.get(keys.OWNER + vs)
+        if held is not None and held.lease != self._my_lease():
+            owner = view.owner.get(vs)
+            holder = owner.node if owner is not None else "?"
             return f"{vs}: waiting for {holder}'s lease on it to expire before taking it"
-        epoch, epoch_rev = view.epoch.get(vs, (0, 0))
-        new_epoch = epoch + 1
-        record = {"node": self.name, "epoch": new_epoch, "since": time.time()}
+        new_epoch = view.epoch_of(vs) + 1
+        record = OwnerRecord(node=self.name, epoch=new_epoch, since=time.time())
         result = await self.store.txn(
-            [Compare.absent(keys.OWNER + vs), Compare.mod_is(keys.EPOCH + vs, epoch_rev)],
+            [Compare.absent(keys.OWNER + vs),
+             Compare.mod_is(keys.EPOCH + vs, view.mod_revision(keys.EPOCH + vs))],
             [
-                Put(keys.OWNER + vs, json.dumps(record), lease=self._my_lease()),
-                Put(keys.EPOCH + vs, str(new_epoch)),
+                Put(keys.OWNER + vs, record.to_store(), lease=self._my_lease()),
+                Put(keys.EPOCH + vs, EpochRecord(new_epoch).to_store()),
             ],
         )
         if not result.succeeded:
@@ -397,7 +417,7 @@ class NodeAgent:
             epoch=new_epoch,
             store_url=self.store_url,
             data_dir=self.data_dir,
-            offline_resources=_offline_resources(view, vs),
+            offline_resources=view.offline_resources(vs),
         )
         proc = await self._take_spare_host()
         _write(proc, encode_spec(parse_spec(spec)))
@@ -456,7 +476,7 @@ class NodeAgent:
                       message=f"{lvs.name}: resources changed; updating it live")
 
     def _apply_resource_intents(self, view: ClusterView, lvs: LocalVS) -> None:
-        wanted = set(_offline_resources(view, lvs.name))
+        wanted = set(view.offline_resources(lvs.name))
         for res in sorted(wanted - lvs.offline_resources):
             _send(lvs.proc, ResourceOfflineCommand(res))
         for res in sorted(lvs.offline_resources - wanted):
@@ -549,11 +569,9 @@ class NodeAgent:
                 self.given_up[lvs.name] = lvs.assign_revision
                 reason = lvs.reason if lvs.failed else (
                     f"resource host exited with code {lvs.proc.returncode}")
-                await store.put(
-                    keys.GIVEUP + lvs.name,
-                    json.dumps({"node": self.name, "time": time.time(), "reason": reason,
-                                "epoch": lvs.epoch}),
-                )
+                giveup = GiveUpRecord(node=self.name, time=time.time(), reason=reason,
+                                      epoch=lvs.epoch)
+                await store.put(keys.GIVEUP + lvs.name, giveup.to_store())
                 await self._log("vs_failed", f"{lvs.name} failed on {self.name}: {reason}",
                                 vs=lvs.name)
             else:
@@ -567,23 +585,17 @@ class NodeAgent:
         assert self.store is not None
         if not self._lease_ok():
             return
-        status = {
-            "node": self.name,
-            "state": lvs.state,
-            "epoch": lvs.epoch,
-            "pid": lvs.proc.pid,
-            "resources": lvs.resources,
-            "resource_pids": lvs.resource_pids,
-            "reason": lvs.reason,
-            "since": lvs.started,
-        }
+        status = StatusRecord(node=self.name, state=lvs.state, epoch=lvs.epoch, pid=lvs.proc.pid,
+                              resources=dict(lvs.resources),
+                              resource_pids=dict(lvs.resource_pids), reason=lvs.reason,
+                              since=lvs.started)
         if lvs.released:
             return
         lease = self._my_lease()
         # Only while we own it: a late status must never outlive a hand-over.
         await self.store.txn(
             [Compare.lease_is(keys.OWNER + lvs.name, lease)],
-            [Put(keys.STATUS + lvs.name, json.dumps(status), lease=lease)],
+            [Put(keys.STATUS + lvs.name, status.to_store(), lease=lease)],
         )
 
     async def _log(self, event: str, message: str, **kw: Any) -> None:
@@ -604,20 +616,8 @@ class NodeAgent:
                     await eventlog.append(self.store, entry)
 
 
-def timing_of(config: dict[str, Any]) -> LeaseTiming:
-    return ClusterConfig.from_dict(config, "the applied configuration").timing
-
-
 class AgentError(Exception):
     """A node agent cannot run (e.g. its name is not in the configuration)."""
-
-
-def _offline_resources(view: ClusterView, vs: str) -> list[str]:
-    prefix = vs + "/"
-    return sorted(
-        k[len(prefix):] for k, v in view.resource_admin.items()
-        if k.startswith(prefix) and v.get("offline")
-    )
 
 
 #: Seconds after joining, or after using its spare, before a node starts a spare host.

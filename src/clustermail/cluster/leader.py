@@ -8,13 +8,17 @@ it fail harmlessly; the next cycle decides again from a fresh view.
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any
 
 from clustermail.cluster import eventlog, keys
 from clustermail.cluster.model import ClusterConfig
 from clustermail.cluster.placement import Decision, Placement, ReasonCode, explain, place
+from clustermail.cluster.records import (
+    ANY_NODE,
+    AssignmentRecord,
+    FailoverEntry,
+    FailoverHistory,
+)
 from clustermail.cluster.snapshot import FailoverRecord, NodeStatus, Snapshot, VsState, VsStatus
 from clustermail.cluster.view import ClusterView
 from clustermail.coord import Compare, Delete, Put, Store, TxnOp
@@ -39,10 +43,10 @@ def node_statuses(view: ClusterView) -> dict[str, NodeStatus]:
     out: dict[str, NodeStatus] = {}
     for name in view.node_names():
         record = view.nodes.get(name)
-        if record is None or record.get("draining"):
+        if record is None or record.draining:
             # A draining node is leaving: place its virtual servers elsewhere now.
             out[name] = NodeStatus.DOWN
-        elif view.node_admin.get(name, {}).get("paused"):
+        elif view.paused(name):
             out[name] = NodeStatus.PAUSED
         else:
             out[name] = NodeStatus.UP
@@ -50,29 +54,28 @@ def node_statuses(view: ClusterView) -> dict[str, NodeStatus]:
 
 
 def vs_state(view: ClusterView, vs: str) -> VsState:
-    assignment = view.assign.get(vs, ({}, 0))[0]
-    owner = assignment.get("node")
-    manual = bool(assignment.get("manual"))
+    assignment = view.assignment(vs)
+    owner = assignment.node
     if owner is None:
         # Left failed earlier (no node, threshold): it stays failed, not merely offline.
-        left = VsStatus.FAILED if assignment.get("failed") else VsStatus.OFFLINE
-        return VsState(None, left, manual)
-    giveup = view.giveup.get(vs, ({}, 0))[0]
-    if giveup.get("node") == owner:
-        return VsState(owner, VsStatus.FAILED, manual)
+        left = VsStatus.FAILED if assignment.failed else VsStatus.OFFLINE
+        return VsState(None, left, assignment.manual)
+    giveup = view.giveup.get(vs)
+    if giveup is not None and giveup.node == owner:
+        return VsState(owner, VsStatus.FAILED, assignment.manual)
     status = view.status.get(vs)
-    if status is not None and status.get("node") == owner:
-        return VsState(owner, _STATUS.get(str(status.get("state")), VsStatus.STARTING), manual)
-    return VsState(owner, VsStatus.STARTING, manual)
+    if status is not None and status.node == owner:
+        return VsState(owner, _STATUS.get(status.state, VsStatus.STARTING), assignment.manual)
+    return VsState(owner, VsStatus.STARTING, assignment.manual)
 
 
 def build_snapshot(
     view: ClusterView, config: ClusterConfig, now: float, moves: dict[str, str] | None = None
 ) -> Snapshot:
     failovers = [
-        FailoverRecord(vs, float(r["time"]), str(r["node"]))
-        for vs, (records, _) in sorted(view.failures.items())
-        for r in records
+        FailoverRecord(vs, entry.time, entry.node)
+        for vs, history in sorted(view.failures.items())
+        for entry in history.entries
     ]
     if moves is None:
         moves = pending_moves(view)
@@ -82,23 +85,23 @@ def build_snapshot(
         nodes=node_statuses(view),
         virtual_servers={vs: vs_state(view, vs) for vs in view.vs_names()},
         failovers=failovers,
-        move_requests={vs: to for vs, to in moves.items() if to != "*"},
+        move_requests={vs: to for vs, to in moves.items() if to != ANY_NODE},
         failures_cleared={
-            vs: float(admin["cleared_at"])
-            for vs, (admin, _) in view.vs_admin.items()
-            if admin.get("cleared_at")
+            vs: intent.cleared_at
+            for vs, intent in view.vs_admin.items()
+            if intent.cleared_at
         },
-        offline=frozenset(vs for vs, (admin, _) in view.vs_admin.items() if admin.get("offline")),
+        offline=frozenset(vs for vs, intent in view.vs_admin.items() if intent.offline),
         utc_offset=float(time.localtime(now).tm_gmtoff),
     )
 
 
 def pending_moves(view: ClusterView) -> dict[str, str]:
-    """Move requests not yet answered: vs -> target node, or "*" for any other node."""
+    """Move requests not yet answered: vs -> target node, or ANY_NODE."""
     return {
-        vs: str(admin["move_to"])
-        for vs, (admin, _) in view.vs_admin.items()
-        if admin.get("move_id") and admin.get("move_done") != admin.get("move_id")
+        vs: target
+        for vs, intent in view.vs_admin.items()
+        if (target := intent.pending_move) is not None
     }
 
 
@@ -106,16 +109,16 @@ def resolve_any_moves(view: ClusterView, config: ClusterConfig, now: float) -> d
     """A move without a target goes to the first node placement would accept."""
     moves = pending_moves(view)
     for vs, target in list(moves.items()):
-        if target != "*":
+        if target != ANY_NODE:
             continue
         server = config.virtual_server(vs)
-        current = view.assign.get(vs, ({}, 0))[0].get("node")
+        current = view.assignment(vs).node
         if server is None:
             continue
         order = list(server.preferred_owners) + sorted(
             n for n in config.possible_owners(server) if n not in server.preferred_owners
         )
-        moves[vs] = "*"
+        moves[vs] = ANY_NODE
         for node in order:
             if node == current:
                 continue
@@ -126,22 +129,9 @@ def resolve_any_moves(view: ClusterView, config: ClusterConfig, now: float) -> d
     return moves
 
 
-_parsed: dict[int, ClusterConfig] = {}
-
-
-def applied_config(view: ClusterView) -> ClusterConfig:
-    """The applied configuration, validated once per revision: the leader decides on
-    every store change, and the configuration rarely changes."""
-    config = _parsed.get(view.config_revision)
-    if config is None:
-        config = ClusterConfig.from_dict(view.config or {}, "the applied configuration")
-        _parsed.clear()
-        _parsed[view.config_revision] = config
-    return config
-
-
 def compute(view: ClusterView, now: float) -> tuple[ClusterConfig, Snapshot, Placement]:
-    config = applied_config(view)
+    """Placement on one view; ``ConfigError`` if the applied configuration is invalid."""
+    config = view.applied_config()
     moves = resolve_any_moves(view, config, now)
     snapshot = build_snapshot(view, config, now, moves)
     return config, snapshot, place(snapshot)
@@ -151,25 +141,37 @@ def explain_vs(view: ClusterView, vs: str, now: float) -> str:
     _, snapshot, placement = compute(view, now)
     text = explain(snapshot, vs)
     decision = placement[vs]
-    owner = view.owner.get(vs, ({}, None))[0].get("node")
-    if owner and owner != decision.owner:
-        text += f"\n(now running on {owner}; the move is in progress)"
+    owner = view.owner.get(vs)
+    if owner is not None and owner.node != decision.owner:
+        text += f"\n(now running on {owner.node}; the move is in progress)"
     return text
 
 
-def assignment_record(d: Decision, now: float) -> dict[str, Any]:
-    return {
-        "node": d.owner,
-        "manual": d.manual,
-        "code": d.code.value,
-        "reason": d.reason,
-        "failed": d.owner is None and d.code in (ReasonCode.NO_NODE, ReasonCode.THRESHOLD),
-        "time": now,
-    }
+def assignment_record(d: Decision, now: float) -> AssignmentRecord:
+    return AssignmentRecord(
+        node=d.owner,
+        manual=d.manual,
+        code=d.code.value,
+        reason=d.reason,
+        failed=d.owner is None and d.code in (ReasonCode.NO_NODE, ReasonCode.THRESHOLD),
+        time=now,
+    )
 
 
-def _same(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    return all(old.get(k) == new.get(k) for k in ("node", "manual", "code", "reason", "failed"))
+#: Failover history older than this is dropped, unless a virtual server's
+#: failover period is longer (placement counts failovers within the period).
+HISTORY_DAYS = 7
+#: Entries kept per virtual server, unless a failover threshold is higher.
+HISTORY_ENTRIES = 100
+
+
+def history_limits(config: ClusterConfig) -> tuple[float, int]:
+    """(seconds, entries) of failover history to keep: never less than placement counts."""
+    seconds = max([HISTORY_DAYS * 86400.0]
+                  + [vs.failover_period_hours * 3600 for vs in config.virtual_servers])
+    entries = max([HISTORY_ENTRIES]
+                  + [config.failover_threshold(vs) for vs in config.virtual_servers])
+    return seconds, entries
 
 
 class Leader:
@@ -196,42 +198,45 @@ class Leader:
         if not view.owner and missing and time.monotonic() - self.elected_at < FORM_WAIT:
             return [f"cluster forming: waiting up to {FORM_WAIT:g} s for "
                     f"{', '.join(missing)} to join before placing"]
-        _, _, placement = compute(view, now)
+        config, _, placement = compute(view, now)
         ops: list[TxnOp] = []
         compares = [Compare.value_is(keys.LEADER, self.node)]
         lines: list[str] = []
-        draining = {n for n, r in view.nodes.items() if r.get("draining")}
-        new_failures: dict[str, list[dict[str, Any]]] = {}
+        draining = {n for n, r in view.nodes.items() if r.draining}
+        new_failures: dict[str, list[FailoverEntry]] = {}
         for d in placement:
             vs = d.virtual_server
-            old, old_rev = view.assign.get(vs, ({}, 0))
+            old = view.assign.get(vs)
             record = assignment_record(d, now)
-            if not _same(old, record):
-                compares.append(Compare.mod_is(keys.ASSIGN + vs, old_rev))
-                ops.append(Put(keys.ASSIGN + vs, json.dumps(record)))
+            if old is None or not old.same_decision(record):
+                key = keys.ASSIGN + vs
+                compares.append(Compare.mod_is(key, view.mod_revision(key)))
+                ops.append(Put(key, record.to_store()))
                 # Log decisions, not every rewording of a reason.
-                if old.get("node") != d.owner or old.get("code") != d.code.value:
+                if old is None or old.node != d.owner or old.code != d.code.value:
                     lines.append(d.line())
             if d.failover is not None and d.failover.node not in draining:
-                new_failures.setdefault(vs, []).append(d.failover.to_dict())
-            giveup, giveup_rev = view.giveup.get(vs, ({}, 0))
-            if giveup and giveup.get("node") != d.owner:
-                compares.append(Compare.mod_is(keys.GIVEUP + vs, giveup_rev))
-                ops.append(Delete(keys.GIVEUP + vs))
-            admin, admin_rev = view.vs_admin.get(vs, ({}, 0))
-            if admin.get("move_id") and admin.get("move_done") != admin.get("move_id"):
-                answered = dict(admin, move_done=admin["move_id"],
-                                move_result=d.refused_move or "")
-                compares.append(Compare.mod_is(keys.VS_ADMIN + vs, admin_rev))
-                ops.append(Put(keys.VS_ADMIN + vs, json.dumps(answered)))
+                new_failures.setdefault(vs, []).append(
+                    FailoverEntry(d.failover.time, d.failover.node, d.failover.virtual_server))
+            giveup = view.giveup.get(vs)
+            if giveup is not None and giveup.node != d.owner:
+                key = keys.GIVEUP + vs
+                compares.append(Compare.mod_is(key, view.mod_revision(key)))
+                ops.append(Delete(key))
+            intent = view.vs_admin.get(vs)
+            if intent is not None and intent.pending_move is not None:
+                key = keys.VS_ADMIN + vs
+                compares.append(Compare.mod_is(key, view.mod_revision(key)))
+                ops.append(Put(key, intent.answered(d.refused_move or "").to_store()))
                 if d.refused_move:
                     lines.append(f"{vs}: move refused: {d.refused_move}")
-        for vs, records in new_failures.items():
-            history, hist_rev = view.failures.get(vs, ([], 0))
-            # Keep the history bounded: only the failover period matters to placement.
-            kept = [r for r in history if now - float(r.get("time", 0)) < 7 * 86400][-100:]
-            compares.append(Compare.mod_is(keys.FAILURES + vs, hist_rev))
-            ops.append(Put(keys.FAILURES + vs, json.dumps(kept + records)))
+        keep_seconds, keep_entries = history_limits(config)
+        for vs, entries in new_failures.items():
+            key = keys.FAILURES + vs
+            history = view.failures.get(vs) or FailoverHistory()
+            compares.append(Compare.mod_is(key, view.mod_revision(key)))
+            ops.append(Put(key, history.extended(entries, now, keep_seconds,
+                                                 keep_entries).to_store()))
         if not ops:
             await self._maybe_trim(store, now)
             return []

@@ -1,8 +1,8 @@
 """The ``network_name`` resource: publishes where a virtual server answers.
 
-Online writes ``/clustermail/names/<name>`` = ``{"name", "address", "node",
-"vs", "epoch"}`` (JSON). The entry is persistent (no lease), so clients can
-still find the name while the group moves; the epoch makes a stale owner
+Online writes ``/clustermail/names/<name>`` (a ``NameRecord``: name, address,
+node, virtual server, epoch). The entry is persistent (no lease), so clients
+can still find the name while the group moves; the epoch makes a stale owner
 harmless: the write is a compare-and-swap that never replaces an entry with a
 higher epoch, and offline deletes the entry only while it is still ours.
 
@@ -12,8 +12,8 @@ resource this one depends on.
 
 from __future__ import annotations
 
-import json
-
+from clustermail.cluster import keys
+from clustermail.cluster.records import NameRecord, RecordError
 from clustermail.cluster.resources.base import (
     Properties,
     PropertyError,
@@ -24,13 +24,12 @@ from clustermail.cluster.resources.base import (
 from clustermail.cluster.resources.ip_address import IpAddressResource
 from clustermail.coord import Compare, CoordError, Delete, Put
 
-NAMES_PREFIX = "/clustermail/names/"
 #: Compare-and-swap attempts against concurrent writers before giving up.
 CAS_ATTEMPTS = 5
 
 
 def name_key(name: str) -> str:
-    return f"{NAMES_PREFIX}{name}"
+    return f"{keys.NAMES}{name}"
 
 
 class NetworkNameResource(Resource):
@@ -44,14 +43,8 @@ class NetworkNameResource(Resource):
 
     def _entry(self) -> bytes:
         address = self.ctx.dependency(IpAddressResource).address
-        entry = {
-            "name": self.name,
-            "address": address,
-            "node": self.ctx.node,
-            "vs": self.ctx.vs,
-            "epoch": self.ctx.epoch,
-        }
-        return json.dumps(entry, sort_keys=True).encode()
+        return NameRecord(name=self.name, address=address, node=self.ctx.node, vs=self.ctx.vs,
+                          epoch=self.ctx.epoch).to_store()
 
     async def online(self) -> None:
         value = self._entry()
@@ -60,19 +53,23 @@ class NetworkNameResource(Resource):
             current = await store.get(self.key)
             guard = Compare.absent(self.key)
             if current is not None:
-                theirs = _epoch_of(current.value)
-                owner = _field(current.value, "vs")
-                if owner is not None and owner != self.ctx.vs:
+                try:
+                    theirs = NameRecord.from_store(current.key, current.value)
+                except RecordError as exc:
+                    # Unreadable: nobody can rely on it; ours replaces it.
+                    self.ctx.log.warning(f"replacing a malformed entry: {exc}")
+                    theirs = NameRecord()
+                if theirs.vs and theirs.vs != self.ctx.vs:
                     raise ResourceError(
                         f"{self.ctx.resource}: name {self.name!r} belongs to virtual server "
-                        f"{owner!r}, not {self.ctx.vs!r}",
+                        f"{theirs.vs!r}, not {self.ctx.vs!r}",
                         permanent=True,
                     )
-                if theirs is not None and theirs > self.ctx.epoch:
+                if theirs.epoch > self.ctx.epoch:
                     raise ResourceError(
                         f"{self.ctx.resource}: name {self.name!r} is published by epoch "
-                        f"{theirs} ({current.value.decode(errors='replace')}), newer than "
-                        f"ours ({self.ctx.epoch}): a newer owner exists",
+                        f"{theirs.epoch} ({current.value.decode(errors='replace')}), newer "
+                        f"than ours ({self.ctx.epoch}): a newer owner exists",
                         permanent=True,
                     )
                 guard = Compare.mod_is(self.key, current.mod_revision)
@@ -113,15 +110,3 @@ class NetworkNameResource(Resource):
             return False
         return True
 
-
-def _field(value: bytes, key: str) -> object:
-    try:
-        entry = json.loads(value)
-    except ValueError:
-        return None
-    return entry.get(key) if isinstance(entry, dict) else None
-
-
-def _epoch_of(value: bytes) -> int | None:
-    epoch = _field(value, "epoch")
-    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None

@@ -9,13 +9,14 @@ waits in the queue and is retried.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from clustermail.cluster import keys
-from clustermail.cluster.resources.network_name import NAMES_PREFIX
-from clustermail.coord import CoordError, Store
+from clustermail.cluster.config import ConfigError
+from clustermail.cluster.model import ClusterConfig
+from clustermail.cluster.records import ConfigRecord, NameRecord, RecordError
+from clustermail.coord import CoordError, KeyValue, Store
 from clustermail.mail.contracts import Directory, MailboxEntry
 from clustermail.mail.queue.store import EXTERNAL, LOCAL, VS_PREFIX, vs_route
 
@@ -84,37 +85,39 @@ class Router:
             return None
         try:
             store = await self._store()
-            names = await store.range(NAMES_PREFIX)
+            names = await store.range(keys.NAMES)
             config = await store.get(keys.CONFIG)
         except CoordError:
             return None
         address = None
         for kv in names.kvs:
             try:
-                entry = json.loads(kv.value)
-            except ValueError:
-                continue
-            if isinstance(entry, dict) and entry.get("vs") == vs and entry.get("address"):
-                address = str(entry["address"])
+                entry = NameRecord.from_store(kv.key, kv.value)
+            except RecordError:
+                continue  # another virtual server's problem: its owner reports it
+            if entry.vs == vs and entry.address:
+                address = entry.address
                 break
         if address is None:
             return None
-        return address, _smtp_port(config.value if config else None, vs, self.default_smtp_port)
+        return address, _smtp_port(_applied(config), vs, self.default_smtp_port)
 
 
-def _smtp_port(config: bytes | None, vs: str, default: int) -> int:
-    """The ``port`` property of the virtual server's smtp resource in the applied config."""
-    if not config:
-        return default
+def _applied(kv: KeyValue | None) -> ClusterConfig | None:
+    if kv is None:
+        return None
     try:
-        resources = json.loads(config)["virtual_servers"][vs]["resources"]
-    except (ValueError, KeyError, TypeError):
-        return default
-    if not isinstance(resources, dict):
-        return default
-    for res in resources.values():
-        if isinstance(res, dict) and res.get("type") == "smtp":
-            port = (res.get("properties") or {}).get("port", DEFAULT_SMTP_PORT)
+        return ConfigRecord.from_store(kv.key, kv.value).parse()
+    except (RecordError, ConfigError):
+        return None
+
+
+def _smtp_port(config: ClusterConfig | None, vs: str, default: int) -> int:
+    """The ``port`` property of the virtual server's smtp resource in the applied config."""
+    server = config.virtual_server(vs) if config is not None else None
+    for res in server.resources if server is not None else ():
+        if res.type == "smtp":
+            port = res.properties.get("port", DEFAULT_SMTP_PORT)
             if isinstance(port, int) and 0 < port < 65536:
                 return port
     return default
