@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from clustermail.admin.errors import AdminError
 from clustermail.cluster import keys
@@ -23,6 +23,7 @@ from clustermail.cluster.records import (
     NodeIntent,
     RecordError,
     ResourceIntent,
+    StoreRecord,
     VsIntent,
 )
 from clustermail.cluster.view import ClusterView, read_view
@@ -69,11 +70,7 @@ def check_resource(view: ClusterView, vs: str, resource: str) -> None:
         )
 
 
-class _Record(Protocol):
-    def to_store(self) -> bytes: ...
-
-
-IntentT = TypeVar("IntentT", bound=_Record)
+IntentT = TypeVar("IntentT", bound=StoreRecord)
 
 
 async def _update(store: Store, key: str, parse: Callable[[str, bytes], IntentT], empty: IntentT,

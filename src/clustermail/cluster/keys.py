@@ -10,31 +10,33 @@ from __future__ import annotations
 
 PREFIX = "/clustermail/"
 
-#: The applied cluster configuration (JSON), written by `config apply`.
+# What each key holds is a typed record of clustermail.cluster.records.
+
+#: The applied cluster configuration (ConfigRecord), written by `config apply`.
 CONFIG = PREFIX + "config"
-#: node name -> NodeRecord JSON, bound to the node's lease: present = node up.
+#: node name -> NodeRecord, bound to the node's lease: present = node up.
 NODES = PREFIX + "nodes/"
-#: node name -> admin intent JSON {"paused": bool}; persistent.
+#: node name -> NodeIntent (paused); persistent.
 NODE_ADMIN = PREFIX + "node-admin/"
-#: The elected leader: node name, bound to the leader's lease.
+#: The elected leader (LeaderRecord: the node name), bound to the leader's lease.
 LEADER = PREFIX + "leader"
-#: vs name -> desired owner JSON, written by the leader only (CAS).
+#: vs name -> AssignmentRecord (the desired owner), written by the leader only (CAS).
 ASSIGN = PREFIX + "assign/"
-#: vs name -> {"node", "epoch"}: the one owner, bound to the owner's lease.
+#: vs name -> OwnerRecord: the one owner, bound to the owner's lease.
 OWNER = PREFIX + "owner/"
-#: vs name -> last fencing epoch handed out (int), bumped with each new owner.
+#: vs name -> EpochRecord: the last fencing epoch handed out, bumped with each new owner.
 EPOCH = PREFIX + "epoch/"
-#: vs name -> observed status JSON, bound to the owner's lease.
+#: vs name -> StatusRecord (observed), bound to the owner's lease.
 STATUS = PREFIX + "status/"
-#: vs name -> admin intent JSON {"offline", "move_to", "move_id", "cleared_at"}.
+#: vs name -> VsIntent (offline, move request and its answer, failures cleared).
 VS_ADMIN = PREFIX + "vs-admin/"
-#: vs name -> failover history JSON list, kept by the leader.
+#: vs name -> FailoverHistory, kept by the leader.
 FAILURES = PREFIX + "failures/"
-#: vs name -> JSON {"node", "time", "reason"}: the owner gave it up after a failure.
+#: vs name -> GiveUpRecord: the owner gave it up after a failure.
 GIVEUP = PREFIX + "giveup/"
-#: "<vs>/<resource>" -> admin intent JSON {"offline": bool}.
+#: "<vs>/<resource>" -> ResourceIntent (offline).
 RESOURCE_ADMIN = PREFIX + "resource-admin/"
-#: network name -> {"address", "node", "vs", "epoch"} (the network_name resource).
+#: network name -> NameRecord (the network_name resource).
 NAMES = PREFIX + "names/"
 #: The cluster event log (outside PREFIX, so log writes wake no reconcile loop).
 LOG = "/clustermail-log/"

@@ -23,8 +23,9 @@ The caller (the leader) applies a :class:`Placement` in one transaction:
 * append ``Placement.failovers`` to the failure history — one record per
   failure reacted to; the owner changes with it, so the next cycle does not
   record the same failure again;
-* delete every move request of the snapshot: each one was either honoured
-  or refused, and ``Decision.refused_move`` says why;
+* answer every move request of the snapshot (each one was either honoured
+  or refused): the leader records the request's id as done, with
+  ``Decision.refused_move`` as the reason when it was refused;
 * log ``Placement.lines()``, one reason per virtual server.
 """
 

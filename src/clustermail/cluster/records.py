@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol, Self
 
 from clustermail.cluster.model import ClusterConfig
 
@@ -30,6 +30,19 @@ class RecordError(ValueError):
         super().__init__(f"{key}: {problem}")
         self.key = key
         self.problem = problem
+
+
+class StoreRecord(Protocol):
+    """What every record here offers."""
+
+    @classmethod
+    def from_store(cls, key: str, value: bytes) -> Self:
+        """Parses the value of ``key``; raises :class:`RecordError` naming the key."""
+        ...
+
+    def to_store(self) -> bytes:
+        """The value to write."""
+        ...
 
 
 # --------------------------------------------------------------------------- reading and writing
@@ -560,5 +573,6 @@ __all__ = [
     "RecordError",
     "ResourceIntent",
     "StatusRecord",
+    "StoreRecord",
     "VsIntent",
 ]
