@@ -9,8 +9,9 @@ rather than a silent ``None``.
 Fields a record does not know are kept in ``extra`` and written back: nodes of
 two versions share one cluster during a rolling upgrade, and an older node
 rewriting a record must not drop what a newer one added. A field that is
-absent or ``null`` takes its default; a known field of the wrong type makes
-the record malformed.
+absent or ``null`` takes its default (and is left out when written); a known
+field of the wrong type makes the record malformed. Mappings are left out of a
+record's hash (``hash=False``), so records stay hashable.
 """
 
 from __future__ import annotations
@@ -201,7 +202,7 @@ _validated: dict[bytes, ClusterConfig] = {}
 class ConfigRecord:
     """``config``: the applied cluster configuration, in its JSON (``to_dict``) form."""
 
-    data: dict[str, Any]
+    data: dict[str, Any] = field(hash=False)
 
     @classmethod
     def from_store(cls, key: str, value: bytes) -> ConfigRecord:
