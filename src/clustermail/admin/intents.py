@@ -60,8 +60,7 @@ async def _update(store: Store, key: str, changes: dict[str, Any]) -> dict[str, 
 
 async def evict_node(store: Store, node: str) -> None:
     """Removes a node that is down from the configuration (Windows' "Evict Node")."""
-    from clustermail.cluster.config import ConfigError
-    from clustermail.cluster.model import ClusterConfig
+    from clustermail.cluster.config import ConfigError, config_from_dict
     from clustermail.coord import Compare, Delete, Put
 
     view = await current_view(store)
@@ -81,7 +80,7 @@ async def evict_node(store: Store, node: str) -> None:
                 if field == "possible_owners" and not vs[field]:
                     del vs[field]
     try:
-        ClusterConfig.from_dict(config, "the configuration without " + node)
+        config_from_dict(config, "the configuration without " + node)
     except ConfigError as exc:
         raise AdminError(f"cannot evict {node}: {exc}") from exc
     result = await store.txn(
@@ -136,13 +135,11 @@ async def _rewrite_config(
     store: Store, view: ClusterView, config: dict[str, Any], what: str
 ) -> None:
     """Validates a changed configuration and writes it with compare-and-swap."""
-    import clustermail.mail.schemas  # noqa: F401  (mail resource types)
-    from clustermail.cluster.config import ConfigError
-    from clustermail.cluster.model import ClusterConfig
+    from clustermail.cluster.config import ConfigError, config_from_dict
     from clustermail.coord import Compare, Put
 
     try:
-        ClusterConfig.from_dict(config, what)
+        config_from_dict(config, what)
     except ConfigError as exc:
         raise AdminError(str(exc)) from exc
     result = await store.txn(

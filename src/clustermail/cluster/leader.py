@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from clustermail.cluster import eventlog, keys
+from clustermail.cluster.config import config_from_dict
 from clustermail.cluster.model import ClusterConfig
 from clustermail.cluster.placement import Decision, Placement, ReasonCode, explain, place
 from clustermail.cluster.snapshot import FailoverRecord, NodeStatus, Snapshot, VsState, VsStatus
@@ -134,7 +135,7 @@ def applied_config(view: ClusterView) -> ClusterConfig:
     every store change, and the configuration rarely changes."""
     config = _parsed.get(view.config_revision)
     if config is None:
-        config = ClusterConfig.from_dict(view.config or {}, "the applied configuration")
+        config = config_from_dict(view.config or {}, "the applied configuration")
         _parsed.clear()
         _parsed[view.config_revision] = config
     return config

@@ -14,6 +14,13 @@ from __future__ import annotations
 
 import json
 
+from clustermail.cluster import keys
+from clustermail.cluster.resource_schema import (
+    PropertyKind,
+    PropertySpec,
+    ResourceType,
+    non_empty,
+)
 from clustermail.cluster.resources.base import (
     Properties,
     PropertyError,
@@ -24,7 +31,7 @@ from clustermail.cluster.resources.base import (
 from clustermail.cluster.resources.ip_address import IpAddressResource
 from clustermail.coord import Compare, CoordError, Delete, Put
 
-NAMES_PREFIX = "/clustermail/names/"
+NAMES_PREFIX = keys.NAMES
 #: Compare-and-swap attempts against concurrent writers before giving up.
 CAS_ATTEMPTS = 5
 
@@ -125,3 +132,10 @@ def _field(value: bytes, key: str) -> object:
 def _epoch_of(value: bytes) -> int | None:
     epoch = _field(value, "epoch")
     return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+
+
+NETWORK_NAME_TYPE = ResourceType(
+    "network_name",
+    NetworkNameResource,
+    {"name": PropertySpec(PropertyKind.STR, required=True, check=non_empty)},
+)
