@@ -94,6 +94,8 @@ class NodeAgent:
         self._config_rev = 0
         #: Longest pause between two attempts to rejoin after the lease was lost.
         self.rejoin_max_delay = REJOIN_MAX_DELAY
+        #: Failed attempts to rejoin since the node started.
+        self.rejoin_failures = 0
         self.hosts = HostPool(data_dir, name, keep_spare=lambda: not self.stopping)
         self._log_queue: asyncio.Queue[eventlog.LogEntry] = asyncio.Queue()
 
@@ -237,6 +239,7 @@ class NodeAgent:
             try:
                 await self._register()
             except CoordError as exc:
+                self.rejoin_failures += 1
                 delay = min(self.rejoin_max_delay, REJOIN_FIRST_DELAY * attempt)
                 log_event("rejoin_failed", node=self.name,
                           message=f"cannot rejoin the cluster (attempt {attempt}): {exc}; "
