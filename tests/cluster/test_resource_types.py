@@ -34,7 +34,7 @@ def problems_of(data: dict[str, Any]) -> list[str]:
 
 def test_our_types_are_declared_entry_points() -> None:
     """`pip install` writes them from pyproject.toml; nothing needs importing first."""
-    assert resource_types.resource_type_names() == OURS
+    assert set(OURS) <= set(resource_types.resource_type_names())
     assert resource_types.get("process") is PROCESS_TYPE
     smtp = resource_types.get("smtp")
     assert smtp.name == "smtp" and smtp.resource.type_name == "smtp"
@@ -69,7 +69,7 @@ def test_a_third_party_type_is_found_through_its_entry_point(
          "ModuleNotFoundError: No module named 'tests.no_such_module'"),
         (f"{plugin_example.__name__}:EchoResource",
          f"resource type 'echo' ({plugin_example.__name__}:EchoResource, from acme-echo 1.0) "
-         "is a ABCMeta, not a ResourceType"),
+         f"is not a ResourceType: got {plugin_example.EchoResource!r}"),
         ("clustermail.cluster.resources.disk:DISK_TYPE",
          "resource type 'echo' (clustermail.cluster.resources.disk:DISK_TYPE, from acme-echo "
          "1.0) is named 'disk': the entry point must be too"),
@@ -104,7 +104,7 @@ def test_a_type_declared_twice_is_refused(distributions: Distributions) -> None:
 def test_unknown_types_name_the_known_ones() -> None:
     with pytest.raises(UnknownResourceType) as info:
         resource_types.get("smtpd")
-    assert str(info.value).startswith(f"unknown resource type 'smtpd' (known: {', '.join(OURS)};")
+    assert str(info.value).startswith("unknown resource type 'smtpd' (known: disk, imap4, ")
 
 
 def test_a_spare_host_can_load_every_type() -> None:

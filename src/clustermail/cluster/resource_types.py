@@ -118,7 +118,7 @@ def _load(name: str, ep: EntryPoint) -> ResourceType:
     except Exception as exc:
         raise ResourceTypeError(f"cannot load {what}: {type(exc).__name__}: {exc}") from exc
     if not isinstance(obj, ResourceType):
-        raise ResourceTypeError(f"{what} is a {type(obj).__name__}, not a ResourceType")
+        raise ResourceTypeError(f"{what} is not a ResourceType: got {obj!r}")
     if obj.name != name:
         raise ResourceTypeError(f"{what} is named {obj.name!r}: the entry point must be too")
     if not (isinstance(obj.resource, type) and issubclass(obj.resource, Resource)):
