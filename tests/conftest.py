@@ -11,6 +11,9 @@ import pytest
 from clustermail.coord import Store, open_store
 from tests.support.etcd_server import EtcdCluster
 
+#: Fixtures defined beside the helpers they drive, for every test package.
+pytest_plugins = ["tests.support.distributions", "tests.support.hostproc"]
+
 BACKENDS = ["sqlite", "etcd"]
 
 

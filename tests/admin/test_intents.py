@@ -12,7 +12,7 @@ import pytest
 from clustermail.admin import intents
 from clustermail.admin.errors import AdminError
 from clustermail.cluster import keys
-from clustermail.cluster.model import ClusterConfig
+from clustermail.cluster.config import config_from_dict
 from clustermail.cluster.records import ANY_NODE
 from clustermail.cluster.view import read_view
 from tests.support.cluster_state import apply, config, join, sqlite_store
@@ -83,7 +83,7 @@ async def test_resources_are_added_and_removed_through_the_typed_configuration(
         await intents.add_resource(store, "mail1", "network_name", name="name",
                                    depends_on=["ip"], properties={"name": "mail1"})
         # Back to what was applied at first.
-        assert (await read_view(store)).applied_config() == ClusterConfig.from_dict(
+        assert (await read_view(store)).applied_config() == config_from_dict(
             with_resources())
         with pytest.raises(AdminError, match="property"):
             await intents.add_resource(store, "mail1", "disk", properties={"size": 1})

@@ -17,19 +17,12 @@ from clustermail.cluster.config import (
     parse_config,
 )
 from clustermail.cluster.model import (
-    ClusterConfig,
     FailbackMode,
     PlacementMode,
     Resource,
     VirtualServer,
     offline_order,
     online_order,
-)
-from clustermail.cluster.resource_schema import (
-    PropertyKind,
-    PropertySpec,
-    register_resource_type,
-    resource_type,
 )
 from clustermail.cluster.timing import DEFAULT_TIMING, FAST_TIMING
 from clustermail.cluster.toml_render import render_toml
@@ -83,7 +76,7 @@ def test_seed_round_trips_through_toml() -> None:
 def test_seed_round_trips_through_json() -> None:
     config = default_cluster_config()
     data = json.loads(json.dumps(config.to_dict()))
-    assert ClusterConfig.from_dict(data) == config
+    assert config_from_dict(data) == config
 
 
 def test_load_config_reads_a_file(tmp_path: Path) -> None:
@@ -120,7 +113,7 @@ def test_everything_round_trips() -> None:
     ip["properties"] = {"address": "::1", "mode": "interface", "interface": "eth0", "prefix": 64}
     config = config_from_dict(data)
     assert parse_config(render_toml(config)) == config
-    assert ClusterConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert config_from_dict(json.loads(json.dumps(config.to_dict()))) == config
     assert config.capacity_of("node4") == 3 and config.capacity_of("node1") == 2
     assert config.timing.to_dict() == {"ttl": 4.0, "renew_interval": 1.0, "safety_margin": 0.75}
 
@@ -338,37 +331,7 @@ def test_not_a_table_at_the_top() -> None:
     assert str(info.value) == "c.toml: cluster: expected a table, got an integer (3)"
 
 
-# --------------------------------------------------------------------------- registry
-
-
-def test_other_layers_register_resource_types() -> None:
-    register_resource_type(
-        "test_smtp",
-        {"port": PropertySpec(PropertyKind.INT, required=True),
-         "hostnames": PropertySpec(PropertyKind.STR_LIST, default=("localhost",)),
-         "ratio": PropertySpec(PropertyKind.FLOAT, default=0.5),
-         "tls": PropertySpec(PropertyKind.BOOL, default=False)},
-    )
-    data = seed_dict()
-    data["virtual_servers"]["mail1"]["resources"]["smtp"] = {
-        "type": "test_smtp", "depends_on": ["ip"], "properties": {"port": 2525, "ratio": 1},
-    }
-    config = config_from_dict(data)
-    smtp = config.virtual_servers[0].resources[-1]
-    assert smtp.properties == {"port": 2525, "ratio": 1.0, "hostnames": ("localhost",),
-                               "tls": False}
-    assert parse_config(render_toml(config)) == config
-    _set(data, f"{VS1}/resources/smtp/properties/port", "25")
-    assert any("expected an integer, got a string" in p for p in problems_of(data))
-
-
-def test_registering_a_different_schema_twice_is_refused() -> None:
-    spec = {"x": PropertySpec(PropertyKind.STR)}
-    register_resource_type("test_twice", spec)
-    register_resource_type("test_twice", dict(spec))  # same schema: fine
-    with pytest.raises(ValueError, match="already registered"):
-        register_resource_type("test_twice", {"y": PropertySpec(PropertyKind.STR)})
-    assert resource_type("test_twice") is not None
+# --------------------------------------------------------------------------- properties
 
 
 def test_process_env_is_a_list_of_assignments() -> None:

@@ -120,7 +120,6 @@ async def test_imap4_resource_serves_the_group(env: Env, tmp_path: Path) -> None
 def test_imap4_properties_in_a_cluster_file() -> None:
     """What an administrator may write for imap4 (the same TLS and limit properties as
     SMTP and POP3), and what is refused before it reaches a node."""
-    import clustermail.mail.schemas  # noqa: F401 - registers the mail resource types
     from clustermail.cluster.config import ConfigError, config_from_dict
 
     def config(props: dict[str, Any]) -> dict[str, Any]:

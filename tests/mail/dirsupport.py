@@ -10,8 +10,8 @@ from typing import Any
 
 from argon2 import PasswordHasher
 
-from clustermail.cluster import keys
 from clustermail.coord import Store
+from clustermail.mail import keys
 from clustermail.mail.directory import Directory
 from clustermail.mail.passwords import Passwords
 

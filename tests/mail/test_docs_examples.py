@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import clustermail.mail.schemas  # noqa: F401 - registers the mail resource types
 from clustermail.cluster.config import parse_config
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"

@@ -16,14 +16,13 @@ from typing import Any
 
 import pytest
 
-import clustermail.mail.schemas  # noqa: F401  (mail types in configurations)
 from clustermail.cluster import keys
 from clustermail.cluster.config import load_config
 from clustermail.cluster.hostspec import host_spec
 from clustermail.coord import open_store
 from clustermail.mail.store import MailboxDatabase, flags
 from tests.mail.dirsupport import db_mailboxes, last_change, wait_provisioned
-from tests.rhost.hostproc import Host
+from tests.support.hostproc import Host
 
 CONFIG = """
 [cluster]

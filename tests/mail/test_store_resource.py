@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from clustermail.cluster import resource_types
 from clustermail.cluster.config import ConfigError, config_from_dict
-from clustermail.cluster.resources import lookup
 from clustermail.cluster.resources.base import (
     Properties,
     PropertyError,
@@ -33,8 +33,6 @@ from tests.mail.dirsupport import (
     wait_provisioned,
 )
 from tests.support.resource_env import Group
-
-import clustermail.mail.resources  # noqa: F401  isort: skip  (registers the types)
 
 
 class Logs:
@@ -80,7 +78,7 @@ class Owner:
             resource=name, type_name=type_name, log=self.logs, _store=self.store,
             _group=self.group,
         )
-        resource = lookup(type_name)(ctx, Properties(props, name))
+        resource = resource_types.get(type_name).resource(ctx, Properties(props, name))
         self.group.items[name] = (type_name, resource, deps)
         return resource
 

@@ -17,7 +17,7 @@ from tests.mail.dirsupport import (
     last_change,
     wait_provisioned,
 )
-from tests.rhost.hostproc import FAST_POLICY, Host
+from tests.support.hostproc import FAST_POLICY, Host
 
 
 def spec(tmp: Path, epoch: int, vs: str = "mail1") -> dict[str, Any]:
@@ -34,7 +34,6 @@ def spec(tmp: Path, epoch: int, vs: str = "mail1") -> dict[str, Any]:
              "depends_on": ["disk"], "policy": FAST_POLICY},
         ],
         "offline_resources": [],
-        "plugins": ["clustermail.mail.resources"],
     }
 
 

@@ -22,6 +22,3 @@ async def smtp(tmp_path: Path, directory: FakeDirectory) -> AsyncIterator[Runnin
     yield running
     await running.stop()
     running.mail_store.close()
-
-
-from tests.rhost.conftest import start_host  # noqa: E402,F401  (resource host fixture)

@@ -20,11 +20,9 @@ import pytest
 from clustermail.coord import open_store
 from tests.mail.dirsupport import directory
 from tests.mail_smtp.fakes import DOMAIN, PASSWORD
-from tests.rhost.conftest import StartHost
-from tests.rhost.hostproc import FAST_POLICY, free_port
+from tests.support.hostproc import FAST_POLICY, StartHost, free_port
 
 ALICE, CAROL = f"alice@{DOMAIN}", f"carol@{DOMAIN}"
-PLUGINS = ["clustermail.mail.resources"]
 
 
 def spec(tmp: Path, vs: str, address: str, ports: dict[str, int], *, epoch: int = 1,
@@ -49,8 +47,7 @@ def spec(tmp: Path, vs: str, address: str, ports: dict[str, int], *, epoch: int 
         r.setdefault("depends_on", [])
         r["policy"] = FAST_POLICY
     return {"vs": vs, "node": "node1", "epoch": epoch, "store": f"sqlite://{tmp}/cluster.db",
-            "data_dir": str(data), "resources": res, "offline_resources": [],
-            "plugins": PLUGINS}
+            "data_dir": str(data), "resources": res, "offline_resources": []}
 
 
 def ports(address: str) -> dict[str, int]:
@@ -60,7 +57,7 @@ def ports(address: str) -> dict[str, int]:
 
 def publish_config(tmp: Path, vs_ports: dict[str, dict[str, int]]) -> None:
     """The applied configuration, as far as routing reads it (each smtp port)."""
-    from tests.rhost.hostproc import store_put
+    from tests.support.hostproc import store_put
 
     config = {"virtual_servers": {vs: {"resources": {"smtp": {
         "type": "smtp", "properties": {"port": p["smtp"]}}}} for vs, p in vs_ports.items()}}

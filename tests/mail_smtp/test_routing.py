@@ -10,7 +10,6 @@ import smtplib
 import time
 from pathlib import Path
 
-import clustermail.mail.schemas  # noqa: F401  (smtp in the applied configuration)
 from clustermail.cluster import keys
 from clustermail.cluster.records import NameRecord
 from clustermail.cluster.resources.network_name import name_key

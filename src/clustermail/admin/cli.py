@@ -19,8 +19,6 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-# Imported before any configuration is parsed: registers the mail resource types' schemas.
-import clustermail.mail.schemas  # noqa: F401
 from clustermail.admin import intents, local, queue_cli
 from clustermail.admin.errors import AdminError
 from clustermail.admin.mail_cli import add_mail_commands

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from clustermail.admin.errors import AdminError
 from clustermail.cluster import keys
-from clustermail.cluster.config import ConfigError
+from clustermail.cluster.config import ConfigError, config_from_dict
 from clustermail.cluster.model import ClusterConfig, VirtualServer
 from clustermail.cluster.records import (
     ANY_NODE,
@@ -99,10 +99,9 @@ async def _write_config(store: Store, view: ClusterView, config: ClusterConfig,
 
 
 def _validated(data: dict[str, Any], what: str) -> ClusterConfig:
-    import clustermail.mail.schemas  # noqa: F401  (mail resource types)
 
     try:
-        return ClusterConfig.from_dict(data, what)
+        return config_from_dict(data, what)
     except ConfigError as exc:
         raise AdminError(str(exc)) from exc
 
@@ -134,7 +133,7 @@ async def evict_node(store: Store, node: str) -> None:
                                                       if n != node)))
     evicted = replace(config, nodes=nodes, virtual_servers=tuple(servers))
     try:
-        ClusterConfig.from_dict(evicted.to_dict(), "the configuration without " + node)
+        config_from_dict(evicted.to_dict(), "the configuration without " + node)
     except ConfigError as exc:
         raise AdminError(f"cannot evict {node}: {exc}") from exc
     await _write_config(store, view, evicted, [Delete(keys.NODE_ADMIN + node)])

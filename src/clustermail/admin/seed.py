@@ -14,7 +14,6 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-import clustermail.mail.schemas  # noqa: F401  (mail resource types for validation)
 from clustermail.cluster.config import config_from_dict, default_cluster_config
 from clustermail.cluster.model import ClusterConfig
 

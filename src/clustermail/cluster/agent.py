@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import socket
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,15 +29,17 @@ from typing import Any
 
 from clustermail.cluster import eventlog, keys, undo
 from clustermail.cluster.config import ConfigError
+from clustermail.cluster.host_pool import HostPool, HostProcess
 from clustermail.cluster.host_protocol import (
-    Command,
+    GroupEvent,
+    GroupState,
+    HostEvent,
     LeaseCommand,
     OfflineCommand,
+    ResourceEvent,
     ResourceOfflineCommand,
     ResourceOnlineCommand,
     UpdateCommand,
-    encode_command,
-    encode_spec,
     parse_spec,
 )
 from clustermail.cluster.hostspec import host_spec
@@ -67,7 +67,7 @@ class LocalVS:
     name: str
     epoch: int
     assign_revision: int
-    proc: asyncio.subprocess.Process
+    proc: HostProcess
     spec: dict[str, Any] = field(default_factory=dict)
     config_revision: int = 0
     state: str = "online_pending"
@@ -100,9 +100,12 @@ class NodeAgent:
         self.last_reason = ""
         self._tasks: list[asyncio.Task[Any]] = []
         self._config_rev = 0
-        self._spare: asyncio.subprocess.Process | None = None
+        #: Longest pause between two attempts to rejoin after the lease was lost.
+        self.rejoin_max_delay = REJOIN_MAX_DELAY
+        #: Failed attempts to rejoin since the node started.
+        self.rejoin_failures = 0
+        self.hosts = HostPool(data_dir, name, keep_spare=lambda: not self.stopping)
         self._log_queue: asyncio.Queue[eventlog.LogEntry] = asyncio.Queue()
-        self._spare_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -121,7 +124,7 @@ class NodeAgent:
             self._report_undone(await asyncio.to_thread(undo.run_pending, self.data_dir,
                                                         self.name))
             await self._register()
-            self._spare_task = loop.create_task(self._refill_spare())
+            self.hosts.refill()
             self._tasks.append(loop.create_task(self._watch_loop(), name="watch"))
             self._tasks.append(loop.create_task(self._deadline_feeder(), name="deadline"))
             while True:
@@ -156,11 +159,8 @@ class NodeAgent:
     async def _shutdown(self) -> None:
         killed = list(self.local.values())  # still online: stopping did not finish
         for proc_vs in killed:
-            _kill(proc_vs.proc)
-        if self._spare_task is not None:
-            self._spare_task.cancel()
-        if self._spare is not None:
-            _kill(self._spare)
+            proc_vs.proc.kill()
+        self.hosts.close()
         if killed:
             # SIGKILLed hosts revert nothing: do it for them before the lease goes.
             with contextlib.suppress(TimeoutError):
@@ -224,7 +224,7 @@ class NodeAgent:
     def _fence(self, reason: str) -> None:
         """Lease lost: kill every resource host now, synchronously, then rejoin."""
         for lvs in self.local.values():
-            _kill(lvs.proc)
+            lvs.proc.kill()
         log_event("fenced", node=self.name, message=f"fenced: {reason}; killed {len(self.local)} "
                   "resource host(s)")
         self.local.clear()
@@ -232,21 +232,30 @@ class NodeAgent:
         self._report_undone(undo.run_pending(self.data_dir, self.name))
         self.wake.set()
         if not self.stopping:
-            asyncio.get_running_loop().create_task(self._rejoin(reason))
+            # Kept in _tasks: a task nothing refers to may be garbage-collected mid-run.
+            self._tasks.append(asyncio.get_running_loop().create_task(self._rejoin(reason)))
 
     async def _rejoin(self, reason: str) -> None:
+        """Registers again with a new lease, retrying until it works or the node stops:
+        an agent that gave up would be a live process that no longer serves."""
         assert self.store is not None
         # A fresh lease is a fresh incarnation: whatever we owned went with the old one.
-        for attempt in range(1000):
-            if self.stopping:
-                return
+        attempt = 0
+        while not self.stopping:
+            attempt += 1
             try:
                 await self._register()
-                await self._log("node_rejoined", f"{self.name} rejoined after losing its lease "
-                                f"({reason})")
-                return
-            except CoordError:
-                await asyncio.sleep(min(2.0, 0.2 * (attempt + 1)))
+            except CoordError as exc:
+                self.rejoin_failures += 1
+                delay = min(self.rejoin_max_delay, REJOIN_FIRST_DELAY * attempt)
+                log_event("rejoin_failed", node=self.name,
+                          message=f"cannot rejoin the cluster (attempt {attempt}): {exc}; "
+                          f"retrying in {delay:g} s")
+                await asyncio.sleep(delay)
+                continue
+            await self._log("node_rejoined", f"{self.name} rejoined after losing its lease "
+                            f"({reason})")
+            return
 
     # ------------------------------------------------------------------ loops
 
@@ -271,7 +280,7 @@ class NodeAgent:
             keeper = self.keeper
             if keeper is not None and not keeper.lost.is_set():
                 for lvs in list(self.local.values()):
-                    _send(lvs.proc, LeaseCommand(keeper.safe_until))
+                    lvs.proc.send(LeaseCommand(keeper.safe_until))
             await asyncio.sleep(self.timing.renew_interval / 2)
 
     def _lease_ok(self) -> bool:
@@ -377,7 +386,7 @@ class NodeAgent:
                     self._apply_config(view, config, lvs)
             elif lvs is not None and not lvs.stopping:
                 lvs.stopping = True
-                _send(lvs.proc, OfflineCommand())
+                lvs.proc.send(OfflineCommand())
                 where = f"assigned to {target}" if target else "not assigned to any node"
                 if self.stopping:
                     where = f"{self.name} is stopping"
@@ -419,8 +428,8 @@ class NodeAgent:
             data_dir=self.data_dir,
             offline_resources=view.offline_resources(vs),
         )
-        proc = await self._take_spare_host()
-        _write(proc, encode_spec(parse_spec(spec)))
+        proc = await self.hosts.take()
+        proc.start(parse_spec(spec))
         lvs = LocalVS(vs, new_epoch, assign_rev, proc, spec=spec,
                       config_revision=view.config_revision)
         lvs.offline_resources = set(spec["offline_resources"])
@@ -428,7 +437,7 @@ class NodeAgent:
         lvs.reader = asyncio.get_running_loop().create_task(self._read_host(lvs))
         keeper = self.keeper
         if keeper is not None:
-            _send(proc, LeaseCommand(keeper.safe_until))
+            proc.send(LeaseCommand(keeper.safe_until))
         await self._log(
             "vs_online_pending",
             f"bringing {vs} online on {self.name} "
@@ -437,23 +446,6 @@ class NodeAgent:
         )
         await self._write_status(lvs)
         return f"took {vs} (epoch {new_epoch})"
-
-    async def _take_spare_host(self) -> asyncio.subprocess.Process:
-        """A resource host process that has already started and imported its
-        code, waiting for a spec: starting Python is most of a host's start-up."""
-        spare, self._spare = self._spare, None
-        if spare is None or spare.returncode is not None:
-            spare = await _start_host(self.data_dir, self.name)
-        self._spare_task = asyncio.get_running_loop().create_task(self._refill_spare())
-        return spare
-
-    async def _refill_spare(self) -> None:
-        # Later, not now: starting Python costs CPU that the virtual servers
-        # coming online (and this node's lease renewals) need more.
-        await asyncio.sleep(SPARE_DELAY)
-        if self._spare is None and not self.stopping:
-            with contextlib.suppress(OSError):
-                self._spare = await _start_host(self.data_dir, self.name)
 
     def _apply_config(self, view: ClusterView, config: dict[str, Any], lvs: LocalVS) -> None:
         """A changed configuration reaches a running virtual server as a live update:
@@ -468,67 +460,53 @@ class NodeAgent:
         except (KeyError, ValueError) as exc:
             log_event("config_error", node=self.name, vs=lvs.name, message=str(exc))
             return
-        if spec["resources"] != lvs.spec.get("resources") or spec["plugins"] != lvs.spec.get(
-                "plugins"):
+        if spec["resources"] != lvs.spec.get("resources"):
             lvs.spec = spec
-            _send(lvs.proc, UpdateCommand(parse_spec(spec)))
+            lvs.proc.send(UpdateCommand(parse_spec(spec)))
             log_event("vs_update", node=self.name, vs=lvs.name,
                       message=f"{lvs.name}: resources changed; updating it live")
 
     def _apply_resource_intents(self, view: ClusterView, lvs: LocalVS) -> None:
         wanted = set(view.offline_resources(lvs.name))
         for res in sorted(wanted - lvs.offline_resources):
-            _send(lvs.proc, ResourceOfflineCommand(res))
+            lvs.proc.send(ResourceOfflineCommand(res))
         for res in sorted(lvs.offline_resources - wanted):
-            _send(lvs.proc, ResourceOnlineCommand(res))
+            lvs.proc.send(ResourceOnlineCommand(res))
         lvs.offline_resources = wanted
 
     # ------------------------------------------------------------------ host events
 
     async def _read_host(self, lvs: LocalVS) -> None:
-        assert lvs.proc.stdout is not None
         try:
-            while True:
-                line = await lvs.proc.stdout.readline()
-                if not line:
-                    break
-                try:
-                    msg = json.loads(line)
-                except ValueError:
-                    continue
-                await self._on_host_event(lvs, msg)
+            await lvs.proc.follow(lambda event: self._on_host_event(lvs, event))
         finally:
-            await lvs.proc.wait()
             await self._on_host_exit(lvs)
 
-    async def _on_host_event(self, lvs: LocalVS, msg: dict[str, Any]) -> None:
-        kind = msg.get("event")
-        if kind == "resource":
-            res, state = str(msg.get("resource")), str(msg.get("state"))
+    async def _on_host_event(self, lvs: LocalVS, event: HostEvent) -> None:
+        if isinstance(event, ResourceEvent):
+            res, state = event.resource, event.state.value
             lvs.resources[res] = state
-            if isinstance(msg.get("pid"), int):
-                lvs.resource_pids[res] = int(msg["pid"])
-            reason = str(msg.get("reason") or "")
-            if state in ("online", "online_pending", "offline_pending", "offline") and (
-                    reason.startswith(("bringing the group", "taking the group"))):
-                reason = ""  # routine steps of a group transition: the state says it all
+            if event.pid is not None:
+                lvs.resource_pids[res] = event.pid
+            # A routine step of bringing the group online: the state says it all.
+            reason = "" if event.group_step else event.reason
             await self._log(
                 f"resource_{state}",
                 f"{lvs.name}/{res} {state}" + (f": {reason}" if reason else ""),
                 vs=lvs.name,
                 resource=res,
             )
-        elif kind == "group":
-            state = str(msg.get("state"))
+        elif isinstance(event, GroupEvent):
+            state = event.state.value
             lvs.state = state
-            lvs.reason = str(msg.get("reason", ""))
+            lvs.reason = event.reason
             await self._log(f"vs_{state}", f"{lvs.name} {state} on {self.name}"
                             + (f": {lvs.reason}" if lvs.reason else ""), vs=lvs.name)
-            if state == "failed" and not lvs.stopping:
+            if event.state is GroupState.FAILED and not lvs.stopping:
                 lvs.failed = True
                 lvs.stopping = True
-                _send(lvs.proc, OfflineCommand())
-            if state == "offline" and lvs.stopping and not lvs.failed:
+                lvs.proc.send(OfflineCommand())
+            if event.state is GroupState.OFFLINE and lvs.stopping and not lvs.failed:
                 # Everything is offline: hand the virtual server over now rather
                 # than when the host process has finished exiting.
                 await self._release(lvs)
@@ -616,49 +594,13 @@ class NodeAgent:
                     await eventlog.append(self.store, entry)
 
 
+#: Pause after the first failed attempt to rejoin; each failure adds as much,
+#: up to the agent's ``rejoin_max_delay``.
+REJOIN_FIRST_DELAY = 0.2
+REJOIN_MAX_DELAY = 2.0
+
+
 class AgentError(Exception):
     """A node agent cannot run (e.g. its name is not in the configuration)."""
 
 
-#: Seconds after joining, or after using its spare, before a node starts a spare host.
-SPARE_DELAY = 2.0
-#: Modules a spare resource host imports while it waits (the plug-ins of the
-#: mail layer, named here as strings: the cluster layer does not import them).
-PRELOAD = ("clustermail.mail.resources",)
-
-
-async def _start_host(data_dir: Path, node: str) -> asyncio.subprocess.Process:
-    logs = data_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    args = ["--parent-pid", str(os.getpid())]
-    for module in PRELOAD:
-        args += ["--preload", module]
-    # One log per node: a spare host does not know yet which virtual server it
-    # will run; its JSON lines name the virtual server once it does.
-    with open(logs / f"{node}-resource-hosts.log", "ab") as err:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "clustermail.cluster.resource_host",
-            *args,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=err,
-        )
-
-
-def _send(proc: asyncio.subprocess.Process, command: Command) -> None:
-    _write(proc, encode_command(command))
-
-
-def _write(proc: asyncio.subprocess.Process, line: str) -> None:
-    if proc.stdin is None or proc.stdin.is_closing():
-        return
-    with contextlib.suppress(ConnectionError, RuntimeError):
-        proc.stdin.write(line.encode())
-
-
-def _kill(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)

@@ -41,12 +41,9 @@ from clustermail.cluster.model import (
     ResourcePolicy,
     VirtualServer,
 )
-from clustermail.cluster.resource_schema import (
-    PropertyKind,
-    PropertySpec,
-    resource_type,
-    resource_type_names,
-)
+from clustermail.cluster.resource_schema import PropertyKind, PropertySpec, ResourceType
+from clustermail.cluster.resource_types import ResourceTypeError, resource_type_names
+from clustermail.cluster.resource_types import find as find_resource_type
 from clustermail.cluster.timing import (
     DEFAULT_TIMING,
     PROFILES,
@@ -338,11 +335,11 @@ def _property(c: Checker, spec: PropertySpec, value: object, path: str) -> Prope
 
 
 def _properties(
-    c: Checker, type_name: str, value: object, path: str
+    c: Checker, schema: ResourceType | None, value: object, path: str
 ) -> dict[str, PropertyValue]:
-    schema = resource_type(type_name)
     if schema is None:
         return {}
+    type_name = schema.name
     table = c.entries(value, path)
     known = list(schema.properties)
     props: dict[str, PropertyValue] = {}
@@ -384,18 +381,30 @@ def _resource_policy(c: Checker, table: Mapping[str, Any], path: str) -> Resourc
     )
 
 
+def _resource_type(c: Checker, type_name: str, path: str) -> ResourceType | None:
+    """The registered type ``type_name``, or None after saying why it cannot be used."""
+    try:
+        rtype = find_resource_type(type_name)
+    except ResourceTypeError as exc:
+        c.add(path, str(exc))
+        return None
+    if rtype is None:
+        c.add(path, _unknown("resource type", type_name, resource_type_names()))
+    return rtype
+
+
 def _resource(c: Checker, name: str, value: object, path: str) -> Resource:
     table = c.table(value, path, _RESOURCE_KEYS)
     type_name = ""
+    rtype: ResourceType | None = None
     if "type" not in table:
         if isinstance(value, dict):
             c.add(path, f"missing 'type' (one of: {', '.join(resource_type_names())})")
     else:
         type_name = c.string(table, "type", path, "")
-        if type_name and resource_type(type_name) is None:
-            c.add(key_path(path, "type"), _unknown("resource type", type_name,
-                                                   resource_type_names()))
-    props = _properties(c, type_name, table.get("properties", {}), key_path(path, "properties"))
+        if type_name:
+            rtype = _resource_type(c, type_name, key_path(path, "type"))
+    props = _properties(c, rtype, table.get("properties", {}), key_path(path, "properties"))
     return Resource(
         name=name,
         type=type_name,
@@ -419,7 +428,7 @@ def _check_dependencies(c: Checker, vs: VirtualServer, path: str) -> None:
 
 
 def _find_cycle(vs: VirtualServer) -> list[str]:
-    """The first dependency cycle in declaration order, e.g. [smtp, mail_store, smtp]."""
+    """The first dependency cycle in declaration order, e.g. [web, db, web]."""
     deps = {r.name: [d for d in r.depends_on] for r in vs.resources}
     state: dict[str, int] = {}  # 1: on the current path, 2: finished
     stack: list[str] = []

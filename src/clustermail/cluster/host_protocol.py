@@ -2,7 +2,7 @@
 
 The agent starts one resource host per virtual server it owns::
 
-    python -m clustermail.cluster.resource_host --parent-pid <agent pid>
+    python -m clustermail.cluster.host_main --parent-pid <agent pid>
 
 and talks to it over the host's stdin and stdout, one JSON object per line
 (UTF-8, ``\\n``-terminated). Human logs go to the host's stderr, also as JSON
@@ -13,7 +13,7 @@ Agent → host (stdin)
 Line 1 is the virtual server spec (:meth:`VirtualServerSpec.to_json`)::
 
     {"vs": "mail1", "node": "node1", "epoch": 7, "store": "sqlite:///…/cluster.db",
-     "data_dir": "/abs/data", "plugins": [],
+     "data_dir": "/abs/data",
      "resources": [{"name": "ip", "type": "ip_address", "properties": {…},
                     "depends_on": [], "policy": {…}}, …],
      "offline_resources": []}
@@ -50,7 +50,8 @@ Host → agent (stdout)
 ::
 
     {"event": "resource", "resource": "ip", "state": "online", "reason": "…",
-     "time": 1700000000.0}                 # + "pid": N for process resources
+     "time": 1700000000.0}                 # + "pid": N for process resources,
+                                           # + "group_step": true (see below)
     {"event": "group", "state": "online", "reason": "…", "time": …}
     {"event": "log", "level": "warning", "message": "…", "resource": "ip", "time": …}
     {"event": "error", "message": "…", "time": …}
@@ -58,7 +59,9 @@ Host → agent (stdout)
 ``state`` of a resource: online_pending, online, offline_pending, offline,
 failed. A local restart reads: ``failed`` (why the check failed), then
 ``online_pending`` (reason ``restart 1 of 3 within 900 s``), then ``online``
-with the new pid. ``state`` of the group: online (every resource online),
+with the new pid. ``group_step`` marks a change that is one routine step of
+bringing the whole group online: the group event that follows says why, so
+the agent logs the step without its reason. ``state`` of the group: online (every resource online),
 partially_online (some are, e.g. after ``resource_offline``), offline, failed;
 a group event is sent after the first bring-online and on each change.
 
@@ -187,8 +190,6 @@ class VirtualServerSpec:
     data_dir: str
     resources: tuple[ResourceSpec, ...]
     offline_resources: tuple[str, ...] = ()
-    #: Modules imported before the resources are built; they register types.
-    plugins: tuple[str, ...] = ()
 
     def resource(self, name: str) -> ResourceSpec:
         for r in self.resources:
@@ -206,7 +207,6 @@ class VirtualServerSpec:
             "epoch": self.epoch,
             "store": self.store,
             "data_dir": self.data_dir,
-            "plugins": list(self.plugins),
             "resources": [r.to_json() for r in self.resources],
             "offline_resources": list(self.offline_resources),
         }
@@ -222,7 +222,7 @@ def parse_spec(obj: object, path: str = "spec") -> VirtualServerSpec:
     _known_keys(
         d,
         path,
-        {"vs", "node", "epoch", "store", "data_dir", "resources", "offline_resources", "plugins"},
+        {"vs", "node", "epoch", "store", "data_dir", "resources", "offline_resources"},
     )
     vs = _name(d.get("vs"), f"{path}.vs")
     node = _name(d.get("node"), f"{path}.node")
@@ -244,8 +244,7 @@ def parse_spec(obj: object, path: str = "spec") -> VirtualServerSpec:
     for i, name in enumerate(offline):
         if name not in seen:
             raise SpecError(f"{path}.offline_resources[{i}]", f"no resource named {name!r}")
-    plugins = _str_tuple(d.get("plugins", []), f"{path}.plugins")
-    return VirtualServerSpec(vs, node, epoch, store, data_dir, resources, offline, plugins)
+    return VirtualServerSpec(vs, node, epoch, store, data_dir, resources, offline)
 
 
 def _parse_resource(obj: object, path: str) -> ResourceSpec:
@@ -302,6 +301,8 @@ class ResourceEvent:
     time: float
     #: The service's process id, in ``online`` events of process resources.
     pid: int | None = None
+    #: One routine step of bringing the whole group online (the reason adds nothing).
+    group_step: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +344,8 @@ def encode_event(event: HostEvent) -> str:
         }
         if event.pid is not None:
             d["pid"] = event.pid
+        if event.group_step:
+            d["group_step"] = True
     elif isinstance(event, GroupEvent):
         d = {"event": "group", "state": event.state.value, "reason": event.reason}
         d["time"] = event.time
@@ -362,12 +365,16 @@ def decode_event(line: str | bytes) -> HostEvent:
     t = _number(d.get("time", 0.0), "event.time")
     if kind == "resource":
         pid = d.get("pid")
+        group_step = d.get("group_step", False)
+        if not isinstance(group_step, bool):
+            raise SpecError("event.group_step", f"expected true or false, got {group_step!r}")
         return ResourceEvent(
             resource=_str(d.get("resource"), "event.resource"),
             state=_enum(ResourceState, d.get("state"), "event.state"),
             reason=_str(d.get("reason", ""), "event.reason", empty=True),
             time=t,
             pid=None if pid is None else _int(pid, "event.pid", minimum=1),
+            group_step=group_step,
         )
     if kind == "group":
         return GroupEvent(

@@ -11,16 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from clustermail.cluster.model import ClusterConfig, Resource
-
-#: Resource types implemented outside the cluster layer, and the module that
-#: registers each with the resource host (imported there, never here).
-PLUGIN_MODULES: dict[str, str] = {
-    "mail_store": "clustermail.mail.resources",
-    "smtp": "clustermail.mail.resources",
-    "pop3": "clustermail.mail.resources",
-    "imap4": "clustermail.mail.resources",
-}
+from clustermail.cluster.config import config_from_dict
+from clustermail.cluster.model import Resource
 
 
 def substitute(value: Any, values: dict[str, str]) -> Any:
@@ -53,7 +45,7 @@ def host_spec(
     data_dir: Path,
     offline_resources: list[str],
 ) -> dict[str, Any]:
-    model = ClusterConfig.from_dict(config, "the applied configuration")
+    model = config_from_dict(config, "the applied configuration")
     server = model.virtual_server(vs)
     if server is None:
         raise KeyError(vs)
@@ -65,7 +57,6 @@ def host_spec(
     }
     order = server.online_order()
     resources = [resource_spec(r, values) for name in order if (r := server.resource(name))]
-    plugins = sorted({PLUGIN_MODULES[r["type"]] for r in resources if r["type"] in PLUGIN_MODULES})
     return {
         "vs": vs,
         "node": node,
@@ -74,5 +65,4 @@ def host_spec(
         "data_dir": values["data"],
         "resources": resources,
         "offline_resources": offline_resources,
-        "plugins": plugins,
     }

@@ -40,10 +40,6 @@ RESOURCE_ADMIN = PREFIX + "resource-admin/"
 NAMES = PREFIX + "names/"
 #: The cluster event log (outside PREFIX, so log writes wake no reconcile loop).
 LOG = "/clustermail-log/"
-#: The mail layer's recipient directory (domains, mailboxes, aliases, groups,
-#: storage plans). Outside PREFIX for the same reason as LOG: a user added must
-#: not wake every node agent, and a cluster view must not read every mailbox.
-DIRECTORY = "/clustermail-directory/"
 
 
 def name_of(key: str, prefix: str) -> str:

@@ -1,7 +1,8 @@
 """The cluster model as plain, frozen data: nodes, virtual servers, resources, policies.
 
-Objects here are built by :mod:`clustermail.cluster.config`, which validates
-them; constructing them directly skips that validation. ``to_dict()`` gives the
+Objects here are built by :func:`clustermail.cluster.config.config_from_dict`,
+which validates them (this module imports no validation: it is the data the
+validator produces); constructing them directly skips that validation. ``to_dict()`` gives the
 JSON-able form that is also the shape of the TOML file, so one schema serves
 the file, the coordination store and the API.
 """
@@ -203,14 +204,6 @@ class ClusterConfig:
             "nodes": {n.name: n.to_dict() for n in self.nodes},
             "virtual_servers": {v.name: v.to_dict() for v in self.virtual_servers},
         }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> ClusterConfig:
-        """Validates and builds; raises ``ConfigError`` listing every problem."""
-        # Imported here: validation lives in config.py, which imports this module.
-        from clustermail.cluster.config import config_from_dict
-
-        return config_from_dict(data, source)
 
 
 def online_order(vs: VirtualServer) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, Self
 
+from clustermail.cluster.config import config_from_dict
 from clustermail.cluster.model import ClusterConfig
 
 
@@ -226,7 +227,7 @@ class ConfigRecord:
         if config is None:
             # A failure is not cached: it may pass once the process knows more
             # resource types.
-            config = ClusterConfig.from_dict(self.data, "the applied configuration")
+            config = config_from_dict(self.data, "the applied configuration")
             if len(_validated) >= 4:
                 _validated.clear()
             _validated[raw] = config

@@ -1,12 +1,12 @@
-"""The resource host (Windows' RHS): one process per virtual server, run by the node agent.
-
-``python -m clustermail.cluster.resource_host [--parent-pid PID]``
+"""The resource host's group state machine (Windows' RHS): one virtual server's resources.
 
 It brings the virtual server's resources online in dependency order, watches
 them with quick and thorough checks, restarts them per policy, and obeys the
 agent's commands; :mod:`clustermail.cluster.host_protocol` documents the pipe
-protocol and the exit codes. A crash in here never takes the agent down, and
-the agent can always kill it.
+protocol and the exit codes. The process around it (stdin, the lease
+watchdog's deadlines, the parent-death signal, ``main``) is
+:mod:`clustermail.cluster.host_main`; this class needs only an event sink, a
+log and a stream of command lines, so it runs in a test's event loop too.
 
 Every transition (bring the group online, recover a resource, a command) runs
 under one lock, one at a time, so the resources' states only change in one
@@ -15,23 +15,17 @@ place; the checks run concurrently and queue a recovery when they fail.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import importlib
 import itertools
-import json
 import os
-import signal
-import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from clustermail.cluster import procutil, undo
+from clustermail.cluster import procutil, resource_types, undo
 from clustermail.cluster.group import DependencyGraph, GroupError, RestartWindow, group_state
 from clustermail.cluster.host_output import EventSink, HostLog, transition
 from clustermail.cluster.host_protocol import (
@@ -54,14 +48,8 @@ from clustermail.cluster.host_protocol import (
     ResourceState,
     VirtualServerSpec,
     decode_command,
-    decode_spec,
 )
-from clustermail.cluster.resources import (
-    PluginError,
-    UnknownResourceType,
-    load_plugins,
-    lookup,
-)
+from clustermail.cluster.resource_types import ResourceTypeError
 from clustermail.cluster.resources.base import (
     Properties,
     Resource,
@@ -70,8 +58,6 @@ from clustermail.cluster.resources.base import (
     StoreHandle,
 )
 
-#: A command line may carry a whole spec.
-LINE_LIMIT = 16 * 1024 * 1024
 #: Bound on closing the store at exit.
 CLOSE_TIMEOUT = 5.0
 
@@ -160,10 +146,9 @@ class ResourceHost:
     def build(self, spec: VirtualServerSpec, names: set[str] | None = None) -> _Build:
         """Checks a spec and builds the resources ``names`` (default: all)
         without touching running ones. Raises a clear error if it is not usable."""
-        load_plugins(spec.plugins)
         built = _Build(DependencyGraph.from_spec(spec))
         for r in spec.resources:
-            cls = lookup(r.type)
+            cls = resource_types.get(r.type).resource
             if names is not None and r.name not in names:
                 continue
             ctx = ResourceContext(
@@ -190,7 +175,7 @@ class ResourceHost:
         try:
             built = self.build(self.spec)
         except Exception as exc:  # any error of a type's constructor is a bad spec
-            return _reject(self.sink, self.log, f"spec rejected: {_describe(exc)}")
+            return reject(self.sink, self.log, f"spec rejected: {_describe(exc)}")
         self.graph, self.slots = built.graph, built.slots
         self.log.write(
             "info",
@@ -331,13 +316,17 @@ class ResourceHost:
 
     # ---------------------------------------------------------------- events
 
-    def _set(self, slot: Slot, state: ResourceState, reason: str) -> None:
+    def _set(
+        self, slot: Slot, state: ResourceState, reason: str, group_step: bool = False
+    ) -> None:
         slot.state, slot.last_reason = state, reason
         pid = slot.resource.pid if state is ResourceState.ONLINE else None
         level = "error" if state is ResourceState.FAILED else "info"
         text = f"{state.value}: {reason}" if reason else state.value
         self.log.write(level, text, slot.spec.name, to_agent=False)  # the event says it
-        self.sink.emit(ResourceEvent(slot.spec.name, state, reason, time.time(), pid))
+        self.sink.emit(
+            ResourceEvent(slot.spec.name, state, reason, time.time(), pid, group_step)
+        )
 
     def _report_group(self, force: bool = False) -> None:
         if self.group_failed is not None:
@@ -363,8 +352,8 @@ class ResourceHost:
 
     # ---------------------------------------------------------------- primitives
 
-    async def _online_once(self, slot: Slot, reason: str) -> Outcome:
-        self._set(slot, ResourceState.ONLINE_PENDING, reason)
+    async def _online_once(self, slot: Slot, reason: str, group_step: bool) -> Outcome:
+        self._set(slot, ResourceState.ONLINE_PENDING, reason, group_step)
         timeout = slot.spec.policy.pending_timeout
         try:
             await _within(slot.resource.online(), timeout)
@@ -376,7 +365,7 @@ class ResourceHost:
             outcome = Outcome(False, f"{type(exc).__name__}: {exc}")
         else:
             slot.generation += 1
-            self._set(slot, ResourceState.ONLINE, reason)
+            self._set(slot, ResourceState.ONLINE, reason, group_step)
             slot.monitor = asyncio.create_task(self._monitor(slot, slot.generation))
             return Outcome(True)
         await self._terminate(slot)
@@ -395,10 +384,11 @@ class ResourceHost:
             slot.monitor.cancel()
         slot.monitor = None
 
-    async def _bring_online(self, slot: Slot, reason: str) -> bool:
-        """Online with the restart policy; False if it failed for good."""
+    async def _bring_online(self, slot: Slot, reason: str, group_step: bool = False) -> bool:
+        """Online with the restart policy; False if it failed for good. ``group_step``:
+        one step of bringing the whole group online (its restarts are not)."""
         while True:
-            outcome = await self._online_once(slot, reason)
+            outcome = await self._online_once(slot, reason, group_step)
             if outcome.ok:
                 return True
             decision = slot.restarts.record_failure(self.clock())
@@ -407,7 +397,7 @@ class ResourceHost:
                 await self._failed_for_good(slot, why)
                 return False
             self._set(slot, ResourceState.FAILED, outcome.reason)
-            reason = decision.reason
+            reason, group_step = decision.reason, False
             await asyncio.sleep(RESTART_DELAY)
 
     async def _take_offline(self, slot: Slot, reason: str) -> bool:
@@ -451,7 +441,7 @@ class ResourceHost:
                 await self._take_offline(slot, "the group failed")
         self._finish(EXIT_FAILED)
 
-    async def _converge(self, reason: str) -> None:
+    async def _converge(self, reason: str, group_step: bool = False) -> None:
         """Brings online, in order, every wanted resource whose dependencies are online."""
         for name in self.graph.online_order():
             if self.group_failed is not None:
@@ -465,7 +455,7 @@ class ResourceHost:
                 and name not in self.wanted_offline
                 and deps_online
             ):
-                await self._bring_online(slot, reason)
+                await self._bring_online(slot, reason, group_step)
 
     async def _offline_with_dependents(self, names: set[str], reason: str) -> bool:
         """``names`` and everything depending on them offline, dependents first."""
@@ -536,7 +526,7 @@ class ResourceHost:
     # ---------------------------------------------------------------- commands
 
     async def _start(self) -> None:
-        await self._converge("bringing the group online")
+        await self._converge("bringing the group online", group_step=True)
         self._report_group(force=True)
 
     async def _offline_all(self) -> None:
@@ -621,7 +611,7 @@ async def _within(aw: Awaitable[T], seconds: float) -> T:
         raise
 
 
-_CLEAR_ERRORS = (ProtocolError, GroupError, UnknownResourceType, PluginError, ResourceError)
+_CLEAR_ERRORS = (ProtocolError, GroupError, ResourceTypeError, ResourceError)
 
 
 def _describe(exc: Exception) -> str:
@@ -630,167 +620,9 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-# --------------------------------------------------------------------------- entry
-
-
-class _LeaseRelay:
-    """Deadlines seen by the stdin thread, handed to the watchdog once there is one.
-
-    A host that starts slowly finds the spec and many deadlines waiting in the
-    pipe; the newest must arm the watchdog, not the first (by then long past)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.latest: float | None = None
-        self._target: Callable[[float], None] | None = None
-
-    def seen(self, deadline: float) -> None:
-        with self._lock:
-            self.latest = deadline if self.latest is None else max(self.latest, deadline)
-            target = self._target
-        if target is not None:
-            target(deadline)
-
-    def attach(self, target: Callable[[float], None]) -> None:
-        with self._lock:
-            self._target = target
-            latest = self.latest
-        if latest is not None:
-            target(latest)
-
-
-def _stdin_reader(relay: _LeaseRelay) -> asyncio.StreamReader:
-    """stdin as a stream, fed by a thread: works for a pipe, a file, /dev/null
-    or a terminal alike (the loop's epoll refuses some of those).
-
-    The thread also hands every lease deadline to the lease relay itself: the
-    deadline proves the *agent* is alive, and a host whose own loop is busy
-    (mounting a large database, making a certificate) must not fence itself
-    for that."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=LINE_LIMIT)
-
-    def lease_lines(buffer: bytes) -> bytes:
-        *lines, rest = buffer.split(b"\n")
-        for line in lines:
-            if b'"lease"' in line:
-                with contextlib.suppress(ValueError, TypeError, KeyError):
-                    msg = json.loads(line)
-                    if msg.get("cmd") == "lease":
-                        relay.seen(float(msg["safe_until"]))
-        return rest[-LINE_LIMIT:]
-
-    def pump() -> None:
-        pending = b""
-        try:
-            while chunk := os.read(0, 65536):
-                pending = lease_lines(pending + chunk)
-                loop.call_soon_threadsafe(reader.feed_data, chunk)
-        except OSError:
-            pass  # an unreadable stdin is as good as closed
-        with contextlib.suppress(RuntimeError):  # the loop is already closed
-            loop.call_soon_threadsafe(reader.feed_eof)
-
-    threading.Thread(target=pump, name="stdin", daemon=True).start()
-    return reader
-
-
-def _reject(sink: EventSink, log: HostLog, message: str) -> int:
+def reject(sink: EventSink, log: HostLog, message: str) -> int:
+    """Reports a spec that cannot run (the group fails at once); the exit code."""
     log.write("error", message, None, to_agent=False)
     sink.emit(ErrorEvent(message, time.time()))
     sink.emit(GroupEvent(GroupState.FAILED, message, time.time()))
     return EXIT_BAD_SPEC
-
-
-#: Sent by the kernel when the agent dies (PR_SET_PDEATHSIG). Not SIGKILL: the host
-#: must revert what its resources left on the machine before it goes.
-PARENT_DEATH_SIGNAL = signal.SIGUSR1
-
-#: The host to clean up after when the agent dies (set once the spec built it).
-_current_host: ResourceHost | None = None
-
-
-def _parent_died(signum: int, frame: object) -> None:
-    """The agent died: SIGKILL every child, remove what the resources left on the
-    machine (an interface address the next owner will bring up), exit. A plain signal
-    handler, run by the main thread at the next bytecode, so it needs the event loop
-    for nothing; the lease-deadline watchdog thread backs it up should it never run."""
-    procutil.kill_all_groups()
-    if _current_host is not None:
-        _current_host.revert_changes()
-    os._exit(EXIT_AGENT_GONE)
-
-
-async def amain() -> int:
-    loop = asyncio.get_running_loop()
-    early = HostLog("?", "?", None, sys.stderr)
-    host: ResourceHost | None = None
-
-    def gone(why: str) -> None:
-        if host is not None:
-            host.agent_gone(why)
-
-    sink = EventSink(sys.stdout, gone)
-    relay = _LeaseRelay()
-    reader = _stdin_reader(relay)
-    try:
-        first = await reader.readline()
-    except ValueError as exc:
-        return _reject(sink, early, f"spec rejected: {exc}")
-    if not first:
-        early.write("error", "stdin closed before the spec arrived", None)
-        return EXIT_AGENT_GONE
-    try:
-        spec = decode_spec(first)
-    except ProtocolError as exc:
-        return _reject(sink, early, f"spec rejected: {exc}")
-    log = HostLog(spec.vs, spec.node, sink, sys.stderr)
-    host = ResourceHost(spec, sink, log)
-    global _current_host
-    _current_host = host
-    relay.attach(host.watchdog.set_deadline)
-    # Connect to the store while the first resources come online: a network
-    # name or a mail store needs it soon, and connecting costs a round trip.
-    warm = loop.create_task(_warm_store(host.store))
-    # SIGTERM from the agent: the same as an "offline" command.
-    loop.add_signal_handler(signal.SIGTERM, host.dispatch, OfflineCommand())
-    code = await host.run(reader)
-    warm.cancel()
-    if code == EXIT_AGENT_GONE:
-        # Children are dead already; do not wait for anything else.
-        with contextlib.suppress(OSError, ValueError):
-            sys.stderr.flush()
-        os._exit(code)
-    return code
-
-
-async def _warm_store(handle: StoreHandle) -> None:
-    with contextlib.suppress(Exception):
-        await (await handle.get()).revision()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="The resource host of one virtual server.")
-    parser.add_argument(
-        "--parent-pid",
-        type=int,
-        help="the agent's pid: exit at once if it is already gone when we start",
-    )
-    parser.add_argument(
-        "--preload",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="import MODULE before waiting for the spec (a warm spare host starts faster)",
-    )
-    args = parser.parse_args(argv)
-    signal.signal(PARENT_DEATH_SIGNAL, _parent_died)  # before it can be sent
-    procutil.set_parent_death_signal(PARENT_DEATH_SIGNAL, args.parent_pid)
-    for module in args.preload:
-        with contextlib.suppress(ImportError):
-            importlib.import_module(module)
-    return asyncio.run(amain())
-
-
-if __name__ == "__main__":
-    sys.exit(main())

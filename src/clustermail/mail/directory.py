@@ -1,6 +1,6 @@
 """The recipient directory: domains, mailboxes, aliases and distribution groups.
 
-It lives in the coordination store (``clustermail.cluster.keys.DIRECTORY``) so
+It lives in the coordination store (``clustermail.mail.keys.DIRECTORY``) so
 every node sees the same directory and a virtual server finds its users
 wherever it runs. Layout and records: :mod:`clustermail.mail.directory_model`.
 
@@ -21,9 +21,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from clustermail.cluster import keys
 from clustermail.coord import Compare, Delete, Put, Store, TxnOp
 from clustermail.mail import directory_model as m
+from clustermail.mail import keys
 from clustermail.mail.addresses import Address, normalize_domain, parse_address
 from clustermail.mail.directory_cache import DirectoryCache, ErrorReporter
 from clustermail.mail.directory_model import (

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from clustermail.cluster.model import PropertyValue
+from clustermail.cluster.resource_schema import PropertyKind, PropertySpec
 from clustermail.cluster.resources.base import (
     Properties,
     PropertyError,
@@ -113,3 +116,36 @@ async def service_setup(ctx: ResourceContext, properties: Properties) -> Service
     disk = vs_disk(ctx, mail_store)
     tls = await tls_context(ctx, properties, disk, name, address)
     return ServiceSetup(mail_store, address, name, disk, tls)
+
+
+# --------------------------------------------------------------------------- property schema
+
+
+def port_check(value: PropertyValue) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535
+    return None if ok else "a port from 1 to 65535 (0 turns the listener off)"
+
+
+def above_zero(value: PropertyValue) -> str | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    return None if ok else "a number greater than 0"
+
+
+def tls_pair(props: Mapping[str, PropertyValue]) -> list[tuple[str, str]]:
+    """The cross-property rule of every protocol type: a certificate comes with its key."""
+    cert, key = props.get("cert"), props.get("key")
+    if (cert is None) != (key is None):
+        return [("cert" if cert is None else "key", "give both cert and key, or neither")]
+    return []
+
+
+#: The properties every protocol type takes (imap4 has ``idle_timeout``, not ``timeout``).
+COMMON_PROPERTIES: Mapping[str, PropertySpec] = {
+    "hostname": PropertySpec(PropertyKind.STR),
+    "cert": PropertySpec(PropertyKind.STR),
+    "key": PropertySpec(PropertyKind.STR),
+    "timeout": PropertySpec(PropertyKind.FLOAT, check=above_zero),
+    "max_connections": PropertySpec(PropertyKind.INT, check=above_zero),
+    "max_connections_per_client": PropertySpec(PropertyKind.INT, check=above_zero),
+    "allow_plaintext_on_loopback": PropertySpec(PropertyKind.BOOL),
+}

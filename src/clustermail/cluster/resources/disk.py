@@ -20,6 +20,12 @@ import fcntl
 import os
 from pathlib import Path
 
+from clustermail.cluster.resource_schema import (
+    PropertyKind,
+    PropertySpec,
+    ResourceType,
+    non_empty,
+)
 from clustermail.cluster.resources.base import (
     Properties,
     PropertyError,
@@ -164,3 +170,13 @@ class DiskResource(Resource):
             self.ctx.log.error(f"disk check failed: {exc}")
             return False
         return True
+
+
+DISK_TYPE = ResourceType(
+    "disk",
+    DiskResource,
+    {
+        "path": PropertySpec(PropertyKind.STR, required=True, check=non_empty),
+        "create": PropertySpec(PropertyKind.BOOL),
+    },
+)

@@ -19,8 +19,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Mapping
 
 from clustermail.cluster import undo
+from clustermail.cluster.model import PropertyValue
+from clustermail.cluster.resource_schema import PropertyKind, PropertySpec, ResourceType
 from clustermail.cluster.resources.base import (
     Properties,
     PropertyError,
@@ -148,3 +151,44 @@ async def _run(cmd: list[str]) -> str | None:
     if proc.returncode == 0:
         return None
     return out.decode(errors="replace").strip() or f"exit code {proc.returncode}"
+
+
+# --------------------------------------------------------------------------- the type
+
+
+def _ip(value: PropertyValue) -> str | None:
+    try:
+        ipaddress.ip_address(str(value))
+    except ValueError:
+        return "an IPv4 or IPv6 address such as 127.0.0.11"
+    return None
+
+
+def _check(props: Mapping[str, PropertyValue]) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    if props.get("mode") == "interface" and "interface" not in props:
+        problems.append(("interface", 'required when mode = "interface"'))
+    prefix = props.get("prefix")
+    if isinstance(prefix, int) and not isinstance(prefix, bool):
+        try:
+            bits = ipaddress.ip_address(str(props.get("address"))).max_prefixlen
+        except ValueError:
+            bits = 128  # the address itself is reported already
+        if not 0 <= prefix <= bits:
+            problems.append(("prefix", f"expected a prefix length from 0 to {bits}, got {prefix}"))
+    return problems
+
+
+IP_ADDRESS_TYPE = ResourceType(
+    "ip_address",
+    IpAddressResource,
+    {
+        "address": PropertySpec(PropertyKind.STR, required=True, check=_ip),
+        "mode": PropertySpec(PropertyKind.STR, choices=("loopback", "interface"),
+                             default="loopback"),
+        "interface": PropertySpec(PropertyKind.STR),
+        "prefix": PropertySpec(PropertyKind.INT),
+        "arp": PropertySpec(PropertyKind.BOOL),
+    },
+    check=_check,
+)

@@ -14,6 +14,12 @@ from __future__ import annotations
 
 from clustermail.cluster import keys
 from clustermail.cluster.records import NameRecord, RecordError
+from clustermail.cluster.resource_schema import (
+    PropertyKind,
+    PropertySpec,
+    ResourceType,
+    non_empty,
+)
 from clustermail.cluster.resources.base import (
     Properties,
     PropertyError,
@@ -110,3 +116,9 @@ class NetworkNameResource(Resource):
             return False
         return True
 
+
+NETWORK_NAME_TYPE = ResourceType(
+    "network_name",
+    NetworkNameResource,
+    {"name": PropertySpec(PropertyKind.STR, required=True, check=non_empty)},
+)

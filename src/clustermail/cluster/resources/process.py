@@ -25,12 +25,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import time
 from pathlib import Path
 from typing import IO
 
 from clustermail.cluster import procutil
+from clustermail.cluster.model import PropertyValue
+from clustermail.cluster.resource_schema import (
+    PropertyKind,
+    PropertySpec,
+    ResourceType,
+    non_empty,
+)
 from clustermail.cluster.resources.base import (
     Properties,
     PropertyError,
@@ -226,3 +234,39 @@ def _tail(path: Path, lines: int = 5) -> str:
         return ""
     kept = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("--- ")]
     return " | ".join(kept[-lines:])
+
+
+# --------------------------------------------------------------------------- the type
+
+
+def _host_port(value: PropertyValue) -> str | None:
+    host, sep, port = str(value).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return '"host:port" with a port from 1 to 65535, such as "127.0.0.11:2525"'
+    return None
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def _env_list(value: PropertyValue) -> str | None:
+    items = value if isinstance(value, tuple) else ()
+    if all(_ENV_NAME.match(item) for item in items):
+        return None
+    return 'a list of "NAME=value" strings, such as ["LANG=C.UTF-8"]'
+
+
+PROCESS_TYPE = ResourceType(
+    "process",
+    ProcessResource,
+    {
+        "command": PropertySpec(PropertyKind.COMMAND, required=True, check=non_empty),
+        "health_command": PropertySpec(PropertyKind.COMMAND, check=non_empty),
+        "tcp_check": PropertySpec(PropertyKind.STR, check=_host_port),
+        "env": PropertySpec(PropertyKind.STR_LIST, check=_env_list),
+        "health_timeout": PropertySpec(PropertyKind.FLOAT),
+        "stop_timeout": PropertySpec(PropertyKind.FLOAT),
+        "start_grace": PropertySpec(PropertyKind.FLOAT),
+        "cwd": PropertySpec(PropertyKind.STR),
+    },
+)

@@ -19,12 +19,12 @@ import asyncio
 import contextlib
 from typing import Any
 
+from clustermail.cluster.resource_schema import PropertyKind, PropertySpec, ResourceType
 from clustermail.cluster.resources import (
     Properties,
     Resource,
     ResourceContext,
     ResourceError,
-    register,
 )
 from clustermail.mail import protocol_resource as pr
 from clustermail.mail.imap.server import ImapServer
@@ -107,4 +107,16 @@ class Imap4Resource(Resource):
                 await writer.wait_closed()
 
 
-register("imap4", Imap4Resource)
+
+IMAP4_TYPE = ResourceType(
+    "imap4",
+    Imap4Resource,
+    {
+        **{k: v for k, v in pr.COMMON_PROPERTIES.items() if k != "timeout"},  # idle_timeout
+        "port": PropertySpec(PropertyKind.INT, default=143, check=pr.port_check),
+        "tls_port": PropertySpec(PropertyKind.INT, default=993, check=pr.port_check),
+        "allow_plaintext_on_loopback": PropertySpec(PropertyKind.BOOL, default=False),
+        "idle_timeout": PropertySpec(PropertyKind.FLOAT),
+    },
+    check=pr.tls_pair,
+)

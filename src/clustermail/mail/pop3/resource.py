@@ -8,7 +8,7 @@ Depends on ``mail_store`` and ``ip_address``. Properties (all optional): ``port`
 
 from __future__ import annotations
 
-from clustermail.cluster.resources import register
+from clustermail.cluster.resource_schema import PropertyKind, PropertySpec, ResourceType
 from clustermail.cluster.resources.base import (
     Properties,
     Resource,
@@ -60,4 +60,14 @@ class Pop3Resource(Resource):
         return await self.quick_check()
 
 
-register("pop3", Pop3Resource)
+
+POP3_TYPE = ResourceType(
+    "pop3",
+    Pop3Resource,
+    {
+        **pr.COMMON_PROPERTIES,
+        "port": PropertySpec(PropertyKind.INT, check=pr.port_check),
+        "tls_port": PropertySpec(PropertyKind.INT, check=pr.port_check),
+    },
+    check=pr.tls_pair,
+)

@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from clustermail.cluster.resources import register
+from clustermail.cluster.model import PropertyValue
+from clustermail.cluster.resource_schema import PropertyKind, PropertySpec, ResourceType
 from clustermail.cluster.resources.base import (
     Properties,
     PropertyError,
@@ -144,4 +145,32 @@ class SmtpResource(Resource):
         return True
 
 
-register("smtp", SmtpResource)
+
+def _host_port(value: PropertyValue) -> str | None:
+    host, sep, port = str(value).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return '"host:port", such as "smtp.example.net:587"'
+    return None
+
+
+_I, _F = PropertyKind.INT, PropertyKind.FLOAT
+
+SMTP_TYPE = ResourceType(
+    "smtp",
+    SmtpResource,
+    {
+        **pr.COMMON_PROPERTIES,
+        "port": PropertySpec(_I, check=pr.port_check),
+        "submission_port": PropertySpec(_I, check=pr.port_check),
+        "submissions_port": PropertySpec(_I, check=pr.port_check),
+        "message_size_limit": PropertySpec(_I, check=pr.above_zero),
+        "max_recipients": PropertySpec(_I, check=pr.above_zero),
+        "smart_host": PropertySpec(PropertyKind.STR, check=_host_port),
+        "retry_base": PropertySpec(_F, check=pr.above_zero),
+        "retry_max": PropertySpec(_F, check=pr.above_zero),
+        "delay_notice_after": PropertySpec(_F, check=pr.above_zero),
+        "expire_after": PropertySpec(_F, check=pr.above_zero),
+        "queue_poll": PropertySpec(_F, check=pr.above_zero),
+    },
+    check=pr.tls_pair,
+)

@@ -25,13 +25,14 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from clustermail.cluster.model import PropertyValue
+from clustermail.cluster.resource_schema import PropertyKind, PropertySpec, ResourceType
 from clustermail.cluster.resources import (
     Properties,
     PropertyError,
     Resource,
     ResourceContext,
     ResourceError,
-    register,
 )
 from clustermail.cluster.resources.disk import DiskResource, check_epoch
 from clustermail.coord import CoordError
@@ -336,4 +337,38 @@ def _resource_error(name: str, exc: BaseException) -> BaseException:
     return exc
 
 
-register("mail_store", MailStoreResource)
+
+# --------------------------------------------------------------------------- the type
+
+
+def _subdirectory(value: PropertyValue) -> str | None:
+    path = PurePosixPath(str(value))
+    if not str(value) or path.is_absolute() or ".." in path.parts:
+        return 'a subdirectory of the disk, such as "mail"'
+    return None
+
+
+def _positive_int(value: PropertyValue) -> str | None:
+    return "an integer >= 1" if not isinstance(value, int) or value < 1 else None
+
+
+def _bytes(value: PropertyValue) -> str | None:
+    return "a number of bytes >= 0" if not isinstance(value, int) or value < 0 else None
+
+
+def _days(value: PropertyValue) -> str | None:
+    return "a number of days >= 0" if not isinstance(value, int | float) or value < 0 else None
+
+
+MAIL_STORE_TYPE = ResourceType(
+    "mail_store",
+    MailStoreResource,
+    {
+        "path": PropertySpec(PropertyKind.STR, check=_subdirectory),
+        "max_message_size": PropertySpec(PropertyKind.INT, check=_positive_int),
+        "quota_warning": PropertySpec(PropertyKind.INT, check=_bytes),
+        "quota_prohibit_send": PropertySpec(PropertyKind.INT, check=_bytes),
+        "quota_prohibit_send_receive": PropertySpec(PropertyKind.INT, check=_bytes),
+        "retention_days": PropertySpec(PropertyKind.FLOAT, check=_days),
+    },
+)

@@ -1,4 +1,8 @@
-"""Driving a real resource host process from tests: specs, events, pids, sockets."""
+"""Driving a real resource host process from tests: specs, events, pids, sockets.
+
+Also a pytest plug-in (listed in ``tests/conftest.py``): the ``start_host`` and
+``reaper`` fixtures, for every test package that runs resource hosts.
+"""
 
 from __future__ import annotations
 
@@ -13,15 +17,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import pytest
+
 from clustermail.cluster import procutil
+from clustermail.cluster.host_pool import HOST_MODULE
 from clustermail.coord import open_store
 
 Event = dict[str, Any]
-HOST_CMD = [sys.executable, "-m", "clustermail.cluster.resource_host"]
+HOST_CMD = [sys.executable, "-m", HOST_MODULE]
 #: Fast monitoring so failures show within a fraction of a second.
 FAST_POLICY: dict[str, object] = {
     "quick_check_interval": 0.1,
@@ -169,15 +176,18 @@ def states(events: list[Event], state: str) -> list[str]:
 
 
 class Host:
-    """A resource host subprocess of this test process."""
+    """A resource host subprocess of this test process (``env``: its environment)."""
 
-    def __init__(self, spec: dict[str, Any], stderr_path: Path) -> None:
+    def __init__(
+        self, spec: dict[str, Any], stderr_path: Path, env: dict[str, str] | None = None
+    ) -> None:
         with open(stderr_path, "ab") as err:
             self.proc = subprocess.Popen(
                 [*HOST_CMD, "--parent-pid", str(os.getpid())],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=err,
+                env=env,
             )
         assert self.proc.stdout is not None
         self.events = EventStream(self.proc.stdout)
@@ -265,3 +275,33 @@ def store_put(store_url: str, key: str, value: str) -> None:
             await store.close()
 
     asyncio.run(put())
+
+
+# --------------------------------------------------------------------------- fixtures
+
+StartHost = Callable[..., Host]
+
+
+@pytest.fixture
+def start_host(tmp_path: Path) -> Iterator[StartHost]:
+    """Starts resource hosts (``start_host(spec, env=None)``); each is killed, with
+    its children, at teardown."""
+    started: list[Host] = []
+
+    def start(spec: dict[str, Any], env: dict[str, str] | None = None) -> Host:
+        host = Host(spec, tmp_path / f"host-{len(started)}.stderr", env)
+        started.append(host)
+        return host
+
+    yield start
+    for host in started:
+        host.kill()
+
+
+@pytest.fixture
+def reaper() -> Iterator[list[int]]:
+    """Pids to SIGKILL (with their process groups) at teardown, if still ours."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        kill_if_ours(pid, group=True)

@@ -14,11 +14,13 @@ from clustermail.cluster import procutil
 from clustermail.cluster.host_protocol import EXIT_AGENT_GONE
 from clustermail.cluster.resources.disk import EPOCH_FILE
 from clustermail.cluster.resources.network_name import name_key
-from tests.rhost.conftest import StartHost
-from tests.rhost.hostproc import (
+from tests.cluster.resource_host import plugin_example
+from tests.support.distributions import Distributions
+from tests.support.hostproc import (
     FAST_POLICY,
     HOST_CMD,
     EventStream,
+    StartHost,
     connect_refused,
     free_port,
     mail1_spec,
@@ -277,10 +279,10 @@ def test_lease_deadline_passing_fences_the_host(tmp_path: Path, start_host: Star
 
 def test_rejected_spec_exits_2_with_a_clear_error(tmp_path: Path, start_host: StartHost) -> None:
     spec = mail1_spec(tmp_path, free_port(ADDRESS))
-    spec["resources"][3]["type"] = "smtp"
+    spec["resources"][3]["type"] = "no_such_type"
     host = start_host(spec)
     error = host.events.error()
-    assert "unknown resource type 'smtp'" in error["message"]
+    assert "unknown resource type 'no_such_type'" in error["message"]
     host.events.group("failed")
     assert host.wait_exit() == 2
 
@@ -297,13 +299,16 @@ def test_address_that_is_not_local_fails_the_group(tmp_path: Path, start_host: S
     assert "banner" not in states(host.events.seen, "online_pending")
 
 
-def test_plugin_types_run_inside_the_host(tmp_path: Path, start_host: StartHost) -> None:
+def test_a_third_party_type_runs_inside_the_host(
+    tmp_path: Path, start_host: StartHost, distributions: Distributions
+) -> None:
+    """A type another distribution declares as an entry point: nothing else to do."""
+    distributions.add("acme-echo", plugin_example.ENTRY_POINT)
     port = free_port(ADDRESS)
     spec = mail1_spec(tmp_path, free_port(ADDRESS))
-    spec["plugins"] = ["tests.rhost.plugin_example"]
     spec["resources"].append({"name": "echo", "type": "echo", "properties": {"port": port},
                               "depends_on": ["ip"], "policy": FAST_POLICY})
-    host = start_host(spec)
+    host = start_host(spec, env=distributions.env())
     host.events.group("online")
     assert "pid" not in host.events.seen[-2]  # in process: no pid of its own
     assert read_banner(ADDRESS, port) == "echo mail1 epoch 7\r\n"

@@ -37,7 +37,7 @@ from clustermail.cluster.host_protocol import (
 def spec_dict() -> dict[str, Any]:
     return {
         "vs": "mail1", "node": "node1", "epoch": 7, "store": "sqlite:///tmp/c.db",
-        "data_dir": "/tmp/data", "plugins": ["clustermail.mail.resources"],
+        "data_dir": "/tmp/data",
         "resources": [
             {"name": "ip", "type": "ip_address", "properties": {"address": "127.0.0.11"}},
             {"name": "name", "type": "network_name", "properties": {"name": "mail1"},
@@ -54,7 +54,6 @@ def test_spec_parses_with_policy_defaults_and_round_trips() -> None:
     assert spec.resource("name").policy.quick_check_interval == 5.0
     assert spec.resource("name").depends_on == ("ip",)
     assert spec.offline_resources == ("name",)
-    assert spec.plugins == ("clustermail.mail.resources",)
     assert decode_spec(encode_spec(spec)) == spec
     with pytest.raises(TypeError):
         spec.resource("ip").properties["address"] = "x"  # type: ignore[index]

@@ -16,15 +16,10 @@ from typing import Any
 
 import pytest
 
-from clustermail.cluster import procutil
+from clustermail.cluster import procutil, resource_types
 from clustermail.cluster.banner import serve
-from clustermail.cluster.resources import (
-    PluginError,
-    UnknownResourceType,
-    load_plugins,
-    lookup,
-    register,
-)
+from clustermail.cluster.resource_schema import ResourceType
+from clustermail.cluster.resource_types import UnknownResourceType
 from clustermail.cluster.resources.base import (
     PropertyError,
     ResourceError,
@@ -42,7 +37,7 @@ from clustermail.cluster.resources.ip_address import IpAddressResource, interfac
 from clustermail.cluster.resources.network_name import NetworkNameResource, name_key
 from clustermail.cluster.resources.process import ProcessResource
 from clustermail.coord import open_store
-from tests.rhost.hostproc import free_port
+from tests.support.hostproc import free_port
 from tests.support.resource_env import Env
 
 ADDRESS = "127.0.0.11"
@@ -317,21 +312,17 @@ def test_banner_exits_0_on_sigterm() -> None:
 
 
 def test_registry() -> None:
-    assert lookup("process") is ProcessResource
+    assert resource_types.get("process").resource is ProcessResource
     assert ProcessResource.type_name == "process"
+    assert {"ip_address", "network_name", "disk", "process"} <= set(
+        resource_types.resource_type_names())
     with pytest.raises(UnknownResourceType) as err:
-        lookup("no-such-type")
+        resource_types.get("no-such-type")
     assert "unknown resource type 'no-such-type' (known: " in str(err.value)
     assert "disk" in str(err.value) and "process" in str(err.value)
-    with pytest.raises(ValueError, match="already registered by"):
-        register("process", DiskResource)
-    register("process", ProcessResource)  # the same class again: a no-op
-    with pytest.raises(TypeError):
-        register("thing", int)  # type: ignore[arg-type]
-    with pytest.raises(PluginError, match=r"cannot load resource plug-in 'no\.such\.module'"):
-        load_plugins(["no.such.module"])
-    load_plugins(["tests.rhost.plugin_example"])
-    assert lookup("echo").__name__ == "EchoResource"
+    assert "entry points of the group 'clustermail.resource_types'" in str(err.value)
+    with pytest.raises(ValueError, match="already the resource type 'process'"):
+        ResourceType("thing", ProcessResource)  # one class serves one type
 
 
 async def test_store_handle_opens_once(tmp_path: Path) -> None:

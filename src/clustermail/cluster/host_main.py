@@ -1,0 +1,190 @@
+"""The resource host process: ``python -m clustermail.cluster.host_main [--parent-pid PID]``.
+
+The node agent starts one per virtual server it owns (:mod:`clustermail.cluster.host_pool`).
+This module is the process around the group state machine
+(:class:`~clustermail.cluster.resource_host.ResourceHost`): it reads the spec
+and the commands from stdin in a thread that also relays the agent's lease
+deadlines to the watchdog, asks the kernel for a signal when the agent dies,
+and exits with the host's exit code (:mod:`clustermail.cluster.host_protocol`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+
+from clustermail.cluster import procutil, resource_types
+from clustermail.cluster.host_output import EventSink, HostLog
+from clustermail.cluster.host_protocol import (
+    EXIT_AGENT_GONE,
+    OfflineCommand,
+    ProtocolError,
+    decode_spec,
+)
+from clustermail.cluster.resource_host import ResourceHost, reject
+from clustermail.cluster.resources.base import StoreHandle
+
+#: A command line may carry a whole spec.
+LINE_LIMIT = 16 * 1024 * 1024
+
+
+class _LeaseRelay:
+    """Deadlines seen by the stdin thread, handed to the watchdog once there is one.
+
+    A host that starts slowly finds the spec and many deadlines waiting in the
+    pipe; the newest must arm the watchdog, not the first (by then long past)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.latest: float | None = None
+        self._target: Callable[[float], None] | None = None
+
+    def seen(self, deadline: float) -> None:
+        with self._lock:
+            self.latest = deadline if self.latest is None else max(self.latest, deadline)
+            target = self._target
+        if target is not None:
+            target(deadline)
+
+    def attach(self, target: Callable[[float], None]) -> None:
+        with self._lock:
+            self._target = target
+            latest = self.latest
+        if latest is not None:
+            target(latest)
+
+
+def _stdin_reader(relay: _LeaseRelay) -> asyncio.StreamReader:
+    """stdin as a stream, fed by a thread: works for a pipe, a file, /dev/null
+    or a terminal alike (the loop's epoll refuses some of those).
+
+    The thread also hands every lease deadline to the lease relay itself: the
+    deadline proves the *agent* is alive, and a host whose own loop is busy
+    (mounting a large database, making a certificate) must not fence itself
+    for that."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=LINE_LIMIT)
+
+    def lease_lines(buffer: bytes) -> bytes:
+        *lines, rest = buffer.split(b"\n")
+        for line in lines:
+            if b'"lease"' in line:
+                with contextlib.suppress(ValueError, TypeError, KeyError):
+                    msg = json.loads(line)
+                    if msg.get("cmd") == "lease":
+                        relay.seen(float(msg["safe_until"]))
+        return rest[-LINE_LIMIT:]
+
+    def pump() -> None:
+        pending = b""
+        try:
+            while chunk := os.read(0, 65536):
+                pending = lease_lines(pending + chunk)
+                loop.call_soon_threadsafe(reader.feed_data, chunk)
+        except OSError:
+            pass  # an unreadable stdin is as good as closed
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            loop.call_soon_threadsafe(reader.feed_eof)
+
+    threading.Thread(target=pump, name="stdin", daemon=True).start()
+    return reader
+
+
+#: Sent by the kernel when the agent dies (PR_SET_PDEATHSIG). Not SIGKILL: the host
+#: must revert what its resources left on the machine before it goes.
+PARENT_DEATH_SIGNAL = signal.SIGUSR1
+
+#: The host to clean up after when the agent dies (set once the spec built it).
+_current_host: ResourceHost | None = None
+
+
+def _parent_died(signum: int, frame: object) -> None:
+    """The agent died: SIGKILL every child, remove what the resources left on the
+    machine (an interface address the next owner will bring up), exit. A plain signal
+    handler, run by the main thread at the next bytecode, so it needs the event loop
+    for nothing; the lease-deadline watchdog thread backs it up should it never run."""
+    procutil.kill_all_groups()
+    if _current_host is not None:
+        _current_host.revert_changes()
+    os._exit(EXIT_AGENT_GONE)
+
+
+async def amain() -> int:
+    loop = asyncio.get_running_loop()
+    early = HostLog("?", "?", None, sys.stderr)
+    host: ResourceHost | None = None
+
+    def gone(why: str) -> None:
+        if host is not None:
+            host.agent_gone(why)
+
+    sink = EventSink(sys.stdout, gone)
+    relay = _LeaseRelay()
+    reader = _stdin_reader(relay)
+    try:
+        first = await reader.readline()
+    except ValueError as exc:
+        return reject(sink, early, f"spec rejected: {exc}")
+    if not first:
+        early.write("error", "stdin closed before the spec arrived", None)
+        return EXIT_AGENT_GONE
+    try:
+        spec = decode_spec(first)
+    except ProtocolError as exc:
+        return reject(sink, early, f"spec rejected: {exc}")
+    log = HostLog(spec.vs, spec.node, sink, sys.stderr)
+    host = ResourceHost(spec, sink, log)
+    global _current_host
+    _current_host = host
+    relay.attach(host.watchdog.set_deadline)
+    # Connect to the store while the first resources come online: a network
+    # name or a mail store needs it soon, and connecting costs a round trip.
+    warm = loop.create_task(_warm_store(host.store))
+    # SIGTERM from the agent: the same as an "offline" command.
+    loop.add_signal_handler(signal.SIGTERM, host.dispatch, OfflineCommand())
+    code = await host.run(reader)
+    warm.cancel()
+    if code == EXIT_AGENT_GONE:
+        # Children are dead already; do not wait for anything else.
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+async def _warm_store(handle: StoreHandle) -> None:
+    with contextlib.suppress(Exception):
+        await (await handle.get()).revision()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="The resource host of one virtual server.")
+    parser.add_argument(
+        "--parent-pid",
+        type=int,
+        help="the agent's pid: exit at once if it is already gone when we start",
+    )
+    parser.add_argument(
+        "--preload-types",
+        action="store_true",
+        help="import every registered resource type before waiting for the spec "
+        "(a warm spare host starts faster)",
+    )
+    args = parser.parse_args(argv)
+    signal.signal(PARENT_DEATH_SIGNAL, _parent_died)  # before it can be sent
+    procutil.set_parent_death_signal(PARENT_DEATH_SIGNAL, args.parent_pid)
+    if args.preload_types:
+        # A type that cannot load is reported when a spec uses it, not here.
+        resource_types.load_all()
+    return asyncio.run(amain())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
