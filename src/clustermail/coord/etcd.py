@@ -490,9 +490,9 @@ class EtcdStore(Store):
 
     def _permission_denied(self, what: str) -> StoreCredentialsError:
         return StoreCredentialsError(
-            f"etcd at {self._names}: {self._who()} may not {what}: permission denied "
-            "(clustermail needs read and write on the whole key space; root, or a role "
-            "granted readwrite on the keys from '/' on)")
+            f"etcd at {self._names}: permission denied to {self._who()} for {what} "
+            "(clustermail needs read and write on the whole key space: the root user, "
+            "or a role granted `readwrite --from-key ''`)")
 
     def _note_refusal(self, refused: dict[int, str], index: int, exc: BaseException) -> None:
         """Records a TLS refusal by endpoint ``index``; raises when every
