@@ -426,9 +426,11 @@ class EtcdStore(Store):
             index = self._pick()
             endpoint = self._endpoints[index]
             token = self._token
+            sent = False
             try:
                 async with asyncio.timeout(min(self._timeout, remaining)):
                     token = await self._token_for(endpoint)
+                    sent = True
                     return await fn(endpoint)
             except (rpc.AioRpcError, TimeoutError) as exc:
                 last = exc
@@ -439,6 +441,8 @@ class EtcdStore(Store):
                     continue
                 self._note_refusal(refused, index, exc)
                 kind = _classify(exc)
+                if not sent and kind == _Failure.UNKNOWN:
+                    kind = _Failure.NOT_SENT  # lost while authenticating: never sent
                 if kind == _Failure.FINAL:
                     raise
                 self._failed(index)
