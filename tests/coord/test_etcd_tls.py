@@ -18,6 +18,7 @@ from clustermail.coord import (
 )
 from clustermail.coord.etcd import EtcdStore
 from tests.coord.conftest import TLSEtcd
+from tests.support.tls_certs import TestCA
 
 #: A refusal is final: no retries over the call's whole budget (2 × 2 s).
 PROMPT = 3.0
@@ -130,11 +131,16 @@ async def test_a_new_token_when_etcd_drops_ours(etcd_tls: TLSEtcd, ns: str) -> N
         await store.close()
 
 
-async def test_wrong_ca_is_one_line_naming_the_endpoint(etcd_tls: TLSEtcd) -> None:
+@pytest.mark.parametrize("which", ["another CA", "a CA of the same name"])
+async def test_wrong_ca_is_one_line_naming_the_endpoint(etcd_tls: TLSEtcd, which: str,
+                                                        tmp_path: Path) -> None:
+    # A CA of the same name (say, one made again) fails on the signature instead.
+    ca = etcd_tls.rogue_ca if which == "another CA" else TestCA(tmp_path).cert_path
     endpoint = etcd_tls.cluster.url.removeprefix("etcds://")
-    message = await refused(etcd_tls.url(ca=etcd_tls.rogue_ca, cert=etcd_tls.client.cert,
+    message = await refused(etcd_tls.url(ca=ca, cert=etcd_tls.client.cert,
                                          key=etcd_tls.client.key))
     assert f"etcd at {endpoint}: TLS handshake failed: certificate verify failed" in message
+    assert "(is ca= the CA that signed the member's certificate?)" in message
 
 
 async def test_no_client_certificate_is_refused(etcd_tls: TLSEtcd) -> None:

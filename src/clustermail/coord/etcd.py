@@ -270,11 +270,16 @@ def _tls_refusal(exc: BaseException) -> str | None:
     if not isinstance(exc, rpc.AioRpcError) or exc.code() != rpc.StatusCode.UNAVAILABLE:
         return None
     details = exc.details() or ""
-    if "CERTIFICATE_VERIFY_FAILED" in details:
-        why = details.split("CERTIFICATE_VERIFY_FAILED", 1)[1].strip(": ")
-        why = why.removesuffix(": OK").strip() or "not signed by a trusted CA"
-        return (f"certificate verify failed: {why} (is ca= the CA that signed the "
-                "member's certificate?)")
+    if "Tls handshake failed" in details:
+        # "...: SSL_ERROR_SSL: error:1000007d:SSL routines:OPENSSL_internal:
+        # CERTIFICATE_VERIFY_FAILED: unable to get local issuer certificate: OK"
+        tail = details.rsplit("OPENSSL_internal:", 1)[-1].removesuffix(": OK")
+        code, _, why = tail.partition(": ")
+        why = why.strip() or code.strip() or "no reason given"
+        if code == "CERTIFICATE_VERIFY_FAILED" or "certificate" in why.lower():
+            return (f"certificate verify failed: {why} (is ca= the CA that signed the "
+                    "member's certificate?)")
+        return f"{why} ({code.strip()})" if why != code.strip() else why
     if "Hostname Verification" in details or "Peer name" in details:
         return ("certificate verify failed: the member's certificate does not name "
                 "the host we connected to (its subjectAltName)")
