@@ -265,8 +265,8 @@ def _token_rejected(exc: BaseException) -> bool:
 
 
 def _tls_refusal(exc: BaseException) -> str | None:
-    """What a TLS handshake failure says about the certificates, or None when
-    the failure is not one that retrying cannot fix."""
+    """What a TLS handshake failure says about the certificates (no retry
+    fixes it), or None for any other failure."""
     if not isinstance(exc, rpc.AioRpcError) or exc.code() != rpc.StatusCode.UNAVAILABLE:
         return None
     details = exc.details() or ""
