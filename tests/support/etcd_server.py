@@ -2,7 +2,10 @@
 
 Starts ``etcd`` (Debian's 3.4 server, see scripts/install-system-deps.sh) on free
 ports with data directories under a caller-given directory, waits for
-``/health``, and stops members by PID. Knows nothing of clustermail.
+``/health``, and stops members by PID. Members may serve clients over TLS
+(server certificate, trusted CA, client certificates required) with health and
+metrics on a separate plain-HTTP port, and may have etcd's authentication
+enabled (through ``etcdctl``). Knows nothing of clustermail.
 """
 
 from __future__ import annotations
@@ -28,6 +31,28 @@ STOP_TIMEOUT = 5.0
 
 class EtcdStartError(RuntimeError):
     """etcd did not become healthy (the message includes the tail of its log)."""
+
+
+@dataclass(frozen=True)
+class EtcdTLS:
+    """TLS for the client port: the members' certificate and the CA they trust
+    for client certificates, plus a client certificate for ``etcdctl``."""
+
+    cert_file: Path
+    key_file: Path
+    trusted_ca_file: Path
+    #: Refuse clients without a certificate signed by ``trusted_ca_file``.
+    client_cert_auth: bool = True
+    #: etcdctl's client certificate (its CN is etcdctl's user under auth).
+    admin_cert_file: Path | None = None
+    admin_key_file: Path | None = None
+
+
+def etcdctl_binary() -> str:
+    path = shutil.which("etcdctl")
+    if path is None:
+        raise EtcdStartError("no etcdctl binary on PATH: apt-get install -y etcd-client")
+    return path
 
 
 def etcd_binary() -> str:
@@ -62,10 +87,19 @@ class _Member:
     data_dir: Path
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    #: With TLS: /health and /metrics on their own plain port.
+    metrics_port: int | None = None
 
     @property
     def client_url(self) -> str:
-        return f"http://{HOST}:{self.client_port}"
+        scheme = "http" if self.metrics_port is None else "https"
+        return f"{scheme}://{HOST}:{self.client_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        if self.metrics_port is None:
+            return self.client_url
+        return f"http://{HOST}:{self.metrics_port}"
 
     @property
     def peer_url(self) -> str:
@@ -97,21 +131,24 @@ class EtcdCluster:
     """One or more etcd members on loopback, owned by the test that started them."""
 
     def __init__(self, base_dir: Path, members: list[_Member], *, heartbeat: int,
-                 election: int, token: str) -> None:
+                 election: int, token: str, tls: EtcdTLS | None = None) -> None:
         self._base_dir = base_dir
         self._members = members
         self._heartbeat = heartbeat
         self._election = election
         self._token = token
+        self.tls = tls
 
     # ------------------------------------------------------------------ start
 
     @classmethod
-    def start(cls, base_dir: Path, members: int = 1, *, fast: bool = True) -> EtcdCluster:
+    def start(cls, base_dir: Path, members: int = 1, *, fast: bool = True,
+              tls: EtcdTLS | None = None) -> EtcdCluster:
         """Starts ``members`` etcd members and waits until the cluster is healthy.
 
         ``fast`` shortens heartbeat/election timeouts so that tests of leader
         loss and lease expiry run quickly (10/100 ms alone, 50/500 ms for a quorum).
+        With ``tls``, clients connect over TLS (peers still talk plain HTTP).
         """
         if members < 1:
             raise ValueError("an etcd cluster needs at least one member")
@@ -122,21 +159,23 @@ class EtcdCluster:
         last_error: Exception | None = None
         # A port found free may be taken before etcd binds it: retry on fresh ports.
         for attempt in range(3):
-            ports = free_ports(2 * members)
+            per = 2 if tls is None else 3
+            ports = free_ports(per * members)
             root = base_dir / f"etcd-{os.getpid()}-{time.monotonic_ns()}-{attempt}"
             root.mkdir(parents=True)
             ms = [
                 _Member(
                     name=f"m{i}",
-                    client_port=ports[2 * i],
-                    peer_port=ports[2 * i + 1],
+                    client_port=ports[per * i],
+                    peer_port=ports[per * i + 1],
                     data_dir=root / f"m{i}.etcd",
                     log_path=root / f"m{i}.log",
+                    metrics_port=None if tls is None else ports[per * i + 2],
                 )
                 for i in range(members)
             ]
             cluster = cls(base_dir, ms, heartbeat=heartbeat, election=election,
-                          token=root.name)
+                          token=root.name, tls=tls)
             try:
                 for i in range(members):
                     cluster._spawn(i, new=True)
@@ -167,6 +206,15 @@ class EtcdCluster:
             "--log-outputs", "stderr",
             "--log-level", "warn",
         ]
+        if self.tls is not None:
+            args += [
+                "--cert-file", str(self.tls.cert_file),
+                "--key-file", str(self.tls.key_file),
+                "--trusted-ca-file", str(self.tls.trusted_ca_file),
+                "--listen-metrics-urls", m.metrics_url,
+            ]
+            if self.tls.client_cert_auth:
+                args.append("--client-cert-auth")
         log = m.log_path.open("ab")
         try:
             m.proc = subprocess.Popen(
@@ -184,7 +232,9 @@ class EtcdCluster:
 
     @property
     def url(self) -> str:
-        return "etcd://" + ",".join(f"{h}:{p}" for h, p in self.endpoints)
+        """The store URL of every member (for a TLS cluster: without options)."""
+        scheme = "etcd" if self.tls is None else "etcds"
+        return f"{scheme}://" + ",".join(f"{h}:{p}" for h, p in self.endpoints)
 
     @property
     def pids(self) -> list[int]:
@@ -206,7 +256,7 @@ class EtcdCluster:
         return "\n".join(text.splitlines()[-lines:])
 
     def healthy(self, index: int) -> bool:
-        body = _http_get(self._members[index].client_url + "/health")
+        body = _http_get(self._members[index].metrics_url + "/health")
         if body is None:
             return False
         with contextlib.suppress(ValueError):
@@ -234,7 +284,7 @@ class EtcdCluster:
 
     def is_leader(self, index: int) -> bool:
         # The metrics endpoint shares the client port: no etcdctl needed.
-        body = _http_get(self._members[index].client_url + "/metrics")
+        body = _http_get(self._members[index].metrics_url + "/metrics")
         if body is None:
             return False
         for line in body.decode(errors="replace").splitlines():
@@ -252,6 +302,36 @@ class EtcdCluster:
             if time.monotonic() > deadline:
                 raise EtcdStartError(f"no etcd leader after {timeout}s")
             time.sleep(0.02)
+
+    # ------------------------------------------------------------------ etcdctl
+
+    def etcdctl(self, *args: str, stdin: str = "", user: str | None = None) -> str:
+        """Runs ``etcdctl`` against every member (with the admin client
+        certificate on a TLS cluster); returns its output, raises on failure."""
+        cmd = [etcdctl_binary(), "--endpoints",
+               ",".join(m.client_url for m in self._members), "--command-timeout", "10s"]
+        if self.tls is not None:
+            cmd += ["--cacert", str(self.tls.trusted_ca_file)]
+            if self.tls.admin_cert_file is not None and self.tls.admin_key_file is not None:
+                cmd += ["--cert", str(self.tls.admin_cert_file),
+                        "--key", str(self.tls.admin_key_file)]
+        if user is not None:
+            cmd += ["--user", user]
+        done = subprocess.run([*cmd, *args], input=stdin.encode(), capture_output=True,
+                              timeout=READY_TIMEOUT, env={**os.environ, "ETCDCTL_API": "3"},
+                              check=False)
+        if done.returncode != 0:
+            raise EtcdStartError(f"etcdctl {' '.join(args)} failed: "
+                                 f"{done.stderr.decode(errors='replace').strip()}")
+        return done.stdout.decode(errors="replace")
+
+    def enable_auth(self, root_password: str) -> None:
+        """Creates the root user (with the root role) and turns etcd's
+        authentication on. After this, etcdctl needs ``user=`` (or, on a TLS
+        cluster with client-cert-auth, an admin certificate with CN root)."""
+        self.etcdctl("user", "add", "root", "--interactive=false", stdin=root_password + "\n")
+        self.etcdctl("user", "grant-role", "root", "root")
+        self.etcdctl("auth", "enable")
 
     # ------------------------------------------------------------------ stop
 

@@ -62,6 +62,14 @@ class InvalidStoreURL(CoordError):
     """A store URL that names no backend or is malformed."""
 
 
+class StoreCredentialsError(CoordError):
+    """Our credentials for the store are unusable or were refused: a CA,
+    certificate, key or password file that is missing, unreadable or not
+    private; a server certificate we do not trust, a client certificate the
+    server does not trust, a wrong password, a permission the user lacks.
+    Retrying does not help; an operator must act."""
+
+
 # --------------------------------------------------------------------------- data
 
 

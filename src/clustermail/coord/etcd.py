@@ -1,8 +1,9 @@
 """The etcd v3 backend of the coordination store: a thin adapter over ``aetcd``.
 
-aetcd 1.0 gives us the generated gRPC stubs and the channel set-up. The adapter
-calls the stubs directly, which gives every call one error path, a deadline and
-etcd's "require a leader" metadata, and adds what aetcd lacks:
+aetcd 1.0 gives us the generated gRPC stubs. The adapter opens the gRPC
+channels itself and calls the stubs directly, which gives every call one error
+path, a deadline and etcd's "require a leader" metadata, and adds what aetcd
+lacks:
 
 * **Endpoint lists.** One gRPC channel per endpoint; a call goes to the current
   endpoint, skipping ones whose channel is known to be down, and a failure moves
@@ -16,10 +17,18 @@ etcd's "require a leader" metadata, and adds what aetcd lacks:
 * **Watch resume.** A broken watch stream is re-created from the last delivered
   revision + 1 (on another endpoint if need be), so the consumer sees no gap; an
   idle stream is probed with progress requests so that a hung server is noticed.
+* **TLS and authentication** (``etcds://``; aetcd 1.0 has neither TLS nor token
+  renewal). Channels are opened with the CA, client certificate and key of
+  :class:`EtcdCredentials`. With a user, a token from etcd's Authenticate call
+  goes with every request; a token etcd no longer accepts (expired, lost by a
+  restarted member, older than the auth store) is replaced and the request sent
+  again: etcd refuses such a request before applying it, so this is safe even
+  for writes (clientv3 does the same).
 
 Every gRPC failure surfaces as :class:`StoreUnavailable` (naming the endpoints),
-:class:`LeaseNotFound`, :class:`Compacted` or :class:`CoordError`; never as a raw
-gRPC exception and never as a hang.
+:class:`StoreCredentialsError` (a certificate not trusted either way, a wrong
+password, a permission denied), :class:`LeaseNotFound`, :class:`Compacted` or
+:class:`CoordError`; never as a raw gRPC exception and never as a hang.
 """
 
 from __future__ import annotations
@@ -36,6 +45,9 @@ from typing import Any, TypeVar
 # in gRPC's poller. Our children exec at once and never use gRPC: switch it off,
 # before grpc is first imported.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+# gRPC's C core logs TLS handshake failures to stderr in its own format; our
+# errors carry the same detail in one line. GRPC_VERBOSITY=debug turns it back on.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import aetcd
 import grpc.aio  # type: ignore[import-untyped]
@@ -56,12 +68,14 @@ from clustermail.coord.api import (
     Put,
     RangeResult,
     Store,
+    StoreCredentialsError,
     StoreUnavailable,
     Target,
     TxnOp,
     TxnResult,
     to_bytes,
 )
+from clustermail.coord.etcd_credentials import EtcdCredentials
 
 T = TypeVar("T")
 
@@ -98,6 +112,13 @@ _COMPARE_RESULT = {Op.EQ: 0, Op.GT: 1, Op.LT: 2, Op.NE: 3}
 _COMPACTED = "required revision has been compacted"
 _FUTURE_REVISION = "required revision is a future revision"
 _LEASE_NOT_FOUND = "requested lease not found"
+# etcd's answers about authentication (rpctypes in etcd's api/v3rpc).
+_AUTH_FAILED = "authentication failed"
+_AUTH_NOT_ENABLED = "authentication is not enabled"
+_INVALID_TOKEN = "invalid auth token"
+_OLD_AUTH_REVISION = "revision of auth store is old"
+_USER_EMPTY = "user name is empty"
+_PERMISSION_DENIED = "permission denied"
 
 
 def _encode_key(key: str) -> bytes:
@@ -235,6 +256,42 @@ def _classify(exc: BaseException) -> str:
     return _Failure.FINAL
 
 
+def _token_rejected(exc: BaseException) -> bool:
+    """etcd refused the request's token before applying it: get a new one."""
+    if not isinstance(exc, rpc.AioRpcError):
+        return False
+    details = exc.details() or ""
+    return _INVALID_TOKEN in details or _OLD_AUTH_REVISION in details
+
+
+def _tls_refusal(exc: BaseException) -> str | None:
+    """What a TLS handshake failure says about the certificates (no retry
+    fixes it), or None for any other failure."""
+    if not isinstance(exc, rpc.AioRpcError) or exc.code() != rpc.StatusCode.UNAVAILABLE:
+        return None
+    details = exc.details() or ""
+    if "Tls handshake failed" in details:
+        # "...: SSL_ERROR_SSL: error:1000007d:SSL routines:OPENSSL_internal:
+        # CERTIFICATE_VERIFY_FAILED: unable to get local issuer certificate: OK"
+        tail = details.rsplit("OPENSSL_internal:", 1)[-1].removesuffix(": OK")
+        code, _, why = tail.partition(": ")
+        why = why.strip() or code.strip() or "no reason given"
+        if code == "CERTIFICATE_VERIFY_FAILED" or "certificate" in why.lower():
+            return (f"certificate verify failed: {why} (is ca= the CA that signed the "
+                    "member's certificate?)")
+        return f"{why} ({code.strip()})" if why != code.strip() else why
+    if "Hostname Verification" in details or "Peer name" in details:
+        return ("certificate verify failed: the member's certificate does not name "
+                "the host we connected to (its subjectAltName)")
+    if ("TSI_DATA_CORRUPTED" in details or "ALERT_BAD_CERTIFICATE" in details
+            or "CERTIFICATE_REQUIRED" in details or "ALERT_UNKNOWN_CA" in details):
+        # TLS 1.3: the member's alert about our certificate arrives after the
+        # handshake, as a record that fails to decrypt.
+        return ("the member refused our TLS connection: it wants a client certificate "
+                "signed by a CA it trusts (cert=, key=)")
+    return None
+
+
 def _details(exc: BaseException) -> str:
     if isinstance(exc, rpc.AioRpcError):
         return f"{exc.code().name}: {exc.details()}"
@@ -245,27 +302,54 @@ def _details(exc: BaseException) -> str:
     return repr(exc)
 
 
+class _Endpoint:
+    """One member: its gRPC channel (plain or TLS) and the stubs we call on it."""
+
+    def __init__(self, host: str, port: int, tls: Any) -> None:
+        self.name = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        options = list(_CHANNEL_OPTIONS.items())
+        # The channel connects lazily: no I/O here.
+        self.channel: Any = (
+            grpc.aio.secure_channel(self.name, tls, options=options) if tls is not None
+            else grpc.aio.insecure_channel(self.name, options=options)
+        )
+        self.kvstub: Any = rpc.KVStub(self.channel)
+        self.leasestub: Any = rpc.LeaseStub(self.channel)
+        self.watchstub: Any = rpc.WatchStub(self.channel)
+        self.authstub: Any = rpc.AuthStub(self.channel)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
 class EtcdStore(Store):
     """A :class:`Store` on an etcd v3 cluster (etcd ≥ 3.4)."""
 
     def __init__(self, endpoints: Sequence[tuple[str, int]], *, timeout: float,
-                 retries: int) -> None:
+                 retries: int, credentials: EtcdCredentials | None = None,
+                 url: str | None = None) -> None:
+        """``credentials``: TLS (and maybe a user); None: plain gRPC."""
         if not endpoints:
             raise ValueError("an etcd store needs at least one endpoint")
         if timeout <= 0 or retries < 0:
             raise ValueError("timeout must be > 0 and retries >= 0")
-        self._endpoints = [(h, int(p)) for h, p in endpoints]
-        self._names = ",".join(
-            f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self._endpoints
-        )
-        self.url = f"etcd://{self._names}"
+        tls = None
+        if credentials is not None:
+            tls = grpc.ssl_channel_credentials(
+                root_certificates=credentials.ca,
+                private_key=credentials.key,
+                certificate_chain=credentials.cert,
+            )
+        self._endpoints = [_Endpoint(h, int(p), tls) for h, p in endpoints]
+        self._names = ",".join(e.name for e in self._endpoints)
+        scheme = "etcd" if credentials is None else "etcds"
+        self.url = url or f"{scheme}://{self._names}"
         self._timeout = timeout
         self._retries = retries
-        self._clients: list[Any] = [
-            aetcd.Client(host=f"[{h}]" if ":" in h else h, port=p,
-                         options=dict(_CHANNEL_OPTIONS))
-            for h, p in self._endpoints
-        ]
+        self._credentials = credentials
+        #: The etcd auth token while we hold one (only with a user).
+        self._token: str | None = None
+        self._auth_lock = asyncio.Lock()
         self._current = 0
         self._closed = False
         #: Live watch streams and their reader tasks, cancelled by close().
@@ -274,18 +358,20 @@ class EtcdStore(Store):
 
     @classmethod
     async def connect(cls, endpoints: Sequence[tuple[str, int]], *, timeout: float = 2.0,
-                      retries: int = 3) -> EtcdStore:
-        """Opens the store and checks that the cluster answers.
+                      retries: int = 3, credentials: EtcdCredentials | None = None,
+                      url: str | None = None) -> EtcdStore:
+        """Opens the store and checks that the cluster answers (and, with a
+        user, that it accepts our password).
 
         ``timeout`` bounds each attempt of a call; a call makes at most
         ``1 + retries`` attempts (rotating through the endpoints) and returns or
         raises within ``2 * timeout`` seconds. A broken watch gets the same
-        budget to be re-established. Raises :class:`StoreUnavailable`.
+        budget to be re-established. Raises :class:`StoreUnavailable` or
+        :class:`StoreCredentialsError`.
         """
-        store = cls(endpoints, timeout=timeout, retries=retries)
+        store = cls(endpoints, timeout=timeout, retries=retries, credentials=credentials,
+                    url=url)
         try:
-            for client in store._clients:
-                await client.connect()  # creates the channel; no I/O yet
             await store.revision()
         except BaseException:
             await store.close()
@@ -303,10 +389,10 @@ class EtcdStore(Store):
     def _pick(self) -> int:
         """The endpoint for the next attempt: the current one unless its channel
         is known to be down and another one is not."""
-        n = len(self._clients)
+        n = len(self._endpoints)
         for step in range(n):
             i = (self._current + step) % n
-            state = self._clients[i].channel.get_state(try_to_connect=False)
+            state = self._endpoints[i].channel.get_state(try_to_connect=False)
             if state != grpc.ChannelConnectivity.TRANSIENT_FAILURE:
                 self._current = i
                 return i
@@ -315,7 +401,7 @@ class EtcdStore(Store):
     def _failed(self, index: int) -> None:
         # The next call starts at the next endpoint.
         if self._current == index:
-            self._current = (index + 1) % len(self._clients)
+            self._current = (index + 1) % len(self._endpoints)
 
     def _backoff(self, attempt: int) -> float:
         # Retries are spread over about one timeout: ..., t/8, t/4, t/2.
@@ -323,37 +409,55 @@ class EtcdStore(Store):
 
     async def _call(self, what: str, fn: Callable[[Any], Awaitable[T]], *,
                     idempotent: bool) -> T:
-        """Runs ``fn(client)``, retrying as the module doc says, and returns or
+        """Runs ``fn(endpoint)``, retrying as the module doc says, and returns or
         raises within ``2 * timeout`` seconds. Server errors that no retry can
         fix are re-raised as AioRpcError for the caller to map."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 2 * self._timeout
         last: BaseException | None = None
+        refused: dict[int, str] = {}  # endpoint → why its TLS handshake failed
         attempts = 0
+        backoff = True
         while attempts <= self._retries:
             if self._closed:
                 raise self._unavailable(what, "the store is closed")
-            if attempts:
+            if attempts and backoff:
                 await asyncio.sleep(min(self._backoff(attempts), deadline - loop.time()))
+            backoff = True
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
             attempts += 1
             index = self._pick()
+            endpoint = self._endpoints[index]
+            token = self._token
+            sent = False
             try:
                 async with asyncio.timeout(min(self._timeout, remaining)):
-                    return await fn(self._clients[index])
+                    token = await self._token_for(endpoint)
+                    sent = True
+                    return await fn(endpoint)
             except (rpc.AioRpcError, TimeoutError) as exc:
+                last = exc
+                if _token_rejected(exc):
+                    # Refused before being applied: safe to send again, at once.
+                    self._drop_token(token)
+                    backoff = False
+                    continue
+                self._note_refusal(refused, index, exc)
                 kind = _classify(exc)
+                if not sent and kind == _Failure.UNKNOWN:
+                    kind = _Failure.NOT_SENT  # lost while authenticating: never sent
                 if kind == _Failure.FINAL:
                     raise
-                last = exc
                 self._failed(index)
                 if kind == _Failure.UNKNOWN and not idempotent:
                     raise self._unavailable(
                         what,
                         f"outcome unknown ({_details(exc)}); re-read and decide again",
                     ) from None
+        if last is not None and _tls_refusal(last) is not None:
+            raise self._refused(refused) from None
         raise self._unavailable(
             what,
             f"no answer after {attempts} attempt(s) in {2 * self._timeout:g}s "
@@ -363,12 +467,90 @@ class EtcdStore(Store):
     def _final(self, what: str, exc: rpc.AioRpcError) -> CoordError:
         """Maps a server error that no retry fixes."""
         details = exc.details() or ""
-        if exc.code() == rpc.StatusCode.INVALID_ARGUMENT:
+        code = exc.code()
+        if code == rpc.StatusCode.PERMISSION_DENIED or _PERMISSION_DENIED in details:
+            return self._permission_denied(what)
+        if _USER_EMPTY in details:
+            return StoreCredentialsError(
+                f"etcd at {self._names} requires authentication: add user=NAME and "
+                "password_file=/path (or a client certificate whose CN is an etcd user, "
+                "on members run with --client-cert-auth)")
+        if code == rpc.StatusCode.INVALID_ARGUMENT:
             return CoordError(f"etcd rejected {what}: {details}")
         return self._unavailable(what, _details(exc))
 
     def _timeout_kw(self) -> dict[str, Any]:
-        return {"timeout": self._timeout, "metadata": _METADATA}
+        return {"timeout": self._timeout, "metadata": self._metadata()}
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        if self._token is None:
+            return _METADATA
+        return (*_METADATA, ("token", self._token))
+
+    # ------------------------------------------------------------------ TLS and auth
+
+    def _who(self) -> str:
+        creds = self._credentials
+        if creds is not None and creds.user is not None:
+            return f"user {creds.user!r}"
+        if creds is not None and creds.cert_cn:
+            return f"the client certificate's user {creds.cert_cn!r}"
+        return "an unauthenticated client"
+
+    def _permission_denied(self, what: str) -> StoreCredentialsError:
+        return StoreCredentialsError(
+            f"etcd at {self._names}: permission denied to {self._who()} for {what} "
+            "(clustermail needs read and write on the whole key space: the root user, "
+            "or a role granted `readwrite --from-key ''`)")
+
+    def _note_refusal(self, refused: dict[int, str], index: int, exc: BaseException) -> None:
+        """Records a TLS refusal by endpoint ``index``; raises when every
+        endpoint refused (another endpoint might still accept us)."""
+        why = _tls_refusal(exc)
+        if why is None:
+            return
+        refused[index] = why
+        if len(refused) == len(self._endpoints):
+            raise self._refused(refused) from None
+
+    def _refused(self, refused: dict[int, str]) -> StoreCredentialsError:
+        return StoreCredentialsError("; ".join(
+            f"etcd at {self._endpoints[i].name}: TLS handshake failed: {why}"
+            for i, why in sorted(refused.items())))
+
+    async def _token_for(self, endpoint: _Endpoint) -> str | None:
+        """The auth token to send (None without a user), authenticating through
+        ``endpoint`` when we hold none. One Authenticate at a time: the others
+        wait for its token."""
+        creds = self._credentials
+        if creds is None or creds.user is None:
+            return None
+        async with self._auth_lock:
+            if self._token is not None:
+                return self._token
+            request = rpc.AuthenticateRequest(name=creds.user, password=creds.password or "")
+            try:
+                resp = await endpoint.authstub.Authenticate(request, timeout=self._timeout)
+            except rpc.AioRpcError as exc:
+                details = exc.details() or ""
+                if _AUTH_FAILED in details:
+                    raise StoreCredentialsError(
+                        f"etcd at {endpoint.name}: authentication failed for user "
+                        f"{creds.user!r}: wrong user name or password (password from "
+                        f"{creds.password_source})") from None
+                if _AUTH_NOT_ENABLED in details:
+                    raise StoreCredentialsError(
+                        f"etcd at {endpoint.name}: a user and password are configured but "
+                        "authentication is not enabled on the cluster: run `etcdctl auth "
+                        "enable`, or drop user= and the password option") from None
+                raise
+            self._token = str(resp.token)
+            return self._token
+
+    def _drop_token(self, token: str | None) -> None:
+        # Only the token that was refused: another task may have a newer one.
+        if token is not None and self._token == token:
+            self._token = None
 
     # ------------------------------------------------------------------ keys
 
@@ -583,6 +765,8 @@ class EtcdStore(Store):
         failures = 0
         broken_at = 0.0
         last: BaseException | None = None
+        fresh_token = False  # the current token was fetched after a refusal
+        refused: dict[int, str] = {}  # endpoint → why its TLS handshake failed
         while True:
             if self._closed:
                 raise self._unavailable(what, "the store is closed")
@@ -596,18 +780,36 @@ class EtcdStore(Store):
                     )
                 await asyncio.sleep(min(self._backoff(failures), left))
             index = self._pick()
-            stream = _WatchStream(self, self._clients[index])
+            endpoint = self._endpoints[index]
+            stream: _WatchStream | None = None
+            token: str | None = None
             try:
+                async with asyncio.timeout(self._timeout):
+                    token = await self._token_for(endpoint)
+                stream = _WatchStream(self, endpoint)
                 created = await stream.create(key, end, next_rev or 0)
                 if created.compact_revision:
                     raise Compacted(next_rev or 0, int(created.compact_revision))
                 if created.canceled:
+                    reason = created.cancel_reason or "watch cancelled by etcd"
+                    if token is not None and not fresh_token and (
+                            _INVALID_TOKEN in reason or _OLD_AUTH_REVISION in reason
+                            or _PERMISSION_DENIED in reason):
+                        # A stale token (etcd 3.4 may call it "permission
+                        # denied" too): once more at once, with a fresh one.
+                        self._drop_token(token)
+                        fresh_token = True
+                        continue
+                    if _PERMISSION_DENIED in reason:
+                        raise self._permission_denied(what)
                     # e.g. the member has no leader: try another one
-                    raise _StreamBroken(created.cancel_reason or "watch cancelled by etcd")
+                    raise _StreamBroken(reason)
                 if next_rev is None:
                     # "after now": the stream starts after the header's revision.
                     next_rev = int(created.header.revision) + 1
                 failures = 0
+                fresh_token = False
+                refused.clear()
                 while True:
                     resp = await stream.next()
                     if resp.compact_revision:
@@ -623,14 +825,17 @@ class EtcdStore(Store):
                         yield event
             except (rpc.AioRpcError, TimeoutError, _StreamBroken) as exc:
                 if _classify(exc) == _Failure.FINAL:
+                    assert isinstance(exc, rpc.AioRpcError)
                     raise self._final(what, exc) from None
+                self._note_refusal(refused, index, exc)
                 if not failures:
                     broken_at = loop.time()
                 last = exc
                 failures += 1
                 self._failed(index)
             finally:
-                stream.close()
+                if stream is not None:
+                    stream.close()
 
     # ------------------------------------------------------------------ close
 
@@ -644,18 +849,18 @@ class EtcdStore(Store):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        for client in self._clients:
+        for endpoint in self._endpoints:
             with contextlib.suppress(Exception):
-                await client.close()
+                await endpoint.close()
 
 
 class _WatchStream:
     """One etcd watch stream: create, read with an idle probe, close."""
 
-    def __init__(self, store: EtcdStore, client: Any) -> None:
+    def __init__(self, store: EtcdStore, endpoint: _Endpoint) -> None:
         self._store = store
         self._timeout = store._timeout
-        self._call: Any = rpc.WatchStub(client.channel).Watch(metadata=_METADATA)
+        self._call: Any = endpoint.watchstub.Watch(metadata=store._metadata())
         store._calls.add(self._call)
         self._reader: asyncio.Task[Any] | None = None
 
