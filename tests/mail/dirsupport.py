@@ -13,7 +13,7 @@ from argon2 import PasswordHasher
 from clustermail.cluster import keys
 from clustermail.coord import Store
 from clustermail.mail.directory import Directory
-from clustermail.mail.passwords import Passwords
+from clustermail.mail.directory.passwords import Passwords
 
 #: Cheap parameters keep the suite fast; production uses RFC 9106's (see passwords.py).
 CHEAP = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)

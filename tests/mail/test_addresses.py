@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clustermail.mail.addresses import (
+from clustermail.mail.directory.addresses import (
     InvalidAddressError,
     lookup_key,
     normalize_domain,

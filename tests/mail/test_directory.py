@@ -9,7 +9,6 @@ import pytest
 from argon2 import PasswordHasher
 
 from clustermail.coord import Store
-from clustermail.mail.addresses import InvalidAddressError
 from clustermail.mail.directory import (
     AddressTakenError,
     Directory,
@@ -19,7 +18,8 @@ from clustermail.mail.directory import (
     NotFoundError,
     UnknownDomainError,
 )
-from clustermail.mail.passwords import Passwords
+from clustermail.mail.directory.addresses import InvalidAddressError
+from clustermail.mail.directory.passwords import Passwords
 from clustermail.mail.store import QuotaLimits
 from tests.mail.dirsupport import CHEAP
 

@@ -2,7 +2,7 @@
 
 It lives in the coordination store (``clustermail.cluster.keys.DIRECTORY``) so
 every node sees the same directory and a virtual server finds its users
-wherever it runs. Layout and records: :mod:`clustermail.mail.directory_model`.
+wherever it runs. Layout and records: :mod:`.model`.
 
 Writes that must not collide are compare-and-swap transactions: creating a
 recipient compares its address absent under all three kinds (one address is
@@ -23,10 +23,10 @@ from typing import Any
 
 from clustermail.cluster import keys
 from clustermail.coord import Compare, Delete, Put, Store, TxnOp
-from clustermail.mail import directory_model as m
-from clustermail.mail.addresses import Address, normalize_domain, parse_address
-from clustermail.mail.directory_cache import DirectoryCache, ErrorReporter
-from clustermail.mail.directory_model import (
+from clustermail.mail.directory import model as m
+from clustermail.mail.directory.addresses import Address, normalize_domain, parse_address
+from clustermail.mail.directory.cache import DirectoryCache, ErrorReporter
+from clustermail.mail.directory.model import (
     AddressTakenError,
     AliasEntry,
     ConflictError,
@@ -38,7 +38,7 @@ from clustermail.mail.directory_model import (
     NotFoundError,
     UnknownDomainError,
 )
-from clustermail.mail.passwords import Passwords
+from clustermail.mail.directory.passwords import Passwords
 from clustermail.mail.store.errors import LayoutError
 from clustermail.mail.store.layout import Layout, default_layout
 from clustermail.mail.store.quota import QuotaLimits

@@ -10,7 +10,7 @@ Layout under the directory prefix (``/clustermail-directory/`` by default)::
     storage/<vs>            the virtual server's planned layout (storage.json format)
     provisioned/<vs>        status written by the vs's mail_store resource
 
-``<key>`` is :attr:`clustermail.mail.addresses.Address.key` (local part lowercased),
+``<key>`` is :attr:`clustermail.mail.directory.addresses.Address.key` (local part lowercased),
 so one recipient has one key whatever its spelling; the record keeps the spelling.
 """
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clustermail.coord.api import KeyValue
-from clustermail.mail.addresses import parse_address
+from clustermail.mail.directory.addresses import parse_address
 from clustermail.mail.store.quota import QuotaLimits
 
 DOMAINS = "domains/"
