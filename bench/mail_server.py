@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clustermail.mail.contracts import Directory, MailboxEntry
-from clustermail.mail.listener import ListenerLimits
+from clustermail.mail.net.listener import ListenerLimits
+from clustermail.mail.net.tls import ensure_certificate, server_context
 from clustermail.mail.pop3.server import Pop3Ports, Pop3Service
 from clustermail.mail.queue.routing import Router
 from clustermail.mail.queue.runner import QueueRunner, RunnerConfig
@@ -23,7 +24,6 @@ from clustermail.mail.smtp.handler import SmtpContext
 from clustermail.mail.smtp.policy import SmtpLimits
 from clustermail.mail.smtp.server import SmtpPorts, SmtpService
 from clustermail.mail.store import MailboxDatabase, MailStore
-from clustermail.mail.tls import ensure_certificate, server_context
 from clustermail.mail.tracking import TrackingLog
 
 DOMAIN = "bench.test"

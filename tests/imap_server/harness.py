@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from clustermail.mail.imap.server import ImapServer
 from clustermail.mail.imap.session import SessionConfig
-from clustermail.mail.listener import AuthThrottle, ListenerLimits
+from clustermail.mail.net.listener import AuthThrottle, ListenerLimits
 from clustermail.mail.store import MailboxDatabase
 
 T = TypeVar("T")

@@ -15,7 +15,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
 from clustermail.mail.imap.session import SessionConfig
-from clustermail.mail.listener import AuthThrottle, ListenerLimits
+from clustermail.mail.net.listener import AuthThrottle, ListenerLimits
 from clustermail.mail.store import MailboxDatabase
 from tests.imap_server.conftest import USERS
 from tests.imap_server.harness import PASSWORD, ServerThread, self_signed

@@ -16,7 +16,7 @@ from imapclient.exceptions import LoginError
 from clustermail.cluster.resources import Properties, Resource, ResourceContext
 from clustermail.cluster.resources.ip_address import IpAddressResource
 from clustermail.mail.imap.resource import Imap4Resource
-from clustermail.mail.listener import shared_throttle
+from clustermail.mail.net.listener import shared_throttle
 from clustermail.mail.store import MailboxDatabase
 from tests.imap_reference.dovecot import free_port
 from tests.support.resource_env import Env

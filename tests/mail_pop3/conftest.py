@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from clustermail.mail.listener import AuthThrottle, ListenerLimits
+from clustermail.mail.net.listener import AuthThrottle, ListenerLimits
+from clustermail.mail.net.tls import ensure_certificate, server_context
 from clustermail.mail.pop3.server import Pop3Ports, Pop3Service
-from clustermail.mail.tls import ensure_certificate, server_context
 from tests.mail_smtp.fakes import DOMAIN, FakeDirectory, FakeMailStore, free_port, three_users
 
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clustermail.mail.contracts import Directory, MailboxEntry
-from clustermail.mail.listener import AuthThrottle, ListenerLimits
+from clustermail.mail.net.listener import AuthThrottle, ListenerLimits
+from clustermail.mail.net.tls import ensure_certificate, server_context
 from clustermail.mail.queue.routing import Router
 from clustermail.mail.queue.runner import QueueRunner, RunnerConfig
 from clustermail.mail.queue.schedule import RetryPolicy
@@ -20,7 +21,6 @@ from clustermail.mail.smtp.handler import SmtpContext
 from clustermail.mail.smtp.policy import SmtpLimits
 from clustermail.mail.smtp.server import SmtpPorts, SmtpService
 from clustermail.mail.store import MailboxDatabase, MailStore
-from clustermail.mail.tls import ensure_certificate, server_context
 from clustermail.mail.tracking import TrackingLog
 
 DOMAIN = "example.test"

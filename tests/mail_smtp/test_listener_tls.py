@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from clustermail.mail.listener import Admission, AuthThrottle, ListenerLimits, is_loopback
-from clustermail.mail.tls import (
+from clustermail.mail.net.listener import Admission, AuthThrottle, ListenerLimits, is_loopback
+from clustermail.mail.net.tls import (
     TlsError,
     ensure_certificate,
     fingerprint,

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import pytest
 
-from clustermail.mail.listener import AuthThrottle
+from clustermail.mail.net.listener import AuthThrottle
 from clustermail.mail.queue.store import read_messages
 from clustermail.mail.smtp.policy import SmtpLimits
 from clustermail.mail.store.quota import QuotaLimits
@@ -305,7 +305,7 @@ async def test_idle_clients_and_connection_limits(tmp_path: object,
                                                   directory: FakeDirectory) -> None:
     from pathlib import Path
 
-    from clustermail.mail.listener import ListenerLimits
+    from clustermail.mail.net.listener import ListenerLimits
 
     s = await start_smtp(Path(str(tmp_path)) / "d", directory,
                          limits=SmtpLimits(timeout=0.5),

@@ -26,10 +26,10 @@ from clustermail.cluster.resources import (
     ResourceError,
     register,
 )
-from clustermail.mail import protocol_resource as pr
 from clustermail.mail.imap.server import ImapServer
 from clustermail.mail.imap.session import SessionConfig
-from clustermail.mail.listener import shared_throttle
+from clustermail.mail.net import protocol_resource as pr
+from clustermail.mail.net.listener import shared_throttle
 from clustermail.mail.store import MailboxDatabase
 
 MIN_IDLE_TIMEOUT = 30 * 60.0

@@ -28,7 +28,7 @@ from clustermail.mail.imap.session import (
     MailboxLocator,
     SessionConfig,
 )
-from clustermail.mail.listener import (
+from clustermail.mail.net.listener import (
     Admission,
     AuthThrottle,
     ListenerLimits,

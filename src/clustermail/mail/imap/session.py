@@ -50,7 +50,7 @@ from clustermail.mail.imap.mailbox_view import SYSTEM_FLAGS, MailboxView
 from clustermail.mail.imap.parser import parse_auth_response, parse_command, parse_idle_done
 from clustermail.mail.imap.search import SearchContext, matches
 from clustermail.mail.imap.sequence import SequenceSet
-from clustermail.mail.listener import AuthThrottle
+from clustermail.mail.net.listener import AuthThrottle
 from clustermail.mail.store import (
     FencedError,
     FolderExistsError,

@@ -24,7 +24,7 @@ from aiosmtpd.smtp import MISSING, Envelope, Session
 
 from clustermail.logutil import log_event
 from clustermail.mail.contracts import MailboxEntry, MailStoreService
-from clustermail.mail.listener import AuthThrottle, client_address
+from clustermail.mail.net.listener import AuthThrottle, client_address
 from clustermail.mail.queue import dsn
 from clustermail.mail.queue.delivery import LocalResult, deliver_local
 from clustermail.mail.queue.routing import Router, Target

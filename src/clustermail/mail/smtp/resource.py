@@ -27,8 +27,8 @@ from clustermail.cluster.resources.base import (
     ResourceError,
 )
 from clustermail.coord import Store
-from clustermail.mail import protocol_resource as pr
-from clustermail.mail.listener import is_loopback, shared_throttle
+from clustermail.mail.net import protocol_resource as pr
+from clustermail.mail.net.listener import is_loopback, shared_throttle
 from clustermail.mail.queue.routing import Router
 from clustermail.mail.queue.runner import QueueRunner, RunnerConfig
 from clustermail.mail.queue.schedule import RetryPolicy

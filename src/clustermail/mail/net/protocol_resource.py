@@ -22,8 +22,8 @@ from clustermail.cluster.resources.disk import DiskResource
 from clustermail.cluster.resources.ip_address import IpAddressResource
 from clustermail.cluster.resources.network_name import NetworkNameResource
 from clustermail.mail.contracts import MailStoreService
-from clustermail.mail.listener import ListenerLimits
-from clustermail.mail.tls import TlsError, ensure_certificate, server_context
+from clustermail.mail.net.listener import ListenerLimits
+from clustermail.mail.net.tls import TlsError, ensure_certificate, server_context
 
 
 def mail_store_dependency(ctx: ResourceContext) -> MailStoreService:

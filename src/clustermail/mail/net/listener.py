@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from clustermail.logutil import log_event
-from clustermail.mail.tls import HANDSHAKE_TIMEOUT
+from clustermail.mail.net.tls import HANDSHAKE_TIMEOUT
 
 #: StreamReader buffer limit; protocols enforce their own (smaller) line limits on top.
 READ_LIMIT = 64 * 1024
