@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clustermail.mail.contracts import Directory, MailboxEntry
+from clustermail.mail.backends import MailboxRef, RecipientLookup
 from clustermail.mail.net.listener import AuthThrottle, ListenerLimits
 from clustermail.mail.net.tls import ensure_certificate, server_context
 from clustermail.mail.queue.routing import Router
@@ -53,7 +53,7 @@ class FakeDirectory:
         self.passwords[address] = password
         return entry
 
-    async def resolve(self, address: str) -> list[MailboxEntry]:
+    async def resolve(self, address: str) -> list[MailboxRef]:
         address = address.lower()
         local, _, domain = address.partition("@")
         address = f"{local.split('+', 1)[0]}@{domain}"
@@ -65,10 +65,10 @@ class FakeDirectory:
     async def is_local_domain(self, domain: str) -> bool:
         return domain.lower() in self.domains
 
-    async def mailbox(self, address: str) -> MailboxEntry | None:
+    async def mailbox(self, address: str) -> MailboxRef | None:
         return self.entries.get(address.lower())
 
-    async def authenticate(self, username: str, password: str) -> MailboxEntry | None:
+    async def authenticate(self, username: str, password: str) -> MailboxRef | None:
         entry = self.entries.get(username.lower())
         if entry is None or self.passwords.get(entry.address) != password:
             return None
@@ -89,7 +89,7 @@ class FakeMailStore:
                  epoch: int = 1) -> None:
         self.store = MailStore(disk)
         self.store.mount(epoch)
-        self.directory: Directory = directory
+        self.directory: RecipientLookup = directory
         self.fake_directory = directory
         self.vs = vs
         self.sync_mailboxes()
@@ -101,7 +101,7 @@ class FakeMailStore:
                 if not db.has_mailbox(entry.address):
                     db.create_mailbox_sync(entry.address)
 
-    def database_for(self, entry: MailboxEntry) -> MailboxDatabase:
+    def database_for(self, entry: MailboxRef) -> MailboxDatabase:
         return self.store.database(entry.storage_group, entry.database)
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ from clustermail.cluster.resources.base import (
 from clustermail.cluster.resources.disk import DiskResource
 from clustermail.cluster.resources.ip_address import IpAddressResource
 from clustermail.cluster.resources.network_name import NetworkNameResource
-from clustermail.mail.contracts import MailStoreService
+from clustermail.mail.backends import MailStoreService
 from clustermail.mail.net.listener import ListenerLimits
 from clustermail.mail.net.tls import TlsError, ensure_certificate, server_context
 

@@ -13,7 +13,7 @@ import ssl
 from dataclasses import dataclass
 
 from clustermail.logutil import log_event
-from clustermail.mail.contracts import MailStoreService
+from clustermail.mail.backends import MailStoreService
 from clustermail.mail.net.listener import (
     AuthThrottle,
     Connection,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from aiosmtpd.smtp import MISSING, Envelope, Session
 
 from clustermail.logutil import log_event
-from clustermail.mail.contracts import MailboxEntry, MailStoreService
+from clustermail.mail.backends import MailboxRef, MailStoreService
 from clustermail.mail.net.listener import AuthThrottle, client_address
 from clustermail.mail.queue import dsn
 from clustermail.mail.queue.delivery import LocalResult, deliver_local
@@ -71,7 +71,7 @@ def sender_of(envelope: Envelope) -> str:
     return "" if sender == NULL_SENDER else sender
 
 
-def _authenticated(session: Session) -> MailboxEntry | None:
+def _authenticated(session: Session) -> MailboxRef | None:
     data: Any = session.auth_data
     return data if session.authenticated and data is not None else None
 
@@ -198,7 +198,7 @@ class SmtpHandler:
         envelope.size_hint = policy.size_hint(mail_options)
         return "250 2.1.0 Sender OK"
 
-    def _send_quota(self, user: MailboxEntry) -> str | None:
+    def _send_quota(self, user: MailboxRef) -> str | None:
         if user.server != self.ctx.vs:
             return None  # homed elsewhere: that virtual server knows its usage
         try:
