@@ -10,7 +10,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clustermail.mail import mime
+from clustermail.mail.store import mime
 
 
 def crlf(text: str) -> bytes:

@@ -17,11 +17,11 @@ from clustermail.mail.queue.routing import Router
 from clustermail.mail.queue.runner import QueueRunner, RunnerConfig
 from clustermail.mail.queue.schedule import RetryPolicy
 from clustermail.mail.queue.store import Queue, queue_path
+from clustermail.mail.queue.tracking import TrackingLog
 from clustermail.mail.smtp.handler import SmtpContext
 from clustermail.mail.smtp.policy import SmtpLimits
 from clustermail.mail.smtp.server import SmtpPorts, SmtpService
 from clustermail.mail.store import MailboxDatabase, MailStore
-from clustermail.mail.tracking import TrackingLog
 
 DOMAIN = "example.test"
 PASSWORD = "secret-pw"

@@ -15,8 +15,8 @@ from clustermail.cluster.resources.network_name import name_key
 from clustermail.coord import open_store
 from clustermail.mail.queue.schedule import RetryPolicy
 from clustermail.mail.queue.store import connect, read_messages
+from clustermail.mail.queue.tracking import Query, log_files, search
 from clustermail.mail.smtp.server import SmtpPorts
-from clustermail.mail.tracking import Query, log_files, search
 from tests.mail_smtp.fakes import DOMAIN, FakeDirectory, Running, free_port, start_smtp
 
 ALICE, CAROL = f"alice@{DOMAIN}", f"carol@{DOMAIN}"

@@ -24,7 +24,7 @@ from clustermail.admin.errors import AdminError
 from clustermail.cluster import keys
 from clustermail.coord import CoordError, open_store
 from clustermail.mail.queue import store as qstore
-from clustermail.mail.tracking import Query, log_files, search
+from clustermail.mail.queue.tracking import Query, log_files, search
 
 Handler = Callable[[argparse.Namespace, Console], Coroutine[Any, Any, int]]
 AddCommand = Callable[..., argparse.ArgumentParser]

@@ -32,8 +32,8 @@ from clustermail.mail.queue.store import (
     QueuedMessage,
     QueuedRecipient,
 )
+from clustermail.mail.queue.tracking import TrackingLog
 from clustermail.mail.smtp import relay
-from clustermail.mail.tracking import TrackingLog
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,10 +29,10 @@ from clustermail.mail.queue import dsn
 from clustermail.mail.queue.delivery import LocalResult, deliver_local
 from clustermail.mail.queue.routing import Router, Target
 from clustermail.mail.queue.store import LOCAL, NewMessage, NewRecipient, Queue, new_queue_id
+from clustermail.mail.queue.tracking import TrackingLog
 from clustermail.mail.smtp import policy
 from clustermail.mail.store import MailboxDatabase, QuotaReport, StoreError
 from clustermail.mail.store.quota import delivery_decision
-from clustermail.mail.tracking import TrackingLog
 
 if TYPE_CHECKING:
     from clustermail.mail.smtp.server import ClusterSMTP
