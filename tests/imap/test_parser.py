@@ -495,12 +495,9 @@ def test_body_section_response_names() -> None:
     assert names == ["BODY[1.2.HEADER.FIELDS (FROM TO)]<10>", "BODY[]", "BODY[3.MIME]"]
 
 
-def test_every_command_has_a_name_and_states() -> None:
+def test_every_command_has_a_name() -> None:
     for raw, command in VALID:
         assert type(command).name, raw
-        assert type(command).valid_states, raw
-    assert c.Login.valid_states == {c.SessionState.NOT_AUTHENTICATED}
-    assert c.Fetch.valid_states == {c.SessionState.SELECTED}
     assert c.Select("a", "x", read_only=True).command_name == "EXAMINE"
 
 

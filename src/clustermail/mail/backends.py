@@ -7,7 +7,7 @@ in-memory stand-ins. The real ones are :class:`clustermail.mail.directory.Direct
 :class:`MailboxRef`) and :class:`clustermail.mail.store.resource.MailStoreResource`.
 
 The IMAP server core takes narrower arguments of its own (an authenticator and a
-mailbox locator, :mod:`clustermail.mail.imap.session`); the ``imap4`` resource builds
+mailbox locator, :mod:`clustermail.mail.imap.context`); the ``imap4`` resource builds
 them from the :class:`MailStoreService` it depends on, as SMTP and POP3 find theirs.
 """
 
