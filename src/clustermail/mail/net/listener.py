@@ -4,11 +4,16 @@ TCP_NODELAY, connection limits, idle timeouts and failed-login throttling.
 
 Two ways to serve:
 
-* **stream handlers** (POP3, IMAP4): ``async def handle(conn: Connection)``; the
+* **stream handlers** (POP3): ``async def handle(conn: Connection)``; the
   :class:`Connection` reads lines with the idle timeout and the protocol's line limit,
-  writes, and upgrades to TLS (STARTTLS/STLS) with the plaintext buffer discarded;
+  writes, and upgrades to TLS (STLS) with the plaintext buffer discarded;
 * **protocol factories** (SMTP on aiosmtpd): ``factory(endpoint) -> asyncio.Protocol``; the
   protocol calls :meth:`Admission.admit` / :meth:`Admission.release` itself.
+
+IMAP4 runs its own asyncio server (its framer reads literals, not lines, and IDLE waits
+on the store as well as the client) and takes only the pieces: :class:`Admission`,
+:class:`AuthThrottle` (:func:`shared_throttle`), :class:`ListenerLimits`,
+:func:`client_address`, :func:`set_nodelay` and :func:`is_loopback`.
 
 Usage::
 
@@ -199,7 +204,7 @@ class Connection:
     Idle timeout: one watchdog timer per connection (not a timer per read or write, which
     showed in the POP3 profile) closes the connection once nothing was read or written for
     ``idle_timeout`` seconds; the blocked read or write then raises :class:`IdleTimeout`.
-    ``idle_timeout`` may be changed at any time (IMAP IDLE allows 30 minutes).
+    ``idle_timeout`` may be changed at any time.
     """
 
     def __init__(
