@@ -145,3 +145,32 @@ def test_imap4_properties_in_a_cluster_file() -> None:
     assert "unknown property for type imap4: 'timeout'" in text
     with pytest.raises(ConfigError, match="give both cert and key"):
         config_from_dict(config({"cert": "/etc/ssl/mail.pem"}))
+
+
+@pytest.mark.parametrize("value", [0, -5, 0.05, 0.1, 1, 30.5, 1800, True, "600"])
+def test_idle_timeout_is_checked_as_the_resource_reads_it(tmp_path: Path, value: Any) -> None:
+    """``config check`` refuses exactly the idle_timeout values the imap4 resource would
+    refuse on every node (0 used to pass the check and then fail everywhere)."""
+    import clustermail.mail.schemas  # noqa: F401 - registers the mail resource types
+    from clustermail.cluster.config import ConfigError, config_from_dict
+    from clustermail.cluster.resources import PropertyError
+    from clustermail.mail.imap.idle_timeout import check_idle_timeout
+
+    try:
+        Env(tmp_path).make(Imap4Resource, "imap", {"idle_timeout": value})
+        resource_accepts = True
+    except PropertyError:
+        resource_accepts = False
+    assert (check_idle_timeout(value) is None) == resource_accepts
+    cluster = {
+        "nodes": {"node1": {}},
+        "virtual_servers": {"mail1": {"resources": {
+            "imap": {"type": "imap4", "properties": {"idle_timeout": value}},
+        }}},
+    }
+    if resource_accepts:
+        config_from_dict(cluster)
+    else:
+        with pytest.raises(ConfigError, match="idle_timeout"):
+            config_from_dict(cluster)
+

@@ -16,6 +16,7 @@ from clustermail.cluster.resource_schema import (
     PropertySpec,
     register_resource_type,
 )
+from clustermail.mail.imap.idle_timeout import check_idle_timeout
 
 
 def _subdirectory(value: PropertyValue) -> str | None:
@@ -119,7 +120,7 @@ register_resource_type(
         "port": PropertySpec(PropertyKind.INT, default=143, check=_port),
         "tls_port": PropertySpec(PropertyKind.INT, default=993, check=_port),
         "allow_plaintext_on_loopback": PropertySpec(PropertyKind.BOOL, default=False),
-        "idle_timeout": PropertySpec(PropertyKind.FLOAT),
+        "idle_timeout": PropertySpec(PropertyKind.FLOAT, check=check_idle_timeout),
     },
     check=_tls_pair,
 )

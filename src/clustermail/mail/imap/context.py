@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from clustermail.mail.imap import idle_timeout
 from clustermail.mail.imap import response as r
 from clustermail.mail.imap.change_hub import ChangeHub
 from clustermail.mail.imap.command_table import CommandSpec, SessionState
@@ -48,7 +49,7 @@ MailboxLocator = Callable[
 
 @dataclass(frozen=True, slots=True)
 class SessionConfig:
-    idle_timeout: float = 30 * 60.0  # RFC 3501 §5.4: at least 30 minutes, IDLE included
+    idle_timeout: float = idle_timeout.DEFAULT  # RFC 3501 §5.4, IDLE included
     limits: FramingLimits = field(default_factory=FramingLimits)
     server_name: str = "clustermail"
 
