@@ -115,7 +115,7 @@ def serve_ours(db_path: str, port_file: str) -> None:
     """Child process: our server on a database prepared by the parent."""
     from clustermail.mail.imap.server import ImapServer
     from clustermail.mail.store import MailboxDatabase
-    from tests.imap_server.harness import MemoryAuthenticator
+    from tests.support.imap_server import MemoryAuthenticator
 
     async def main() -> None:
         db = MailboxDatabase(db_path)

@@ -13,18 +13,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from clustermail.mail.contracts import Directory, MailboxEntry
-from clustermail.mail.listener import ListenerLimits
+from clustermail.mail.backends import MailboxRef, RecipientLookup
+from clustermail.mail.net.listener import ListenerLimits
+from clustermail.mail.net.tls import ensure_certificate, server_context
 from clustermail.mail.pop3.server import Pop3Ports, Pop3Service
 from clustermail.mail.queue.routing import Router
 from clustermail.mail.queue.runner import QueueRunner, RunnerConfig
 from clustermail.mail.queue.store import Queue, queue_path
+from clustermail.mail.queue.tracking import TrackingLog
 from clustermail.mail.smtp.handler import SmtpContext
 from clustermail.mail.smtp.policy import SmtpLimits
 from clustermail.mail.smtp.server import SmtpPorts, SmtpService
 from clustermail.mail.store import MailboxDatabase, MailStore
-from clustermail.mail.tls import ensure_certificate, server_context
-from clustermail.mail.tracking import TrackingLog
 
 DOMAIN = "bench.test"
 USERS = [f"u{i}@{DOMAIN}" for i in range(1, 11)]
@@ -44,17 +44,17 @@ class StaticDirectory:
     def __init__(self) -> None:
         self.entries = {u: Entry(u) for u in USERS}
 
-    async def resolve(self, address: str) -> list[MailboxEntry]:
+    async def resolve(self, address: str) -> list[MailboxRef]:
         e = self.entries.get(address.lower())
         return [e] if e else []
 
     async def is_local_domain(self, domain: str) -> bool:
         return domain.lower() == DOMAIN
 
-    async def mailbox(self, address: str) -> MailboxEntry | None:
+    async def mailbox(self, address: str) -> MailboxRef | None:
         return self.entries.get(address.lower())
 
-    async def authenticate(self, username: str, password: str) -> MailboxEntry | None:
+    async def authenticate(self, username: str, password: str) -> MailboxRef | None:
         e = self.entries.get(username.lower())
         return e if e is not None and password == PASSWORD else None
 
@@ -66,13 +66,13 @@ class BenchMailStore:
     def __init__(self, disk: Path) -> None:
         self.store = MailStore(disk)
         self.store.mount(1)
-        self.directory: Directory = StaticDirectory()
+        self.directory: RecipientLookup = StaticDirectory()
         db = self.store.database("SG1", "DB1")
         for u in USERS:
             if not db.has_mailbox(u):
                 db.create_mailbox_sync(u)
 
-    def database_for(self, entry: MailboxEntry) -> MailboxDatabase:
+    def database_for(self, entry: MailboxRef) -> MailboxDatabase:
         return self.store.database(entry.storage_group, entry.database)
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from clustermail.mail.store import MailboxDatabase, MountRefusedError
 from tests.e2e.harness import ROOT, LocalCluster, cluster_toml, free_addresses, owners, vs_of
-from tests.mail.dirsupport import db_epoch, db_mailboxes, last_change, wait_provisioned
+from tests.support.directory import db_epoch, db_mailboxes, last_change, wait_provisioned
 
 MAIL_STORE = """
 [virtual_servers.mail{v}.resources.store]

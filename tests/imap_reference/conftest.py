@@ -8,7 +8,7 @@ import pytest
 from clustermail.mail.store import MailboxDatabase
 from tests.imap_reference import dovecot
 from tests.imap_reference.runner import PASSWORD, SCRIPTS
-from tests.imap_server.harness import ServerThread
+from tests.support.imap_server import ServerThread
 
 SCRIPT_PATHS = sorted(SCRIPTS.glob("*.imap"))
 USERS = [f"{p.stem}@example.test" for p in SCRIPT_PATHS]

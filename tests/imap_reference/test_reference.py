@@ -12,7 +12,7 @@ from tests.imap_reference.compare import apply_masks, differences, load_allowlis
 from tests.imap_reference.conftest import SCRIPT_PATHS
 from tests.imap_reference.normalize import normalize
 from tests.imap_reference.runner import load_script, run_script
-from tests.imap_server.harness import ServerThread
+from tests.support.imap_server import ServerThread
 
 ALLOW = load_allowlist()
 MASKS = load_masks()

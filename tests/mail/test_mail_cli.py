@@ -21,7 +21,7 @@ from clustermail.cluster.config import load_config
 from clustermail.cluster.hostspec import host_spec
 from clustermail.coord import open_store
 from clustermail.mail.store import MailboxDatabase, flags
-from tests.mail.dirsupport import db_mailboxes, last_change, wait_provisioned
+from tests.support.directory import db_mailboxes, last_change, wait_provisioned
 from tests.support.hostproc import Host
 
 CONFIG = """

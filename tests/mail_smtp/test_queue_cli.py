@@ -9,7 +9,7 @@ import pytest
 
 from clustermail.admin.cli import main
 from clustermail.mail.queue import store as qstore
-from clustermail.mail.tracking import TrackingLog
+from clustermail.mail.queue.tracking import TrackingLog
 
 
 def make_queue(data: Path) -> list[str]:

@@ -200,7 +200,7 @@ async def _seed_users(
     """The demo's domain and one user per virtual server; passwords shown once and
     kept (owner-readable only) in DATA/passwords.json."""
     from clustermail.mail.directory import Directory
-    from clustermail.mail.directory_model import DirectoryError
+    from clustermail.mail.directory.model import DirectoryError
 
     directory = Directory(store)
     passwords = seed.load_passwords(data_dir)

@@ -46,7 +46,7 @@ def guarded(handler: Handler) -> Handler:
     @functools.wraps(handler)
     async def run(args: argparse.Namespace, console: Console) -> int:
         from clustermail.cluster.resources.base import ResourceError
-        from clustermail.mail.directory_model import DirectoryError
+        from clustermail.mail.directory.model import DirectoryError
         from clustermail.mail.store import StoreError
 
         try:
@@ -203,8 +203,8 @@ async def cmd_domain_catch_all(args: argparse.Namespace, console: Console) -> in
 
 @guarded
 async def cmd_user_add(args: argparse.Namespace, console: Console) -> int:
-    from clustermail.mail.addresses import parse_address
     from clustermail.mail.directory import UnknownDomainError
+    from clustermail.mail.directory.addresses import parse_address
 
     addr = parse_address(args.address)
     group, db = parse_database(args.database)
@@ -252,7 +252,7 @@ async def _existing(d: Directory, address: str) -> Any:
 
 @guarded
 async def cmd_user_show(args: argparse.Namespace, console: Console) -> int:
-    from clustermail.mail.addresses import parse_address
+    from clustermail.mail.directory.addresses import parse_address
 
     store, d = await open_directory(args)
     try:

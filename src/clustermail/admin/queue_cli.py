@@ -26,7 +26,7 @@ from clustermail.cluster.config import ConfigError
 from clustermail.cluster.records import ConfigRecord, RecordError
 from clustermail.coord import CoordError, open_store
 from clustermail.mail.queue import store as qstore
-from clustermail.mail.tracking import Query, log_files, search
+from clustermail.mail.queue.tracking import Query, log_files, search
 
 Handler = Callable[[argparse.Namespace, Console], Coroutine[Any, Any, int]]
 AddCommand = Callable[..., argparse.ArgumentParser]

@@ -8,5 +8,5 @@ not read every mailbox.
 from __future__ import annotations
 
 #: The recipient directory (domains, mailboxes, aliases, groups, storage plans);
-#: layout in :mod:`clustermail.mail.directory_model`.
+#: layout in :mod:`clustermail.mail.directory.model`.
 DIRECTORY = "/clustermail-directory/"

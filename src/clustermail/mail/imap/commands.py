@@ -7,31 +7,19 @@ flags have their canonical spelling (``\\Seen``), dates are ``datetime`` /
 carry ``uid: bool``. Fields for extensions we do not announce yet
 (CONDSTORE, QRESYNC) have defaults, so adding them changes no caller.
 
-``valid_states`` says in which session states RFC 3501 §6 allows a command;
-the server checks it, the parser does not (it has no state).
+In which session states a command is allowed, and the other rules the session
+enforces, are in the command table (:mod:`clustermail.mail.imap.command_table`),
+next to each command's handler.
 """
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar, Literal
 
 from clustermail.mail.imap.search import SearchKey
 from clustermail.mail.imap.sequence import SequenceSet
-
-
-class SessionState(enum.Enum):
-    NOT_AUTHENTICATED = "not authenticated"
-    AUTHENTICATED = "authenticated"
-    SELECTED = "selected"
-
-
-_ANY = frozenset(SessionState)
-_NOT_AUTH = frozenset({SessionState.NOT_AUTHENTICATED})
-_AUTH = frozenset({SessionState.AUTHENTICATED, SessionState.SELECTED})
-_SELECTED = frozenset({SessionState.SELECTED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +29,6 @@ class Command:
     tag: str
 
     name: ClassVar[str] = ""
-    valid_states: ClassVar[frozenset[SessionState]] = _ANY
 
 
 # ----------------------------------------------------------------- any state
@@ -76,7 +63,6 @@ class Id(Command):
 @dataclass(frozen=True, slots=True)
 class StartTLS(Command):
     name: ClassVar[str] = "STARTTLS"
-    valid_states: ClassVar[frozenset[SessionState]] = _NOT_AUTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +72,6 @@ class Authenticate(Command):
     mechanism: str
     initial_response: bytes | None = None
     name: ClassVar[str] = "AUTHENTICATE"
-    valid_states: ClassVar[frozenset[SessionState]] = _NOT_AUTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +79,6 @@ class Login(Command):
     userid: str
     password: str
     name: ClassVar[str] = "LOGIN"
-    valid_states: ClassVar[frozenset[SessionState]] = _NOT_AUTH
 
     def __repr__(self) -> str:  # never log a password
         return f"Login(tag={self.tag!r}, userid={self.userid!r}, password=<hidden>)"
@@ -111,7 +95,6 @@ class Select(Command):
     read_only: bool = False
     condstore: bool = False
     name: ClassVar[str] = "SELECT"
-    valid_states: ClassVar[frozenset[SessionState]] = _AUTH
 
     @property
     def command_name(self) -> str:
@@ -125,14 +108,12 @@ class Create(Command):
     mailbox: str
     special_use: tuple[str, ...] = ()
     name: ClassVar[str] = "CREATE"
-    valid_states: ClassVar[frozenset[SessionState]] = _AUTH
 
 
 @dataclass(frozen=True, slots=True)
 class Delete(Command):
     mailbox: str
     name: ClassVar[str] = "DELETE"
-    valid_states: ClassVar[frozenset[SessionState]] = _AUTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,21 +121,18 @@ class Rename(Command):
     old: str
     new: str
     name: ClassVar[str] = "RENAME"
-    valid_states: ClassVar[frozenset[SessionState]] = _AUTH
 
 
 @dataclass(frozen=True, slots=True)
 class Subscribe(Command):
     mailbox: str
     name: ClassVar[str] = "SUBSCRIBE"
-    valid_states: ClassVar[frozenset[SessionState]] = _AUTH
 
 
 @dataclass(frozen=True, slots=True)
 class Unsubscribe(Command):
     mailbox: str
     name: ClassVar[str] = "UNSUBSCRIBE"
-    valid_states: ClassVar[frozenset[SessionState]] = _AUTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +153,6 @@ class List(Command):
     status_items: tuple[str, ...] = ()
     extended: bool = False
     name: ClassVar[str] = "LIST"
-    valid_states: ClassVar[frozenset[SessionState]] = _AUTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +160,6 @@ class Lsub(Command):
     reference: str
     pattern: str
     name: ClassVar[str] = "LSUB"
-    valid_states: ClassVar[frozenset[SessionState]] = _AUTH
 
 
 #: STATUS data items we parse (RFC 3501, CONDSTORE's HIGHESTMODSEQ, RFC 8438 SIZE,
@@ -198,7 +174,6 @@ class Status(Command):
     mailbox: str
     items: tuple[str, ...]
     name: ClassVar[str] = "STATUS"
-    valid_states: ClassVar[frozenset[SessionState]] = _AUTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +183,6 @@ class Append(Command):
     internal_date: datetime | None
     message: bytes
     name: ClassVar[str] = "APPEND"
-    valid_states: ClassVar[frozenset[SessionState]] = _AUTH
 
     def __repr__(self) -> str:  # a message can be megabytes: show its size only
         return (
@@ -221,7 +195,6 @@ class Append(Command):
 class Enable(Command):
     capabilities: tuple[str, ...]
     name: ClassVar[str] = "ENABLE"
-    valid_states: ClassVar[frozenset[SessionState]] = _AUTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,27 +202,23 @@ class Idle(Command):
     """The server answers ``+ idling`` and then waits for a ``DONE`` line."""
 
     name: ClassVar[str] = "IDLE"
-    valid_states: ClassVar[frozenset[SessionState]] = _AUTH
 
 
 @dataclass(frozen=True, slots=True)
 class Namespace(Command):
     name: ClassVar[str] = "NAMESPACE"
-    valid_states: ClassVar[frozenset[SessionState]] = _AUTH
 
 
 @dataclass(frozen=True, slots=True)
 class GetQuota(Command):
     root: str
     name: ClassVar[str] = "GETQUOTA"
-    valid_states: ClassVar[frozenset[SessionState]] = _AUTH
 
 
 @dataclass(frozen=True, slots=True)
 class GetQuotaRoot(Command):
     mailbox: str
     name: ClassVar[str] = "GETQUOTAROOT"
-    valid_states: ClassVar[frozenset[SessionState]] = _AUTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +228,6 @@ class SetQuota(Command):
     root: str
     limits: tuple[tuple[str, int], ...]
     name: ClassVar[str] = "SETQUOTA"
-    valid_states: ClassVar[frozenset[SessionState]] = _AUTH
 
 
 # --------------------------------------------------------------------- selected
@@ -268,19 +236,16 @@ class SetQuota(Command):
 @dataclass(frozen=True, slots=True)
 class Check(Command):
     name: ClassVar[str] = "CHECK"
-    valid_states: ClassVar[frozenset[SessionState]] = _SELECTED
 
 
 @dataclass(frozen=True, slots=True)
 class Close(Command):
     name: ClassVar[str] = "CLOSE"
-    valid_states: ClassVar[frozenset[SessionState]] = _SELECTED
 
 
 @dataclass(frozen=True, slots=True)
 class Unselect(Command):
     name: ClassVar[str] = "UNSELECT"
-    valid_states: ClassVar[frozenset[SessionState]] = _SELECTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +254,6 @@ class Expunge(Command):
 
     uid_set: SequenceSet | None = None
     name: ClassVar[str] = "EXPUNGE"
-    valid_states: ClassVar[frozenset[SessionState]] = _SELECTED
 
     @property
     def uid(self) -> bool:
@@ -304,7 +268,6 @@ class Search(Command):
     charset: str | None = None
     uid: bool = False
     name: ClassVar[str] = "SEARCH"
-    valid_states: ClassVar[frozenset[SessionState]] = _SELECTED
 
 
 # FETCH attributes ---------------------------------------------------------
@@ -390,7 +353,6 @@ class Fetch(Command):
     changed_since: int | None = None  # CONDSTORE (CHANGEDSINCE n)
     vanished: bool = False  # QRESYNC (VANISHED), UID FETCH only
     name: ClassVar[str] = "FETCH"
-    valid_states: ClassVar[frozenset[SessionState]] = _SELECTED
 
 
 StoreMode = Literal["replace", "add", "remove"]
@@ -407,7 +369,6 @@ class Store(Command):
     uid: bool = False
     unchanged_since: int | None = None  # CONDSTORE (UNCHANGEDSINCE n)
     name: ClassVar[str] = "STORE"
-    valid_states: ClassVar[frozenset[SessionState]] = _SELECTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,7 +377,6 @@ class Copy(Command):
     mailbox: str
     uid: bool = False
     name: ClassVar[str] = "COPY"
-    valid_states: ClassVar[frozenset[SessionState]] = _SELECTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,7 +385,6 @@ class Move(Command):
     mailbox: str
     uid: bool = False
     name: ClassVar[str] = "MOVE"
-    valid_states: ClassVar[frozenset[SessionState]] = _SELECTED
 
 
 AnyCommand = (

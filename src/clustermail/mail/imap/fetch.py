@@ -1,7 +1,7 @@
 """FETCH items of one message, assembled from the store and its cached MIME structure.
 
 ENVELOPE, BODYSTRUCTURE and the byte offsets of every part were computed once
-at delivery (:mod:`clustermail.mail.mime`); a section fetch reads just the bytes
+at delivery (:mod:`clustermail.mail.store.mime`); a section fetch reads just the bytes
 it names with :meth:`MailboxDatabase.fetch_range`. Strings in the cached
 structure are raw header bytes decoded with ``surrogateescape``; the renderer
 encodes them back the same way, so 8-bit headers go out as they came in.
@@ -19,12 +19,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.policy import compat32
 
-from clustermail.mail import mime
 from clustermail.mail.imap import commands as c
 from clustermail.mail.imap import response as r
 from clustermail.mail.imap import search as s
 from clustermail.mail.imap.mailbox_view import MailboxView
-from clustermail.mail.store import MailboxDatabase
+from clustermail.mail.store import MailboxDatabase, mime
 from clustermail.mail.store import flags as store_flags
 
 Nested = r.Nested

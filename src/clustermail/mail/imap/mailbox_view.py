@@ -209,9 +209,7 @@ class MailboxView:
         out: list[bytes] = []
         self.recent.update(claimed_recent)
         self.uidnext = max(self.uidnext, changes.uidnext)
-        for uid in changes.expunged:
-            if self.seq_of(uid) is not None:
-                self.pending_expunge.add(uid)
+        self.defer_expunge(changes.expunged)
         if allow_expunge and self.pending_expunge:
             out += self._apply_expunges()
         top = self.max_uid()
@@ -263,11 +261,15 @@ class MailboxView:
                 self.keywords[uid] = kw
                 self.known_keywords.update(kw.split())
 
-    def expunge_now(self, uids: Iterable[int]) -> list[bytes]:
-        """EXPUNGE responses for UIDs this session expunged itself (always announceable)."""
+    def defer_expunge(self, uids: Iterable[int]) -> None:
+        """Remembers UIDs expunged meanwhile; reported when EXPUNGE responses are allowed."""
         for uid in uids:
             if self.seq_of(uid) is not None:
                 self.pending_expunge.add(uid)
+
+    def expunge_now(self, uids: Iterable[int]) -> list[bytes]:
+        """EXPUNGE responses for UIDs this session expunged itself (always announceable)."""
+        self.defer_expunge(uids)
         return self._apply_expunges()
 
     def _apply_expunges(self) -> list[bytes]:

@@ -26,10 +26,11 @@ from clustermail.cluster.resources import (
     ResourceContext,
     ResourceError,
 )
-from clustermail.mail import protocol_resource as pr
+from clustermail.mail.imap import idle_timeout
 from clustermail.mail.imap.server import ImapServer
 from clustermail.mail.imap.session import SessionConfig
-from clustermail.mail.listener import shared_throttle
+from clustermail.mail.net import protocol_resource as pr
+from clustermail.mail.net.listener import shared_throttle
 from clustermail.mail.store import MailboxDatabase
 
 MIN_IDLE_TIMEOUT = 30 * 60.0
@@ -41,7 +42,9 @@ class Imap4Resource(Resource):
         self.port = properties.integer("port", 143, minimum=1)
         self.tls_port = properties.integer("tls_port", 993, minimum=0)
         self.allow_plaintext = properties.boolean("allow_plaintext_on_loopback", False)
-        self.idle_timeout = properties.number("idle_timeout", MIN_IDLE_TIMEOUT, minimum=0.1)
+        self.idle_timeout = properties.number(
+            "idle_timeout", idle_timeout.DEFAULT, minimum=idle_timeout.MINIMUM
+        )
         # Connection counts only: idle timeouts are the session's (idle_timeout above).
         self.limits = pr.listener_limits(properties, MIN_IDLE_TIMEOUT)
         self.server: ImapServer | None = None
@@ -116,7 +119,7 @@ IMAP4_TYPE = ResourceType(
         "port": PropertySpec(PropertyKind.INT, default=143, check=pr.port_check),
         "tls_port": PropertySpec(PropertyKind.INT, default=993, check=pr.port_check),
         "allow_plaintext_on_loopback": PropertySpec(PropertyKind.BOOL, default=False),
-        "idle_timeout": PropertySpec(PropertyKind.FLOAT),
+        "idle_timeout": PropertySpec(PropertyKind.FLOAT, check=idle_timeout.check_idle_timeout),
     },
     check=pr.tls_pair,
 )

@@ -1,9 +1,9 @@
-"""The IMAP server: listeners, sessions and change notifications.
+"""The IMAP server: listeners and sessions, and the change hub they share.
 
 The core takes what it needs as plain arguments, so it runs the same under the
 ``imap4`` resource and in tests:
 
-* an :class:`~clustermail.mail.imap.session.Authenticator` (the recipient
+* an :class:`~clustermail.mail.imap.context.Authenticator` (the recipient
   directory in production);
 * a locator, principal → (mounted :class:`MailboxDatabase`, mailbox id);
 * an ``ssl.SSLContext`` for STARTTLS and implicit TLS, or ``None``.
@@ -18,17 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import ssl
-from collections.abc import Callable
 
-from clustermail.mail.imap.session import (
-    Authenticator,
-    ImapSession,
-    MailboxLocator,
-    SessionConfig,
-)
-from clustermail.mail.listener import (
+from clustermail.mail.imap.change_hub import ChangeHub
+from clustermail.mail.imap.context import Authenticator, MailboxLocator, SessionConfig
+from clustermail.mail.imap.session import ImapSession
+from clustermail.mail.net.listener import (
     Admission,
     AuthThrottle,
     ListenerLimits,
@@ -36,66 +31,6 @@ from clustermail.mail.listener import (
     is_loopback,
     set_nodelay,
 )
-from clustermail.mail.store import MailboxDatabase
-
-log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- change hub
-
-
-class ChangeHub:
-    """Fans the store's commit notifications out to the sessions that watch a mailbox.
-
-    The store calls its listeners from its writer thread; the hub hops onto the
-    event loop and calls each watcher of the touched mailboxes there.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._dbs: dict[int, tuple[MailboxDatabase, Callable[[frozenset[str]], None]]] = {}
-        self._watchers: dict[tuple[int, str], set[Callable[[], None]]] = {}
-
-    def watch(
-        self, db: MailboxDatabase, mailbox: str, callback: Callable[[], None]
-    ) -> Callable[[], None]:
-        key = (id(db), mailbox)
-        if id(db) not in self._dbs:
-
-            def listener(touched: frozenset[str], dbid: int = id(db)) -> None:
-                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
-                    self._loop.call_soon_threadsafe(self._dispatch, dbid, touched)
-
-            db.add_listener(listener)
-            self._dbs[id(db)] = (db, listener)
-        self._watchers.setdefault(key, set()).add(callback)
-
-        def unwatch() -> None:
-            watchers = self._watchers.get(key)
-            if watchers is not None:
-                watchers.discard(callback)
-                if not watchers:
-                    del self._watchers[key]
-
-        return unwatch
-
-    def _dispatch(self, dbid: int, touched: frozenset[str]) -> None:
-        for mailbox in touched:
-            for callback in list(self._watchers.get((dbid, mailbox), ())):
-                try:
-                    callback()
-                except Exception:
-                    log.exception("change watcher failed")
-
-    def close(self) -> None:
-        for db, listener in self._dbs.values():
-            with contextlib.suppress(ValueError):
-                db.remove_listener(listener)
-        self._dbs.clear()
-        self._watchers.clear()
-
-
-# --------------------------------------------------------------------------- server
 
 
 class ImapServer:

@@ -15,8 +15,8 @@ from clustermail.cluster.resources.base import (
     ResourceContext,
     ResourceError,
 )
-from clustermail.mail import protocol_resource as pr
-from clustermail.mail.listener import shared_throttle
+from clustermail.mail.net import protocol_resource as pr
+from clustermail.mail.net.listener import shared_throttle
 from clustermail.mail.pop3.server import Pop3Ports, Pop3Service
 
 TIMEOUT = 600.0

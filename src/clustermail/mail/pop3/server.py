@@ -13,8 +13,8 @@ import ssl
 from dataclasses import dataclass
 
 from clustermail.logutil import log_event
-from clustermail.mail.contracts import MailStoreService
-from clustermail.mail.listener import (
+from clustermail.mail.backends import MailStoreService
+from clustermail.mail.net.listener import (
     AuthThrottle,
     Connection,
     Endpoint,

@@ -6,5 +6,8 @@
   mailbox databases; the admin CLI opens it directly for list/retry/delete;
 * :mod:`.routing` — where a recipient goes: this virtual server, another one (its current
   address from the coordination store), or the smart host;
-* :mod:`.runner` — the loop that delivers what is due and bounces what failed.
+* :mod:`.runner` — the loop that delivers what is due and bounces what failed;
+* :mod:`.delivery` — delivery into this virtual server's mailbox databases;
+* :mod:`.tracking` — the message tracking log (every receive, delivery, relay, bounce),
+  written by SMTP and the runner, searched by ``clustermail track``.
 """

@@ -7,11 +7,11 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from clustermail.mail.contracts import MailboxEntry, MailStoreService
+from clustermail.mail.backends import MailboxRef, MailStoreService
 from clustermail.mail.store import MailboxDatabase, MessageTooLargeError, StoreError
 
 
-async def database_of(mail_store: MailStoreService, entry: MailboxEntry) -> MailboxDatabase:
+async def database_of(mail_store: MailStoreService, entry: MailboxRef) -> MailboxDatabase:
     """The mailbox's database. The real mail_store resource also offers
     ``mailbox_database``, which first creates a mailbox the directory has just homed here
     (so mail to a brand-new user is not refused while its mailbox is being created)."""
@@ -35,7 +35,7 @@ class LocalResult:
 
 
 async def deliver_local(
-    mail_store: MailStoreService, message: bytes, entries: Sequence[MailboxEntry]
+    mail_store: MailStoreService, message: bytes, entries: Sequence[MailboxRef]
 ) -> list[LocalResult]:
     """Delivers ``message`` to each entry's mailbox; returns after every commit, one result
     per entry (in order). Store failures are temporary (4.3.0), a message over the

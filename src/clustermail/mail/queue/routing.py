@@ -17,7 +17,7 @@ from clustermail.cluster.config import ConfigError
 from clustermail.cluster.model import ClusterConfig
 from clustermail.cluster.records import ConfigRecord, NameRecord, RecordError
 from clustermail.coord import CoordError, KeyValue, Store
-from clustermail.mail.contracts import Directory, MailboxEntry
+from clustermail.mail.backends import MailboxRef, RecipientLookup
 from clustermail.mail.queue.store import EXTERNAL, LOCAL, VS_PREFIX, vs_route
 
 DEFAULT_SMTP_PORT = 25
@@ -33,7 +33,7 @@ class Target:
 
     address: str
     route: str
-    entry: MailboxEntry | None = None
+    entry: MailboxRef | None = None
 
 
 class UnknownRecipient(Exception):
@@ -43,7 +43,7 @@ class UnknownRecipient(Exception):
 class Router:
     def __init__(
         self,
-        directory: Directory,
+        directory: RecipientLookup,
         vs: str,
         store: Callable[[], Awaitable[Store]] | None = None,
         default_smtp_port: int = DEFAULT_SMTP_PORT,
@@ -53,7 +53,7 @@ class Router:
         self._store = store
         self.default_smtp_port = default_smtp_port
 
-    def _route(self, entry: MailboxEntry) -> str:
+    def _route(self, entry: MailboxRef) -> str:
         return LOCAL if entry.server == self.vs else vs_route(entry.server)
 
     async def is_local_domain(self, address: str) -> bool:

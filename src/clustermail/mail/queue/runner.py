@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from clustermail.logutil import log_event
-from clustermail.mail.contracts import MailboxEntry, MailStoreService
+from clustermail.mail.backends import MailboxRef, MailStoreService
 from clustermail.mail.queue import dsn, schedule
 from clustermail.mail.queue.delivery import deliver_local
 from clustermail.mail.queue.routing import Router, Target, UnknownRecipient
@@ -32,8 +32,8 @@ from clustermail.mail.queue.store import (
     QueuedMessage,
     QueuedRecipient,
 )
+from clustermail.mail.queue.tracking import TrackingLog
 from clustermail.mail.smtp import relay
-from clustermail.mail.tracking import TrackingLog
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +144,7 @@ class QueueRunner:
     # ------------------------------------------------------------------ one message
 
     async def _deliver(self, msg: QueuedMessage) -> list[Attempt]:
-        local: list[tuple[QueuedRecipient, MailboxEntry]] = []
+        local: list[tuple[QueuedRecipient, MailboxRef]] = []
         remote: dict[str, list[QueuedRecipient]] = {}
         attempts: list[Attempt] = []
         for rcpt in msg.recipients:

@@ -18,24 +18,36 @@ import time
 from base64 import b64decode
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from aiosmtpd.smtp import MISSING, Envelope, Session
+from aiosmtpd.smtp import Envelope, Session
 
 from clustermail.logutil import log_event
-from clustermail.mail.contracts import MailboxEntry, MailStoreService
-from clustermail.mail.listener import AuthThrottle, client_address
+from clustermail.mail.backends import MailboxRef, MailStoreService
+from clustermail.mail.net.listener import AuthThrottle, client_address
 from clustermail.mail.queue import dsn
 from clustermail.mail.queue.delivery import LocalResult, deliver_local
 from clustermail.mail.queue.routing import Router, Target
 from clustermail.mail.queue.store import LOCAL, NewMessage, NewRecipient, Queue, new_queue_id
+from clustermail.mail.queue.tracking import TrackingLog
 from clustermail.mail.smtp import policy
 from clustermail.mail.store import MailboxDatabase, QuotaReport, StoreError
 from clustermail.mail.store.quota import delivery_decision
-from clustermail.mail.tracking import TrackingLog
 
-if TYPE_CHECKING:
-    from clustermail.mail.smtp.server import ClusterSMTP
+
+class SmtpConnection(Protocol):
+    """What the hooks use of the aiosmtpd protocol instance that calls them
+    (:class:`clustermail.mail.smtp.server.ClusterSMTP`)."""
+
+    transport: asyncio.BaseTransport | None
+
+    @property
+    def secure(self) -> bool: ...
+
+    async def challenge_auth(self, challenge: str | bytes) -> object:
+        """The client's decoded answer (bytes), or aiosmtpd's MISSING after it answered
+        the client itself (aborted exchange, bad base64)."""
+        ...
 
 
 class MailEnvelope(Envelope):
@@ -71,7 +83,7 @@ def sender_of(envelope: Envelope) -> str:
     return "" if sender == NULL_SENDER else sender
 
 
-def _authenticated(session: Session) -> MailboxEntry | None:
+def _authenticated(session: Session) -> MailboxRef | None:
     data: Any = session.auth_data
     return data if session.authenticated and data is not None else None
 
@@ -90,7 +102,7 @@ class SmtpHandler:
     # ------------------------------------------------------------------ EHLO
 
     async def handle_EHLO(
-        self, server: ClusterSMTP, session: Session, envelope: Envelope, hostname: str,
+        self, server: SmtpConnection, session: Session, envelope: Envelope, hostname: str,
         responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
@@ -102,7 +114,7 @@ class SmtpHandler:
     # ------------------------------------------------------------------ AUTH
 
     async def handle_AUTH(
-        self, server: ClusterSMTP, session: Session, envelope: Envelope, args: list[str]
+        self, server: SmtpConnection, session: Session, envelope: Envelope, args: list[str]
     ) -> str | None:
         client = client_address(server.transport) if server.transport else "unknown"
         throttle = self.ctx.throttle
@@ -130,7 +142,7 @@ class SmtpHandler:
         return "235 2.7.0 Authentication successful"
 
     async def _credentials(
-        self, server: ClusterSMTP, mechanism: str, initial: str | None
+        self, server: SmtpConnection, mechanism: str, initial: str | None
     ) -> tuple[str, str] | str | None:
         def decode(text: str) -> bytes | None:
             if text == "=":
@@ -143,7 +155,7 @@ class SmtpHandler:
         if mechanism == "PLAIN":
             if initial is None:
                 blob = await server.challenge_auth("")
-                if blob is MISSING:
+                if not isinstance(blob, bytes):
                     return None
                 raw: bytes | None = blob
             else:
@@ -160,7 +172,7 @@ class SmtpHandler:
         # LOGIN (the state machine refuses mechanisms it does not know)
         if initial is None:
             got = await server.challenge_auth("Username:")
-            if got is MISSING:
+            if not isinstance(got, bytes):
                 return None
             user_raw: bytes | None = got
         else:
@@ -168,15 +180,14 @@ class SmtpHandler:
         if user_raw is None:
             return "501 5.5.2 Cannot decode the response (base64)"
         got = await server.challenge_auth("Password:")
-        if got is MISSING:
+        if not isinstance(got, bytes):
             return None
-        assert isinstance(got, bytes)
         return user_raw.decode("utf-8", "replace"), got.decode("utf-8", "replace")
 
     # ------------------------------------------------------------------ MAIL
 
     async def handle_MAIL(
-        self, server: ClusterSMTP, session: Session, envelope: MailEnvelope, address: str,
+        self, server: SmtpConnection, session: Session, envelope: MailEnvelope, address: str,
         mail_options: list[str],
     ) -> str:
         user = _authenticated(session)
@@ -198,7 +209,7 @@ class SmtpHandler:
         envelope.size_hint = policy.size_hint(mail_options)
         return "250 2.1.0 Sender OK"
 
-    def _send_quota(self, user: MailboxEntry) -> str | None:
+    def _send_quota(self, user: MailboxRef) -> str | None:
         if user.server != self.ctx.vs:
             return None  # homed elsewhere: that virtual server knows its usage
         try:
@@ -212,7 +223,7 @@ class SmtpHandler:
     # ------------------------------------------------------------------ RCPT
 
     async def handle_RCPT(
-        self, server: ClusterSMTP, session: Session, envelope: MailEnvelope, address: str,
+        self, server: SmtpConnection, session: Session, envelope: MailEnvelope, address: str,
         rcpt_options: list[str],
     ) -> str:
         if len(envelope.rcpt_tos) >= self.ctx.limits.max_recipients:
@@ -282,7 +293,7 @@ class SmtpHandler:
     # ------------------------------------------------------------------ DATA
 
     async def handle_DATA(
-        self, server: ClusterSMTP, session: Session, envelope: MailEnvelope
+        self, server: SmtpConnection, session: Session, envelope: MailEnvelope
     ) -> str:
         content = envelope.original_content or b""
         bad = policy.bare_line_ending(content)

@@ -15,7 +15,7 @@ import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from clustermail.mail.tls import client_context
+from clustermail.mail.net.tls import client_context
 
 RELAY_TIMEOUT = 60.0
 

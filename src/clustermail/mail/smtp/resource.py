@@ -28,17 +28,17 @@ from clustermail.cluster.resources.base import (
     ResourceError,
 )
 from clustermail.coord import Store
-from clustermail.mail import protocol_resource as pr
-from clustermail.mail.listener import is_loopback, shared_throttle
+from clustermail.mail.net import protocol_resource as pr
+from clustermail.mail.net.listener import is_loopback, shared_throttle
 from clustermail.mail.queue.routing import Router
 from clustermail.mail.queue.runner import QueueRunner, RunnerConfig
 from clustermail.mail.queue.schedule import RetryPolicy
 from clustermail.mail.queue.store import Queue, QueueFencedError, queue_path
+from clustermail.mail.queue.tracking import TrackingLog
 from clustermail.mail.smtp.handler import SmtpContext
 from clustermail.mail.smtp.policy import MAX_RECIPIENTS, MESSAGE_SIZE_LIMIT, TIMEOUT, SmtpLimits
 from clustermail.mail.smtp.server import SmtpPorts, SmtpService
 from clustermail.mail.store import StoreError
-from clustermail.mail.tracking import TrackingLog
 
 
 def parse_host_port(value: str, key: str = "smart_host") -> tuple[str, int]:

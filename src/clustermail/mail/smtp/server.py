@@ -23,7 +23,7 @@ from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, Envelope
 
-from clustermail.mail.listener import (
+from clustermail.mail.net.listener import (
     Admission,
     Endpoint,
     Listener,

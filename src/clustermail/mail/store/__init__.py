@@ -7,7 +7,7 @@ Layer 3 (mail), pure storage: no sockets, no coordination store. Entry points:
 * :class:`MailboxDatabase` — one SQLite database: delivery (group commit), folders,
   messages, flags, change log, quotas, retention;
 * :func:`check` — consistency check and repair of a database;
-* :mod:`clustermail.mail.mime` — ENVELOPE/BODYSTRUCTURE analysis cached at delivery.
+* :mod:`.mime` — ENVELOPE/BODYSTRUCTURE analysis cached at delivery (IMAP FETCH reads it).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from clustermail.mail import mime
+from clustermail.mail.store import mime
 from clustermail.mail.store.errors import MessageTooLargeError
 
 

@@ -8,8 +8,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clustermail.mail import mime
-from clustermail.mail.store import bodies, folders, index
+from clustermail.mail.store import bodies, folders, index, mime
 
 
 @dataclass

@@ -21,7 +21,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from clustermail.mail import mime
 from clustermail.mail.store import (
     bodies,
     check,
@@ -31,6 +30,7 @@ from clustermail.mail.store import (
     index,
     mailboxes,
     messages,
+    mime,
     names,
     quota,
     retention,

@@ -9,8 +9,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
-from clustermail.mail import mime
-from clustermail.mail.store import bodies, flags, index, mailboxes
+from clustermail.mail.store import bodies, flags, index, mailboxes, mime
 from clustermail.mail.store.errors import MessageNotFoundError
 from clustermail.mail.store.folders import FolderRow
 from clustermail.mail.store.types import CopyResult, FlagChange, FolderChanges, StoreResult

@@ -36,9 +36,9 @@ from clustermail.cluster.resources import (
 )
 from clustermail.cluster.resources.disk import DiskResource, check_epoch
 from clustermail.coord import CoordError
-from clustermail.mail import directory_model as dm
 from clustermail.mail.directory import Directory, MailboxEntry
-from clustermail.mail.directory_cache import RELOADED
+from clustermail.mail.directory import model as dm
+from clustermail.mail.directory.cache import RELOADED
 from clustermail.mail.store.database import MailboxDatabase
 from clustermail.mail.store.errors import (
     DatabaseOpenError,

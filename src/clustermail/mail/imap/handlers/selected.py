@@ -1,0 +1,224 @@
+"""Commands of the selected state (RFC 3501 §6.4, with UID EXPUNGE, MOVE and UNSELECT):
+they work on the selected mailbox through the session's :class:`MailboxView`."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+
+from clustermail.mail.imap import commands as c
+from clustermail.mail.imap import response as r
+from clustermail.mail.imap.command_table import SELECTED, CommandFlag, CommandTable
+from clustermail.mail.imap.context import SessionContext
+from clustermail.mail.imap.fetch import (
+    PREFETCH,
+    MessageFetcher,
+    SearchMessage,
+    fetch_parts,
+    flag_search,
+    needs_structure,
+    prefetch_structures,
+    sets_seen,
+)
+from clustermail.mail.imap.mailbox_view import MailboxView
+from clustermail.mail.imap.outcome import Done, bad, no
+from clustermail.mail.imap.search import SearchContext, matches
+from clustermail.mail.imap.sequence import SequenceSet
+from clustermail.mail.store import FolderNotFoundError, MessageNotFoundError, names
+from clustermail.mail.store import flags as store_flags
+from clustermail.mail.store.messages import FlagMode
+
+COMMANDS: CommandTable[SessionContext] = CommandTable()
+USES_SEQS, BREAKS_SEQS = CommandFlag.USES_SEQS, CommandFlag.BREAKS_SEQS
+
+_STORE_MODES: dict[str, FlagMode] = {
+    "replace": "set", "add": "add", "remove": "remove",
+}
+
+
+@COMMANDS.command(c.Check, SELECTED)
+async def check(s: SessionContext, cmd: c.Check) -> Done:
+    s.dirty = True
+    return Done("Check completed.")
+
+
+@COMMANDS.command(c.Close, SELECTED)
+async def close(s: SessionContext, cmd: c.Close) -> Done:
+    db, mailbox, view = s.selected()
+    if not view.read_only:
+        with contextlib.suppress(FolderNotFoundError):
+            await db.expunge(mailbox, view.folder)
+    s.unselect()
+    return Done("Close completed.")
+
+
+@COMMANDS.command(c.Unselect, SELECTED)
+async def unselect(s: SessionContext, cmd: c.Unselect) -> Done:
+    s.unselect()
+    return Done("Unselect completed.")
+
+
+@COMMANDS.command(c.Expunge, SELECTED, BREAKS_SEQS)
+async def expunge(s: SessionContext, cmd: c.Expunge) -> Done:
+    db, mailbox, view = s.selected()
+    if view.read_only:
+        no("Mailbox is read-only.", r.READ_ONLY)
+    uids = None
+    if cmd.uid_set is not None:
+        seqs = s.resolve(cmd.uid_set, True)
+        uids = [view.uids[n - 1] for n in seqs]
+        if not uids:
+            return Done("Expunge completed.")
+    gone = await db.expunge(mailbox, view.folder, uids)
+    s.expunge_now(view, gone)
+    s.dirty = True
+    return Done("Expunge completed.")
+
+
+@COMMANDS.command(c.Search, SELECTED, USES_SEQS)
+async def search(s: SessionContext, cmd: c.Search) -> Done:
+    db, mailbox, view = s.selected()
+    context = SearchContext(max_seq=view.exists, max_uid=view.max_uid())
+    found: list[int] = []
+    hits = flag_search(cmd.key, view, context)
+    if hits is not None:  # flags, numbers and UIDs only: no message is read
+        numbers = view.uids if cmd.uid else range(1, view.exists + 1)
+        s.send(r.search_data(itertools.compress(numbers, hits)))
+        return Done("Search completed.")
+    for seq in range(1, view.exists + 1):
+        uid = view.uids[seq - 1]
+        msg = SearchMessage(
+            view, seq, MessageFetcher(db, mailbox, view.folder, uid, view.uidvalidity)
+        )
+        try:
+            if matches(cmd.key, msg, context):
+                found.append(uid if cmd.uid else seq)
+        except MessageNotFoundError:
+            continue
+    s.send(r.search_data(found))
+    return Done("Search completed.")
+
+
+@COMMANDS.command(c.Fetch, SELECTED, USES_SEQS)
+async def fetch(s: SessionContext, cmd: c.Fetch) -> Done:
+    db, mailbox, view = s.selected()
+    if cmd.changed_since is not None:
+        bad("CHANGEDSINCE needs CONDSTORE, which is not enabled.")
+    seqs = s.resolve(cmd.sequence_set, cmd.uid)
+    seen_now: set[int] = set()
+    if sets_seen(cmd.items) and not view.read_only:
+        unseen = [
+            view.uids[n - 1]
+            for n in seqs
+            if not view.flags[n - 1] & store_flags.SEEN
+            and view.uids[n - 1] not in view.pending_expunge
+        ]
+        if unseen:  # the implicit \Seen of BODY[] (RFC 3501 §6.4.5)
+            seen_now = await _change_flags(s, view, unseen, ["\\Seen"], "add")
+    asked_flags = any(isinstance(i, c.FetchAttribute) and i.name == "FLAGS" for i in cmd.items)
+    missing = False
+    prefetch = len(seqs) > 1 and needs_structure(cmd.items)
+    for n, seq in enumerate(seqs):
+        if prefetch and n % PREFETCH == 0:
+            chunk = [view.uids[x - 1] for x in seqs[n : n + PREFETCH]]
+            prefetch_structures(db, mailbox, view.folder, view.uidvalidity, chunk)
+        uid = view.uids[seq - 1]
+        fetcher = MessageFetcher(db, mailbox, view.folder, uid, view.uidvalidity)
+        try:
+            parts = fetch_parts(fetcher, view, seq, cmd.items, with_uid=cmd.uid)
+        except MessageNotFoundError:
+            missing = True
+            continue
+        if seq in seen_now and not asked_flags:
+            parts.insert(0, b"FLAGS " + view.flag_bytes(seq))
+        s.send(r.fetch_line(seq, parts))
+        await s.maybe_flush()
+    if missing:
+        no("Some of the requested messages no longer exist.", r.EXPUNGEISSUED)
+    return Done("Fetch completed.")
+
+
+@COMMANDS.command(c.Store, SELECTED, USES_SEQS)
+async def store(s: SessionContext, cmd: c.Store) -> Done:
+    _db, _mailbox, view = s.selected()
+    if cmd.unchanged_since is not None:
+        bad("UNCHANGEDSINCE needs CONDSTORE, which is not enabled.")
+    if view.read_only:
+        no("Mailbox is read-only.", r.READ_ONLY)
+    seqs = s.resolve(cmd.sequence_set, cmd.uid)
+    flags = list(cmd.flags)
+    store_flags.parse_flags(flags)  # BAD for an invalid flag (\\Recent too) up front
+    uids = [view.uids[n - 1] for n in seqs if view.uids[n - 1] not in view.pending_expunge]
+    changed: set[int] = set()
+    if uids:
+        changed = await _change_flags(s, view, uids, flags, _STORE_MODES[cmd.mode])
+    keywords = [f for f in flags if not f.startswith("\\")]
+    if keywords and cmd.mode != "remove" and view.new_keywords(keywords):
+        for line in view.flags_announcement():
+            s.send(line)
+    if not cmd.silent:
+        # Only messages whose flags changed (a no-op STORE is answered with OK alone).
+        for seq in sorted(changed):
+            parts = [b"UID %d" % view.uids[seq - 1]] if cmd.uid else []
+            parts.append(b"FLAGS " + view.flag_bytes(seq))
+            s.send(r.fetch_line(seq, parts))
+            await s.maybe_flush()
+    return Done("Store completed.")
+
+
+async def _change_flags(
+    s: SessionContext,
+    view: MailboxView,
+    uids: list[int],
+    flags: list[str],
+    mode: FlagMode,
+) -> set[int]:
+    """Changes flags in the store, then in the view; the sequence numbers whose flags
+    changed (FETCH's implicit \\Seen and STORE)."""
+    db, mailbox = s.require()
+    result = await db.set_flags(mailbox, view.folder, uids, flags, mode)
+    changed: set[int] = set()
+    for change in result.changed:
+        seq = view.set_flags(change.uid, change.flags & ~store_flags.RECENT, change.keywords)
+        if seq is not None:
+            changed.add(seq)
+    s.dirty = True
+    return changed
+
+
+@COMMANDS.command(c.Copy, SELECTED)
+async def copy(s: SessionContext, cmd: c.Copy) -> Done:
+    return await _copy_or_move(s, cmd.sequence_set, cmd.mailbox, cmd.uid, move=False)
+
+
+@COMMANDS.command(c.Move, SELECTED, BREAKS_SEQS)
+async def move(s: SessionContext, cmd: c.Move) -> Done:
+    return await _copy_or_move(s, cmd.sequence_set, cmd.mailbox, cmd.uid, move=True)
+
+
+async def _copy_or_move(
+    s: SessionContext, seqset: SequenceSet, target: str, uid: bool, *, move: bool
+) -> Done:
+    db, mailbox, view = s.selected()
+    if move and view.read_only:
+        no("Mailbox is read-only.", r.READ_ONLY)
+    seqs = s.resolve(seqset, uid)
+    dest = names.normalize(target)
+    uids = [view.uids[n - 1] for n in seqs if view.uids[n - 1] not in view.pending_expunge]
+    db.status(mailbox, dest)  # TRYCREATE before anything else when it does not exist
+    what = "Move" if move else "Copy"
+    if not uids:
+        return Done("No messages found.") if uid else Done(f"{what} completed.")
+    if move:
+        result = await db.move(mailbox, view.folder, uids, dest)
+    else:
+        result = await db.copy(mailbox, view.folder, uids, dest)
+    s.dirty = True
+    if not result.source_uids:
+        return Done(f"{what} completed.")
+    code = r.code_copyuid(result.uidvalidity, result.source_uids, result.dest_uids)
+    if move:
+        s.send(r.untagged_status("OK", "Moved UIDs.", code))
+        s.expunge_now(view, result.expunged)
+        return Done("Move completed.")
+    return Done("Copy completed.", code)

@@ -1,0 +1,477 @@
+"""Shared plumbing of the protocol resources (SMTP, POP3, IMAP4): listening sockets on the
+virtual server's address, a plain port (STARTTLS) and an implicit-TLS port (RFC 8314),
+TCP_NODELAY, connection limits, idle timeouts and failed-login throttling.
+
+Two ways to serve:
+
+* **stream handlers** (POP3): ``async def handle(conn: Connection)``; the
+  :class:`Connection` reads lines with the idle timeout and the protocol's line limit,
+  writes, and upgrades to TLS (STLS) with the plaintext buffer discarded;
+* **protocol factories** (SMTP on aiosmtpd): ``factory(endpoint) -> asyncio.Protocol``; the
+  protocol calls :meth:`Admission.admit` / :meth:`Admission.release` itself.
+
+IMAP4 runs its own asyncio server (its framer reads literals, not lines, and IDLE waits
+on the store as well as the client) and takes only the pieces: :class:`Admission`,
+:class:`AuthThrottle` (:func:`shared_throttle`), :class:`ListenerLimits`,
+:func:`client_address`, :func:`set_nodelay` and :func:`is_loopback`.
+
+Usage::
+
+    listener = Listener("pop3", address, [Endpoint(110, False), Endpoint(995, True)],
+                        tls_context, ListenerLimits(), busy_reply=b"-ERR [SYS/TEMP] busy\\r\\n")
+    await listener.start_streams(handle)       # or: await listener.start_protocol(factory)
+    ...
+    await listener.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import ipaddress
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from clustermail.logutil import log_event
+from clustermail.mail.net.tls import HANDSHAKE_TIMEOUT
+
+#: StreamReader buffer limit; protocols enforce their own (smaller) line limits on top.
+READ_LIMIT = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    port: int
+    implicit_tls: bool  # TLS from the first byte (465/993/995), else plain with STARTTLS
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerLimits:
+    max_connections: int = 1000
+    max_per_client: int = 50
+    idle_timeout: float = 300.0
+
+
+# --------------------------------------------------------------------------- admission
+
+
+class Admission:
+    """Counts connections in total and per client address; refuses above the limits."""
+
+    def __init__(self, limits: ListenerLimits) -> None:
+        self.limits = limits
+        self.active = 0
+        self._per_client: dict[str, int] = {}
+
+    def admit(self, client: str) -> bool:
+        n = self._per_client.get(client, 0)
+        if self.active >= self.limits.max_connections or n >= self.limits.max_per_client:
+            return False
+        self.active += 1
+        self._per_client[client] = n + 1
+        return True
+
+    def release(self, client: str) -> None:
+        n = self._per_client.get(client, 0)
+        if n <= 0:
+            return
+        self.active -= 1
+        if n == 1:
+            del self._per_client[client]
+        else:
+            self._per_client[client] = n - 1
+
+
+# --------------------------------------------------------------------------- auth throttle
+
+
+@dataclass
+class _Failures:
+    count: int = 0
+    first: float = 0.0
+    locked_until: float = 0.0
+
+
+@dataclass
+class AuthThrottle:
+    """Failed logins per client address (pure: the clock is injected).
+
+    Each failure in ``window`` seconds doubles the delay before the failure is answered
+    (``base_delay`` up to ``max_delay``), which slows password guessing without an
+    explicit lock; after ``max_failures`` the address is refused for ``lockout`` seconds
+    (the protocol answers a temporary error). A success clears the address.
+    """
+
+    max_failures: int = 10
+    window: float = 600.0
+    base_delay: float = 0.25
+    max_delay: float = 5.0
+    lockout: float = 300.0
+    clock: Callable[[], float] = time.monotonic
+    _clients: dict[str, _Failures] = field(default_factory=dict)
+
+    def locked(self, client: str) -> float:
+        """Seconds the client must still wait before it may try again (0: it may)."""
+        entry = self._clients.get(client)
+        if entry is None:
+            return 0.0
+        now: float = self.clock()
+        return max(0.0, entry.locked_until - now)
+
+    def failure(self, client: str) -> float:
+        """Records a failure; returns how long to wait before answering it."""
+        now = self.clock()
+        entry = self._clients.get(client)
+        if entry is None or now - entry.first > self.window:
+            entry = self._clients[client] = _Failures(0, now)
+        entry.count += 1
+        if entry.count >= self.max_failures:
+            entry.locked_until = now + self.lockout
+        self._prune(now)
+        return float(min(self.max_delay, self.base_delay * 2.0 ** min(entry.count - 1, 30)))
+
+    def success(self, client: str) -> None:
+        self._clients.pop(client, None)
+
+    def _prune(self, now: float) -> None:
+        if len(self._clients) < 10_000:
+            return
+        for client, entry in list(self._clients.items()):
+            if now - entry.first > self.window and entry.locked_until <= now:
+                del self._clients[client]
+
+
+_SHARED_THROTTLES: dict[str, AuthThrottle] = {}
+
+
+def shared_throttle(vs: str) -> AuthThrottle:
+    """One throttle per virtual server for all its protocols in this process, so a
+    password guesser cannot get more tries by switching between SMTP, POP3 and IMAP4."""
+    throttle = _SHARED_THROTTLES.get(vs)
+    if throttle is None:
+        throttle = _SHARED_THROTTLES[vs] = AuthThrottle()
+    return throttle
+
+
+# --------------------------------------------------------------------------- connections
+
+
+class ConnectionClosed(Exception):
+    """The client closed the connection (or it broke)."""
+
+
+class IdleTimeout(Exception):
+    """No complete line within the idle timeout."""
+
+
+class LineTooLong(Exception):
+    """A line over the protocol's limit; it was read and discarded up to its end."""
+
+
+def client_address(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return "unknown"
+
+
+def set_nodelay(transport: asyncio.BaseTransport) -> None:
+    """Replies written in several pieces must not wait for delayed ACKs (FIELD-NOTES)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+#: Replies are written without waiting for the socket unless this much is still unsent.
+WRITE_HIGH_WATER = 256 * 1024
+
+
+class Connection:
+    """One client connection of a stream protocol.
+
+    Idle timeout: one watchdog timer per connection (not a timer per read or write, which
+    showed in the POP3 profile) closes the connection once nothing was read or written for
+    ``idle_timeout`` seconds; the blocked read or write then raises :class:`IdleTimeout`.
+    ``idle_timeout`` may be changed at any time.
+    """
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        endpoint: Endpoint,
+        idle_timeout: float,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.endpoint = endpoint
+        self.idle_timeout = idle_timeout
+        self.client = client_address(writer.transport)
+        local = writer.get_extra_info("sockname")
+        self.local_address = str(local[0]) if isinstance(local, tuple) else ""
+        self.tls = endpoint.implicit_tls
+        self.timed_out = False
+        self._loop = asyncio.get_running_loop()
+        self.last_activity = self._loop.time()
+        self._watchdog: asyncio.TimerHandle | None = self._loop.call_later(
+            idle_timeout, self._check_idle
+        )
+
+    def _check_idle(self) -> None:
+        idle = self._loop.time() - self.last_activity
+        if idle >= self.idle_timeout:
+            self._watchdog = None
+            self.timed_out = True
+            self.writer.transport.abort()
+            return
+        self._watchdog = self._loop.call_later(self.idle_timeout - idle, self._check_idle)
+
+    def _closed(self, exc: BaseException) -> Exception:
+        if self.timed_out:
+            return IdleTimeout()
+        return ConnectionClosed(str(exc) or type(exc).__name__)
+
+    async def readline(self, limit: int) -> bytes:
+        """One line including its line ending (LF or CRLF). Raises IdleTimeout,
+        ConnectionClosed, or LineTooLong after discarding the rest of the long line."""
+        try:
+            line = await self._readline(limit)
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
+            raise self._closed(exc) from None
+        except ConnectionClosed as exc:
+            raise self._closed(exc) from None
+        self.last_activity = self._loop.time()
+        return line
+
+    async def _readline(self, limit: int) -> bytes:
+        too_long = False
+        while True:
+            try:
+                line = await self.reader.readuntil(b"\n")
+            except asyncio.LimitOverrunError as exc:
+                await self.reader.readexactly(exc.consumed)
+                too_long = True
+                continue
+            except asyncio.IncompleteReadError as exc:
+                if not exc.partial or too_long:
+                    raise ConnectionClosed("end of stream") from None
+                raise ConnectionClosed("end of stream inside a line") from None
+            if too_long or len(line) > limit:
+                self.last_activity = self._loop.time()
+                raise LineTooLong()
+            return line
+
+    async def read_exactly(self, n: int) -> bytes:
+        try:
+            data = await self.reader.readexactly(n)
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
+            raise self._closed(exc) from None
+        self.last_activity = self._loop.time()
+        return data
+
+    async def send(self, data: bytes) -> None:
+        if self.writer.transport.is_closing():
+            raise self._closed(ConnectionError("connection closed"))
+        self.writer.write(data)
+        self.last_activity = self._loop.time()
+        if self.writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+            try:
+                await self.writer.drain()  # a client that does not read: the watchdog ends it
+            except (ConnectionError, ssl.SSLError) as exc:
+                raise self._closed(exc) from None
+            self.last_activity = self._loop.time()
+
+    def pending_input(self) -> bool:
+        """Bytes the client sent that were not read yet (pipelined after STARTTLS?)."""
+        buffer = getattr(self.reader, "_buffer", b"")
+        return len(buffer) > 0
+
+    async def start_tls(self, context: ssl.SSLContext) -> None:
+        """Upgrades to TLS. Plaintext the client sent before the handshake is discarded,
+        so it cannot be injected into the protected session (CVE-2011-0411)."""
+        buffer = getattr(self.reader, "_buffer", None)
+        if isinstance(buffer, bytearray):
+            buffer.clear()
+        try:
+            await self.writer.drain()
+            await self.writer.start_tls(context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+        except (ConnectionError, ssl.SSLError, TimeoutError, OSError) as exc:
+            raise ConnectionClosed(f"TLS handshake failed: {exc}") from None
+        self.tls = True
+        self.last_activity = self._loop.time()
+
+    def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        self.writer.close()
+
+
+StreamHandler = Callable[[Connection], Awaitable[None]]
+ProtocolFactory = Callable[[Endpoint], asyncio.BaseProtocol]
+
+
+# --------------------------------------------------------------------------- listener
+
+
+class Listener:
+    """The servers of one protocol on one address: one per endpoint."""
+
+    def __init__(
+        self,
+        name: str,
+        address: str,
+        endpoints: Sequence[Endpoint],
+        tls_context: ssl.SSLContext | None,
+        limits: ListenerLimits,
+        *,
+        busy_reply: bytes = b"",
+    ) -> None:
+        if any(e.implicit_tls for e in endpoints) and tls_context is None:
+            raise ValueError(f"{name}: an implicit-TLS port needs a TLS context")
+        self.name = name
+        self.address = address
+        self.endpoints = [e for e in endpoints if e.port]
+        self.tls_context = tls_context
+        self.limits = limits
+        self.admission = Admission(limits)
+        self.busy_reply = busy_reply
+        self._servers: list[asyncio.Server] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._connections: set[asyncio.StreamWriter] = set()
+
+    def _ssl_for(self, endpoint: Endpoint) -> ssl.SSLContext | None:
+        return self.tls_context if endpoint.implicit_tls else None
+
+    async def start_streams(self, handler: StreamHandler) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            for endpoint in self.endpoints:
+
+                def factory(ep: Endpoint = endpoint) -> asyncio.BaseProtocol:
+                    reader = asyncio.StreamReader(limit=READ_LIMIT)
+
+                    async def on_connect(
+                        r: asyncio.StreamReader, w: asyncio.StreamWriter
+                    ) -> None:
+                        await self._serve_stream(handler, ep, r, w)
+
+                    return asyncio.StreamReaderProtocol(reader, on_connect)
+
+                self._servers.append(await self._create(loop, factory, endpoint))
+        except BaseException:
+            await self.close()
+            raise
+
+    async def start_protocol(self, factory: ProtocolFactory) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            for endpoint in self.endpoints:
+                self._servers.append(
+                    await self._create(loop, functools.partial(factory, endpoint), endpoint)
+                )
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _create(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        factory: Callable[[], asyncio.BaseProtocol],
+        endpoint: Endpoint,
+    ) -> asyncio.Server:
+        tls = self._ssl_for(endpoint)
+        try:
+            return await loop.create_server(
+                factory,
+                self.address,
+                endpoint.port,
+                ssl=tls,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT if tls else None,
+                reuse_address=True,
+                backlog=512,
+            )
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"{self.name}: cannot listen on {self.address}:{endpoint.port}: "
+                f"{exc.strerror or exc}"
+            ) from exc
+
+    async def _serve_stream(
+        self,
+        handler: StreamHandler,
+        endpoint: Endpoint,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        set_nodelay(writer.transport)
+        client = client_address(writer.transport)
+        if not self.admission.admit(client):
+            with contextlib.suppress(Exception):
+                writer.write(self.busy_reply)
+                writer.close()
+            return
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        self._connections.add(writer)
+        conn = Connection(reader, writer, endpoint, self.limits.idle_timeout)
+        try:
+            await handler(conn)
+        except (ConnectionClosed, IdleTimeout, ConnectionError):
+            pass
+        except asyncio.CancelledError:
+            # Listener.close(): end quietly; this task is the connection's top level
+            # (asyncio's stream callback would log a cancelled task as an error).
+            pass
+        except Exception as exc:
+            # A bug in a protocol handler ends this connection only, never the listener.
+            log_event(f"{self.name}_error", message=f"session failed: {type(exc).__name__}: "
+                      f"{exc}", client=client)
+        finally:
+            self.admission.release(client)
+            self._connections.discard(writer)
+            if task is not None:
+                self._tasks.discard(task)
+            conn.close()
+
+    @property
+    def ports(self) -> list[int]:
+        """The bound ports, in the order of the (enabled) endpoints."""
+        out: list[int] = []
+        for server in self._servers:
+            for sock in server.sockets:
+                out.append(int(sock.getsockname()[1]))
+                break
+        return out
+
+    def is_serving(self) -> bool:
+        return bool(self._servers) and all(s.is_serving() for s in self._servers)
+
+    async def close(self) -> None:
+        """Stops listening and closes the stream connections still open."""
+        servers, self._servers = self._servers, []
+        for server in servers:
+            server.close()
+        for writer in list(self._connections):
+            writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5.0)
+        for server in servers:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5.0):
+                    await server.wait_closed()

@@ -1,0 +1,258 @@
+"""The mail_store resource in process: real disk folder, real SQLite databases, real store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clustermail.cluster import resource_types
+from clustermail.cluster.config import ConfigError, config_from_dict
+from clustermail.cluster.resources.base import (
+    Properties,
+    PropertyError,
+    ResourceContext,
+    ResourceError,
+    StoreHandle,
+)
+from clustermail.cluster.resources.disk import DiskResource, mount
+from clustermail.coord import Store
+from clustermail.mail.directory import Directory, MailboxEntry
+from clustermail.mail.store import FencedError as StoreFencedError
+from clustermail.mail.store import MailStore, QuotaLimits
+from clustermail.mail.store.resource import MailStoreResource, NotHomedHereError
+from tests.support.directory import (
+    WAIT,
+    db_epoch,
+    db_mailboxes,
+    directory,
+    last_change,
+    wait_provisioned,
+)
+from tests.support.resource_env import Group
+
+
+class Logs:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, dict[str, object]]] = []
+
+    def _add(self, level: str, message: str, fields: dict[str, object]) -> None:
+        self.lines.append((level, message, fields))
+
+    def debug(self, message: str, **fields: object) -> None:
+        self._add("debug", message, fields)
+
+    def info(self, message: str, **fields: object) -> None:
+        self._add("info", message, fields)
+
+    def warning(self, message: str, **fields: object) -> None:
+        self._add("warning", message, fields)
+
+    def error(self, message: str, **fields: object) -> None:
+        self._add("error", message, fields)
+
+    def text(self) -> str:
+        return "\n".join(m for _, m, _ in self.lines)
+
+
+class Owner:
+    """One ownership of virtual server ``vs``: a disk and a mail_store resource."""
+
+    def __init__(self, tmp: Path, epoch: int, vs: str = "mail1",
+                 props: dict[str, Any] | None = None) -> None:
+        self.store = StoreHandle(f"sqlite://{tmp}/cluster.db")
+        self.group = Group()
+        self.logs = Logs()
+        self.disk: DiskResource = self._make(tmp, vs, epoch, "disk", "disk",
+                                             {"path": str(tmp / "disks" / vs)}, ())
+        self.mail: MailStoreResource = self._make(tmp, vs, epoch, "mail_store", "store",
+                                                  props or {}, ("disk",))
+
+    def _make(self, tmp: Path, vs: str, epoch: int, type_name: str, name: str,
+              props: dict[str, Any], deps: tuple[str, ...]) -> Any:
+        ctx = ResourceContext(
+            vs=vs, node="node1", epoch=epoch, data_dir=tmp, store_url=self.store.url,
+            resource=name, type_name=type_name, log=self.logs, _store=self.store,
+            _group=self.group,
+        )
+        resource = resource_types.get(type_name).resource(ctx, Properties(props, name))
+        self.group.items[name] = (type_name, resource, deps)
+        return resource
+
+    async def online(self) -> None:
+        await self.disk.online()
+        await self.mail.online()
+
+    async def close(self) -> None:
+        await self.mail.offline()
+        await self.store.close()
+
+
+@pytest.fixture
+async def coord(tmp_path: Path) -> AsyncIterator[tuple[Store, Directory]]:
+    handle = StoreHandle(f"sqlite://{tmp_path}/cluster.db")
+    store = await handle.get()
+    d = directory(store)
+    await d.add_domain("example.test")
+    await d.add_mailbox("Alice@example.test", password="a", server="mail1")
+    await d.add_mailbox("bob@example.test", password="b", server="mail2")
+    yield store, d
+    await handle.close()
+
+
+def msg(subject: str) -> bytes:
+    return f"From: x@example.test\r\nSubject: {subject}\r\n\r\nbody\r\n".encode()
+
+
+async def test_online_creates_homed_mailboxes_and_follows_the_directory(
+    tmp_path: Path, coord: tuple[Store, Directory]
+) -> None:
+    store, d = coord
+    await d.add_storage_group("mail1", "SG2")
+    await d.add_database("mail1", "SG2", "DB2")
+    carol = await d.add_mailbox("carol@example.test", password="c", server="mail1",
+                                storage_group="SG2", database="DB2")
+    owner = Owner(tmp_path, epoch=7, props={"max_message_size": 4096, "quota_warning": 10**6})
+    await owner.online()
+    try:
+        mail = owner.mail
+        root = tmp_path / "disks" / "mail1" / "mail"
+        assert db_mailboxes(root / "SG1" / "DB1.sqlite") == ["Alice@example.test"]
+        assert db_mailboxes(root / "SG2" / "DB2.sqlite") == ["carol@example.test"]
+        assert "mounted 2 database(s) with epoch 7 in" in owner.logs.text()
+        db = mail.database_for(carol)
+        assert db.settings.max_message_bytes == 4096
+        assert db.settings.quota == QuotaLimits(warning=10**6)
+        assert await mail.quick_check() and await mail.thorough_check()
+
+        # A user added while online gets a mailbox; a quota override is applied.
+        dave = await d.add_mailbox("dave@example.test", password="d", server="mail1")
+        await d.set_quota("alice@example.test", QuotaLimits(prohibit_send_receive=50))
+        await wait_provisioned(store, "mail1", await last_change(store))
+        main = mail.database_for(dave)
+        assert main.list_mailboxes() == ["Alice@example.test", "dave@example.test"]
+        assert main.quota("Alice@example.test").limits == QuotaLimits(prohibit_send_receive=50)
+        result = await main.deliver(msg("hi"), ["dave@example.test"])
+        assert result.delivered[0].uid == 1
+
+        bob = await d.mailbox("bob@example.test")
+        assert bob is not None
+        with pytest.raises(NotHomedHereError, match="homed on virtual server mail2"):
+            mail.database_for(bob)
+        ghost = MailboxEntry("g@example.test", "", "mail1", "SG7", "DB1", "x")
+        with pytest.raises(NotHomedHereError, match="does not exist"):
+            mail.database_for(ghost)
+    finally:
+        await owner.close()
+    assert not await owner.mail.quick_check()
+    assert not any(p.stat().st_size for p in root.rglob("*-wal"))  # dismounted cleanly
+
+
+async def test_retention_purge(tmp_path: Path, coord: tuple[Store, Directory]) -> None:
+    owner = Owner(tmp_path, epoch=2, props={"retention_days": 0.5})
+    await owner.online()
+    try:
+        alice = await coord[1].mailbox("alice@example.test")
+        assert alice is not None
+        db = owner.mail.database_for(alice)
+        assert db.settings.retention_days == 0.5
+        uid = db.append_sync(alice.address, "INBOX", msg("old")).uid
+        db.set_flags_sync(alice.address, "INBOX", [uid], ["\\Deleted"])
+        db.expunge_sync(alice.address, "INBOX")
+        assert await owner.mail.purge_deleted_items() == 0  # still inside the window
+        db.update_settings_sync(retention_days=0.0)
+        assert await owner.mail.purge_deleted_items() == 1
+        assert db.deleted_items(alice.address) == 0
+    finally:
+        await owner.close()
+
+
+async def test_mailbox_database_creates_a_mailbox_not_applied_yet(
+    tmp_path: Path, coord: tuple[Store, Directory]
+) -> None:
+    owner = Owner(tmp_path, epoch=3)
+    await owner.online()
+    try:
+        fresh = MailboxEntry("new@example.test", "", "mail1", "SG1", "DB1", "x")
+        db = await owner.mail.mailbox_database(fresh)
+        assert db.has_mailbox("new@example.test")
+    finally:
+        await owner.close()
+
+
+async def test_refuses_an_older_epoch(tmp_path: Path, coord: tuple[Store, Directory]) -> None:
+    newer = Owner(tmp_path, epoch=9)
+    await newer.online()
+    await newer.close()
+    older = Owner(tmp_path, epoch=8)
+    with pytest.raises(ResourceError, match="newer owner") as err:
+        await older.online()
+    assert err.value.permanent
+    await older.store.close()
+
+    # The databases fence too, even if the disk's epoch file were lost.
+    (tmp_path / "disks" / "mail1" / ".clustermail" / "epoch").unlink()
+    stale = Owner(tmp_path, epoch=8)
+    await stale.disk.online()
+    with pytest.raises(ResourceError, match="epoch 8 refused") as err:
+        await stale.mail.online()
+    assert err.value.permanent
+    assert not stale.mail._mounted
+    await stale.store.close()
+
+
+async def test_a_newer_owner_fails_the_checks_of_the_old_one(
+    tmp_path: Path, coord: tuple[Store, Directory]
+) -> None:
+    _, d = coord
+    old = Owner(tmp_path, epoch=4)
+    await old.online()
+    try:
+        disk = tmp_path / "disks" / "mail1"
+        mount(disk, 5)  # a new owner took the disk…
+        new = MailStore(disk / "mail", create=False)
+        new.mount(5)  # …and mounted the databases
+        new.dismount()
+        assert db_epoch(disk / "mail" / "SG1" / "DB1.sqlite") == 5
+        assert not await old.mail.thorough_check()
+        # Its writes are refused: applying a new user stops the follower for good,
+        # and the quick check fails from then on.
+        late = await d.add_mailbox("late@example.test", password="x", server="mail1")
+        follower = old.mail._follower
+        assert follower is not None
+        async with asyncio.timeout(WAIT):
+            await follower
+        assert not await old.mail.quick_check()
+        assert "fenced" in old.logs.text()
+        with pytest.raises(StoreFencedError):
+            old.mail.database_for(late).create_mailbox_sync("late@example.test")
+    finally:
+        await old.close()
+
+
+def test_properties_and_schema() -> None:
+    owner_tmp = Path("/nonexistent")
+    with pytest.raises(PropertyError, match="subdirectory"):
+        Owner(owner_tmp, 1, props={"path": "../escape"})
+    with pytest.raises(PropertyError, match="max_message_size"):
+        Owner(owner_tmp, 1, props={"max_message_size": 0})
+
+    def config(props: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "nodes": {"node1": {}},
+            "virtual_servers": {"mail1": {"resources": {
+                "disk": {"type": "disk", "properties": {"path": "/tmp/x"}},
+                "store": {"type": "mail_store", "depends_on": ["disk"], "properties": props},
+            }}},
+        }
+
+    ok = config_from_dict(config({"path": "mail", "quota_warning": 100, "retention_days": 7}))
+    assert ok.virtual_servers[0].resource("store") is not None
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(config({"path": "/abs", "max_message_size": -1, "colour": "red"}))
+    text = str(info.value)
+    assert "properties.path" in text and "subdirectory" in text
+    assert "max_message_size" in text and "unknown property" in text
