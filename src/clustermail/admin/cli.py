@@ -27,6 +27,7 @@ from clustermail.cluster import eventlog, keys
 from clustermail.cluster.config import ConfigError, load_config
 from clustermail.cluster.view import read_view
 from clustermail.coord import CoordError, Store, open_store
+from clustermail.private_files import make_private_dir, restrict_umask
 
 DEFAULT_DATA = Path("clustermail-data")
 
@@ -241,7 +242,7 @@ def _load(path: Path) -> Any:
 async def cmd_config_apply(args: argparse.Namespace, console: Console) -> int:
     config = _load(args.file)
     if not args.store:
-        args.data.mkdir(parents=True, exist_ok=True)
+        make_private_dir(args.data)
     store = await open_store(store_url(args))
     try:
         rev = await local.apply_config(store, config)
@@ -262,8 +263,6 @@ async def cmd_config_show(args: argparse.Namespace, console: Console) -> int:
 async def cmd_node_run(args: argparse.Namespace, console: Console) -> int:
     from clustermail.cluster.agent import AgentError, NodeAgent
 
-    if not args.store:
-        args.data.mkdir(parents=True, exist_ok=True)
     agent = NodeAgent(store_url(args), args.name, args.data)
     try:
         return await agent.run()
@@ -407,6 +406,8 @@ async def cmd_resource_add(args: argparse.Namespace, console: Console) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Everything this process and its children create is private (docs/security.md).
+    restrict_umask()
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler | None = getattr(args, "handler", None)

@@ -24,6 +24,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from clustermail import private_files
 from clustermail.admin import seed
 from clustermail.admin.errors import AdminError
 from clustermail.admin.status import build_status
@@ -33,6 +34,7 @@ from clustermail.cluster.model import ClusterConfig
 from clustermail.cluster.records import ConfigRecord
 from clustermail.cluster.view import read_view
 from clustermail.coord import Store, open_store
+from clustermail.private_files import append_private, make_private_dir, write_private_text
 
 STOP_TIMEOUT = 30.0
 
@@ -49,7 +51,7 @@ def ensure_config(data_dir: Path, console: Console) -> ClusterConfig:
     """Loads DATA/cluster.toml, writing the sample cluster's there first if missing."""
     path = config_path_for(data_dir)
     if not path.exists():
-        path.write_text(render_toml(seed.seed_config()))
+        write_private_text(path, render_toml(seed.seed_config()))
         console.print(f"wrote the sample cluster's configuration to [bold]{path}[/]")
     else:
         console.print(f"using the configuration in [bold]{path}[/]")
@@ -79,9 +81,8 @@ def pid_alive(pid: int) -> bool:
 
 
 def spawn_node(data_dir: Path, store_url: str, name: str) -> subprocess.Popen[bytes]:
-    logs = data_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    with open(logs / f"{name}.log", "ab") as log:
+    logs = make_private_dir(data_dir / "logs")
+    with os.fdopen(append_private(logs / f"{name}.log"), "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "clustermail", "node", "run", "--store", store_url,
              "--name", name, "--data", str(data_dir.resolve())],
@@ -138,8 +139,19 @@ def layout_table(config: ClusterConfig, status: dict[str, Any]) -> Table:
     return table
 
 
+def check_data_dir(data_dir: Path, console: Console) -> None:
+    """Refuses a data directory others can write; makes private what others can read."""
+    try:
+        changed = private_files.check_data_dir(data_dir)
+    except (private_files.UnsafePathError, OSError) as exc:
+        raise AdminError(f"refusing to use the data directory: {exc}") from None
+    if changed:
+        console.print(f"took group and others' access away from {changed} file(s) and "
+                      f"folder(s) in {data_dir}")
+
+
 async def up(data_dir: Path, console: Console) -> int:
-    data_dir.mkdir(parents=True, exist_ok=True)
+    check_data_dir(data_dir, console)
     # SIGTERM stops the cluster the same way Ctrl-C does.
     task = asyncio.current_task()
     if task is not None:

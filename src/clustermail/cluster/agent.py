@@ -58,6 +58,7 @@ from clustermail.cluster.view import ClusterView, read_view
 from clustermail.coord import Compare, CoordError, Delete, Put, Store, open_store
 from clustermail.coord.lease import LeaseKeeper
 from clustermail.logutil import log_event
+from clustermail.private_files import UnsafePathError, check_data_dir, restrict_umask
 
 
 @dataclass
@@ -110,6 +111,7 @@ class NodeAgent:
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self) -> int:
+        self._check_data_dir()
         self.store = await open_store(self.store_url)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._log_writer(), name="log"))
@@ -138,6 +140,19 @@ class NodeAgent:
             return 0
         finally:
             await self._shutdown()
+
+    def _check_data_dir(self) -> None:
+        """Private files (umask 077), and a data directory nobody else can write: undo
+        records in it are commands this agent runs."""
+        restrict_umask()
+        try:
+            changed = check_data_dir(self.data_dir)
+        except (UnsafePathError, OSError) as exc:
+            raise AgentError(f"refusing to use the data directory: {exc}") from None
+        if changed:
+            log_event("data_private", node=self.name,
+                      message=f"took group and others' access away from {changed} file(s) "
+                              f"and folder(s) in the data directory {self.data_dir}")
 
     def _report_undone(self, undone: list[undo.Undone]) -> None:
         """To stderr and the cluster log (synchronously: called from the fence too)."""

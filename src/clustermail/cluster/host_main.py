@@ -30,6 +30,7 @@ from clustermail.cluster.host_protocol import (
 )
 from clustermail.cluster.resource_host import ResourceHost, reject
 from clustermail.cluster.resources.base import StoreHandle
+from clustermail.private_files import restrict_umask
 
 #: A command line may carry a whole spec.
 LINE_LIMIT = 16 * 1024 * 1024
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         "(a warm spare host starts faster)",
     )
     args = parser.parse_args(argv)
+    restrict_umask()  # inherited from the agent already; explicit for any other caller
     signal.signal(PARENT_DEATH_SIGNAL, _parent_died)  # before it can be sent
     procutil.set_parent_death_signal(PARENT_DEATH_SIGNAL, args.parent_pid)
     if args.preload_types:

@@ -29,6 +29,7 @@ from clustermail.cluster.host_protocol import (
     encode_spec,
 )
 from clustermail.logutil import log_event
+from clustermail.private_files import append_private, make_private_dir
 
 #: Seconds after joining, or after using its spare, before a node starts a spare host.
 SPARE_DELAY = 2.0
@@ -99,11 +100,10 @@ class HostProcess:
 
 async def start_host(data_dir: Path, node: str) -> HostProcess:
     """A new resource host, importing every resource type while it waits for its spec."""
-    logs = data_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    logs = make_private_dir(data_dir / "logs")
     # One log per node: a spare host does not know yet which virtual server it
     # will run; its JSON lines name the virtual server once it does.
-    with open(logs / f"{node}-resource-hosts.log", "ab") as err:
+    with os.fdopen(append_private(logs / f"{node}-resource-hosts.log"), "ab") as err:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

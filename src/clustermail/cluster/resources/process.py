@@ -46,6 +46,7 @@ from clustermail.cluster.resources.base import (
     ResourceContext,
     ResourceError,
 )
+from clustermail.private_files import append_private, make_private_dir
 
 CONNECT_TIMEOUT = 2.0
 READY_POLL = 0.05
@@ -131,8 +132,9 @@ class ProcessResource(Resource):
     async def online(self) -> None:
         name = self.ctx.resource
         try:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the child
+            make_private_dir(self.log_path.parent)
+            # Lives as long as the child.
+            self._log = os.fdopen(append_private(self.log_path), "ab")
         except OSError as exc:
             raise ResourceError(f"{name}: cannot open the log {self.log_path}: {exc}") from exc
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")

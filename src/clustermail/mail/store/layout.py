@@ -171,7 +171,8 @@ def save(disk: Path, layout: Layout) -> None:
     """Atomically: temp file, fsync, rename, fsync the directory."""
     path = disk / LAYOUT_FILE
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # private, as all mail
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(layout.to_json())
         f.flush()
         os.fsync(f.fileno())

@@ -75,10 +75,10 @@ class MailStore:
                 raise LayoutError(
                     f"{self.disk}: no {layout_mod.LAYOUT_FILE}: not a mail store disk"
                 )
-            self.disk.mkdir(parents=True, exist_ok=True)
+            self.disk.mkdir(mode=0o700, parents=True, exist_ok=True)
             loaded = layout_mod.default_layout(limits)
             for sg in loaded.storage_groups:
-                (self.disk / sg.name).mkdir(exist_ok=True)
+                (self.disk / sg.name).mkdir(mode=0o700, exist_ok=True)
             layout_mod.save(self.disk, loaded)
         self._layout = loaded
         self._groups: dict[str, StorageGroup] = {}
@@ -116,7 +116,7 @@ class MailStore:
     def add_storage_group(self, name: str) -> StorageGroup:
         with self._lock:
             new = self._layout.with_storage_group(name)
-            (self.disk / name).mkdir(exist_ok=True)
+            (self.disk / name).mkdir(mode=0o700, exist_ok=True)
             layout_mod.save(self.disk, new)
             self._layout = new
             group = self._groups[name] = StorageGroup(name, self.disk / name)
