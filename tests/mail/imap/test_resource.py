@@ -26,6 +26,10 @@ from tests.support.resource_env import Env
 class Entry:
     address: str
 
+    @property
+    def mailbox_id(self) -> str:
+        return self.address  # the mailbox's data is named by its address here
+
 
 class FakeDirectory:
     async def authenticate(self, username: str, password: str) -> Entry | None:

@@ -143,10 +143,12 @@ class DirectoryAccess:
         raise ConflictError(f"domain {addr.domain!r} kept changing; try again")
 
     async def _cascade_remove(
-        self, kind: str, key: str, what: str, *, expect_mod: int | None = None
+        self, kind: str, key: str, what: str, *, expect_mod: int | None = None,
+        also: Callable[[bytes], Ops] | None = None,
     ) -> bytes:
         """Deletes a recipient and every reference to it (aliases of a mailbox, group
-        memberships, catch-alls), from one snapshot, in one transaction."""
+        memberships, catch-alls), from one snapshot, in one transaction, with the
+        operations ``also`` makes of the recipient's record."""
         for _ in range(CAS_ATTEMPTS):
             snapshot = await self.store.range(self.prefix)
             records = {kv.key[len(self.prefix) :]: kv for kv in snapshot.kvs}
@@ -160,7 +162,8 @@ class DirectoryAccess:
             result = await self.store.txn(
                 [Compare.mod_is(kv.key, kv.mod_revision) for kv in touched],
                 [*(Delete(self.prefix + rel) for rel in deletes),
-                 *(Put(self.prefix + rel, value) for rel, value in puts.items())],
+                 *(Put(self.prefix + rel, value) for rel, value in puts.items()),
+                 *(also(target.value) if also is not None else ())],
             )
             if result.succeeded:
                 return target.value

@@ -56,7 +56,7 @@ class Imap4Resource(Resource):
         self.address, store, tls = setup.address, setup.mail_store, setup.tls
 
         def locate(entry: Any) -> tuple[MailboxDatabase, str]:
-            return store.database_for(entry), str(entry.address)
+            return store.database_for(entry), str(entry.mailbox_id)
 
         server = ImapServer(
             store.directory,

@@ -36,7 +36,7 @@ from clustermail.cluster.resources import (
 )
 from clustermail.cluster.resources.disk import DiskResource, check_epoch
 from clustermail.coord import CoordError
-from clustermail.mail.directory import Directory, MailboxEntry
+from clustermail.mail.directory import Directory, DisconnectedEntry, MailboxEntry
 from clustermail.mail.directory import model as dm
 from clustermail.mail.directory.cache import RELOADED
 from clustermail.mail.store.database import MailboxDatabase
@@ -141,9 +141,9 @@ class MailStoreResource(Resource):
         """Like :meth:`database_for`, and creates the mailbox first if the directory
         change that homed it here has not been applied yet."""
         db = self.database_for(entry)
-        if not await asyncio.to_thread(db.has_mailbox, entry.address):
+        if not await asyncio.to_thread(db.has_mailbox, entry.mailbox_id):
             with contextlib.suppress(StoreError):
-                await asyncio.to_thread(db.create_mailbox_sync, entry.address,
+                await asyncio.to_thread(db.create_mailbox_sync, entry.mailbox_id,
                                         quota_limits=entry.quota)
         return db
 
@@ -186,6 +186,7 @@ class MailStoreResource(Resource):
                 unclean=unclean,
             )
             await self._provision(report)
+            await self._record_disconnected()
         except BaseException as exc:
             await self._stop()
             translated = _resource_error(self.ctx.resource, exc)
@@ -244,7 +245,8 @@ class MailStoreResource(Resource):
     async def _wanted(self) -> tuple[Layout, list[HomedMailbox]]:
         plan = await self.directory.storage_layout(self.ctx.vs)
         entries = await self.directory.list_mailboxes(server=self.ctx.vs)
-        homed = [HomedMailbox(e.address, e.storage_group, e.database, e.quota) for e in entries]
+        homed = [HomedMailbox(e.mailbox_id, e.storage_group, e.database, e.quota, e.address)
+                 for e in entries]
         return plan, homed
 
     async def _provision(self, report: ProvisionReport | None = None) -> None:
@@ -275,6 +277,30 @@ class MailStoreResource(Resource):
             })
             if report.failed:
                 self._dirty.set()  # try those again after the pause in _follow
+
+    async def _record_disconnected(self) -> None:
+        """Records the mailboxes of our databases that no address points to and nothing
+        records yet (removed before mailboxes had ids, or restored from a backup), so
+        `user disconnected` lists them. Best effort: it is tried again at each online."""
+
+        def held() -> list[DisconnectedEntry]:
+            now = time.time()
+            return [
+                DisconnectedEntry(name, name if "@" in name else "", "", self.ctx.vs,
+                                  info.storage_group, info.name, now)
+                for info in self.store.list_databases()
+                for name in self.store.database(info.storage_group, info.name).list_mailboxes()
+            ]
+
+        try:
+            added = await self.directory.record_found(await asyncio.to_thread(held))
+        except (CoordError, StoreError) as exc:
+            self.ctx.log.warning(f"cannot record the disconnected mailboxes: {exc}")
+            return
+        if added:
+            self.ctx.log.info(
+                f"recorded {len(added)} mailbox(es) no address points to as disconnected: "
+                + ", ".join(added[:10]) + (" …" if len(added) > 10 else ""))
 
     def _on_change(self, keys: frozenset[str]) -> None:
         mine = dm.STORAGE + self.ctx.vs
