@@ -472,6 +472,15 @@ class MailboxDatabase:
         with self._read() as conn:
             return messages.changes_since(conn, folders.get(conn, mailbox, folder), modseq)
 
+    def mailbox_digests(self, mailbox: str) -> list[bytes]:
+        """SHA-256 of every message in the mailbox (any folder): what a merge from a
+        recovery database compares against."""
+        with self._read() as conn:
+            mid = folders.mailbox_id(conn, mailbox)
+            return [bytes(d) for (d,) in conn.execute(
+                "SELECT b.digest FROM message m JOIN folder f ON f.id = m.folder_id "
+                "JOIN body b ON b.id = m.body_id WHERE f.mailbox_id = ?", (mid,))]
+
     def deleted_items(self, mailbox: str) -> int:
         with self._read() as conn:
             return retention.count(conn, mailbox)

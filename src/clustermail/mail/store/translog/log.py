@@ -292,11 +292,12 @@ def read_records(
     files = segments(directory)
     for i, path in enumerate(files):
         if (after is not None and i + 1 < len(files)
-                and int(files[i + 1].name.split(".")[0]) <= after + 1):
-            continue  # every record of this segment is at or before ``after``
+                and int(files[i + 1].name.split(".")[0]) <= after):
+            continue  # every record of this segment is before ``after``
         try:
             for located in read_segment(path, db_id, payloads=payloads):
-                if after is None or located.record.txn > after:
-                    yield located.record
+                r = located.record
+                if after is None or r.txn > after or r.txn == r.prev_txn == after:
+                    yield r  # (a record at after..after: uncounted commits after it)
         except FileNotFoundError:
             continue  # truncated meanwhile: its records are in a full backup
