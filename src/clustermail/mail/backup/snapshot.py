@@ -2,7 +2,9 @@
 
 One read transaction pins a state of the database: SQLite keeps every page of that state
 either in the database file or in the WAL frames up to the transaction's mark, and a
-checkpoint never writes past a reader's mark. The copy reads the file in page order and
+checkpoint never writes past a reader's mark. (When every frame is already in the file,
+the reader reads the file alone, a checkpoint cannot write to it, and the WAL is not read:
+a writer may restart it meanwhile.) The copy reads the file in page order and
 takes each page from the newest WAL frame at or below the mark when there is one — what a
 reader would see — so writers keep committing meanwhile (WAL readers block nobody).
 
@@ -63,12 +65,18 @@ def _wal_pages(path: Path, index: wal.WalIndex) -> dict[int, int]:
     if index.max_frame == 0:
         return newest
     fd = files.open_shared(wal.wal_path(path))
-    for n in range(1, index.max_frame + 1):
-        offset = wal.frame_offset(n, index.page_size)
-        head = os.pread(fd, wal.FRAME_HEADER, offset)
-        if len(head) < wal.FRAME_HEADER or head[8:16] != index.salts:
-            raise SnapshotError(f"{path}: WAL frame {n} is not the one its index describes")
-        newest[struct.unpack_from(">I", head)[0]] = offset + wal.FRAME_HEADER
+    frame = wal.FRAME_HEADER + index.page_size
+    step = max(1, (4 << 20) // frame)  # frames per read: the WAL is read in 4 MiB pieces
+    for low in range(1, index.max_frame + 1, step):
+        high = min(index.max_frame, low + step - 1)
+        base = wal.frame_offset(low, index.page_size)
+        data = os.pread(fd, (high - low + 1) * frame, base)
+        for k in range(high - low + 1):
+            head = data[k * frame : k * frame + wal.FRAME_HEADER]
+            if len(head) < wal.FRAME_HEADER or head[8:16] != index.salts:
+                raise SnapshotError(
+                    f"{path}: WAL frame {low + k} is not the one its index describes")
+            newest[struct.unpack_from(">I", head)[0]] = base + k * frame + wal.FRAME_HEADER
     return newest
 
 
@@ -110,27 +118,29 @@ def _copy(
     db_id: bytes | None, top: int | None, progress: Progress | None,
 ) -> Snapshot:
     db_fd = files.open_shared(path)
-    if index is not None and index.max_frame > 0:
+    if index is not None and index.max_frame > index.backfilled:
         if index.page_size != page_size:
             raise SnapshotError(f"{path}: page size {page_size}, WAL says {index.page_size}")
         pages = index.db_pages
         newest = _wal_pages(path, index)
         wal_fd = files.open_shared(wal.wal_path(path))
-    else:
-        pages = os.fstat(db_fd).st_size // page_size
+    else:  # everything is in the file (the WAL may restart under a reader of the file)
+        size = os.fstat(db_fd).st_size // page_size
+        pages = index.db_pages if index is not None and index.max_frame else size
         newest, wal_fd = {}, -1
     digest = hashlib.sha256()
+    overlay = sorted(p for p in newest if p <= pages)
+    i = 0
     for first in range(1, pages + 1, CHUNK_PAGES):
         last = min(pages, first + CHUNK_PAGES - 1)
         chunk = bytearray(os.pread(db_fd, (last - first + 1) * page_size,
                                    (first - 1) * page_size))
         chunk.extend(b"\0" * ((last - first + 1) * page_size - len(chunk)))
-        for pgno in range(first, last + 1):
-            at = newest.get(pgno)
-            if at is not None:
-                page = os.pread(wal_fd, page_size, at)
-                start = (pgno - first) * page_size
-                chunk[start : start + page_size] = page
+        while i < len(overlay) and overlay[i] <= last:
+            pgno = overlay[i]
+            start = (pgno - first) * page_size
+            chunk[start : start + page_size] = os.pread(wal_fd, page_size, newest[pgno])
+            i += 1
         out.write(chunk)
         digest.update(chunk)
         if progress is not None:

@@ -50,8 +50,9 @@ from clustermail.mail.store.errors import (
 from clustermail.mail.store.index import FolderListing
 from clustermail.mail.store.messages import FlagMode
 from clustermail.mail.store.quota import Decision, QuotaLimits
+from clustermail.mail.store.translog.errors import DatabaseBehindLogError
 from clustermail.mail.store.translog.journal import Journal
-from clustermail.mail.store.translog.manifest import StorageGroupLogs, store_id
+from clustermail.mail.store.translog.manifest import StorageGroupLogs, roll_forward, store_id
 from clustermail.mail.store.types import (
     AppendResult,
     CopyResult,
@@ -155,9 +156,18 @@ class MailboxDatabase:
         needs_id = False
         try:
             if self._logs is not None:
-                journal, needs_id = self._logs.open_journal(
-                    conn, self.name, self.path, new=new, entry=entry
-                )
+                try:
+                    journal, needs_id = self._logs.open_journal(
+                        conn, self.name, self.path, new=new, entry=entry
+                    )
+                except DatabaseBehindLogError as behind:  # the log has its last commits
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    conn.close()
+                    roll_forward(self._logs, self.name, behind)
+                    conn = schema.connect(self.path, create=False)
+                    journal, needs_id = self._logs.open_journal(
+                        conn, self.name, self.path, new=False, entry=entry
+                    )
                 journal.acquire()
             conn.execute("BEGIN IMMEDIATE")
             row = conn.execute("SELECT epoch FROM mount WHERE id = 1").fetchone()
@@ -200,6 +210,11 @@ class MailboxDatabase:
             lambda: schema.connect(self.path, create=False), self.path
         )
         self._journal = journal
+        if journal is not None:
+            # The log, fsynced before every answer, is what makes a commit durable (as an
+            # Exchange storage group's log is); the WAL is fsynced by checkpoints, and a
+            # file that lost its last commits in a crash is rolled forward at mount.
+            conn.execute("PRAGMA synchronous = NORMAL")
         self._writer = GroupCommitWriter(
             conn, self.path, epoch, self._notify, self._clock, self._checkpointer.poke, journal
         )

@@ -34,3 +34,15 @@ class DatabaseLostError(StoreError):
             f"--from <backup id> (see `clustermail backup list`), or replace it with a new "
             f"empty database: clustermail store reset {vs} {where} --confirm"
         )
+
+
+class DatabaseBehindLogError(LogError):
+    """The file is older than its log (its last commits were not yet in it when the machine
+    went down, or an older copy was put in its place): the mount rolls it forward."""
+
+    def __init__(self, path: Path, db_id: bytes, txn: int, logged: int) -> None:
+        super().__init__(f"{path} is at change {txn} but its log holds changes up to {logged}")
+        self.path = path
+        self.db_id = db_id
+        self.txn = txn
+        self.logged = logged

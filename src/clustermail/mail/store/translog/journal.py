@@ -15,7 +15,7 @@ import sqlite3
 from pathlib import Path
 
 from clustermail.mail.store.translog import files, wal
-from clustermail.mail.store.translog.errors import LogError
+from clustermail.mail.store.translog.errors import DatabaseBehindLogError, LogError
 from clustermail.mail.store.translog.log import DatabaseLog
 from clustermail.mail.store.translog.records import Kind, Record
 
@@ -134,16 +134,13 @@ class Journal:
         """At mount, under the lock: log what the database committed that its log lacks
         (a process killed between its commit and its log write); an empty log starts with
         a GAP at the database's present state. Returns the database's transaction number.
-        LogError if the database is behind its log (an older file put in its place)."""
+        DatabaseBehindLogError if the file is older than its log."""
         txn = database_txn(conn)
         tail = self.log.tail
         if tail.txn is None:
             self.start(txn, now)
         elif tail.txn > txn:
-            raise LogError(
-                f"{self.database} is at change {txn} but its log holds changes up to "
-                f"{tail.txn}: the file is older than its log (restore it with roll-forward)"
-            )
+            raise DatabaseBehindLogError(self.database, self.log.db_id, txn, tail.txn)
         else:  # also when equal: another program may have written without counting
             self._ship_upto(txn, now)
         return txn

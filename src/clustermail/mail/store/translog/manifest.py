@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -21,7 +22,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from clustermail.mail.store.translog import files
-from clustermail.mail.store.translog.errors import DatabaseLostError, LogError
+from clustermail.mail.store.translog.errors import (
+    DatabaseBehindLogError,
+    DatabaseLostError,
+    LogError,
+)
 from clustermail.mail.store.translog.journal import (
     ID_KEY,
     TXN_KEY,
@@ -30,6 +35,8 @@ from clustermail.mail.store.translog.journal import (
     database_txn,
 )
 from clustermail.mail.store.translog.log import DatabaseLog, fsync_dir
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -211,6 +218,28 @@ class StorageGroupLogs:
         return journal, found is None and not new
 
 
+def roll_forward(logs: StorageGroupLogs, database: str, behind: DatabaseBehindLogError) -> int:
+    """Bring a dismounted file that is behind its log up to the log's end (no connection
+    may be open on it: the WAL must be folded in and gone). Returns the new change number."""
+    from clustermail.mail.store.translog.log import read_records
+    from clustermail.mail.store.translog.replay import replay
+
+    dblog = logs.open_log(database, behind.db_id)
+    try:
+        with dblog:
+            report = replay(behind.path, read_records(dblog.directory, behind.db_id,
+                                                      behind.txn),
+                            start_txn=behind.txn, db_id=behind.db_id)
+    finally:
+        dblog.close()
+    if report.txn != behind.logged:
+        raise LogError(f"{behind}, and the log cannot bring it forward "
+                       f"({report.stopped}): restore it from a backup")
+    log.warning("%s: rolled forward from change %d to %d with its log", behind.path,
+                behind.txn, report.txn)
+    return report.txn or 0
+
+
 def _set_aside(directory: Path, why: str) -> Path:
     """Rename a log directory out of the way (never deleted: it is evidence)."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -233,5 +262,6 @@ def store_id(conn: sqlite3.Connection, db_id: bytes) -> None:
     conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (ID_KEY, db_id.hex()))
 
 
-__all__ = ["DatabaseEntry", "StorageGroupLogs", "database_txn", "set_aside", "store_id"]
+__all__ = ["DatabaseEntry", "StorageGroupLogs", "database_txn", "roll_forward", "set_aside",
+           "store_id"]
 set_aside = _set_aside

@@ -45,7 +45,7 @@ def replay(
     """Apply ``records`` to the database file ``path`` whose state is ``start_txn`` (None:
     there is no file yet; the log must begin with a BASE record). The file must not be in
     use and must have no ``-wal`` beside it."""
-    if os.path.exists(wal.wal_path(path)):
+    if os.path.exists(wal.wal_path(path)) and os.path.getsize(wal.wal_path(path)) > 0:
         raise LogError(f"{path} has a WAL file beside it: replay needs the file alone")
     report = ReplayReport(start_txn, start_txn)
     txn = start_txn

@@ -35,6 +35,9 @@ class WalIndex:
     max_frame: int  # frames 1..max_frame are committed
     page_size: int
     db_pages: int
+    #: Frames already copied into the database file (nBackfill). When it reaches
+    #: ``max_frame`` a new reader may read the file alone and a writer may restart the WAL.
+    backfilled: int = 0
 
 
 def wal_path(database: str | os.PathLike[str]) -> str:
@@ -48,10 +51,11 @@ def shm_path(database: str | os.PathLike[str]) -> str:
 def read_index(shm_fd: int, attempts: int = 100) -> WalIndex | None:
     """The wal-index header, or None when the index is not initialised (no WAL yet)."""
     for _ in range(attempts):
-        data = os.pread(shm_fd, 2 * _SHM_HEADER.size, 0)
-        if len(data) < 2 * _SHM_HEADER.size:
+        data = os.pread(shm_fd, 2 * _SHM_HEADER.size + 4, 0)
+        if len(data) < 2 * _SHM_HEADER.size + 4:
             return None
-        first, second = data[: _SHM_HEADER.size], data[_SHM_HEADER.size :]
+        first, second = data[: _SHM_HEADER.size], data[_SHM_HEADER.size : 2 * _SHM_HEADER.size]
+        (backfilled,) = struct.unpack_from("=I", data, 2 * _SHM_HEADER.size)
         if first != second:
             continue  # a writer is between the two copies: read again
         _version, _unused, _change, is_init, _big, size, max_frame, pages, _ck, salts, _ = (
@@ -59,7 +63,7 @@ def read_index(shm_fd: int, attempts: int = 100) -> WalIndex | None:
         )
         if not is_init:
             return None
-        return WalIndex(salts, max_frame, 65536 if size == 1 else size, pages)
+        return WalIndex(salts, max_frame, 65536 if size == 1 else size, pages, backfilled)
     raise WalFormatError("the wal-index header kept changing while it was read")
 
 
