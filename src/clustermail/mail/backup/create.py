@@ -59,16 +59,24 @@ def _db_log(target: _Target) -> DatabaseLog | None:
 
 
 class _Meter:
-    def __init__(self, total: int, progress: Progress | None) -> None:
+    """Counts the bytes copied, reports progress, and paces the copy to ``max_rate``."""
+
+    def __init__(self, total: int, progress: Progress | None, max_rate: float | None) -> None:
         self.total = max(total, 1)
         self.done = 0
         self.what = ""
         self.progress = progress
+        self.max_rate = max_rate
+        self.started = time.monotonic()
 
     def __call__(self, n: int) -> None:
         self.done += n
         if self.progress is not None:
             self.progress(self.what, min(self.done, self.total), self.total)
+        if self.max_rate:
+            ahead = self.done / self.max_rate - (time.monotonic() - self.started)
+            if ahead > 0:
+                time.sleep(ahead)
 
 
 def create_backup(
@@ -83,9 +91,11 @@ def create_backup(
     progress: Progress | None = None,
     truncate_logs: bool = True,
     level: int = sets.LEVEL,
+    max_rate: float | None = None,
 ) -> BackupSet:
     """Back up the mail store at ``root`` (``<disk>/<path>``) into ``backups``; returns the
-    completed set. ``queue`` is the relay queue file to include (every set has it whole)."""
+    completed set. ``queue`` is the relay queue file to include (every set has it whole).
+    ``max_rate`` (bytes/s) paces the copy, leaving the disk and CPU to deliveries."""
     with sets.locked(backups):
         targets = _targets(root, storage_groups)
         now = time.time()
@@ -102,7 +112,7 @@ def create_backup(
         writer = sets.SetWriter(backups, backup, level)
         try:
             sizes = [t.path.stat().st_size for t in targets if t.path.exists()]
-            meter = _Meter(sum(sizes) + (_size(queue) if queue else 0), progress)
+            meter = _Meter(sum(sizes) + (_size(queue) if queue else 0), progress, max_rate)
             logs: list[tuple[DatabaseLog, int]] = []
             for t in targets:
                 dblog = _db_log(t)

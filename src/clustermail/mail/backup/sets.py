@@ -184,18 +184,30 @@ def open_member(backup: BackupSet, name: str) -> IO[bytes]:
 # --------------------------------------------------------------------------- writing
 
 
+FLUSH_BYTES = 8 * 1024 * 1024
+
+
 class _Hashing:
-    """A file object that hashes and counts what goes through it."""
+    """A file object that hashes and counts what goes through it, and flushes it to disk
+    every few megabytes: one large flush at the end would stall the disk queue, and with it
+    the deliveries' fsyncs, for as long as it takes."""
 
     def __init__(self, f: IO[bytes]) -> None:
         self.f = f
         self.sha = hashlib.sha256()
         self.size = 0
+        self._unsynced = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         self.sha.update(data)
         self.size += len(data)
-        return self.f.write(data)
+        self._unsynced += len(data)
+        written = self.f.write(data)
+        if self._unsynced >= FLUSH_BYTES:
+            self.f.flush()
+            os.fdatasync(self.f.fileno())
+            self._unsynced = 0
+        return written
 
 
 class SetWriter:

@@ -87,7 +87,8 @@ class Journal:
     # ------------------------------------------------------------------ shipping
 
     def _ship_upto(self, txn: int, now: float) -> None:
-        self.open_files()  # the WAL file is new after a dismount
+        if self._wal_fd is None or self._shm_fd is None:
+            self.open_files()
         assert self._wal_fd is not None and self._shm_fd is not None
         try:
             index = wal.read_index(self._shm_fd)
