@@ -169,7 +169,7 @@ def _full(writer: sets.SetWriter, t: _Target, dblog: DatabaseLog | None,
         snap = snapshot.take(t.path, out, dblog=dblog, progress=meter)
     return DatabaseCopy(
         t.storage_group, t.name, (snap.db_id or b"").hex(), snap.txn, None, name, snap.size,
-        snap.highest_modseq,
+        snap.highest_modseq, image_sha256=snap.sha256,
     )
 
 

@@ -106,6 +106,9 @@ def verify(backups: Path, set_id: str) -> VerifyReport:
                 report.problems.append(f"{where}: {exc}")
                 continue
             problems = _integrity(scratch)
+            image = chain[0].database(copy.storage_group, copy.name).image_sha256
+            if len(chain) == 1 and image and _sha256(scratch) != image:
+                problems.append("the decompressed image differs from the one backed up")
             if replayed.txn != copy.txn:
                 problems.append(f"replays to change {replayed.txn}, manifest says {copy.txn}")
             if problems:
@@ -121,6 +124,14 @@ def verify(backups: Path, set_id: str) -> VerifyReport:
             if not problems:
                 report.checked.append("queue: integrity ok")
     return report
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _integrity(path: Path) -> list[str]:

@@ -55,6 +55,7 @@ class DatabaseCopy:
     highest_modseq: int | None = None
     records: int = 0  # incremental: how many log records
     last_change: float | None = None  # incremental: time of the last record
+    image_sha256: str | None = None  # full: SHA-256 of the uncompressed image
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in ("storage_group", "name")}
