@@ -133,6 +133,13 @@ class MailboxDatabase:
         return self._settings
 
     @property
+    def failed(self) -> StoreError | None:
+        """Why the mounted database takes no more writes (fenced by a newer owner, or a
+        change it could not log); None while it is healthy."""
+        writer = self._writer
+        return None if writer is None else (writer.fenced or writer.broken)
+
+    @property
     def stats(self) -> WriterStats:
         """Commit counters of the group-commit writer (commits, jobs, largest batch)."""
         if self._writer is None:

@@ -202,7 +202,9 @@ class MailStoreResource(Resource):
     async def quick_check(self) -> bool:
         if self._fenced is not None:
             return False
-        return self._mounted and all(db.mounted for db in self.store.databases())
+        return self._mounted and all(
+            db.mounted and db.failed is None for db in self.store.databases()
+        )
 
     async def thorough_check(self) -> bool:
         if not await self.quick_check():
