@@ -252,3 +252,47 @@ def test_rebuild_onto_an_empty_disk_with_the_queue(tmp_path: Path) -> None:
     conn = qstore.connect(queue)
     assert qstore.count(conn) == (1, 1)
     conn.close()
+
+
+def test_a_copy_stays_consistent_when_the_wal_restarts_under_it(tmp_path: Path) -> None:
+    """Every frame already in the file: the copy reads the file alone, and a writer that
+    restarts the WAL meanwhile (allowed: the reader does not use it) changes nothing."""
+    import io
+    import sqlite3
+
+    from clustermail.mail.backup import snapshot
+    from clustermail.mail.store.translog.journal import database_txn
+
+    root = tmp_path / "mail"
+    store = new_store(root)
+    db = store.database("SG1", "DB1")
+    for i in range(100):  # more pages than one chunk of the copy
+        db.deliver_sync(msg(f"a{i}", 20_000), [A])
+    side = sqlite3.connect(db.path, isolation_level=None)
+    assert side.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[0] == 0  # all in the file
+
+    class Meddling(io.BytesIO):
+        calls = 0
+
+        def write(self, data: bytes) -> int:  # type: ignore[override]
+            if Meddling.calls == 0:
+                for i in range(100):  # the writer restarts the WAL and fills it again
+                    db.deliver_sync(msg(f"b{i}", 20_000), [A])
+            Meddling.calls += 1
+            return super().write(data)
+
+    out = Meddling()
+    journal = db.journal
+    assert journal is not None
+    copy = snapshot.take(db.path, out, dblog=journal.log.__class__(journal.log.directory,
+                                                                    journal.log.db_id))
+    image = tmp_path / "image.sqlite"
+    image.write_bytes(out.getvalue())
+    assert integrity(image) == "ok"
+    assert tags(image) == [f"a{i}" for i in range(100)]
+    conn = sqlite3.connect(f"file:{image}?mode=ro", uri=True)
+    assert database_txn(conn) == copy.txn
+    conn.close()
+    side.close()
+    assert tags(db)[-1] == "b99"
+    store.dismount()
