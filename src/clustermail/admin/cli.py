@@ -21,6 +21,7 @@ from rich.table import Table
 
 # Imported before any configuration is parsed: registers the mail resource types' schemas.
 import clustermail.mail.schemas  # noqa: F401
+from clustermail import logutil
 from clustermail.admin import intents, local, queue_cli
 from clustermail.admin.common import (
     Handler,
@@ -371,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     console = Console(highlight=False)
+    logutil.setup()
     try:
         return asyncio.run(handler(args, console))
     except KeyboardInterrupt:
