@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.store import USERS, template, unique
+from bench.store import delivery_cell as _cell
 from clustermail.mail.backup import create_backup, restore_database
 from clustermail.mail.store import MailboxDatabase, MailStore
 from clustermail.mail.store.translog.manifest import StorageGroupLogs
@@ -41,22 +42,6 @@ LANES = (1, 10)
 
 
 # --------------------------------------------------------------------------- logs on/off
-
-
-async def _cell(db: MailboxDatabase, tpl: bytes, lanes: int, seconds: float) -> int:
-    deadline = time.perf_counter() + seconds
-    done = 0
-
-    async def lane(i: int) -> None:
-        nonlocal done
-        n = 0
-        while time.perf_counter() < deadline:
-            await db.deliver(unique(tpl, i, n), [USERS[(i + n) % len(USERS)]])
-            n += 1
-            done += 1
-
-    await asyncio.gather(*(lane(i) for i in range(lanes)))
-    return done
 
 
 def delivery_rate(root: Path, logs: bool, size: int, lanes: int, seconds: float) -> float:

@@ -33,6 +33,7 @@ from clustermail.cluster.resources.base import (
     ResourceContext,
     ResourceError,
 )
+from clustermail.fsutil import fsync_dir
 
 META_DIR = ".clustermail"
 EPOCH_FILE = f"{META_DIR}/epoch"
@@ -81,7 +82,7 @@ def write_epoch(disk: Path, epoch: int) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, disk / EPOCH_FILE)
-    _fsync_dir(meta)
+    fsync_dir(meta)
 
 
 def mount(disk: Path, epoch: int) -> None:
@@ -107,12 +108,6 @@ def probe(disk: Path) -> None:
             path.unlink()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class DiskResource(Resource):

@@ -14,11 +14,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clustermail.fsutil import fsync_dir
 from clustermail.mail.backup.restore import _group_logs
 from clustermail.mail.backup.sets import BackupError
 from clustermail.mail.store import layout as layout_mod
 from clustermail.mail.store.storage_group import MailStore
-from clustermail.mail.store.translog.log import fsync_dir
 from clustermail.mail.store.translog.manifest import set_aside
 
 

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clustermail.fsutil import fsync_dir
 from clustermail.mail.backup import sets
 from clustermail.mail.backup.create import Progress
 from clustermail.mail.backup.sets import BackupError, BackupSet
@@ -31,7 +32,7 @@ from clustermail.mail.store.errors import StoreError
 from clustermail.mail.store.storage_group import MailStore
 from clustermail.mail.store.translog import wal
 from clustermail.mail.store.translog.errors import LogError
-from clustermail.mail.store.translog.log import DatabaseLog, fsync_dir, read_records
+from clustermail.mail.store.translog.log import DatabaseLog, read_records
 from clustermail.mail.store.translog.manifest import StorageGroupLogs, set_aside
 from clustermail.mail.store.translog.records import Kind, Record, scan
 from clustermail.mail.store.translog.replay import ReplayReport, replay

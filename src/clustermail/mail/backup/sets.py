@@ -27,6 +27,7 @@ from typing import IO, Any
 
 import zstandard
 
+from clustermail.fsutil import fsync_dir
 from clustermail.mail.store.errors import StoreError
 
 FORMAT = "clustermail-backup"
@@ -245,10 +246,10 @@ class SetWriter:
             f.flush()
             os.fsync(f.fileno())
         for directory in {p.parent for p in self.partial.rglob("*")} | {self.partial}:
-            _fsync_dir(directory)
+            fsync_dir(directory)
         final = self.backups / self.backup.id
         os.rename(self.partial, final)
-        _fsync_dir(self.backups)
+        fsync_dir(self.backups)
         self.backup.path = final
         return self.backup
 
@@ -256,12 +257,6 @@ class SetWriter:
         shutil.rmtree(self.partial, ignore_errors=True)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextmanager

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from clustermail.fsutil import fsync_dir
 from clustermail.mail.store.errors import LayoutError, LimitExceededError
 
 LAYOUT_FILE = "storage.json"
@@ -199,11 +200,3 @@ def save(disk: Path, layout: Layout) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(disk)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from clustermail.fsutil import fsync_dir
 from clustermail.mail.store.translog.errors import LogError
 from clustermail.mail.store.translog.records import (
     SEGMENT_HEADER_SIZE,
@@ -62,12 +63,6 @@ def _tail_after(segment: int, located: Located) -> Tail:
     return Tail(segment, located.end, r.txn, r.kind, r.salts, r.end_frame, r.time)
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class DatabaseLog:

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from clustermail.fsutil import fsync_dir
 from clustermail.mail.store.translog import files
 from clustermail.mail.store.translog.errors import (
     DatabaseBehindLogError,
@@ -34,7 +35,7 @@ from clustermail.mail.store.translog.journal import (
     database_id,
     database_txn,
 )
-from clustermail.mail.store.translog.log import DatabaseLog, fsync_dir
+from clustermail.mail.store.translog.log import DatabaseLog
 
 log = logging.getLogger(__name__)
 
