@@ -1,4 +1,5 @@
 # The two commands: `make run` and `make test`. Both set up what they need.
+# `make unit` is the fast inner loop while developing (CI runs `make test`).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -22,6 +23,11 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q
+
+# The fast inner loop: everything but the tests that start a whole cluster of processes.
+unit: $(STAMP)
+	./scripts/install-system-deps.sh
+	$(BIN)/pytest -q -m "not e2e"
 
 bench: $(STAMP)
 	./scripts/install-system-deps.sh

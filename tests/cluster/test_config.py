@@ -12,7 +12,6 @@ import pytest
 from clustermail.cluster.config import (
     ConfigError,
     config_from_dict,
-    default_cluster_config,
     load_config,
     parse_config,
 )
@@ -26,10 +25,11 @@ from clustermail.cluster.model import (
 )
 from clustermail.cluster.timing import DEFAULT_TIMING, FAST_TIMING
 from clustermail.cluster.toml_render import render_toml
+from tests.support.banner_cluster import banner_cluster_config
 
 
 def seed_dict() -> dict[str, Any]:
-    return copy.deepcopy(default_cluster_config().to_dict())
+    return copy.deepcopy(banner_cluster_config().to_dict())
 
 
 def problems_of(data: dict[str, Any]) -> list[str]:
@@ -43,7 +43,7 @@ def problems_of(data: dict[str, Any]) -> list[str]:
 
 
 def test_seed_cluster_shape() -> None:
-    config = default_cluster_config()
+    config = banner_cluster_config()
     assert config.node_names == ("node1", "node2", "node3", "node4")
     assert config.placement is PlacementMode.ACTIVE_PASSIVE
     assert config.timing == DEFAULT_TIMING
@@ -67,22 +67,22 @@ def test_seed_cluster_shape() -> None:
 
 
 def test_seed_round_trips_through_toml() -> None:
-    config = default_cluster_config()
+    config = banner_cluster_config()
     text = render_toml(config)
     assert parse_config(text, "seed.toml") == config
     assert render_toml(parse_config(text)) == text
 
 
 def test_seed_round_trips_through_json() -> None:
-    config = default_cluster_config()
+    config = banner_cluster_config()
     data = json.loads(json.dumps(config.to_dict()))
     assert config_from_dict(data) == config
 
 
 def test_load_config_reads_a_file(tmp_path: Path) -> None:
     path = tmp_path / "cluster.toml"
-    path.write_text(render_toml(default_cluster_config()), encoding="utf-8")
-    assert load_config(path) == default_cluster_config()
+    path.write_text(render_toml(banner_cluster_config()), encoding="utf-8")
+    assert load_config(path) == banner_cluster_config()
 
 
 def test_load_config_missing_file(tmp_path: Path) -> None:

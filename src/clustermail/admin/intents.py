@@ -207,7 +207,7 @@ async def add_resource(
     properties: dict[str, Any] | None = None,
 ) -> str:
     """Adds a resource to a virtual server; its owner brings it online live."""
-    from clustermail.admin import seed
+    from clustermail.admin.sample_cluster import mail_resources
 
     view = await current_view(store)
     check_vs(view, vs)
@@ -220,7 +220,7 @@ async def add_resource(
     if depends_on is None:
         wanted = _AUTO_DEPENDENCIES.get(rtype, ())
         depends_on = [r.name for r in server.resources if r.type in wanted]
-    template = next((t for t in seed.mail_resources().values() if t["type"] == rtype), None)
+    template = next((t for t in mail_resources().values() if t["type"] == rtype), None)
     props = dict(template["properties"]) if template and properties is None else {}
     props.update(properties or {})
     # The new resource is validated with the rest, from the file's form.

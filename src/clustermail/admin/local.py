@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from clustermail import private_files
-from clustermail.admin import seed
+from clustermail.admin import sample_cluster
 from clustermail.admin.errors import AdminError
 from clustermail.admin.status import build_status
 from clustermail.cluster import eventlog, keys
@@ -51,7 +51,7 @@ def ensure_config(data_dir: Path, console: Console) -> ClusterConfig:
     """Loads DATA/cluster.toml, writing the sample cluster's there first if missing."""
     path = config_path_for(data_dir)
     if not path.exists():
-        write_private_text(path, render_toml(seed.seed_config()))
+        write_private_text(path, render_toml(sample_cluster.sample_config()))
         console.print(f"wrote the sample cluster's configuration to [bold]{path}[/]")
     else:
         console.print(f"using the configuration in [bold]{path}[/]")
@@ -215,17 +215,17 @@ async def _seed_users(
     from clustermail.mail.directory.model import DirectoryError
 
     directory = Directory(store)
-    passwords = seed.load_passwords(data_dir)
+    passwords = sample_cluster.load_passwords(data_dir)
     created: dict[str, str] = {}
     try:
-        if not await directory.is_local_domain(seed.DOMAIN):
-            await directory.add_domain(seed.DOMAIN)
-        for vs, user in seed.USERS.items():
+        if not await directory.is_local_domain(sample_cluster.DOMAIN):
+            await directory.add_domain(sample_cluster.DOMAIN)
+        for vs, user in sample_cluster.USERS.items():
             if config.virtual_server(vs) is None:
                 continue
-            address = f"{user}@{seed.DOMAIN}"
+            address = f"{user}@{sample_cluster.DOMAIN}"
             if await directory.mailbox(address) is None:
-                password = seed.new_password()
+                password = sample_cluster.new_password()
                 await directory.add_mailbox(address, password=password, server=vs,
                                             display_name=user.capitalize())
                 created[address] = password
@@ -236,27 +236,27 @@ async def _seed_users(
         await directory.close()
     if created:
         passwords.update(created)
-        seed.save_passwords(data_dir, passwords)
-    table = Table(title=f"mail users (domain {seed.DOMAIN})")
+        sample_cluster.save_passwords(data_dir, passwords)
+    table = Table(title=f"mail users (domain {sample_cluster.DOMAIN})")
     for col in ("virtual server", "address", "user", "password"):
         table.add_column(col, no_wrap=True)
-    for vs, user in seed.USERS.items():
+    for vs, user in sample_cluster.USERS.items():
         server = config.virtual_server(vs)
         if server is None:
             continue
         address = next((str(r.properties.get("address")) for r in server.resources
                         if r.type == "ip_address"), "?")
-        login = f"{user}@{seed.DOMAIN}"
+        login = f"{user}@{sample_cluster.DOMAIN}"
         table.add_row(vs, address, login, created.get(login, "(in passwords.json)"))
     console.print(table)
-    p = seed.PORTS
+    p = sample_cluster.PORTS
     console.print(
         f"on each address: SMTP {p['smtp']}, submission {p['submission']} (STARTTLS) and "
         f"{p['submissions']} (TLS), IMAP {p['imap']} and {p['imaps']} (TLS), "
         f"POP3 {p['pop3']} and {p['pop3s']} (TLS); plaintext login is allowed on loopback"
     )
     if created:
-        console.print(f"passwords shown once; kept in {seed.passwords_path(data_dir)}")
+        console.print(f"passwords shown once; kept in {sample_cluster.passwords_path(data_dir)}")
 
 
 async def _wait_online(

@@ -11,26 +11,21 @@ from __future__ import annotations
 import argparse
 import functools
 import getpass
-import json
 import re
 import sys
 import time
-from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.table import Table
 
+from clustermail.admin.common import Add, Handler, add_group, emit, table, with_store
 from clustermail.admin.errors import AdminError
 
 if TYPE_CHECKING:
     from clustermail.coord import Store
     from clustermail.mail.directory import Directory
     from clustermail.mail.store import QuotaLimits
-
-Handler = Callable[[argparse.Namespace, Console], Coroutine[Any, Any, int]]
-Add = Callable[..., argparse.ArgumentParser]
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4,
@@ -58,27 +53,10 @@ def guarded(handler: Handler) -> Handler:
 
 
 async def open_directory(args: argparse.Namespace) -> tuple[Store, Directory]:
-    from clustermail.admin.cli import with_store
     from clustermail.mail.directory import Directory
 
     store = await with_store(args)
     return store, Directory(store)
-
-
-def emit(console: Console, args: argparse.Namespace, data: Any, human: Table | str) -> None:
-    if args.json:
-        print(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
-    else:
-        console.print(human)
-
-
-def table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
-    t = Table(title=title)
-    for col in columns:
-        t.add_column(col)
-    for row in rows:
-        t.add_row(*row)
-    return t
 
 
 def parse_size(text: str) -> int | None:
@@ -547,14 +525,7 @@ async def cmd_store_check(args: argparse.Namespace, console: Console) -> int:
 
 def add_mail_commands(sub: Any, add: Add) -> None:
     """Adds the mail commands to `clustermail`'s subcommands; ``add`` is build_parser's."""
-    from clustermail.admin.cli import Parser
-
-    def group(name: str, text: str) -> Any:
-        p = sub.add_parser(name, help=text, description=text)
-        return p.add_subparsers(dest="sub", metavar="ACTION", parser_class=Parser,
-                                required=True)
-
-    g = group("domain", "mail domains: add, list, remove, catch-all")
+    g = add_group(sub, "domain", "mail domains: add, list, remove, catch-all")
     p = add("add", "add a local mail domain", cmd_domain_add, g)
     p.add_argument("domain")
     p.add_argument("--catch-all", metavar="ADDRESS",
@@ -567,7 +538,8 @@ def add_mail_commands(sub: Any, add: Add) -> None:
     p.add_argument("address", nargs="?")
     p.add_argument("--none", action="store_true", help="clear the catch-all")
 
-    g = group("user", "mailboxes: add, list, show, remove, passwd, move, recover-deleted…")
+    g = add_group(sub, "user",
+                  "mailboxes: add, list, show, remove, passwd, move, recover-deleted…")
     p = add("add", "add a mailbox homed on a virtual server", cmd_user_add, g)
     p.add_argument("address")
     p.add_argument("--server", required=True, metavar="VS", help="its virtual server")
@@ -602,14 +574,14 @@ def add_mail_commands(sub: Any, add: Add) -> None:
     p.add_argument("address")
     p.add_argument("--since", help="only items deleted at or after this time (ISO or Unix)")
 
-    g = group("alias", "aliases: add, list, remove")
+    g = add_group(sub, "alias", "aliases: add, list, remove")
     p = add("add", "add an alias of a mailbox", cmd_alias_add, g)
     p.add_argument("alias")
     p.add_argument("mailbox")
     add("list", "list aliases", cmd_alias_list, g).add_argument("--domain")
     add("remove", "remove an alias", cmd_alias_remove, g).add_argument("alias")
 
-    g = group("group", "distribution groups: add-member, remove-member, list")
+    g = add_group(sub, "group", "distribution groups: add-member, remove-member, list")
     for action, text in [("add-member", "add a member (creates the group on its first)"),
                          ("remove-member", "remove a member (the last takes the group along)")]:
         p = add(action, text, cmd_group_member, g)
@@ -617,7 +589,8 @@ def add_mail_commands(sub: Any, add: Add) -> None:
         p.add_argument("member")
     add("list", "list groups", cmd_group_list, g).add_argument("--domain")
 
-    g = group("store", "storage groups and databases: add-group, add-database, list, check")
+    g = add_group(sub, "store",
+                  "storage groups and databases: add-group, add-database, list, check")
     p = add("add-group", "plan a storage group on a virtual server", cmd_store_add, g)
     p.add_argument("vs")
     p.add_argument("storage_group")

@@ -162,8 +162,7 @@ class NodeAgent:
             else:
                 event, message = "undo_failed", f"cannot remove {u.what}: {u.error}"
             message = f"{u.vs}/{u.resource} on {self.name}: {message}"
-            log_event(event, node=self.name, vs=u.vs, message=message)
-            self._log_queue.put_nowait(eventlog.make(self.name, event, message, vs=u.vs))
+            self._log_queue.put_nowait(eventlog.note(self.name, event, message, vs=u.vs))
 
     def _request_stop(self) -> None:
         log_event("stop_requested", node=self.name,
@@ -592,10 +591,9 @@ class NodeAgent:
         )
 
     async def _log(self, event: str, message: str, **kw: Any) -> None:
-        """Logs to stderr now and to the cluster log in the background (entries
-        carry their own time, so the log stays in order)."""
-        log_event(event, node=self.name, message=message, **kw)
-        self._log_queue.put_nowait(eventlog.make(self.name, event, message, **kw))
+        """Logs to the process log now and to the cluster log in the background
+        (entries carry their own time, so the log stays in order)."""
+        self._log_queue.put_nowait(eventlog.note(self.name, event, message, **kw))
 
     async def _flush_log(self) -> None:
         while not self._log_queue.empty() and self.store is not None:

@@ -1,9 +1,9 @@
-"""The placeholder service: greets each connection with a banner and closes it.
+"""A banner service: greets each connection with a line naming its node, and closes it.
 
 ``python -m clustermail.cluster.banner --address A --port P [--name VS]``
 
-It stands in for the mail services until they exist, and is what tests and
-the local demo connect to in order to see which node serves a virtual server.
+A minimal service for the generic `process` resource: tests connect to it to
+see which node serves a virtual server, with no mail layer involved.
 Exits 0 on SIGTERM or SIGINT.
 """
 

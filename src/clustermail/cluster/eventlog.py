@@ -1,5 +1,9 @@
 """The cluster event log: every state change and decision, kept in the store.
 
+What `clustermail log` shows, from any machine. Each entry is also a line of
+the writing process's own log (:func:`note`, through :mod:`clustermail.logutil`),
+written at once: the store write may lag behind or fail.
+
 Bounded: the leader trims the oldest entries past ``MAX_ENTRIES`` and says so
 in the log itself, so nothing disappears silently.
 """
@@ -14,6 +18,7 @@ from typing import Any
 
 from clustermail.cluster import keys
 from clustermail.coord import Delete, KeyValue, Store
+from clustermail.logutil import log_event
 
 MAX_ENTRIES = 5000
 _counter = itertools.count()
@@ -53,6 +58,15 @@ def make(node: str, event: str, message: str, **kw: Any) -> LogEntry:
     return LogEntry(time=time.time(), node=node, event=event, message=message, **kw)
 
 
+def note(node: str, event: str, message: str, **kw: Any) -> LogEntry:
+    """A new entry, already written to this process's log; the caller appends it
+    to the store (at once, or later from a queue: entries carry their own time)."""
+    entry = make(node, event, message, **kw)
+    log_event(event, message=message, node=node, vs=entry.vs, resource=entry.resource,
+              correlation=entry.correlation, extra=entry.extra or None)
+    return entry
+
+
 async def read(store: Store, limit: int | None = None) -> list[LogEntry]:
     result = await store.range(keys.LOG)
     kvs = result.kvs if limit is None else result.kvs[-limit:]
@@ -72,7 +86,7 @@ async def trim(store: Store, node: str, max_entries: int = MAX_ENTRIES) -> int:
     last = LogEntry.from_kv(doomed[-1])
     await append(
         store,
-        make(
+        note(
             node,
             "log_trimmed",
             f"trimmed the {len(doomed)} oldest log entries "

@@ -30,6 +30,7 @@ from clustermail.cluster.host_protocol import (
 )
 from clustermail.cluster.resource_host import ResourceHost, reject
 from clustermail.cluster.resources.base import StoreHandle
+from clustermail.logutil import setup as setup_process_log
 from clustermail.private_files import restrict_umask
 
 #: A command line may carry a whole spec.
@@ -119,7 +120,7 @@ def _parent_died(signum: int, frame: object) -> None:
 
 async def amain() -> int:
     loop = asyncio.get_running_loop()
-    early = HostLog("?", "?", None, sys.stderr)
+    early = HostLog("?", "?", None)
     host: ResourceHost | None = None
 
     def gone(why: str) -> None:
@@ -140,7 +141,7 @@ async def amain() -> int:
         spec = decode_spec(first)
     except ProtocolError as exc:
         return reject(sink, early, f"spec rejected: {exc}")
-    log = HostLog(spec.vs, spec.node, sink, sys.stderr)
+    log = HostLog(spec.vs, spec.node, sink)
     host = ResourceHost(spec, sink, log)
     global _current_host
     _current_host = host
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     restrict_umask()  # inherited from the agent already; explicit for any other caller
+    setup_process_log()
     signal.signal(PARENT_DEATH_SIGNAL, _parent_died)  # before it can be sent
     procutil.set_parent_death_signal(PARENT_DEATH_SIGNAL, args.parent_pid)
     if args.preload_types:

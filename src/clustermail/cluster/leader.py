@@ -245,7 +245,7 @@ class Leader:
             return ["placement not applied: the store changed meanwhile; deciding again"]
         for line in lines:
             vs = line.split(":", 1)[0]
-            await eventlog.append(store, eventlog.make(self.node, "placement", line, vs=vs))
+            await eventlog.append(store, eventlog.note(self.node, "placement", line, vs=vs))
         await self._maybe_trim(store, now)
         return [f"leader: {line}" for line in lines]
 

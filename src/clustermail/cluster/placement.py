@@ -16,17 +16,24 @@ phase in rank order (higher ``priority`` first, then name):
 
 Failed virtual servers are placed before failbacks: availability first.
 
+Move requests reach the snapshot with a target node: the caller resolves a
+request for "any other node" first (the leader tries the nodes in preference
+order and keeps the first one this function would honour).
+
 The caller (the leader) applies a :class:`Placement` in one transaction:
 
 * write each decision's ``owner`` and ``manual`` as the assignment (they come
   back as ``VsState.owner``/``VsState.manual`` in the next snapshot);
 * append ``Placement.failovers`` to the failure history — one record per
-  failure reacted to; the owner changes with it, so the next cycle does not
-  record the same failure again;
-* answer every move request of the snapshot (each one was either honoured
-  or refused): the leader records the request's id as done, with
-  ``Decision.refused_move`` as the reason when it was refused;
-* log ``Placement.lines()``, one reason per virtual server.
+  failure reacted to, except a draining (gracefully stopping) node's; the
+  owner changes with it, so the next cycle does not record the same failure
+  again;
+* answer every move request of the snapshot: the request stays in the
+  virtual server's admin record and is marked done, with
+  ``Decision.refused_move`` as its result (empty when honoured), which is what
+  `clustermail vs move` waits for;
+* log a decision's line when its owner or reason code changed, and every
+  refused move.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from clustermail.cluster.resources.base import (
     ResourceContext,
     ResourceError,
 )
+from clustermail.fsutil import fsync_dir
 from clustermail.private_files import (
     UnsafePathError,
     append_private,
@@ -87,7 +88,7 @@ def write_epoch(disk: Path, epoch: int) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, disk / EPOCH_FILE)
-    _fsync_dir(meta)
+    fsync_dir(meta)
 
 
 def mount(disk: Path, epoch: int) -> None:
@@ -113,12 +114,6 @@ def probe(disk: Path) -> None:
             path.unlink()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class DiskResource(Resource):

@@ -57,6 +57,7 @@ from clustermail.mail.store.provision import (
 )
 from clustermail.mail.store.quota import QuotaLimits
 from clustermail.mail.store.storage_group import MailStore
+from clustermail.mail.store.translog.errors import DatabaseLostError
 from clustermail.mail.store.types import DatabaseSettings
 
 #: Pause before retrying a provisioning pass that failed (the store was unreachable…).
@@ -189,7 +190,7 @@ class MailStoreResource(Resource):
             await self._record_disconnected()
         except BaseException as exc:
             await self._stop()
-            translated = _resource_error(self.ctx.resource, exc)
+            translated = _resource_error(self.ctx.resource, exc, self.ctx.vs)
             if translated is exc:
                 raise
             raise translated from exc
@@ -203,7 +204,9 @@ class MailStoreResource(Resource):
     async def quick_check(self) -> bool:
         if self._fenced is not None:
             return False
-        return self._mounted and all(db.mounted for db in self.store.databases())
+        return self._mounted and all(
+            db.mounted and db.failed is None for db in self.store.databases()
+        )
 
     async def thorough_check(self) -> bool:
         if not await self.quick_check():
@@ -350,10 +353,18 @@ class MailStoreResource(Resource):
         self._applied.clear()
 
 
-def _resource_error(name: str, exc: BaseException) -> BaseException:
+def _resource_error(name: str, exc: BaseException, vs: str) -> BaseException:
     """A clear ResourceError for what went wrong while coming online."""
     if isinstance(exc, ResourceError | asyncio.CancelledError) or not isinstance(exc, Exception):
         return exc
+    if isinstance(exc, DatabaseLostError):  # never re-created empty: restore or reset
+        return ResourceError(f"{name}: {exc.describe(vs)}", permanent=True)
+    if isinstance(exc, DatabaseOpenError) and exc.path.suffix == ".sqlite":
+        where = f"{exc.path.parent.name}/{exc.path.stem}"
+        return ResourceError(
+            f"{name}: {exc}. Restore it: clustermail restore {vs} {where} --from <backup id>, "
+            f"or replace it with a new empty database: clustermail store reset {vs} {where} "
+            "--confirm", permanent=True)
     if isinstance(exc, MountRefusedError | LayoutError | DatabaseOpenError):
         return ResourceError(f"{name}: {exc}", permanent=True)  # a restart would not help
     if isinstance(exc, CoordError):

@@ -17,6 +17,7 @@ from clustermail.mail.store import layout as layout_mod
 from clustermail.mail.store.database import MailboxDatabase
 from clustermail.mail.store.errors import LayoutError
 from clustermail.mail.store.layout import Layout, Limits
+from clustermail.mail.store.translog.manifest import StorageGroupLogs
 from clustermail.mail.store.types import DatabaseSettings, MountInfo
 
 
@@ -29,9 +30,11 @@ class DatabaseInfo:
 
 
 class StorageGroup:
-    def __init__(self, name: str, path: Path) -> None:
+    def __init__(self, name: str, path: Path, logs: StorageGroupLogs | None = None) -> None:
         self.name = name
         self.path = path
+        #: Its transaction logs and its record of its databases.
+        self.logs = logs
         self.databases: dict[str, MailboxDatabase] = {}
 
     def database(self, name: str) -> MailboxDatabase:
@@ -83,16 +86,24 @@ class MailStore:
         self._layout = loaded
         self._groups: dict[str, StorageGroup] = {}
         for sg in loaded.storage_groups:
-            group = StorageGroup(sg.name, self.disk / sg.name)
+            group = StorageGroup(sg.name, self.disk / sg.name, self._logs_of(sg))
             for db in sg.databases:
                 group.databases[db] = MailboxDatabase(
-                    layout_mod.database_path(self.disk, sg.name, db), name=db
+                    layout_mod.database_path(self.disk, sg.name, db), name=db, logs=group.logs
                 )
             self._groups[sg.name] = group
 
     @property
     def layout(self) -> Layout:
         return self._layout
+
+    @property
+    def epoch(self) -> int | None:
+        """The fencing epoch the store is mounted with (None: dismounted)."""
+        return self._epoch
+
+    def _logs_of(self, sg: layout_mod.StorageGroupLayout) -> StorageGroupLogs:
+        return StorageGroupLogs(layout_mod.log_path(self.disk, sg), sg.name)
 
     def storage_group(self, name: str) -> StorageGroup:
         try:
@@ -119,7 +130,9 @@ class MailStore:
             (self.disk / name).mkdir(mode=0o700, exist_ok=True)
             layout_mod.save(self.disk, new)
             self._layout = new
-            group = self._groups[name] = StorageGroup(name, self.disk / name)
+            group = self._groups[name] = StorageGroup(
+                name, self.disk / name, self._logs_of(new.group(name))
+            )
             return group
 
     def add_database(
@@ -132,6 +145,7 @@ class MailStore:
                 layout_mod.database_path(self.disk, storage_group, name),
                 name=name,
                 settings=settings,
+                logs=self._groups[storage_group].logs,
             )
             if self._epoch is not None:
                 db.mount(self._epoch)  # creates the file before the layout names it
