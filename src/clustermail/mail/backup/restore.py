@@ -198,7 +198,7 @@ def restore_database(
         copy = chain[-1].database(storage_group, database)
     target = (recovery_path(root, storage_group, database) if recovery
               else layout_mod.database_path(root, storage_group, database))
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     building = target.with_name(target.name + ".restoring")
     for leftover in (building, Path(wal.wal_path(building)), Path(wal.shm_path(building))):
         leftover.unlink(missing_ok=True)
@@ -287,7 +287,7 @@ def restore_all(
             layout = layout.with_storage_group(copy.storage_group)
         if copy.name not in layout.group(copy.storage_group).databases:
             layout = layout.with_database(copy.storage_group, copy.name)
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
     layout_mod.save(root, layout)
     reports = [
         restore_database(root, backups, c.storage_group, c.name, from_id=from_id,
@@ -295,7 +295,7 @@ def restore_all(
         for c in chain[-1].databases
     ]
     if queue is not None and chain[-1].queue is not None:
-        queue.parent.mkdir(parents=True, exist_ok=True)
+        queue.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = queue.with_name(queue.name + ".restoring")
         with sets.open_member(chain[-1], chain[-1].queue["file"]) as src, open(tmp, "wb") as dst:
             while chunk := src.read(1 << 20):

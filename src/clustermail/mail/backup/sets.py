@@ -222,13 +222,13 @@ class SetWriter:
         self.partial = backups / f".{backup.id}{PARTIAL}"
         if self.partial.exists():
             shutil.rmtree(self.partial)
-        self.partial.mkdir(parents=True)
+        self.partial.mkdir(mode=0o700, parents=True)
 
     @contextmanager
     def member(self, name: str) -> Iterator[IO[bytes]]:
         """A compressed member: write raw bytes to the yielded file object."""
         path = self.partial / name
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with open(path, "wb") as f:
             hashing = _Hashing(f)
             cctx = zstandard.ZstdCompressor(level=self.level)
@@ -262,8 +262,8 @@ class SetWriter:
 @contextmanager
 def locked(backups: Path) -> Iterator[None]:
     """One backup, prune or restore at a time per backup directory."""
-    backups.mkdir(parents=True, exist_ok=True)
-    fd = os.open(backups / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    backups.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(backups / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -84,8 +84,8 @@ class DatabaseLog:
         self._thread_lock.acquire()
         try:
             if self._lock_fd is None:
-                self.directory.mkdir(parents=True, exist_ok=True)
-                self._lock_fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+                self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self._lock_fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             self._held = True
             try:
@@ -156,7 +156,7 @@ class DatabaseLog:
 
     def _new_segment(self, first_txn: int, data: bytes) -> None:
         path = self.directory / segment_name(first_txn)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, segment_header(self.db_id) + data)
             if self._sync:

@@ -49,7 +49,7 @@ def replay(
         raise LogError(f"{path} has a WAL file beside it: replay needs the file alone")
     report = ReplayReport(start_txn, start_txn)
     txn = start_txn
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         for r in records:
             if r.db_id != db_id:
