@@ -2,8 +2,9 @@
 
 They write the recipient directory and the storage plans in the coordination store;
 running virtual servers pick the changes up through their mail_store resource. Only
-`user move`, `user recover-deleted` and `store check` touch databases, from this
-machine (see :mod:`clustermail.admin.mail_local`). Every command takes ``--json``.
+`user move`, `user recover-deleted`, `user purge` and `store check` touch databases,
+from this machine (see :mod:`clustermail.admin.mail_local`). Every command takes
+``--json``.
 """
 
 from __future__ import annotations
@@ -245,6 +246,7 @@ async def cmd_user_show(args: argparse.Namespace, console: Console) -> int:
     data = {**entry.public(), "aliases": aliases, "groups": groups}
     lines = [f"{k}: {v}" for k, v in [
         ("address", entry.address), ("display name", entry.display_name or "-"),
+        ("mailbox id", entry.mailbox_id),
         ("home", f"{entry.server} {entry.storage_group}/{entry.database}"),
         ("quota (warn/send/receive)", quota_text(entry.quota)),
         ("enabled", "yes" if entry.enabled else "no"),
@@ -261,10 +263,12 @@ async def cmd_user_remove(args: argparse.Namespace, console: Console) -> int:
         entry = await d.remove_mailbox(args.address)
     finally:
         await store.close()
-    emit(console, args, {"removed": entry.address},
+    emit(console, args, {"removed": entry.address, "mailbox_id": entry.mailbox_id},
          f"mailbox {entry.address} removed from the directory (with its aliases and group "
          f"memberships); its data stays in {entry.server} {entry.storage_group}/"
-         f"{entry.database} as a disconnected mailbox")
+         f"{entry.database} as disconnected mailbox {entry.mailbox_id}: `user reconnect "
+         f"ADDRESS --mailbox {entry.mailbox_id}` attaches it again, `user purge --mailbox "
+         f"{entry.mailbox_id} --confirm` deletes it")
     return 0
 
 
@@ -344,7 +348,7 @@ async def cmd_user_recover(args: argparse.Namespace, console: Console) -> int:
         view = await check_vs(store, entry.server)
         loc = locate(view, entry.server, args.data)
         with mounted(loc, entry.storage_group, entry.database) as db:
-            recovered = await db.recover_deleted(entry.address, since)
+            recovered = await db.recover_deleted(entry.mailbox_id, since)
     finally:
         await store.close()
     data = {"address": entry.address,
@@ -353,6 +357,87 @@ async def cmd_user_recover(args: argparse.Namespace, console: Console) -> int:
     folders = sorted({r.folder for r in recovered})
     emit(console, args, data, f"recovered {len(recovered)} deleted message(s) of "
          f"{entry.address}" + (f" into {', '.join(folders)}" if folders else ""))
+    return 0
+
+
+@guarded
+async def cmd_user_disconnected(args: argparse.Namespace, console: Console) -> int:
+    store, d = await open_directory(args)
+    try:
+        found = await d.list_disconnected(args.server)
+    finally:
+        await store.close()
+    shown = table("disconnected mailboxes", [], [])
+    shown.add_column("mailbox id", no_wrap=True)  # whole, to be copied into a command
+    for col in ("last address", "name", "home", "disconnected"):
+        shown.add_column(col)
+    for x in found:
+        shown.add_row(x.mailbox_id, x.address or "-", x.display_name,
+                      f"{x.server} {x.storage_group}/{x.database}",
+                      _when(x.disconnected_at) + (" (being purged)" if x.purging else ""))
+    emit(console, args, [x.public() for x in found], shown)
+    return 0
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+@guarded
+async def cmd_user_reconnect(args: argparse.Namespace, console: Console) -> int:
+    from clustermail.mail.directory import UnknownDomainError
+    from clustermail.mail.directory.addresses import parse_address
+
+    addr = parse_address(args.address)
+    store, d = await open_directory(args)
+    try:
+        # Mistakes are reported before a password is asked for.
+        record = await d.disconnected_mailbox(args.mailbox)
+        if record.purging:
+            raise AdminError(f"mailbox {args.mailbox} is being purged; it cannot be reconnected")
+        kind = await d.kind_of(args.address)
+        if kind not in (None, "mailbox"):
+            raise AdminError(f"{addr} is {'an' if kind == 'alias' else 'a'} {kind}: reconnect "
+                             "a mailbox to a mailbox's address or to a free one")
+        if kind is None and not await d.is_local_domain(addr.domain):
+            raise UnknownDomainError(addr.domain)
+        password = read_password(args) if kind is None else None
+        entry, swapped = await d.reconnect_mailbox(args.address, args.mailbox,
+                                                   password=password, display_name=args.name)
+    finally:
+        await store.close()
+    home = f"{entry.server} {entry.storage_group}/{entry.database}"
+    text = (f"mailbox {entry.mailbox_id} reconnected to {entry.address} ({home})"
+            if swapped is None else
+            f"mailbox {entry.mailbox_id} reconnected to {entry.address} ({home}); the mailbox "
+            f"it had, {swapped.mailbox_id}, is disconnected now (`user disconnected` lists it)")
+    emit(console, args, {**entry.public(),
+                         "disconnected": None if swapped is None else swapped.mailbox_id}, text)
+    return 0
+
+
+@guarded
+async def cmd_user_purge(args: argparse.Namespace, console: Console) -> int:
+    from clustermail.admin import intents
+    from clustermail.admin.mail_purge import purge_mailbox
+
+    store, d = await open_directory(args)
+    try:
+        record = await d.disconnected_mailbox(args.mailbox)
+        if not args.confirm:
+            raise AdminError(
+                f"purging deletes mailbox {record.mailbox_id} (last address "
+                f"{record.address or '-'}, on {record.server} {record.storage_group}/"
+                f"{record.database}) and all its mail for good: add --confirm")
+        view = await intents.current_view(store)
+        report = await purge_mailbox(d, view, args.data, args.mailbox)
+    finally:
+        await store.close()
+    what = (f"{report.messages} message(s), {report.bytes} bytes" if report.found
+            else "its database held nothing of it any more")
+    emit(console, args, report.to_dict(),
+         f"mailbox {report.mailbox_id} ({report.address or 'no address'}) purged from "
+         f"{report.home[0]} {report.home[1]}/{report.home[2]}: {what}")
     return 0
 
 
@@ -538,8 +623,8 @@ def add_mail_commands(sub: Any, add: Add) -> None:
     p.add_argument("address", nargs="?")
     p.add_argument("--none", action="store_true", help="clear the catch-all")
 
-    g = add_group(sub, "user",
-                  "mailboxes: add, list, show, remove, passwd, move, recover-deleted…")
+    g = add_group(sub, "user", "mailboxes: add, list, show, remove, passwd, move, "
+                  "recover-deleted, disconnected, reconnect, purge…")
     p = add("add", "add a mailbox homed on a virtual server", cmd_user_add, g)
     p.add_argument("address")
     p.add_argument("--server", required=True, metavar="VS", help="its virtual server")
@@ -573,6 +658,19 @@ def add_mail_commands(sub: Any, add: Add) -> None:
     p = add("recover-deleted", "restore a mailbox's retained deleted items", cmd_user_recover, g)
     p.add_argument("address")
     p.add_argument("--since", help="only items deleted at or after this time (ISO or Unix)")
+    p = add("disconnected", "list disconnected mailboxes (kept after `user remove`)",
+            cmd_user_disconnected, g)
+    p.add_argument("--server", metavar="VS")
+    p = add("reconnect", "attach a disconnected mailbox to an address (a mailbox's, whose "
+            "own mailbox is disconnected in its place, or a free one)", cmd_user_reconnect, g)
+    p.add_argument("address")
+    p.add_argument("--mailbox", required=True, metavar="ID", help="the disconnected mailbox")
+    p.add_argument("--name", help="display name (default: the address's, or the mailbox's last)")
+    _password_option(p, " (asked only for a free address)")
+    p = add("purge", "delete a disconnected mailbox and its mail for good (on its machine)",
+            cmd_user_purge, g)
+    p.add_argument("--mailbox", required=True, metavar="ID", help="the disconnected mailbox")
+    p.add_argument("--confirm", action="store_true", help="yes, delete it")
 
     g = add_group(sub, "alias", "aliases: add, list, remove")
     p = add("add", "add an alias of a mailbox", cmd_alias_add, g)
@@ -604,7 +702,7 @@ def add_mail_commands(sub: Any, add: Add) -> None:
     p.add_argument("--repair", action="store_true", help="fix what can be fixed")
 
 
-def _password_option(p: argparse.ArgumentParser) -> None:
+def _password_option(p: argparse.ArgumentParser, when: str = "") -> None:
     p.add_argument("--password-stdin", action="store_true",
                    help="read the password from the first line of standard input "
-                   "(default: ask, in a terminal)")
+                   f"(default: ask, in a terminal){when}")

@@ -34,6 +34,8 @@ class DisconnectedMailboxes(DirectoryAccess):
 
     async def list_disconnected(self, server: str | None = None) -> list[DisconnectedEntry]:
         """The disconnected mailboxes (of one virtual server), oldest first."""
+        if server is not None:
+            m.check_server_name(server)
         attached = await self._attached_ids()
         found = [DisconnectedEntry.from_json(raw) for _, raw in await self._items(m.DISCONNECTED)]
         return sorted(
