@@ -64,18 +64,22 @@ def test_a_missing_data_directory_is_created_private(tmp_path: Path) -> None:
 
 def test_what_others_can_read_is_made_private(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    (data / "logs").mkdir(parents=True)
+    (data / "undo" / "node1").mkdir(parents=True)
     data.chmod(0o755)
-    (data / "logs").chmod(0o750)
+    (data / "undo").chmod(0o750)
+    (data / "undo" / "node1" / "ip.json").write_text("{}")
+    (data / "undo" / "node1" / "link").symlink_to("/etc/passwd")  # never followed
     (data / "cluster.db").write_text("")
     (data / "cluster.db").chmod(0o644)
-    (data / "logs" / "node1.log").write_text("")
-    (data / "link").symlink_to("/etc/passwd")  # never followed nor changed
-    assert check_data_dir(data) == 4
-    assert mode(data) == 0o700 and mode(data / "logs") == 0o700
-    assert mode(data / "cluster.db") == 0o600 and mode(data / "logs" / "node1.log") == 0o600
+    # The data directory itself, and the trusted folder's tree (what others could read).
+    assert check_data_dir(data, trusted=("undo", "absent")) == 4
+    assert mode(data) == 0o700
+    assert [mode(p) for p in (data / "undo", data / "undo" / "node1")] == [0o700, 0o700]
+    assert mode(data / "undo" / "node1" / "ip.json") == 0o600
     assert mode(Path("/etc/passwd")) == 0o644
-    assert check_data_dir(data) == 0
+    # The rest is not walked: once the data directory is 0700, nobody else reaches it.
+    assert mode(data / "cluster.db") == 0o644
+    assert check_data_dir(data, trusted=("undo",)) == 0
 
 
 @pytest.mark.parametrize(("chmod", "who"), [(0o777, "group and others"), (0o775, "its group"),
@@ -93,15 +97,20 @@ def test_a_data_directory_others_can_write_is_refused(
     assert mode(data) == chmod  # refused: nothing changed
 
 
-def test_something_writable_inside_is_refused(tmp_path: Path) -> None:
+def test_something_writable_in_a_trusted_folder_is_refused(tmp_path: Path) -> None:
     data = tmp_path / "data"
     record = data / "undo" / "node1" / "mail1" / "ip.json"
     record.parent.mkdir(parents=True)
     record.write_text("{}")
     record.chmod(0o666)
+    assert check_data_dir(data) == 1  # the data directory; undo/ is not looked at
     with pytest.raises(UnsafePathError, match=r"ip.json is writable by group and others "
                        rf"\(mode 0666\): chmod -R go-w {data}$"):
-        check_data_dir(data)
+        check_data_dir(data, trusted=("undo",))
+    record.chmod(0o600)
+    record.parent.chmod(0o777)
+    with pytest.raises(UnsafePathError, match=r"mail1 is writable by group and others"):
+        check_data_dir(data, trusted=("undo",))
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a file away needs root")
@@ -112,7 +121,7 @@ def test_what_another_user_owns_is_refused(tmp_path: Path) -> None:
     os.chown(data / "undo", NOBODY, NOBODY)
     with pytest.raises(UnsafePathError, match=rf"undo is owned by \S+, not by root who runs "
                        rf"clustermail: chown -R root {data}$"):
-        check_data_dir(data)
+        check_data_dir(data, trusted=("undo",))
     os.chown(data, NOBODY, NOBODY)
     with pytest.raises(UnsafePathError, match=rf"^the folder {data} is owned by"):
         check_private_dir(data)

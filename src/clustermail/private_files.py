@@ -129,29 +129,41 @@ def check_private_dir(path: Path, what: str = "the folder") -> bool:
     return False
 
 
-def check_data_dir(path: Path) -> int:
+def check_data_dir(path: Path, trusted: tuple[str, ...] = ()) -> int:
     """The check a node agent and `clustermail up` make before they use a data directory.
 
     Creates it (0700) if missing. Refuses (UnsafePathError, one line saying what to chmod
-    or chown) if it or anything in it is writable by group or others, or owned by another
-    user than the one running clustermail (root excepted). Takes group and others' access
-    away from everything of ours in it that still has some (files of an older version,
-    a folder made with the default umask); returns how many entries it changed.
-    Symbolic links are neither followed nor changed."""
+    or chown) if it is writable by group or others, or owned by another user than the one
+    running clustermail (root excepted), and likewise if anything in its ``trusted``
+    subfolders is (what the caller acts on, such as undo records). Takes group and
+    others' access away from the data directory (then nothing in it can be reached by
+    others, whatever older files' modes) and from everything in ``trusted``; returns how
+    many entries it changed. The rest of the tree is not walked: the data directory may
+    be large, and may hold what is not clustermail's. Symbolic links are neither
+    followed nor changed."""
     root = make_private_dir(Path(path))
     changed = int(check_private_dir(root, "the data directory"))
-    for folder, dirs, files in os.walk(root):
-        for name in (*dirs, *files):
-            entry = Path(folder) / name
-            try:
-                st = os.lstat(entry)
-            except FileNotFoundError:
-                continue  # removed meanwhile (a temporary file)
-            if stat.S_ISLNK(st.st_mode):
-                continue
-            _refuse_unsafe(entry, st, root, f"in the data directory {root},")
-            if st.st_mode & _OTHERS and st.st_uid == os.geteuid():
-                with contextlib.suppress(FileNotFoundError):
-                    os.chmod(entry, stat.S_IMODE(st.st_mode) & ~_OTHERS)
-                    changed += 1
+    for sub in trusted:
+        changed += _check_tree(root, root / sub)
+    return changed
+
+
+def _check_tree(root: Path, top: Path) -> int:
+    """Refuses what others can change in ``top`` (and ``top``); makes the rest private."""
+    changed = 0
+    entries = [top]
+    for folder, dirs, files in os.walk(top):
+        entries += [Path(folder) / name for name in (*dirs, *files)]
+    for entry in entries:
+        try:
+            st = os.lstat(entry)
+        except FileNotFoundError:
+            continue  # absent, or removed meanwhile (a temporary file)
+        if stat.S_ISLNK(st.st_mode):
+            continue
+        _refuse_unsafe(entry, st, root, f"in the data directory {root},")
+        if st.st_mode & _OTHERS and st.st_uid == os.geteuid():
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(entry, stat.S_IMODE(st.st_mode) & ~_OTHERS)
+                changed += 1
     return changed

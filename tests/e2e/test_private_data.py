@@ -37,7 +37,7 @@ def test_up_keeps_everything_private(tmp_path: Path) -> None:
     data.mkdir(mode=0o755)
     data.chmod(0o755)
     (data / "cluster.toml").write_text(cluster_toml(base, port, nodes=2, servers=1, mail=True))
-    (data / "cluster.toml").chmod(0o644)
+    (data / "cluster.toml").chmod(0o600)  # the administrator's file (`up` writes its own 0600)
     up = subprocess.Popen(
         [sys.executable, "-m", "clustermail", "up", "--data", str(data)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -45,7 +45,7 @@ def test_up_keeps_everything_private(tmp_path: Path) -> None:
     )
     try:
         out = read_until(up, "Ctrl-C stops the cluster")
-        assert "took group and others' access away from 2 file(s) and folder(s)" in out
+        assert "took group and others' access away from 1 file(s) and folder(s)" in out
         password = json.loads((data / "passwords.json").read_text())["alice@example.test"]
         with smtplib.SMTP(f"{base}.11", mail_port(port, "smtp"), timeout=10) as smtp:
             smtp.sendmail("someone@example.net", ["alice@example.test"],

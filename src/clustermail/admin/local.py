@@ -28,7 +28,7 @@ from clustermail import private_files
 from clustermail.admin import sample_cluster
 from clustermail.admin.errors import AdminError
 from clustermail.admin.status import build_status
-from clustermail.cluster import eventlog, keys
+from clustermail.cluster import eventlog, keys, undo
 from clustermail.cluster.config import ConfigError, load_config, render_toml
 from clustermail.cluster.model import ClusterConfig
 from clustermail.cluster.records import ConfigRecord
@@ -142,7 +142,7 @@ def layout_table(config: ClusterConfig, status: dict[str, Any]) -> Table:
 def check_data_dir(data_dir: Path, console: Console) -> None:
     """Refuses a data directory others can write; makes private what others can read."""
     try:
-        changed = private_files.check_data_dir(data_dir)
+        changed = private_files.check_data_dir(data_dir, trusted=(undo.UNDO_DIR,))
     except (private_files.UnsafePathError, OSError) as exc:
         raise AdminError(f"refusing to use the data directory: {exc}") from None
     if changed:

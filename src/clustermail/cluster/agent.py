@@ -146,7 +146,7 @@ class NodeAgent:
         records in it are commands this agent runs."""
         restrict_umask()
         try:
-            changed = check_data_dir(self.data_dir)
+            changed = check_data_dir(self.data_dir, trusted=(undo.UNDO_DIR,))
         except (UnsafePathError, OSError) as exc:
             raise AgentError(f"refusing to use the data directory: {exc}") from None
         if changed:
