@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from clustermail.logutil import log_event
 from clustermail.mail.backends import MailboxRef, MailStoreService
+from clustermail.mail.directory.addresses import InvalidAddressError
 from clustermail.mail.queue import dsn, schedule
 from clustermail.mail.queue.delivery import deliver_local
 from clustermail.mail.queue.routing import Router, Target, UnknownRecipient
@@ -127,8 +128,7 @@ class QueueRunner:
         times = [t for _, t in self._held.values()]
         if due is not None:
             times.append(due)
-        wait = min([self.config.poll, *(t - self.clock() for t in times)])
-        return wait
+        return min([self.config.poll, *(t - self.clock() for t in times)])
 
     async def _dispatch(self) -> None:
         free = self.config.concurrency - len(self._in_flight)
@@ -188,7 +188,7 @@ class QueueRunner:
             except UnknownRecipient:
                 attempts.append(Attempt(rcpt, False, True, "5.1.1", "no such mailbox"))
                 continue
-            except ValueError as exc:  # the address does not parse: it never will
+            except InvalidAddressError as exc:  # it does not parse: it never will
                 attempts.append(Attempt(rcpt, False, True, "5.1.3", f"bad address: {exc}"))
                 continue
             except Exception as exc:  # the directory is unreachable: later
