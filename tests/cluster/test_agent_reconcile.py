@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,16 @@ import pytest
 from clustermail.cluster import keys
 from clustermail.cluster.agent import LocalVS, NodeAgent
 from clustermail.cluster.host_pool import HostPool
+from clustermail.cluster.leader import Leader
 from clustermail.cluster.records import (
     AssignmentRecord,
     EpochRecord,
     OwnerRecord,
     ResourceIntent,
+    VsIntent,
 )
 from clustermail.cluster.timing import DEFAULT_TIMING
+from clustermail.cluster.view import read_view
 from clustermail.coord import EventType, KeyValue, Store, open_store
 from tests.support.cluster_state import apply, elect, join
 
@@ -236,3 +240,58 @@ async def test_an_administrators_resource_offline_reaches_the_host(node1: Node1)
     await node1.until(back_online, "svc online again")
     assert lvs.resource_pids["svc"] != service and alive(lvs.resource_pids["svc"])
     assert lvs.offline_resources == set()
+
+
+async def test_without_a_usable_configuration_what_runs_keeps_running(node1: Node1) -> None:
+    agent, store = node1.agent, node1.store
+    lvs = await node1.online()
+    host, service = lvs.proc.pid, lvs.resource_pids["svc"]
+    owner = await node1.get(keys.OWNER + "mail1")
+    # An administrator asks to move it: with a usable configuration the leader would.
+    await store.put(keys.VS_ADMIN + "mail1",
+                    VsIntent(move_to="node2", move_id="m1").to_store())
+    leader = Leader("node2")
+    invalid = cluster({"svc": {"type": "no_such_type", "properties": {}}})
+    for written, problem in ((b"{not json", "unreadable: /clustermail/config: not JSON"),
+                             (json.dumps(invalid).encode(), "no_such_type")):
+        await store.put(keys.CONFIG, written)
+
+        async def holding(problem: str = problem) -> bool:
+            return problem in agent.last_reason
+
+        await node1.until(holding, f"a reason line naming {problem!r}")
+        assert agent.last_reason.startswith("no usable configuration (")
+        assert agent.last_reason.endswith(
+            "): keeping what runs here as it is (mail1) until a valid one is applied")
+        await agent._cycle()  # and again: still nothing done
+        assert node1.local() is lvs and not lvs.stopping and lvs.state == "online"
+        assert lvs.proc.returncode is None and alive(service)
+        assert await node1.get(keys.OWNER + "mail1") == owner
+        # The leader moves nothing and leaves the move unanswered.
+        before = (await read_view(store)).revision
+        assert await leader.step(store, await read_view(store)) == []
+        view = await read_view(store)
+        assert view.revision == before and view.assignment("mail1").node == "node1"
+        assert view.vs_intent("mail1").pending_move == "node2"
+
+    await apply(store, ONE_SERVICE)
+    await node1.until(node1.is_online, "mail1 online")
+    assert agent.last_reason == "no action: node1 hosts mail1 online"
+    assert lvs.proc.pid == host and lvs.resource_pids["svc"] == service and alive(service)
+    # Usable again: the leader does the move it held back.
+    await leader.step(store, await read_view(store))
+    assert (await read_view(store)).assignment("mail1").node == "node2"
+
+
+async def test_a_stopping_node_goes_offline_even_without_a_usable_configuration(
+        node1: Node1) -> None:
+    lvs = await node1.online()
+    await node1.store.put(keys.CONFIG, b"{not json")
+    node1.agent._request_stop()
+
+    async def stopped() -> bool:
+        return not node1.agent.local
+
+    await node1.until(stopped, "node1 stopped hosting mail1")
+    assert await lvs.proc.wait() == 0
+    assert await node1.get(keys.OWNER + "mail1") is None
