@@ -30,11 +30,13 @@ unit: $(STAMP)
 	$(BIN)/pytest -q -m "not e2e"
 
 bench: $(STAMP)
-	./scripts/install-system-deps.sh
+	./scripts/install-system-deps.sh --bench
 	$(BIN)/python -m bench.coord
 	$(BIN)/python -m bench.failover
 	$(BIN)/python -m bench.store
 	$(BIN)/python -m bench.mail
+	$(BIN)/python -m bench.imap
+	$(BIN)/python -m bench.backup
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

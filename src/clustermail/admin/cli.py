@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 from dataclasses import asdict
@@ -165,7 +164,7 @@ async def cmd_log(args: argparse.Namespace, console: Console) -> int:
         if args.follow:
             async for ev in store.watch(keys.LOG, start):
                 if ev.value:
-                    _print_entry(args, console, eventlog.LogEntry(**json.loads(ev.value)))
+                    _print_entry(args, console, eventlog.parse(ev.key, ev.value))
     return 0
 
 

@@ -72,19 +72,32 @@ def check_resource(view: ClusterView, vs: str, resource: str) -> None:
 
 IntentT = TypeVar("IntentT", bound=StoreRecord)
 
+#: Reads and compare-and-swap writes of one intent before :func:`_update` gives up.
+UPDATE_ATTEMPTS = 5
+
 
 async def _update(store: Store, key: str, parse: Callable[[str, bytes], IntentT], empty: IntentT,
                   change: Callable[[IntentT], IntentT]) -> IntentT:
-    """Rewrites an intent, keeping the fields this command does not set."""
-    kv = await store.get(key)
-    record = empty
-    if kv is not None:
-        # An unreadable intent is replaced: the administrator's new one is what counts.
-        with contextlib.suppress(RecordError):
-            record = parse(key, kv.value)
-    record = change(record)
-    await store.put(key, record.to_store())
-    return record
+    """Rewrites an intent, keeping the fields this command does not set.
+
+    Compare-and-swap on the key's mod revision: the leader writes into the same
+    key (its answer to a move), and an answer written between our read and our
+    write must not be overwritten. On a conflict, reads again and reapplies
+    ``change``, up to :data:`UPDATE_ATTEMPTS` times."""
+    for _ in range(UPDATE_ATTEMPTS):
+        kv = await store.get(key)
+        record = empty
+        if kv is not None:
+            # An unreadable intent is replaced: the administrator's new one is what counts.
+            with contextlib.suppress(RecordError):
+                record = parse(key, kv.value)
+        record = change(record)
+        read_at = kv.mod_revision if kv is not None else 0  # 0: it must still be absent
+        result = await store.txn([Compare.mod_is(key, read_at)], [Put(key, record.to_store())])
+        if result.succeeded:
+            return record
+    raise AdminError(f"{key} kept changing while this command wrote it "
+                     f"({UPDATE_ATTEMPTS} attempts); run the command again")
 
 
 async def _write_config(store: Store, view: ClusterView, config: ClusterConfig,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -287,7 +286,7 @@ async def _wait_online(
 async def _follow(store: Store, start: int, console: Console) -> None:
     async for ev in store.watch(keys.LOG, start):
         if ev.value:
-            entry = eventlog.LogEntry(**json.loads(ev.value))
+            entry = eventlog.parse(ev.key, ev.value)
             console.print(format_entry(entry))
 
 

@@ -197,7 +197,7 @@ class NodeAgent:
         announced = False
         while not self.stopping:
             view = await read_view(self.store)
-            if view.config is not None:
+            if view.config is not None or view.config_error is not None:
                 try:
                     view.applied_config()
                 except ConfigError as exc:
@@ -311,7 +311,8 @@ class NodeAgent:
             if view.cluster_config is not None and view.config_revision != self._config_rev:
                 self._config_rev = view.config_revision
                 self.timing = view.cluster_config.timing
-            reasons.extend(f"ignoring a malformed record: {p}" for p in view.problems)
+            reasons.extend(f"ignoring a malformed record: {p}" for p in view.problems
+                           if p.key != keys.CONFIG)  # said below
             if self.stopping and not self.draining:
                 await self._start_draining()
             leader = view.leader
@@ -324,13 +325,26 @@ class NodeAgent:
                     reasons.extend(await self.leader.step(self.store, view))
                 except ConfigError as exc:
                     reasons.append(f"leader: cannot place: {exc}")
-            reasons.extend(await self._reconcile(view))
+            problem = view.config_problem()
+            if problem is not None and not self.stopping:
+                reasons.append(self._hold(problem))
+            else:
+                reasons.extend(await self._reconcile(view))
         except CoordError as exc:
             reasons = [f"store error: {exc}"]
         line = "; ".join(reasons) or f"no action: {self._summary()}"
         if line != self.last_reason:
             self.last_reason = line
             log_event("cycle", node=self.name, message=line)
+
+    def _hold(self, problem: str) -> str:
+        """No usable configuration (unreadable, invalid, deleted): like Pacemaker with
+        an unreadable CIB, start, stop and change nothing (the leader moves nothing
+        either) until a valid one is applied. Only stopping the node takes its
+        virtual servers offline."""
+        running = ", ".join(sorted(self.local)) or "nothing"
+        return (f"no usable configuration ({problem}): keeping what runs here as it is "
+                f"({running}) until a valid one is applied")
 
     def _summary(self) -> str:
         if not self.local:

@@ -189,8 +189,8 @@ class Leader:
 
     async def step(self, store: Store, view: ClusterView) -> list[str]:
         self.is_leader = True
-        if view.config is None:
-            return []
+        if view.cluster_config is None:
+            return []  # nothing moves without a usable configuration (the agents say why)
         now = time.time()
         if self.elected_at is None:
             self.elected_at = time.monotonic()

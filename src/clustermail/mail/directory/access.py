@@ -11,6 +11,7 @@ from clustermail.coord import Compare, Delete, Put, Store, TxnOp
 from clustermail.mail import keys
 from clustermail.mail.directory import model as m
 from clustermail.mail.directory.addresses import Address
+from clustermail.mail.directory.auth_cache import AuthCache
 from clustermail.mail.directory.cache import DirectoryCache, ErrorReporter
 from clustermail.mail.directory.model import (
     AddressTakenError,
@@ -28,7 +29,8 @@ Ops = list[TxnOp]
 
 
 class DirectoryAccess:
-    """The store, the key prefix, the password hasher and the optional cache."""
+    """The store, the key prefix, the password hasher, the login cache and the optional
+    directory cache."""
 
     def __init__(
         self,
@@ -36,10 +38,13 @@ class DirectoryAccess:
         *,
         prefix: str = keys.DIRECTORY,
         passwords: Passwords | None = None,
+        auth_cache: AuthCache | None = None,
     ) -> None:
         self.store = store
         self.prefix = prefix
         self.passwords = passwords or Passwords()
+        #: Successful logins of this process (see :mod:`.auth_cache`).
+        self.auth_cache = auth_cache if auth_cache is not None else AuthCache()
         self.cache: DirectoryCache | None = None
 
     # ================================================================== cache
