@@ -90,5 +90,5 @@ def test_backup_properties_are_checked_with_the_configuration() -> None:
     text = str(info.value)
     assert "backup_schedule" in text and '"daily 02:00"' in text
     assert "backup_keep" in text and "integer >= 1" in text
-    with pytest.raises(ConfigError, match="backup_keep.*needs backup_schedule"):
+    with pytest.raises(ConfigError, match=r"backup_keep.*needs backup_schedule"):
         config_from_dict(_config({"backup_keep": 3}))

@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -138,6 +138,8 @@ class MailStoreResource(Resource):
         #: Databases an administrator's request dismounted on purpose (restore, reset):
         #: not a failure of the resource while that runs.
         self.maintenance: set[tuple[str, str]] = set()
+        #: Called with (storage group, database) when a database is mounted again.
+        self.mount_listeners: list[Callable[[str, str], None]] = []
 
     # ------------------------------------------------------------------ public API
 
@@ -246,6 +248,8 @@ class MailStoreResource(Resource):
         self._dirty.set()
         self.ctx.log.info(f"database {storage_group}/{database} mounted again with epoch "
                           f"{self.ctx.epoch} in {info.seconds:.3f} s")
+        for listener in list(self.mount_listeners):
+            listener(storage_group, database)
 
     async def offline(self) -> None:
         await self._stop()
