@@ -16,7 +16,7 @@ import pytest
 from clustermail.admin import backup_ops
 from clustermail.admin.errors import AdminError
 from clustermail.admin.local import apply_config
-from clustermail.cluster import keys
+from clustermail.cluster import eventlog, keys
 from clustermail.cluster.config import config_from_dict
 from clustermail.cluster.records import OwnerRecord
 from clustermail.cluster.resources.disk import DiskResource
@@ -263,3 +263,33 @@ def _site_of(site: Site) -> OwnerSite:
     root = site.data / "disks" / "mail1" / "mail"
     return OwnerSite("mail1", root, root.parent / "queue" / "queue.sqlite",
                      site.data / "backups", EPOCH, site.mail.store, nothing, nothing)
+
+
+async def test_a_lost_database_stays_dismounted_while_the_others_serve(site: Site) -> None:
+    await site.db().deliver(msg("one"), [A])
+    _, backup_id = await backup_ops.backup_create(site.store, site.data, "mail1")
+    await site.db().deliver(msg("two"), [A])
+    site.db().path.unlink()  # lost under the running owner
+    assert await site.mail.thorough_check()  # the others are fine: no restart, no failover
+    assert ("SG1", "DB1") in site.mail.lost and not site.db().mounted
+    assert site.db("DB2").mounted and await site.mail.quick_check()
+    logged = [e.message for e in await eventlog.read(site.store)]
+    assert any("SG1/DB1" in m and "disappeared while mounted" in m and
+               "clustermail restore mail1 SG1/DB1" in m for m in logged), logged
+    await backup_ops.restore(site.store, site.data, "mail1", from_id=backup_id,
+                             database="SG1/DB1")
+    assert tags(site.db()) == ["one", "two"] and site.mail.lost == {}
+
+    # Lost while offline: the mount leaves it out, the rest comes online.
+    await site.mail.offline()
+    site.db().path.unlink()
+    await site.mail.online()
+    assert "is missing" in site.mail.lost[("SG1", "DB1")]
+    assert site.db("DB2").mounted and await site.mail.quick_check()
+    await site.db("DB2").deliver(msg("bob"), [B])  # the others serve
+    await backup_ops.restore(site.store, site.data, "mail1", from_id=backup_id,
+                             database="SG1/DB1")
+    assert tags(site.db()) == ["one", "two"]
+    logged = [e.message for e in await eventlog.read(site.store)]
+    assert any("stays dismounted, the others serve" in m for m in logged)
+    assert any(m.startswith("restore done") for m in logged)

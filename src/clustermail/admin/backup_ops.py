@@ -157,9 +157,19 @@ async def store_operation(
                 f"run the restore on the machine with its disk, then clustermail vs online "
                 f"{vs}")
         note(f"asking {owner.node}, the owner of {vs}, to run the {op}")
-        return await run_on_owner(store, vs, op, params, progress=progress, note=note,
-                                  timeout=timeout, claim_timeout=claim_timeout)
+        try:
+            return await run_on_owner(store, vs, op, params, progress=progress, note=note,
+                                      timeout=timeout, claim_timeout=claim_timeout)
+        except NoOwnerError:
+            note(f"{vs} stopped running on {owner.node} before it picked the {op} up")
+            view = await intents.current_view(store)
+            loc = locate(view, vs, data_dir)
     return await run_here(view, loc, data_dir, op, params, progress=progress, note=note)
+
+
+class NoOwnerError(AdminError):
+    """The virtual server lost its owner before the request was claimed (it was
+    withdrawn): run it here instead."""
 
 
 async def run_here(view: ClusterView, loc: Location, data_dir: Path, op: str,
@@ -230,6 +240,11 @@ async def run_on_owner(
                 raise AdminError(f"{op} of {vs} failed"
                                  + (f" on {current.node}" if current.node else "")
                                  + f": {current.error}")
+            if current.state == rq.PENDING and await store.get(
+                    cluster_keys.OWNER + vs) is None:
+                if await rq.withdraw(store, current, revision):
+                    raise NoOwnerError(f"{vs} has no owner")
+                continue
             if current.state == rq.PENDING and time.time() > current.claim_by:
                 if await rq.withdraw(store, current, revision):
                     raise AdminError(

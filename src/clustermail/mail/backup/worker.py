@@ -116,7 +116,8 @@ class _Written:
 
 class RequestWorker:
     def __init__(self, store: Store, site: OwnerSite, node: str, log: Logger,
-                 plan: BackupPlan | None = None) -> None:
+                 plan: BackupPlan | None = None,
+                 event: Callable[[str], Awaitable[None]] | None = None) -> None:
         self.store = store
         self.site = site
         self.vs = site.vs
@@ -124,6 +125,7 @@ class RequestWorker:
         self.epoch = site.epoch
         self.log = log
         self.plan = plan or BackupPlan()
+        self.event = event
         self._todo: asyncio.Queue[KeyValue] = asyncio.Queue()
 
     async def run(self) -> None:
@@ -244,8 +246,12 @@ class RequestWorker:
             self.log.warning(f"store request {request.id}: its record changed meanwhile; "
                              f"result not written ({final.state})")
         log = self.log.info if final.state == rq.DONE else self.log.warning
-        log(f"store request {request.id} ({request.op}) {final.state} in {seconds:.2f} s"
-            + (f": {final.error}" if final.error else ""))
+        line = (f"{request.op} {final.state} in {seconds:.2f} s (request {request.id})"
+                + (f": {final.error}" if final.error else f": {final.text.splitlines()[0]}"
+                   if final.text else ""))
+        log(line)
+        if self.event is not None:
+            await self.event(line)
 
     async def _publish(self, state: _Written, latest: _Latest) -> None:
         last: rq.RequestProgress | None = None

@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from clustermail.cluster import eventlog
 from clustermail.cluster.model import PropertyValue
 from clustermail.cluster.resource_schema import PropertyKind, PropertySpec, ResourceType
 from clustermail.cluster.resources import (
@@ -138,6 +139,9 @@ class MailStoreResource(Resource):
         #: Databases an administrator's request dismounted on purpose (restore, reset):
         #: not a failure of the resource while that runs.
         self.maintenance: set[tuple[str, str]] = set()
+        #: Databases that would not mount (their file lost or unreadable), with why: they
+        #: stay dismounted while the others serve, until restored or reset.
+        self.lost: dict[tuple[str, str], str] = {}
         #: Called with (storage group, database) when a database is mounted again.
         self.mount_listeners: list[Callable[[str, str], None]] = []
 
@@ -190,6 +194,7 @@ class MailStoreResource(Resource):
         self._disk, self.root = disk.path, disk.path / self.path
         self._fenced = None
         self.maintenance.clear()
+        self.lost.clear()
         await asyncio.to_thread(check_epoch, disk.path, self.ctx.epoch)
         try:
             self._admin_lock = await asyncio.to_thread(admin_lock.hold_shared, self.root)
@@ -211,6 +216,9 @@ class MailStoreResource(Resource):
                 seconds=[round(i.seconds, 4) for i in infos],
                 unclean=unclean,
             )
+            for (sg, db), why in self.lost.items():
+                await self._event(f"database {sg}/{db} stays dismounted, the others serve: "
+                                  f"{why}")
             await self._provision(report)
         except BaseException as exc:
             await self._stop()
@@ -225,7 +233,7 @@ class MailStoreResource(Resource):
                          self.ctx.epoch, self.store, self.dismount_database,
                          self.mount_database)
         worker = RequestWorker(await self.ctx.store(), site, self.ctx.node, self.ctx.log,
-                               self.backup_plan)
+                               self.backup_plan, self._event)
         self._worker = loop.create_task(worker.run(), name=f"{self.ctx.resource} requests")
 
     async def dismount_database(self, storage_group: str, database: str) -> None:
@@ -243,6 +251,7 @@ class MailStoreResource(Resource):
         db = self.store.database(storage_group, database)
         info = await asyncio.to_thread(db.mount, self.ctx.epoch)
         self.maintenance.discard((storage_group, database))
+        self.lost.pop((storage_group, database), None)
         self._applied = {k: v for k, v in self._applied.items()
                          if (v.storage_group, v.database) != (storage_group, database)}
         self._dirty.set()
@@ -262,27 +271,55 @@ class MailStoreResource(Resource):
         )
 
     def _in_service(self) -> list[MailboxDatabase]:
-        """The databases that should be mounted (not those an administrator took out)."""
+        """The databases that should be mounted (not those an administrator took out, nor
+        lost ones waiting for a restore)."""
         out = self.store.list_databases()
         return [self.store.database(i.storage_group, i.name) for i in out
-                if (i.storage_group, i.name) not in self.maintenance]
+                if not self._out_of_service(i.storage_group, i.name)]
+
+    def _out_of_service(self, storage_group: str, database: str) -> bool:
+        return (storage_group, database) in self.maintenance or (
+            storage_group, database) in self.lost
 
     async def thorough_check(self) -> bool:
         if not await self.quick_check():
             return False
 
-        def check() -> None:
+        def check() -> list[MailboxDatabase]:
             assert self._disk is not None
             check_epoch(self._disk, self.ctx.epoch)
+            gone = [db for db in self._in_service() if not db.path.exists()]
             for db in self._in_service():
-                db.list_mailboxes()  # a read query: the file is readable and sane
+                if db not in gone:
+                    db.list_mailboxes()  # a read query: the file is readable and sane
+            return gone
 
         try:
-            await asyncio.to_thread(check)
+            for db in await asyncio.to_thread(check):
+                await self._lose(db)
         except (ResourceError, StoreError, OSError) as exc:
             self.ctx.log.error(f"mail store check failed: {exc}")
             return False
         return True
+
+    async def _lose(self, db: MailboxDatabase) -> None:
+        """A mounted database whose file vanished: out of service, so the others go on
+        serving and deliveries to it wait in the queue, until it is restored."""
+        sg = db.path.parent.name
+        await asyncio.to_thread(db.dismount)  # its log has every acknowledged change
+        self.lost[(sg, db.name)] = f"{db.path} is missing"
+        await self._event(
+            f"database {sg}/{db.name}: {db.path} disappeared while mounted; it is dismounted, "
+            f"the others serve. Restore it: clustermail restore {self.ctx.vs} {sg}/{db.name} "
+            "--from <backup id> (see clustermail backup list); its log has every change "
+            "since")
+
+    async def _event(self, message: str) -> None:
+        """A line in this host's log and in the cluster event log (`clustermail log`)."""
+        entry = eventlog.note(self.ctx.node, "mail_store", message, vs=self.ctx.vs,
+                              resource=self.ctx.resource)
+        with contextlib.suppress(CoordError):  # the host's own log has it
+            await eventlog.append(await self.ctx.store(), entry)
 
     # ------------------------------------------------------------------ internals
 
@@ -292,9 +329,14 @@ class MailStoreResource(Resource):
         assert self.root is not None
         store = MailStore(self.root)
         ensure_layout(store, plan, homed, self.settings, report)
-        infos = store.mount(self.ctx.epoch)
+        infos, refused = store.mount_available(self.ctx.epoch, (DatabaseLostError,
+                                                                DatabaseOpenError))
+        for (sg, name), exc in refused.items():
+            self.lost[(sg, name)] = str(_resource_error(self.ctx.resource, exc, self.ctx.vs))
         try:
             for db in store.databases():
+                if not db.mounted:
+                    continue
                 changes = {k: v for k, v in self._enforced.items()
                            if getattr(db.settings, k) != v}
                 if changes:
@@ -318,7 +360,9 @@ class MailStoreResource(Resource):
             plan, homed = await self._wanted()
             names = {b.name for b in homed}
             self._applied = {k: v for k, v in self._applied.items() if k in names}
-            todo = [b for b in homed if self._applied.get(b.name) != b]
+            # Mailboxes of a dismounted database wait for its mount (which applies them).
+            todo = [b for b in homed if self._applied.get(b.name) != b
+                    and not self._out_of_service(b.storage_group, b.database)]
             report = report or ProvisionReport()
 
             def apply() -> None:
