@@ -149,6 +149,7 @@ async def store_operation(
     view = await intents.current_view(store)
     loc = locate(view, vs, data_dir)
     owner = view.owner.get(vs)
+    what = op.replace("_", "-")
     if owner is not None:
         if op == "restore" and params.get("all"):
             raise AdminError(
@@ -156,12 +157,12 @@ async def store_operation(
                 f"runs on {owner.node}: take it offline first (clustermail vs offline {vs}), "
                 f"run the restore on the machine with its disk, then clustermail vs online "
                 f"{vs}")
-        note(f"asking {owner.node}, the owner of {vs}, to run the {op}")
+        note(f"asking {owner.node}, the owner of {vs}, to run the {what}")
         try:
             return await run_on_owner(store, vs, op, params, progress=progress, note=note,
                                       timeout=timeout, claim_timeout=claim_timeout)
         except NoOwnerError:
-            note(f"{vs} stopped running on {owner.node} before it picked the {op} up")
+            note(f"{vs} stopped running on {owner.node} before it picked the {what} up")
             view = await intents.current_view(store)
             loc = locate(view, vs, data_dir)
     return await run_here(view, loc, data_dir, op, params, progress=progress, note=note)
@@ -184,7 +185,8 @@ async def run_here(view: ClusterView, loc: Location, data_dir: Path, op: str,
             f"with its disk" + ("" if op != "restore" else
                                 f", or rebuild it with clustermail restore {vs} --all "
                                 "--from ID"))
-    note(f"{vs} is not online anywhere: running the {op} here, on its disk {loc.disk}")
+    note(f"{vs} is not online anywhere: running the {op.replace('_', '-')} here, on its "
+         f"disk {loc.disk}")
     site = LocalSite(vs, loc.root, queue_path(loc.disk), backup_dir(view, vs, data_dir),
                      loc.epoch, loc)
     holder = f"clustermail {op} on {socket.gethostname()}"

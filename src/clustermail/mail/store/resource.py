@@ -316,8 +316,8 @@ class MailStoreResource(Resource):
 
     async def _event(self, message: str) -> None:
         """A line in this host's log and in the cluster event log (`clustermail log`)."""
-        entry = eventlog.note(self.ctx.node, "mail_store", message, vs=self.ctx.vs,
-                              resource=self.ctx.resource)
+        entry = eventlog.note(self.ctx.node, "mail_store", f"{self.ctx.vs}: {message}",
+                              vs=self.ctx.vs, resource=self.ctx.resource)
         with contextlib.suppress(CoordError):  # the host's own log has it
             await eventlog.append(await self.ctx.store(), entry)
 
