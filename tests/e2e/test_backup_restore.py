@@ -1,6 +1,7 @@
 """Backup, restore and rebuilding against running node processes, with the commands a user
 types: a database file lost under a serving virtual server is restored by its owner while
-SMTP keeps answering, and every message that got a 250 is back; deleted messages come back
+SMTP keeps answering, and every message that got a 250 is back (also when its node dies
+and the standby serves with the lost database dismounted); deleted messages come back
 from the recovery storage group without duplicates; a virtual server is rebuilt onto an
 empty disk from a backup and the logs that survived; a node's machine dies, the node is
 evicted, added again, joins, and its virtual server fails back."""
@@ -160,6 +161,17 @@ async def test_restore_while_serving_recover_deleted_and_rebuild_on_an_empty_dis
         await until_all_back(address, imap_port, sender.acked)
         ok(c, "store", "drop-recovery", "mail1")
 
+        # Lost again, and this time its node dies too: the standby mounts what it can,
+        # serves with SG1/DB1 dismounted, and restores it when asked.
+        await asyncio.to_thread(sender.send, 5)
+        (disk / "mail" / "SG1" / "DB1.sqlite").unlink()
+        c.kill_node("node1")
+        await c.wait_for(lambda s: owners(s) == {"mail1": "node2"}, timeout=60,
+                         what="mail1 on node2, its lost database dismounted")
+        assert "node2 runs it" in c.cli("restore", "mail1", "SG1/DB1", "--from",
+                                        backup_id).stderr
+        await until_all_back(address, imap_port, sender.acked)
+
         # The disk is lost but for the logs (on a disk of their own, say): rebuilt offline.
         ok(c, "vs", "offline", "mail1")
         await c.wait_for(lambda s: vs_of(s, "mail1")["state"] == "offline"
@@ -172,8 +184,9 @@ async def test_restore_while_serving_recover_deleted_and_rebuild_on_an_empty_dis
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
         rebuilt = ok(c, "restore", "mail1", "--all", "--from", backup_id)
         assert "restored the relay queue" in rebuilt
+        ok(c, "vs", "clear-failures", "mail1")  # node1's death counted as a failover
         ok(c, "vs", "online", "mail1")
-        await c.wait_for(lambda s: owners(s) == {"mail1": "node1"}, timeout=60,
+        await c.wait_for(lambda s: owners(s) == {"mail1": "node2"}, timeout=60,
                          what="mail1 online again")
         await wait_for_imap_login(address, imap_port, ALICE, PASSWORD)
         await until_all_back(address, imap_port, sender.acked)

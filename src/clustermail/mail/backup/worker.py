@@ -180,6 +180,8 @@ class RequestWorker:
                 await self._handle(kv)
             except CoordError as exc:
                 self.log.warning(f"store request {kv.key}: {exc}")
+            except Exception as exc:  # one bad request never stops the others
+                self.log.error(f"store request {kv.key}: {exc!r}")
 
     async def _handle(self, kv: KeyValue) -> None:
         current = await self.store.get(kv.key)
@@ -229,7 +231,12 @@ class RequestWorker:
         try:
             result, text = await run_operation(request.op, request.params, self.site, latest)
             final = replace(request, state=rq.DONE, result=result, text=text)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # the mail store goes offline: say so, then stop
+            publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, CoordError):
+                await rq.fail_if(self.store, state.request, state.revision,
+                                 f"the mail store of {self.vs} went offline on {self.node} "
+                                 "while it ran; run it again")
             raise
         except (StoreError, OSError, ValueError) as exc:
             final = replace(request, state=rq.FAILED, error=str(exc) or repr(exc))
