@@ -23,6 +23,10 @@ While online the resource runs the administrators' store requests (backup, resto
 database while the others serve, reset, recovery; :mod:`clustermail.mail.backup.worker`)
 and the schedule, and holds the mail store's admin lock
 (:mod:`clustermail.mail.store.admin_lock`) so no offline command works on it meanwhile.
+
+A database whose file is lost or unreadable is never re-created empty: it stays dismounted
+(:attr:`MailStoreResource.lost`) while the others serve, and the event log says how to
+restore it; the thorough check does the same for a file that vanishes while mounted.
 """
 
 from __future__ import annotations
