@@ -175,6 +175,21 @@ async def test_a_request_is_claimed_once_and_only_by_the_owner(site: Site) -> No
         await backup_ops.run_on_owner(site.store, "mail1", "backup", {}, claim_timeout=1)
     assert await _requests(site) == []  # withdrawn: it never runs later by surprise
 
+    # The owner goes away before claiming: withdrawn and run here, where the admin lock
+    # then says the mail store is mounted by a running resource (this test's).
+    notes: list[str] = []
+    asked = asyncio.create_task(backup_ops.backup_create(site.store, site.data, "mail1",
+                                                         note=notes.append))
+    async with asyncio.timeout(10):
+        while not await _requests(site):
+            await asyncio.sleep(0.02)
+    await site.store.delete(keys.OWNER + "mail1")
+    with pytest.raises(AdminError, match="online in a running virtual server"):
+        await asyncio.wait_for(asked, 10)
+    assert "stopped running on node2 before it picked the backup up" in notes[1]
+    assert await _requests(site) == []
+    await site.own(epoch=EPOCH + 1, node="node2")
+
     # A request some earlier owner claimed and never finished is failed, clearly.
     orphan = replace(rq.new_request("mail1", "backup", {}, claim_timeout=60),
                      state=rq.RUNNING, node="node0", epoch=EPOCH - 1)
