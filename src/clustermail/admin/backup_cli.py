@@ -1,34 +1,42 @@
-"""Command-line pieces for backup, restore and recovery, ready to be hooked into the
-``clustermail`` parser: argument builders (``add_*_arguments``) and runners that take the
-parsed arguments plus where the virtual server's disk is (the caller resolves it from the
-cluster and checks that it is safe to touch from here), and return (JSON document, text).
+"""The backup, restore and recovery commands of `clustermail`:
 
     backup create VS [--storage-group SG ...] [--to DIR] [--incremental]
-    backup list [--to DIR] [--vs VS]        backup verify ID [--to DIR]
-    backup prune --keep N [--to DIR] [--vs VS]
+    backup create --cluster [--to DIR]
+    backup list [--dir DIR] [--vs VS]       backup verify ID [--dir DIR]
+    backup prune --keep N [--dir DIR] [--vs VS]
     restore VS SG/DB --from ID [--no-roll-forward] [--until TIME] [--recovery]
     restore VS --all --from ID [--no-roll-forward] [--until TIME]
+    restore --cluster --from ID [--dir DIR]
     store reset VS SG/DB --confirm          store drop-recovery VS [--storage-group SG]
     user recover ADDRESS --from-recovery [--folder F] [--since TIME]
+
+What they do is in :mod:`clustermail.admin.backup_ops`; this module parses, shows progress
+(a bar on a terminal, plain lines on standard error otherwise, nothing with ``--json``)
+and prints the result: the backup id alone on standard output, so scripts can keep it.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import sys
-import time
+import threading
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
+
+from clustermail.admin import backup_ops, cluster_backup, intents
+from clustermail.admin.common import Add, Handler, add_group, emit, store_url, with_store
 from clustermail.admin.errors import AdminError
-from clustermail.mail import backup
-from clustermail.mail.queue.store import queue_path
-from clustermail.mail.store import MailboxDatabase
+from clustermail.coord import open_store
+from clustermail.mail.store import StoreError
 
-DEFAULT_DIR = "backups"  # under the data directory: clustermail-data/backups/
-
-Result = tuple[dict[str, Any], str]
+#: How long a command waits for the owner to finish (it goes on there afterwards).
+DEFAULT_TIMEOUT = 3600.0
 
 
 def parse_time(value: str) -> float:
@@ -41,176 +49,304 @@ def parse_time(value: str) -> float:
         when = dt.datetime.fromisoformat(value)
     except ValueError:
         raise AdminError(f"not a time: {value!r} (use ISO 8601 such as 2026-12-01T08:00 "
-                         "or Unix seconds)") from None
+                         "(UTC) or Unix seconds)") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     return when.timestamp()
 
 
-def split_database(value: str) -> tuple[str, str]:
-    sg, sep, db = value.partition("/")
-    if not sep or not sg or not db:
-        raise AdminError(f"expected SG/DB such as SG1/DB1, got {value!r}")
-    return sg, db
+class ProgressDisplay:
+    """Progress of a long operation: a rich bar when standard output is a terminal, plain
+    lines on standard error otherwise, nothing with ``--json``. Callable from any thread."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.mode = ("off" if getattr(args, "json", False)
+                     else "bar" if sys.stdout.isatty() and sys.stderr.isatty() else "lines")
+        self._lock = threading.Lock()
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+        self._what = ""
+        self._next_pct = 0
+
+    def __enter__(self) -> ProgressDisplay:
+        if self.mode == "bar":
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 TextColumn("{task.percentage:>3.0f}%"), DownloadColumn(),
+                                 console=Console(stderr=True), transient=True)
+            self._bar.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def progress(self, what: str, done: int, total: int) -> None:
+        with self._lock:
+            if self._bar is not None:
+                if self._task is None:
+                    self._task = self._bar.add_task(what, total=total)
+                self._bar.update(self._task, description=what, completed=done, total=total)
+                return
+            if self.mode != "lines":
+                return
+            if what != self._what:
+                self._what, self._next_pct = what, 0
+            pct = 100 * done // max(total, 1)
+            if pct >= self._next_pct:
+                self._next_pct = (pct // 25 + 1) * 25
+                sys.stderr.write(f"{what}: {pct}% ({done / 1e6:,.1f} of {total / 1e6:,.1f} "
+                                 "MB)\n")
+                sys.stderr.flush()
+
+    def note(self, text: str) -> None:
+        with self._lock:
+            if self._bar is not None:
+                self._bar.console.print(text, highlight=False)
+            elif self.mode == "lines":
+                sys.stderr.write(text + "\n")
+                sys.stderr.flush()
+
+    def run_options(self, args: argparse.Namespace) -> dict[str, Any]:
+        return {"progress": self.progress, "note": self.note,
+                "timeout": getattr(args, "timeout", None)}
 
 
-class TerminalProgress:
-    """One progress line on standard error, only on a terminal."""
-
-    def __init__(self) -> None:
-        self.enabled = sys.stderr.isatty()
-        self._last = 0.0
-
-    def __call__(self, what: str, done: int, total: int) -> None:
-        now = time.monotonic()
-        if not self.enabled or (now - self._last < 0.1 and done < total):
-            return
-        self._last = now
-        pct = 100 * done // max(total, 1)
-        sys.stderr.write(f"\r{what}: {pct:3d}% ({done / 1e6:,.1f} of {total / 1e6:,.1f} MB)\033[K")
-        if done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+# --------------------------------------------------------------------------- commands
 
 
-def _errors(fn: Any) -> Any:
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
+def guarded(handler: Handler) -> Handler:
+    """The mail layer's errors and file errors as the one-line AdminError."""
+
+    @functools.wraps(handler)
+    async def run(args: argparse.Namespace, console: Console) -> int:
         try:
-            return fn(*args, **kwargs)
-        except backup.BackupError as exc:
-            raise AdminError(str(exc)) from None
+            return await handler(args, console)
+        except StoreError as exc:
+            raise AdminError(str(exc)) from exc
         except OSError as exc:
-            raise AdminError(f"{exc.filename or ''}: {exc.strerror}") from None
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise AdminError(f"{where}{exc.strerror or exc}") from exc
 
-    wrapped.__doc__ = fn.__doc__
-    return wrapped
-
-
-# --------------------------------------------------------------------------- arguments
+    return run
 
 
-def add_backup_create_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("vs")
+async def _dirs(args: argparse.Namespace, vs: str | None) -> list[Path]:
+    """``--dir`` or every backup directory the configuration names."""
+    given = getattr(args, "dir", None)
+    if given is not None:
+        return [given.resolve()]
+    if not args.store and not (args.data / "cluster.db").exists():
+        return [(args.data / "backups").resolve()]
+    async with await with_store(args) as store:
+        view = await intents.current_view(store)
+        if vs is not None:
+            intents.check_vs(view, vs)
+        return backup_ops.backup_dirs(view, args.data, vs)
+
+
+@guarded
+async def cmd_backup_create(args: argparse.Namespace, console: Console) -> int:
+    if args.cluster:
+        if args.vs or args.storage_group or args.incremental:
+            raise AdminError("backup create --cluster takes no virtual server, "
+                             "--storage-group or --incremental")
+        to = (args.to or args.data / "backups").resolve()
+        async with await with_store(args) as store:
+            doc, text = await cluster_backup.create(store, to)
+    else:
+        if not args.vs:
+            raise AdminError("give the virtual server to back up (or --cluster)")
+        async with await with_store(args) as store:
+            with ProgressDisplay(args) as show:
+                doc, text = await backup_ops.backup_create(
+                    store, args.data, args.vs, storage_groups=args.storage_group,
+                    to=args.to, incremental=args.incremental, **show.run_options(args))
+    emit(console, args, doc, text)
+    return 0
+
+
+@guarded
+async def cmd_backup_list(args: argparse.Namespace, console: Console) -> int:
+    doc, text = await backup_ops.backup_list(await _dirs(args, args.vs), args.vs)
+    emit(console, args, doc, text)
+    return 0
+
+
+@guarded
+async def cmd_backup_verify(args: argparse.Namespace, console: Console) -> int:
+    doc, text = await backup_ops.backup_verify(await _dirs(args, None), args.id)
+    emit(console, args, doc, text)
+    return 0 if doc.get("ok") else 1
+
+
+@guarded
+async def cmd_backup_prune(args: argparse.Namespace, console: Console) -> int:
+    doc, text = await backup_ops.backup_prune(await _dirs(args, args.vs), args.keep, args.vs)
+    emit(console, args, doc, text)
+    return 0
+
+
+@guarded
+async def cmd_restore(args: argparse.Namespace, console: Console) -> int:
+    if args.cluster:
+        if args.vs or args.database or args.all or args.recovery:
+            raise AdminError("restore --cluster takes only --from ID (and --dir DIR)")
+        return await _restore_cluster(args, console)
+    if not args.vs:
+        raise AdminError("give the virtual server to restore (or --cluster)")
+    until = parse_time(args.until) if args.until else None
+    if until is not None and args.no_roll_forward:
+        raise AdminError("--until rolls forward to a time; --no-roll-forward does not roll "
+                         "forward at all: give one of them")
+    async with await with_store(args) as store:
+        with ProgressDisplay(args) as show:
+            doc, text = await backup_ops.restore(
+                store, args.data, args.vs, from_id=args.from_id, database=args.database,
+                all_databases=args.all, roll_forward=not args.no_roll_forward, until=until,
+                recovery=args.recovery, to=args.dir, **show.run_options(args))
+    emit(console, args, doc, text)
+    return 0
+
+
+async def _restore_cluster(args: argparse.Namespace, console: Console) -> int:
+    backups = (args.dir or args.data / "backups").resolve()
+    if not args.store:
+        args.data.mkdir(parents=True, exist_ok=True)  # a new, empty local store
+    async with await open_store(store_url(args)) as store:
+        doc, text = await cluster_backup.restore(store, backups, args.from_id)
+    emit(console, args, doc, text)
+    return 0
+
+
+@guarded
+async def cmd_store_reset(args: argparse.Namespace, console: Console) -> int:
+    async with await with_store(args) as store:
+        with ProgressDisplay(args) as show:
+            doc, text = await backup_ops.store_reset(store, args.data, args.vs, args.database,
+                                                     confirm=args.confirm,
+                                                     **show.run_options(args))
+    emit(console, args, doc, text)
+    return 0
+
+
+@guarded
+async def cmd_drop_recovery(args: argparse.Namespace, console: Console) -> int:
+    async with await with_store(args) as store:
+        with ProgressDisplay(args) as show:
+            doc, text = await backup_ops.drop_recovery(store, args.data, args.vs,
+                                                       args.storage_group,
+                                                       **show.run_options(args))
+    emit(console, args, doc, text)
+    return 0
+
+
+@guarded
+async def cmd_user_recover(args: argparse.Namespace, console: Console) -> int:
+    if not args.from_recovery:
+        raise AdminError("say where from: --from-recovery (the recovery storage group; "
+                         "restore into it with clustermail restore VS SG/DB --from ID "
+                         "--recovery). Retained deleted items: clustermail user "
+                         "recover-deleted")
+    since = parse_time(args.since) if args.since else None
+    async with await with_store(args) as store:
+        with ProgressDisplay(args) as show:
+            doc, text = await backup_ops.recover_mailbox(
+                store, args.data, args.address, folder=args.folder, since=since,
+                **show.run_options(args))
+    emit(console, args, doc, text)
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _timeout(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help="how long to wait for the virtual server's owner to finish "
+                        f"(default {DEFAULT_TIMEOUT:.0f}; it goes on there afterwards)")
+
+
+def _dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dir", type=Path, metavar="DIR",
+                   help="backup directory (default: the virtual server's backup_path, "
+                        "DATA/backups)")
+
+
+def add_commands(sub: Any, add: Add) -> None:
+    """`backup …` and `restore` (``add`` is build_parser's)."""
+    g = add_group(sub, "backup", "backups: create, list, verify, prune")
+    p = add("create", "back up a virtual server's mail store while it serves (or the "
+            "cluster's configuration and directory with --cluster); prints the backup id",
+            cmd_backup_create, g)
+    p.add_argument("vs", nargs="?")
     p.add_argument("--storage-group", action="append", metavar="SG",
                    help="only this storage group (repeatable; default: all)")
-    p.add_argument("--to", type=Path, metavar="DIR", help="backup directory")
+    p.add_argument("--to", "--dir", dest="to", type=Path, metavar="DIR",
+                   help="backup directory (default: the virtual server's backup_path, "
+                        "DATA/backups)")
     p.add_argument("--incremental", action="store_true",
-                   help="only the log records since the previous backup of the chain")
-
-
-def add_backup_dir_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--to", type=Path, metavar="DIR", help="backup directory")
+                   help="only what the transaction logs recorded since the previous backup")
+    p.add_argument("--cluster", action="store_true",
+                   help="the coordination store's configuration, intents and directory")
+    _timeout(p)
+    p = add("list", "list backups, full ones with their incrementals (chains)",
+            cmd_backup_list, g)
+    _dir(p)
+    p.add_argument("--vs", help="only this virtual server's backups")
+    p = add("verify", "check a backup: checksums, SQLite integrity of every database, the "
+            "chain complete", cmd_backup_verify, g)
+    p.add_argument("id")
+    _dir(p)
+    p = add("prune", "keep the N newest chains per virtual server, delete older ones",
+            cmd_backup_prune, g)
+    p.add_argument("--keep", type=int, required=True, metavar="N")
+    _dir(p)
     p.add_argument("--vs", help="only this virtual server's backups")
 
-
-def add_restore_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("vs")
+    p = add("restore", "restore a database (rolled forward to its last change), every "
+            "database of a virtual server (--all), or the cluster (--cluster)", cmd_restore)
+    p.add_argument("vs", nargs="?")
     p.add_argument("database", nargs="?", metavar="SG/DB")
-    p.add_argument("--all", action="store_true", help="every database and the relay queue")
-    p.add_argument("--from", dest="from_id", required=True, metavar="ID", help="backup id")
-    p.add_argument("--to", type=Path, metavar="DIR", help="backup directory")
+    p.add_argument("--from", dest="from_id", required=True, metavar="ID",
+                   help="backup id (see backup list)")
+    p.add_argument("--all", action="store_true",
+                   help="every database and the relay queue (the virtual server offline)")
     p.add_argument("--no-roll-forward", action="store_true",
-                   help="restore the backup as it was, without the live log")
-    p.add_argument("--until", help="roll forward only to this time (ISO 8601 or Unix)")
+                   help="the backup as it was, without the changes logged since")
+    p.add_argument("--until", metavar="TIME",
+                   help="roll forward only to this time (ISO 8601, UTC, or Unix seconds)")
     p.add_argument("--recovery", action="store_true",
                    help="into the recovery storage group, beside the live database")
+    p.add_argument("--cluster", action="store_true",
+                   help="a cluster backup, into an empty coordination store")
+    _dir(p)
+    _timeout(p)
 
 
-# --------------------------------------------------------------------------- runners
+def add_store_commands(g: Any, add: Add) -> None:
+    """`store reset` and `store drop-recovery` (``g``: the store group's actions)."""
+    p = add("reset", "replace a lost database with a new EMPTY one (dial tone); its old "
+            "file and log are kept beside", cmd_store_reset, g)
+    p.add_argument("vs")
+    p.add_argument("database", metavar="SG/DB")
+    p.add_argument("--confirm", action="store_true", help="yes, an empty database")
+    _timeout(p)
+    p = add("drop-recovery", "delete the recovery storage group of a virtual server",
+            cmd_drop_recovery, g)
+    p.add_argument("vs")
+    p.add_argument("--storage-group", metavar="SG", help="only this storage group's")
+    _timeout(p)
 
 
-@_errors
-def run_backup_create(args: argparse.Namespace, disk: Path, backups: Path,
-                      epoch: int | None) -> Result:
-    done = backup.create_backup(
-        disk / "mail", backups, virtual_server=args.vs, incremental=args.incremental,
-        storage_groups=args.storage_group, queue=queue_path(disk), epoch=epoch,
-        progress=TerminalProgress())
-    stored = sum(f["size"] for f in done.files.values())
-    return ({"id": done.id, "kind": done.kind, "path": str(done.path), "bytes": stored,
-             "databases": {f"{d.storage_group}/{d.name}": d.txn for d in done.databases}},
-            done.id)
-
-
-@_errors
-def run_backup_list(args: argparse.Namespace, backups: Path) -> Result:
-    chains = backup.list_chains(backups, args.vs)
-    lines = []
-    for chain in chains:
-        for s in chain.sets:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(s.created))
-            indent = "" if s.kind == "full" else "  └ "
-            size = sum(f["size"] for f in s.files.values())
-            lines.append(f"{indent}{s.id}  {s.kind}  {when} UTC  {size / 1e6:,.1f} MB")
-    return {"chains": [c.to_json() for c in chains]}, "\n".join(lines) or "no backups"
-
-
-@_errors
-def run_backup_verify(args: argparse.Namespace, backups: Path) -> Result:
-    report = backup.verify(backups, args.id)
-    text = "\n".join([f"backup {args.id}: {'ok' if report.ok else 'DAMAGED'}"]
-                     + [f"  {line}" for line in report.checked]
-                     + [f"  problem: {p}" for p in report.problems])
-    return {"id": args.id, "ok": report.ok, "chain": report.chain,
-            "problems": report.problems}, text
-
-
-@_errors
-def run_backup_prune(args: argparse.Namespace, backups: Path) -> Result:
-    report = backup.prune(backups, args.keep, args.vs)
-    return ({"kept": report.kept, "deleted": report.deleted},
-            f"kept {len(report.kept)} set(s), deleted {len(report.deleted)}")
-
-
-@_errors
-def run_restore(args: argparse.Namespace, disk: Path, backups: Path) -> Result:
-    until = parse_time(args.until) if args.until else None
-    progress = TerminalProgress()
-    if args.all == bool(args.database):
-        raise AdminError("give either SG/DB or --all")
-    if args.all:
-        reports = backup.restore_all(disk / "mail", backups, from_id=args.from_id,
-                                     roll_forward=not args.no_roll_forward, until=until,
-                                     queue=queue_path(disk), progress=progress)
-    else:
-        sg, db = split_database(args.database)
-        reports = [backup.restore_database(
-            disk / "mail", backups, sg, db, from_id=args.from_id,
-            roll_forward=not args.no_roll_forward, until=until, recovery=args.recovery,
-            progress=progress)]
-    doc = {"restored": [{"database": f"{r.storage_group}/{r.database}", "path": str(r.path),
-                         "txn": r.txn, "rolled_forward": r.rolled_forward,
-                         "stopped": r.stopped, "log_restarted": r.log_restarted}
-                        for r in reports]}
-    return doc, "\n".join(line for r in reports for line in r.lines())
-
-
-@_errors
-def run_store_reset(args: argparse.Namespace, disk: Path) -> Result:
-    sg, db = split_database(args.database)
-    report = backup.reset_database(disk / "mail", sg, db, confirm=args.confirm)
-    return ({"database": f"{sg}/{db}", "kept": [str(p) for p in report.kept]},
-            f"{sg}/{db} will be created empty at its next mount; kept: "
-            + (", ".join(p.name for p in report.kept) or "nothing"))
-
-
-@_errors
-def run_drop_recovery(args: argparse.Namespace, disk: Path) -> Result:
-    gone = backup.drop_recovery(disk / "mail", getattr(args, "storage_group", None))
-    return {"dropped": [str(p) for p in gone]}, f"dropped {len(gone)} recovery database(s)"
-
-
-async def run_user_recover(args: argparse.Namespace, live: MailboxDatabase, disk: Path,
-                           storage_group: str, database: str) -> Result:
-    """``live`` is the mailbox's mounted database (``mail_local.mounted``)."""
-    since = parse_time(args.since) if args.since else None
-    path = backup.recovery_path(disk / "mail", storage_group, database)
-    try:
-        report = await backup.merge_mailbox(live, path, args.address, folder=args.folder,
-                                            since=since)
-    except backup.BackupError as exc:
-        raise AdminError(str(exc)) from None
-    return ({"address": args.address, "copied": report.copied, "skipped": report.skipped,
-             "folders_created": report.folders_created},
-            f"recovered {report.copied} message(s) into {args.address} "
-            f"({report.skipped} already there)")
+def add_user_commands(g: Any, add: Add) -> None:
+    """`user recover` (``g``: the user group's actions)."""
+    p = add("recover", "merge a mailbox's messages from the recovery storage group back "
+            "into it (what it still has is not copied again)", cmd_user_recover, g)
+    p.add_argument("address")
+    p.add_argument("--from-recovery", action="store_true",
+                   help="from the recovery storage group (restore --recovery first)")
+    p.add_argument("--folder", help="only this folder (and its subfolders)")
+    p.add_argument("--since", metavar="TIME",
+                   help="only messages received at or after this time (ISO 8601, UTC)")
+    _timeout(p)

@@ -19,7 +19,7 @@ from rich.console import Console, Group
 from rich.table import Table
 
 from clustermail import logutil
-from clustermail.admin import intents, local, queue_cli
+from clustermail.admin import backup_cli, intents, local, queue_cli
 from clustermail.admin.common import (
     Handler,
     Parser,
@@ -66,9 +66,17 @@ def build_parser() -> Parser:
     p.add_argument("file", type=Path)
     add("show", "print the applied configuration", cmd_config_show, csub)
 
-    nsub = add_group(sub, "node", "nodes: run, list, pause, resume, start, stop")
+    nsub = add_group(sub, "node", "nodes: run, list, add, evict, pause, resume, start, stop")
     p = add("run", "run this machine's node agent (foreground)", cmd_node_run, nsub)
     p.add_argument("--name", required=True)
+    p = add("add", "add a node to the cluster configuration (then start it: node run)",
+            cmd_node_add, nsub)
+    p.add_argument("name")
+    p.add_argument("--possible-owner-of", nargs="+", default=[], metavar="VS",
+                   help="virtual servers it may run (those with a list of possible owners)")
+    p.add_argument("--preferred-owner-of", nargs="+", default=[], metavar="VS",
+                   help="virtual servers that prefer it first (they fail back to it per "
+                        "their failback policy)")
     add("list", "list nodes", cmd_node_list, nsub)
     for action, text in [
         ("pause", "pause a node: it keeps what it runs but takes nothing new"),
@@ -117,6 +125,7 @@ def build_parser() -> Parser:
                    help="a property (repeatable); values are TOML: 2110, true, \"text\"")
     add_mail_commands(sub, add)
     queue_cli.add_commands(sub, add, Parser)
+    backup_cli.add_commands(sub, add)
     return parser
 
 
@@ -235,6 +244,20 @@ async def cmd_node_list(args: argparse.Namespace, console: Console) -> int:
                      ", ".join(hosts)])
     emit(console, args, status["nodes"],
          table("nodes", ("node", "state", "pid", "leader", "hosts"), rows))
+    return 0
+
+
+async def cmd_node_add(args: argparse.Namespace, console: Console) -> int:
+    async with await with_store(args) as store:
+        config = await intents.add_node(store, args.name,
+                                        possible_owner_of=args.possible_owner_of,
+                                        preferred_owner_of=args.preferred_owner_of)
+    owners = {v.name: list(v.preferred_owners) for v in config.virtual_servers
+              if args.name in v.preferred_owners}
+    emit(console, args, {"added": args.name, "preferred_owner_of": owners},
+         f"{args.name} added to the cluster configuration; start it on its machine: "
+         f"clustermail node run --name {args.name} (or clustermail node start {args.name} in "
+         "the local cluster)")
     return 0
 
 

@@ -152,6 +152,35 @@ async def evict_node(store: Store, node: str) -> None:
     await _write_config(store, view, evicted, [Delete(keys.NODE_ADMIN + node)])
 
 
+async def add_node(store: Store, node: str, *, possible_owner_of: list[str] | None = None,
+                   preferred_owner_of: list[str] | None = None) -> ClusterConfig:
+    """Adds a node to the configuration (the way back after `node evict`): it may then join
+    with `node run --name NODE`. ``possible_owner_of``: virtual servers whose list of possible
+    owners gets it (those without a list may run anywhere already); ``preferred_owner_of``:
+    virtual servers that prefer it first (so they fail back to it per their policy)."""
+    from clustermail.cluster.model import Node
+
+    view = await current_view(store)
+    config = applied_config(view)
+    if config.node(node) is not None:
+        raise AdminError(f"{node} is already a node of the cluster")
+    for name in [*(possible_owner_of or []), *(preferred_owner_of or [])]:
+        check_vs(view, name)
+    servers = []
+    for vs in config.virtual_servers:
+        possible, preferred = vs.possible_owners, vs.preferred_owners
+        if vs.name in (possible_owner_of or []) + (preferred_owner_of or []) and (
+                possible is not None and node not in possible):
+            possible = (*possible, node)  # a preferred owner must be a possible one
+        if vs.name in (preferred_owner_of or []):
+            preferred = (node, *(n for n in preferred if n != node))
+        servers.append(replace(vs, possible_owners=possible, preferred_owners=preferred))
+    added = replace(config, nodes=(*config.nodes, Node(node)), virtual_servers=tuple(servers))
+    result = _validated(added.to_dict(), f"the configuration with node {node}")
+    await _write_config(store, view, result)
+    return result
+
+
 async def pause_node(store: Store, node: str, paused: bool) -> None:
     view = await current_view(store)
     check_node(view, node)

@@ -16,10 +16,12 @@ import re
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
+from clustermail.admin import backup_cli, backup_ops
 from clustermail.admin.common import Add, Handler, add_group, emit, table, with_store
 from clustermail.admin.errors import AdminError
 
@@ -562,12 +564,24 @@ async def cmd_store_list(args: argparse.Namespace, console: Console) -> int:
             path = loc.database_path(g.name, db)
             homed = sum(1 for b in boxes if (b.storage_group, b.database) == (g.name, db))
             rows.append({"storage_group": g.name, "database": db, "mailboxes": homed,
-                         "path": str(path), "created": path.exists()})
+                         "path": str(path), "created": path.exists(),
+                         "bytes": _size(path) if path.exists() else None,
+                         "log_bytes": backup_ops.log_bytes(loc.root, g.name, db)})
     emit(console, args, {"vs": args.vs, "databases": rows}, table(
-        f"mail store of {args.vs}", ["storage group", "database", "mailboxes", "file"],
-        [[r["storage_group"], r["database"], str(r["mailboxes"]),
+        f"mail store of {args.vs}", ["storage group", "database", "mailboxes", "size", "log",
+                                     "file"],
+        [[r["storage_group"], r["database"], str(r["mailboxes"]), _mb(r["bytes"]),
+          _mb(r["log_bytes"]),
           r["path"] if r["created"] else f"{r['path']} (not created yet)"] for r in rows]))
     return 0
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+
+
+def _mb(size: int | None) -> str:
+    return "-" if size is None else f"{size / 1e6:,.1f} MB"
 
 
 @guarded
@@ -624,7 +638,7 @@ def add_mail_commands(sub: Any, add: Add) -> None:
     p.add_argument("--none", action="store_true", help="clear the catch-all")
 
     g = add_group(sub, "user", "mailboxes: add, list, show, remove, passwd, move, "
-                  "recover-deleted, disconnected, reconnect, purge…")
+                  "recover-deleted, recover, disconnected, reconnect, purge…")
     p = add("add", "add a mailbox homed on a virtual server", cmd_user_add, g)
     p.add_argument("address")
     p.add_argument("--server", required=True, metavar="VS", help="its virtual server")
@@ -671,6 +685,7 @@ def add_mail_commands(sub: Any, add: Add) -> None:
             cmd_user_purge, g)
     p.add_argument("--mailbox", required=True, metavar="ID", help="the disconnected mailbox")
     p.add_argument("--confirm", action="store_true", help="yes, delete it")
+    backup_cli.add_user_commands(g, add)
 
     g = add_group(sub, "alias", "aliases: add, list, remove")
     p = add("add", "add an alias of a mailbox", cmd_alias_add, g)
@@ -688,7 +703,8 @@ def add_mail_commands(sub: Any, add: Add) -> None:
     add("list", "list groups", cmd_group_list, g).add_argument("--domain")
 
     g = add_group(sub, "store",
-                  "storage groups and databases: add-group, add-database, list, check")
+                  "storage groups and databases: add-group, add-database, list, check, reset, "
+                  "drop-recovery")
     p = add("add-group", "plan a storage group on a virtual server", cmd_store_add, g)
     p.add_argument("vs")
     p.add_argument("storage_group")
@@ -700,6 +716,7 @@ def add_mail_commands(sub: Any, add: Add) -> None:
     p = add("check", "check a virtual server's databases (on its machine)", cmd_store_check, g)
     p.add_argument("vs")
     p.add_argument("--repair", action="store_true", help="fix what can be fixed")
+    backup_cli.add_store_commands(g, add)
 
 
 def _password_option(p: argparse.ArgumentParser, when: str = "") -> None:

@@ -38,7 +38,10 @@ def mail_resources() -> dict[str, Any]:
     """The mail resources of one virtual server, as in the TOML file."""
     loopback_ok = {"allow_plaintext_on_loopback": True}
     return {
-        "store": {"type": "mail_store", "depends_on": ["disk"], "properties": {}},
+        # A full backup every night into clustermail-data/backups (the default
+        # backup_path), the newest 7 kept; the owner runs it, wherever it runs.
+        "store": {"type": "mail_store", "depends_on": ["disk"],
+                  "properties": {"backup_schedule": "daily 02:00", "backup_keep": 7}},
         "smtp": {
             "type": "smtp",
             "depends_on": ["store", "ip", "name"],

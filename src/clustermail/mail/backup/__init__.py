@@ -6,6 +6,10 @@
 * :func:`merge_mailbox`, :func:`drop_recovery` — the recovery storage group (``recovery``);
 * :func:`reset_database` — an explicit new empty database (``reset``).
 
+Run on an administrator's request by a virtual server's owner: ``requests`` (the records in
+the coordination store), ``worker`` (the owner's side, with the backup ``schedule``) and
+``operations`` (what each request does, also run by the CLI beside an offline server).
+
 The transaction logs these rely on are the store's (:mod:`clustermail.mail.store.translog`).
 """
 

@@ -395,6 +395,17 @@ class Queue:
 
         await self._write(apply, sum(len(m.body) for m in new))
 
+    async def retry_route(self, route: str) -> int:
+        """Makes the waiting recipients of one route due now (say, a database of this
+        virtual server that was being restored is mounted again); returns how many."""
+
+        def apply(tx: Tx) -> int:
+            return tx.conn.execute(
+                "UPDATE recipient SET next_attempt = ? WHERE route = ? AND next_attempt > ?",
+                (tx.now, route, tx.now)).rowcount
+
+        return await self._write(apply)
+
     def _read_conn(self) -> sqlite3.Connection:
         if self._reader is None:
             raise QueueError(f"queue {self.path} is not open")

@@ -172,6 +172,29 @@ class MailStore:
         self._epoch = epoch
         return infos
 
+    def mount_available(
+        self, epoch: int, refusable: tuple[type[BaseException], ...]
+    ) -> tuple[list[MountInfo], dict[tuple[str, str], BaseException]]:
+        """Mount every database that mounts; one that fails with a ``refusable`` error
+        (its file lost, say) stays dismounted and is returned with the error, while the
+        others serve. Any other error dismounts everything and is raised."""
+        infos: list[MountInfo] = []
+        refused: dict[tuple[str, str], BaseException] = {}
+        try:
+            for group in self._groups.values():
+                for name, db in group.databases.items():
+                    if db.mounted:
+                        continue
+                    try:
+                        infos.append(db.mount(epoch))
+                    except refusable as exc:
+                        refused[(group.name, name)] = exc
+        except BaseException:
+            self.dismount()
+            raise
+        self._epoch = epoch
+        return infos, refused
+
     def dismount(self) -> None:
         self._epoch = None
         for group in self._groups.values():
