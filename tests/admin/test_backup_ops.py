@@ -53,6 +53,9 @@ class Site:
     store: Store
     data: Path
     mail: MailStoreResource
+    #: alice's and bob's mailbox ids: what names their data in the databases
+    a: str = ""
+    b: str = ""
 
     def db(self, name: str = "DB1") -> MailboxDatabase:
         return self.mail.store.database("SG1", name)
@@ -69,12 +72,13 @@ async def _site(tmp: Path, props: dict[str, object] | None = None) -> Site:
     d = directory(store)
     await d.add_domain("example.test")
     await d.add_database("mail1", "SG1", "DB2")
-    await d.add_mailbox(A, password="a", server="mail1")
-    await d.add_mailbox(B, password="b", server="mail1", storage_group="SG1", database="DB2")
+    a = (await d.add_mailbox(A, password="a", server="mail1")).mailbox_id
+    b = (await d.add_mailbox(B, password="b", server="mail1", storage_group="SG1",
+                             database="DB2")).mailbox_id
     data = tmp / "data"
     env.make(DiskResource, "disk", {"path": str(data / "disks" / "mail1")})
     mail = env.make(MailStoreResource, "store", dict(props or {}), ("disk",))
-    return Site(env, store, data, mail)
+    return Site(env, store, data, mail, a, b)
 
 
 @pytest.fixture
@@ -90,8 +94,8 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
 
 
 async def test_backup_and_restore_run_on_the_owner_while_it_serves(site: Site) -> None:
-    await site.db().deliver(msg("one"), [A])
-    await site.db("DB2").deliver(msg("bob-one"), [B])
+    await site.db().deliver(msg("one"), [site.a])
+    await site.db("DB2").deliver(msg("bob-one"), [site.b])
     seen: list[tuple[str, int, int]] = []
     doc, text = await backup_ops.backup_create(site.store, site.data, "mail1",
                                                progress=lambda *p: seen.append(p))
@@ -104,14 +108,14 @@ async def test_backup_and_restore_run_on_the_owner_while_it_serves(site: Site) -
     assert record[0].progress is not None  # the last progress is kept with the result
 
     # Acknowledged after the backup: the restore rolls forward to it.
-    await site.db().deliver(msg("two"), [A])
+    await site.db().deliver(msg("two"), [site.a])
     db2 = site.db("DB2")
     doc, text = await backup_ops.restore(site.store, site.data, "mail1", from_id=doc["id"],
                                          database="SG1/DB1")
     assert "restored SG1/DB1" in text and doc["restored"][0]["rolled_forward"] >= 1
-    assert tags(site.db()) == ["one", "two"]  # mounted again, with everything
+    assert tags(site.db(), mailbox=site.a) == ["one", "two"]  # mounted again, with everything
     # The other database kept serving throughout (the same mount, never dismounted).
-    assert db2.mounted and len(db2.list_messages(B, "INBOX").uids) == 1
+    assert db2.mounted and len(db2.list_messages(site.b, "INBOX").uids) == 1
     assert await site.mail.quick_check()
     assert site.mail.maintenance == set()
     listed, lines = await backup_ops.backup_list([site.data / "backups"])
@@ -129,13 +133,13 @@ async def _requests(site: Site) -> list[rq.StoreRequest]:
 
 async def test_reset_recovery_and_merge_through_the_owner(site: Site) -> None:
     for tag in ("keep", "lost"):
-        await site.db().deliver(msg(tag), [A])
+        await site.db().deliver(msg(tag), [site.a])
     doc, _ = await backup_ops.backup_create(site.store, site.data, "mail1")
     backup_id = doc["id"]
-    folder = site.db().list_messages(A, "INBOX")
-    await site.db().set_flags(A, "INBOX", [folder.uids[1]], ["\\Deleted"], "add")
-    await site.db().expunge(A, "INBOX")
-    assert tags(site.db()) == ["keep"]
+    folder = site.db().list_messages(site.a, "INBOX")
+    await site.db().set_flags(site.a, "INBOX", [folder.uids[1]], ["\\Deleted"], "add")
+    await site.db().expunge(site.a, "INBOX")
+    assert tags(site.db(), mailbox=site.a) == ["keep"]
 
     doc, text = await backup_ops.restore(site.store, site.data, "mail1", from_id=backup_id,
                                          database="SG1/DB1", recovery=True)
@@ -144,7 +148,7 @@ async def test_reset_recovery_and_merge_through_the_owner(site: Site) -> None:
     assert (doc["copied"], doc["skipped"]) == (1, 1)  # what is still there is not copied
     doc, text = await backup_ops.recover_mailbox(site.store, site.data, A)
     assert (doc["copied"], doc["skipped"]) == (0, 2)  # twice: nothing is copied again
-    assert sorted(tags(site.db())) == ["keep", "lost"]
+    assert sorted(tags(site.db(), mailbox=site.a)) == ["keep", "lost"]
     doc, _ = await backup_ops.drop_recovery(site.store, site.data, "mail1")
     assert len(doc["dropped"]) == 1
     with pytest.raises(AdminError, match="no recovery database"):
@@ -158,9 +162,9 @@ async def test_reset_recovery_and_merge_through_the_owner(site: Site) -> None:
     assert "new empty database now" in text and doc["kept"]
     await wait_provisioned(site.store, "mail1", before)
     async with asyncio.timeout(10):  # the mailbox is created again in the new database
-        while not site.db().has_mailbox(A):
+        while not site.db().has_mailbox(site.a):
             await asyncio.sleep(0.02)
-    assert tags(site.db()) == []
+    assert tags(site.db(), mailbox=site.a) == []
     with pytest.raises(AdminError, match="restore --all rebuilds every database"):
         await backup_ops.restore(site.store, site.data, "mail1", from_id=backup_id,
                                  all_databases=True)
@@ -219,7 +223,7 @@ async def test_offline_virtual_server_runs_here_under_the_admin_lock(tmp_path: P
     await disk.online()
     await s.mail.online()  # once, to create the databases; nobody owns it in the store
     await wait_provisioned(s.store, "mail1", await last_change(s.store))
-    await s.db().deliver(msg("one"), [A])
+    await s.db().deliver(msg("one"), [s.a])
     try:
         with pytest.raises(AdminError, match="online in a running virtual server"):
             await backup_ops.backup_create(s.store, s.data, "mail1")
@@ -241,7 +245,7 @@ async def test_offline_virtual_server_runs_here_under_the_admin_lock(tmp_path: P
         assert sorted(r["database"] for r in doc["restored"]) == ["SG1/DB1", "SG1/DB2"]
         await disk.online()
         await s.mail.online()
-        assert tags(s.db()) == ["one"]
+        assert tags(s.db(), mailbox=s.a) == ["one"]
     finally:
         await s.mail.offline()
         await s.env.store.close()
@@ -281,9 +285,9 @@ def _site_of(site: Site) -> OwnerSite:
 
 
 async def test_a_lost_database_stays_dismounted_while_the_others_serve(site: Site) -> None:
-    await site.db().deliver(msg("one"), [A])
+    await site.db().deliver(msg("one"), [site.a])
     _, backup_id = await backup_ops.backup_create(site.store, site.data, "mail1")
-    await site.db().deliver(msg("two"), [A])
+    await site.db().deliver(msg("two"), [site.a])
     site.db().path.unlink()  # lost under the running owner
     assert await site.mail.thorough_check()  # the others are fine: no restart, no failover
     assert ("SG1", "DB1") in site.mail.lost and not site.db().mounted
@@ -293,7 +297,7 @@ async def test_a_lost_database_stays_dismounted_while_the_others_serve(site: Sit
                "clustermail restore mail1 SG1/DB1" in m for m in logged), logged
     await backup_ops.restore(site.store, site.data, "mail1", from_id=backup_id,
                              database="SG1/DB1")
-    assert tags(site.db()) == ["one", "two"] and site.mail.lost == {}
+    assert tags(site.db(), mailbox=site.a) == ["one", "two"] and site.mail.lost == {}
 
     # Lost while offline: the mount leaves it out, the rest comes online.
     await site.mail.offline()
@@ -301,10 +305,10 @@ async def test_a_lost_database_stays_dismounted_while_the_others_serve(site: Sit
     await site.mail.online()
     assert "is missing" in site.mail.lost[("SG1", "DB1")]
     assert site.db("DB2").mounted and await site.mail.quick_check()
-    await site.db("DB2").deliver(msg("bob"), [B])  # the others serve
+    await site.db("DB2").deliver(msg("bob"), [site.b])  # the others serve
     await backup_ops.restore(site.store, site.data, "mail1", from_id=backup_id,
                              database="SG1/DB1")
-    assert tags(site.db()) == ["one", "two"]
+    assert tags(site.db(), mailbox=site.a) == ["one", "two"]
     logged = [e.message for e in await eventlog.read(site.store)]
     assert any("stays dismounted, the others serve" in m for m in logged)
     assert any(m.startswith("mail1: restore done") for m in logged)

@@ -21,17 +21,18 @@ def new_store(root: Path, epoch: int = 1) -> MailStore:
     return store
 
 
-def tags(db: MailboxDatabase | Path, folder: str = "INBOX") -> list[str]:
-    """The first body line of every message of alice's folder, in UID order."""
+def tags(db: MailboxDatabase | Path, folder: str = "INBOX", mailbox: str = A) -> list[str]:
+    """The first body line of every message of a mailbox's folder (alice's by default;
+    ``mailbox`` is what names it in the database), in UID order."""
     if isinstance(db, MailboxDatabase):
-        listing = db.list_messages(A, folder)
-        return [_tag(db.fetch_raw(A, folder, uid)) for uid in listing.uids]
+        listing = db.list_messages(mailbox, folder)
+        return [_tag(db.fetch_raw(mailbox, folder, uid)) for uid in listing.uids]
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         rows = conn.execute(
             "SELECT b.raw FROM message m JOIN folder f ON f.id = m.folder_id JOIN mailbox x "
             "ON x.id = f.mailbox_id JOIN body b ON b.id = m.body_id WHERE x.name = ? AND "
-            "f.name = ? ORDER BY m.uid", (A, folder)).fetchall()
+            "f.name = ? ORDER BY m.uid", (mailbox, folder)).fetchall()
     finally:
         conn.close()
     return [_tag(bytes(r[0])) for r in rows]
