@@ -164,6 +164,12 @@ async def _warm_store(handle: StoreHandle) -> None:
         await (await handle.get()).revision()
 
 
+def _ignore(signum: int, frame: object) -> None:
+    """SIGINT and SIGHUP: a Ctrl-C or a closed terminal reaches the agent's whole process
+    group; the agent decides when its hosts stop. A handler rather than SIG_IGN, so the
+    services the host starts get the default action back when they exec."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The resource host of one virtual server.")
     parser.add_argument(
@@ -179,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     signal.signal(PARENT_DEATH_SIGNAL, _parent_died)  # before it can be sent
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _ignore)
     procutil.set_parent_death_signal(PARENT_DEATH_SIGNAL, args.parent_pid)
     if args.preload_types:
         # A type that cannot load is reported when a spec uses it, not here.
