@@ -44,8 +44,11 @@ RECORDS: list[StoreRecord] = [
                  resource_pids={"svc": 100}, reason="all online", since=4.0),
     VsIntent(offline=True, time=1.0, move_to="node3", move_id="abc", move_time=2.0,
              move_done="abc", move_result="", cleared_at=5.0),
-    FailoverHistory((FailoverEntry(10.0, "node1", "mail1"), FailoverEntry(11.0, "node3"))),
+    FailoverHistory((FailoverEntry(10.0, "node1", "mail1"), FailoverEntry(11.0, "node3"),
+                     FailoverEntry(12.0, "node4", "mail1", failure="smtp: port in use"))),
     GiveUpRecord(node="node2", time=6.0, reason="disk failed", epoch=4),
+    GiveUpRecord(node="node2", time=6.0, reason="smtp failed", epoch=4,
+                 start_failure="smtp: port in use"),
     ResourceIntent(offline=True),
     NameRecord(name="mail1", address="127.0.0.11", node="node1", vs="mail1", epoch=2),
 ]
