@@ -31,6 +31,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from clustermail.cluster.ports import in_use_note
 from clustermail.logutil import log_event
 from clustermail.mail.tls import HANDSHAKE_TIMEOUT
 
@@ -401,7 +402,7 @@ class Listener:
         except OSError as exc:
             raise OSError(
                 exc.errno, f"{self.name}: cannot listen on {self.address}:{endpoint.port}: "
-                f"{exc.strerror or exc}"
+                f"{exc.strerror or exc}{in_use_note(exc, self.address, endpoint.port)}"
             ) from exc
 
     async def _serve_stream(
