@@ -151,12 +151,14 @@ async def amain() -> int:
     loop.add_signal_handler(signal.SIGTERM, host.dispatch, OfflineCommand())
     code = await host.run(reader)
     warm.cancel()
-    if code == EXIT_AGENT_GONE:
-        # Children are dead already; do not wait for anything else.
+    # Exit now, not through asyncio.run's clean-up: it would wait for every task
+    # and worker thread, and a resource's operation that ignored its cancellation
+    # or a call blocked in a thread must not keep a stopped host alive. The
+    # children are dead already and the store is closed.
+    for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
-            sys.stderr.flush()
-        os._exit(code)
-    return code
+            stream.flush()
+    os._exit(code)
 
 
 async def _warm_store(handle: StoreHandle) -> None:
