@@ -47,6 +47,8 @@ RECORDS: list[StoreRecord] = [
     FailoverHistory((FailoverEntry(10.0, "node1", "mail1"), FailoverEntry(11.0, "node3"),
                      FailoverEntry(12.0, "node4", "mail1", failure="smtp: port in use"))),
     GiveUpRecord(node="node2", time=6.0, reason="disk failed", epoch=4),
+    StatusRecord(node="node1", state="failed", epoch=3, reason="smtp failed",
+                 start_failure="smtp: port in use"),
     GiveUpRecord(node="node2", time=6.0, reason="smtp failed", epoch=4,
                  start_failure="smtp: port in use"),
     ResourceIntent(offline=True),

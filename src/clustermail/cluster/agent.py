@@ -664,7 +664,7 @@ class NodeAgent:
         status = StatusRecord(node=self.name, state=lvs.state, epoch=lvs.epoch, pid=lvs.proc.pid,
                               resources=dict(lvs.resources),
                               resource_pids=dict(lvs.resource_pids), reason=lvs.reason,
-                              since=lvs.started)
+                              since=lvs.started, start_failure=lvs.start_failure)
         if lvs.released:
             return
         lease = self._my_lease()

@@ -65,7 +65,9 @@ def vs_state(view: ClusterView, vs: str) -> VsState:
         return VsState(owner, VsStatus.FAILED, assignment.manual, giveup.start_failure)
     status = view.status.get(vs)
     if status is not None and status.node == owner:
-        return VsState(owner, _STATUS.get(status.state, VsStatus.STARTING), assignment.manual)
+        state = _STATUS.get(status.state, VsStatus.STARTING)
+        failure = status.start_failure if state is VsStatus.FAILED else ""
+        return VsState(owner, state, assignment.manual, failure)
     return VsState(owner, VsStatus.STARTING, assignment.manual)
 
 

@@ -377,6 +377,8 @@ class StatusRecord:
     resource_pids: Mapping[str, int] = field(default_factory=dict, hash=False)
     reason: str = ""
     since: float = 0.0
+    #: With state failed: the start failure that failed it (see GiveUpRecord), or "".
+    start_failure: str = ""
     extra: Mapping[str, object] = field(default_factory=dict, hash=False)
 
     @classmethod
@@ -385,13 +387,15 @@ class StatusRecord:
         return cls(node=f.required_text("node"), state=f.text("state", "online_pending"),
                    epoch=f.integer("epoch"), pid=f.optional_integer("pid"),
                    resources=f.text_map("resources"), resource_pids=f.integer_map("resource_pids"),
-                   reason=f.text("reason"), since=f.number("since"), extra=f.extra())
+                   reason=f.text("reason"), since=f.number("since"),
+                   start_failure=f.text("start_failure"), extra=f.extra())
 
     def to_store(self) -> bytes:
         return _dump({"node": self.node, "state": self.state, "epoch": self.epoch,
                       "pid": self.pid, "resources": dict(self.resources),
                       "resource_pids": dict(self.resource_pids), "reason": self.reason,
-                      "since": self.since}, self.extra)
+                      "since": self.since, "start_failure": self.start_failure or None},
+                     self.extra)
 
 
 #: ``VsIntent.move_to`` of a move to whichever node placement accepts first.
