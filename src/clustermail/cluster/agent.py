@@ -604,16 +604,12 @@ class NodeAgent:
                 lvs.start_failure = event.start_failure
                 lvs.proc.send(OfflineCommand())
                 self._stop_deadline(lvs)
-            if event.state is GroupState.OFFLINE and lvs.stopping and not lvs.failed:
-                # Everything is offline: hand the virtual server over now rather
-                # than when the host process has finished exiting.
-                await self._release(lvs)
-                return
         with contextlib.suppress(CoordError):
             await self._write_status(lvs)
 
     async def _release(self, lvs: LocalVS) -> None:
-        """Deletes our ownership and status keys (only while they are ours)."""
+        """Deletes our ownership and status keys (only while they are ours). Called only
+        once the host has been reaped: ownership goes with a dead host, never a live one."""
         if lvs.released or not self._lease_ok():
             return
         lvs.released = True

@@ -199,20 +199,22 @@ class ResourceHost:
         self._spawn("start", self._start)
         try:
             code = await self.done
-        finally:
-            reader.cancel()
-        if code == EXIT_AGENT_GONE:
+            if code == EXIT_AGENT_GONE:
+                return code
+            for slot in self.slots.values():
+                self._stop_monitor(slot)
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            procutil.kill_all_groups()  # nothing may outlive the host
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.store.close(), CLOSE_TIMEOUT)
+            self.watchdog.stop()  # only now: the children are gone
             return code
-        for slot in self.slots.values():
-            self._stop_monitor(slot)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        procutil.kill_all_groups()  # nothing may outlive the host
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.store.close(), CLOSE_TIMEOUT)
-        self.watchdog.stop()  # only now: the children are gone
-        return code
+        finally:
+            # Only now: until the very end the host answers the agent's pings, so a
+            # slow clean-up is not taken for a hang.
+            reader.cancel()
 
     def _fence(self) -> None:
         """The lease deadline passed (watchdog thread): kill everything, exit now."""
