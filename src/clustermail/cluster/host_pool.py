@@ -85,8 +85,9 @@ class HostProcess:
 
     async def kill_hung(self, grace: float) -> None:
         """SIGTERM, then SIGKILL after ``grace`` seconds; SIGKILL at once to a stopped
-        host, which could not act on SIGTERM anyway. Returns once it is reaped."""
-        if self._proc.returncode is None and not procutil.is_stopped(self.pid):
+        host, which could not act on SIGTERM anyway (or with no grace). Returns once
+        it is reaped."""
+        if grace > 0 and self._proc.returncode is None and not procutil.is_stopped(self.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGTERM)
             with contextlib.suppress(TimeoutError):
