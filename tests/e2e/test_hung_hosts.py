@@ -46,10 +46,11 @@ def faulty_resource(tmp: Path) -> str:
     )
 
 
-def faulty_cluster(tmp: Path, distributions: Distributions) -> LocalCluster:
+def faulty_cluster(tmp: Path, distributions: Distributions,
+                   host_timeout: float = HOST_TIMEOUT) -> LocalCluster:
     distributions.add("faulty", faulty_types.ENTRY_POINT)
     base, port = free_addresses()
-    toml = cluster_toml(base, port, vs_extra=f"host_timeout = {HOST_TIMEOUT}",
+    toml = cluster_toml(base, port, vs_extra=f"host_timeout = {host_timeout}",
                         extra_resource=faulty_resource(tmp))
     return LocalCluster(tmp, f"sqlite://{tmp}/cluster.db", toml, env=distributions.env())
 
@@ -135,6 +136,31 @@ async def test_an_agent_with_a_wedged_host_still_stops(
         assert not alive(host)
         lines = await hung_lines(c, "mail3")
         assert lines and lines[0].startswith(f"mail3: resource host {host} did not answer for")
+        await c.wait_for(lambda s: owners(s)["mail3"] == "node4", what="mail3 on node4")
+
+
+async def test_the_same_signal_twice_kills_the_hosts_at_once(
+    tmp_path: Path, distributions: Distributions
+) -> None:
+    """With a long host_timeout a wedged host would hold the stop for a minute; a
+    second Ctrl-C does not wait for it."""
+    async with faulty_cluster(tmp_path, distributions, host_timeout=60.0) as c:
+        c.start_all()
+        status = await c.wait_for(lambda s: owners(s) == SEED, timeout=60,
+                                  what="the initial layout")
+        host = vs_of(status, "mail3")["pid"]
+        agent = c.procs["node3"]
+        await wedge(tmp_path, "mail3")
+        c.expected_exits.add("node3")
+        agent.send_signal(signal.SIGINT)
+        await asyncio.sleep(1.0)
+        assert agent.poll() is None and alive(host)  # waiting for the wedged host
+        agent.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        while agent.poll() is None:
+            assert time.monotonic() - started < 8, "the agent did not stop"
+            await asyncio.sleep(0.01)
+        assert agent.returncode == 0 and not alive(host)
         await c.wait_for(lambda s: owners(s)["mail3"] == "node4", what="mail3 on node4")
 
 
