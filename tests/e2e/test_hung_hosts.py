@@ -33,25 +33,25 @@ HOST_TIMEOUT = 2.0
 PING_INTERVAL = 0.4
 
 
-def faulty_resource(tmp: Path) -> str:
-    """A resource on every virtual server whose quick check wedges the host's event
-    loop once the file ``wedge-mail<v>`` appears (and deletes it)."""
+def faulty_resource(tmp: Path, fault: str) -> str:
+    """A resource on every virtual server whose quick check (or online) wedges the
+    host's event loop once the file ``wedge-mail<v>`` appears (and deletes it)."""
     return (
         "[virtual_servers.mail{v}.resources.f]\n"
         'type = "faulty"\n'
         "quick_check_interval = 0.2\n"
         "[virtual_servers.mail{v}.resources.f.properties]\n"
-        'fault = "wedge_check"\n'
+        f'fault = "{fault}"\n'
         f'trigger = "{tmp}/wedge-mail{{v}}"\n'
     )
 
 
 def faulty_cluster(tmp: Path, distributions: Distributions,
-                   host_timeout: float = HOST_TIMEOUT) -> LocalCluster:
+                   host_timeout: float = HOST_TIMEOUT, fault: str = "wedge_check") -> LocalCluster:
     distributions.add("faulty", faulty_types.ENTRY_POINT)
     base, port = free_addresses()
     toml = cluster_toml(base, port, vs_extra=f"host_timeout = {host_timeout}",
-                        extra_resource=faulty_resource(tmp))
+                        extra_resource=faulty_resource(tmp, fault))
     return LocalCluster(tmp, f"sqlite://{tmp}/cluster.db", toml, env=distributions.env())
 
 
@@ -102,6 +102,26 @@ async def test_a_wedged_event_loop_is_killed_and_its_virtual_server_fails_over(
                             lines[0]), lines
         # Only mail2 moved; node2's agent runs on (wait_for checks it is alive).
         assert owners(status) == {"mail1": "node1", "mail2": "node4", "mail3": "node3"}
+
+
+async def test_a_host_wedged_in_its_first_online_is_killed_within_its_timeout(
+    tmp_path: Path, distributions: Distributions
+) -> None:
+    """The host answers the ping sent with its spec before any resource runs, so the
+    allowance for a slow start does not apply: host_timeout does."""
+    async with faulty_cluster(tmp_path, distributions, fault="wedge_online") as c:
+        (tmp_path / "wedge-mail2").touch()
+        c.start_all()
+        status = await c.wait_for(
+            lambda s: owners(s) == {"mail1": "node1", "mail2": "node4", "mail3": "node3"},
+            timeout=60, what="mail2 on node4 after its host wedged on node2")
+        lines = await hung_lines(c, "mail2")
+        assert len(lines) == 1, lines
+        match = re.fullmatch(r"mail2: resource host \d+ did not answer for (\d+\.\d) s; killed",
+                             lines[0])
+        assert match is not None, lines
+        assert float(match.group(1)) < HOST_TIMEOUT + PING_INTERVAL + 0.5
+        assert vs_of(status, "mail2")["state"] == "online"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT],

@@ -26,6 +26,7 @@ from clustermail.cluster import procutil
 from clustermail.cluster.host_protocol import (
     Command,
     HostEvent,
+    PingCommand,
     PongEvent,
     ProtocolError,
     VirtualServerSpec,
@@ -64,7 +65,9 @@ class HostProcess:
         must answer pings within ``host_timeout``."""
         self.vs = spec.vs
         self.watch = HostWatch(host_timeout, since=time.monotonic())
-        self._write(encode_spec(spec))
+        # A ping in the same write: read with the spec, answered before any resource
+        # runs, so host_timeout alone applies from then on, even to the first online.
+        self._write(encode_spec(spec) + encode_command(PingCommand(0)))
 
     def send(self, command: Command) -> None:
         self._write(encode_command(command))
