@@ -69,7 +69,9 @@ def _covers(listener: Listener, address: str, port: int) -> bool:
     held = listener.address
     if isinstance(held, ipaddress.IPv6Address) and held.ipv4_mapped is not None:
         held = held.ipv4_mapped
-    return held == wanted or held.is_unspecified
+    # A wildcard of the same family only: "::" may be IPv6-only (IPV6_V6ONLY is not in
+    # /proc), and a holder that is not one must never stop a resource from starting.
+    return held == wanted or (held.is_unspecified and held.version == wanted.version)
 
 
 def listening_inodes(address: str, port: int) -> set[int]:
