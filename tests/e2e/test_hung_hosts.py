@@ -91,8 +91,8 @@ async def test_a_wedged_event_loop_is_killed_and_its_virtual_server_fails_over(
         wedged_at = boottime()
         dead_at = await wait_dead(host, 30)
         # Silent for host_timeout, seen within a ping interval, SIGTERM ignored for the
-        # kill grace; a second of slack for a loaded machine.
-        assert dead_at - wedged_at < HOST_TIMEOUT + PING_INTERVAL + KILL_GRACE + 1.5
+        # kill grace; slack for a loaded machine (the agent's own stalls do not count).
+        assert dead_at - wedged_at < HOST_TIMEOUT + PING_INTERVAL + KILL_GRACE + 3
 
         status = await c.wait_for(lambda s: owners(s)["mail2"] == "node4", what="mail2 on node4")
         assert started_at(vs_of(status, "mail2")["resource_pids"]["banner"]) > dead_at
@@ -120,7 +120,9 @@ async def test_a_host_wedged_in_its_first_online_is_killed_within_its_timeout(
         match = re.fullmatch(r"mail2: resource host \d+ did not answer for (\d+\.\d) s; killed",
                              lines[0])
         assert match is not None, lines
-        assert float(match.group(1)) < HOST_TIMEOUT + PING_INTERVAL + 0.5
+        # Seen at the first look past host_timeout: a ping interval later, two if that
+        # look came late (a later one excuses the agent's stall instead).
+        assert float(match.group(1)) < HOST_TIMEOUT + 2 * PING_INTERVAL + 0.2
         assert vs_of(status, "mail2")["state"] == "online"
 
 

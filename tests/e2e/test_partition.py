@@ -100,8 +100,8 @@ async def test_frozen_resource_host_under_a_healthy_agent_is_killed_and_fails_ov
             await asyncio.sleep(0.005)
         assert not alive(old_host), "the frozen resource host was never killed"
         dead_at = boottime()
-        # host_timeout, then at most one ping interval (0.4 s) to notice; slack for load.
-        assert dead_at - frozen_at < host_timeout + 0.4 + 1.5
+        # host_timeout, then a ping interval (0.4 s) to notice; slack for a loaded machine.
+        assert dead_at - frozen_at < host_timeout + 0.4 + 3
 
         status = await c.wait_for(lambda s: owners(s)["mail3"] == "node4", what="mail3 on node4")
         assert started_at(vs_of(status, "mail3")["resource_pids"]["banner"]) > dead_at
