@@ -5,7 +5,10 @@ This module is the process around the group state machine
 (:class:`~clustermail.cluster.resource_host.ResourceHost`): it reads the spec
 and the commands from stdin in a thread that also relays the agent's lease
 deadlines to the watchdog, asks the kernel for a signal when the agent dies,
-and exits with the host's exit code (:mod:`clustermail.cluster.host_protocol`).
+ignores the terminal's SIGINT and SIGHUP (its agent decides when it stops), and
+exits with the host's exit code (:mod:`clustermail.cluster.host_protocol`)
+through ``os._exit``, so nothing left behind in its loop or threads can keep a
+stopped host alive.
 """
 
 from __future__ import annotations
