@@ -158,7 +158,8 @@ async def test_an_agent_with_a_wedged_host_still_stops(
         assert not alive(host)
         lines = await hung_lines(c, "mail3")
         assert lines and lines[0].startswith(f"mail3: resource host {host} did not answer for")
-        await c.wait_for(lambda s: owners(s)["mail3"] == "node4", what="mail3 on node4")
+        await c.wait_for(lambda s: owners(s)["mail3"] not in (None, "node3"),
+                         what="mail3 online on another node")
 
 
 async def test_the_same_signal_twice_kills_the_hosts_at_once(
@@ -183,7 +184,8 @@ async def test_the_same_signal_twice_kills_the_hosts_at_once(
             assert time.monotonic() - started < 8, "the agent did not stop"
             await asyncio.sleep(0.01)
         assert agent.returncode == 0 and not alive(host)
-        await c.wait_for(lambda s: owners(s)["mail3"] == "node4", what="mail3 on node4")
+        await c.wait_for(lambda s: owners(s)["mail3"] not in (None, "node3"),
+                         what="mail3 online on another node")
 
 
 async def test_a_start_failure_that_follows_the_virtual_server_leaves_it_failed(
