@@ -17,6 +17,8 @@ import signal
 import socket
 import sys
 
+from clustermail.cluster.ports import in_use_note
+
 
 def banner_line(name: str) -> bytes:
     node = os.environ.get("CLUSTERMAIL_NODE", "?")
@@ -59,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(serve(args.address, args.port, args.name))
     except OSError as exc:
-        print(f"banner: cannot listen on {args.address}:{args.port}: {exc}", file=sys.stderr)
+        print(f"banner: cannot listen on {args.address}:{args.port}: {exc}"
+              f"{in_use_note(exc, args.address, args.port)}", file=sys.stderr)
         return 1
     return 0
 

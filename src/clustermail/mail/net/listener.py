@@ -36,6 +36,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from clustermail.cluster.ports import in_use_note
 from clustermail.logutil import log_event
 from clustermail.mail.net.tls import HANDSHAKE_TIMEOUT
 
@@ -406,7 +407,7 @@ class Listener:
         except OSError as exc:
             raise OSError(
                 exc.errno, f"{self.name}: cannot listen on {self.address}:{endpoint.port}: "
-                f"{exc.strerror or exc}"
+                f"{exc.strerror or exc}{in_use_note(exc, self.address, endpoint.port)}"
             ) from exc
 
     async def _serve_stream(
