@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from clustermail.mail.imap import idle_timeout
 from clustermail.mail.imap import response as r
@@ -34,6 +35,19 @@ from clustermail.mail.store import flags as store_flags
 
 _FLUSH_AT = 256 * 1024  # write out long FETCH/SEARCH answers in pieces of about this size
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+#: Seconds from connect to a successful login (Dovecot's login processes also give a
+#: client a fixed time to log in, counted from the connect, not reset by input).
+LOGIN_TIMEOUT = 60.0
+#: Seconds a write may wait for the client to read before the connection is aborted.
+WRITE_TIMEOUT = 60.0
+
+
+class WriteTimeout(SessionClosed):
+    """The client stopped reading: the connection was aborted (nothing more can be sent)."""
+
 
 class Authenticator(Protocol):
     """Checks a user's password; the principal it returns is handed to the locator."""
@@ -49,9 +63,18 @@ MailboxLocator = Callable[
 
 @dataclass(frozen=True, slots=True)
 class SessionConfig:
-    idle_timeout: float = idle_timeout.DEFAULT  # RFC 3501 §5.4, IDLE included
+    #: After login: seconds without a complete command (RFC 3501 §5.4), IDLE included.
+    idle_timeout: float = idle_timeout.DEFAULT
+    #: Before login: seconds from connect; commands do not extend it.
+    login_timeout: float = LOGIN_TIMEOUT
+    write_timeout: float = WRITE_TIMEOUT
     limits: FramingLimits = field(default_factory=FramingLimits)
     server_name: str = "clustermail"
+
+    def __post_init__(self) -> None:
+        for name in ("idle_timeout", "login_timeout", "write_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"SessionConfig.{name} must be positive")
 
 
 class SessionContext:
@@ -67,6 +90,7 @@ class SessionContext:
         config: SessionConfig,
         tls: ssl.SSLContext | None,
         plaintext_allowed: bool,
+        workers: Executor | None = None,
     ) -> None:
         self.reader = reader
         self.writer = writer
@@ -77,6 +101,7 @@ class SessionContext:
         self.config = config
         self.tls = tls
         self._plaintext_listener = plaintext_allowed
+        self._workers = workers
         peer = writer.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
         self.framer = CommandFramer(config.limits)
@@ -93,6 +118,10 @@ class SessionContext:
         self.dirty = False
         #: Set by the hub when the selected mailbox changed (wakes IDLE).
         self.changed = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        #: When reading the next command times out: fixed from the connect until login,
+        #: then restarted by each complete command (a byte trickle does not restart it).
+        self.deadline = loop.time() + config.login_timeout
 
     # ------------------------------------------------------------------ connection
 
@@ -105,25 +134,32 @@ class SessionContext:
         return self.secure or self._plaintext_listener
 
     def capabilities(self) -> list[str]:
-        caps = ["IMAP4rev1", "SASL-IR", "LITERAL+", "ID", "ENABLE", "IDLE"]
         if self.state is SessionState.NOT_AUTHENTICATED:
+            # LITERAL- (RFC 7888 §5): an anonymous client's {n+} is at most 4096 bytes.
+            caps = ["IMAP4rev1", "SASL-IR", "LITERAL-", "ID", "ENABLE", "IDLE"]
             if self.tls is not None and not self.secure:
                 caps.append("STARTTLS")
             caps.append("AUTH=PLAIN" if self.plaintext_ok else "LOGINDISABLED")
             return caps
         return [
-            *caps,
+            "IMAP4rev1",
+            "SASL-IR",
+            "LITERAL+",
+            "ID",
+            "ENABLE",
+            "IDLE",
             "NAMESPACE",
             "UIDPLUS",
             "MOVE",
             "UNSELECT",
             "CHILDREN",
             "SPECIAL-USE",
-            f"APPENDLIMIT={self._append_limit()}",
+            f"APPENDLIMIT={self.append_limit()}",
             "QUOTA",
         ]
 
-    def _append_limit(self) -> int:
+    def append_limit(self) -> int:
+        """The largest message APPEND takes (announced as APPENDLIMIT)."""
         limit = self.config.limits.max_literal
         if self.db is not None:
             limit = min(limit, self.db.settings.max_message_bytes)
@@ -136,11 +172,18 @@ class SessionContext:
         self._out_size += len(data)
 
     async def flush(self) -> None:
+        """Sends what is buffered. A client that does not read it within the write
+        timeout has its connection aborted (:class:`WriteTimeout`): a full send buffer
+        must not hold the session, its memory and its connection slot forever."""
         if self._out:
             self.writer.write(b"".join(self._out))
             self._out.clear()
             self._out_size = 0
-        await self.writer.drain()
+        try:
+            await asyncio.wait_for(self.writer.drain(), self.config.write_timeout)
+        except TimeoutError:
+            self.writer.transport.abort()
+            raise WriteTimeout from None
 
     async def maybe_flush(self) -> None:
         """Writes out what is buffered once it is large (long FETCH/SEARCH answers)."""
@@ -149,21 +192,40 @@ class SessionContext:
 
     # ------------------------------------------------------------------ input
 
-    async def next_event(self, timeout: float) -> FrameEvent | None:
+    def restart_timer(self) -> None:
+        """A complete command was read: the next one has the idle timeout from now (after
+        login; before it, the login deadline stays)."""
+        if self.state is not SessionState.NOT_AUTHENTICATED:
+            self.deadline = asyncio.get_running_loop().time() + self.config.idle_timeout
+
+    async def next_event(self) -> FrameEvent | None:
+        """The next framing event; TimeoutError past :attr:`deadline`, None at EOF."""
+        loop = asyncio.get_running_loop()
         while True:
             event = self.framer.next_event()
             if event is not None:
                 return event
-            data = await asyncio.wait_for(self.reader.read(65536), timeout)
+            left = self.deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError
+            data = await asyncio.wait_for(self.reader.read(65536), left)
             if not data:
                 return None
             self.framer.feed(data)
+
+    async def offload(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Runs ``fn`` in the server's worker threads: work that grows with message sizes
+        (body SEARCH, large FETCH) must not stall the event loop every session shares."""
+        if self._workers is None:
+            return fn(*args, **kwargs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._workers, lambda: fn(*args, **kwargs))
 
     async def read_line(self) -> bytes:
         """One client line in line mode (AUTHENTICATE exchanges); literals are not parsed."""
         self.framer.line_mode = True
         try:
-            event = await self.next_event(self.config.idle_timeout)
+            event = await self.next_event()
         finally:
             self.framer.line_mode = False
         if event is None:
@@ -179,6 +241,7 @@ class SessionContext:
     def login(self, user: str, db: MailboxDatabase, mailbox: str) -> None:
         self.db, self.mailbox, self.user = db, mailbox, user
         self.state = SessionState.AUTHENTICATED
+        self.framer.authenticated = True
 
     def select(self, db: MailboxDatabase, mailbox: str, view: MailboxView) -> None:
         self.view = view

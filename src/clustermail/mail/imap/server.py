@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from concurrent.futures import ThreadPoolExecutor
 
 from clustermail.mail.imap.change_hub import ChangeHub
 from clustermail.mail.imap.context import Authenticator, MailboxLocator, SessionConfig
@@ -31,6 +32,9 @@ from clustermail.mail.net.listener import (
     is_loopback,
     set_nodelay,
 )
+
+#: Threads for work that grows with message sizes, shared by every session of a server.
+WORKER_THREADS = 2
 
 
 class ImapServer:
@@ -57,6 +61,15 @@ class ImapServer:
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._hub: ChangeHub | None = None
+        # Work that grows with message sizes (body SEARCH, large FETCH) runs here, off the
+        # event loop and apart from the default executor (password hashing uses that).
+        self._workers: ThreadPoolExecutor | None = None
+
+    @property
+    def workers(self) -> ThreadPoolExecutor:
+        if self._workers is None:
+            self._workers = ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="imap-work")
+        return self._workers
 
     @property
     def hub(self) -> ChangeHub:
@@ -89,10 +102,13 @@ class ImapServer:
     ) -> None:
         client = client_address(writer.transport)
         if not self.admission.admit(client):
-            with contextlib.suppress(OSError):
-                writer.write(b"* BYE [UNAVAILABLE] Too many connections, try again later.\r\n")
-                writer.close()
-                await asyncio.wait_for(writer.wait_closed(), 5)
+            try:
+                with contextlib.suppress(OSError, TimeoutError):
+                    writer.write(b"* BYE [UNAVAILABLE] Too many connections, try again later.\r\n")
+                    writer.close()
+                    await asyncio.wait_for(writer.wait_closed(), 5)
+            finally:
+                writer.transport.abort()
             return
         try:
             await self._run_session(reader, writer, plaintext)
@@ -113,6 +129,7 @@ class ImapServer:
             config=self.config,
             tls=self.tls,
             plaintext_allowed=plaintext,
+            workers=self.workers,
         )
         self.sessions.add(session)
         task = asyncio.current_task()
@@ -147,3 +164,6 @@ class ImapServer:
         if self._hub is not None:
             self._hub.close()
             self._hub = None
+        if self._workers is not None:
+            self._workers.shutdown(wait=False, cancel_futures=True)
+            self._workers = None
