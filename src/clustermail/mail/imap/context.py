@@ -15,7 +15,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, Protocol, TypeVar
 
-from clustermail.mail.imap import idle_timeout
+from clustermail.mail.imap import idle_timeout, user_connections
 from clustermail.mail.imap import response as r
 from clustermail.mail.imap.change_hub import ChangeHub
 from clustermail.mail.imap.command_table import CommandSpec, SessionState
@@ -27,8 +27,9 @@ from clustermail.mail.imap.framing import (
     FramingLimits,
 )
 from clustermail.mail.imap.mailbox_view import MailboxView
-from clustermail.mail.imap.outcome import SessionClosed, bad
+from clustermail.mail.imap.outcome import SessionClosed, bad, no
 from clustermail.mail.imap.sequence import SequenceSet
+from clustermail.mail.imap.user_connections import UserConnections
 from clustermail.mail.net.listener import AuthThrottle
 from clustermail.mail.store import FolderNotFoundError, MailboxDatabase, MailboxNotFoundError
 from clustermail.mail.store import flags as store_flags
@@ -68,11 +69,14 @@ class SessionConfig:
     #: Before login: seconds from connect; commands do not extend it.
     login_timeout: float = LOGIN_TIMEOUT
     write_timeout: float = WRITE_TIMEOUT
+    #: Logged-in connections of one user from one address (Dovecot's
+    #: mail_max_userip_connections).
+    max_userip_connections: int = user_connections.DEFAULT_LIMIT
     limits: FramingLimits = field(default_factory=FramingLimits)
     server_name: str = "clustermail"
 
     def __post_init__(self) -> None:
-        for name in ("idle_timeout", "login_timeout", "write_timeout"):
+        for name in ("idle_timeout", "login_timeout", "write_timeout", "max_userip_connections"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"SessionConfig.{name} must be positive")
 
@@ -91,6 +95,7 @@ class SessionContext:
         tls: ssl.SSLContext | None,
         plaintext_allowed: bool,
         workers: Executor | None = None,
+        user_connections: UserConnections | None = None,
     ) -> None:
         self.reader = reader
         self.writer = writer
@@ -102,6 +107,8 @@ class SessionContext:
         self.tls = tls
         self._plaintext_listener = plaintext_allowed
         self._workers = workers
+        self._user_connections = user_connections or UserConnections()
+        self._counted: tuple[str, str] | None = None  # (user, address) while logged in
         peer = writer.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
         self.framer = CommandFramer(config.limits)
@@ -239,6 +246,14 @@ class SessionContext:
     # ------------------------------------------------------------------ selected mailbox
 
     def login(self, user: str, db: MailboxDatabase, mailbox: str) -> None:
+        connections = self._user_connections
+        if not connections.acquire(user, self.peer):
+            no(
+                f"Maximum number of connections from user+IP exceeded "
+                f"(mail_max_userip_connections={connections.limit}).",
+                r.LIMIT,
+            )
+        self._counted = (user, self.peer)
         self.db, self.mailbox, self.user = db, mailbox, user
         self.state = SessionState.AUTHENTICATED
         self.framer.authenticated = True
@@ -247,6 +262,12 @@ class SessionContext:
         self.view = view
         self.state = SessionState.SELECTED
         self._unwatch = self.hub.watch(db, mailbox, self.on_change)
+
+    def logged_out(self) -> None:
+        """The connection is over: it no longer counts for its user and address."""
+        if self._counted is not None:
+            self._user_connections.release(*self._counted)
+            self._counted = None
 
     def unselect(self) -> None:
         if self._unwatch is not None:

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from clustermail.mail.imap.change_hub import ChangeHub
 from clustermail.mail.imap.context import Authenticator, MailboxLocator, SessionConfig
 from clustermail.mail.imap.session import ImapSession
+from clustermail.mail.imap.user_connections import UserConnections
 from clustermail.mail.net.listener import (
     Admission,
     AuthThrottle,
@@ -64,6 +65,7 @@ class ImapServer:
         # Work that grows with message sizes (body SEARCH, large FETCH) runs here, off the
         # event loop and apart from the default executor (password hashing uses that).
         self._workers: ThreadPoolExecutor | None = None
+        self.user_connections = UserConnections(self.config.max_userip_connections)
 
     @property
     def workers(self) -> ThreadPoolExecutor:
@@ -130,6 +132,7 @@ class ImapServer:
             tls=self.tls,
             plaintext_allowed=plaintext,
             workers=self.workers,
+            user_connections=self.user_connections,
         )
         self.sessions.add(session)
         task = asyncio.current_task()

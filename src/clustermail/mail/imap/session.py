@@ -109,6 +109,7 @@ class ImapSession(SessionContext):
 
     async def close(self) -> None:
         self.unselect()
+        self.logged_out()
         wait = min(5.0, self.config.write_timeout)
         try:
             with contextlib.suppress(Exception):
