@@ -187,7 +187,8 @@ class SessionContext:
             self._out.clear()
             self._out_size = 0
         try:
-            await asyncio.wait_for(self.writer.drain(), self.config.write_timeout)
+            async with asyncio.timeout(self.config.write_timeout):  # no task: drain()
+                await self.writer.drain()  # returns at once unless the buffer is full
         except TimeoutError:
             self.writer.transport.abort()
             raise WriteTimeout from None
