@@ -8,6 +8,11 @@ The core takes what it needs as plain arguments, so it runs the same under the
 * a locator, principal → (mounted :class:`MailboxDatabase`, mailbox id);
 * an ``ssl.SSLContext`` for STARTTLS and implicit TLS, or ``None``.
 
+The server also keeps what its sessions share: the change hub, the count of logged-in
+connections per user and address (``mail_max_userip_connections``), and two worker
+threads for work that grows with message sizes (body SEARCH, large FETCH), so it never
+stalls the event loop every session is served from.
+
 Plaintext LOGIN/AUTHENTICATE is allowed on TLS connections, and on plain ones
 only when the listener is bound to a loopback address and the configuration
 allows it (``allow_plaintext_on_loopback``); elsewhere the server announces

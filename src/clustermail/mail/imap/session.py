@@ -9,6 +9,12 @@ responses may be sent. Store errors are translated once, in
 :meth:`ImapSession._run_command`; no exception text or traceback reaches the client.
 Commands run one at a time in arrival order (pipelined input waits in the framer).
 
+Timers count commands, not bytes: before login the session has ``login_timeout``
+seconds from the connect; after it, each complete command restarts ``idle_timeout``.
+Every write waits at most ``write_timeout`` for the client to read, then the connection
+is aborted. An APPEND's ``+`` is sent only after :meth:`ImapSession._may_append` found
+the command allowed, its folder there and the message within the size limit and quota.
+
 Other sessions' changes reach the selected mailbox through the server's
 :class:`~clustermail.mail.imap.change_hub.ChangeHub`, which marks the session dirty;
 the next command boundary (or IDLE at once) reads the store's change log and sends
