@@ -31,6 +31,7 @@ from clustermail.mail.imap.context import Authenticator, MailboxLocator, Session
 from clustermail.mail.imap.session import ImapSession
 from clustermail.mail.imap.user_connections import UserConnections
 from clustermail.mail.net.listener import (
+    READ_LIMIT,
     Admission,
     AuthThrottle,
     ListenerLimits,
@@ -99,7 +100,9 @@ class ImapServer:
             port,
             ssl=self.tls if implicit_tls else None,
             reuse_address=True,
-            limit=256 * 1024,
+            # Unread input the stream holds before it stops reading from the socket (twice
+            # this): with the framer's limits, what one client can make the server hold.
+            limit=READ_LIMIT,
         )
         self._servers.append(server)
         return server
