@@ -189,7 +189,7 @@ class Reference:
     name = "dovecot"
 
     def __init__(self, messages: int) -> None:
-        from tests.imap_reference.dovecot import Dovecot
+        from tests.mail.imap.reference.dovecot import Dovecot
 
         self.server = Dovecot([USER], PASSWORD)
         # Maildir files written directly (Dovecot indexes them on first SELECT, warmed below).

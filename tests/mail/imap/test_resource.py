@@ -18,7 +18,7 @@ from clustermail.cluster.resources.ip_address import IpAddressResource
 from clustermail.mail.imap.resource import Imap4Resource
 from clustermail.mail.net.listener import shared_throttle
 from clustermail.mail.store import MailboxDatabase
-from tests.imap_reference.dovecot import free_port
+from tests.mail.imap.reference.dovecot import free_port
 from tests.support.resource_env import Env
 
 
