@@ -35,6 +35,7 @@ from clustermail.admin.errors import AdminError
 from clustermail.cluster import keys as cluster_keys
 from clustermail.cluster.records import EpochRecord, RecordError
 from clustermail.coord import Compare, KeyValue, Put, Store
+from clustermail.fsutil import fsync_dir
 from clustermail.mail import keys as mail_keys
 from clustermail.mail.backup import sets
 from clustermail.mail.directory import model as dm
@@ -152,7 +153,7 @@ async def create(store: Store, backups: Path) -> tuple[dict[str, Any], str]:
             }
             _write(partial / sets.MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
             os.rename(partial, backups / set_id)
-            _fsync_dir(backups)
+            fsync_dir(backups)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
@@ -165,14 +166,6 @@ def _write(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read(backups: Path, set_id: str) -> list[tuple[str, bytes]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Iterable
 
 from clustermail.mail.imap import commands as c
 from clustermail.mail.imap import response as r
@@ -124,28 +125,28 @@ async def unsubscribe(s: SessionContext, cmd: c.Unsubscribe) -> Done:
     return Done("Unsubscribe completed.")
 
 
+def _send_listing(s: SessionContext, lines: Callable[[], Iterable[bytes]], done: str) -> Done:
+    """LIST and LSUB: every line, or BAD for a pattern past the length cap (before any
+    line is sent)."""
+    try:
+        listing = list(lines())
+    except PatternTooLong as exc:
+        bad(str(exc))
+    for line in listing:
+        s.send(line)
+    return Done(done)
+
+
 @COMMANDS.command(c.List, AUTHENTICATED)
 async def list_(s: SessionContext, cmd: c.List) -> Done:
     db, mailbox = s.require()
-    try:
-        lines = list(list_responses(db, mailbox, cmd))
-    except PatternTooLong as exc:
-        bad(str(exc))
-    for line in lines:
-        s.send(line)
-    return Done("List completed.")
+    return _send_listing(s, lambda: list_responses(db, mailbox, cmd), "List completed.")
 
 
 @COMMANDS.command(c.Lsub, AUTHENTICATED)
 async def lsub(s: SessionContext, cmd: c.Lsub) -> Done:
     db, mailbox = s.require()
-    try:
-        lines = list(lsub_responses(db, mailbox, cmd))
-    except PatternTooLong as exc:
-        bad(str(exc))
-    for line in lines:
-        s.send(line)
-    return Done("Lsub completed.")
+    return _send_listing(s, lambda: lsub_responses(db, mailbox, cmd), "Lsub completed.")
 
 
 @COMMANDS.command(c.Status, AUTHENTICATED)
