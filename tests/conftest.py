@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,6 +16,17 @@ from tests.support.etcd_server import EtcdCluster
 pytest_plugins = ["tests.support.distributions", "tests.support.hostproc"]
 
 BACKENDS = ["sqlite", "etcd"]
+
+
+@pytest.fixture(autouse=True)
+def _keep_umask() -> Iterator[None]:
+    """Tests that run the CLI's ``main`` in-process get its ``umask 077``; give every
+    test the umask the suite started with (a reference server that runs as another
+    user must be able to read the files its fixture writes)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    yield
+    os.umask(umask)
 
 
 @pytest.fixture(scope="session")
