@@ -60,6 +60,11 @@ async def up(data_dir: Path, count: int, etcd: int, console: Console) -> int:
     if existing is not None:
         raise AdminError(f"a lab already exists in {data_dir.resolve()} (bridge "
                          f"{existing.bridge}): `clustermail lab down --data {data_dir}` first")
+    stale = [d for d in ("etcd", "disks", "undo") if (data_dir / d).exists()]
+    if stale:
+        # A new etcd cluster restarts fencing epochs: the old disks would refuse it.
+        raise AdminError(f"{data_dir.resolve()} holds a previous lab's data ({', '.join(stale)}"
+                         "); delete that folder or give another --data")
     make_private_dir(data_dir)
     make_private_dir(data_dir / "logs")
     tag = f"{random.randrange(16**4):04x}"
@@ -219,7 +224,8 @@ def down(data_dir: Path, console: Console) -> int:
         raise AdminError("lab down left something behind (run it again): "
                          + "; ".join(problems))
     remove(data_dir)
-    console.print(f"the lab is gone (its data stays in {data_dir})")
+    console.print(f"the lab is gone; its data stays in {data_dir} (delete it before the next "
+                  "lab up there)")
     return 0
 
 
