@@ -134,10 +134,13 @@ async def test_the_undo_record_unmounts_what_a_dead_host_left(
     mnt = tmp_path / "mnt"
     disk = env.make(DiskResource, "disk", props(device, mnt))
     await disk.online()
-    # The host dies here (no offline): the agent, or the fencing host, runs the record.
-    done = undo.run_pending(env.tmp / "data", "node1")
-    assert [d.error for d in done] == [None]
-    assert not os.path.ismount(mnt)
+    # The host dies here (no offline) and a process of it still holds a file open on
+    # the disk: the agent, or the fencing host, runs the record all the same.
+    with open(mnt / "held-open", "w") as held:
+        done = undo.run_pending(env.tmp / "data", "node1")
+        assert [d.error for d in done] == [None]
+        assert not os.path.ismount(mnt)
+        held.write("the filesystem stays usable for this file until it is closed")
 
 
 async def test_an_image_file_is_mounted_through_a_loop_device(

@@ -28,8 +28,9 @@ def vs_address(subnet: str, index: int) -> str:
     return f"{subnet}.{200 + index}"
 
 
-def lab_config(subnet: str, machines: int) -> ClusterConfig:
-    """mail1..mail3, each preferring its own node and the last node (the standby)."""
+def lab_config(subnet: str, machines: int, devices: dict[str, str]) -> ClusterConfig:
+    """mail1..mail3, each preferring its own node and the last node (the standby), each
+    with its shared disk on a block device (``devices``: virtual server → device)."""
     nodes = node_names(machines)
     standby = nodes[-1]
     servers: dict[str, Any] = {}
@@ -44,7 +45,11 @@ def lab_config(subnet: str, machines: int) -> ClusterConfig:
                     "interface": "eth0", "prefix": 24, "arp": True}},
                 "name": {"type": "network_name", "depends_on": ["ip"],
                          "properties": {"name": name}},
-                "disk": {"type": "disk", "properties": {"path": f"{{data}}/disks/{name}"}},
+                # Mounted in the owner's mount namespace only: other machines see an
+                # empty folder there.
+                "disk": {"type": "disk", "properties": {
+                    "path": f"{{data}}/disks/{name}", "device": devices[name],
+                    "fstype": "ext4", "mount_options": "noatime"}},
                 **sample_cluster.mail_resources(),
             },
         }

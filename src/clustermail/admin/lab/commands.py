@@ -33,7 +33,8 @@ ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
 READY_TIMEOUT = 60.0
 STORE_TIMEOUT = 10.0
-TOOLS = ("ip", "nsenter", "unshare", "arping", "etcd")
+DISK_MIB = 256
+TOOLS = ("ip", "nsenter", "unshare", "arping", "etcd", "losetup", "mkfs.ext4")
 
 
 def require_root() -> None:
@@ -43,7 +44,7 @@ def require_root() -> None:
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
         raise AdminError(f"the lab needs {', '.join(missing)} on PATH (Debian: apt-get install "
-                         "iproute2 util-linux iputils-arping etcd-server)")
+                         "iproute2 util-linux iputils-arping etcd-server e2fsprogs)")
 
 
 # --------------------------------------------------------------------------- up
@@ -60,7 +61,7 @@ async def up(data_dir: Path, count: int, etcd: int, console: Console) -> int:
     if existing is not None:
         raise AdminError(f"a lab already exists in {data_dir.resolve()} (bridge "
                          f"{existing.bridge}): `clustermail lab down --data {data_dir}` first")
-    stale = [d for d in ("etcd", "disks", "undo") if (data_dir / d).exists()]
+    stale = [d for d in ("etcd", "disks", "images", "undo") if (data_dir / d).exists()]
     if stale:
         # A new etcd cluster restarts fencing epochs: the old disks would refuse it.
         raise AdminError(f"{data_dir.resolve()} holds a previous lab's data ({', '.join(stale)}"
@@ -80,10 +81,11 @@ async def up(data_dir: Path, count: int, etcd: int, console: Console) -> int:
     state.etcd_members = names[:etcd]
     state.store_url = "etcd://" + ",".join(
         f"{state.machines[n].address}:{ETCD_CLIENT_PORT}" for n in state.etcd_members)
-    config = cluster_file.lab_config(subnet, count)
-    state.addresses = {vs.name: str(next(r.properties["address"] for r in vs.resources
-                                         if r.type == "ip_address"))
-                       for vs in config.virtual_servers}
+    images = {vs: data_dir.resolve() / "images" / f"{vs}.img"
+              for vs in sample_cluster.VIRTUAL_SERVERS}
+    state.images = [str(p) for p in images.values()]
+    state.addresses = {vs: cluster_file.vs_address(subnet, i)
+                       for i, vs in enumerate(sample_cluster.VIRTUAL_SERVERS, 1)}
     # Listed before made: `lab down` removes whatever exists of it.
     save(data_dir, state)
     try:
@@ -95,6 +97,14 @@ async def up(data_dir: Path, count: int, etcd: int, console: Console) -> int:
             m.init_pid = machines.start_init(m)
             save(data_dir, state)
             console.print(f"machine {m.name}: {m.address} ({', '.join(m.roles)})")
+        make_private_dir(data_dir / "images")
+        devices: dict[str, str] = {}
+        for vs, image in images.items():
+            devices[vs] = machines.make_disk(image, DISK_MIB)
+            state.loop_devices.append(devices[vs])
+            save(data_dir, state)
+            console.print(f"disk of {vs}: {devices[vs]} (ext4 on {image})")
+        config = cluster_file.lab_config(subnet, count, devices)
         for name in state.etcd_members:
             start_etcd(data_dir, state, state.machines[name])
         await wait_etcd(state, console)
@@ -213,8 +223,11 @@ def down(data_dir: Path, console: Console) -> int:
             console.print(f"removed machine {m.name}")
         except LabError as exc:
             problems.append(str(exc))
-    for device in state.loop_devices:
+    # After the machines: their mount namespaces (and so the mounts) are gone. Only
+    # devices still attached to our images: a number may have been reused since.
+    for device in sorted({d for image in state.images for d in machines.loops_of(image)}):
         machines.detach_loop(device)
+        console.print(f"detached {device}")
     try:
         machines.remove_bridge(state.bridge)
         console.print(f"removed bridge {state.bridge}")

@@ -184,6 +184,21 @@ def remove_bridge(bridge: str) -> None:
         run("ip", "link", "del", bridge)
 
 
+def make_disk(image: Path, size_mib: int) -> str:
+    """An ext4 image attached to a free loop device; the device's path."""
+    with open(image, "wb") as f:
+        f.truncate(size_mib * 1024 * 1024)
+    os.chmod(image, 0o600)
+    run("mkfs.ext4", "-q", "-F", str(image))
+    return run("losetup", "-f", "--show", str(image)).strip()
+
+
+def loops_of(image: str) -> list[str]:
+    """The loop devices an image is attached to."""
+    out = run("losetup", "-j", image, check=False)
+    return [line.split(":", 1)[0] for line in out.splitlines() if ":" in line]
+
+
 def detach_loop(device: str) -> None:
     if Path(device).exists():
         run("losetup", "-d", device, check=False)

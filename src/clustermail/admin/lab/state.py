@@ -33,6 +33,8 @@ class LabState:
     subnet: str  # "198.18.X": the lab's /24
     bridge: str
     machines: dict[str, Machine] = field(default_factory=dict)
+    #: Disk images, each attached to a loop device (found again with `losetup -j`).
+    images: list[str] = field(default_factory=list)
     loop_devices: list[str] = field(default_factory=list)
     etcd_members: list[str] = field(default_factory=list)
     store_url: str = ""

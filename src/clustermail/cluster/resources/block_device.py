@@ -4,7 +4,7 @@ Before it mounts a device the owner takes a reservation in the coordination stor
 ``DISK_RESERVATIONS/<device>`` = {vs, node, epoch}, by compare-and-swap. It refuses
 the device when another virtual server with a live owner holds it, or when its own
 virtual server's reservation has a newer epoch (a newer owner exists). The mount is
-recorded in an undo record (``umount PATH``) before it is made, so a resource host
+recorded in an undo record (``umount --lazy PATH``) before it is made, so a resource host
 that dies or fences leaves no mount behind: the agent or the fencing host unmounts.
 
 The reservation guards against configuration mistakes and deposed owners that
@@ -79,6 +79,14 @@ def mount_argv(device: str, path: Path, fstype: str, options: str) -> list[str]:
 
 def umount_argv(path: Path) -> list[str]:
     return ["umount", str(path)]
+
+
+def undo_argv(path: Path) -> list[str]:
+    """The undo record's unmount. Lazy: it runs while the killed host's process may
+    still hold files open on the disk (a plain umount says "target is busy" then);
+    the mount leaves the namespace at once and the filesystem is released when the
+    last of those processes is gone."""
+    return ["umount", "--lazy", str(path)]
 
 
 def run(argv: list[str]) -> str | None:

@@ -197,11 +197,11 @@ class DiskResource(Resource):
             await asyncio.to_thread(make_private_dir, self.path)
         if os.path.ismount(self.path):
             # What an earlier host of ours left here (its undo record not run yet).
-            await asyncio.to_thread(block_device.run, block_device.umount_argv(self.path))
+            await asyncio.to_thread(block_device.run, block_device.undo_argv(self.path))
         # Written before the mount: whoever outlives this host unmounts it.
         await asyncio.to_thread(
             undo.record, self.ctx.data_dir, self.ctx.node, self.ctx.vs, self.ctx.resource,
-            block_device.umount_argv(self.path), f"mount of {device} on {self.path}",
+            block_device.undo_argv(self.path), f"mount of {device} on {self.path}",
             block_device.NOT_MOUNTED,
         )
         out = await asyncio.to_thread(block_device.run, argv)
