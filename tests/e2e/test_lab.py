@@ -119,15 +119,19 @@ def data(tmp_path: Path) -> Iterator[Path]:
             lab(data, "down", timeout=120)
 
 
+@pytest.mark.timeout(480)
 def test_lab_failover_partition_and_down(data: Path, tmp_path: Path) -> None:
     out = lab(data, "up", "--machines", "4")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "mail3" in out.stdout
     state = json.loads((data / "lab.json").read_text())
-    tag, mail3 = state["tag"], state["addresses"]["mail3"]
+    tag, mail3, images = state["tag"], state["addresses"]["mail3"], state["images"]
     password = json.loads((data / "passwords.json").read_text())["carol@example.test"]
     assert (data / "passwords.json").stat().st_mode & 0o777 == 0o600
     wait_for(lambda: owners(status(data)).get("mail3") == "node3", "mail3 online on node3")
+    # mail3's disk is mounted on its owner only.
+    assert "disks/mail3" in lab_exec(data, "node3", "cat", "/proc/self/mountinfo").stdout
+    assert "disks/mail3" not in lab_exec(data, "node4", "cat", "/proc/self/mountinfo").stdout
 
     # A mail client on the client machine.
     swaks = lab_exec(data, "client", "swaks", "--server", f"{mail3}:2525", "--to",
@@ -162,13 +166,23 @@ def test_lab_failover_partition_and_down(data: Path, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     wait_for(lambda: owners(status(data)).get("mail3") == "node3", "mail3 back on node3")
 
+    left: list[str] = []
+
     def node4_stopped() -> bool:
         addrs = lab_exec(data, "node4", "ip", "-br", "addr", "show", "eth0").stdout
         listening = lab_exec(data, "node4", "ss", "-Htln").stdout
-        return mail3 not in addrs and ":2525" not in listening
+        mounts = lab_exec(data, "node4", "cat", "/proc/self/mountinfo").stdout
+        left[:] = [what for what, there in (("address", mail3 in addrs),
+                                            ("listener", ":2525" in listening),
+                                            ("mount", "disks/mail3" in mounts)) if there]
+        return not left
 
-    # Seen from inside the partitioned machine: no address, nothing listening.
-    wait_for(node4_stopped, "node4 to stop serving mail3", timeout=30)
+    # Seen from inside the partitioned machine: no address, nothing listening, its
+    # shared disk unmounted.
+    try:
+        wait_for(node4_stopped, "node4 to stop serving mail3", timeout=30)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; still on node4: {', '.join(left)}") from None
     assert sent <= subjects(mail3, password)
     out = lab(data, "heal")
     assert out.returncode == 0, out.stderr
@@ -182,6 +196,9 @@ def test_lab_failover_partition_and_down(data: Path, tmp_path: Path) -> None:
     assert f"cml{tag}" not in netns
     links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
     assert f"cml{tag}" not in links
+    for image in images:
+        loops = subprocess.run(["losetup", "-j", image], capture_output=True, text=True).stdout
+        assert not loops.strip(), loops
     with contextlib.suppress(FileNotFoundError):
         for proc in Path("/proc").iterdir():
             if proc.name.isdigit():

@@ -19,7 +19,7 @@ from rich.console import Console, Group
 from rich.table import Table
 
 from clustermail import logutil
-from clustermail.admin import backup_cli, intents, local, queue_cli
+from clustermail.admin import backup_cli, intents, local, queue_cli, validate
 from clustermail.admin.common import (
     Handler,
     Parser,
@@ -128,6 +128,7 @@ def build_parser() -> Parser:
     queue_cli.add_commands(sub, add, Parser)
     backup_cli.add_commands(sub, add)
     lab_cli.add_commands(sub, add)
+    validate.add_commands(sub, add)
     return parser
 
 
