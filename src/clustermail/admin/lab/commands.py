@@ -250,7 +250,7 @@ async def status_data(state: LabState) -> dict[str, Any]:
     for m in state.machines.values():
         running = machines.commands([p for p in machines.pids(m) if p != m.init_pid])
         rows.append({"name": m.name, "address": m.address, "roles": m.roles,
-                     "state": m.power if m.init_pid and machines.alive(m.init_pid) else "off",
+                     "state": m.power if machines.is_on(m) else "off",
                      "processes": [{"pid": p, "command": c} for p, c in sorted(running.items())]})
     cluster: dict[str, Any] | None = None
     error: str | None = None
@@ -329,7 +329,7 @@ def power_on(data_dir: Path, name: str, console: Console) -> int:
     require_root()
     state = require(data_dir)
     m = state.machine(name)
-    if m.init_pid and machines.alive(m.init_pid):
+    if machines.is_on(m):
         raise AdminError(f"{name} is already on")
     machines.kill_all(m)
     machines.reset_interface(m)  # a booted machine has forgotten the addresses it held

@@ -96,9 +96,15 @@ def start_init(m: Machine) -> int:
     raise LabError(f"machine {m.name}: its namespaces were not ready in {INIT_TIMEOUT:.0f} s")
 
 
+def is_on(m: Machine) -> bool:
+    """The machine's init process is alive and in the machine's netns (a recorded pid
+    may belong to another process by now)."""
+    return bool(m.init_pid) and alive(m.init_pid) and m.init_pid in pids(m)
+
+
 def enter(m: Machine) -> list[str]:
     """The command prefix that runs a program on the machine."""
-    if not m.init_pid or not alive(m.init_pid):
+    if not is_on(m):
         raise LabError(f"machine {m.name} is powered off (clustermail lab power-on {m.name})")
     return ["nsenter", "--target", str(m.init_pid), "--net", "--mount", "--uts", "--"]
 
@@ -140,9 +146,9 @@ def kill_all(m: Machine, timeout: float = 5.0) -> None:
     forked meanwhile are killed too)."""
     deadline = time.monotonic() + timeout
     while True:
+        # Only what is in the machine's netns (its init too): never a recorded pid that
+        # may have been reused since.
         left = [p for p in pids(m) if alive(p)]
-        if m.init_pid and alive(m.init_pid):
-            left.append(m.init_pid)
         if not left:
             return
         for pid in left:
@@ -171,9 +177,6 @@ def remove_machine(m: Machine) -> None:
     if netns_exists(m.netns):
         kill_all(m)
         run("ip", "netns", "del", m.netns)
-    elif m.init_pid and alive(m.init_pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(m.init_pid, signal.SIGKILL)
     if link_exists(m.port):
         # Deleting the netns deletes the pair too, but the kernel does it in the background.
         run("ip", "link", "del", m.port, check=False)
