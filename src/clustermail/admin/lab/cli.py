@@ -38,6 +38,10 @@ def add_commands(sub: Any, add: Add) -> None:
     p.add_argument("machine")
     p = lab("power-on", "boot a machine again (its etcd member and node agent)", cmd_power_on)
     p.add_argument("machine")
+    p = lab("freeze", "SIGSTOP of everything on a machine (it hangs, cable in)", cmd_freeze)
+    p.add_argument("machine")
+    p = lab("thaw", "SIGCONT of everything on a frozen machine", cmd_thaw)
+    p.add_argument("machine")
     p = lab("partition", "cut machines off the bridge (both directions)", cmd_partition)
     p.add_argument("machines", nargs="+", metavar="MACHINE")
     lab("heal", "reconnect every partitioned machine", cmd_heal)
@@ -82,6 +86,14 @@ async def cmd_power_off(args: argparse.Namespace, console: Console) -> int:
 
 async def cmd_power_on(args: argparse.Namespace, console: Console) -> int:
     return commands.power_on(args.data, args.machine, console)
+
+
+async def cmd_freeze(args: argparse.Namespace, console: Console) -> int:
+    return commands.freeze(args.data, args.machine, False, console)
+
+
+async def cmd_thaw(args: argparse.Namespace, console: Console) -> int:
+    return commands.freeze(args.data, args.machine, True, console)
 
 
 async def cmd_partition(args: argparse.Namespace, console: Console) -> int:

@@ -39,6 +39,8 @@ def lab_config(subnet: str, machines: int, devices: dict[str, str]) -> ClusterCo
         servers[name] = {
             "preferred_owners": [first, standby],
             "failback": "never",
+            # The lab is for injecting faults: many failovers in an hour are the point.
+            "failover_threshold": 20,
             "resources": {
                 "ip": {"type": "ip_address", "properties": {
                     "address": vs_address(subnet, i), "mode": "interface",

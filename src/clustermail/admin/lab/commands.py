@@ -7,6 +7,7 @@ import contextlib
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -342,6 +343,18 @@ def power_on(data_dir: Path, name: str, console: Console) -> int:
     if "node" in m.roles:
         start_node(data_dir, state, m)
     console.print(f"{name} is powered on ({', '.join(m.roles)} started)")
+    return 0
+
+
+def freeze(data_dir: Path, name: str, thaw: bool, console: Console) -> int:
+    """SIGSTOP (or SIGCONT) of every process on the machine: a machine that hangs
+    with its cable in, then wakes up believing it still owns what it ran."""
+    require_root()
+    m = require(data_dir).machine(name)
+    for pid in machines.pids(m):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT if thaw else signal.SIGSTOP)
+    console.print(f"{name} is {'running again' if thaw else 'frozen'}")
     return 0
 
 
