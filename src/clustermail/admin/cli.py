@@ -19,7 +19,7 @@ from rich.console import Console, Group
 from rich.table import Table
 
 from clustermail import logutil
-from clustermail.admin import backup_cli, intents, local, queue_cli
+from clustermail.admin import backup_cli, intents, local, queue_cli, validate
 from clustermail.admin.common import (
     Handler,
     Parser,
@@ -33,6 +33,7 @@ from clustermail.admin.common import (
     with_store,
 )
 from clustermail.admin.errors import AdminError
+from clustermail.admin.lab import cli as lab_cli
 from clustermail.admin.mail_cli import add_mail_commands
 from clustermail.admin.status import build_status
 from clustermail.cluster import eventlog, keys
@@ -126,6 +127,8 @@ def build_parser() -> Parser:
     add_mail_commands(sub, add)
     queue_cli.add_commands(sub, add, Parser)
     backup_cli.add_commands(sub, add)
+    lab_cli.add_commands(sub, add)
+    validate.add_commands(sub, add)
     return parser
 
 

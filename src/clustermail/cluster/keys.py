@@ -45,3 +45,6 @@ LOG = "/clustermail-log/"
 def name_of(key: str, prefix: str) -> str:
     """The last part of a key under ``prefix`` (e.g. the node name)."""
     return key[len(prefix) :]
+#: Outside PREFIX (the view does not read it): device id -> a `disk` resource's
+#: reservation of a block device (virtual server, node, fencing epoch).
+DISK_RESERVATIONS = "/clustermail-disk-reservations/"

@@ -10,6 +10,14 @@ Properties: ``path`` (required, absolute); ``create`` (default true: create the
 directory if missing — right for the local demo, where the "shared disk" is
 a folder; set false for real shared storage, where a missing mount point is
 an error, not something to paper over).
+
+Block-device mode (:mod:`clustermail.cluster.resources.block_device`): with
+``device`` (a block device such as ``/dev/sdb1`` or ``/dev/loop3``, or an image
+file, mounted through a loop device), online reserves the device in the
+coordination store, mounts it on ``path`` (``fstype``, default ext4;
+``mount_options``, e.g. ``"noatime"``) in the resource host's mount namespace and
+leaves an undo record that unmounts it; offline unmounts it and drops the
+reservation.
 """
 
 from __future__ import annotations
@@ -20,12 +28,14 @@ import fcntl
 import os
 from pathlib import Path
 
+from clustermail.cluster import undo
 from clustermail.cluster.resource_schema import (
     PropertyKind,
     PropertySpec,
     ResourceType,
     non_empty,
 )
+from clustermail.cluster.resources import block_device
 from clustermail.cluster.resources.base import (
     Properties,
     PropertyError,
@@ -33,6 +43,7 @@ from clustermail.cluster.resources.base import (
     ResourceContext,
     ResourceError,
 )
+from clustermail.coord import CoordError
 from clustermail.fsutil import fsync_dir
 from clustermail.private_files import (
     UnsafePathError,
@@ -123,9 +134,17 @@ class DiskResource(Resource):
         if not self.path.is_absolute():
             raise PropertyError(f"{ctx.resource}: property 'path': {self.path} is not absolute")
         self.create = properties.boolean("create", True)
+        self.device = properties.optional_string("device")
+        self.fstype = properties.string("fstype", "ext4")
+        self.mount_options = properties.optional_string("mount_options") or ""
         self._mounted = False
 
+    def _reservation(self) -> block_device.Reservation:
+        return block_device.Reservation(self.ctx.vs, self.ctx.node, self.ctx.epoch)
+
     async def online(self) -> None:
+        if self.device is not None:
+            await self._mount_device(self.device)
         tightened = await asyncio.to_thread(self._mount)
         self._mounted = True
         if tightened:
@@ -161,11 +180,56 @@ class DiskResource(Resource):
             raise ResourceError(f"{name}: cannot record the epoch on {self.path}: {exc}") from exc
         return tightened
 
+    async def _mount_device(self, device: str) -> None:
+        name = self.ctx.resource
+        try:
+            argv = block_device.mount_argv(device, self.path, self.fstype, self.mount_options)
+            # Checked before every mount: never a device another live owner holds.
+            await block_device.reserve(await self.ctx.store(), device, self._reservation())
+        except block_device.DeviceError as exc:
+            raise ResourceError(f"{name}: {exc}", permanent=exc.permanent) from None
+        except CoordError as exc:
+            raise ResourceError(f"{name}: cannot reserve {device}: {exc}") from None
+        if not self.path.is_dir():
+            if not self.create:
+                raise ResourceError(f"{name}: mount point {self.path} does not exist "
+                                    "(create = false)", permanent=True)
+            await asyncio.to_thread(make_private_dir, self.path)
+        if os.path.ismount(self.path):
+            # What an earlier host of ours left here (its undo record not run yet).
+            await asyncio.to_thread(block_device.run, block_device.undo_argv(self.path))
+        # Written before the mount: whoever outlives this host unmounts it.
+        await asyncio.to_thread(
+            undo.record, self.ctx.data_dir, self.ctx.node, self.ctx.vs, self.ctx.resource,
+            block_device.undo_argv(self.path), f"mount of {device} on {self.path}",
+            block_device.NOT_MOUNTED,
+        )
+        out = await asyncio.to_thread(block_device.run, argv)
+        if out is not None:
+            await asyncio.to_thread(undo.clear, self.ctx.data_dir, self.ctx.node, self.ctx.vs,
+                                    self.ctx.resource)
+            raise ResourceError(f"{name}: cannot mount {device} on {self.path}: {out}")
+        self.ctx.log.info(f"disk: mounted {device} ({self.fstype}) on {self.path}")
+
     async def offline(self) -> None:
-        # Nothing to release: the epoch stays so an older owner stays fenced.
+        # The epoch stays on the disk so an older owner stays fenced.
         self._mounted = False
+        if self.device is None:
+            return
+        out = await asyncio.to_thread(block_device.run, block_device.umount_argv(self.path))
+        if out is not None and not any(s in out for s in block_device.NOT_MOUNTED):
+            raise ResourceError(f"{self.ctx.resource}: cannot unmount {self.path}: {out}")
+        await asyncio.to_thread(undo.clear, self.ctx.data_dir, self.ctx.node, self.ctx.vs,
+                                self.ctx.resource)
+        try:
+            await block_device.release(await self.ctx.store(), self.device, self._reservation())
+        except CoordError as exc:
+            # Harmless: the next owner's epoch is higher and takes it over.
+            self.ctx.log.warning(f"disk: could not drop the reservation of {self.device}: {exc}")
 
     async def quick_check(self) -> bool:
+        if self.device is not None and not os.path.ismount(self.path):
+            return False
         return self._mounted and self.path.is_dir()
 
     async def thorough_check(self) -> bool:
@@ -190,5 +254,8 @@ DISK_TYPE = ResourceType(
     {
         "path": PropertySpec(PropertyKind.STR, required=True, check=non_empty),
         "create": PropertySpec(PropertyKind.BOOL),
+        "device": PropertySpec(PropertyKind.STR, check=non_empty),
+        "fstype": PropertySpec(PropertyKind.STR, check=non_empty),
+        "mount_options": PropertySpec(PropertyKind.STR),
     },
 )

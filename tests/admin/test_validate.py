@@ -1,0 +1,46 @@
+"""`clustermail validate` against a real SQLite store with the sample cluster applied."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from clustermail.admin import local, sample_cluster
+from clustermail.admin.validate import Check, run_checks
+from clustermail.coord import open_store
+
+
+async def applied(tmp_path: Path) -> str:
+    url = f"sqlite://{tmp_path}/cluster.db"
+    async with await open_store(url) as store:
+        await local.apply_config(store, sample_cluster.sample_config())
+    return url
+
+
+def results(checks: list[Check]) -> dict[str, str]:
+    return {c.name: c.result for c in checks}
+
+
+async def test_a_healthy_machine_passes(tmp_path: Path) -> None:
+    checks = await run_checks(await applied(tmp_path), "node1", tmp_path)
+    got = results(checks)
+    assert got["store"] == got["store latency"] == got["configuration"] == "pass"
+    assert got["mail1 ports"] == got["mail1 disk"] == "pass"
+    assert "fail" not in got.values(), checks
+
+
+async def test_a_port_held_by_another_program_fails(tmp_path: Path) -> None:
+    url = await applied(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.12", sample_cluster.PORTS["imap"]))
+        s.listen()
+        checks = await run_checks(url, "node1", tmp_path)
+    bad = next(c for c in checks if c.name == "mail2 ports")
+    assert bad.result == "fail" and str(sample_cluster.PORTS["imap"]) in bad.detail
+
+
+async def test_an_unknown_node_and_an_unreachable_store_fail(tmp_path: Path) -> None:
+    checks = await run_checks(await applied(tmp_path), "node9", tmp_path)
+    assert results(checks)["node"] == "fail"
+    checks = await run_checks("etcd://127.0.0.1:1", None, tmp_path)
+    assert [(c.name, c.result) for c in checks] == [("store", "fail")]
