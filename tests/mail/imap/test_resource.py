@@ -16,6 +16,7 @@ from imapclient.exceptions import LoginError
 from clustermail.cluster.resources import Properties, Resource, ResourceContext
 from clustermail.cluster.resources.ip_address import IpAddressResource
 from clustermail.mail.imap.resource import Imap4Resource
+from clustermail.mail.net.auth_throttle import Refused
 from clustermail.mail.net.listener import shared_throttle
 from clustermail.mail.store import MailboxDatabase
 from tests.imap_reference.dovecot import free_port
@@ -105,11 +106,13 @@ async def test_imap4_resource_serves_the_group(env: Env, tmp_path: Path) -> None
         throttle = shared_throttle(env.vs)
         try:
             for _ in range(throttle.max_failures):
-                throttle.failure("127.0.0.1")
+                attempt = throttle.begin("127.0.0.1", "alice@example.test")
+                assert not isinstance(attempt, Refused)
+                throttle.failure(attempt)
             with pytest.raises(LoginError, match="UNAVAILABLE"):
                 await asyncio.to_thread(session)
         finally:
-            throttle.success("127.0.0.1")
+            throttle.reset()
     finally:
         await imap.offline()
         await ip.offline()

@@ -24,7 +24,9 @@ from aiosmtpd.smtp import Envelope, Session
 
 from clustermail.logutil import log_event
 from clustermail.mail.backends import MailboxRef, MailStoreService
-from clustermail.mail.net.listener import AuthThrottle, client_address
+from clustermail.mail.net.auth_throttle import AuthThrottle
+from clustermail.mail.net.listener import client_address
+from clustermail.mail.net.login_guard import guarded_login
 from clustermail.mail.queue import dsn
 from clustermail.mail.queue.delivery import LocalResult, deliver_local
 from clustermail.mail.queue.routing import Router, Target
@@ -117,9 +119,6 @@ class SmtpHandler:
         self, server: SmtpConnection, session: Session, envelope: Envelope, args: list[str]
     ) -> str | None:
         client = client_address(server.transport) if server.transport else "unknown"
-        throttle = self.ctx.throttle
-        if throttle.locked(client):
-            return "454 4.7.0 Too many failed logins from your address; try again later"
         mechanism = args[0].upper()
         initial = args[1] if len(args) > 1 else None
         credentials = await self._credentials(server, mechanism, initial)
@@ -128,15 +127,23 @@ class SmtpHandler:
         if isinstance(credentials, str):
             return credentials
         username, password = credentials
-        try:
-            entry = await self.ctx.router.directory.authenticate(username, password)
-        except Exception as exc:
-            log_event("smtp_error", message=f"directory: {exc}", vs=self.ctx.vs)
+        directory = self.ctx.router.directory
+
+        async def check() -> MailboxRef | None:
+            entry = await directory.authenticate(username, password)
+            return entry if entry is not None and entry.enabled else None
+
+        login = await guarded_login(self.ctx.throttle, client, username, check)
+        if login.outcome == "locked":
+            return "454 4.7.0 Too many failed logins; try again later"
+        if login.outcome == "busy":
+            return "454 4.7.0 Authentication service busy; try again later"
+        if login.outcome == "error":
+            log_event("smtp_error", message="directory: password check failed", vs=self.ctx.vs)
             return "454 4.7.0 Temporary authentication failure"
-        if entry is None or not entry.enabled:
-            await asyncio.sleep(throttle.failure(client))
+        entry = login.principal
+        if entry is None:
             return "535 5.7.8 Authentication credentials invalid"
-        throttle.success(client)
         session.authenticated = True
         session.auth_data = entry  # type: ignore[assignment]
         return "235 2.7.0 Authentication successful"
