@@ -51,6 +51,10 @@ class SmtpConnection(Protocol):
         the client itself (aborted exchange, bad base64)."""
         ...
 
+    def mail_accepted(self) -> None:
+        """A message was accepted: the session's error counts start over."""
+        ...
+
 
 class MailEnvelope(Envelope):
     def __init__(self) -> None:
@@ -198,6 +202,8 @@ class SmtpHandler:
         mail_options: list[str],
     ) -> str:
         user = _authenticated(session)
+        if policy.has_control(address):
+            return "501 5.1.7 Bad sender address syntax: control character"
         if address != NULL_SENDER and not policy.valid_address(address):
             return "553 5.1.7 Bad sender address syntax"
         if user is not None:
@@ -207,7 +213,8 @@ class SmtpHandler:
                 log_event("smtp_error", message=f"directory: {exc}", vs=self.ctx.vs)
                 return "451 4.3.0 Directory unavailable; try again later"
             if not policy.may_send_as(address, allowed | {user.address}):
-                return f"553 5.7.1 <{address}>: Sender address not owned by user {user.address}"
+                return (f"553 5.7.1 <{policy.printable(address)}>: Sender address not owned "
+                        f"by user {user.address}")
             refusal = self._send_quota(user)
             if refusal is not None:
                 return refusal
@@ -236,7 +243,7 @@ class SmtpHandler:
         if len(envelope.rcpt_tos) >= self.ctx.limits.max_recipients:
             return f"452 4.5.3 Too many recipients (at most {self.ctx.limits.max_recipients})"
         if not policy.valid_address(address):
-            return f"501 5.1.3 <{address}>: Bad recipient address syntax"
+            return f"501 5.1.3 <{policy.printable(address)}>: Bad recipient address syntax"
         router = self.ctx.router
         try:
             local = await router.is_local_domain(address)
@@ -317,6 +324,12 @@ class SmtpHandler:
         ctx = self.ctx
         now = ctx.clock()
         user = _authenticated(session)
+        if user is not None and ctx.limits.reject_sender_login_mismatch:
+            refusal = await self._header_from_refusal(user, content)
+            if refusal is not None:
+                self._track("reject", envelope, policy.message_id(content), len(content),
+                            refusal[4:9], refusal[10:], client)
+                return refusal
         proto = policy.protocol_name(
             esmtp=session.extended_smtp, tls=server.secure, authenticated=user is not None,
             utf8=envelope.smtp_utf8,
@@ -342,7 +355,29 @@ class SmtpHandler:
             log_event("smtp_error", message=f"queue: {exc}", vs=ctx.vs)
             self._track("reject", envelope, mid, len(message), "4.3.0", f"queue: {exc}", client)
             return "451 4.3.0 Cannot store the message now; try again later"
-        return await self._finish(envelope, message, mid, local, remote, results, client)
+        reply = await self._finish(envelope, message, mid, local, remote, results, client)
+        if reply.startswith("250"):
+            server.mail_accepted()
+        return reply
+
+    async def _header_from_refusal(self, user: MailboxRef, content: bytes) -> str | None:
+        """Submission: the From: header may name only addresses the logged-in user may
+        send as (its own, its aliases'), as the envelope sender already must."""
+        found = policy.header_from(content)
+        if found is None:
+            return "550 5.6.0 Message refused: the From: header has no valid address"
+        if not found:
+            return None  # no From: at all (rare; nothing to impersonate)
+        try:
+            allowed = await self.ctx.router.directory.send_as(user.address)
+        except Exception as exc:
+            log_event("smtp_error", message=f"directory: {exc}", vs=self.ctx.vs)
+            return "451 4.3.0 Directory unavailable; try again later"
+        for address in found:
+            if not policy.may_send_as(address, allowed | {user.address}):
+                return (f"550 5.7.1 From: <{policy.printable(address)}> is not owned by "
+                        f"user {user.address}")
+        return None
 
     async def _enqueue(
         self, queue_id: str, sender: str, targets: list[Target], message: bytes, mid: str | None,
