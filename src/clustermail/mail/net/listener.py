@@ -141,9 +141,9 @@ def is_loopback(address: str) -> bool:
 
 #: Replies are written without waiting for the socket unless this much is still unsent.
 WRITE_HIGH_WATER = 256 * 1024
-#: A send buffer that has not shrunk for this long belongs to a client that does not read:
-#: the connection is aborted. (A graceful close would wait for the buffer to drain —
-#: forever — and keep the connection's slot.)
+#: A send buffer that has not shrunk for this long (or the idle timeout, if shorter)
+#: belongs to a client that does not read: the connection is aborted. (A graceful close
+#: would wait for the buffer to drain — forever — and keep the connection's slot.)
 WRITE_STALL_TIMEOUT = 60.0
 #: After a goodbye line (timeout, too many errors), the connection is closed; if it is
 #: still open this much later (the client does not read), it is aborted.
@@ -445,6 +445,7 @@ class Listener:
             self._tasks.add(task)
         self._connections.add(writer)
         conn = Connection(reader, writer, endpoint, self.limits.idle_timeout)
+        conn.write_stall = min(self.limits.idle_timeout, WRITE_STALL_TIMEOUT)
         try:
             await handler(conn)
         except (ConnectionClosed, IdleTimeout, ConnectionError):

@@ -29,6 +29,7 @@ from typing import Any, AnyStr, TypeVar
 from aiosmtpd.smtp import SMTP, Envelope
 
 from clustermail.mail.net.listener import (
+    WRITE_STALL_TIMEOUT,
     Admission,
     Endpoint,
     Listener,
@@ -171,7 +172,7 @@ class ClusterSMTP(SMTP):
         else:
             data = status
         self._writer.write(data + b"\r\n")
-        await drain_watched(self._writer)
+        await drain_watched(self._writer, min(self.limits.timeout, WRITE_STALL_TIMEOUT))
         self.errors.replied(text)
         if final and self.errors.exhausted() and self.transport is not None:
             too_many = f"421 4.7.0 {self.hostname} Error: too many errors\r\n".encode()
