@@ -104,6 +104,7 @@ async def test_imap4_resource_serves_the_group(env: Env, tmp_path: Path) -> None
         # Failed logins over SMTP or POP3 of this virtual server count here too: a
         # password guesser gets one budget per virtual server, not one per protocol.
         throttle = shared_throttle(env.vs)
+        max_delay, throttle.max_delay = throttle.max_delay, 0.1  # refusals answered late
         try:
             for _ in range(throttle.max_failures):
                 attempt = throttle.begin("127.0.0.1", "alice@example.test")
@@ -113,6 +114,7 @@ async def test_imap4_resource_serves_the_group(env: Env, tmp_path: Path) -> None
                 await asyncio.to_thread(session)
         finally:
             throttle.reset()
+            throttle.max_delay = max_delay
     finally:
         await imap.offline()
         await ip.offline()

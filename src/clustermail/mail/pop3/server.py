@@ -139,6 +139,9 @@ class Pop3Service:
                     continue
                 if not await self._run(client, client.session.handle(line)):
                     return
+                # Fairness: pipelined lines are read from the buffer without a pause; yield
+                # after each so one client cannot hold the event loop.
+                await asyncio.sleep(0)
         finally:
             if client.mailbox is not None:
                 self.locks.release(client.mailbox)

@@ -18,8 +18,8 @@ MAX_HOPS = 50
 #: Postfix's smtpd_soft_error_limit, smtpd_hard_error_limit, smtpd_error_sleep_time and
 #: smtpd_junk_command_limit: after 10 errors (4xx/5xx replies: unknown recipients,
 #: syntax errors, failed logins...) every reply waits 1 s; at 20 the session ends with
-#: 421; past 100 NOOP/RSET/VRFY/HELP each one counts as an error. An accepted message
-#: starts the counts over.
+#: 421; past 100 NOOP/RSET/VRFY/HELP/EHLO/HELO each one counts as an error. An accepted
+#: message starts the counts over.
 SOFT_ERROR_LIMIT = 10
 HARD_ERROR_LIMIT = 20
 ERROR_SLEEP_TIME = 1.0

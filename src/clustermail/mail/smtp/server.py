@@ -173,6 +173,11 @@ class ClusterSMTP(SMTP):
             data = status
         self._writer.write(data + b"\r\n")
         await drain_watched(self._writer, min(self.limits.timeout, WRITE_STALL_TIMEOUT))
+        if final:
+            # Fairness: pipelined commands are read from the buffer without a pause, so a
+            # client that pipelines thousands would hold the event loop until its buffer
+            # ran dry; each session yields after each answer instead.
+            await asyncio.sleep(0)
         self.errors.replied(text)
         if final and self.errors.exhausted() and self.transport is not None:
             too_many = f"421 4.7.0 {self.hostname} Error: too many errors\r\n".encode()
@@ -197,6 +202,7 @@ class ClusterSMTP(SMTP):
 
     @_like(SMTP.smtp_EHLO)
     async def smtp_EHLO(self, hostname: str) -> None:
+        self.errors.junk_command()  # a client needs two (before and after STARTTLS)
         self._in_helo = bool(hostname)  # a syntax error still gets its enhanced code
         try:
             await super().smtp_EHLO(hostname)
@@ -205,6 +211,7 @@ class ClusterSMTP(SMTP):
 
     @_like(SMTP.smtp_HELO)
     async def smtp_HELO(self, hostname: str) -> None:
+        self.errors.junk_command()
         self._in_helo = bool(hostname)
         try:
             await super().smtp_HELO(hostname)
@@ -228,7 +235,8 @@ class ClusterSMTP(SMTP):
         finally:
             reader._limit = COMMAND_LINE_LIMIT
 
-    # Postfix's junk commands: past the limit, each counts as an error.
+    # Postfix's junk commands (NOOP, RSET, VRFY; here EHLO, HELO and HELP too): past the
+    # limit, each counts as an error.
     @_like(SMTP.smtp_NOOP)
     async def smtp_NOOP(self, arg: str) -> None:
         self.errors.junk_command()
