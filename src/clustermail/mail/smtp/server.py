@@ -147,13 +147,15 @@ class ClusterSMTP(SMTP):
         self._ended_by_timeout("timeout exceeded")
 
     def _ended_by_timeout(self, why: str) -> None:
-        transport = self.transport
-        if transport is None:
-            return
-        goodbye = f"421 4.4.2 {self.hostname} Error: {why}\r\n".encode()
-        close_soon(transport, goodbye)
-        if self._original_transport is not None:  # under STARTTLS: the socket itself too
-            self.loop.call_later(2.0, self._original_transport.abort)  # type: ignore[attr-defined]
+        self._end(f"421 4.4.2 {self.hostname} Error: {why}")
+
+    def _end(self, goodbye: str) -> None:
+        """Says ``goodbye`` and closes (aborting if the client does not read it); nothing
+        else is read or answered, not even commands already pipelined behind."""
+        if self.transport is not None:
+            close_soon(self.transport, goodbye.encode() + b"\r\n")
+        if self._handler_coroutine is not None:
+            self._handler_coroutine.cancel()
 
     # ------------------------------------------------------------------ replies
 
@@ -179,9 +181,8 @@ class ClusterSMTP(SMTP):
             # ran dry; each session yields after each answer instead.
             await asyncio.sleep(0)
         self.errors.replied(text)
-        if final and self.errors.exhausted() and self.transport is not None:
-            too_many = f"421 4.7.0 {self.hostname} Error: too many errors\r\n".encode()
-            close_soon(self.transport, too_many)
+        if final and self.errors.exhausted():
+            self._end(f"421 4.7.0 {self.hostname} Error: too many errors")
 
     def mail_accepted(self) -> None:
         self.errors.delivered()
