@@ -67,6 +67,7 @@ PASSWORD = "correct horse battery"
 OP_TIMEOUT = 2.0
 MEMORY_CAP = 2 * 1024**3
 TARGET_P99_MS = 100.0
+LOGIN_PROBE = True
 
 
 # --------------------------------------------------------------------------- the host
@@ -526,7 +527,7 @@ async def phase(kind: str, kind_no: int, ports: Ports, pid: int, connections: in
     await asyncio.sleep(2.0)  # let the attack build up
     probe = Probe()
     probes = [asyncio.create_task(p(ports, stop_probe, probe))
-              for p in (probe_imap, probe_smtp, probe_login)]
+              for p in (probe_imap, probe_smtp, *([probe_login] if LOGIN_PROBE else []))]
     stopped_for_memory = False
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -617,8 +618,12 @@ def main() -> None:
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--protocols", default="smtp,pop3,imap",
                         help="the protocols attacked (where a kind applies to several)")
+    parser.add_argument("--no-login-probe", action="store_true",
+                        help="no IMAP LOGIN every 2 s (each costs an argon2id check)")
     parser.add_argument("--out", type=Path, default=RESULTS / "hostile.json")
     args = parser.parse_args()
+    global LOGIN_PROBE
+    LOGIN_PROBE = not args.no_login_probe
     PROTOCOLS[:] = [p.strip() for p in args.protocols.split(",") if p.strip()]
     if not PROTOCOLS or set(PROTOCOLS) - {"smtp", "pop3", "imap"}:
         parser.error("--protocols: a list of smtp, pop3, imap")

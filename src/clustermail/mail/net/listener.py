@@ -114,7 +114,8 @@ class IdleTimeout(Exception):
 
 
 class LineTooLong(Exception):
-    """A line over the protocol's limit; it was read and discarded up to its end."""
+    """A line over the protocol's limit. The rest of it is not read (an endless line would
+    be read forever): the connection cannot go on, the caller answers and closes."""
 
 
 def client_address(transport: asyncio.BaseTransport) -> str:
@@ -257,7 +258,7 @@ class Connection:
 
     async def readline(self, limit: int) -> bytes:
         """One line including its line ending (LF or CRLF). Raises IdleTimeout,
-        ConnectionClosed, or LineTooLong after discarding the rest of the long line."""
+        ConnectionClosed, or LineTooLong (then the connection must be closed)."""
         try:
             line = await self._readline(limit)
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
@@ -268,22 +269,17 @@ class Connection:
         return line
 
     async def _readline(self, limit: int) -> bytes:
-        too_long = False
-        while True:
-            try:
-                line = await self.reader.readuntil(b"\n")
-            except asyncio.LimitOverrunError as exc:
-                await self.reader.readexactly(exc.consumed)
-                too_long = True
-                continue
-            except asyncio.IncompleteReadError as exc:
-                if not exc.partial or too_long:
-                    raise ConnectionClosed("end of stream") from None
-                raise ConnectionClosed("end of stream inside a line") from None
-            if too_long or len(line) > limit:
-                self.last_activity = self._loop.time()
-                raise LineTooLong()
-            return line
+        try:
+            line = await self.reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError:
+            raise LineTooLong() from None
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial:
+                raise ConnectionClosed("end of stream") from None
+            raise ConnectionClosed("end of stream inside a line") from None
+        if len(line) > limit:
+            raise LineTooLong()
+        return line
 
     async def read_exactly(self, n: int) -> bytes:
         try:

@@ -135,8 +135,10 @@ class Pop3Service:
                 try:
                     line = await conn.readline(MAX_LINE)
                 except LineTooLong:
-                    await conn.send(err("line too long").data)
-                    continue
+                    # As Dovecot: answer and hang up, without reading the rest of it.
+                    await conn.send(err(f"line too long (at most {MAX_LINE} bytes); "
+                                        "closing").data)
+                    return
                 if not await self._run(client, client.session.handle(line)):
                     return
                 # Fairness: pipelined lines are read from the buffer without a pause; yield
