@@ -14,7 +14,8 @@ from 127.0.0.2 measures:
 
 * IMAP NOOP and SMTP NOOP latency, one each every 50 ms on open sessions (the SMTP
   session is renewed every 50 NOOPs: past 100 they count as errors, as in Postfix); a
-  NOOP unanswered within 2 s counts as 2 s and as a failure;
+  NOOP unanswered within 2 s counts as 2 s and as a failure, and so does a session that
+  cannot be opened (logged in) again — then without a latency sample;
 * an IMAP LOGIN on a new connection every 2 s (its address logged in before the attack);
 
 and the host's resident memory (VmRSS) is sampled every 0.25 s. Attack kinds:
@@ -217,9 +218,14 @@ async def probe_imap(ports: Ports, stop: asyncio.Event, out: Probe) -> None:
     conn: Line | None = None
     n = 0
     while not stop.is_set():
-        try:
-            if conn is None:
+        if conn is None:
+            try:
                 conn = await imap_login(ports.imap, LEGIT, USER)
+            except (OSError, TimeoutError, ConnectionError) as exc:
+                out.failures[f"imap session login: {type(exc).__name__}"] += 1
+                await asyncio.sleep(0.05)
+                continue
+        try:
             n += 1
             out.imap.append(await timed(functools.partial(_imap_noop, conn, f"N{n}".encode())))
         except (OSError, TimeoutError, ConnectionError) as exc:
@@ -244,15 +250,21 @@ async def probe_smtp(ports: Ports, stop: asyncio.Event, out: Probe) -> None:
     conn: Line | None = None
     used = 0
     while not stop.is_set():
-        try:
-            if conn is None or used >= 50:
-                if conn is not None:
-                    conn.close()
+        if conn is None or used >= 50:
+            if conn is not None:
+                conn.close()
+            try:
                 conn = await Line.open(ports.smtp, LEGIT)
                 await conn.smtp_reply()
                 await conn.send(b"EHLO legit.test\r\n")
                 await conn.smtp_reply()
                 used = 0
+            except (OSError, TimeoutError, ConnectionError) as exc:
+                out.failures[f"smtp session: {type(exc).__name__}"] += 1
+                conn = None
+                await asyncio.sleep(0.05)
+                continue
+        try:
             out.smtp.append(await timed(functools.partial(_smtp_noop, conn)))
             used += 1
         except (OSError, TimeoutError, ConnectionError) as exc:

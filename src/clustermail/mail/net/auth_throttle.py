@@ -24,12 +24,13 @@ Attempts in flight count as failures until they end, so 50 parallel connections 
 budget that is left, not 50 guesses. IPv4 clients are counted per address, IPv6 clients
 per /64 (``ipv6_prefix``): one host usually owns a whole /64.
 
-The password hash is expensive, so at most ``max_in_flight`` checks are queued or
-running at once; above that an attempt is refused at once (``busy``: the protocol
-answers a temporary error) instead of queueing. The last ``reserved_for_familiar`` of
-those places are kept for familiar (network, account) pairs, so a flood from new
-addresses cannot starve returning users; ``max_in_flight_per_client`` keeps one network
-from taking them all.
+The password hash is expensive (argon2id: ~0.15 s of a core), so at most
+``max_in_flight`` checks are queued or running at once — a wait of about a second on two
+cores; above that an attempt is refused at once (``busy``: the protocol answers a
+temporary error) instead of queueing. The last ``reserved_for_familiar`` of those places
+are kept for familiar (network, account) pairs, so a flood from new addresses cannot
+starve returning users, and ``max_in_flight_per_client`` keeps one network's unfamiliar
+attempts from taking all the others.
 """
 
 from __future__ import annotations
@@ -113,9 +114,9 @@ class AuthThrottle:
     account_max_lockout: float = 3600.0
     client_max_failures: int = 100
     known_for: float = 30 * 86400.0
-    max_in_flight: int = 32
-    reserved_for_familiar: int = 8
-    max_in_flight_per_client: int = 8
+    max_in_flight: int = 16
+    reserved_for_familiar: int = 4
+    max_in_flight_per_client: int = 4
     ipv6_prefix: int = 64
     clock: Callable[[], float] = time.monotonic
     _pairs: dict[tuple[str, str], _Count] = field(default_factory=dict)
@@ -158,8 +159,11 @@ class AuthThrottle:
             budgets.append((acct, self.account_max_failures))
         if any(e.in_flight >= max(1, limit - e.failures) for e, limit in budgets):
             return Refused("locked", 1.0)
-        limit = self.max_in_flight - (0 if familiar else self.reserved_for_familiar)
-        if self.in_flight >= max(1, limit) or net.in_flight >= self.max_in_flight_per_client:
+        if familiar:
+            if self.in_flight >= self.max_in_flight:
+                return Refused("busy", 1.0)
+        elif self.in_flight >= max(1, self.max_in_flight - self.reserved_for_familiar) \
+                or net.in_flight >= self.max_in_flight_per_client:
             return Refused("busy", 1.0)
         return None
 
