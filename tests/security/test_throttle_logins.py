@@ -65,9 +65,9 @@ async def test_a_full_password_queue_fails_fast_and_returning_users_get_in(
 ) -> None:
     """Real argon2id checks in worker threads (one per core; 32 MiB each, so a check takes
     tens of milliseconds): a flood of logins from many addresses fills the queue; the
-    excess is answered at once with a temporary error (SMTP 454 4.7.0, POP3
-    -ERR [SYS/TEMP]) instead of waiting, and a user who logged in from its address
-    before still gets a place."""
+    excess is answered with a temporary error (SMTP 454 4.7.0, POP3 -ERR [SYS/TEMP])
+    after the 1 s busy delay instead of waiting in the queue, and a user who logged in
+    from its address before still gets a place."""
     throttle = AuthThrottle(max_in_flight=6, reserved_for_familiar=2,
                             max_in_flight_per_client=2)
     hasher = PasswordHasher(time_cost=2, memory_cost=32768, parallelism=1)
@@ -98,4 +98,4 @@ async def test_a_full_password_queue_fails_fast_and_returning_users_get_in(
             if r.startswith((b"454 4.7.0 Authentication service busy", b"-ERR [SYS/TEMP]"))]
     checked = [r for r, _ in results if r.startswith((b"535", b"-ERR [AUTH]"))]
     assert len(busy) >= 10 and len(checked) + len(busy) == 30, results
-    assert max(t for _, t in busy) < 2.0  # answered at once, not after the queue
+    assert max(t for _, t in busy) < 2.5  # after the busy delay, not after the queue

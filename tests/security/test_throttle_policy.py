@@ -146,6 +146,22 @@ def test_a_full_password_queue_refuses_at_once_but_keeps_places_for_familiar_pai
     assert isinstance(t2.begin("10.0.0.2", "u9"), Attempt)
 
 
+def test_one_account_cannot_fill_the_queue_even_with_the_right_password() -> None:
+    """An attacker logging in to its own account from many addresses (each then
+    familiar) gets at most max_in_flight_per_account places."""
+    t = AuthThrottle(max_in_flight=16, max_in_flight_per_account=4, clock=Clock())
+    for n in range(10):
+        succeed(t, f"10.0.0.{n}", "mallory")
+    mine = [t.begin(f"10.0.0.{n}", "mallory") for n in range(10)]
+    assert sum(isinstance(a, Attempt) for a in mine) == 4
+    refusals = [r for r in mine if isinstance(r, Refused)]
+    assert {r.reason for r in refusals} == {"busy"}
+    assert {r.retry_after for r in refusals} == {0.0}  # familiar: told at once
+    assert isinstance(t.begin("192.0.2.7", "alice"), Attempt)
+    stranger = [t.begin(f"10.9.0.{n}", "bob") for n in range(6)]
+    assert {r.retry_after for r in stranger if isinstance(r, Refused)} == {t.busy_delay}
+
+
 def test_abandoned_checks_count_nothing_and_free_their_place() -> None:
     t = AuthThrottle(max_failures=1, max_in_flight=1, reserved_for_familiar=0, clock=Clock())
     attempt = admitted(t, "c", "bob")

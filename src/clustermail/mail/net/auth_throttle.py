@@ -27,10 +27,12 @@ per /64 (``ipv6_prefix``): one host usually owns a whole /64.
 The password hash is expensive (argon2id: ~0.15 s of a core), so at most
 ``max_in_flight`` checks are queued or running at once — a wait of about a second on two
 cores; above that an attempt is refused at once (``busy``: the protocol answers a
-temporary error) instead of queueing. The last ``reserved_for_familiar`` of those places
-are kept for familiar (network, account) pairs, so a flood from new addresses cannot
-starve returning users, and ``max_in_flight_per_client`` keeps one network's unfamiliar
-attempts from taking all the others.
+temporary error) instead of queueing: to a familiar pair at once, to others after
+``busy_delay``. The last ``reserved_for_familiar`` of those places are kept for familiar
+(network, account) pairs, so a flood from new addresses cannot starve returning users;
+``max_in_flight_per_client`` keeps one network's unfamiliar attempts, and
+``max_in_flight_per_account`` one account's attempts (even with the right password, from
+many addresses), from taking all the others.
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ class Attempt:
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    """Not checked: ``locked`` (too many failures) or ``busy`` (too many checks queued)."""
+    """Not checked: ``locked`` (too many failures) or ``busy`` (too many checks queued);
+    the answer waits ``retry_after`` (at most the throttle's ``max_delay``)."""
 
     reason: Reason
     retry_after: float
@@ -117,6 +120,8 @@ class AuthThrottle:
     max_in_flight: int = 16
     reserved_for_familiar: int = 4
     max_in_flight_per_client: int = 4
+    max_in_flight_per_account: int = 4
+    busy_delay: float = 1.0
     ipv6_prefix: int = 64
     clock: Callable[[], float] = time.monotonic
     _pairs: dict[tuple[str, str], _Count] = field(default_factory=dict)
@@ -160,11 +165,15 @@ class AuthThrottle:
         if any(e.in_flight >= max(1, limit - e.failures) for e, limit in budgets):
             return Refused("locked", 1.0)
         if familiar:
-            if self.in_flight >= self.max_in_flight:
-                return Refused("busy", 1.0)
+            if self.in_flight >= self.max_in_flight \
+                    or acct.in_flight >= self.max_in_flight_per_account:
+                return Refused("busy", 0.0)  # a returning user: told at once
         elif self.in_flight >= max(1, self.max_in_flight - self.reserved_for_familiar) \
-                or net.in_flight >= self.max_in_flight_per_client:
-            return Refused("busy", 1.0)
+                or net.in_flight >= self.max_in_flight_per_client \
+                or acct.in_flight >= self.max_in_flight_per_account:
+            # Answered after busy_delay (nothing is held meanwhile but the connection),
+            # so a flood of refused attempts cannot spin at wire speed.
+            return Refused("busy", self.busy_delay)
         return None
 
     def failure(self, attempt: Attempt) -> float:

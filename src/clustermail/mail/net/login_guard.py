@@ -43,11 +43,10 @@ async def guarded_login(
     admits the attempt. A failure is answered only after the throttle's delay."""
     attempt = throttle.begin(client, username)
     if isinstance(attempt, Refused):
-        if attempt.reason == "locked":
-            # Answered late, as a failure would be (Dovecot delays a penalised client's
-            # answers too): a guesser that is locked out must not spin at wire speed.
-            # A full queue ("busy") is answered at once: that client did nothing wrong.
-            await sleep(min(attempt.retry_after, throttle.max_delay))
+        # Answered late, as a failure would be (Dovecot delays a penalised client's
+        # answers too), so refused attempts cannot spin at wire speed; a returning user
+        # refused for a full queue is told at once (retry_after 0).
+        await sleep(min(attempt.retry_after, throttle.max_delay))
         return Login(attempt.reason, retry_after=attempt.retry_after)
     delays: list[float] = []
     task = asyncio.ensure_future(check())
