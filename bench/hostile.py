@@ -43,6 +43,7 @@ import base64
 import contextlib
 import functools
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -558,6 +559,7 @@ async def phase(kind: str, kind_no: int, ports: Ports, pid: int, connections: in
     after = rss(pid)
     return {
         "kind": kind,
+        "load_average_1min": round(os.getloadavg()[0], 1),  # the machine is shared
         "connections": 0 if kind == "baseline" else connections,
         "seconds": seconds,
         "smtp_noop_ms": summary(probe.smtp),
