@@ -609,8 +609,9 @@ def run_kind(kind: str, kind_no: int, connections: int, seconds: float) -> dict[
 
 def report(results: list[dict[str, Any]]) -> str:
     head = ("| attack (50 connections) | SMTP NOOP p50 / p99 ms | IMAP NOOP p50 / p99 ms "
-            "| IMAP LOGIN p50 / p99 ms | probe failures | host RSS before → max MB |")
-    rows = [head, "|---|---|---|---|---|---|"]
+            "| IMAP LOGIN p50 / p99 ms | probe failures | host RSS before → max MB "
+            "| machine load |")
+    rows = [head, "|---|---|---|---|---|---|---|"]
     def cell(r: dict[str, Any], key: str) -> str:
         s = r[key]
         return f"{s['p50']} / {s['p99']}" if s.get("n") else "—"
@@ -621,7 +622,8 @@ def report(results: list[dict[str, Any]]) -> str:
         if r["stopped_at_memory_cap"]:
             memory += " (stopped at 2 GiB)"
         rows.append(f"| {r['kind']} | {cell(r, 'smtp_noop_ms')} | {cell(r, 'imap_noop_ms')} | "
-                    f"{cell(r, 'imap_login_ms')} | {failures} | {memory} |")
+                    f"{cell(r, 'imap_login_ms')} | {failures} | {memory} | "
+                    f"{r.get('load_average_1min', '—')} |")
     return "\n".join(rows)
 
 
