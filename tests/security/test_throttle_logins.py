@@ -98,4 +98,4 @@ async def test_a_full_password_queue_fails_fast_and_returning_users_get_in(
             if r.startswith((b"454 4.7.0 Authentication service busy", b"-ERR [SYS/TEMP]"))]
     checked = [r for r, _ in results if r.startswith((b"535", b"-ERR [AUTH]"))]
     assert len(busy) >= 10 and len(checked) + len(busy) == 30, results
-    assert max(t for _, t in busy) < 2.5  # after the busy delay, not after the queue
+    assert max(t for _, t in busy) < 4.0  # after the busy delay, not after the queue
