@@ -1,4 +1,5 @@
 # The two commands: `make run` and `make test`. Both set up what they need.
+# `make unit` is the fast inner loop while developing (CI runs `make test`).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -23,12 +24,19 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
-bench: $(STAMP)
+# The fast inner loop: everything but the tests that start a whole cluster of processes.
+unit: $(STAMP)
 	./scripts/install-system-deps.sh
+	$(BIN)/pytest -q -m "not e2e"
+
+bench: $(STAMP)
+	./scripts/install-system-deps.sh --bench
 	$(BIN)/python -m bench.coord
 	$(BIN)/python -m bench.failover
 	$(BIN)/python -m bench.store
 	$(BIN)/python -m bench.mail
+	$(BIN)/python -m bench.imap
+	$(BIN)/python -m bench.backup
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -35,7 +35,7 @@ RESULTS = Path(__file__).with_name("results") / "mail.json"
 DOC = ROOT / "docs" / "performance-mail.md"
 LOADS = [(1, 2_000), (1, 20_000), (10, 2_000), (10, 20_000)]
 SENDER, RCPT, POP_USER, PASSWORD = "sender@bench.test", "u1@bench.test", "u2@bench.test", "bench"
-# FIELD-NOTES' numbers for the peers on this kind of machine (msg/s), for reference.
+# The peers' rates measured on a quiet machine of this kind (msg/s), for reference.
 FIELD_NOTES = {
     "postfix-lmtp-dovecot": {"1x2KB": 416, "1x20KB": 364, "10x2KB": 423, "10x20KB": 408},
     "postfix-virtual": {"1x2KB": 562, "1x20KB": 481, "10x2KB": 808, "10x20KB": 685},

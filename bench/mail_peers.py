@@ -1,6 +1,6 @@
 """The reference servers of bench.mail as private instances in a temporary folder:
 Postfix (to Dovecot over LMTP, or to a Maildir with virtual(8)) and Dovecot POP3.
-Configurations as in shared/FIELD-NOTES.md; nothing system-wide is started or changed."""
+Their configurations are written here; nothing system-wide is started or changed."""
 
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ def _folder(parent: Path, name: str) -> Path:
 
 
 def _run(cmd: list[str]) -> None:
-    # Postfix reports to syslog only; under `script` its errors reach us (FIELD-NOTES).
+    # Postfix reports to syslog only (there is none here); under `script` its errors reach us.
     line = " ".join(cmd)
     out = subprocess.run(["script", "-qc", line, "/dev/null"], capture_output=True, text=True,
                          timeout=60)

@@ -39,6 +39,10 @@ class Entry:
     database: str = "DB1"
     enabled: bool = True
 
+    @property
+    def mailbox_id(self) -> str:
+        return self.address  # the mailbox's data is named by its address here
+
 
 class StaticDirectory:
     def __init__(self) -> None:

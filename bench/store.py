@@ -48,7 +48,7 @@ def unique(tpl: bytes, lane: int, n: int) -> bytes:
 # --------------------------------------------------------------------------- the store
 
 
-async def _store_cell(db: MailboxDatabase, tpl: bytes, lanes: int, seconds: float) -> int:
+async def delivery_cell(db: MailboxDatabase, tpl: bytes, lanes: int, seconds: float) -> int:
     deadline = time.perf_counter() + seconds
     done = 0
 
@@ -71,10 +71,10 @@ def store_rate(root: Path, size: int, lanes: int, seconds: float) -> dict[str, f
     for user in USERS:
         db.create_mailbox_sync(user)
     tpl = template(size)
-    asyncio.run(_store_cell(db, tpl, lanes, 0.2))  # warm-up
+    asyncio.run(delivery_cell(db, tpl, lanes, 0.2))  # warm-up
     before = db.stats.commits, db.stats.jobs
     start = time.perf_counter()
-    done = asyncio.run(_store_cell(db, tpl, lanes, seconds))
+    done = asyncio.run(delivery_cell(db, tpl, lanes, seconds))
     elapsed = time.perf_counter() - start
     commits, jobs = db.stats.commits - before[0], db.stats.jobs - before[1]
     db.dismount()

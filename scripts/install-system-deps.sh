@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the test suite needs (an etcd server; later the
-# reference mail servers and mail clients). Idempotent: does nothing when all
-# commands are already present. Run as root (CI is root).
+# Installs the Debian packages the test suite needs (an etcd server, the reference
+# IMAP server, mail clients, network tools). With --bench, also the peers that
+# `make bench` compares with (Postfix with smtp-source, Dovecot's LMTP and POP3
+# servers). Idempotent: does nothing when all of it is already present. Run as
+# root (CI is root).
 set -euo pipefail
 
 # command -> Debian package
@@ -17,6 +19,16 @@ declare -A NEEDED=(
   [arping]=iputils-arping
 )
 
+# file -> Debian package, for what has no command on PATH (Dovecot's protocol servers)
+declare -A NEEDED_FILES=()
+
+if [ "${1:-}" = "--bench" ]; then
+  NEEDED[postfix]=postfix
+  NEEDED[smtp-source]=postfix
+  NEEDED_FILES[/usr/lib/dovecot/lmtp]=dovecot-lmtpd
+  NEEDED_FILES[/usr/lib/dovecot/pop3]=dovecot-pop3d
+fi
+
 # perl module -> Debian package (swaks needs these for STARTTLS and implicit TLS)
 declare -A PERL_MODULES=(
   [Net::SSLeay]=libnet-ssleay-perl
@@ -27,9 +39,17 @@ missing=()
 for cmd in "${!NEEDED[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEEDED[$cmd]}")
 done
+for file in "${!NEEDED_FILES[@]}"; do
+  [ -e "$file" ] || missing+=("${NEEDED_FILES[$file]}")
+done
 for module in "${!PERL_MODULES[@]}"; do
   perl -M"$module" -e 1 >/dev/null 2>&1 || missing+=("${PERL_MODULES[$module]}")
 done
+
+# One package may be needed for several commands.
+if [ ${#missing[@]} -gt 0 ]; then
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -3,7 +3,11 @@ configuration rewrites validated and compared-and-swapped."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+from collections.abc import Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +17,9 @@ from clustermail.admin import intents
 from clustermail.admin.errors import AdminError
 from clustermail.cluster import keys
 from clustermail.cluster.config import config_from_dict
-from clustermail.cluster.records import ANY_NODE
+from clustermail.cluster.records import ANY_NODE, NodeIntent, VsIntent
 from clustermail.cluster.view import read_view
+from clustermail.coord import Compare, Put, open_store
 from tests.support.cluster_state import apply, config, join, sqlite_store
 
 
@@ -89,3 +94,73 @@ async def test_resources_are_added_and_removed_through_the_typed_configuration(
             await intents.add_resource(store, "mail1", "disk", properties={"size": 1})
         with pytest.raises(AdminError, match="no resource 'nope'"):
             await intents.set_resource_offline(store, "mail1", "nope", True)
+
+
+
+def concurrently(write: Coroutine[Any, Any, None]) -> None:
+    """Runs ``write`` on its own connection from another thread (another writer of the
+    store) and returns once it is done: called between a command's read and its write."""
+    writer = threading.Thread(target=asyncio.run, args=(write,))
+    writer.start()
+    writer.join()
+
+
+async def leader_answers(url: str, vs: str) -> None:
+    """The leader answers the pending move of ``vs`` as `Leader.step` does: compare-and-
+    swap on the key's mod revision."""
+    store = await open_store(url)
+    try:
+        kv = await store.get(keys.VS_ADMIN + vs)
+        assert kv is not None
+        answered = VsIntent.from_store(kv.key, kv.value).answered("")
+        result = await store.txn([Compare.mod_is(kv.key, kv.mod_revision)],
+                                 [Put(kv.key, answered.to_store())])
+        assert result.succeeded
+    finally:
+        await store.close()
+
+
+async def unpause(url: str, node: str) -> None:
+    store = await open_store(url)
+    try:
+        await store.put(keys.NODE_ADMIN + node, NodeIntent(paused=False).to_store())
+    finally:
+        await store.close()
+
+
+async def test_an_intent_update_never_overwrites_an_answer_written_meanwhile(
+        tmp_path: Path) -> None:
+    async with sqlite_store(tmp_path) as store:
+        await apply(store, config())
+        move_id = await intents.move_vs(store, "mail1", "node2")
+        seen: list[VsIntent] = []
+
+        def take_offline(intent: VsIntent) -> VsIntent:
+            seen.append(intent)
+            if len(seen) == 1:
+                concurrently(leader_answers(store.url, "mail1"))
+            return replace(intent, offline=True)
+
+        key = keys.VS_ADMIN + "mail1"
+        await intents._update(store, key, VsIntent.from_store, VsIntent(), take_offline)
+        assert [i.answer_to(move_id) for i in seen] == [None, ""]  # read again, reapplied
+        intent = (await read_view(store)).vs_intent("mail1")
+        assert intent.offline and intent.answer_to(move_id) == ""
+
+
+async def test_an_intent_that_keeps_changing_is_a_clear_error(tmp_path: Path) -> None:
+    async with sqlite_store(tmp_path) as store:
+        await apply(store, config())
+        calls = 0
+
+        def pause(intent: NodeIntent) -> NodeIntent:
+            nonlocal calls
+            calls += 1
+            concurrently(unpause(store.url, "node1"))
+            return replace(intent, paused=True)
+
+        with pytest.raises(AdminError, match=r"node-admin/node1 kept changing while this "
+                           r"command wrote it \(5 attempts\); run the command again"):
+            await intents._update(store, keys.NODE_ADMIN + "node1", NodeIntent.from_store,
+                                  NodeIntent(), pause)
+        assert calls == intents.UPDATE_ATTEMPTS

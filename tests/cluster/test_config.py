@@ -12,7 +12,6 @@ import pytest
 from clustermail.cluster.config import (
     ConfigError,
     config_from_dict,
-    default_cluster_config,
     load_config,
     parse_config,
 )
@@ -26,10 +25,11 @@ from clustermail.cluster.model import (
 )
 from clustermail.cluster.timing import DEFAULT_TIMING, FAST_TIMING
 from clustermail.cluster.toml_render import render_toml
+from tests.support.banner_cluster import banner_cluster_config
 
 
 def seed_dict() -> dict[str, Any]:
-    return copy.deepcopy(default_cluster_config().to_dict())
+    return copy.deepcopy(banner_cluster_config().to_dict())
 
 
 def problems_of(data: dict[str, Any]) -> list[str]:
@@ -43,7 +43,7 @@ def problems_of(data: dict[str, Any]) -> list[str]:
 
 
 def test_seed_cluster_shape() -> None:
-    config = default_cluster_config()
+    config = banner_cluster_config()
     assert config.node_names == ("node1", "node2", "node3", "node4")
     assert config.placement is PlacementMode.ACTIVE_PASSIVE
     assert config.timing == DEFAULT_TIMING
@@ -67,22 +67,22 @@ def test_seed_cluster_shape() -> None:
 
 
 def test_seed_round_trips_through_toml() -> None:
-    config = default_cluster_config()
+    config = banner_cluster_config()
     text = render_toml(config)
     assert parse_config(text, "seed.toml") == config
     assert render_toml(parse_config(text)) == text
 
 
 def test_seed_round_trips_through_json() -> None:
-    config = default_cluster_config()
+    config = banner_cluster_config()
     data = json.loads(json.dumps(config.to_dict()))
     assert config_from_dict(data) == config
 
 
 def test_load_config_reads_a_file(tmp_path: Path) -> None:
     path = tmp_path / "cluster.toml"
-    path.write_text(render_toml(default_cluster_config()), encoding="utf-8")
-    assert load_config(path) == default_cluster_config()
+    path.write_text(render_toml(banner_cluster_config()), encoding="utf-8")
+    assert load_config(path) == banner_cluster_config()
 
 
 def test_load_config_missing_file(tmp_path: Path) -> None:
@@ -103,7 +103,7 @@ def test_everything_round_trips() -> None:
     data["nodes"]["node4"] = {"capacity": 3}
     vs = data["virtual_servers"]["mail1"]
     vs.update(priority=-5, possible_owners=["node1", "node4"], failback="22-6",
-              failover_threshold=0, failover_period_hours=0.5)
+              failover_threshold=0, failover_period_hours=0.5, host_timeout=3.5)
     data["virtual_servers"]["mail2"]["failback"] = "immediate"
     res = vs["resources"]["banner"]
     res.update(quick_check_interval=1, thorough_check_interval=30.5, restart_threshold=0,
@@ -126,6 +126,18 @@ def test_failback_window_forms_are_equal() -> None:
     a, b = config.virtual_servers[0].failback, config.virtual_servers[1].failback
     assert a == b and a.describe() == "22-06"
     assert [h for h in range(24) if a.is_open(h)] == [0, 1, 2, 3, 4, 5, 22, 23]
+
+
+def test_host_timeout_default_covers_a_slow_renew_interval() -> None:
+    """Left out, host_timeout is 5 s, or three pings when the lease is renewed slowly:
+    a configuration valid before host_timeout existed stays valid."""
+    data = seed_dict()
+    config = config_from_dict(data)
+    assert config.host_timeout(config.virtual_servers[0]) == 5.0
+    data["cluster"]["timing"] = {"ttl": 30, "renew_interval": 10, "safety_margin": 5}
+    config = config_from_dict(data)
+    assert [config.host_timeout(vs) for vs in config.virtual_servers] == [30.0, 30.0, 30.0]
+    assert parse_config(render_toml(config)) == config
 
 
 def test_profiles_by_name() -> None:
@@ -244,7 +256,13 @@ MISTAKES: list[tuple[str, str, Any, str]] = [
     ("misspelt key", f"{VS1}/prefered_owners", ["node1"],
      "virtual_servers.mail1.prefered_owners: unknown key 'prefered_owners' (expected one of: "
      "priority, preferred_owners, possible_owners, failback, failover_threshold, "
-     "failover_period_hours, resources); did you mean 'preferred_owners'?"),
+     "failover_period_hours, host_timeout, resources); did you mean 'preferred_owners'?"),
+    ("zero host timeout", f"{VS1}/host_timeout", 0,
+     "virtual_servers.mail1.host_timeout: expected a number > 0, got 0"),
+    ("host timeout shorter than three pings", f"{VS1}/host_timeout", 1,
+     "virtual_servers.mail1.host_timeout: host_timeout 1 s must be at least 3 x "
+     "renew_interval 0.4 s = 1.2 s (the agent pings each resource host every renew_interval; "
+     "a host is hung only after missing 3 pings); renew_interval comes from cluster.timing"),
     ("unknown top-level key", "servers", {}, "servers: unknown key 'servers'"),
     ("bad placement mode", "cluster/placement", "n+1",
      "cluster.placement: expected one of \"active-passive\", \"active-active\", got 'n+1'"),

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from clustermail.cluster.config import default_cluster_config
 from clustermail.cluster.placement import explain, place
 from clustermail.cluster.snapshot import Snapshot
+from tests.support.banner_cluster import banner_cluster_config
 
 GOLDEN = Path(__file__).parent / "golden"
 FILES = sorted(GOLDEN.glob("*.toml"))
@@ -33,7 +33,7 @@ def load_case(path: Path) -> tuple[Snapshot, dict[str, Any], list[list[str]] | N
     failovers: list[list[str]] | None = data.pop("expect_failovers", None)
     config = data.get("config", "seed")
     if config == "seed":
-        config = default_cluster_config().to_dict()
+        config = banner_cluster_config().to_dict()
     data["config"] = _merge(config, data.pop("patch", {}))
     return Snapshot.from_dict(data, path.name), expect, failovers
 

@@ -16,7 +16,9 @@ from clustermail.cluster.leader import HISTORY_DAYS, Leader
 from clustermail.cluster.records import (
     FailoverEntry,
     FailoverHistory,
+    GiveUpRecord,
     NodeIntent,
+    StatusRecord,
     VsIntent,
 )
 from clustermail.cluster.view import ClusterView, read_view
@@ -99,6 +101,36 @@ async def test_a_virtual_server_fails_over_when_its_owners_node_is_gone(
     assert [(e.node, e.virtual_server) for e in view.failures["mail1"].entries] == [
         ("node1", "mail1")]
     assert any(line.startswith("leader: mail1:") for line in lines)
+
+
+async def test_a_start_failure_that_repeats_on_the_next_node_leaves_it_failed(
+        cluster: Cluster) -> None:
+    """The owner's failed status carries the start failure (before its give-up record
+    exists); the leader keeps it in the history; the same failure on the standby
+    leaves the virtual server failed, one failure counted."""
+    failure = "banner: 127.0.0.11:2525 is already in use (held by pid 4242: stray)"
+    await cluster.start()
+    await cluster.step()
+    await cluster.take_assigned()
+    status = StatusRecord(node="node1", state="failed", epoch=1, start_failure=failure)
+    await cluster.store.put(keys.STATUS + "mail1", status.to_store())
+    await cluster.step()
+    view = await cluster.view()
+    assert view.assignment("mail1").code == "failover"
+    assert [(e.node, e.failure) for e in view.failures["mail1"].entries] == [("node1", failure)]
+
+    await cluster.store.delete(keys.OWNER + "mail1")
+    await cluster.take_assigned()
+    giveup = GiveUpRecord(node="node3", reason="resource banner failed", epoch=2,
+                          start_failure=failure)
+    await cluster.store.put(keys.GIVEUP + "mail1", giveup.to_store())
+    lines = await cluster.step()
+    view = await cluster.view()
+    assignment = view.assignment("mail1")
+    assert (assignment.node, assignment.code, assignment.failed) == (None, "repeated", True)
+    assert f"the same start failure on node1 and node3: {failure}" in assignment.reason
+    assert [e.node for e in view.failures["mail1"].entries] == ["node1", "node3"]
+    assert any("left failed: the same start failure" in line for line in lines)
 
 
 async def test_an_administrators_move_is_done_and_answered(cluster: Cluster) -> None:

@@ -362,9 +362,9 @@ def settled_owners(snap: Snapshot) -> dict[str, str | None]:
 
 def test_settles_after_a_failure_record_is_applied() -> None:
     """A left-failed virtual server does not record a second failover on the next cycle."""
-    from clustermail.cluster.config import default_cluster_config
+    from tests.support.banner_cluster import banner_cluster_config
 
-    config = default_cluster_config()
+    config = banner_cluster_config()
     snap = Snapshot(config, 1000.0, {"node1": NodeStatus.DOWN},
                     {"mail1": VsState("node1", VsStatus.ONLINE)})
     first = place(snap)

@@ -8,18 +8,19 @@ from typing import Any
 import pytest
 
 from clustermail.cluster import resource_types
-from clustermail.cluster.config import ConfigError, config_from_dict, default_cluster_config
+from clustermail.cluster.config import ConfigError, config_from_dict
 from clustermail.cluster.resource_types import ResourceTypeError, UnknownResourceType
 from clustermail.cluster.resources.process import PROCESS_TYPE
 from clustermail.cluster.toml_render import render_toml
 from tests.cluster.resource_host import plugin_example
+from tests.support.banner_cluster import banner_cluster_config
 from tests.support.distributions import Distributions
 
 OURS = ["disk", "imap4", "ip_address", "mail_store", "network_name", "pop3", "process", "smtp"]
 
 
 def with_echo(properties: dict[str, Any]) -> dict[str, Any]:
-    data = copy.deepcopy(default_cluster_config().to_dict())
+    data = copy.deepcopy(banner_cluster_config().to_dict())
     data["virtual_servers"]["mail1"]["resources"]["echo"] = {
         "type": "echo", "depends_on": ["ip"], "properties": properties,
     }

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from clustermail.cluster.config import ConfigError, default_cluster_config
+from clustermail.cluster.config import ConfigError
 from clustermail.cluster.placement import UnknownVirtualServer, explain, place
 from clustermail.cluster.snapshot import FailoverRecord, NodeStatus, Snapshot, VsState, VsStatus
 from clustermail.cluster.timing import (
@@ -17,11 +17,12 @@ from clustermail.cluster.timing import (
     TimingError,
     custom_timing,
 )
+from tests.support.banner_cluster import banner_cluster_config
 
 
 def _snapshot() -> Snapshot:
     return Snapshot(
-        config=default_cluster_config(),
+        config=banner_cluster_config(),
         now=50000.0,
         nodes={"node1": NodeStatus.UP, "node2": NodeStatus.PAUSED, "node3": NodeStatus.DOWN,
                "node4": NodeStatus.UP},

@@ -109,11 +109,24 @@ async def test_an_invalid_configuration_is_an_error_only_where_it_is_used(
         assert view.vs_names() == ["mail1", "mail2"]
         with pytest.raises(ConfigError, match="node9"):
             view.applied_config()
+        problem = view.config_problem()
+        assert problem is not None and "node9" in problem and "\n" not in problem
+        # Unreadable is said as such, not as "none has been applied".
+        await store.put(keys.CONFIG, b"{not json")
+        view = await read_view(store)
+        assert view.config is None and view.cluster_config is None
+        assert [p.key for p in view.problems] == [keys.CONFIG]
+        with pytest.raises(ConfigError, match="unreadable: /clustermail/config: not JSON"):
+            view.applied_config()
+        assert (view.config_problem() or "").startswith("unreadable: /clustermail/config: not")
         await store.delete(keys.CONFIG)
         view = await read_view(store)
         assert view.config is None
         with pytest.raises(ConfigError, match="none has been applied"):
             view.applied_config()
+        assert view.config_problem() == "none has been applied"
+        await apply(store, config())
+        assert (await read_view(store)).config_problem() is None
 
 
 async def test_the_configuration_is_validated_once_per_document(tmp_path: Path) -> None:

@@ -137,8 +137,11 @@ def banner(address: str, port: int, timeout: float = 1.0) -> str | None:
 
 
 class LocalCluster:
-    def __init__(self, tmp: Path, store_url: str, config_toml: str) -> None:
+    def __init__(self, tmp: Path, store_url: str, config_toml: str,
+                 env: dict[str, str] | None = None) -> None:
         self.tmp = tmp
+        #: The environment of every process started (e.g. with test resource types).
+        self.env = env
         self.data = tmp / "data"
         self.data.mkdir(parents=True, exist_ok=True)
         self.store_url = store_url
@@ -162,7 +165,7 @@ class LocalCluster:
         return subprocess.run(
             [sys.executable, "-m", "clustermail", *args, "--store", self.store_url,
              "--data", str(self.data)],
-            cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+            cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=self.env,
         )
 
     def start_node(self, name: str, wrap: list[str] | None = None) -> int:
@@ -172,7 +175,7 @@ class LocalCluster:
             [*(wrap or []), sys.executable, "-m", "clustermail", "node", "run",
              "--store", self.store_url,
              "--name", name, "--data", str(self.data)],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env,
         )
         log.close()
         self.procs[name] = proc

@@ -3,6 +3,7 @@ failover that mounts the same databases on the standby with a newer fencing epoc
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -22,13 +23,15 @@ depends_on = ["disk"]
 """
 
 
-def add_user(c: LocalCluster, address: str) -> None:
+def add_user(c: LocalCluster, address: str) -> str:
+    """Adds a mailbox; returns its id (the name of its data in the database)."""
     out = subprocess.run(
         [sys.executable, "-m", "clustermail", "user", "add", address, "--server", "mail1",
-         "--password-stdin", "--store", c.store_url, "--data", str(c.data)],
+         "--password-stdin", "--store", c.store_url, "--data", str(c.data), "--json"],
         cwd=ROOT, input="pw\n", capture_output=True, text=True, timeout=60,
     )
     assert out.returncode == 0, out.stderr
+    return str(json.loads(out.stdout)["mailbox_id"])
 
 
 def messages(db: Path) -> int:
@@ -52,16 +55,16 @@ async def test_user_add_and_failover_keep_mailboxes(tmp_path: Path) -> None:
         status = await c.wait_for(lambda s: owners(s) == {"mail1": "node1"}, what="mail1 up")
         first_epoch = vs_of(status, "mail1")["epoch"]
         assert c.cli("domain", "add", "example.test").returncode == 0
-        add_user(c, "alice@example.test")
+        alice = add_user(c, "alice@example.test")
         assert (await provisioned(c))["node"] == "node1"
         db = c.data / "disks" / "mail1" / "mail" / "SG1" / "DB1.sqlite"
-        assert db_mailboxes(db) == ["alice@example.test"]
+        assert db_mailboxes(db) == [alice]
         assert db_epoch(db) == first_epoch
 
         # Acknowledged mail (committed through the owner's epoch) survives the failover.
         local = MailboxDatabase(db, create=False)
         local.mount(first_epoch)
-        local.deliver_sync(b"Subject: before\r\n\r\nhello\r\n", ["alice@example.test"])
+        local.deliver_sync(b"Subject: before\r\n\r\nhello\r\n", [alice])
         local.dismount()
 
         c.kill_node("node1")
@@ -70,10 +73,10 @@ async def test_user_add_and_failover_keep_mailboxes(tmp_path: Path) -> None:
         new_epoch = vs_of(status, "mail1")["epoch"]
         assert new_epoch > first_epoch
         assert db_epoch(db) == new_epoch  # the standby mounted with its own epoch
-        add_user(c, "bob@example.test")
+        bob = add_user(c, "bob@example.test")
         record = await provisioned(c)
         assert (record["node"], record["epoch"]) == ("node2", new_epoch)
-        assert db_mailboxes(db) == ["alice@example.test", "bob@example.test"]
+        assert db_mailboxes(db) == sorted([alice, bob])
         check = c.cli("store", "check", "mail1", "--json")
         assert check.returncode == 0, check.stdout + check.stderr
         assert messages(db) == 1

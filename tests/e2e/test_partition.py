@@ -75,3 +75,37 @@ async def test_frozen_owner_is_fenced_before_the_new_owner_starts(
             await asyncio.sleep(0.02)
         log = (c.data / "node3.agent.log").read_text()
         assert "fenced" in log
+
+
+async def test_frozen_resource_host_under_a_healthy_agent_is_killed_and_fails_over(
+    tmp_path: Path, cluster_store_url: str
+) -> None:
+    """The agent still renews its lease, so no lease expiry will help: the agent's
+    pings notice the host, kill it (SIGKILL at once: a stopped process cannot act on
+    SIGTERM), and the virtual server moves; the new owner starts its service only
+    after the old host is dead."""
+    host_timeout = 2.0
+    base, port = free_addresses()
+    toml = cluster_toml(base, port, vs_extra=f"host_timeout = {host_timeout}")
+    async with LocalCluster(tmp_path, cluster_store_url, toml) as c:
+        c.start_all()
+        seed = {"mail1": "node1", "mail2": "node2", "mail3": "node3"}
+        status = await c.wait_for(lambda s: owners(s) == seed, what="the initial layout")
+        old_host = vs_of(status, "mail3")["pid"]
+
+        os.kill(old_host, signal.SIGSTOP)
+        frozen_at = boottime()
+        deadline = time.monotonic() + 30
+        while alive(old_host) and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        assert not alive(old_host), "the frozen resource host was never killed"
+        dead_at = boottime()
+        # host_timeout, then a ping interval (0.4 s) to notice; slack for a loaded machine.
+        assert dead_at - frozen_at < host_timeout + 0.4 + 3
+
+        status = await c.wait_for(lambda s: owners(s)["mail3"] == "node4", what="mail3 on node4")
+        assert started_at(vs_of(status, "mail3")["resource_pids"]["banner"]) > dead_at
+        log = (c.data / "node3.agent.log").read_text()
+        assert f"mail3: resource host {old_host} did not answer for" in log
+        # The agent itself was fine all along: node3 stayed up and is a standby now.
+        assert {n["name"]: n["state"] for n in status["nodes"]}["node3"] == "up"

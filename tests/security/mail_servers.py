@@ -51,6 +51,7 @@ class Servers:
     pop3_ports: Pop3Ports
     queue: Queue
     tracking: TrackingLog
+    ids: dict[str, str]  # address -> the mailbox's id (its name in the database)
     address: str = "127.0.0.1"
 
     async def stop(self) -> None:
@@ -63,8 +64,11 @@ class Servers:
 
     def inbox(self, address: str) -> list[bytes]:
         db = self.mail_store.store.database("SG1", "DB1")
-        listing = db.list_messages(address, "INBOX")
-        return [db.fetch_raw(address, "INBOX", uid) for uid in listing.uids]
+        listing = db.list_messages(self.ids[address], "INBOX")
+        return [db.fetch_raw(self.ids[address], "INBOX", uid) for uid in listing.uids]
+
+    def deliver(self, address: str, message: bytes) -> None:
+        self.mail_store.store.database("SG1", "DB1").deliver_sync(message, [self.ids[address]])
 
 
 async def start_servers(
@@ -88,12 +92,13 @@ async def start_servers(
     # Directory returns MailboxEntry lists where the protocol says MailboxRef (list is
     # invariant); the mail_store resource hands it over the same way, untyped.
     directory = cast(RecipientLookup, served)
-    # The mailboxes in the mail store (what the mail_store resource does from the directory)
-    homes = FakeDirectory()
-    for entry in await admin.list_mailboxes():
-        homes.add(entry.address)
-    mail_store = FakeMailStore(tmp / "disk", homes)
+    # The mailboxes in the mail store, named by their ids (what the mail_store resource
+    # does from the directory)
+    mail_store = FakeMailStore(tmp / "disk", FakeDirectory())
     mail_store.directory = directory
+    ids = {e.address: e.mailbox_id for e in await admin.list_mailboxes()}
+    for mailbox_id in ids.values():
+        mail_store.store.database("SG1", "DB1").create_mailbox_sync(mailbox_id)
 
     throttle = throttle or AuthThrottle()
     disk = tmp / "disk"
@@ -117,7 +122,7 @@ async def start_servers(
                        login_timeout=pop3_login_timeout)
     await pop3.start()
     return Servers(store, directory, mail_store, throttle, smtp, smtp_ports, pop3, pop3_ports,
-                   queue, tracking)
+                   queue, tracking, ids)
 
 
 def insecure_tls() -> ssl.SSLContext:

@@ -98,9 +98,8 @@ async def servers(tmp_path: Path) -> AsyncIterator[Servers]:
                                                             max_failures=10**6,
                                                             client_max_failures=10**6,
                                                             account_max_failures=10**6))
-    db = s.mail_store.store.database("SG1", "DB1")
     for n in range(3):
-        db.deliver_sync(f"Subject: m{n}\r\n\r\n.dotted\r\nbody\r\n".encode(), [ALICE])
+        s.deliver(ALICE, f"Subject: m{n}\r\n\r\n.dotted\r\nbody\r\n".encode())
     yield s
     await s.stop()
 

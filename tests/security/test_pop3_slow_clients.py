@@ -93,7 +93,7 @@ async def test_a_byte_trickle_does_not_reset_the_idle_timer(servers: Servers) ->
 
 async def test_a_client_that_stops_reading_loses_its_slot(servers: Servers) -> None:
     big = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 4000  # 4 MB
-    servers.mail_store.store.database("SG1", "DB1").deliver_sync(big, [ALICE])
+    servers.deliver(ALICE, big)
     loop = asyncio.get_running_loop()
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

@@ -38,6 +38,10 @@ class Entry:
     quota: int | None = None
     enabled: bool = True
 
+    @property
+    def mailbox_id(self) -> str:
+        return self.address  # the mailbox's data is named by its address here
+
 
 @dataclass
 class FakeDirectory:

@@ -9,43 +9,37 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
 
-from clustermail.admin import intents, local, queue_cli
+from clustermail import logutil
+from clustermail.admin import backup_cli, intents, local, queue_cli
+from clustermail.admin.common import (
+    Handler,
+    Parser,
+    add_group,
+    command_adder,
+    emit,
+    emit_line,
+    json_text,
+    store_url,
+    table,
+    with_store,
+)
 from clustermail.admin.errors import AdminError
 from clustermail.admin.mail_cli import add_mail_commands
 from clustermail.admin.status import build_status
 from clustermail.cluster import eventlog, keys
 from clustermail.cluster.config import ConfigError, load_config
 from clustermail.cluster.view import read_view
-from clustermail.coord import CoordError, Store, open_store
-
-DEFAULT_DATA = Path("clustermail-data")
-
-Handler = Callable[[argparse.Namespace, Console], Coroutine[Any, Any, int]]
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors as one line and exit code 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"clustermail: {message} (see `{self.prog} --help`)\n")
-        raise SystemExit(2)
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                   help="the local cluster's data directory (default: ./clustermail-data)")
-    p.add_argument("--store", help="coordination store URL (default: sqlite store under --data)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+from clustermail.coord import CoordError, open_store
+from clustermail.private_files import make_private_dir, restrict_umask
 
 
 def build_parser() -> Parser:
@@ -54,12 +48,7 @@ def build_parser() -> Parser:
         description="A highly available mail system: virtual mail servers that fail over.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-
-    def add(name: str, help: str, handler: Handler, parent: Any = sub) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help)
-        _common(p)
-        p.set_defaults(handler=handler)
-        return p
+    add = command_adder(sub)
 
     add("up", "start the default local cluster (4 nodes, 3 virtual servers) and follow it", cmd_up)
     add("status", "nodes and virtual servers at a glance", cmd_status)
@@ -69,8 +58,7 @@ def build_parser() -> Parser:
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new entries")
     p.add_argument("-n", type=int, default=50, help="how many recent entries (default 50)")
 
-    config = sub.add_parser("config", help="check or apply a cluster configuration file")
-    csub = config.add_subparsers(dest="sub", metavar="ACTION", parser_class=Parser, required=True)
+    csub = add_group(sub, "config", "check or apply a cluster configuration file")
     p = add("check", "validate a configuration file", cmd_config_check, csub)
     p.add_argument("file", type=Path)
     p = add("apply", "validate a configuration file and apply it to the cluster", cmd_config_apply,
@@ -78,10 +66,17 @@ def build_parser() -> Parser:
     p.add_argument("file", type=Path)
     add("show", "print the applied configuration", cmd_config_show, csub)
 
-    node = sub.add_parser("node", help="nodes: run, list, pause, resume, start, stop")
-    nsub = node.add_subparsers(dest="sub", metavar="ACTION", parser_class=Parser, required=True)
+    nsub = add_group(sub, "node", "nodes: run, list, add, evict, pause, resume, start, stop")
     p = add("run", "run this machine's node agent (foreground)", cmd_node_run, nsub)
     p.add_argument("--name", required=True)
+    p = add("add", "add a node to the cluster configuration (then start it: node run)",
+            cmd_node_add, nsub)
+    p.add_argument("name")
+    p.add_argument("--possible-owner-of", nargs="+", default=[], metavar="VS",
+                   help="virtual servers it may run (those with a list of possible owners)")
+    p.add_argument("--preferred-owner-of", nargs="+", default=[], metavar="VS",
+                   help="virtual servers that prefer it first (they fail back to it per "
+                        "their failback policy)")
     add("list", "list nodes", cmd_node_list, nsub)
     for action, text in [
         ("pause", "pause a node: it keeps what it runs but takes nothing new"),
@@ -93,8 +88,7 @@ def build_parser() -> Parser:
         p = add(action, text, cmd_node_action, nsub)
         p.add_argument("name")
 
-    vs = sub.add_parser("vs", help="virtual servers: list, move, online, offline, clear-failures")
-    vsub = vs.add_subparsers(dest="sub", metavar="ACTION", parser_class=Parser, required=True)
+    vsub = add_group(sub, "vs", "virtual servers: list, move, online, offline, clear-failures")
     add("list", "list virtual servers", cmd_vs_list, vsub)
     p = add("move", "move a virtual server to another node (planned failover)", cmd_vs_move, vsub)
     p.add_argument("vs")
@@ -108,8 +102,7 @@ def build_parser() -> Parser:
         p = add(action, text, cmd_vs_action, vsub)
         p.add_argument("vs")
 
-    res = sub.add_parser("resource", help="resources of virtual servers: list, online, offline")
-    rsub = res.add_subparsers(dest="sub", metavar="ACTION", parser_class=Parser, required=True)
+    rsub = add_group(sub, "resource", "resources of virtual servers: list, online, offline")
     p = add("list", "list resources", cmd_resource_list, rsub)
     p.add_argument("vs", nargs="?")
     for action, text in [
@@ -132,27 +125,8 @@ def build_parser() -> Parser:
                    help="a property (repeatable); values are TOML: 2110, true, \"text\"")
     add_mail_commands(sub, add)
     queue_cli.add_commands(sub, add, Parser)
+    backup_cli.add_commands(sub, add)
     return parser
-
-
-def store_url(args: argparse.Namespace) -> str:
-    return str(args.store) if args.store else local.store_url_for(args.data)
-
-
-async def with_store(args: argparse.Namespace) -> Store:
-    if not args.store and not (args.data / "cluster.db").exists():
-        raise AdminError(
-            f"no local cluster in {args.data.resolve()}: start one with `clustermail up`, "
-            "or give --store URL"
-        )
-    return await open_store(store_url(args))
-
-
-def emit(console: Console, args: argparse.Namespace, data: Any, table: Table | str) -> None:
-    if args.json:
-        print(json.dumps(data, indent=2, sort_keys=True))
-    else:
-        console.print(table)
 
 
 # ---------------------------------------------------------------------- commands
@@ -165,27 +139,18 @@ async def cmd_up(args: argparse.Namespace, console: Console) -> int:
 async def cmd_status(args: argparse.Namespace, console: Console) -> int:
     async with await with_store(args) as store:
         status = build_status(await intents.current_view(store))
-    nodes = Table(title="nodes")
-    for col in ("node", "state", "pid", "leader"):
-        nodes.add_column(col)
-    for n in status["nodes"]:
-        nodes.add_row(n["name"], n["state"], str(n["pid"] or "-"), "*" if n["leader"] else "")
-    if args.json:
-        print(json.dumps(status, indent=2, sort_keys=True))
-        return 0
-    console.print(nodes)
-    console.print(_vs_table(status))
+    nodes = table("nodes", ("node", "state", "pid", "leader"), [
+        [n["name"], n["state"], str(n["pid"] or "-"), "*" if n["leader"] else ""]
+        for n in status["nodes"]])
+    emit(console, args, status, Group(nodes, _vs_table(status)))
     return 0
 
 
 def _vs_table(status: dict[str, Any]) -> Table:
-    table = Table(title="virtual servers")
-    for col in ("virtual server", "state", "owner", "address", "pid", "reason"):
-        table.add_column(col)
-    for v in status["virtual_servers"]:
-        table.add_row(v["name"], v["state"], v["owner"] or "-", v["address"] or "-",
-                      str(v["pid"] or "-"), v["reason"])
-    return table
+    return table("virtual servers",
+                 ("virtual server", "state", "owner", "address", "pid", "reason"),
+                 [[v["name"], v["state"], v["owner"] or "-", v["address"] or "-",
+                   str(v["pid"] or "-"), v["reason"]] for v in status["virtual_servers"]])
 
 
 async def cmd_explain(args: argparse.Namespace, console: Console) -> int:
@@ -204,19 +169,19 @@ async def cmd_log(args: argparse.Namespace, console: Console) -> int:
         start = await store.revision() + 1
         entries = await eventlog.read(store, args.n)
         for e in entries:
-            if args.json:
-                print(e.to_json())
-            else:
-                console.print(local.format_entry(e), highlight=False)
+            _print_entry(args, console, e)
         if args.follow:
             async for ev in store.watch(keys.LOG, start):
                 if ev.value:
-                    entry = eventlog.LogEntry(**json.loads(ev.value))
-                    if args.json:
-                        print(entry.to_json(), flush=True)
-                    else:
-                        console.print(local.format_entry(entry), highlight=False)
+                    _print_entry(args, console, eventlog.parse(ev.key, ev.value))
     return 0
+
+
+def _print_entry(args: argparse.Namespace, console: Console, entry: eventlog.LogEntry) -> None:
+    if args.json:
+        emit_line(asdict(entry))  # a stream: one JSON object per line
+    else:
+        console.print(local.format_entry(entry), highlight=False)
 
 
 async def cmd_config_check(args: argparse.Namespace, console: Console) -> int:
@@ -241,7 +206,7 @@ def _load(path: Path) -> Any:
 async def cmd_config_apply(args: argparse.Namespace, console: Console) -> int:
     config = _load(args.file)
     if not args.store:
-        args.data.mkdir(parents=True, exist_ok=True)
+        make_private_dir(args.data)
     store = await open_store(store_url(args))
     try:
         rev = await local.apply_config(store, config)
@@ -255,15 +220,13 @@ async def cmd_config_apply(args: argparse.Namespace, console: Console) -> int:
 async def cmd_config_show(args: argparse.Namespace, console: Console) -> int:
     async with await with_store(args) as store:
         view = await intents.current_view(store)
-    print(json.dumps(view.config, indent=2, sort_keys=True))
+    print(json_text(view.config))  # JSON with or without --json
     return 0
 
 
 async def cmd_node_run(args: argparse.Namespace, console: Console) -> int:
     from clustermail.cluster.agent import AgentError, NodeAgent
 
-    if not args.store:
-        args.data.mkdir(parents=True, exist_ok=True)
     agent = NodeAgent(store_url(args), args.name, args.data)
     try:
         return await agent.run()
@@ -274,14 +237,27 @@ async def cmd_node_run(args: argparse.Namespace, console: Console) -> int:
 async def cmd_node_list(args: argparse.Namespace, console: Console) -> int:
     async with await with_store(args) as store:
         status = build_status(await intents.current_view(store))
-    table = Table(title="nodes")
-    for col in ("node", "state", "pid", "leader", "hosts"):
-        table.add_column(col)
+    rows = []
     for n in status["nodes"]:
         hosts = [v["name"] for v in status["virtual_servers"] if v["owner"] == n["name"]]
-        table.add_row(n["name"], n["state"], str(n["pid"] or "-"), "*" if n["leader"] else "",
-                      ", ".join(hosts))
-    emit(console, args, status["nodes"], table)
+        rows.append([n["name"], n["state"], str(n["pid"] or "-"), "*" if n["leader"] else "",
+                     ", ".join(hosts)])
+    emit(console, args, status["nodes"],
+         table("nodes", ("node", "state", "pid", "leader", "hosts"), rows))
+    return 0
+
+
+async def cmd_node_add(args: argparse.Namespace, console: Console) -> int:
+    async with await with_store(args) as store:
+        config = await intents.add_node(store, args.name,
+                                        possible_owner_of=args.possible_owner_of,
+                                        preferred_owner_of=args.preferred_owner_of)
+    owners = {v.name: list(v.preferred_owners) for v in config.virtual_servers
+              if args.name in v.preferred_owners}
+    emit(console, args, {"added": args.name, "preferred_owner_of": owners},
+         f"{args.name} added to the cluster configuration; start it on its machine: "
+         f"clustermail node run --name {args.name} (or clustermail node start {args.name} in "
+         "the local cluster)")
     return 0
 
 
@@ -360,13 +336,11 @@ async def cmd_resource_list(args: argparse.Namespace, console: Console) -> int:
                 "depends_on": list(res.depends_on),
                 "admin_offline": view.resource_intent(server.name, res.name).offline,
             })
-    table = Table(title="resources")
-    for col in ("virtual server", "resource", "type", "state", "depends on"):
-        table.add_column(col)
-    for r in rows:
-        state = r["state"] + (" (held offline)" if r["admin_offline"] else "")
-        table.add_row(r["vs"], r["resource"], r["type"], state, ", ".join(r["depends_on"]))
-    emit(console, args, rows, table)
+    emit(console, args, rows, table(
+        "resources", ("virtual server", "resource", "type", "state", "depends on"),
+        [[r["vs"], r["resource"], r["type"],
+          r["state"] + (" (held offline)" if r["admin_offline"] else ""),
+          ", ".join(r["depends_on"])] for r in rows]))
     return 0
 
 
@@ -407,6 +381,8 @@ async def cmd_resource_add(args: argparse.Namespace, console: Console) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Everything this process and its children create is private (docs/security.md).
+    restrict_umask()
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler | None = getattr(args, "handler", None)
@@ -414,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     console = Console(highlight=False)
+    logutil.setup()
     try:
         return asyncio.run(handler(args, console))
     except KeyboardInterrupt:

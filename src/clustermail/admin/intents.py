@@ -72,19 +72,32 @@ def check_resource(view: ClusterView, vs: str, resource: str) -> None:
 
 IntentT = TypeVar("IntentT", bound=StoreRecord)
 
+#: Reads and compare-and-swap writes of one intent before :func:`_update` gives up.
+UPDATE_ATTEMPTS = 5
+
 
 async def _update(store: Store, key: str, parse: Callable[[str, bytes], IntentT], empty: IntentT,
                   change: Callable[[IntentT], IntentT]) -> IntentT:
-    """Rewrites an intent, keeping the fields this command does not set."""
-    kv = await store.get(key)
-    record = empty
-    if kv is not None:
-        # An unreadable intent is replaced: the administrator's new one is what counts.
-        with contextlib.suppress(RecordError):
-            record = parse(key, kv.value)
-    record = change(record)
-    await store.put(key, record.to_store())
-    return record
+    """Rewrites an intent, keeping the fields this command does not set.
+
+    Compare-and-swap on the key's mod revision: the leader writes into the same
+    key (its answer to a move), and an answer written between our read and our
+    write must not be overwritten. On a conflict, reads again and reapplies
+    ``change``, up to :data:`UPDATE_ATTEMPTS` times."""
+    for _ in range(UPDATE_ATTEMPTS):
+        kv = await store.get(key)
+        record = empty
+        if kv is not None:
+            # An unreadable intent is replaced: the administrator's new one is what counts.
+            with contextlib.suppress(RecordError):
+                record = parse(key, kv.value)
+        record = change(record)
+        read_at = kv.mod_revision if kv is not None else 0  # 0: it must still be absent
+        result = await store.txn([Compare.mod_is(key, read_at)], [Put(key, record.to_store())])
+        if result.succeeded:
+            return record
+    raise AdminError(f"{key} kept changing while this command wrote it "
+                     f"({UPDATE_ATTEMPTS} attempts); run the command again")
 
 
 async def _write_config(store: Store, view: ClusterView, config: ClusterConfig,
@@ -137,6 +150,35 @@ async def evict_node(store: Store, node: str) -> None:
     except ConfigError as exc:
         raise AdminError(f"cannot evict {node}: {exc}") from exc
     await _write_config(store, view, evicted, [Delete(keys.NODE_ADMIN + node)])
+
+
+async def add_node(store: Store, node: str, *, possible_owner_of: list[str] | None = None,
+                   preferred_owner_of: list[str] | None = None) -> ClusterConfig:
+    """Adds a node to the configuration (the way back after `node evict`): it may then join
+    with `node run --name NODE`. ``possible_owner_of``: virtual servers whose list of possible
+    owners gets it (those without a list may run anywhere already); ``preferred_owner_of``:
+    virtual servers that prefer it first (so they fail back to it per their policy)."""
+    from clustermail.cluster.model import Node
+
+    view = await current_view(store)
+    config = applied_config(view)
+    if config.node(node) is not None:
+        raise AdminError(f"{node} is already a node of the cluster")
+    for name in [*(possible_owner_of or []), *(preferred_owner_of or [])]:
+        check_vs(view, name)
+    servers = []
+    for vs in config.virtual_servers:
+        possible, preferred = vs.possible_owners, vs.preferred_owners
+        if vs.name in (possible_owner_of or []) + (preferred_owner_of or []) and (
+                possible is not None and node not in possible):
+            possible = (*possible, node)  # a preferred owner must be a possible one
+        if vs.name in (preferred_owner_of or []):
+            preferred = (node, *(n for n in preferred if n != node))
+        servers.append(replace(vs, possible_owners=possible, preferred_owners=preferred))
+    added = replace(config, nodes=(*config.nodes, Node(node)), virtual_servers=tuple(servers))
+    result = _validated(added.to_dict(), f"the configuration with node {node}")
+    await _write_config(store, view, result)
+    return result
 
 
 async def pause_node(store: Store, node: str, paused: bool) -> None:
@@ -207,7 +249,7 @@ async def add_resource(
     properties: dict[str, Any] | None = None,
 ) -> str:
     """Adds a resource to a virtual server; its owner brings it online live."""
-    from clustermail.admin import seed
+    from clustermail.admin.sample_cluster import mail_resources
 
     view = await current_view(store)
     check_vs(view, vs)
@@ -220,7 +262,7 @@ async def add_resource(
     if depends_on is None:
         wanted = _AUTO_DEPENDENCIES.get(rtype, ())
         depends_on = [r.name for r in server.resources if r.type in wanted]
-    template = next((t for t in seed.mail_resources().values() if t["type"] == rtype), None)
+    template = next((t for t in mail_resources().values() if t["type"] == rtype), None)
     props = dict(template["properties"]) if template and properties is None else {}
     props.update(properties or {})
     # The new resource is validated with the rest, from the file's form.

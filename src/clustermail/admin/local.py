@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -24,15 +23,17 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from clustermail.admin import seed
+from clustermail import private_files
+from clustermail.admin import sample_cluster
 from clustermail.admin.errors import AdminError
 from clustermail.admin.status import build_status
-from clustermail.cluster import eventlog, keys
+from clustermail.cluster import eventlog, keys, undo
 from clustermail.cluster.config import ConfigError, load_config, render_toml
 from clustermail.cluster.model import ClusterConfig
 from clustermail.cluster.records import ConfigRecord
 from clustermail.cluster.view import read_view
 from clustermail.coord import Store, open_store
+from clustermail.private_files import append_private, make_private_dir, write_private_text
 
 STOP_TIMEOUT = 30.0
 
@@ -49,7 +50,7 @@ def ensure_config(data_dir: Path, console: Console) -> ClusterConfig:
     """Loads DATA/cluster.toml, writing the sample cluster's there first if missing."""
     path = config_path_for(data_dir)
     if not path.exists():
-        path.write_text(render_toml(seed.seed_config()))
+        write_private_text(path, render_toml(sample_cluster.sample_config()))
         console.print(f"wrote the sample cluster's configuration to [bold]{path}[/]")
     else:
         console.print(f"using the configuration in [bold]{path}[/]")
@@ -79,9 +80,8 @@ def pid_alive(pid: int) -> bool:
 
 
 def spawn_node(data_dir: Path, store_url: str, name: str) -> subprocess.Popen[bytes]:
-    logs = data_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    with open(logs / f"{name}.log", "ab") as log:
+    logs = make_private_dir(data_dir / "logs")
+    with os.fdopen(append_private(logs / f"{name}.log"), "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "clustermail", "node", "run", "--store", store_url,
              "--name", name, "--data", str(data_dir.resolve())],
@@ -138,8 +138,19 @@ def layout_table(config: ClusterConfig, status: dict[str, Any]) -> Table:
     return table
 
 
+def check_data_dir(data_dir: Path, console: Console) -> None:
+    """Refuses a data directory others can write; makes private what others can read."""
+    try:
+        changed = private_files.check_data_dir(data_dir, trusted=(undo.UNDO_DIR,))
+    except (private_files.UnsafePathError, OSError) as exc:
+        raise AdminError(f"refusing to use the data directory: {exc}") from None
+    if changed:
+        console.print(f"took group and others' access away from {changed} file(s) and "
+                      f"folder(s) in {data_dir}")
+
+
 async def up(data_dir: Path, console: Console) -> int:
-    data_dir.mkdir(parents=True, exist_ok=True)
+    check_data_dir(data_dir, console)
     # SIGTERM stops the cluster the same way Ctrl-C does.
     task = asyncio.current_task()
     if task is not None:
@@ -203,17 +214,17 @@ async def _seed_users(
     from clustermail.mail.directory.model import DirectoryError
 
     directory = Directory(store)
-    passwords = seed.load_passwords(data_dir)
+    passwords = sample_cluster.load_passwords(data_dir)
     created: dict[str, str] = {}
     try:
-        if not await directory.is_local_domain(seed.DOMAIN):
-            await directory.add_domain(seed.DOMAIN)
-        for vs, user in seed.USERS.items():
+        if not await directory.is_local_domain(sample_cluster.DOMAIN):
+            await directory.add_domain(sample_cluster.DOMAIN)
+        for vs, user in sample_cluster.USERS.items():
             if config.virtual_server(vs) is None:
                 continue
-            address = f"{user}@{seed.DOMAIN}"
+            address = f"{user}@{sample_cluster.DOMAIN}"
             if await directory.mailbox(address) is None:
-                password = seed.new_password()
+                password = sample_cluster.new_password()
                 await directory.add_mailbox(address, password=password, server=vs,
                                             display_name=user.capitalize())
                 created[address] = password
@@ -224,27 +235,27 @@ async def _seed_users(
         await directory.close()
     if created:
         passwords.update(created)
-        seed.save_passwords(data_dir, passwords)
-    table = Table(title=f"mail users (domain {seed.DOMAIN})")
+        sample_cluster.save_passwords(data_dir, passwords)
+    table = Table(title=f"mail users (domain {sample_cluster.DOMAIN})")
     for col in ("virtual server", "address", "user", "password"):
         table.add_column(col, no_wrap=True)
-    for vs, user in seed.USERS.items():
+    for vs, user in sample_cluster.USERS.items():
         server = config.virtual_server(vs)
         if server is None:
             continue
         address = next((str(r.properties.get("address")) for r in server.resources
                         if r.type == "ip_address"), "?")
-        login = f"{user}@{seed.DOMAIN}"
+        login = f"{user}@{sample_cluster.DOMAIN}"
         table.add_row(vs, address, login, created.get(login, "(in passwords.json)"))
     console.print(table)
-    p = seed.PORTS
+    p = sample_cluster.PORTS
     console.print(
         f"on each address: SMTP {p['smtp']}, submission {p['submission']} (STARTTLS) and "
         f"{p['submissions']} (TLS), IMAP {p['imap']} and {p['imaps']} (TLS), "
         f"POP3 {p['pop3']} and {p['pop3s']} (TLS); plaintext login is allowed on loopback"
     )
     if created:
-        console.print(f"passwords shown once; kept in {seed.passwords_path(data_dir)}")
+        console.print(f"passwords shown once; kept in {sample_cluster.passwords_path(data_dir)}")
 
 
 async def _wait_online(
@@ -275,7 +286,7 @@ async def _wait_online(
 async def _follow(store: Store, start: int, console: Console) -> None:
     async for ev in store.watch(keys.LOG, start):
         if ev.value:
-            entry = eventlog.LogEntry(**json.loads(ev.value))
+            entry = eventlog.parse(ev.key, ev.value)
             console.print(format_entry(entry))
 
 

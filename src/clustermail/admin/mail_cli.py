@@ -2,8 +2,9 @@
 
 They write the recipient directory and the storage plans in the coordination store;
 running virtual servers pick the changes up through their mail_store resource. Only
-`user move`, `user recover-deleted` and `store check` touch databases, from this
-machine (see :mod:`clustermail.admin.mail_local`). Every command takes ``--json``.
+`user move`, `user recover-deleted`, `user purge` and `store check` touch databases,
+from this machine (see :mod:`clustermail.admin.mail_local`). Every command takes
+``--json``.
 """
 
 from __future__ import annotations
@@ -11,26 +12,23 @@ from __future__ import annotations
 import argparse
 import functools
 import getpass
-import json
 import re
 import sys
 import time
-from collections.abc import Callable, Coroutine
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.table import Table
 
+from clustermail.admin import backup_cli, backup_ops
+from clustermail.admin.common import Add, Handler, add_group, emit, table, with_store
 from clustermail.admin.errors import AdminError
 
 if TYPE_CHECKING:
     from clustermail.coord import Store
     from clustermail.mail.directory import Directory
     from clustermail.mail.store import QuotaLimits
-
-Handler = Callable[[argparse.Namespace, Console], Coroutine[Any, Any, int]]
-Add = Callable[..., argparse.ArgumentParser]
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4,
@@ -58,27 +56,10 @@ def guarded(handler: Handler) -> Handler:
 
 
 async def open_directory(args: argparse.Namespace) -> tuple[Store, Directory]:
-    from clustermail.admin.cli import with_store
     from clustermail.mail.directory import Directory
 
     store = await with_store(args)
     return store, Directory(store)
-
-
-def emit(console: Console, args: argparse.Namespace, data: Any, human: Table | str) -> None:
-    if args.json:
-        print(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
-    else:
-        console.print(human)
-
-
-def table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
-    t = Table(title=title)
-    for col in columns:
-        t.add_column(col)
-    for row in rows:
-        t.add_row(*row)
-    return t
 
 
 def parse_size(text: str) -> int | None:
@@ -267,6 +248,7 @@ async def cmd_user_show(args: argparse.Namespace, console: Console) -> int:
     data = {**entry.public(), "aliases": aliases, "groups": groups}
     lines = [f"{k}: {v}" for k, v in [
         ("address", entry.address), ("display name", entry.display_name or "-"),
+        ("mailbox id", entry.mailbox_id),
         ("home", f"{entry.server} {entry.storage_group}/{entry.database}"),
         ("quota (warn/send/receive)", quota_text(entry.quota)),
         ("enabled", "yes" if entry.enabled else "no"),
@@ -283,10 +265,12 @@ async def cmd_user_remove(args: argparse.Namespace, console: Console) -> int:
         entry = await d.remove_mailbox(args.address)
     finally:
         await store.close()
-    emit(console, args, {"removed": entry.address},
+    emit(console, args, {"removed": entry.address, "mailbox_id": entry.mailbox_id},
          f"mailbox {entry.address} removed from the directory (with its aliases and group "
          f"memberships); its data stays in {entry.server} {entry.storage_group}/"
-         f"{entry.database} as a disconnected mailbox")
+         f"{entry.database} as disconnected mailbox {entry.mailbox_id}: `user reconnect "
+         f"ADDRESS --mailbox {entry.mailbox_id}` attaches it again, `user purge --mailbox "
+         f"{entry.mailbox_id} --confirm` deletes it")
     return 0
 
 
@@ -366,7 +350,7 @@ async def cmd_user_recover(args: argparse.Namespace, console: Console) -> int:
         view = await check_vs(store, entry.server)
         loc = locate(view, entry.server, args.data)
         with mounted(loc, entry.storage_group, entry.database) as db:
-            recovered = await db.recover_deleted(entry.address, since)
+            recovered = await db.recover_deleted(entry.mailbox_id, since)
     finally:
         await store.close()
     data = {"address": entry.address,
@@ -375,6 +359,87 @@ async def cmd_user_recover(args: argparse.Namespace, console: Console) -> int:
     folders = sorted({r.folder for r in recovered})
     emit(console, args, data, f"recovered {len(recovered)} deleted message(s) of "
          f"{entry.address}" + (f" into {', '.join(folders)}" if folders else ""))
+    return 0
+
+
+@guarded
+async def cmd_user_disconnected(args: argparse.Namespace, console: Console) -> int:
+    store, d = await open_directory(args)
+    try:
+        found = await d.list_disconnected(args.server)
+    finally:
+        await store.close()
+    shown = table("disconnected mailboxes", [], [])
+    shown.add_column("mailbox id", no_wrap=True)  # whole, to be copied into a command
+    for col in ("last address", "name", "home", "disconnected"):
+        shown.add_column(col)
+    for x in found:
+        shown.add_row(x.mailbox_id, x.address or "-", x.display_name,
+                      f"{x.server} {x.storage_group}/{x.database}",
+                      _when(x.disconnected_at) + (" (being purged)" if x.purging else ""))
+    emit(console, args, [x.public() for x in found], shown)
+    return 0
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+@guarded
+async def cmd_user_reconnect(args: argparse.Namespace, console: Console) -> int:
+    from clustermail.mail.directory import UnknownDomainError
+    from clustermail.mail.directory.addresses import parse_address
+
+    addr = parse_address(args.address)
+    store, d = await open_directory(args)
+    try:
+        # Mistakes are reported before a password is asked for.
+        record = await d.disconnected_mailbox(args.mailbox)
+        if record.purging:
+            raise AdminError(f"mailbox {args.mailbox} is being purged; it cannot be reconnected")
+        kind = await d.kind_of(args.address)
+        if kind not in (None, "mailbox"):
+            raise AdminError(f"{addr} is {'an' if kind == 'alias' else 'a'} {kind}: reconnect "
+                             "a mailbox to a mailbox's address or to a free one")
+        if kind is None and not await d.is_local_domain(addr.domain):
+            raise UnknownDomainError(addr.domain)
+        password = read_password(args) if kind is None else None
+        entry, swapped = await d.reconnect_mailbox(args.address, args.mailbox,
+                                                   password=password, display_name=args.name)
+    finally:
+        await store.close()
+    home = f"{entry.server} {entry.storage_group}/{entry.database}"
+    text = (f"mailbox {entry.mailbox_id} reconnected to {entry.address} ({home})"
+            if swapped is None else
+            f"mailbox {entry.mailbox_id} reconnected to {entry.address} ({home}); the mailbox "
+            f"it had, {swapped.mailbox_id}, is disconnected now (`user disconnected` lists it)")
+    emit(console, args, {**entry.public(),
+                         "disconnected": None if swapped is None else swapped.mailbox_id}, text)
+    return 0
+
+
+@guarded
+async def cmd_user_purge(args: argparse.Namespace, console: Console) -> int:
+    from clustermail.admin import intents
+    from clustermail.admin.mail_purge import purge_mailbox
+
+    store, d = await open_directory(args)
+    try:
+        record = await d.disconnected_mailbox(args.mailbox)
+        if not args.confirm:
+            raise AdminError(
+                f"purging deletes mailbox {record.mailbox_id} (last address "
+                f"{record.address or '-'}, on {record.server} {record.storage_group}/"
+                f"{record.database}) and all its mail for good: add --confirm")
+        view = await intents.current_view(store)
+        report = await purge_mailbox(d, view, args.data, args.mailbox)
+    finally:
+        await store.close()
+    what = (f"{report.messages} message(s), {report.bytes} bytes" if report.found
+            else "its database held nothing of it any more")
+    emit(console, args, report.to_dict(),
+         f"mailbox {report.mailbox_id} ({report.address or 'no address'}) purged from "
+         f"{report.home[0]} {report.home[1]}/{report.home[2]}: {what}")
     return 0
 
 
@@ -499,12 +564,24 @@ async def cmd_store_list(args: argparse.Namespace, console: Console) -> int:
             path = loc.database_path(g.name, db)
             homed = sum(1 for b in boxes if (b.storage_group, b.database) == (g.name, db))
             rows.append({"storage_group": g.name, "database": db, "mailboxes": homed,
-                         "path": str(path), "created": path.exists()})
+                         "path": str(path), "created": path.exists(),
+                         "bytes": _size(path) if path.exists() else None,
+                         "log_bytes": backup_ops.log_bytes(loc.root, g.name, db)})
     emit(console, args, {"vs": args.vs, "databases": rows}, table(
-        f"mail store of {args.vs}", ["storage group", "database", "mailboxes", "file"],
-        [[r["storage_group"], r["database"], str(r["mailboxes"]),
+        f"mail store of {args.vs}", ["storage group", "database", "mailboxes", "size", "log",
+                                     "file"],
+        [[r["storage_group"], r["database"], str(r["mailboxes"]), _mb(r["bytes"]),
+          _mb(r["log_bytes"]),
           r["path"] if r["created"] else f"{r['path']} (not created yet)"] for r in rows]))
     return 0
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+
+
+def _mb(size: int | None) -> str:
+    return "-" if size is None else f"{size / 1e6:,.1f} MB"
 
 
 @guarded
@@ -547,14 +624,7 @@ async def cmd_store_check(args: argparse.Namespace, console: Console) -> int:
 
 def add_mail_commands(sub: Any, add: Add) -> None:
     """Adds the mail commands to `clustermail`'s subcommands; ``add`` is build_parser's."""
-    from clustermail.admin.cli import Parser
-
-    def group(name: str, text: str) -> Any:
-        p = sub.add_parser(name, help=text, description=text)
-        return p.add_subparsers(dest="sub", metavar="ACTION", parser_class=Parser,
-                                required=True)
-
-    g = group("domain", "mail domains: add, list, remove, catch-all")
+    g = add_group(sub, "domain", "mail domains: add, list, remove, catch-all")
     p = add("add", "add a local mail domain", cmd_domain_add, g)
     p.add_argument("domain")
     p.add_argument("--catch-all", metavar="ADDRESS",
@@ -567,7 +637,8 @@ def add_mail_commands(sub: Any, add: Add) -> None:
     p.add_argument("address", nargs="?")
     p.add_argument("--none", action="store_true", help="clear the catch-all")
 
-    g = group("user", "mailboxes: add, list, show, remove, passwd, move, recover-deleted…")
+    g = add_group(sub, "user", "mailboxes: add, list, show, remove, passwd, move, "
+                  "recover-deleted, recover, disconnected, reconnect, purge…")
     p = add("add", "add a mailbox homed on a virtual server", cmd_user_add, g)
     p.add_argument("address")
     p.add_argument("--server", required=True, metavar="VS", help="its virtual server")
@@ -601,15 +672,29 @@ def add_mail_commands(sub: Any, add: Add) -> None:
     p = add("recover-deleted", "restore a mailbox's retained deleted items", cmd_user_recover, g)
     p.add_argument("address")
     p.add_argument("--since", help="only items deleted at or after this time (ISO or Unix)")
+    p = add("disconnected", "list disconnected mailboxes (kept after `user remove`)",
+            cmd_user_disconnected, g)
+    p.add_argument("--server", metavar="VS")
+    p = add("reconnect", "attach a disconnected mailbox to an address (a mailbox's, whose "
+            "own mailbox is disconnected in its place, or a free one)", cmd_user_reconnect, g)
+    p.add_argument("address")
+    p.add_argument("--mailbox", required=True, metavar="ID", help="the disconnected mailbox")
+    p.add_argument("--name", help="display name (default: the address's, or the mailbox's last)")
+    _password_option(p, " (asked only for a free address)")
+    p = add("purge", "delete a disconnected mailbox and its mail for good (on its machine)",
+            cmd_user_purge, g)
+    p.add_argument("--mailbox", required=True, metavar="ID", help="the disconnected mailbox")
+    p.add_argument("--confirm", action="store_true", help="yes, delete it")
+    backup_cli.add_user_commands(g, add)
 
-    g = group("alias", "aliases: add, list, remove")
+    g = add_group(sub, "alias", "aliases: add, list, remove")
     p = add("add", "add an alias of a mailbox", cmd_alias_add, g)
     p.add_argument("alias")
     p.add_argument("mailbox")
     add("list", "list aliases", cmd_alias_list, g).add_argument("--domain")
     add("remove", "remove an alias", cmd_alias_remove, g).add_argument("alias")
 
-    g = group("group", "distribution groups: add-member, remove-member, list")
+    g = add_group(sub, "group", "distribution groups: add-member, remove-member, list")
     for action, text in [("add-member", "add a member (creates the group on its first)"),
                          ("remove-member", "remove a member (the last takes the group along)")]:
         p = add(action, text, cmd_group_member, g)
@@ -617,7 +702,9 @@ def add_mail_commands(sub: Any, add: Add) -> None:
         p.add_argument("member")
     add("list", "list groups", cmd_group_list, g).add_argument("--domain")
 
-    g = group("store", "storage groups and databases: add-group, add-database, list, check")
+    g = add_group(sub, "store",
+                  "storage groups and databases: add-group, add-database, list, check, reset, "
+                  "drop-recovery")
     p = add("add-group", "plan a storage group on a virtual server", cmd_store_add, g)
     p.add_argument("vs")
     p.add_argument("storage_group")
@@ -629,9 +716,10 @@ def add_mail_commands(sub: Any, add: Add) -> None:
     p = add("check", "check a virtual server's databases (on its machine)", cmd_store_check, g)
     p.add_argument("vs")
     p.add_argument("--repair", action="store_true", help="fix what can be fixed")
+    backup_cli.add_store_commands(g, add)
 
 
-def _password_option(p: argparse.ArgumentParser) -> None:
+def _password_option(p: argparse.ArgumentParser, when: str = "") -> None:
     p.add_argument("--password-stdin", action="store_true",
                    help="read the password from the first line of standard input "
-                   "(default: ask, in a terminal)")
+                   f"(default: ask, in a terminal){when}")

@@ -65,14 +65,15 @@ async def move_mailbox(
     report = MoveReport(entry.address, entry.home, target_home)
     src_loc = locate(view, entry.server, data_dir)
     dst_loc = locate(view, server, data_dir)
-    name = entry.address
+    address, name = entry.address, entry.mailbox_id  # the mailbox keeps its id
     with (
         mounted(src_loc, entry.storage_group, entry.database) as src,
         mounted(dst_loc, storage_group, database) as dst,
     ):
         if not src.has_mailbox(name):
             report.notes.append("the source database had no data for this mailbox yet")
-            await directory.move_mailbox_entry(name, *target_home, expect_home=entry.home)
+            await directory.move_mailbox_entry(address, *target_home, expect_home=entry.home,
+                                               expect_mailbox_id=name)
             return report
         if dst.has_mailbox(name):  # left over from an interrupted move: nothing serves it
             dst.delete_mailbox_sync(name)
@@ -82,7 +83,8 @@ async def move_mailbox(
             with contextlib.suppress(MailboxExistsError):
                 dst.create_mailbox_sync(name, quota_limits=entry.quota)
             await copy_mailbox(src, dst, name, state)
-            await directory.move_mailbox_entry(name, *target_home, expect_home=entry.home)
+            await directory.move_mailbox_entry(address, *target_home, expect_home=entry.home,
+                                               expect_mailbox_id=name)
         except BaseException:
             with contextlib.suppress(StoreError):
                 dst.delete_mailbox_sync(name)  # the directory still says source: undo

@@ -10,7 +10,6 @@ else ``DATA/disks/VS``. `track` searches the tracking logs of every virtual serv
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -20,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from clustermail.admin import local
+from clustermail.admin.common import emit, json_text
 from clustermail.admin.errors import AdminError
 from clustermail.cluster import keys
 from clustermail.cluster.config import ConfigError
@@ -140,10 +140,7 @@ async def cmd_queue_list(args: argparse.Namespace, console: Console) -> int:
             table.add_row(m.queue_id, _age(now - m.arrived), m.sender or "<>", r.address, r.route,
                           str(r.attempts), _age(max(0.0, r.next_attempt - now)),
                           (r.last_error or "")[:60])
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        console.print(table)
+    emit(console, args, rows, table)
     return 0
 
 
@@ -181,7 +178,7 @@ async def cmd_track(args: argparse.Namespace, console: Console) -> int:
     query = Query(args.sender, args.recipient, args.message_id, since)
     found = list(search(log_files(disks.values()), query))
     if args.json:
-        print(json.dumps(found, indent=2))
+        print(json_text(found))
         return 0
     table = Table(title=f"message tracking ({len(found)} entries)")
     for col in ("time", "vs", "event", "queue id", "sender", "recipients", "size", "result"):

@@ -11,6 +11,14 @@ store can expire it and let another node take over. The resource hosts also
 fence themselves: the agent sends them the lease deadline, and a host that is
 not told of a later one (its agent is frozen or dead) kills its services.
 
+Supervision: the agent pings every resource host each ``renew_interval`` and
+kills one that stays silent past its virtual server's ``host_timeout`` or that
+does not finish going offline within its resources' pending timeouts
+(:mod:`clustermail.cluster.supervision`); the virtual server then fails over
+like one whose resources failed. A stop (SIGTERM, SIGINT, SIGHUP) therefore
+always finishes; a second signal kills the hosts at once. Ownership of a
+virtual server is released only once its host has been reaped.
+
 Each cycle reads one view of the store, decides from it only, and logs one
 reason line when its conclusion changes.
 """
@@ -36,6 +44,7 @@ from clustermail.cluster.host_protocol import (
     HostEvent,
     LeaseCommand,
     OfflineCommand,
+    PingCommand,
     ResourceEvent,
     ResourceOfflineCommand,
     ResourceOnlineCommand,
@@ -44,6 +53,7 @@ from clustermail.cluster.host_protocol import (
 )
 from clustermail.cluster.hostspec import host_spec
 from clustermail.cluster.leader import Leader
+from clustermail.cluster.model import DEFAULT_HOST_TIMEOUT
 from clustermail.cluster.records import (
     EpochRecord,
     GiveUpRecord,
@@ -53,11 +63,13 @@ from clustermail.cluster.records import (
     RecordError,
     StatusRecord,
 )
+from clustermail.cluster.supervision import KILL_GRACE, offline_budget
 from clustermail.cluster.timing import LeaseTiming
 from clustermail.cluster.view import ClusterView, read_view
 from clustermail.coord import Compare, CoordError, Delete, Put, Store, open_store
 from clustermail.coord.lease import LeaseKeeper
 from clustermail.logutil import log_event
+from clustermail.private_files import UnsafePathError, check_data_dir, restrict_umask
 
 
 @dataclass
@@ -80,6 +92,10 @@ class LocalVS:
     released: bool = False
     reader: asyncio.Task[None] | None = None
     offline_resources: set[str] = field(default_factory=set)
+    #: The start failure the host reported with its failed group ("" if none).
+    start_failure: str = ""
+    #: Being killed by the agent (hung, or past its offline budget).
+    killing: bool = False
 
 
 class NodeAgent:
@@ -106,15 +122,18 @@ class NodeAgent:
         self.rejoin_failures = 0
         self.hosts = HostPool(data_dir, name, keep_spare=lambda: not self.stopping)
         self._log_queue: asyncio.Queue[eventlog.LogEntry] = asyncio.Queue()
+        #: Kills of hung hosts under way (referenced so they are not collected).
+        self._kills: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self) -> int:
+        self._check_data_dir()
         self.store = await open_store(self.store_url)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._log_writer(), name="log"))
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._request_stop)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self._request_stop, sig)
         try:
             view = await self._wait_for_config()
             if view is None:
@@ -127,6 +146,7 @@ class NodeAgent:
             self.hosts.refill()
             self._tasks.append(loop.create_task(self._watch_loop(), name="watch"))
             self._tasks.append(loop.create_task(self._deadline_feeder(), name="deadline"))
+            self._tasks.append(loop.create_task(self._supervise(), name="supervise"))
             while True:
                 if self.stopping and not self.local:
                     break
@@ -139,6 +159,19 @@ class NodeAgent:
         finally:
             await self._shutdown()
 
+    def _check_data_dir(self) -> None:
+        """Private files (umask 077), and a data directory nobody else can write: undo
+        records in it are commands this agent runs."""
+        restrict_umask()
+        try:
+            changed = check_data_dir(self.data_dir, trusted=(undo.UNDO_DIR,))
+        except (UnsafePathError, OSError) as exc:
+            raise AgentError(f"refusing to use the data directory: {exc}") from None
+        if changed:
+            log_event("data_private", node=self.name,
+                      message=f"took group and others' access away from {changed} file(s) "
+                              f"and folder(s) in the data directory {self.data_dir}")
+
     def _report_undone(self, undone: list[undo.Undone]) -> None:
         """To stderr and the cluster log (synchronously: called from the fence too)."""
         for u in undone:
@@ -147,12 +180,21 @@ class NodeAgent:
             else:
                 event, message = "undo_failed", f"cannot remove {u.what}: {u.error}"
             message = f"{u.vs}/{u.resource} on {self.name}: {message}"
-            log_event(event, node=self.name, vs=u.vs, message=message)
-            self._log_queue.put_nowait(eventlog.make(self.name, event, message, vs=u.vs))
+            self._log_queue.put_nowait(eventlog.note(self.name, event, message, vs=u.vs))
 
-    def _request_stop(self) -> None:
+    def _request_stop(self, sig: int = signal.SIGTERM) -> None:
+        name = signal.Signals(sig).name
+        if self.stopping:
+            # A second signal: no more waiting for offline; the hosts die now.
+            hosts = [lvs for lvs in self.local.values() if not lvs.killing]
+            log_event("stop_now", node=self.name,
+                      message=f"{name} again: killing {len(hosts)} resource host(s) now")
+            for lvs in hosts:
+                self._kill_host(lvs, f"killed: {name} received twice", grace=0.0)
+            return
         log_event("stop_requested", node=self.name,
-                  message="stopping: taking virtual servers offline")
+                  message=f"{name}: stopping: taking virtual servers offline "
+                  f"(send {name} again to kill their resource hosts now)")
         self.stopping = True
         self.wake.set()
 
@@ -161,29 +203,39 @@ class NodeAgent:
         for proc_vs in killed:
             proc_vs.proc.kill()
         self.hosts.close()
+        alive: list[LocalVS] = []
         if killed:
             # SIGKILLed hosts revert nothing: do it for them before the lease goes.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5):
+                async with asyncio.timeout(SHUTDOWN_REAP_TIMEOUT):
                     await asyncio.gather(*(lvs.proc.wait() for lvs in killed))
+            alive = [lvs for lvs in killed if lvs.proc.returncode is None]
             self._report_undone(await asyncio.to_thread(undo.run_pending, self.data_dir,
                                                         self.name))
+        for lvs in alive:
+            log_event("host_not_reaped", node=self.name, vs=lvs.name,
+                      message=f"{lvs.name}: resource host {lvs.proc.pid} still not gone "
+                      f"{SHUTDOWN_REAP_TIMEOUT:g} s after SIGKILL; leaving its ownership to "
+                      "expire with the lease (its own watchdog stops it at the deadline)")
         with contextlib.suppress(TimeoutError, CoordError):
             await asyncio.wait_for(self._flush_log(), 2.0)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.keeper is not None:
-            await self.keeper.stop(revoke=True)
+            # Revoking releases ownership at once: only with every host proven gone.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.keeper.stop(revoke=not alive), STORE_EXIT_TIMEOUT)
         if self.store is not None:
-            await self.store.close()
+            with contextlib.suppress(TimeoutError, CoordError):
+                await asyncio.wait_for(self.store.close(), STORE_EXIT_TIMEOUT)
 
     async def _wait_for_config(self) -> ClusterView | None:
         assert self.store is not None
         announced = False
         while not self.stopping:
             view = await read_view(self.store)
-            if view.config is not None:
+            if view.config is not None or view.config_error is not None:
                 try:
                     view.applied_config()
                 except ConfigError as exc:
@@ -283,6 +335,54 @@ class NodeAgent:
                     lvs.proc.send(LeaseCommand(keeper.safe_until))
             await asyncio.sleep(self.timing.renew_interval / 2)
 
+    async def _supervise(self) -> None:
+        """Pings every resource host each renew interval; kills one that is hung."""
+        assert self.timing is not None
+        seq = 0
+        last = time.monotonic()
+        while True:
+            interval = self.timing.renew_interval
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            # Time this loop did not run (the agent frozen or starved) is not the
+            # host's silence: its answers may be waiting in the pipe.
+            late, last = max(0.0, now - last - interval), now
+            seq += 1
+            for lvs in list(self.local.values()):
+                watch = lvs.proc.watch
+                if lvs.killing or watch is None:
+                    continue
+                if late > interval:
+                    watch.excuse(late)
+                why = watch.verdict(now)
+                if why is not None:
+                    self._kill_host(lvs, f"{why}; killed")
+                    await self._log("host_hung", f"{lvs.name}: {lvs.reason}", vs=lvs.name)
+                else:
+                    lvs.proc.send(PingCommand(seq))
+
+    def _kill_host(self, lvs: LocalVS, why: str, grace: float = KILL_GRACE) -> None:
+        """Kills a host in the background; its exit then runs the usual path (undo,
+        give the virtual server up, release it once reaped)."""
+        lvs.killing = True
+        lvs.failed = True  # not a clean stop: the exit gives the virtual server up
+        lvs.reason = f"resource host {lvs.proc.pid} {why}"
+        lvs.stopping = True
+        task = asyncio.get_running_loop().create_task(lvs.proc.kill_hung(grace))
+        self._kills.add(task)
+        task.add_done_callback(self._kills.discard)
+
+    def _stop_deadline(self, lvs: LocalVS) -> None:
+        """The host was asked to go offline: its offline budget starts now."""
+        watch = lvs.proc.watch
+        if watch is None:
+            return
+        try:
+            timeouts = [r.policy.pending_timeout for r in parse_spec(lvs.spec).resources]
+        except ValueError:
+            timeouts = []
+        watch.stopping(time.monotonic(), offline_budget(timeouts, watch.timeout))
+
     def _lease_ok(self) -> bool:
         k = self.keeper
         return k is not None and not k.lost.is_set() and time.monotonic() < k.safe_until
@@ -297,7 +397,8 @@ class NodeAgent:
             if view.cluster_config is not None and view.config_revision != self._config_rev:
                 self._config_rev = view.config_revision
                 self.timing = view.cluster_config.timing
-            reasons.extend(f"ignoring a malformed record: {p}" for p in view.problems)
+            reasons.extend(f"ignoring a malformed record: {p}" for p in view.problems
+                           if p.key != keys.CONFIG)  # said below
             if self.stopping and not self.draining:
                 await self._start_draining()
             leader = view.leader
@@ -310,13 +411,26 @@ class NodeAgent:
                     reasons.extend(await self.leader.step(self.store, view))
                 except ConfigError as exc:
                     reasons.append(f"leader: cannot place: {exc}")
-            reasons.extend(await self._reconcile(view))
+            problem = view.config_problem()
+            if problem is not None and not self.stopping:
+                reasons.append(self._hold(problem))
+            else:
+                reasons.extend(await self._reconcile(view))
         except CoordError as exc:
             reasons = [f"store error: {exc}"]
         line = "; ".join(reasons) or f"no action: {self._summary()}"
         if line != self.last_reason:
             self.last_reason = line
             log_event("cycle", node=self.name, message=line)
+
+    def _hold(self, problem: str) -> str:
+        """No usable configuration (unreadable, invalid, deleted): like Pacemaker with
+        an unreadable CIB, start, stop and change nothing (the leader moves nothing
+        either) until a valid one is applied. Only stopping the node takes its
+        virtual servers offline."""
+        running = ", ".join(sorted(self.local)) or "nothing"
+        return (f"no usable configuration ({problem}): keeping what runs here as it is "
+                f"({running}) until a valid one is applied")
 
     def _summary(self) -> str:
         if not self.local:
@@ -387,6 +501,7 @@ class NodeAgent:
             elif lvs is not None and not lvs.stopping:
                 lvs.stopping = True
                 lvs.proc.send(OfflineCommand())
+                self._stop_deadline(lvs)
                 where = f"assigned to {target}" if target else "not assigned to any node"
                 if self.stopping:
                     where = f"{self.name} is stopping"
@@ -429,7 +544,7 @@ class NodeAgent:
             offline_resources=view.offline_resources(vs),
         )
         proc = await self.hosts.take()
-        proc.start(parse_spec(spec))
+        proc.start(parse_spec(spec), self._host_timeout(view, vs))
         lvs = LocalVS(vs, new_epoch, assign_rev, proc, spec=spec,
                       config_revision=view.config_revision)
         lvs.offline_resources = set(spec["offline_resources"])
@@ -447,12 +562,21 @@ class NodeAgent:
         await self._write_status(lvs)
         return f"took {vs} (epoch {new_epoch})"
 
+    def _host_timeout(self, view: ClusterView, vs: str) -> float:
+        config = view.cluster_config
+        server = config.virtual_server(vs) if config is not None else None
+        if config is None or server is None:
+            return DEFAULT_HOST_TIMEOUT
+        return config.host_timeout(server)
+
     def _apply_config(self, view: ClusterView, config: dict[str, Any], lvs: LocalVS) -> None:
         """A changed configuration reaches a running virtual server as a live update:
         added resources come online, removed ones go offline, the rest keep running."""
         if lvs.stopping or lvs.config_revision == view.config_revision:
             return
         lvs.config_revision = view.config_revision
+        if lvs.proc.watch is not None:
+            lvs.proc.watch.timeout = self._host_timeout(view, lvs.name)
         try:
             spec = host_spec(config, lvs.name, node=self.name, epoch=lvs.epoch,
                              store_url=self.store_url, data_dir=self.data_dir,
@@ -505,17 +629,15 @@ class NodeAgent:
             if event.state is GroupState.FAILED and not lvs.stopping:
                 lvs.failed = True
                 lvs.stopping = True
+                lvs.start_failure = event.start_failure
                 lvs.proc.send(OfflineCommand())
-            if event.state is GroupState.OFFLINE and lvs.stopping and not lvs.failed:
-                # Everything is offline: hand the virtual server over now rather
-                # than when the host process has finished exiting.
-                await self._release(lvs)
-                return
+                self._stop_deadline(lvs)
         with contextlib.suppress(CoordError):
             await self._write_status(lvs)
 
     async def _release(self, lvs: LocalVS) -> None:
-        """Deletes our ownership and status keys (only while they are ours)."""
+        """Deletes our ownership and status keys (only while they are ours). Called only
+        once the host has been reaped: ownership goes with a dead host, never a live one."""
         if lvs.released or not self._lease_ok():
             return
         lvs.released = True
@@ -548,7 +670,7 @@ class NodeAgent:
                 reason = lvs.reason if lvs.failed else (
                     f"resource host exited with code {lvs.proc.returncode}")
                 giveup = GiveUpRecord(node=self.name, time=time.time(), reason=reason,
-                                      epoch=lvs.epoch)
+                                      epoch=lvs.epoch, start_failure=lvs.start_failure)
                 await store.put(keys.GIVEUP + lvs.name, giveup.to_store())
                 await self._log("vs_failed", f"{lvs.name} failed on {self.name}: {reason}",
                                 vs=lvs.name)
@@ -566,7 +688,7 @@ class NodeAgent:
         status = StatusRecord(node=self.name, state=lvs.state, epoch=lvs.epoch, pid=lvs.proc.pid,
                               resources=dict(lvs.resources),
                               resource_pids=dict(lvs.resource_pids), reason=lvs.reason,
-                              since=lvs.started)
+                              since=lvs.started, start_failure=lvs.start_failure)
         if lvs.released:
             return
         lease = self._my_lease()
@@ -577,10 +699,9 @@ class NodeAgent:
         )
 
     async def _log(self, event: str, message: str, **kw: Any) -> None:
-        """Logs to stderr now and to the cluster log in the background (entries
-        carry their own time, so the log stays in order)."""
-        log_event(event, node=self.name, message=message, **kw)
-        self._log_queue.put_nowait(eventlog.make(self.name, event, message, **kw))
+        """Logs to the process log now and to the cluster log in the background
+        (entries carry their own time, so the log stays in order)."""
+        self._log_queue.put_nowait(eventlog.note(self.name, event, message, **kw))
 
     async def _flush_log(self) -> None:
         while not self._log_queue.empty() and self.store is not None:
@@ -598,6 +719,11 @@ class NodeAgent:
 #: up to the agent's ``rejoin_max_delay``.
 REJOIN_FIRST_DELAY = 0.2
 REJOIN_MAX_DELAY = 2.0
+#: At exit: how long SIGKILLed resource hosts have to be reaped before the agent
+#: gives up proving them gone (and so does not revoke its lease).
+SHUTDOWN_REAP_TIMEOUT = 5.0
+#: At exit: bound on revoking the lease and closing the store (it may be unreachable).
+STORE_EXIT_TIMEOUT = 5.0
 
 
 class AgentError(Exception):

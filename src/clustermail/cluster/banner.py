@@ -1,9 +1,9 @@
-"""The placeholder service: greets each connection with a banner and closes it.
+"""A banner service: greets each connection with a line naming its node, and closes it.
 
 ``python -m clustermail.cluster.banner --address A --port P [--name VS]``
 
-It stands in for the mail services until they exist, and is what tests and
-the local demo connect to in order to see which node serves a virtual server.
+A minimal service for the generic `process` resource: tests connect to it to
+see which node serves a virtual server, with no mail layer involved.
 Exits 0 on SIGTERM or SIGINT.
 """
 
@@ -16,6 +16,8 @@ import os
 import signal
 import socket
 import sys
+
+from clustermail.cluster.ports import in_use_note
 
 
 def banner_line(name: str) -> bytes:
@@ -59,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(serve(args.address, args.port, args.name))
     except OSError as exc:
-        print(f"banner: cannot listen on {args.address}:{args.port}: {exc}", file=sys.stderr)
+        print(f"banner: cannot listen on {args.address}:{args.port}: {exc}"
+              f"{in_use_note(exc, args.address, args.port)}", file=sys.stderr)
         return 1
     return 0
 

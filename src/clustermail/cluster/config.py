@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from clustermail.cluster.model import (
+    DEFAULT_HOST_TIMEOUT,
     ClusterConfig,
     FailbackMode,
     FailbackPolicy,
@@ -50,6 +51,7 @@ from clustermail.cluster.timing import (
     LeaseTiming,
     TimingError,
     custom_timing,
+    host_timeout_problem,
 )
 from clustermail.cluster.toml_render import render_toml as render_toml
 
@@ -67,6 +69,7 @@ _VS_KEYS = (
     "failback",
     "failover_threshold",
     "failover_period_hours",
+    "host_timeout",
     "resources",
 )
 _POLICY_DEFAULTS = ResourcePolicy()
@@ -497,6 +500,8 @@ def _virtual_server(c: Checker, name: str, value: object, path: str,
         else FailbackPolicy(),
         failover_threshold=threshold,
         failover_period_hours=c.positive(table, "failover_period_hours", path, 6.0),
+        host_timeout=c.positive(table, "host_timeout", path, DEFAULT_HOST_TIMEOUT)
+        if "host_timeout" in table else None,
     )
     _check_dependencies(c, vs, path)
     return vs
@@ -518,6 +523,18 @@ def _check_unique_properties(c: Checker, servers: Sequence[VirtualServer]) -> No
                                prop), f"{value!r} is already used by {owner} (resource {res})")
             else:
                 seen[key] = (vs.name, r.name)
+
+
+def _check_host_timeouts(c: Checker, servers: list[VirtualServer], timing: LeaseTiming) -> None:
+    """An explicit ``host_timeout`` must span three of the agent's pings (the default
+    always does: see :meth:`ClusterConfig.host_timeout`)."""
+    for vs in servers:
+        if vs.host_timeout is None:
+            continue
+        problem = host_timeout_problem(vs.host_timeout, timing.renew_interval)
+        if problem is not None:
+            c.add(key_path("virtual_servers", vs.name, "host_timeout"),
+                  f"{problem}; renew_interval comes from cluster.timing")
 
 
 def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> ClusterConfig:
@@ -556,15 +573,18 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Cluster
     _check_unique_properties(c, servers)
     if "capacity" in cluster and mode is PlacementMode.ACTIVE_PASSIVE:
         c.add("cluster.capacity", 'capacity applies only to placement = "active-active"')
+    cluster_name = c.string(cluster, "name", "cluster", "clustermail")
+    capacity = c.integer(cluster, "capacity", "cluster", 1, 1)
+    timing = (_timing(c, cluster["timing"], "cluster.timing") if "timing" in cluster
+              else DEFAULT_TIMING)
+    _check_host_timeouts(c, servers, timing)
     config = ClusterConfig(
         nodes=tuple(nodes),
         virtual_servers=tuple(servers),
-        name=c.string(cluster, "name", "cluster", "clustermail"),
+        name=cluster_name,
         placement=mode,
-        capacity=c.integer(cluster, "capacity", "cluster", 1, 1),
-        timing=_timing(c, cluster["timing"], "cluster.timing")
-        if "timing" in cluster
-        else DEFAULT_TIMING,
+        capacity=capacity,
+        timing=timing,
     )
     if c.problems:
         raise ConfigError(source, c.problems)
@@ -589,43 +609,3 @@ def load_config(path: str | Path) -> ClusterConfig:
     except UnicodeDecodeError:
         raise ConfigError(str(path), [Problem("", "not UTF-8 text")]) from None
     return parse_config(text, str(path))
-
-
-# --------------------------------------------------------------------------- the seed cluster
-
-SEED_NODES = ("node1", "node2", "node3", "node4")
-SEED_BANNER_PORT = 2525
-
-
-def _seed_virtual_server(index: int) -> dict[str, Any]:
-    name, address = f"mail{index}", f"127.0.0.{10 + index}"
-    return {
-        # Exchange 2003 N+1: each virtual server has its own active node, node4 is the standby.
-        "preferred_owners": [f"node{index}", "node4"],
-        "failback": "never",
-        "resources": {
-            "ip": {"type": "ip_address", "properties": {"address": address}},
-            "name": {"type": "network_name", "depends_on": ["ip"], "properties": {"name": name}},
-            "disk": {"type": "disk", "properties": {"path": f"{{data}}/disks/{name}"}},
-            # Placeholder service until the mail layer registers smtp/imap4/pop3.
-            "banner": {
-                "type": "process",
-                "depends_on": ["ip", "name", "disk"],
-                "properties": {
-                    "command": ["{python}", "-m", "clustermail.cluster.banner",
-                                "--address", address, "--port", str(SEED_BANNER_PORT)],
-                    "tcp_check": f"{address}:{SEED_BANNER_PORT}",
-                },
-            },
-        },
-    }
-
-
-def default_cluster_config() -> ClusterConfig:
-    """The sample cluster: node1..node4, mail1..mail3 on 127.0.0.11..13, active-passive."""
-    data = {
-        "cluster": {"name": "clustermail", "placement": "active-passive", "timing": "default"},
-        "nodes": {name: {} for name in SEED_NODES},
-        "virtual_servers": {f"mail{i}": _seed_virtual_server(i) for i in (1, 2, 3)},
-    }
-    return config_from_dict(data, "<default cluster>")

@@ -5,7 +5,10 @@ This module is the process around the group state machine
 (:class:`~clustermail.cluster.resource_host.ResourceHost`): it reads the spec
 and the commands from stdin in a thread that also relays the agent's lease
 deadlines to the watchdog, asks the kernel for a signal when the agent dies,
-and exits with the host's exit code (:mod:`clustermail.cluster.host_protocol`).
+ignores the terminal's SIGINT and SIGHUP (its agent decides when it stops), and
+exits with the host's exit code (:mod:`clustermail.cluster.host_protocol`)
+through ``os._exit``, so nothing left behind in its loop or threads can keep a
+stopped host alive.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from clustermail.cluster.host_protocol import (
 )
 from clustermail.cluster.resource_host import ResourceHost, reject
 from clustermail.cluster.resources.base import StoreHandle
+from clustermail.logutil import setup as setup_process_log
+from clustermail.private_files import restrict_umask
 
 #: A command line may carry a whole spec.
 LINE_LIMIT = 16 * 1024 * 1024
@@ -118,7 +123,7 @@ def _parent_died(signum: int, frame: object) -> None:
 
 async def amain() -> int:
     loop = asyncio.get_running_loop()
-    early = HostLog("?", "?", None, sys.stderr)
+    early = HostLog("?", "?", None)
     host: ResourceHost | None = None
 
     def gone(why: str) -> None:
@@ -139,7 +144,7 @@ async def amain() -> int:
         spec = decode_spec(first)
     except ProtocolError as exc:
         return reject(sink, early, f"spec rejected: {exc}")
-    log = HostLog(spec.vs, spec.node, sink, sys.stderr)
+    log = HostLog(spec.vs, spec.node, sink)
     host = ResourceHost(spec, sink, log)
     global _current_host
     _current_host = host
@@ -151,17 +156,25 @@ async def amain() -> int:
     loop.add_signal_handler(signal.SIGTERM, host.dispatch, OfflineCommand())
     code = await host.run(reader)
     warm.cancel()
-    if code == EXIT_AGENT_GONE:
-        # Children are dead already; do not wait for anything else.
+    # Exit now, not through asyncio.run's clean-up: it would wait for every task
+    # and worker thread, and a resource's operation that ignored its cancellation
+    # or a call blocked in a thread must not keep a stopped host alive. The
+    # children are dead already and the store is closed.
+    for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
-            sys.stderr.flush()
-        os._exit(code)
-    return code
+            stream.flush()
+    os._exit(code)
 
 
 async def _warm_store(handle: StoreHandle) -> None:
     with contextlib.suppress(Exception):
         await (await handle.get()).revision()
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """SIGINT and SIGHUP: a Ctrl-C or a closed terminal reaches the agent's whole process
+    group; the agent decides when its hosts stop. A handler rather than SIG_IGN, so the
+    services the host starts get the default action back when they exec."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,7 +191,11 @@ def main(argv: list[str] | None = None) -> int:
         "(a warm spare host starts faster)",
     )
     args = parser.parse_args(argv)
+    restrict_umask()  # inherited from the agent already; explicit for any other caller
+    setup_process_log()
     signal.signal(PARENT_DEATH_SIGNAL, _parent_died)  # before it can be sent
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _ignore)
     procutil.set_parent_death_signal(PARENT_DEATH_SIGNAL, args.parent_pid)
     if args.preload_types:
         # A type that cannot load is reported when a spec uses it, not here.

@@ -1,17 +1,19 @@
-"""What a resource host writes: events for the agent on stdout, JSON logs on stderr."""
+"""What a resource host writes: events for the agent on stdout, its log to the
+process log (:mod:`clustermail.logutil`: JSON lines on stderr)."""
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
-import json
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TextIO
 
 from clustermail.cluster.host_protocol import HostEvent, LogEvent, encode_event
+from clustermail.logutil import level_number
+
+_log = logging.getLogger("clustermail.host")
 
 #: The id of the transition being carried out ("t7"), in every log line it causes.
 transition: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -40,10 +42,10 @@ class EventSink:
 
 
 class HostLog:
-    """JSON lines on stderr for humans; warnings and errors also go to the agent."""
+    """The process log for humans; warnings and errors also go to the agent."""
 
-    def __init__(self, vs: str, node: str, sink: EventSink | None, err: TextIO) -> None:
-        self.vs, self.node, self.sink, self._err = vs, node, sink, err
+    def __init__(self, vs: str, node: str, sink: EventSink | None) -> None:
+        self.vs, self.node, self.sink = vs, node, sink
 
     def write(
         self,
@@ -55,20 +57,12 @@ class HostLog:
         to_agent: bool = True,
     ) -> None:
         now = time.time()
-        stamp = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
-        record: dict[str, object] = {
-            "time": stamp,
-            "level": level,
-            "vs": self.vs,
-            "node": self.node,
-            "resource": resource,
-            "transition": transition.get(),
-            "message": message,
-        }
-        record.update(fields or {})
-        with contextlib.suppress(OSError, ValueError):
-            self._err.write(json.dumps(record, default=str) + "\n")
-            self._err.flush()
+        context: dict[str, object] = {"vs": self.vs, "node": self.node}
+        if resource is not None:
+            context["resource"] = resource
+        if (current := transition.get()) is not None:
+            context["transition"] = current
+        _log.log(level_number(level), message, extra={"fields": {**context, **(fields or {})}})
         if to_agent and self.sink is not None and level in ("warning", "error"):
             self.sink.emit(LogEvent(level, message, now, resource))
 

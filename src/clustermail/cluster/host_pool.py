@@ -3,7 +3,9 @@
 A resource host (:mod:`clustermail.cluster.host_main`) is a child process per
 virtual server the node owns. The agent writes the spec and commands to its
 stdin and reads typed events from its stdout
-(:mod:`clustermail.cluster.host_protocol`); it can always SIGKILL it.
+(:mod:`clustermail.cluster.host_protocol`); it can always SIGKILL it. Each host
+carries a :class:`~clustermail.cluster.supervision.HostWatch`, fed with the
+times of its answers to the agent's pings as they are read.
 
 Starting Python and importing the resource types is most of a host's start-up,
 so the pool keeps one host started ahead of need, waiting for a spec.
@@ -16,19 +18,25 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from clustermail.cluster import procutil
 from clustermail.cluster.host_protocol import (
     Command,
     HostEvent,
+    PingCommand,
+    PongEvent,
     ProtocolError,
     VirtualServerSpec,
     decode_event,
     encode_command,
     encode_spec,
 )
+from clustermail.cluster.supervision import HostWatch
 from clustermail.logutil import log_event
+from clustermail.private_files import append_private, make_private_dir
 
 #: Seconds after joining, or after using its spare, before a node starts a spare host.
 SPARE_DELAY = 2.0
@@ -43,6 +51,7 @@ class HostProcess:
         self._proc = proc
         self.node = node
         self.vs: str | None = None  # known once it has its spec
+        self.watch: HostWatch | None = None  # from then on too
 
     @property
     def pid(self) -> int:
@@ -52,10 +61,14 @@ class HostProcess:
     def returncode(self) -> int | None:
         return self._proc.returncode
 
-    def start(self, spec: VirtualServerSpec) -> None:
-        """Hands the host its virtual server (the first line it reads)."""
+    def start(self, spec: VirtualServerSpec, host_timeout: float) -> None:
+        """Hands the host its virtual server (the first line it reads); from now on it
+        must answer pings within ``host_timeout``."""
         self.vs = spec.vs
-        self._write(encode_spec(spec))
+        self.watch = HostWatch(host_timeout, since=time.monotonic())
+        # A ping in the same write: read with the spec, answered before any resource
+        # runs, so host_timeout alone applies from then on, even to the first online.
+        self._write(encode_spec(spec) + encode_command(PingCommand(0)))
 
     def send(self, command: Command) -> None:
         self._write(encode_command(command))
@@ -74,36 +87,66 @@ class HostProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._proc.pid, signal.SIGKILL)
 
+    async def kill_hung(self, grace: float) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; SIGKILL at once to a stopped
+        host, which could not act on SIGTERM anyway (or with no grace). Returns once
+        it is reaped."""
+        if grace > 0 and self._proc.returncode is None and not procutil.is_stopped(self.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._proc.wait(), grace)
+        self.kill()
+        await self._proc.wait()
+
     async def wait(self) -> int:
         return await self._proc.wait()
 
     async def follow(self, on_event: Callable[[HostEvent], Awaitable[None]]) -> int:
         """Hands every event to ``on_event`` until the host closes its stdout;
         returns its exit code once it has exited. A line that is not a valid
-        event is logged and skipped."""
+        event is logged and skipped.
+
+        Lines are read as they come, whatever ``on_event`` is waiting for (a slow
+        store write), so an answer to a ping is timed when it arrives; pongs feed
+        the host's watch and go no further."""
         stdout = self._proc.stdout
         assert stdout is not None
+        events: asyncio.Queue[HostEvent | None] = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                while line := await stdout.readline():
+                    try:
+                        event = decode_event(line)
+                    except ProtocolError as exc:
+                        log_event("host_bad_event", node=self.node, vs=self.vs,
+                                  message=f"resource host {self.pid} wrote a bad event: {exc}")
+                        continue
+                    if isinstance(event, PongEvent):
+                        if self.watch is not None:
+                            self.watch.answered(time.monotonic())
+                        continue
+                    events.put_nowait(event)
+            finally:
+                events.put_nowait(None)
+
+        reader = asyncio.get_running_loop().create_task(read())
         try:
-            while line := await stdout.readline():
-                try:
-                    event = decode_event(line)
-                except ProtocolError as exc:
-                    log_event("host_bad_event", node=self.node, vs=self.vs,
-                              message=f"resource host {self.pid} wrote a bad event: {exc}")
-                    continue
+            while (event := await events.get()) is not None:
                 await on_event(event)
         finally:
+            reader.cancel()
             code = await self._proc.wait()
         return code
 
 
 async def start_host(data_dir: Path, node: str) -> HostProcess:
     """A new resource host, importing every resource type while it waits for its spec."""
-    logs = data_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    logs = make_private_dir(data_dir / "logs")
     # One log per node: a spare host does not know yet which virtual server it
     # will run; its JSON lines name the virtual server once it does.
-    with open(logs / f"{node}-resource-hosts.log", "ab") as err:
+    with os.fdopen(append_private(logs / f"{node}-resource-hosts.log"), "ab") as err:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

@@ -32,6 +32,11 @@ then commands, executed one at a time in the order received:
   whole machine). If no later ``lease`` command arrives before ``T``, the host
   fences itself: a watchdog thread SIGKILLs every child and exits 4, even if
   the event loop is stuck. Without any ``lease`` command there is no deadline.
+* ``{"cmd": "ping", "seq": N}`` — answered at once with ``{"event": "pong",
+  "seq": N}`` from the host's event loop (not from the stdin thread), so an
+  answer proves the loop runs. The agent pings every host on a schedule and
+  kills one that stays silent past its virtual server's ``host_timeout``
+  (a SIGSTOPped host, or a loop stuck in a blocking call, cannot answer).
 * ``{"cmd": "update", "spec": {…}}`` — a new spec for the same vs/node/epoch/
   store: removed resources go offline, added ones come online, a resource
   whose type/properties/depends_on changed restarts (with its dependents);
@@ -55,6 +60,7 @@ Host → agent (stdout)
     {"event": "group", "state": "online", "reason": "…", "time": …}
     {"event": "log", "level": "warning", "message": "…", "resource": "ip", "time": …}
     {"event": "error", "message": "…", "time": …}
+    {"event": "pong", "seq": N, "time": …}   # the answer to a ping
 
 ``state`` of a resource: online_pending, online, offline_pending, offline,
 failed. A local restart reads: ``failed`` (why the check failed), then
@@ -72,11 +78,18 @@ timeout expired, or it cannot be brought online because of a permanent error
 errors are retried under the restart policy. After ``group failed`` the host
 takes the remaining resources offline and exits 1 by itself (an ``offline``
 sent meanwhile is accepted silently); the agent gives the group up (failover)
-once the host has exited. A resource without ``affects_group`` just stays
+once the host has exited. When the group fails while it is first being
+brought online (a resource that never came online in this host, or a spec the
+host cannot run), the failed group event also carries ``"start_failure":
+"<resource>: <why>"`` — the same text for the same failure on every node, so
+placement can tell a failure that follows the virtual server from node to node
+from one that belongs to a node. A resource without ``affects_group`` just stays
 failed, and the group partially online. ``log`` events repeat the warnings and
 errors of the stderr log so the agent can surface them.
 
-SIGTERM is taken as an ``offline`` command.
+SIGTERM is taken as an ``offline`` command. SIGINT and SIGHUP are ignored: a
+Ctrl-C or a closed terminal reaches the agent's whole process group, and the
+agent, not the terminal, decides when its hosts stop.
 
 Exit codes: 0 clean offline; 1 the group failed (or an offline step failed);
 2 the spec was rejected at startup (``error`` event says why); 3 the agent is
@@ -310,6 +323,8 @@ class GroupEvent:
     state: GroupState
     reason: str
     time: float
+    #: In a failed group event: the start failure that failed it ("" if none).
+    start_failure: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,7 +343,15 @@ class ErrorEvent:
     time: float
 
 
-HostEvent = ResourceEvent | GroupEvent | LogEvent | ErrorEvent
+@dataclass(frozen=True, slots=True)
+class PongEvent:
+    """The answer to a ping, written by the host's event loop."""
+
+    seq: int
+    time: float
+
+
+HostEvent = ResourceEvent | GroupEvent | LogEvent | ErrorEvent | PongEvent
 
 
 def encode_event(event: HostEvent) -> str:
@@ -348,7 +371,11 @@ def encode_event(event: HostEvent) -> str:
             d["group_step"] = True
     elif isinstance(event, GroupEvent):
         d = {"event": "group", "state": event.state.value, "reason": event.reason}
+        if event.start_failure:
+            d["start_failure"] = event.start_failure
         d["time"] = event.time
+    elif isinstance(event, PongEvent):
+        d = {"event": "pong", "seq": event.seq, "time": event.time}
     elif isinstance(event, LogEvent):
         d = {"event": "log", "level": event.level, "message": event.message}
         d["resource"] = event.resource
@@ -381,7 +408,10 @@ def decode_event(line: str | bytes) -> HostEvent:
             state=_enum(GroupState, d.get("state"), "event.state"),
             reason=_str(d.get("reason", ""), "event.reason", empty=True),
             time=t,
+            start_failure=_str(d.get("start_failure", ""), "event.start_failure", empty=True),
         )
+    if kind == "pong":
+        return PongEvent(_int(d.get("seq"), "event.seq", minimum=0), t)
     if kind == "log":
         res = d.get("resource")
         return LogEvent(
@@ -424,8 +454,18 @@ class LeaseCommand:
     safe_until: float
 
 
+@dataclass(frozen=True, slots=True)
+class PingCommand:
+    seq: int
+
+
 Command = (
-    OfflineCommand | ResourceOfflineCommand | ResourceOnlineCommand | UpdateCommand | LeaseCommand
+    OfflineCommand
+    | ResourceOfflineCommand
+    | ResourceOnlineCommand
+    | UpdateCommand
+    | LeaseCommand
+    | PingCommand
 )
 
 
@@ -440,6 +480,8 @@ def encode_command(command: Command) -> str:
         d = {"cmd": "resource_online", "resource": command.resource}
     elif isinstance(command, LeaseCommand):
         d = {"cmd": "lease", "safe_until": command.safe_until}
+    elif isinstance(command, PingCommand):
+        d = {"cmd": "ping", "seq": command.seq}
     else:
         d = {"cmd": "update", "spec": command.spec.to_json()}
     return json.dumps(d, separators=(",", ":")) + "\n"
@@ -476,7 +518,10 @@ def decode_command(line: str | bytes) -> Command:
         if not math.isfinite(until):
             raise SpecError("command.safe_until", f"expected a finite number, got {until!r}")
         return LeaseCommand(until)
-    known = "offline, resource_offline, resource_online, update, lease"
+    if cmd == "ping":
+        _known_keys(d, "command", {"cmd", "seq"})
+        return PingCommand(_int(d.get("seq"), "command.seq", minimum=0))
+    known = "offline, resource_offline, resource_online, update, lease, ping"
     raise ProtocolError(f"unknown command {cmd!r} (expected one of: {known})")
 
 

@@ -62,10 +62,12 @@ def vs_state(view: ClusterView, vs: str) -> VsState:
         return VsState(None, left, assignment.manual)
     giveup = view.giveup.get(vs)
     if giveup is not None and giveup.node == owner:
-        return VsState(owner, VsStatus.FAILED, assignment.manual)
+        return VsState(owner, VsStatus.FAILED, assignment.manual, giveup.start_failure)
     status = view.status.get(vs)
     if status is not None and status.node == owner:
-        return VsState(owner, _STATUS.get(status.state, VsStatus.STARTING), assignment.manual)
+        state = _STATUS.get(status.state, VsStatus.STARTING)
+        failure = status.start_failure if state is VsStatus.FAILED else ""
+        return VsState(owner, state, assignment.manual, failure)
     return VsState(owner, VsStatus.STARTING, assignment.manual)
 
 
@@ -73,7 +75,7 @@ def build_snapshot(
     view: ClusterView, config: ClusterConfig, now: float, moves: dict[str, str] | None = None
 ) -> Snapshot:
     failovers = [
-        FailoverRecord(vs, entry.time, entry.node)
+        FailoverRecord(vs, entry.time, entry.node, entry.failure)
         for vs, history in sorted(view.failures.items())
         for entry in history.entries
     ]
@@ -153,7 +155,8 @@ def assignment_record(d: Decision, now: float) -> AssignmentRecord:
         manual=d.manual,
         code=d.code.value,
         reason=d.reason,
-        failed=d.owner is None and d.code in (ReasonCode.NO_NODE, ReasonCode.THRESHOLD),
+        failed=d.owner is None and d.code in (ReasonCode.NO_NODE, ReasonCode.THRESHOLD,
+                                              ReasonCode.REPEATED),
         time=now,
     )
 
@@ -189,8 +192,8 @@ class Leader:
 
     async def step(self, store: Store, view: ClusterView) -> list[str]:
         self.is_leader = True
-        if view.config is None:
-            return []
+        if view.cluster_config is None:
+            return []  # nothing moves without a usable configuration (the agents say why)
         now = time.time()
         if self.elected_at is None:
             self.elected_at = time.monotonic()
@@ -217,7 +220,8 @@ class Leader:
                     lines.append(d.line())
             if d.failover is not None and d.failover.node not in draining:
                 new_failures.setdefault(vs, []).append(
-                    FailoverEntry(d.failover.time, d.failover.node, d.failover.virtual_server))
+                    FailoverEntry(d.failover.time, d.failover.node, d.failover.virtual_server,
+                                  d.failover.failure))
             giveup = view.giveup.get(vs)
             if giveup is not None and giveup.node != d.owner:
                 key = keys.GIVEUP + vs
@@ -245,7 +249,7 @@ class Leader:
             return ["placement not applied: the store changed meanwhile; deciding again"]
         for line in lines:
             vs = line.split(":", 1)[0]
-            await eventlog.append(store, eventlog.make(self.node, "placement", line, vs=vs))
+            await eventlog.append(store, eventlog.note(self.node, "placement", line, vs=vs))
         await self._maybe_trim(store, now)
         return [f"leader: {line}" for line in lines]
 

@@ -14,12 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from clustermail.cluster.timing import DEFAULT_TIMING, LeaseTiming
+from clustermail.cluster.timing import DEFAULT_TIMING, PINGS_BEFORE_HUNG, LeaseTiming
 
 # A resource property: TOML scalars, or a list of strings (kept as a tuple).
 PropertyValue = str | int | float | bool | tuple[str, ...]
 
 DEFAULT_FAILOVER_PERIOD_HOURS = 6.0
+#: Seconds a resource host may leave the agent's pings unanswered before it is killed.
+DEFAULT_HOST_TIMEOUT = 5.0
 
 
 class PlacementMode(enum.StrEnum):
@@ -121,6 +123,7 @@ class VirtualServer:
     failback: FailbackPolicy = FailbackPolicy()
     failover_threshold: int | None = None  # None: number of nodes - 1 (at least 1)
     failover_period_hours: float = DEFAULT_FAILOVER_PERIOD_HOURS
+    host_timeout: float | None = None  # None: see ClusterConfig.host_timeout
 
     def resource(self, name: str) -> Resource | None:
         return next((r for r in self.resources if r.name == name), None)
@@ -142,6 +145,8 @@ class VirtualServer:
         if self.failover_threshold is not None:
             out["failover_threshold"] = self.failover_threshold
         out["failover_period_hours"] = self.failover_period_hours
+        if self.host_timeout is not None:
+            out["host_timeout"] = self.host_timeout
         out["resources"] = {r.name: r.to_dict() for r in self.resources}
         return out
 
@@ -193,6 +198,14 @@ class ClusterConfig:
         if vs.failover_threshold is not None:
             return vs.failover_threshold
         return max(len(self.nodes) - 1, 1)
+
+    def host_timeout(self, vs: VirtualServer) -> float:
+        """Seconds ``vs``'s resource host may leave the agent's pings unanswered before it
+        is killed: 5 s by default, longer when the lease is renewed so slowly that 5 s
+        would not span three pings."""
+        if vs.host_timeout is not None:
+            return vs.host_timeout
+        return max(DEFAULT_HOST_TIMEOUT, PINGS_BEFORE_HUNG * self.timing.renew_interval)
 
     def to_dict(self) -> dict[str, Any]:
         cluster: dict[str, Any] = {"name": self.name, "placement": self.placement.value}

@@ -10,23 +10,41 @@ phase in rank order (higher ``priority`` first, then name):
 3. administrator move requests for those → honoured when the target is valid;
 4. virtual servers that need a node (owner down, failed on its owner, owner no
    longer valid, or not placed) → the first eligible node in preferred order,
-   then the other possible owners by name; left failed when none is eligible
-   or when the failover threshold is reached;
+   then the other possible owners by name; left failed when none is eligible,
+   when the failover threshold is reached, or when it failed to start the
+   same way on a second try (below);
 5. failback of the virtual servers still sticking, as their policy allows.
 
 Failed virtual servers are placed before failbacks: availability first.
+
+Move requests reach the snapshot with a target node: the caller resolves a
+request for "any other node" first (the leader tries the nodes in preference
+order and keeps the first one this function would honour).
+
+Repeated start failures. A virtual server that fails while first coming online
+on a node reports what failed (``VsState.failure``, e.g. "smtp: cannot listen on
+127.0.0.11:25: address already in use (held by pid 4242: …)"), and the record
+of that failover keeps it. When the same start failure comes back on another
+try — another node, or the same one again — the cause follows the virtual
+server (a stray process holding its port, a missing program, a bad property):
+moving it again would fail the same way and only burn its failover threshold.
+It is left failed with that reason instead, and identical start failures
+count once towards the threshold.
 
 The caller (the leader) applies a :class:`Placement` in one transaction:
 
 * write each decision's ``owner`` and ``manual`` as the assignment (they come
   back as ``VsState.owner``/``VsState.manual`` in the next snapshot);
 * append ``Placement.failovers`` to the failure history — one record per
-  failure reacted to; the owner changes with it, so the next cycle does not
-  record the same failure again;
-* answer every move request of the snapshot (each one was either honoured
-  or refused): the leader records the request's id as done, with
-  ``Decision.refused_move`` as the reason when it was refused;
-* log ``Placement.lines()``, one reason per virtual server.
+  failure reacted to, except a draining (gracefully stopping) node's; the
+  owner changes with it, so the next cycle does not record the same failure
+  again;
+* answer every move request of the snapshot: the request stays in the
+  virtual server's admin record and is marked done, with
+  ``Decision.refused_move`` as its result (empty when honoured), which is what
+  `clustermail vs move` waits for;
+* log a decision's line when its owner or reason code changed, and every
+  refused move.
 """
 
 from __future__ import annotations
@@ -55,6 +73,7 @@ class ReasonCode(enum.StrEnum):
     OFFLINE = "offline"  # set offline by an administrator
     NO_NODE = "no-node"  # no eligible node: left failed, or not started
     THRESHOLD = "threshold"  # left failed: failover threshold reached in its period
+    REPEATED = "repeated"  # left failed: the same start failure came back on a second try
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +165,7 @@ class _Case:
     situation: _Situation
     cause: str = ""  # why it needs a node, e.g. "owner node3 is down"
     failed_on: str | None = None  # excluded from its candidates, and recorded
+    failure: str = ""  # the start failure that failed it on failed_on, if it was one
     request: str | None = None  # move request target
     refused: str | None = None
     note: str = ""  # appended to a stay reason
@@ -173,6 +193,13 @@ def _short(predicate: str) -> str:
 
 def _hours(value: float) -> str:
     return f"{value:g} h"
+
+
+def _tries(nodes: list[str]) -> str:
+    """Where the tries were: "node1 and node4", "node1 twice", "node1, node4 and node1"."""
+    if len(set(nodes)) == 1:
+        return f"{nodes[0]} twice" if len(nodes) == 2 else f"{nodes[0]} {len(nodes)} times"
+    return ", ".join(nodes[:-1]) + f" and {nodes[-1]}"
 
 
 class _Run:
@@ -204,22 +231,29 @@ class _Run:
             case.cause = f"owner {owner} is down{suffix}"
         elif state.status is VsStatus.FAILED:
             case.situation, case.failed_on = _Situation.FAILURE, owner
+            case.failure = state.failure
             case.cause = f"it failed on {owner}"
         elif owner not in self.config.possible_owners(vs):
             case.situation, case.cause = _Situation.RELOCATE, f"{owner} is not a possible owner"
         return case
 
-    def failover_count(self, vs: VirtualServer) -> int:
-        """Failovers within the period, ignoring those an administrator cleared."""
+    def failover_records(self, vs: VirtualServer) -> list[FailoverRecord]:
+        """Failovers within the period, without those an administrator cleared."""
         since = self.snap.now - vs.failover_period_hours * 3600
         cleared = self.snap.failures_cleared.get(vs.name)
-        return sum(
-            1
+        return [
+            r
             for r in self.snap.failovers
             if r.virtual_server == vs.name
             and r.time > since
             and (cleared is None or r.time > cleared)
-        )
+        ]
+
+    def failover_count(self, vs: VirtualServer) -> int:
+        """Failovers within the period; identical start failures count once."""
+        records = self.failover_records(vs)
+        return sum(1 for r in records if not r.failure) + len({r.failure for r in records
+                                                               if r.failure})
 
     def order(self, vs: VirtualServer) -> list[tuple[str, str]]:
         """Nodes in the order they are tried: preferred, other possible owners, the rest."""
@@ -283,7 +317,7 @@ class _Run:
             reason += f"; {case.refused}"
         record = None
         if case.situation is _Situation.FAILURE and case.failed_on is not None:
-            record = FailoverRecord(case.name, self.snap.now, case.failed_on)
+            record = FailoverRecord(case.name, self.snap.now, case.failed_on, case.failure)
         manual = code is ReasonCode.MOVE or (code is ReasonCode.STAY and case.state.manual)
         case.decision = Decision(
             virtual_server=case.name,
@@ -368,7 +402,7 @@ class _Run:
 
     def place_unowned(self) -> None:
         for case in self.pending(_Situation.FAILURE, _Situation.RELOCATE, _Situation.UNPLACED):
-            if self.threshold_reached(case):
+            if self.repeated_failure(case) or self.threshold_reached(case):
                 continue
             if case.request is not None and self.honour_request(case):
                 continue
@@ -400,6 +434,36 @@ class _Run:
                   f"clear with `clustermail vs clear-failures {case.name}`")
         self.decide(case, None, ReasonCode.THRESHOLD, reason,
                     self.candidates(case, None, "", "not considered: past the threshold"))
+        return True
+
+    def repeated_failure(self, case: _Case) -> bool:
+        """Leaves ``case`` failed when its start failure came back on a second try (see
+        the module docstring): now, or earlier and not cleared since."""
+        records = self.failover_records(case.vs)
+        if case.situation is _Situation.FAILURE and case.failure:
+            failure = case.failure
+            nodes = [r.node for r in records if r.failure == failure]
+            if not nodes:
+                return False  # the first time: it may belong to that node
+            nodes.append(case.failed_on or "?")
+        elif case.situation is _Situation.UNPLACED and case.state.status is VsStatus.FAILED:
+            # Left failed earlier: it stays so while a repeat is in its history.
+            failures = [r.failure for r in records if r.failure]
+            repeated = [f for i, f in enumerate(failures) if f in failures[:i]]
+            if not repeated:
+                return False
+            failure = repeated[-1]
+            nodes = [r.node for r in records if r.failure == failure]
+        else:
+            return False
+        if case.request:
+            case.refused = (f"move to {case.request} refused: its start failure repeats; "
+                            f"clear its failures first")
+        reason = (f"left failed: the same start failure on {_tries(nodes)}: {failure}; "
+                  "moving it again would not help: remove the cause, then "
+                  f"`clustermail vs clear-failures {case.name}`")
+        self.decide(case, None, ReasonCode.REPEATED, reason,
+                    self.candidates(case, None, "", "not considered: its start failure repeats"))
         return True
 
     def honour_request(self, case: _Case) -> bool:
@@ -535,8 +599,11 @@ def explain(snapshot: Snapshot, vs_name: str) -> str:
     default = " (default: nodes - 1)" if vs.failover_threshold is None else ""
     cleared = snapshot.failures_cleared.get(vs_name)
     cleared_note = f"; failures cleared at {cleared:g}" if cleared is not None else ""
-    lines.append(f"  failovers: {run.failover_count(vs)} in the last "
-                 f"{_hours(vs.failover_period_hours)}, threshold {threshold}{default}"
+    counted, recorded = run.failover_count(vs), len(run.failover_records(vs))
+    once = (f" ({recorded} recorded: identical start failures count once)"
+            if recorded != counted else "")
+    lines.append(f"  failovers: {counted} in the last "
+                 f"{_hours(vs.failover_period_hours)}{once}, threshold {threshold}{default}"
                  f"{cleared_note}")
     if decision.failover is not None:
         lines.append(f"  records a failover: {vs_name} failed on {decision.failover.node}")

@@ -96,6 +96,16 @@ def pid_alive(pid: int) -> bool:
     return state not in (b"Z", b"X")
 
 
+def is_stopped(pid: int) -> bool:
+    """Whether ``pid`` is stopped (SIGSTOP, a debugger): it cannot act on SIGTERM."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] in (b"T", b"t")
+
+
 def wait_gone(pids: list[int], timeout: float) -> list[int]:
     """Waits up to ``timeout`` s for ``pids`` to exit; returns those still alive."""
     deadline = time.monotonic() + timeout

@@ -377,6 +377,8 @@ class StatusRecord:
     resource_pids: Mapping[str, int] = field(default_factory=dict, hash=False)
     reason: str = ""
     since: float = 0.0
+    #: With state failed: the start failure that failed it (see GiveUpRecord), or "".
+    start_failure: str = ""
     extra: Mapping[str, object] = field(default_factory=dict, hash=False)
 
     @classmethod
@@ -385,13 +387,15 @@ class StatusRecord:
         return cls(node=f.required_text("node"), state=f.text("state", "online_pending"),
                    epoch=f.integer("epoch"), pid=f.optional_integer("pid"),
                    resources=f.text_map("resources"), resource_pids=f.integer_map("resource_pids"),
-                   reason=f.text("reason"), since=f.number("since"), extra=f.extra())
+                   reason=f.text("reason"), since=f.number("since"),
+                   start_failure=f.text("start_failure"), extra=f.extra())
 
     def to_store(self) -> bytes:
         return _dump({"node": self.node, "state": self.state, "epoch": self.epoch,
                       "pid": self.pid, "resources": dict(self.resources),
                       "resource_pids": dict(self.resource_pids), "reason": self.reason,
-                      "since": self.since}, self.extra)
+                      "since": self.since, "start_failure": self.start_failure or None},
+                     self.extra)
 
 
 #: ``VsIntent.move_to`` of a move to whichever node placement accepts first.
@@ -453,16 +457,19 @@ class VsIntent:
 
 @dataclass(frozen=True, slots=True)
 class FailoverEntry:
-    """One failover the leader reacted to: the node the virtual server failed on."""
+    """One failover the leader reacted to: the node the virtual server failed on, and
+    the start failure that failed it there ("" if it was not one)."""
 
     time: float
     node: str
     virtual_server: str = ""
+    failure: str = ""
     extra: Mapping[str, object] = field(default_factory=dict, hash=False)
 
     def to_json(self) -> dict[str, object]:
         return _object({"time": self.time, "node": self.node,
-                        "virtual_server": self.virtual_server}, self.extra)
+                        "virtual_server": self.virtual_server,
+                        "failure": self.failure or None}, self.extra)
 
 
 @dataclass(frozen=True, slots=True)
@@ -482,6 +489,7 @@ class FailoverHistory:
             entries.append(FailoverEntry(time=f.required_number("time"),
                                          node=f.required_text("node"),
                                          virtual_server=f.text("virtual_server"),
+                                         failure=f.text("failure"),
                                          extra=f.extra()))
         return cls(tuple(entries))
 
@@ -498,23 +506,29 @@ class FailoverHistory:
 
 @dataclass(frozen=True, slots=True)
 class GiveUpRecord:
-    """``giveup/<vs>``: the owner gave the virtual server up after it failed there."""
+    """``giveup/<vs>``: the owner gave the virtual server up after it failed there.
+
+    ``start_failure``: when the group failed while first coming online, what failed
+    (``"<resource>: <why>"``, the same text on every node for the same failure)."""
 
     node: str
     time: float = 0.0
     reason: str = ""
     epoch: int = 0
+    start_failure: str = ""
     extra: Mapping[str, object] = field(default_factory=dict, hash=False)
 
     @classmethod
     def from_store(cls, key: str, value: bytes) -> GiveUpRecord:
         f = _Fields.load(key, value)
         return cls(node=f.required_text("node"), time=f.number("time"), reason=f.text("reason"),
-                   epoch=f.integer("epoch"), extra=f.extra())
+                   epoch=f.integer("epoch"), start_failure=f.text("start_failure"),
+                   extra=f.extra())
 
     def to_store(self) -> bytes:
         return _dump({"node": self.node, "time": self.time, "reason": self.reason,
-                      "epoch": self.epoch}, self.extra)
+                      "epoch": self.epoch, "start_failure": self.start_failure or None},
+                     self.extra)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,13 @@ log and a stream of command lines, so it runs in a test's event loop too.
 Every transition (bring the group online, recover a resource, a command) runs
 under one lock, one at a time, so the resources' states only change in one
 place; the checks run concurrently and queue a recovery when they fail.
+
+Every resource operation (online, offline, terminate, checks) runs as a task of
+its own under its pending timeout, enforced from outside it: an operation that
+hangs (awaits forever) or ignores its cancellation is given up at the timeout
+and counts as failed. What no timeout inside the loop can catch, a loop stuck
+in a blocking call, the agent catches: it pings the host, and a host that does
+not answer within its ``host_timeout`` is killed.
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ from clustermail.cluster.host_protocol import (
     GroupState,
     LeaseCommand,
     OfflineCommand,
+    PingCommand,
+    PongEvent,
     ProtocolError,
     ResourceEvent,
     ResourceOfflineCommand,
@@ -68,6 +77,9 @@ T = TypeVar("T")
 #: Pause between a resource's failure and its restart (Windows clustering's
 #: "restart delay", 500 ms): a resource that fails at once must not spin.
 RESTART_DELAY = 0.5
+#: How long an operation past its pending timeout has to end once cancelled;
+#: one that ignores the cancellation is abandoned.
+CANCEL_GRACE = 1.0
 
 
 # --------------------------------------------------------------------------- state
@@ -187,20 +199,22 @@ class ResourceHost:
         self._spawn("start", self._start)
         try:
             code = await self.done
-        finally:
-            reader.cancel()
-        if code == EXIT_AGENT_GONE:
+            if code == EXIT_AGENT_GONE:
+                return code
+            for slot in self.slots.values():
+                self._stop_monitor(slot)
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            procutil.kill_all_groups()  # nothing may outlive the host
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.store.close(), CLOSE_TIMEOUT)
+            self.watchdog.stop()  # only now: the children are gone
             return code
-        for slot in self.slots.values():
-            self._stop_monitor(slot)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        procutil.kill_all_groups()  # nothing may outlive the host
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.store.close(), CLOSE_TIMEOUT)
-        self.watchdog.stop()  # only now: the children are gone
-        return code
+        finally:
+            # Only now: until the very end the host answers the agent's pings, so a
+            # slow clean-up is not taken for a hang.
+            reader.cancel()
 
     def _fence(self) -> None:
         """The lease deadline passed (watchdog thread): kill everything, exit now."""
@@ -292,6 +306,10 @@ class ResourceHost:
             # At once, not queued behind a transition: the deadline is about now.
             self.watchdog.set_deadline(command.safe_until)
             return
+        if isinstance(command, PingCommand):
+            # From the loop, so the answer proves the loop runs (even while stopping).
+            self.sink.emit(PongEvent(command.seq, time.time()))
+            return
         if self.closing:
             if isinstance(command, OfflineCommand):
                 self.log.write("info", "offline: already going offline", None)
@@ -373,8 +391,12 @@ class ResourceHost:
 
     async def _terminate(self, slot: Slot) -> None:
         self._stop_monitor(slot)
+        timeout = slot.spec.policy.pending_timeout
         try:
-            await asyncio.wait_for(slot.resource.terminate(), slot.spec.policy.pending_timeout)
+            await _within(slot.resource.terminate(), timeout)
+        except _Expired:
+            self.log.write("error", f"terminate gave no answer within {timeout:g} s",
+                           slot.spec.name)
         except Exception as exc:
             self.log.write("error", f"terminate failed: {type(exc).__name__}: {exc}",
                            slot.spec.name)
@@ -394,7 +416,13 @@ class ResourceHost:
             decision = slot.restarts.record_failure(self.clock())
             if outcome.final or not decision.restart:
                 why = outcome.reason if outcome.final else f"{outcome.reason}; {decision.reason}"
-                await self._failed_for_good(slot, why)
+                # While the group is first coming online, a resource that never came
+                # online here: the same failure on every node is one failure of the
+                # group (placement compares this text, so it leaves out the counts).
+                starting = self.reported is None and slot.generation == 0
+                await self._failed_for_good(
+                    slot, why, start_failure=_signature(slot.spec.name, outcome.reason)
+                    if starting else "")
                 return False
             self._set(slot, ResourceState.FAILED, outcome.reason)
             reason, group_step = decision.reason, False
@@ -422,19 +450,19 @@ class ResourceHost:
         self._set(slot, ResourceState.FAILED, why)
         return False
 
-    async def _failed_for_good(self, slot: Slot, why: str) -> None:
+    async def _failed_for_good(self, slot: Slot, why: str, start_failure: str = "") -> None:
         self._set(slot, ResourceState.FAILED, why)
         if slot.spec.policy.affects_group:
-            await self._fail_group(f"resource {slot.spec.name} failed: {why}")
+            await self._fail_group(f"resource {slot.spec.name} failed: {why}", start_failure)
 
-    async def _fail_group(self, reason: str) -> None:
+    async def _fail_group(self, reason: str, start_failure: str = "") -> None:
         """The group must move: report, take the rest offline, exit non-zero."""
         if self.group_failed is not None:
             return
         self.group_failed = reason
         self.closing = True
         self.log.write("error", f"group failed: {reason}", None)
-        self.sink.emit(GroupEvent(GroupState.FAILED, reason, time.time()))
+        self.sink.emit(GroupEvent(GroupState.FAILED, reason, time.time(), start_failure))
         for name in self.graph.offline_order():
             slot = self.slots[name]
             if slot.state is not ResourceState.FAILED:
@@ -601,14 +629,36 @@ class _Expired(Exception):
     """A pending timeout expired (not a TimeoutError raised inside a resource)."""
 
 
+#: Operations that ignored their cancellation, kept referenced until they end.
+_abandoned: set[asyncio.Future[Any]] = set()
+
+
 async def _within(aw: Awaitable[T], seconds: float) -> T:
+    """``aw``'s result, or :class:`_Expired` after ``seconds``. The operation runs as
+    a task of its own and the timeout is kept from outside it: an operation that
+    swallows its cancellation is abandoned, not waited for."""
+    task = asyncio.ensure_future(aw)
     try:
-        async with asyncio.timeout(seconds) as deadline:
-            return await aw
-    except TimeoutError:
-        if deadline.expired():
-            raise _Expired() from None
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        task.cancel()
         raise
+    if task in done:
+        return task.result()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=CANCEL_GRACE)
+    if task in done:
+        if not task.cancelled():
+            task.exception()  # retrieved: what it raised while cancelled is moot
+    else:
+        _abandoned.add(task)
+        task.add_done_callback(_abandoned.discard)
+    raise _Expired()
+
+
+def _signature(resource: str, reason: str) -> str:
+    """``resource: reason``, once (a resource's own errors often start with its name)."""
+    return reason if reason.startswith(f"{resource}:") else f"{resource}: {reason}"
 
 
 _CLEAR_ERRORS = (ProtocolError, GroupError, ResourceTypeError, ResourceError)
@@ -624,5 +674,6 @@ def reject(sink: EventSink, log: HostLog, message: str) -> int:
     """Reports a spec that cannot run (the group fails at once); the exit code."""
     log.write("error", message, None, to_agent=False)
     sink.emit(ErrorEvent(message, time.time()))
-    sink.emit(GroupEvent(GroupState.FAILED, message, time.time()))
+    # A spec that cannot run here (an unknown type) cannot run anywhere else either.
+    sink.emit(GroupEvent(GroupState.FAILED, message, time.time(), start_failure=message))
     return EXIT_BAD_SPEC

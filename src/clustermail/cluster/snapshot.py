@@ -43,16 +43,21 @@ class VsState:
     is what that owner reports (the leader ignores reports from other nodes);
     ``manual`` says the owner was chosen by an administrator's move, which
     failback does not undo. The leader stores ``Decision.manual`` here.
+    ``failure``: when it failed on its owner while first coming online there,
+    what failed (the same text on every node for the same failure).
     """
 
     owner: str | None = None
     status: VsStatus = VsStatus.OFFLINE
     manual: bool = False
+    failure: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"owner": self.owner, "status": self.status.value}
         if self.manual:
             out["manual"] = True
+        if self.failure:
+            out["failure"] = self.failure
         return out
 
 
@@ -63,9 +68,14 @@ class FailoverRecord:
     virtual_server: str
     time: float  # the snapshot's ``now`` when it was recorded
     node: str  # the node it failed on
+    failure: str = ""  # the start failure that failed it there, if it was one
 
     def to_dict(self) -> dict[str, Any]:
-        return {"virtual_server": self.virtual_server, "time": self.time, "node": self.node}
+        out: dict[str, Any] = {"virtual_server": self.virtual_server, "time": self.time,
+                               "node": self.node}
+        if self.failure:
+            out["failure"] = self.failure
+        return out
 
 
 @dataclass(frozen=True)
@@ -135,13 +145,14 @@ def _enum_value(c: Checker, kind: type[_E], value: object, path: str) -> _E | No
 
 
 def _vs_state(c: Checker, value: object, path: str) -> VsState:
-    table = c.table(value, path, ("owner", "status", "manual"))
+    table = c.table(value, path, ("owner", "status", "manual", "failure"))
     owner = table.get("owner")
     if owner is not None and not isinstance(owner, str):
         c.add(key_path(path, "owner"), "expected a node name or null")
         owner = None
     status = _enum_value(c, VsStatus, table.get("status", "offline"), key_path(path, "status"))
-    return VsState(owner, status or VsStatus.OFFLINE, c.boolean(table, "manual", path, False))
+    return VsState(owner, status or VsStatus.OFFLINE, c.boolean(table, "manual", path, False),
+                   c.string(table, "failure", path, ""))
 
 
 def _snapshot_from_dict(data: Mapping[str, Any], source: str) -> Snapshot:
@@ -168,11 +179,12 @@ def _snapshot_from_dict(data: Mapping[str, Any], source: str) -> Snapshot:
         failovers = []
     for i, item in enumerate(failovers):
         path = f"failovers[{i}]"
-        rec = c.table(item, path, ("virtual_server", "time", "node"))
+        rec = c.table(item, path, ("virtual_server", "time", "node", "failure"))
         records.append(FailoverRecord(
             _text(c, rec.get("virtual_server"), key_path(path, "virtual_server")),
             _number(c, rec.get("time"), key_path(path, "time")),
             _text(c, rec.get("node"), key_path(path, "node")),
+            c.string(rec, "failure", path, ""),
         ))
     moves = {k: _text(c, v, key_path("move_requests", k))
              for k, v in c.entries(top.get("move_requests", {}), "move_requests").items()}

@@ -13,6 +13,11 @@ profiles are chosen from the failover targets:
 
 The rule checked at load time: one renewal plus one retry plus the margin must
 fit inside the TTL, otherwise a single slow renewal would fence a healthy node.
+
+The agent also pings each of its resource hosts every ``renew_interval``; a
+host that answers none for its virtual server's ``host_timeout`` is hung and
+killed. That timeout must span :data:`PINGS_BEFORE_HUNG` pings, so one late
+answer is never taken for a hang.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from dataclasses import dataclass
 
 # A renewal that fails is retried once on the next tick before the node gives up.
 RENEWALS_BEFORE_FENCE = 2
+#: Pings (one per renew_interval) a resource host may miss before it is hung.
+PINGS_BEFORE_HUNG = 3
 
 
 class TimingError(ValueError):
@@ -52,6 +59,19 @@ def timing_problems(ttl: float, renew_interval: float, safety_margin: float) -> 
             f"must be less than ttl {_fmt(ttl)}"
         )
     return problems
+
+
+def host_timeout_problem(host_timeout: float, renew_interval: float) -> str | None:
+    """Why ``host_timeout`` is too short for this renew interval, naming the numbers."""
+    needed = PINGS_BEFORE_HUNG * renew_interval
+    if host_timeout >= needed:
+        return None
+    return (
+        f"host_timeout {_fmt(host_timeout)} must be at least {PINGS_BEFORE_HUNG} x "
+        f"renew_interval {_fmt(renew_interval)} = {_fmt(round(needed, 6))} (the agent pings "
+        "each resource host every renew_interval; a host is hung only after missing "
+        f"{PINGS_BEFORE_HUNG} pings)"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,8 @@ _HEADER = """\
 # [virtual_servers.X]  preferred_owners (ordered), possible_owners (default: all
 #            nodes), priority (higher wins a contested node), failback = "never" |
 #            "immediate" | "22-6" | { start = 22, end = 6 }, failover_threshold
-#            (default: nodes - 1) failovers per failover_period_hours (default 6).
+#            (default: nodes - 1) failovers per failover_period_hours (default 6),
+#            host_timeout (5: the resource host must answer the agent's pings).
 # [virtual_servers.X.resources.Y]  type, depends_on, [..properties], and optional
 #            quick_check_interval (5), thorough_check_interval (60),
 #            restart_threshold (3) per restart_period (900), pending_timeout (180),
@@ -90,7 +91,7 @@ def _resource_lines(vs: VirtualServer, r: Resource) -> list[str]:
     return lines
 
 
-def _virtual_server_lines(vs: VirtualServer, n_nodes: int) -> list[str]:
+def _virtual_server_lines(vs: VirtualServer, n_nodes: int, host_timeout: float) -> list[str]:
     lines = ["", _table_header("virtual_servers", vs.name)]
     lines.append(f"priority = {vs.priority}")
     lines.append(f"preferred_owners = {toml_value(list(vs.preferred_owners))}")
@@ -105,6 +106,10 @@ def _virtual_server_lines(vs: VirtualServer, n_nodes: int) -> list[str]:
     else:
         lines.append(f"failover_threshold = {vs.failover_threshold}")
     lines.append(f"failover_period_hours = {toml_value(vs.failover_period_hours)}")
+    if vs.host_timeout is None:
+        lines.append(f"# host_timeout = {toml_value(host_timeout)}  (default)")
+    else:
+        lines.append(f"host_timeout = {toml_value(vs.host_timeout)}")
     for r in vs.resources:
         lines += _resource_lines(vs, r)
     return lines
@@ -122,5 +127,5 @@ def render_toml(config: ClusterConfig) -> str:
         if node.capacity is not None:
             lines.append(f"capacity = {node.capacity}")
     for vs in config.virtual_servers:
-        lines += _virtual_server_lines(vs, len(config.nodes))
+        lines += _virtual_server_lines(vs, len(config.nodes), config.host_timeout(vs))
     return "\n".join(lines) + "\n"

@@ -25,6 +25,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from clustermail.private_files import make_private_dir, open_private
+
 UNDO_DIR = "undo"
 TIMEOUT = 2.0
 
@@ -48,9 +50,9 @@ def record(
     """Writes (durably) how to revert a change, before making it. ``already_done``:
     output fragments that mean there was nothing left to revert."""
     path = _path(data_dir, node, vs, resource)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path.parent)
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
+    with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w") as f:
         json.dump({"argv": argv, "what": what, "already_done": list(already_done)}, f)
         f.flush()
         os.fsync(f.fileno())
@@ -77,12 +79,28 @@ def run_pending(
     return done
 
 
+def _unsafe(st: os.stat_result) -> str | None:
+    """Why a record's file cannot be trusted, or None."""
+    if st.st_uid not in (os.geteuid(), 0):
+        return f"owned by uid {st.st_uid}, not by us (uid {os.geteuid()})"
+    if st.st_mode & 0o022:
+        return f"writable by group or others (mode {st.st_mode & 0o7777:04o})"
+    return None
+
+
 def _run(vs: str, path: Path, timeout: float) -> Undone | None:
     resource = path.stem
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:
+            unsafe = _unsafe(os.fstat(f.fileno()))
+            text = f.read().decode("utf-8", "replace")
     except FileNotFoundError:
         return None  # another runner (the agent, the host) has just done it
+    except OSError as exc:
+        return Undone(vs, resource, "?", f"cannot read undo record {path}: {exc}")
+    if unsafe:
+        # A command others could have written is never run (and kept, for a look).
+        return Undone(vs, resource, "?", f"refusing to run undo record {path}: {unsafe}")
     try:
         entry = json.loads(text)
         argv = [str(a) for a in entry["argv"]]

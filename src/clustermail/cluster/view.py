@@ -54,7 +54,7 @@ class ClusterView:
     config_revision: int
     #: The applied configuration validated (None when none is applied or it is invalid).
     cluster_config: ClusterConfig | None
-    #: Why the applied configuration is invalid.
+    #: Why the applied configuration is unusable: unreadable or invalid.
     config_error: ConfigError | None
     #: node name -> registration (present = the node's lease is alive)
     nodes: Mapping[str, NodeRecord]
@@ -90,6 +90,14 @@ class ClusterView:
             raise ConfigError(self.config_error.source, self.config_error.problems)
         raise ConfigError("the applied configuration",
                           [Problem("", "none has been applied (`clustermail config apply`)")])
+
+    def config_problem(self) -> str | None:
+        """Why there is no usable configuration, on one line (None when there is one)."""
+        if self.cluster_config is not None:
+            return None
+        if self.config_error is None:
+            return "none has been applied"
+        return "; ".join(str(p) for p in self.config_error.problems)
 
     def mod_revision(self, key: str) -> int:
         """The key's mod revision, 0 when it is absent (what ``Compare.mod_is`` expects)."""
@@ -202,6 +210,11 @@ async def read_view(store: Store) -> ClusterView:
             cluster_config = config_record.parse()
         except ConfigError as exc:
             config_error = exc
+    else:
+        # Written but unreadable is not "none applied": say what is wrong with it.
+        config_error = next((ConfigError("the applied configuration",
+                                         [Problem("", f"unreadable: {p}")])
+                             for p in b.problems if p.key == keys.CONFIG), None)
     return ClusterView(
         revision=result.revision,
         config=config_record.data if config_record is not None else None,

@@ -20,7 +20,8 @@ from clustermail.coord.api import (
     TxnOp,
     TxnResult,
 )
-from clustermail.coord.url import open_store, parse_store_url
+from clustermail.coord.opener import open_store
+from clustermail.coord.url import parse_store_url
 
 __all__ = [
     "Compacted",

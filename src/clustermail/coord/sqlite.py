@@ -46,6 +46,7 @@ from clustermail.coord.api import (
     prefix_end,
     to_bytes,
 )
+from clustermail.private_files import create_private_file
 
 T = TypeVar("T")
 
@@ -173,6 +174,9 @@ class SqliteStore(Store):
                 f"{self.url}: the folder {self.path.parent} does not exist"
             )
         try:
+            # The store holds every password hash: owner-only, and so are the -wal
+            # and -shm files, which SQLite creates with the database file's mode.
+            create_private_file(self.path)
             conn = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
             )
@@ -182,7 +186,7 @@ class SqliteStore(Store):
             # a power loss, or an epoch could be handed out twice.
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, OSError) as exc:
             raise StoreUnavailable(f"{self.url}: cannot open the store: {exc}") from exc
         try:
             for statement in SCHEMA.split(";"):

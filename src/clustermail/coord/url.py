@@ -19,7 +19,7 @@ import urllib.parse
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from clustermail.coord.api import InvalidStoreURL, Store
+from clustermail.coord.api import InvalidStoreURL
 
 SCHEMES = ("sqlite", "etcd", "etcds")
 
@@ -162,22 +162,3 @@ def parse_store_url(url: str) -> StoreURL:
             endpoints.append((host.strip("[]"), int(port)))
         return StoreURL(scheme, endpoints=tuple(endpoints), options=options)
     raise _bad(url, f"unknown scheme {scheme!r} (expected one of: {', '.join(SCHEMES)})")
-
-
-async def open_store(url: str) -> Store:
-    """Opens the store a URL names.
-
-    Raises InvalidStoreURL, StoreCredentialsError (a credential file is unusable,
-    or the store refused our certificate or password) or StoreUnavailable."""
-    parsed = parse_store_url(url)
-    if parsed.scheme == "sqlite":
-        from clustermail.coord.sqlite import SqliteStore
-
-        assert parsed.path is not None
-        return await SqliteStore.open(parsed.path)
-    from clustermail.coord.etcd import EtcdStore
-    from clustermail.coord.etcd_credentials import load_credentials
-
-    credentials = load_credentials(parsed.options) if parsed.tls else None
-    return await EtcdStore.connect(parsed.endpoints, credentials=credentials,
-                                   url=str(parsed))

@@ -19,10 +19,13 @@ from clustermail.mail.store import MailboxDatabase, MailStore
 
 
 class MailboxRef(Protocol):
-    """One final mailbox, as lookups return it: its address and where it is homed."""
+    """One final mailbox, as lookups return it: its address, its identity and where it
+    is homed."""
 
     @property
-    def address(self) -> str: ...  # also the mailbox's name in its database
+    def address(self) -> str: ...
+    @property
+    def mailbox_id(self) -> str: ...  # the mailbox's name in its database
     @property
     def server(self) -> str: ...  # the virtual server it is homed on
     @property

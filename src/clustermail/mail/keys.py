@@ -10,3 +10,13 @@ from __future__ import annotations
 #: The recipient directory (domains, mailboxes, aliases, groups, storage plans);
 #: layout in :mod:`clustermail.mail.directory.model`.
 DIRECTORY = "/clustermail-directory/"
+
+#: Store operations asked of a virtual server's owner (backup, restore, reset, recovery):
+#: ``<vs>/<id>`` -> :class:`clustermail.mail.backup.requests.StoreRequest`. The owner's
+#: mail_store resource claims and runs them; the CLI (or the API) waits on the record.
+REQUESTS = "/clustermail-requests/"
+
+#: ``<vs>`` -> the slots of the virtual server's backup schedule already taken
+#: (:class:`clustermail.mail.backup.requests.ScheduleRecord`), so a scheduled backup runs
+#: once whichever node owns the virtual server.
+SCHEDULES = "/clustermail-backup-schedule/"

@@ -16,7 +16,9 @@ from clustermail.cluster.host_protocol import (
     LeaseCommand,
     LogEvent,
     OfflineCommand,
+    PingCommand,
     Policy,
+    PongEvent,
     ProtocolError,
     ResourceEvent,
     ResourceOfflineCommand,
@@ -106,6 +108,9 @@ def test_events_round_trip() -> None:
         GroupEvent(GroupState.PARTIALLY_ONLINE, "not online: banner (offline)", 3.0),
         LogEvent("warning", "slow", 4.0, "disk"),
         ErrorEvent("bad command", 5.0),
+        GroupEvent(GroupState.FAILED, "resource smtp failed: in use", 6.0,
+                   start_failure="smtp: in use"),
+        PongEvent(17, 7.0),
     ]
     for event in events:
         line = encode_event(event)
@@ -116,6 +121,9 @@ def test_events_round_trip() -> None:
         "time": 1.5, "pid": 42,
     }
     assert "pid" not in json.loads(encode_event(events[1]))
+    assert "start_failure" not in json.loads(encode_event(events[2]))
+    assert json.loads(encode_event(PongEvent(17, 7.0))) == {"event": "pong", "seq": 17,
+                                                            "time": 7.0}
 
 
 def test_commands_round_trip() -> None:
@@ -126,10 +134,12 @@ def test_commands_round_trip() -> None:
         ResourceOnlineCommand("ip"),
         UpdateCommand(spec),
         LeaseCommand(123.25),
+        PingCommand(3),
     ]
     for command in commands:
         assert decode_command(encode_command(command)) == command
     assert encode_command(OfflineCommand()) == '{"cmd":"offline"}\n'
+    assert encode_command(PingCommand(3)) == '{"cmd":"ping","seq":3}\n'
 
 
 @pytest.mark.parametrize(
@@ -142,6 +152,7 @@ def test_commands_round_trip() -> None:
         (b'{"cmd": "resource_online", "resource": 3}', "command.resource"),
         (b'{"cmd": "lease", "safe_until": "soon"}', "command.safe_until: expected a number"),
         (b'{"cmd": "update", "spec": {}}', "command.spec.vs"),
+        (b'{"cmd": "ping", "seq": -1}', "command.seq: expected an integer >= 0"),
         (b'{"nothing": 1}', "unknown command None"),
     ],
 )

@@ -198,6 +198,36 @@ async def test_process_that_exits_early_reports_its_output(env: Env) -> None:
     assert "Address already in use" in str(err.value)
 
 
+async def test_a_port_held_by_a_stray_process_fails_the_start_naming_it(env: Env) -> None:
+    """A stray listener's connections would pass for the service's: the online fails
+    before starting anything, and says who holds the port."""
+    with socket.socket() as stray:
+        stray.bind((ADDRESS, 0))
+        stray.listen()
+        port = stray.getsockname()[1]
+        proc = env.make(ProcessResource, "svc", {"command": ["sleep", "60"],
+                                                 "tcp_check": f"{ADDRESS}:{port}"})
+        with pytest.raises(ResourceError) as err:
+            await proc.online()
+        assert proc.pid is None
+        assert str(err.value).startswith(
+            f"svc: cannot start sleep: {ADDRESS}:{port} is already in use "
+            f"(held by pid {os.getpid()}: ")
+
+
+def test_banner_that_cannot_listen_names_the_holder() -> None:
+    with socket.socket() as stray:
+        stray.bind((ADDRESS, 0))
+        stray.listen()
+        port = stray.getsockname()[1]
+        run = subprocess.run([sys.executable, "-m", "clustermail.cluster.banner", "--address",
+                              ADDRESS, "--port", str(port)], capture_output=True, text=True,
+                             timeout=30)
+    assert run.returncode == 1
+    assert f"banner: cannot listen on {ADDRESS}:{port}: " in run.stderr
+    assert f"(held by pid {os.getpid()}: " in run.stderr
+
+
 async def test_missing_program_is_a_permanent_error(env: Env) -> None:
     proc = env.make(ProcessResource, "svc", {"command": ["/nonexistent/service"]})
     with pytest.raises(ResourceError, match="cannot start /nonexistent/service") as err:

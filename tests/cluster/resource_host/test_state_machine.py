@@ -56,7 +56,7 @@ class Host:
     def __init__(self, spec: dict[str, object]) -> None:
         self.out, self.err = Output(), io.StringIO()
         sink = EventSink(self.out, lambda why: None)
-        self.host = ResourceHost(parse_spec(spec), sink, HostLog("mail1", "node1", sink, self.err))
+        self.host = ResourceHost(parse_spec(spec), sink, HostLog("mail1", "node1", sink))
         self.commands = asyncio.StreamReader()
 
     def events(self) -> list[HostEvent]:

@@ -63,3 +63,22 @@ def test_a_record_another_runner_just_took_is_skipped(tmp_path: Path) -> None:
     # finds it gone and reports nothing (running the command twice is harmless anyway).
     missing = tmp_path / undo.UNDO_DIR / "node1" / "mail1" / "ip.json"
     assert undo._run("mail1", missing, 1.0) is None
+
+
+def test_a_record_is_private(tmp_path: Path) -> None:
+    undo.record(tmp_path, "node1", "mail1", "ip", ["true"], "addr")
+    path = tmp_path / undo.UNDO_DIR / "node1" / "mail1" / "ip.json"
+    assert path.stat().st_mode & 0o777 == 0o600
+    for folder in (path.parent, path.parent.parent, path.parent.parent.parent):
+        assert folder.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_record_others_could_write_is_never_run(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    undo.record(tmp_path, "node1", "mail1", "ip", ["touch", str(marker)], "addr")
+    path = tmp_path / undo.UNDO_DIR / "node1" / "mail1" / "ip.json"
+    path.chmod(0o666)
+    (done,) = undo.run_pending(tmp_path, "node1")
+    assert done.error is not None and "refusing to run" in done.error
+    assert "writable by group or others (mode 0666)" in done.error
+    assert not marker.exists() and path.exists()  # kept, for the administrator to look at

@@ -1,4 +1,6 @@
-"""The framer: literals across chunk boundaries, LITERAL+, limits, STARTTLS, line mode."""
+"""The framer: literals across chunk boundaries, LITERAL+, limits, STARTTLS, line mode.
+
+Most cases frame a logged-in client's input; the limits before login are at the end."""
 
 from __future__ import annotations
 
@@ -28,14 +30,21 @@ def feed_all(
     *,
     chunk: int | None = None,
     limits: FramingLimits | None = None,
+    authenticated: bool = True,
 ) -> list[FrameEvent]:
-    framer = CommandFramer(limits)
+    framer = logged_in(limits) if authenticated else CommandFramer(limits)
     events: list[FrameEvent] = []
     step = chunk or len(data) or 1
     for i in range(0, len(data), step):
         framer.feed(data[i : i + step])
         events += drain(framer)
     return events
+
+
+def logged_in(limits: FramingLimits | None = None) -> CommandFramer:
+    framer = CommandFramer(limits)
+    framer.authenticated = True
+    return framer
 
 
 def frames(events: list[FrameEvent]) -> list[bytes]:
@@ -72,9 +81,9 @@ def test_stream_frames_the_same_whatever_the_chunking(chunk: int | None) -> None
 
 
 def test_continuation_comes_before_the_literal_is_sent() -> None:
-    framer = CommandFramer()
+    framer = logged_in()
     framer.feed(b"a LOGIN {4}\r\n")
-    assert framer.next_event() == ContinuationNeeded(4)
+    assert framer.next_event() == ContinuationNeeded(4, "a")
     assert framer.next_event() is None
     assert framer.in_command
     framer.feed(b"fred x\r\n")
@@ -103,7 +112,7 @@ SMALL = FramingLimits(max_line=100, max_literal=1000, max_argument_literal=50, m
 
 
 def test_sync_append_over_appendlimit_is_no_toobig_and_not_fatal() -> None:
-    framer = CommandFramer(SMALL)
+    framer = logged_in(SMALL)
     framer.feed(b"a1 APPEND INBOX {1001}\r\na2 NOOP\r\n")
     event = framer.next_event()
     assert isinstance(event, FramingError)
@@ -135,7 +144,7 @@ def test_uid_prefix_does_not_make_an_append() -> None:
 
 
 def test_non_sync_literal_over_limit_is_fatal_and_nothing_more_is_framed() -> None:
-    framer = CommandFramer(SMALL)
+    framer = logged_in(SMALL)
     framer.feed(b"a1 APPEND INBOX {1001+}\r\n" + b"b DELETE INBOX\r\n" * 10)
     event = framer.next_event()
     assert isinstance(event, FramingError)
@@ -153,18 +162,108 @@ def test_whole_command_limit_counts_every_literal() -> None:
     assert errors and errors[0].error.code == "TOOBIG" and errors[0].error.fatal
 
 
-def test_too_long_line_is_fatal_even_before_its_end_arrives() -> None:
-    framer = CommandFramer(SMALL)
+def test_too_long_line_is_bad_before_its_end_arrives_and_is_not_kept() -> None:
+    framer = logged_in(SMALL)
     framer.feed(b"a1 LOGIN " + b"x" * 200)
     event = framer.next_event()
     assert isinstance(event, FramingError)
-    assert (event.error.tag, event.error.fatal) == ("a1", True)
+    assert (event.error.tag, event.error.status, event.error.fatal) == ("a1", "BAD", False)
     assert "longer than 100" in event.error.message
+    for _ in range(100):  # the rest of the line is dropped as it arrives
+        framer.feed(b"y" * 1000)
+        assert framer.next_event() is None
+        assert framer.buffered == 0
+    framer.feed(b"z\r\na2 NOOP\r\n")
+    assert framer.next_event() == CommandFrame(b"a2 NOOP")
+    assert not framer.closed
 
 
-def test_too_long_complete_line_is_fatal() -> None:
-    events = feed_all(b"a1 NOOP " + b"x" * 200 + b"\r\n", limits=SMALL)
-    assert isinstance(events[0], FramingError) and events[0].error.fatal
+@pytest.mark.parametrize("chunk", [None, 1, 7])
+def test_too_long_complete_line_is_bad_and_framing_goes_on(chunk: int | None) -> None:
+    events = feed_all(b"a1 NOOP " + b"x" * 200 + b"\r\na2 NOOP\r\n", limits=SMALL, chunk=chunk)
+    assert isinstance(events[0], FramingError) and not events[0].error.fatal
+    assert events[0].error.tag == "a1"
+    assert frames(events) == [b"a2 NOOP"]
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 5, 64])
+def test_literal_announced_by_a_too_long_line_is_skipped_not_run(chunk: int | None) -> None:
+    """The data of a {n+} at the end of a discarded line is on its way: it is skipped, and
+    so is the rest of that command, whatever it contains."""
+    payload = b"b DELETE INBOX\r\n"
+    data = (
+        b"a1 APPEND INBOX (" + b"x" * 200 + b") {%d+}\r\n" % len(payload) + payload
+        + b" {3+}\r\nc\r\n\r\na2 NOOP\r\n"
+    )
+    events = feed_all(data, limits=SMALL, chunk=chunk)
+    assert [type(e) for e in events] == [FramingError, CommandFrame]
+    assert frames(events) == [b"a2 NOOP"]
+
+
+def test_sync_literal_announced_by_a_too_long_line_ends_the_command() -> None:
+    # The client waits for "+" that never comes: what follows is the next command.
+    events = feed_all(b"a1 LOGIN " + b"x" * 200 + b" {5}\r\na2 NOOP\r\n", limits=SMALL)
+    assert frames(events) == [b"a2 NOOP"]
+
+
+def test_huge_literal_announced_by_a_too_long_line_is_fatal() -> None:
+    events = feed_all(b"a1 LOGIN " + b"x" * 200 + b" {99999+}\r\n", limits=SMALL)
+    assert isinstance(events[-1], FramingError) and events[-1].error.fatal
+
+
+def test_append_continuation_carries_the_command_head() -> None:
+    framer = logged_in()
+    framer.feed(b"a1 APPEND INBOX (\\Seen) {11}\r\n")
+    assert framer.next_event() == ContinuationNeeded(
+        11, "a1", True, b"a1 APPEND INBOX (\\Seen) {11}\r\n"
+    )
+    framer.refuse_literal()  # answered NO: the client sends no literal
+    framer.feed(b"a2 NOOP\r\n")
+    assert framer.next_event() == CommandFrame(b"a2 NOOP")
+
+
+# ------------------------------------------------------------------- before login
+
+
+def test_append_before_login_gets_no_continuation() -> None:
+    events = feed_all(b"a1 APPEND INBOX {67108864}\r\na2 NOOP\r\n", authenticated=False)
+    assert not [e for e in events if isinstance(e, ContinuationNeeded)]
+    assert isinstance(events[0], FramingError)
+    assert (events[0].error.tag, events[0].error.status, events[0].error.fatal) == (
+        "a1", "BAD", False,
+    )
+    assert frames(events) == [b"a2 NOOP"]
+
+
+def test_non_sync_append_before_login_is_fatal_and_not_read() -> None:
+    framer = CommandFramer()
+    framer.feed(b"a1 APPEND INBOX {67108864+}\r\n" + b"x" * 1000)
+    event = framer.next_event()
+    assert isinstance(event, FramingError) and event.error.fatal
+    assert framer.closed and framer.buffered == 0
+
+
+def test_literal_minus_before_login() -> None:
+    ok = feed_all(b"a LOGIN {4096+}\r\n" + b"x" * 4096 + b" y\r\n", authenticated=False)
+    assert [type(e) for e in ok] == [CommandFrame]
+    big = feed_all(b"a LOGIN {4097+}\r\n" + b"x" * 4097 + b" y\r\n", authenticated=False)
+    assert isinstance(big[0], FramingError)
+    assert (big[0].error.code, big[0].error.fatal) == ("TOOBIG", True)
+
+
+def test_a_whole_command_before_login_is_small() -> None:
+    limits = FramingLimits(max_login_command=100)
+    sync = feed_all(b"a LOGIN {101}\r\n", limits=limits, authenticated=False)
+    assert isinstance(sync[0], FramingError) and sync[0].error.code == "TOOBIG"
+    parts = b"a LOGIN {40+}\r\n" + b"x" * 40 + b" {40+}\r\n" + b"y" * 40 + b"\r\na2 NOOP\r\n"
+    events = feed_all(parts, limits=limits, authenticated=False)
+    assert isinstance(events[0], FramingError) and events[0].error.code == "TOOBIG"
+    long_line = feed_all(
+        b"a LOGIN " + b"x" * 120 + b"\r\nb NOOP\r\n", limits=limits, authenticated=False
+    )
+    assert isinstance(long_line[0], FramingError)
+    assert "longer than 100" in long_line[0].error.message
+    assert frames(long_line) == [b"b NOOP"]
 
 
 def test_line_at_the_limit_is_accepted() -> None:
@@ -180,14 +279,14 @@ def test_untagged_garbage_errors_carry_no_tag() -> None:
 
 
 def test_line_mode_ignores_literal_headers() -> None:
-    framer = CommandFramer()
+    framer = logged_in()
     framer.line_mode = True
     framer.feed(b"abc{5}\r\nDONE\r\n")
     assert drain(framer) == [CommandFrame(b"abc{5}"), CommandFrame(b"DONE")]
 
 
 def test_discard_buffered_after_starttls() -> None:
-    framer = CommandFramer()
+    framer = logged_in()
     framer.feed(b"a STARTTLS\r\nb LOGIN injected x\r\n")
     assert framer.next_event() == CommandFrame(b"a STARTTLS")
     assert framer.discard_buffered() == len(b"b LOGIN injected x\r\n")
@@ -195,7 +294,7 @@ def test_discard_buffered_after_starttls() -> None:
 
 
 def test_byte_by_byte_feeding_of_a_long_line_is_linear() -> None:
-    framer = CommandFramer()
+    framer = logged_in()
     line = b"a SEARCH TEXT " + b"x" * 60000
     for i in range(len(line)):
         framer.feed(line[i : i + 1])
@@ -209,3 +308,5 @@ def test_limits_are_validated() -> None:
         FramingLimits(max_line=0)
     with pytest.raises(ValueError, match="max_command"):
         FramingLimits(max_line=100, max_command=10)
+    with pytest.raises(ValueError, match="max_login_command"):
+        FramingLimits(max_login_command=0)

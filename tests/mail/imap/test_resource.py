@@ -13,19 +13,23 @@ import pytest
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
-from clustermail.cluster.resources import Properties, Resource, ResourceContext
+from clustermail.cluster.resources import Properties, PropertyError, Resource, ResourceContext
 from clustermail.cluster.resources.ip_address import IpAddressResource
 from clustermail.mail.imap.resource import Imap4Resource
 from clustermail.mail.net.auth_throttle import Refused
 from clustermail.mail.net.listener import shared_throttle
 from clustermail.mail.store import MailboxDatabase
-from tests.imap_reference.dovecot import free_port
+from tests.mail.imap.reference.dovecot import free_port
 from tests.support.resource_env import Env
 
 
 @dataclass(frozen=True)
 class Entry:
     address: str
+
+    @property
+    def mailbox_id(self) -> str:
+        return self.address  # the mailbox's data is named by its address here
 
 
 class FakeDirectory:
@@ -139,7 +143,8 @@ def test_imap4_properties_in_a_cluster_file() -> None:
     ok = config_from_dict(config({
         "port": 143, "tls_port": 993, "cert": "/etc/ssl/mail.pem", "key": "/etc/ssl/mail.key",
         "hostname": "mail.example.test", "max_connections": 500,
-        "max_connections_per_client": 20, "idle_timeout": 1800.0,
+        "max_connections_per_client": 20, "idle_timeout": 1800.0, "login_timeout": 30.0,
+        "write_timeout": 120.0, "max_line_length": 8192, "max_userip_connections": 20,
     }))
     assert ok.virtual_servers[0].resource("imap") is not None
     with pytest.raises(ConfigError) as info:
@@ -149,6 +154,24 @@ def test_imap4_properties_in_a_cluster_file() -> None:
     assert "unknown property for type imap4: 'timeout'" in text
     with pytest.raises(ConfigError, match="give both cert and key"):
         config_from_dict(config({"cert": "/etc/ssl/mail.pem"}))
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(config({
+            "max_line_length": 100, "login_timeout": 0, "max_userip_connections": 0,
+        }))
+    text = str(info.value)
+    assert "max_line_length" in text and "from 4096 to 1048576" in text
+    assert "login_timeout" in text and "max_userip_connections" in text
+
+
+def test_limits_reach_the_server(tmp_path: Path) -> None:
+    resource = Env(tmp_path).make(Imap4Resource, "imap", {
+        "login_timeout": 5, "write_timeout": 7.5, "max_line_length": 8192,
+        "max_userip_connections": 3,
+    })
+    assert (resource.login_timeout, resource.write_timeout) == (5.0, 7.5)
+    assert resource.framing.max_line == 8192 and resource.max_userip == 3
+    with pytest.raises(PropertyError, match="max_line_length"):
+        Env(tmp_path).make(Imap4Resource, "imap", {"max_line_length": 10_000_000})
 
 
 @pytest.mark.parametrize("value", [0, -5, 0.05, 0.1, 1, 30.5, 1800, True, "600"])
@@ -156,7 +179,6 @@ def test_idle_timeout_is_checked_as_the_resource_reads_it(tmp_path: Path, value:
     """``config check`` refuses exactly the idle_timeout values the imap4 resource would
     refuse on every node (0 used to pass the check and then fail everywhere)."""
     from clustermail.cluster.config import ConfigError, config_from_dict
-    from clustermail.cluster.resources import PropertyError
     from clustermail.mail.imap.idle_timeout import check_idle_timeout
 
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from clustermail.cluster.resources.base import (
 )
 from clustermail.cluster.resources.disk import DiskResource, mount
 from clustermail.coord import Store
+from clustermail.mail import keys
 from clustermail.mail.directory import Directory, MailboxEntry
 from clustermail.mail.store import FencedError as StoreFencedError
 from clustermail.mail.store import MailStore, QuotaLimits
@@ -115,13 +117,16 @@ async def test_online_creates_homed_mailboxes_and_follows_the_directory(
     await d.add_database("mail1", "SG2", "DB2")
     carol = await d.add_mailbox("carol@example.test", password="c", server="mail1",
                                 storage_group="SG2", database="DB2")
+    alice = await d.mailbox("alice@example.test")
+    assert alice is not None
     owner = Owner(tmp_path, epoch=7, props={"max_message_size": 4096, "quota_warning": 10**6})
     await owner.online()
     try:
         mail = owner.mail
         root = tmp_path / "disks" / "mail1" / "mail"
-        assert db_mailboxes(root / "SG1" / "DB1.sqlite") == ["Alice@example.test"]
-        assert db_mailboxes(root / "SG2" / "DB2.sqlite") == ["carol@example.test"]
+        # A mailbox's data is named by its id, not by its address.
+        assert db_mailboxes(root / "SG1" / "DB1.sqlite") == [alice.mailbox_id]
+        assert db_mailboxes(root / "SG2" / "DB2.sqlite") == [carol.mailbox_id]
         assert "mounted 2 database(s) with epoch 7 in" in owner.logs.text()
         db = mail.database_for(carol)
         assert db.settings.max_message_bytes == 4096
@@ -133,9 +138,9 @@ async def test_online_creates_homed_mailboxes_and_follows_the_directory(
         await d.set_quota("alice@example.test", QuotaLimits(prohibit_send_receive=50))
         await wait_provisioned(store, "mail1", await last_change(store))
         main = mail.database_for(dave)
-        assert main.list_mailboxes() == ["Alice@example.test", "dave@example.test"]
-        assert main.quota("Alice@example.test").limits == QuotaLimits(prohibit_send_receive=50)
-        result = await main.deliver(msg("hi"), ["dave@example.test"])
+        assert sorted(main.list_mailboxes()) == sorted([alice.mailbox_id, dave.mailbox_id])
+        assert main.quota(alice.mailbox_id).limits == QuotaLimits(prohibit_send_receive=50)
+        result = await main.deliver(msg("hi"), [dave.mailbox_id])
         assert result.delivered[0].uid == 1
 
         bob = await d.mailbox("bob@example.test")
@@ -159,13 +164,13 @@ async def test_retention_purge(tmp_path: Path, coord: tuple[Store, Directory]) -
         assert alice is not None
         db = owner.mail.database_for(alice)
         assert db.settings.retention_days == 0.5
-        uid = db.append_sync(alice.address, "INBOX", msg("old")).uid
-        db.set_flags_sync(alice.address, "INBOX", [uid], ["\\Deleted"])
-        db.expunge_sync(alice.address, "INBOX")
+        uid = db.append_sync(alice.mailbox_id, "INBOX", msg("old")).uid
+        db.set_flags_sync(alice.mailbox_id, "INBOX", [uid], ["\\Deleted"])
+        db.expunge_sync(alice.mailbox_id, "INBOX")
         assert await owner.mail.purge_deleted_items() == 0  # still inside the window
         db.update_settings_sync(retention_days=0.0)
         assert await owner.mail.purge_deleted_items() == 1
-        assert db.deleted_items(alice.address) == 0
+        assert db.deleted_items(alice.mailbox_id) == 0
     finally:
         await owner.close()
 
@@ -256,3 +261,84 @@ def test_properties_and_schema() -> None:
     text = str(info.value)
     assert "properties.path" in text and "subdirectory" in text
     assert "max_message_size" in text and "unknown property" in text
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def inbox(db: Any, mailbox: str) -> tuple[int, int]:
+    """(UIDVALIDITY, messages) of a mailbox's INBOX."""
+    status = db.status(mailbox, "INBOX")
+    return status.uidvalidity, status.messages
+
+
+async def test_a_re_added_address_gets_a_new_mailbox_and_reconnect_brings_the_old_back(
+    tmp_path: Path, coord: tuple[Store, Directory]
+) -> None:
+    store, d = coord
+    owner = Owner(tmp_path, epoch=3)
+    await owner.online()
+    try:
+        old = await d.mailbox("alice@example.test")
+        assert old is not None
+        db = owner.mail.database_for(old)
+        await db.deliver(msg("for the first alice"), [old.mailbox_id])
+        first = inbox(db, old.mailbox_id)
+        assert first[1] == 1
+
+        await d.remove_mailbox("alice@example.test")
+        new = await d.add_mailbox("alice@example.test", password="a2", server="mail1")
+        await wait_provisioned(store, "mail1", await last_change(store))
+        # The new alice has a new, empty mailbox with its own UIDVALIDITY; the old data
+        # stays, disconnected.
+        fresh = inbox(db, new.mailbox_id)
+        assert fresh[1] == 0 and fresh[0] != first[0]
+        assert inbox(db, old.mailbox_id) == first
+        assert [x.mailbox_id for x in await d.list_disconnected("mail1")] == [old.mailbox_id]
+
+        # Reconnecting gives the address its old mailbox back, UIDVALIDITY unchanged.
+        entry, swapped = await d.reconnect_mailbox("alice@example.test", old.mailbox_id)
+        assert swapped is not None and swapped.mailbox_id == new.mailbox_id
+        await wait_provisioned(store, "mail1", await last_change(store))
+        assert inbox(owner.mail.database_for(entry), entry.mailbox_id) == first
+        assert sorted(db.list_mailboxes()) == sorted([old.mailbox_id, new.mailbox_id])
+    finally:
+        await owner.close()
+
+
+async def test_mailboxes_from_before_ids_keep_their_mail(
+    tmp_path: Path, coord: tuple[Store, Directory]
+) -> None:
+    store, d = coord
+    # A disk of an older version: data named by address, one of them removed back then
+    # (no record of it), and a directory entry without an id.
+    legacy = MailStore(tmp_path / "disks" / "mail1" / "mail")
+    legacy.mount(1)
+    old_db = legacy.database("SG1", "DB1")
+    for address in ("Alice@example.test", "gone@example.test"):
+        old_db.create_mailbox_sync(address)
+        old_db.deliver_sync(msg(f"old mail of {address}"), [address])
+    before = inbox(old_db, "Alice@example.test")
+    legacy.dismount()
+    alice = await d.mailbox("alice@example.test")
+    assert alice is not None
+    record = json.loads(alice.to_json())
+    del record["mailbox_id"]
+    await store.put(f"{keys.DIRECTORY}mailboxes/alice@example.test", json.dumps(record))
+
+    owner = Owner(tmp_path, epoch=2)
+    await owner.online()
+    try:
+        entry = await d.mailbox("alice@example.test")
+        assert entry is not None and entry.mailbox_id == "Alice@example.test"
+        db = owner.mail.database_for(entry)
+        assert inbox(db, entry.mailbox_id) == before  # nothing lost, nothing renumbered
+        assert sorted(db.list_mailboxes()) == ["Alice@example.test", "gone@example.test"]
+        # The mailbox removed before ids existed is listed as disconnected, so it can be
+        # reconnected or purged.
+        [gone] = await d.list_disconnected()
+        assert (gone.mailbox_id, gone.address, gone.home) == (
+            "gone@example.test", "gone@example.test", ("mail1", "SG1", "DB1"))
+        assert "recorded 1 mailbox(es) no address points to" in owner.logs.text()
+    finally:
+        await owner.close()

@@ -45,14 +45,15 @@ def hosts(tmp_path: Path) -> Iterator[list[Host]]:
         host.kill()
 
 
-async def add_user(url: str, address: str) -> int:
+async def add_user(url: str, address: str) -> tuple[str, int]:
+    """(the new mailbox's id, the directory's revision)."""
     store = await open_store(url)
     try:
         d = directory(store)
         if not await d.is_local_domain("example.test"):
             await d.add_domain("example.test")
-        await d.add_mailbox(address, password="pw", server="mail1")
-        return await last_change(store)
+        entry = await d.add_mailbox(address, password="pw", server="mail1")
+        return entry.mailbox_id, await last_change(store)
     finally:
         await store.close()
 
@@ -69,21 +70,21 @@ def test_host_mounts_follows_the_directory_and_dismounts(
     tmp_path: Path, hosts: list[Host]
 ) -> None:
     s = spec(tmp_path, epoch=7)
-    asyncio.run(add_user(s["store"], "alice@example.test"))
+    alice, _ = asyncio.run(add_user(s["store"], "alice@example.test"))
     host = Host(s, tmp_path / "host.stderr")
     hosts.append(host)
     host.events.group("online")
     db = tmp_path / "disks" / "mail1" / "mail" / "SG1" / "DB1.sqlite"
-    assert db_mailboxes(db) == ["alice@example.test"]
+    assert db_mailboxes(db) == [alice]
     assert db_epoch(db) == 7
 
-    revision = asyncio.run(add_user(s["store"], "Bob@example.test"))
+    bob, revision = asyncio.run(add_user(s["store"], "Bob@example.test"))
     status = asyncio.run(provisioned(s["store"], revision))
     assert status["epoch"] == 7 and status["mailboxes"] == 2 and status["errors"] == []
-    assert db_mailboxes(db) == ["Bob@example.test", "alice@example.test"]
+    assert db_mailboxes(db) == sorted([alice, bob])
     log = (tmp_path / "host.stderr").read_text()
     assert "mounted 1 database(s) with epoch 7" in log
-    assert "created mailbox Bob@example.test" in log
+    assert f"created mailbox Bob@example.test ({bob})" in log
 
     host.send({"cmd": "offline"})
     host.events.group("offline")

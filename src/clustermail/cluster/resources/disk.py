@@ -33,6 +33,14 @@ from clustermail.cluster.resources.base import (
     ResourceContext,
     ResourceError,
 )
+from clustermail.fsutil import fsync_dir
+from clustermail.private_files import (
+    UnsafePathError,
+    append_private,
+    check_private_dir,
+    make_private_dir,
+    open_private,
+)
 
 META_DIR = ".clustermail"
 EPOCH_FILE = f"{META_DIR}/epoch"
@@ -73,22 +81,21 @@ def check_epoch(disk: Path | str, epoch: int) -> None:
 
 def write_epoch(disk: Path, epoch: int) -> None:
     """Records ``epoch`` durably: temp file, fsync, rename, fsync of the folder."""
-    meta = disk / META_DIR
-    meta.mkdir(exist_ok=True)
+    meta = make_private_dir(disk / META_DIR)
     tmp = meta / f"epoch.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
+    with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w") as f:
         f.write(f"{epoch}\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, disk / EPOCH_FILE)
-    _fsync_dir(meta)
+    fsync_dir(meta)
 
 
 def mount(disk: Path, epoch: int) -> None:
     """Checks and records the epoch under a lock, so two local mounts cannot
     both pass the check."""
-    (disk / META_DIR).mkdir(exist_ok=True)
-    with open(disk / LOCK_FILE, "a") as lock:
+    make_private_dir(disk / META_DIR)
+    with os.fdopen(append_private(disk / LOCK_FILE), "a") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         check_epoch(disk, epoch)
         write_epoch(disk, epoch)
@@ -98,7 +105,7 @@ def probe(disk: Path) -> None:
     """Proves the disk takes writes: write, fsync, unlink a small file."""
     path = disk / f".probe.{os.getpid()}"
     try:
-        with open(path, "wb") as f:
+        with os.fdopen(open_private(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as f:
             f.write(b"clustermail probe\n")
             f.flush()
             os.fsync(f.fileno())
@@ -107,12 +114,6 @@ def probe(disk: Path) -> None:
             path.unlink()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class DiskResource(Resource):
@@ -125,11 +126,14 @@ class DiskResource(Resource):
         self._mounted = False
 
     async def online(self) -> None:
-        await asyncio.to_thread(self._mount)
+        tightened = await asyncio.to_thread(self._mount)
         self._mounted = True
+        if tightened:
+            self.ctx.log.info(f"disk {self.path}: took group and others' access away")
         self.ctx.log.info(f"disk {self.path} mounted with epoch {self.ctx.epoch}")
 
-    def _mount(self) -> None:
+    def _mount(self) -> bool:
+        """Mounts; True if the disk's folder was readable by others (it is not now)."""
         name = self.ctx.resource
         if not self.path.is_dir():
             if not self.create:
@@ -137,9 +141,16 @@ class DiskResource(Resource):
                     f"{name}: disk {self.path} does not exist (create = false)", permanent=True
                 )
             try:
-                self.path.mkdir(parents=True, exist_ok=True)
+                make_private_dir(self.path)
             except OSError as exc:
                 raise ResourceError(f"{name}: cannot create disk {self.path}: {exc}") from exc
+        try:
+            # It holds all the virtual server's mail: nobody else may write (or read) it.
+            tightened = check_private_dir(self.path, "disk")
+        except UnsafePathError as exc:
+            raise ResourceError(f"{name}: {exc}", permanent=True) from exc
+        except OSError as exc:
+            raise ResourceError(f"{name}: cannot check disk {self.path}: {exc}") from exc
         try:
             probe(self.path)
         except OSError as exc:
@@ -148,6 +159,7 @@ class DiskResource(Resource):
             mount(self.path, self.ctx.epoch)
         except OSError as exc:
             raise ResourceError(f"{name}: cannot record the epoch on {self.path}: {exc}") from exc
+        return tightened
 
     async def offline(self) -> None:
         # Nothing to release: the epoch stays so an older owner stays fenced.

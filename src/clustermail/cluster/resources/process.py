@@ -8,7 +8,9 @@ Properties:
 
 * ``command`` (required) — argv list, or a string run by ``/bin/sh -c``.
 * ``tcp_check`` — ``"host:port"``: online waits until it accepts a connection;
-  quick and thorough checks connect to it.
+  quick and thorough checks connect to it. Something already listening there
+  before the service starts (a stray process) fails the online at once, naming
+  the holder: its connections would pass for the service's.
 * ``health_command`` — argv list or shell string; the thorough check passes
   when it exits 0 within ``health_timeout`` (default 10 s).
 * ``stop_timeout`` — seconds between SIGTERM and SIGKILL (default 10).
@@ -31,7 +33,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from clustermail.cluster import procutil
+from clustermail.cluster import ports, procutil
 from clustermail.cluster.model import PropertyValue
 from clustermail.cluster.resource_schema import (
     PropertyKind,
@@ -46,6 +48,7 @@ from clustermail.cluster.resources.base import (
     ResourceContext,
     ResourceError,
 )
+from clustermail.private_files import append_private, make_private_dir
 
 CONNECT_TIMEOUT = 2.0
 READY_POLL = 0.05
@@ -130,9 +133,12 @@ class ProcessResource(Resource):
 
     async def online(self) -> None:
         name = self.ctx.resource
+        if self.tcp_check is not None:
+            await self._check_port_free(*self.tcp_check)
         try:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the child
+            make_private_dir(self.log_path.parent)
+            # Lives as long as the child.
+            self._log = os.fdopen(append_private(self.log_path), "ab")
         except OSError as exc:
             raise ResourceError(f"{name}: cannot open the log {self.log_path}: {exc}") from exc
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -157,6 +163,15 @@ class ProcessResource(Resource):
                     self._exited(proc.returncode, f"before accepting connections on {host}:{port}")
                 )
             await asyncio.sleep(READY_POLL)
+
+    async def _check_port_free(self, host: str, port: int) -> None:
+        held = await asyncio.to_thread(ports.listening_inodes, host, port)
+        if held:
+            note = await asyncio.to_thread(ports.holder_note, host, port)
+            raise ResourceError(
+                f"{self.ctx.resource}: cannot start {self.argv[0]}: {host}:{port} is already "
+                f"in use{note}"
+            )
 
     def _exited(self, code: int, when: str) -> str:
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"

@@ -3,7 +3,8 @@ storage plan of each virtual server, kept in the coordination store.
 
 * :mod:`.service` — :class:`Directory`, assembled from :mod:`.access` (reads through the
   cache or the store; compare-and-swap writes), :mod:`.lookups` (what the protocols ask),
-  :mod:`.recipients` (the administrator's changes) and :mod:`.storage_plans`;
+  :mod:`.recipients` (the administrator's changes), :mod:`.storage_plans` and
+  :mod:`.disconnected` (mailboxes no address points to);
 * :mod:`.model` — the records, their JSON form, key layout and errors (pure);
 * :mod:`.cache` — the watch-fed local copy resource hosts read from;
 * :mod:`.addresses` — mail address syntax and lookup keys (pure);
@@ -15,6 +16,7 @@ from clustermail.mail.directory.model import (
     AliasEntry,
     ConflictError,
     DirectoryError,
+    DisconnectedEntry,
     DomainEntry,
     GroupEntry,
     InUseError,
@@ -31,6 +33,7 @@ __all__ = [
     "ConflictError",
     "Directory",
     "DirectoryError",
+    "DisconnectedEntry",
     "DomainEntry",
     "GroupEntry",
     "InUseError",

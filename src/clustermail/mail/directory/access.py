@@ -11,6 +11,7 @@ from clustermail.coord import Compare, Delete, Put, Store, TxnOp
 from clustermail.mail import keys
 from clustermail.mail.directory import model as m
 from clustermail.mail.directory.addresses import Address
+from clustermail.mail.directory.auth_cache import AuthCache
 from clustermail.mail.directory.cache import DirectoryCache, ErrorReporter
 from clustermail.mail.directory.model import (
     AddressTakenError,
@@ -28,7 +29,8 @@ Ops = list[TxnOp]
 
 
 class DirectoryAccess:
-    """The store, the key prefix, the password hasher and the optional cache."""
+    """The store, the key prefix, the password hasher, the login cache and the optional
+    directory cache."""
 
     def __init__(
         self,
@@ -36,10 +38,13 @@ class DirectoryAccess:
         *,
         prefix: str = keys.DIRECTORY,
         passwords: Passwords | None = None,
+        auth_cache: AuthCache | None = None,
     ) -> None:
         self.store = store
         self.prefix = prefix
         self.passwords = passwords or Passwords()
+        #: Successful logins of this process (see :mod:`.auth_cache`).
+        self.auth_cache = auth_cache if auth_cache is not None else AuthCache()
         self.cache: DirectoryCache | None = None
 
     # ================================================================== cache
@@ -143,10 +148,12 @@ class DirectoryAccess:
         raise ConflictError(f"domain {addr.domain!r} kept changing; try again")
 
     async def _cascade_remove(
-        self, kind: str, key: str, what: str, *, expect_mod: int | None = None
+        self, kind: str, key: str, what: str, *, expect_mod: int | None = None,
+        also: Callable[[bytes], Ops] | None = None,
     ) -> bytes:
         """Deletes a recipient and every reference to it (aliases of a mailbox, group
-        memberships, catch-alls), from one snapshot, in one transaction."""
+        memberships, catch-alls), from one snapshot, in one transaction, with the
+        operations ``also`` makes of the recipient's record."""
         for _ in range(CAS_ATTEMPTS):
             snapshot = await self.store.range(self.prefix)
             records = {kv.key[len(self.prefix) :]: kv for kv in snapshot.kvs}
@@ -160,7 +167,8 @@ class DirectoryAccess:
             result = await self.store.txn(
                 [Compare.mod_is(kv.key, kv.mod_revision) for kv in touched],
                 [*(Delete(self.prefix + rel) for rel in deletes),
-                 *(Put(self.prefix + rel, value) for rel, value in puts.items())],
+                 *(Put(self.prefix + rel, value) for rel, value in puts.items()),
+                 *(also(target.value) if also is not None else ())],
             )
             if result.succeeded:
                 return target.value

@@ -4,6 +4,7 @@ addresses a mailbox may send as. Reads only (a login may upgrade an old password
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 from clustermail.coord import Compare, Put
@@ -106,11 +107,17 @@ class Lookups(DirectoryAccess):
         or an alias of it) and the mailbox is enabled; None otherwise. Unknown users cost
         a hash verification too, so timing does not tell who exists."""
         entry = await self._login_mailbox(username)
+        now = time.monotonic()
+        if (entry is not None and entry.enabled
+                and self.auth_cache.hit(username, password, entry.password_hash, now)):
+            return entry  # verified against this very hash less than a TTL ago
         ok = await self.passwords.verify(None if entry is None else entry.password_hash, password)
         if entry is None or not ok or not entry.enabled:
             return None
         if self.passwords.needs_rehash(entry.password_hash):
-            await self._rehash(entry, password)
+            await self._rehash(entry, password)  # the new hash misses until verified again
+        else:
+            self.auth_cache.remember(username, password, entry.password_hash, now)
         return entry
 
     async def _rehash(self, entry: MailboxEntry, password: str) -> None:

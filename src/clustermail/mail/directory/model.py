@@ -3,8 +3,11 @@
 Layout under the directory prefix (``/clustermail-directory/`` by default)::
 
     domains/<domain>        {"domain", "catch_all"}
-    mailboxes/<key>         {"address", "display_name", "server", "storage_group",
-                             "database", "password_hash", "quota", "enabled"}
+    mailboxes/<key>         {"address", "mailbox_id", "display_name", "server",
+                             "storage_group", "database", "password_hash", "quota",
+                             "enabled"}
+    disconnected/<id>       {"mailbox_id", "address", "display_name", "server",
+                             "storage_group", "database", "disconnected_at", "purging"}
     aliases/<key>           {"address", "target"}
     groups/<key>            {"address", "members"}
     storage/<vs>            the virtual server's planned layout (storage.json format)
@@ -12,12 +15,20 @@ Layout under the directory prefix (``/clustermail-directory/`` by default)::
 
 ``<key>`` is :attr:`clustermail.mail.directory.addresses.Address.key` (local part lowercased),
 so one recipient has one key whatever its spelling; the record keeps the spelling.
+
+A mailbox's data is named by its ``mailbox_id`` in its database, not by its address, so
+an address removed and added again gets a new, empty mailbox. Mailboxes created before
+identities existed have none in their record: their id is their address (what their
+data is named by), so they keep their mail. A mailbox whose directory entry was removed
+is *disconnected*: its data stays in its database, and ``disconnected/<id>`` says where,
+until it is reconnected to an address or purged.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +38,7 @@ from clustermail.mail.store.quota import QuotaLimits
 
 DOMAINS = "domains/"
 MAILBOXES = "mailboxes/"
+DISCONNECTED = "disconnected/"
 ALIASES = "aliases/"
 GROUPS = "groups/"
 STORAGE = "storage/"
@@ -37,6 +49,8 @@ _KIND_NAMES = {MAILBOXES: "mailbox", ALIASES: "alias", GROUPS: "group"}
 _SERVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 MAX_PASSWORD_CHARS = 1024
 MAX_DISPLAY_NAME_CHARS = 256
+#: A mailbox id: a new one is 32 hex digits; an older mailbox's is its address.
+MAX_MAILBOX_ID_CHARS = 320
 
 
 # --------------------------------------------------------------------------- errors
@@ -101,10 +115,27 @@ class DomainEntry:
         return cls(d["domain"], d.get("catch_all"))
 
 
+def new_mailbox_id() -> str:
+    """A new mailbox's identity: random, never an address, never reused."""
+    return uuid.uuid4().hex
+
+
+def check_mailbox_id(mailbox_id: str) -> str:
+    if (not isinstance(mailbox_id, str) or not mailbox_id
+            or len(mailbox_id) > MAX_MAILBOX_ID_CHARS
+            or any(ord(c) < 32 or ord(c) == 127 for c in mailbox_id)):
+        raise InvalidRequestError(
+            f"invalid mailbox id {mailbox_id[:40]!r}: 1 to {MAX_MAILBOX_ID_CHARS} characters, "
+            "no control characters (see `clustermail user disconnected`)"
+        )
+    return mailbox_id
+
+
 @dataclass(frozen=True, slots=True)
 class MailboxEntry:
-    """A mailbox as the directory knows it. ``address`` (domain lowercased, local part
-    as created) is also the mailbox's name in its database."""
+    """A mailbox as the directory knows it: the address (domain lowercased, local part
+    as created), and ``mailbox_id``, the name of its data in its database (the address
+    itself for a mailbox created before mailboxes had ids)."""
 
     address: str
     display_name: str
@@ -115,6 +146,11 @@ class MailboxEntry:
     #: Overrides of the database's quota; None uses the database default.
     quota: QuotaLimits | None = None
     enabled: bool = True
+    mailbox_id: str = ""  # "": the address (a mailbox older than identities)
+
+    def __post_init__(self) -> None:
+        if not self.mailbox_id:
+            object.__setattr__(self, "mailbox_id", self.address)
 
     @property
     def home(self) -> tuple[str, str, str]:
@@ -132,6 +168,7 @@ class MailboxEntry:
         return json.dumps(
             {
                 "address": self.address,
+                "mailbox_id": self.mailbox_id,
                 "display_name": self.display_name,
                 "server": self.server,
                 "storage_group": self.storage_group,
@@ -156,6 +193,7 @@ class MailboxEntry:
             password_hash=d["password_hash"],
             quota=None if q is None else QuotaLimits(**q),
             enabled=bool(d.get("enabled", True)),
+            mailbox_id=str(d.get("mailbox_id") or d["address"]),
         )
 
     def public(self) -> dict[str, Any]:
@@ -163,6 +201,7 @@ class MailboxEntry:
         q = self.quota
         return {
             "address": self.address,
+            "mailbox_id": self.mailbox_id,
             "display_name": self.display_name,
             "server": self.server,
             "storage_group": self.storage_group,
@@ -175,6 +214,54 @@ class MailboxEntry:
                 "prohibit_send_receive": q.prohibit_send_receive,
             },
             "enabled": self.enabled,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DisconnectedEntry:
+    """A mailbox no address points to: its data stays in its database until it is
+    reconnected (`user reconnect`) or purged (`user purge`). ``address`` and
+    ``display_name`` are the ones it had last; ``purging`` is set while a purge runs,
+    so it cannot be reconnected meanwhile."""
+
+    mailbox_id: str
+    address: str
+    display_name: str
+    server: str
+    storage_group: str
+    database: str
+    disconnected_at: float
+    purging: bool = False
+
+    @property
+    def home(self) -> tuple[str, str, str]:
+        return (self.server, self.storage_group, self.database)
+
+    @classmethod
+    def of(cls, entry: MailboxEntry, now: float) -> DisconnectedEntry:
+        return cls(entry.mailbox_id, entry.address, entry.display_name, entry.server,
+                   entry.storage_group, entry.database, now)
+
+    def to_json(self) -> str:
+        return json.dumps(self.public(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> DisconnectedEntry:
+        d: dict[str, Any] = json.loads(raw)
+        return cls(
+            mailbox_id=d["mailbox_id"], address=d.get("address", ""),
+            display_name=d.get("display_name", ""), server=d["server"],
+            storage_group=d["storage_group"], database=d["database"],
+            disconnected_at=float(d.get("disconnected_at", 0.0)),
+            purging=bool(d.get("purging", False)),
+        )
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "mailbox_id": self.mailbox_id, "address": self.address,
+            "display_name": self.display_name, "server": self.server,
+            "storage_group": self.storage_group, "database": self.database,
+            "disconnected_at": self.disconnected_at, "purging": self.purging,
         }
 
 

@@ -4,10 +4,11 @@ distribution groups, each one compare-and-swap transaction (see :mod:`.service`)
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from clustermail.coord import Compare, Delete, Put
+from clustermail.coord import Compare, Delete, Put, TxnOp
 from clustermail.mail.directory import model as m
 from clustermail.mail.directory.access import CAS_ATTEMPTS
 from clustermail.mail.directory.addresses import normalize_domain, parse_address
@@ -15,6 +16,7 @@ from clustermail.mail.directory.model import (
     AddressTakenError,
     AliasEntry,
     ConflictError,
+    DisconnectedEntry,
     DomainEntry,
     GroupEntry,
     InUseError,
@@ -118,7 +120,8 @@ class Recipients(StoragePlans):
         await self.check_database(server, storage_group, database)
         password_hash = await self.passwords.hash(password)
         entry = MailboxEntry(
-            str(addr), display_name, server, storage_group, database, password_hash, quota, True
+            str(addr), display_name, server, storage_group, database, password_hash, quota, True,
+            mailbox_id=m.new_mailbox_id(),  # a new, empty mailbox, whoever had the address
         )
         key = self._key(m.MAILBOXES, addr.key)
         await self._create_recipient(addr, [Put(key, entry.to_json())])
@@ -127,9 +130,16 @@ class Recipients(StoragePlans):
     async def remove_mailbox(self, address: str) -> MailboxEntry:
         """Removes a mailbox from the directory, with the aliases that point to it, its
         group memberships and any catch-all naming it, in one transaction. Its data stays
-        in its database (a disconnected mailbox) until purged."""
+        in its database: the same transaction records it as a disconnected mailbox, to be
+        reconnected or purged."""
         addr = parse_address(address)
-        raw = await self._cascade_remove(m.MAILBOXES, addr.key, f"mailbox {address!r}")
+
+        def disconnect(raw: bytes) -> list[TxnOp]:
+            gone = DisconnectedEntry.of(MailboxEntry.from_json(raw), time.time())
+            return [Put(self._key(m.DISCONNECTED, gone.mailbox_id), gone.to_json())]
+
+        raw = await self._cascade_remove(m.MAILBOXES, addr.key, f"mailbox {address!r}",
+                                         also=disconnect)
         return MailboxEntry.from_json(raw)
 
     async def list_mailboxes(
@@ -169,9 +179,11 @@ class Recipients(StoragePlans):
         database: str,
         *,
         expect_home: tuple[str, str, str] | None = None,
+        expect_mailbox_id: str | None = None,
     ) -> MailboxEntry:
-        """Switches a mailbox's home (compare-and-swap). With ``expect_home``, refuses
-        (ConflictError) if the home is no longer that one: someone else moved it."""
+        """Switches a mailbox's home (compare-and-swap). With ``expect_home`` (and
+        ``expect_mailbox_id``), refuses (ConflictError) if the home (or the mailbox the
+        address points to) is no longer that one: someone else moved (or reconnected) it."""
         m.check_server_name(server)
         await self.check_database(server, storage_group, database)
 
@@ -180,6 +192,11 @@ class Recipients(StoragePlans):
                 raise ConflictError(
                     f"mailbox {entry.address} is now homed on {'/'.join(entry.home)}, "
                     f"not {'/'.join(expect_home)}: it was moved meanwhile"
+                )
+            if expect_mailbox_id is not None and entry.mailbox_id != expect_mailbox_id:
+                raise ConflictError(
+                    f"{entry.address} now points to mailbox {entry.mailbox_id}, not "
+                    f"{expect_mailbox_id}: it was reconnected meanwhile"
                 )
             return replace(entry, server=server, storage_group=storage_group, database=database)
 

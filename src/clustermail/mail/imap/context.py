@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar
 
-from clustermail.mail.imap import idle_timeout
+from clustermail.mail.imap import idle_timeout, user_connections
 from clustermail.mail.imap import response as r
 from clustermail.mail.imap.change_hub import ChangeHub
 from clustermail.mail.imap.command_table import CommandSpec, SessionState
@@ -26,13 +27,27 @@ from clustermail.mail.imap.framing import (
     FramingLimits,
 )
 from clustermail.mail.imap.mailbox_view import MailboxView
-from clustermail.mail.imap.outcome import SessionClosed, bad
+from clustermail.mail.imap.outcome import SessionClosed, bad, no
 from clustermail.mail.imap.sequence import SequenceSet
+from clustermail.mail.imap.user_connections import UserConnections
 from clustermail.mail.net.listener import AuthThrottle
 from clustermail.mail.store import FolderNotFoundError, MailboxDatabase, MailboxNotFoundError
 from clustermail.mail.store import flags as store_flags
 
 _FLUSH_AT = 256 * 1024  # write out long FETCH/SEARCH answers in pieces of about this size
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+#: Seconds from connect to a successful login (Dovecot's login processes also give a
+#: client a fixed time to log in, counted from the connect, not reset by input).
+LOGIN_TIMEOUT = 60.0
+#: Seconds a write may wait for the client to read before the connection is aborted.
+WRITE_TIMEOUT = 60.0
+
+
+class WriteTimeout(SessionClosed):
+    """The client stopped reading: the connection was aborted (nothing more can be sent)."""
 
 
 class Authenticator(Protocol):
@@ -49,9 +64,21 @@ MailboxLocator = Callable[
 
 @dataclass(frozen=True, slots=True)
 class SessionConfig:
-    idle_timeout: float = idle_timeout.DEFAULT  # RFC 3501 §5.4, IDLE included
+    #: After login: seconds without a complete command (RFC 3501 §5.4), IDLE included.
+    idle_timeout: float = idle_timeout.DEFAULT
+    #: Before login: seconds from connect; commands do not extend it.
+    login_timeout: float = LOGIN_TIMEOUT
+    write_timeout: float = WRITE_TIMEOUT
+    #: Logged-in connections of one user from one address (Dovecot's
+    #: mail_max_userip_connections).
+    max_userip_connections: int = user_connections.DEFAULT_LIMIT
     limits: FramingLimits = field(default_factory=FramingLimits)
     server_name: str = "clustermail"
+
+    def __post_init__(self) -> None:
+        for name in ("idle_timeout", "login_timeout", "write_timeout", "max_userip_connections"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"SessionConfig.{name} must be positive")
 
 
 class SessionContext:
@@ -67,6 +94,8 @@ class SessionContext:
         config: SessionConfig,
         tls: ssl.SSLContext | None,
         plaintext_allowed: bool,
+        workers: Executor | None = None,
+        user_connections: UserConnections | None = None,
     ) -> None:
         self.reader = reader
         self.writer = writer
@@ -77,6 +106,9 @@ class SessionContext:
         self.config = config
         self.tls = tls
         self._plaintext_listener = plaintext_allowed
+        self._workers = workers
+        self._user_connections = user_connections or UserConnections()
+        self._counted: tuple[str, str] | None = None  # (user, address) while logged in
         peer = writer.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
         self.framer = CommandFramer(config.limits)
@@ -93,6 +125,10 @@ class SessionContext:
         self.dirty = False
         #: Set by the hub when the selected mailbox changed (wakes IDLE).
         self.changed = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        #: When reading the next command times out: fixed from the connect until login,
+        #: then restarted by each complete command (a byte trickle does not restart it).
+        self.deadline = loop.time() + config.login_timeout
 
     # ------------------------------------------------------------------ connection
 
@@ -105,25 +141,32 @@ class SessionContext:
         return self.secure or self._plaintext_listener
 
     def capabilities(self) -> list[str]:
-        caps = ["IMAP4rev1", "SASL-IR", "LITERAL+", "ID", "ENABLE", "IDLE"]
         if self.state is SessionState.NOT_AUTHENTICATED:
+            # LITERAL- (RFC 7888 §5): an anonymous client's {n+} is at most 4096 bytes.
+            caps = ["IMAP4rev1", "SASL-IR", "LITERAL-", "ID", "ENABLE", "IDLE"]
             if self.tls is not None and not self.secure:
                 caps.append("STARTTLS")
             caps.append("AUTH=PLAIN" if self.plaintext_ok else "LOGINDISABLED")
             return caps
         return [
-            *caps,
+            "IMAP4rev1",
+            "SASL-IR",
+            "LITERAL+",
+            "ID",
+            "ENABLE",
+            "IDLE",
             "NAMESPACE",
             "UIDPLUS",
             "MOVE",
             "UNSELECT",
             "CHILDREN",
             "SPECIAL-USE",
-            f"APPENDLIMIT={self._append_limit()}",
+            f"APPENDLIMIT={self.append_limit()}",
             "QUOTA",
         ]
 
-    def _append_limit(self) -> int:
+    def append_limit(self) -> int:
+        """The largest message APPEND takes (announced as APPENDLIMIT)."""
         limit = self.config.limits.max_literal
         if self.db is not None:
             limit = min(limit, self.db.settings.max_message_bytes)
@@ -136,11 +179,19 @@ class SessionContext:
         self._out_size += len(data)
 
     async def flush(self) -> None:
+        """Sends what is buffered. A client that does not read it within the write
+        timeout has its connection aborted (:class:`WriteTimeout`): a full send buffer
+        must not hold the session, its memory and its connection slot forever."""
         if self._out:
             self.writer.write(b"".join(self._out))
             self._out.clear()
             self._out_size = 0
-        await self.writer.drain()
+        try:
+            async with asyncio.timeout(self.config.write_timeout):  # no task: drain()
+                await self.writer.drain()  # returns at once unless the buffer is full
+        except TimeoutError:
+            self.writer.transport.abort()
+            raise WriteTimeout from None
 
     async def maybe_flush(self) -> None:
         """Writes out what is buffered once it is large (long FETCH/SEARCH answers)."""
@@ -149,21 +200,40 @@ class SessionContext:
 
     # ------------------------------------------------------------------ input
 
-    async def next_event(self, timeout: float) -> FrameEvent | None:
+    def restart_timer(self) -> None:
+        """A complete command was read: the next one has the idle timeout from now (after
+        login; before it, the login deadline stays)."""
+        if self.state is not SessionState.NOT_AUTHENTICATED:
+            self.deadline = asyncio.get_running_loop().time() + self.config.idle_timeout
+
+    async def next_event(self) -> FrameEvent | None:
+        """The next framing event; TimeoutError past :attr:`deadline`, None at EOF."""
+        loop = asyncio.get_running_loop()
         while True:
             event = self.framer.next_event()
             if event is not None:
                 return event
-            data = await asyncio.wait_for(self.reader.read(65536), timeout)
+            left = self.deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError
+            data = await asyncio.wait_for(self.reader.read(65536), left)
             if not data:
                 return None
             self.framer.feed(data)
+
+    async def offload(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Runs ``fn`` in the server's worker threads: work that grows with message sizes
+        (body SEARCH, large FETCH) must not stall the event loop every session shares."""
+        if self._workers is None:
+            return fn(*args, **kwargs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._workers, lambda: fn(*args, **kwargs))
 
     async def read_line(self) -> bytes:
         """One client line in line mode (AUTHENTICATE exchanges); literals are not parsed."""
         self.framer.line_mode = True
         try:
-            event = await self.next_event(self.config.idle_timeout)
+            event = await self.next_event()
         finally:
             self.framer.line_mode = False
         if event is None:
@@ -177,13 +247,28 @@ class SessionContext:
     # ------------------------------------------------------------------ selected mailbox
 
     def login(self, user: str, db: MailboxDatabase, mailbox: str) -> None:
+        connections = self._user_connections
+        if not connections.acquire(user, self.peer):
+            no(
+                f"Maximum number of connections from user+IP exceeded "
+                f"(mail_max_userip_connections={connections.limit}).",
+                r.LIMIT,
+            )
+        self._counted = (user, self.peer)
         self.db, self.mailbox, self.user = db, mailbox, user
         self.state = SessionState.AUTHENTICATED
+        self.framer.authenticated = True
 
     def select(self, db: MailboxDatabase, mailbox: str, view: MailboxView) -> None:
         self.view = view
         self.state = SessionState.SELECTED
         self._unwatch = self.hub.watch(db, mailbox, self.on_change)
+
+    def logged_out(self) -> None:
+        """The connection is over: it no longer counts for its user and address."""
+        if self._counted is not None:
+            self._user_connections.release(*self._counted)
+            self._counted = None
 
     def unselect(self) -> None:
         if self._unwatch is not None:

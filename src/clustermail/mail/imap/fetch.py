@@ -14,6 +14,7 @@ import email.errors
 import email.header
 import email.message
 import email.utils
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -43,22 +44,26 @@ def internal_date(timestamp: int) -> bytes:
 
 
 class _Lru:
-    """A small LRU map; messages never change, so entries never go stale."""
+    """A small LRU map; messages never change, so entries never go stale. Locked: FETCH
+    and SEARCH also read messages in worker threads."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.data: OrderedDict[tuple[str, str, int, int, str], object] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, key: tuple[str, str, int, int, str]) -> object | None:
-        value = self.data.get(key)
-        if value is not None:
-            self.data.move_to_end(key)
-        return value
+        with self._lock:
+            value = self.data.get(key)
+            if value is not None:
+                self.data.move_to_end(key)
+            return value
 
     def put(self, key: tuple[str, str, int, int, str], value: object) -> None:
-        self.data[key] = value
-        if len(self.data) > self.size:
-            self.data.popitem(last=False)
+        with self._lock:
+            self.data[key] = value
+            if len(self.data) > self.size:
+                self.data.popitem(last=False)
 
 
 #: Parsed structures and rendered ENVELOPE/BODYSTRUCTURE of recently fetched messages,

@@ -7,12 +7,12 @@ listed as ``\\Noselect`` (``\\NonExistent`` in extended LIST).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from clustermail.mail.imap import commands as c
 from clustermail.mail.imap import response as r
+from clustermail.mail.imap.mailbox_pattern import compile_pattern
 from clustermail.mail.store import MailboxDatabase, names
 from clustermail.mail.store import flags as store_flags
 
@@ -37,22 +37,6 @@ class _Entry:
     special_use: str | None
     subscribed: bool
     has_children: bool
-
-
-def pattern_regex(reference: str, pattern: str) -> re.Pattern[str]:
-    """``*`` matches anything, ``%`` anything but the delimiter; INBOX in any case."""
-    full = reference + pattern
-    if full[:5].upper() == names.INBOX and full[5:6] in ("", DELIMITER, "*", "%"):
-        full = names.INBOX + full[5:]
-    out = []
-    for ch in full:
-        if ch == "*":
-            out.append(".*")
-        elif ch == "%":
-            out.append(f"[^{re.escape(DELIMITER)}]*")
-        else:
-            out.append(re.escape(ch))
-    return re.compile("".join(out), re.S)
 
 
 def _entries(db: MailboxDatabase, mailbox: str) -> list[_Entry]:
@@ -84,7 +68,7 @@ def list_responses(db: MailboxDatabase, mailbox: str, cmd: c.List) -> Iterator[b
     if cmd.patterns == ("",) and not cmd.extended:
         yield r.list_data(["\\Noselect"], DELIMITER, "")
         return
-    regexes = [pattern_regex(cmd.reference, p) for p in cmd.patterns if p]
+    patterns = [compile_pattern(cmd.reference, p) for p in cmd.patterns if p]
     entries = _entries(db, mailbox)
     subscribed_only = "SUBSCRIBED" in cmd.selection
     if subscribed_only:
@@ -96,7 +80,7 @@ def list_responses(db: MailboxDatabase, mailbox: str, cmd: c.List) -> Iterator[b
         ]
     show_subscribed = subscribed_only or "SUBSCRIBED" in cmd.returns
     for entry in entries:
-        if not any(rx.fullmatch(entry.name) for rx in regexes):
+        if not any(p.matches(entry.name) for p in patterns):
             continue
         if subscribed_only and not entry.subscribed:
             continue
@@ -121,18 +105,18 @@ def lsub_responses(db: MailboxDatabase, mailbox: str, cmd: c.Lsub) -> Iterator[b
     if cmd.pattern == "":
         yield r.list_data(["\\Noselect"], DELIMITER, "", command="LSUB")
         return
-    rx = pattern_regex(cmd.reference, cmd.pattern)
+    pattern = compile_pattern(cmd.reference, cmd.pattern)
     subscribed = db.subscriptions(mailbox)
     special = {f.name: f.special_use for f in db.list_folders(mailbox) if f.special_use}
     chosen = set(subscribed)
-    shown: list[tuple[str, bool]] = [(n, True) for n in subscribed if rx.fullmatch(n)]
+    shown: list[tuple[str, bool]] = [(n, True) for n in subscribed if pattern.matches(n)]
     # "%" may stop at a level above a subscribed name: that level is listed \Noselect.
     parents = set()
     for name in subscribed:
         levels = name.split(DELIMITER)
         for depth in range(1, len(levels)):
             parents.add(DELIMITER.join(levels[:depth]))
-    shown += [(p, False) for p in parents - chosen if rx.fullmatch(p)]
+    shown += [(p, False) for p in parents - chosen if pattern.matches(p)]
     for name, real in sorted(shown, key=lambda x: (x[0] != names.INBOX, x[0])):
         attrs = ["\\Noselect"] if not real else [special[name]] if name in special else []
         yield r.list_data(attrs, DELIMITER, name, command="LSUB")

@@ -2,9 +2,13 @@
 
 Properties: ``port`` (143), ``tls_port`` (993; 0 turns implicit TLS off),
 ``allow_plaintext_on_loopback`` (false), ``idle_timeout`` (seconds, at least 1800
-by RFC 3501; smaller values are for tests), ``max_connections`` (1000) and
-``max_connections_per_client`` (50), and as for SMTP and POP3 ``hostname`` and
-``cert`` + ``key`` (else the virtual server's self-signed certificate).
+by RFC 3501; smaller values are for tests), ``login_timeout`` (60 s from the connect
+to the login), ``write_timeout`` (60 s a write may wait for a client that does not
+read), ``max_line_length`` (65536, Dovecot's ``imap_max_line_length``),
+``max_userip_connections`` (10, Dovecot's ``mail_max_userip_connections``),
+``max_connections`` (1000) and ``max_connections_per_client`` (50), and as for SMTP
+and POP3 ``hostname`` and ``cert`` + ``key`` (else the virtual server's self-signed
+certificate).
 
 Dependencies: the group's ``ip_address`` (where to listen) and its
 ``mail_store`` resource, which provides the recipient directory (passwords)
@@ -19,14 +23,18 @@ import asyncio
 import contextlib
 from typing import Any
 
+from clustermail.cluster.model import PropertyValue
 from clustermail.cluster.resource_schema import PropertyKind, PropertySpec, ResourceType
 from clustermail.cluster.resources import (
     Properties,
+    PropertyError,
     Resource,
     ResourceContext,
     ResourceError,
 )
-from clustermail.mail.imap import idle_timeout
+from clustermail.mail.imap import idle_timeout, user_connections
+from clustermail.mail.imap.context import LOGIN_TIMEOUT, WRITE_TIMEOUT
+from clustermail.mail.imap.framing import FramingLimits
 from clustermail.mail.imap.server import ImapServer
 from clustermail.mail.imap.session import SessionConfig
 from clustermail.mail.net import protocol_resource as pr
@@ -34,6 +42,18 @@ from clustermail.mail.net.listener import shared_throttle
 from clustermail.mail.store import MailboxDatabase
 
 MIN_IDLE_TIMEOUT = 30 * 60.0
+#: A command line may be this long at least (a LIST of a 1000-character name) and at
+#: most as long as a whole command may be.
+LINE_LENGTH = (4096, FramingLimits().max_command)
+
+
+def _line_length(value: PropertyValue) -> str | None:
+    ok = (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and LINE_LENGTH[0] <= value <= LINE_LENGTH[1]
+    )
+    return None if ok else f"an integer from {LINE_LENGTH[0]} to {LINE_LENGTH[1]} (bytes)"
 
 
 class Imap4Resource(Resource):
@@ -44,6 +64,20 @@ class Imap4Resource(Resource):
         self.allow_plaintext = properties.boolean("allow_plaintext_on_loopback", False)
         self.idle_timeout = properties.number(
             "idle_timeout", idle_timeout.DEFAULT, minimum=idle_timeout.MINIMUM
+        )
+        self.login_timeout = properties.number(
+            "login_timeout", LOGIN_TIMEOUT, minimum=idle_timeout.MINIMUM
+        )
+        self.write_timeout = properties.number(
+            "write_timeout", WRITE_TIMEOUT, minimum=idle_timeout.MINIMUM
+        )
+        line = properties.integer("max_line_length", FramingLimits().max_line, minimum=1)
+        problem = _line_length(line)
+        if problem is not None:
+            raise PropertyError(f"property 'max_line_length': expected {problem}, got {line}")
+        self.framing = FramingLimits(max_line=line)
+        self.max_userip = properties.integer(
+            "max_userip_connections", user_connections.DEFAULT_LIMIT, minimum=1
         )
         # Connection counts only: idle timeouts are the session's (idle_timeout above).
         self.limits = pr.listener_limits(properties, MIN_IDLE_TIMEOUT)
@@ -56,14 +90,20 @@ class Imap4Resource(Resource):
         self.address, store, tls = setup.address, setup.mail_store, setup.tls
 
         def locate(entry: Any) -> tuple[MailboxDatabase, str]:
-            return store.database_for(entry), str(entry.address)
+            return store.database_for(entry), str(entry.mailbox_id)
 
         server = ImapServer(
             store.directory,
             locate,
             tls=tls,
             allow_plaintext_on_loopback=self.allow_plaintext,
-            config=SessionConfig(idle_timeout=self.idle_timeout),
+            config=SessionConfig(
+                idle_timeout=self.idle_timeout,
+                login_timeout=self.login_timeout,
+                write_timeout=self.write_timeout,
+                max_userip_connections=self.max_userip,
+                limits=self.framing,
+            ),
             throttle=shared_throttle(self.ctx.vs),
             limits=self.limits,
         )
@@ -120,6 +160,10 @@ IMAP4_TYPE = ResourceType(
         "tls_port": PropertySpec(PropertyKind.INT, default=993, check=pr.port_check),
         "allow_plaintext_on_loopback": PropertySpec(PropertyKind.BOOL, default=False),
         "idle_timeout": PropertySpec(PropertyKind.FLOAT, check=idle_timeout.check_idle_timeout),
+        "login_timeout": PropertySpec(PropertyKind.FLOAT, check=idle_timeout.check_idle_timeout),
+        "write_timeout": PropertySpec(PropertyKind.FLOAT, check=idle_timeout.check_idle_timeout),
+        "max_line_length": PropertySpec(PropertyKind.INT, check=_line_length),
+        "max_userip_connections": PropertySpec(PropertyKind.INT, check=pr.above_zero),
     },
     check=pr.tls_pair,
 )

@@ -8,6 +8,11 @@ The core takes what it needs as plain arguments, so it runs the same under the
 * a locator, principal → (mounted :class:`MailboxDatabase`, mailbox id);
 * an ``ssl.SSLContext`` for STARTTLS and implicit TLS, or ``None``.
 
+The server also keeps what its sessions share: the change hub, the count of logged-in
+connections per user and address (``mail_max_userip_connections``), and two worker
+threads for work that grows with message sizes (body SEARCH, large FETCH), so it never
+stalls the event loop every session is served from.
+
 Plaintext LOGIN/AUTHENTICATE is allowed on TLS connections, and on plain ones
 only when the listener is bound to a loopback address and the configuration
 allows it (``allow_plaintext_on_loopback``); elsewhere the server announces
@@ -19,11 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from concurrent.futures import ThreadPoolExecutor
 
 from clustermail.mail.imap.change_hub import ChangeHub
 from clustermail.mail.imap.context import Authenticator, MailboxLocator, SessionConfig
 from clustermail.mail.imap.session import ImapSession
+from clustermail.mail.imap.user_connections import UserConnections
 from clustermail.mail.net.listener import (
+    READ_LIMIT,
     Admission,
     AuthThrottle,
     ListenerLimits,
@@ -31,6 +39,9 @@ from clustermail.mail.net.listener import (
     is_loopback,
     set_nodelay,
 )
+
+#: Threads for work that grows with message sizes, shared by every session of a server.
+WORKER_THREADS = 2
 
 
 class ImapServer:
@@ -57,6 +68,16 @@ class ImapServer:
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._hub: ChangeHub | None = None
+        # Work that grows with message sizes (body SEARCH, large FETCH) runs here, off the
+        # event loop and apart from the default executor (password hashing uses that).
+        self._workers: ThreadPoolExecutor | None = None
+        self.user_connections = UserConnections(self.config.max_userip_connections)
+
+    @property
+    def workers(self) -> ThreadPoolExecutor:
+        if self._workers is None:
+            self._workers = ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="imap-work")
+        return self._workers
 
     @property
     def hub(self) -> ChangeHub:
@@ -79,7 +100,9 @@ class ImapServer:
             port,
             ssl=self.tls if implicit_tls else None,
             reuse_address=True,
-            limit=256 * 1024,
+            # Unread input the stream holds before it stops reading from the socket (twice
+            # this): with the framer's limits, what one client can make the server hold.
+            limit=READ_LIMIT,
         )
         self._servers.append(server)
         return server
@@ -89,10 +112,13 @@ class ImapServer:
     ) -> None:
         client = client_address(writer.transport)
         if not self.admission.admit(client):
-            with contextlib.suppress(OSError):
-                writer.write(b"* BYE [UNAVAILABLE] Too many connections, try again later.\r\n")
-                writer.close()
-                await asyncio.wait_for(writer.wait_closed(), 5)
+            try:
+                with contextlib.suppress(OSError, TimeoutError):
+                    writer.write(b"* BYE [UNAVAILABLE] Too many connections, try again later.\r\n")
+                    writer.close()
+                    await asyncio.wait_for(writer.wait_closed(), 5)
+            finally:
+                writer.transport.abort()
             return
         try:
             await self._run_session(reader, writer, plaintext)
@@ -113,6 +139,8 @@ class ImapServer:
             config=self.config,
             tls=self.tls,
             plaintext_allowed=plaintext,
+            workers=self.workers,
+            user_connections=self.user_connections,
         )
         self.sessions.add(session)
         task = asyncio.current_task()
@@ -147,3 +175,6 @@ class ImapServer:
         if self._hub is not None:
             self._hub.close()
             self._hub = None
+        if self._workers is not None:
+            self._workers.shutdown(wait=False, cancel_futures=True)
+            self._workers = None

@@ -9,6 +9,12 @@ responses may be sent. Store errors are translated once, in
 :meth:`ImapSession._run_command`; no exception text or traceback reaches the client.
 Commands run one at a time in arrival order (pipelined input waits in the framer).
 
+Timers count commands, not bytes: before login the session has ``login_timeout``
+seconds from the connect; after it, each complete command restarts ``idle_timeout``.
+Every write waits at most ``write_timeout`` for the client to read, then the connection
+is aborted. An APPEND's ``+`` is sent only after :meth:`ImapSession._may_append` found
+the command allowed, its folder there and the message within the size limit and quota.
+
 Other sessions' changes reach the selected mailbox through the server's
 :class:`~clustermail.mail.imap.change_hub.ChangeHub`, which marks the session dirty;
 the next command boundary (or IDLE at once) reads the store's change log and sends
@@ -33,7 +39,12 @@ from clustermail.mail.imap.context import (
     SessionContext,
 )
 from clustermail.mail.imap.errors import ParseError
-from clustermail.mail.imap.framing import ContinuationNeeded, FrameEvent, FramingError
+from clustermail.mail.imap.framing import (
+    LITERAL_HEADER_RE,
+    ContinuationNeeded,
+    FrameEvent,
+    FramingError,
+)
 from clustermail.mail.imap.handlers import any_state, authenticated, not_authenticated, selected
 from clustermail.mail.imap.outcome import AlreadyAnswered, Done, Reply, SessionClosed
 from clustermail.mail.imap.parser import parse_command
@@ -76,7 +87,7 @@ class ImapSession(SessionContext):
             )
             await self.flush()
             while not self._closing:
-                event = await self.next_event(self.config.idle_timeout)
+                event = await self.next_event()
                 if event is None:
                     break
                 await self._handle_event(event)
@@ -104,18 +115,30 @@ class ImapSession(SessionContext):
 
     async def close(self) -> None:
         self.unselect()
-        with contextlib.suppress(Exception):
-            if self._out and not self.writer.is_closing():
-                self.writer.write(b"".join(self._out))
-                self._out.clear()
-                await asyncio.wait_for(self.writer.drain(), 5)
-        with contextlib.suppress(Exception):
-            self.writer.close()
-            await asyncio.wait_for(self.writer.wait_closed(), 5)
+        self.logged_out()
+        wait = min(5.0, self.config.write_timeout)
+        try:
+            with contextlib.suppress(Exception):
+                if self._out and not self.writer.is_closing():
+                    self.writer.write(b"".join(self._out))
+                    self._out.clear()
+                    await asyncio.wait_for(self.writer.drain(), wait)
+            with contextlib.suppress(Exception):
+                self.writer.close()
+                await asyncio.wait_for(self.writer.wait_closed(), wait)
+        finally:
+            # A graceful close waits for the send buffer to drain; a client that does not
+            # read would keep the socket (and its buffer) forever. No-op once closed.
+            self.writer.transport.abort()
 
     async def _handle_event(self, event: FrameEvent) -> None:
         if isinstance(event, ContinuationNeeded):
+            if event.append and not await self._may_append(event):
+                self.framer.refuse_literal()
+                self.restart_timer()
+                return
             self.send(r.continuation("Ready for literal data."))
+            self.restart_timer()
             return
         if isinstance(event, FramingError):
             self.send(r.render_parse_error(event.error))
@@ -123,12 +146,43 @@ class ImapSession(SessionContext):
                 self.send(r.untagged_status("BYE", "Too much invalid input."))
                 raise SessionClosed
             return
+        self.restart_timer()
         try:
             command = parse_command(event.raw)
         except ParseError as exc:
             self.send(r.render_parse_error(exc))
             return
         await self._run_command(command)
+        self.restart_timer()  # the command's own time (a long SEARCH) is not idleness
+
+    async def _may_append(self, event: ContinuationNeeded) -> bool:
+        """Before inviting an APPEND's message with ``+``: the command is allowed now, well
+        formed, and its folder, size and the quota take the message. Otherwise it is
+        answered now and the client never sends the message."""
+        cmd = _append_so_far(event)
+        if cmd is None:
+            return True  # the literal is not the message (a mailbox name sent as one)
+        if isinstance(cmd, ParseError):
+            self.send(r.render_parse_error(cmd))
+            return False
+        spec = COMMANDS.specs[c.Append]
+        if self.state not in spec.states:
+            self.send(r.tagged(cmd.tag, "BAD", _state_error(spec.states, self.state, cmd.name)))
+            return False
+        try:
+            authenticated.check_append(self, cmd, event.size)
+        except Reply as reply:
+            self.send(r.tagged(cmd.tag, reply.status, reply.text, reply.code))
+            return False
+        except (NotMountedError, FencedError):
+            self.send(r.tagged(cmd.tag, "NO", "Mailbox database unavailable.", r.UNAVAILABLE))
+            self.send(r.untagged_status("BYE", "Mailbox database went away, reconnect."))
+            raise SessionClosed from None
+        except StoreError as exc:
+            status, text, code = _store_error(exc, cmd)
+            self.send(r.tagged(cmd.tag, status, text, code))
+            return False
+        return True
 
     # ------------------------------------------------------------------ dispatch
 
@@ -167,6 +221,25 @@ class ImapSession(SessionContext):
         # client before our notification arrives. The dirty flag wakes IDLE.
         if self.view is not None:
             await self.sync(allow_expunge=not spec.uses_seqs(cmd))
+
+
+def _append_so_far(event: ContinuationNeeded) -> c.Append | ParseError | None:
+    """The APPEND whose message literal ``event`` announces (parsed with an empty message);
+    a ParseError when the command is already malformed; None when the literal is an
+    earlier argument (the command cannot end there)."""
+    header = LITERAL_HEADER_RE.search(event.head.rstrip(b"\r\n"))
+    if header is None:
+        return None
+    empty = event.head[: header.start()] + b"{0}\r\n"
+    try:
+        cmd = parse_command(empty)
+    except ParseError as exc:
+        try:  # a literal that more arguments follow: not the message
+            parse_command(empty + b" {0}\r\n")
+        except ParseError:
+            return exc
+        return None
+    return cmd if isinstance(cmd, c.Append) else None
 
 
 def _state_error(states: frozenset[SessionState], state: SessionState, name: str) -> str:

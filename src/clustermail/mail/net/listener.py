@@ -36,6 +36,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from clustermail.cluster.ports import in_use_note
 from clustermail.logutil import log_event
 from clustermail.mail.net.auth_throttle import AuthThrottle as AuthThrottle  # re-export
 from clustermail.mail.net.tls import HANDSHAKE_TIMEOUT
@@ -126,7 +127,7 @@ def client_address(transport: asyncio.BaseTransport) -> str:
 
 
 def set_nodelay(transport: asyncio.BaseTransport) -> None:
-    """Replies written in several pieces must not wait for delayed ACKs (FIELD-NOTES)."""
+    """Replies written in several pieces must not wait for delayed ACKs (Nagle: ~40 ms each)."""
     sock = transport.get_extra_info("socket")
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         with contextlib.suppress(OSError):
@@ -419,7 +420,7 @@ class Listener:
         except OSError as exc:
             raise OSError(
                 exc.errno, f"{self.name}: cannot listen on {self.address}:{endpoint.port}: "
-                f"{exc.strerror or exc}"
+                f"{exc.strerror or exc}{in_use_note(exc, self.address, endpoint.port)}"
             ) from exc
 
     async def _serve_stream(

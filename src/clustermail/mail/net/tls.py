@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from clustermail.private_files import append_private, make_private_dir
+
 TLS_DIR = "tls"
 VALID_DAYS = 3650
 HANDSHAKE_TIMEOUT = 30.0
@@ -109,13 +111,13 @@ def ensure_certificate(
     base = _safe_name(hostname)
     cert_path, key_path = folder / f"{base}.crt", folder / f"{base}.key"
     try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with open(folder / ".lock", "a") as lock:
+        make_private_dir(folder)
+        with os.fdopen(append_private(folder / ".lock"), "a") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             if not (cert_path.is_file() and key_path.is_file()):
                 cert_pem, key_pem = self_signed(hostname, addresses)
                 _write_atomic(key_path, key_pem, 0o600)
-                _write_atomic(cert_path, cert_pem, 0o644)
+                _write_atomic(cert_path, cert_pem, 0o600)
     except OSError as exc:
         raise TlsError(f"cannot create the certificate in {folder}: {exc}") from exc
     return CertificatePaths(cert_path, key_path, generated=True)

@@ -207,17 +207,18 @@ class Pop3Service:
             return session.login_failed(
                 f"your mailbox is on virtual server {entry.server}, not this one", "SYS/PERM"
             )
-        if not self.locks.acquire(entry.address):
+        mailbox = entry.mailbox_id
+        if not self.locks.acquire(mailbox):
             return session.login_failed("maildrop is locked by another session", "IN-USE")
         try:
             db = await database_of(self.mail_store, entry)
-            uidvalidity = db.status(entry.address, INBOX).uidvalidity
-            listing = db.list_messages(entry.address, INBOX)
+            uidvalidity = db.status(mailbox, INBOX).uidvalidity
+            listing = db.list_messages(mailbox, INBOX)
         except StoreError as exc:
-            self.locks.release(entry.address)
+            self.locks.release(mailbox)
             log_event("pop3_error", message=f"maildrop of {entry.address}: {exc}", vs=self.vs)
             return session.login_failed("cannot open the maildrop now", "SYS/TEMP")
-        client.mailbox, client.db = entry.address, db
+        client.mailbox, client.db = mailbox, db
         return session.login_succeeded(
             Maildrop(uidvalidity, tuple(listing.uids), tuple(listing.sizes))
         )

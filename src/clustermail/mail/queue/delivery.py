@@ -40,32 +40,31 @@ async def deliver_local(
     """Delivers ``message`` to each entry's mailbox; returns after every commit, one result
     per entry (in order). Store failures are temporary (4.3.0), a message over the
     database's size limit permanent (5.3.4)."""
+    # By mailbox id, the name of a mailbox's data in its database.
     groups: dict[int, tuple[MailboxDatabase, list[str]]] = {}
-    results: dict[str, LocalResult] = {}
+    results: dict[str, tuple[bool, str, str]] = {}
     for entry in entries:
         try:
             db = await database_of(mail_store, entry)
         except StoreError as exc:
-            results[entry.address] = LocalResult(entry.address, False, "4.3.0", str(exc))
+            results[entry.mailbox_id] = (False, "4.3.0", str(exc))
             continue
-        groups.setdefault(id(db), (db, []))[1].append(entry.address)
+        groups.setdefault(id(db), (db, []))[1].append(entry.mailbox_id)
 
-    async def one(db: MailboxDatabase, addresses: list[str]) -> None:
+    async def one(db: MailboxDatabase, mailboxes: list[str]) -> None:
         try:
-            outcome = await db.deliver(message, addresses)
+            outcome = await db.deliver(message, mailboxes)
         except MessageTooLargeError as exc:
-            for a in addresses:
-                results[a] = LocalResult(a, False, "5.3.4", str(exc))
+            results.update({mb: (False, "5.3.4", str(exc)) for mb in mailboxes})
             return
         except StoreError as exc:
-            for a in addresses:
-                results[a] = LocalResult(a, False, "4.3.0", f"mail store: {exc}")
+            results.update({mb: (False, "4.3.0", f"mail store: {exc}") for mb in mailboxes})
             return
         for r in outcome.recipients:
-            results[r.mailbox] = LocalResult(r.mailbox, r.delivered, r.code, r.reason)
+            results[r.mailbox] = (r.delivered, r.code, r.reason)
 
-    await asyncio.gather(*(one(db, addrs) for db, addrs in groups.values()))
+    await asyncio.gather(*(one(db, ids) for db, ids in groups.values()))
     return [
-        results.get(e.address, LocalResult(e.address, False, "4.3.0", "not delivered"))
+        LocalResult(e.address, *results.get(e.mailbox_id, (False, "4.3.0", "not delivered")))
         for e in entries
     ]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from clustermail.logutil import log_event
 from clustermail.mail.backends import MailboxRef, MailStoreService
+from clustermail.mail.directory.addresses import InvalidAddressError
 from clustermail.mail.queue import dsn, schedule
 from clustermail.mail.queue.delivery import deliver_local
 from clustermail.mail.queue.routing import Router, Target, UnknownRecipient
@@ -78,6 +79,9 @@ class QueueRunner:
         self._task: asyncio.Task[None] | None = None
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(config.concurrency)
+        #: Messages whose attempt failed and whose deferral could not be written either:
+        #: message id -> (failures in a row, not before this time). Never retried at once.
+        self._held: dict[int, tuple[int, float]] = {}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"queue-runner:{self.router.vs}")
@@ -113,16 +117,24 @@ class QueueRunner:
                 async with asyncio.timeout(max(0.01, wait)):
                     await self._wake.wait()
 
+    def _busy(self) -> list[int]:
+        """Messages not to pick up now: being tried, or held back after a failure."""
+        now = self.clock()
+        self._held = {mid: held for mid, held in self._held.items() if held[1] > now}
+        return [*self._in_flight, *self._held]
+
     async def _wait_time(self) -> float:
-        due = await self.queue.next_due(list(self._in_flight))
-        poll = self.config.poll
-        return poll if due is None else min(poll, due - self.clock())
+        due = await self.queue.next_due(self._busy())
+        times = [t for _, t in self._held.values()]
+        if due is not None:
+            times.append(due)
+        return min([self.config.poll, *(t - self.clock() for t in times)])
 
     async def _dispatch(self) -> None:
         free = self.config.concurrency - len(self._in_flight)
         if free <= 0:
             return
-        batch = await self.queue.due(self.clock(), list(self._in_flight), free)
+        batch = await self.queue.due(self.clock(), self._busy(), free)
         for msg in batch:
             task = asyncio.create_task(self._attempt(msg))
             self._in_flight[msg.id] = task
@@ -132,14 +144,37 @@ class QueueRunner:
             async with self._slots:
                 attempts = await self._deliver(msg)
                 await self._settle(msg, attempts)
+            self._held.pop(msg.id, None)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log_event("queue_error", message=f"delivery of {msg.queue_id} failed: {exc}",
-                      vs=self.router.vs)
+            await self._back_off(msg, exc)
         finally:
             self._in_flight.pop(msg.id, None)
             self._wake.set()
+
+    async def _back_off(self, msg: QueuedMessage, exc: Exception) -> None:
+        """An attempt that raised (a bug, a queue write that failed): never a retry at
+        once. Its recipients are deferred like any temporary failure; if even that
+        cannot be written, the message is held back in memory, longer each time."""
+        why = f"{type(exc).__name__}: {exc}"
+        now = self.clock()
+        policy = self.config.policy
+        try:
+            await self.queue.record([
+                Outcome(r.id, False, schedule.next_attempt(policy, r.attempts + 1, now,
+                                                           msg.arrived), f"4.3.0 {why}")
+                for r in msg.recipients
+            ])
+            self._held.pop(msg.id, None)
+            outcome = "deferred"
+        except Exception as again:
+            failures = self._held.get(msg.id, (0, 0.0))[0] + 1
+            wait = schedule.retry_interval(policy, failures)
+            self._held[msg.id] = (failures, now + wait)
+            outcome = f"held back {wait:.0f} s (the deferral failed too: {again})"
+        log_event("queue_error", message=f"delivery of {msg.queue_id} failed: {why}; {outcome}",
+                  vs=self.router.vs)
 
     # ------------------------------------------------------------------ one message
 
@@ -153,16 +188,29 @@ class QueueRunner:
             except UnknownRecipient:
                 attempts.append(Attempt(rcpt, False, True, "5.1.1", "no such mailbox"))
                 continue
+            except InvalidAddressError as exc:  # it does not parse: it never will
+                attempts.append(Attempt(rcpt, False, True, "5.1.3", f"bad address: {exc}"))
+                continue
+            except Exception as exc:  # the directory is unreachable: later
+                attempts.append(Attempt(rcpt, False, False, "4.3.0", f"directory: {exc}"))
+                continue
             if target.route == LOCAL and target.entry is not None:
                 local.append((rcpt, target.entry))
             else:
                 remote.setdefault(target.route, []).append(rcpt)
         if local:
-            results = await deliver_local(self.mail_store, msg.body, [e for _, e in local])
-            for (rcpt, _), r in zip(local, results, strict=True):
-                attempts.append(Attempt(rcpt, r.delivered, r.permanent, r.code, r.reason))
+            try:
+                results = await deliver_local(self.mail_store, msg.body, [e for _, e in local])
+                for (rcpt, _), r in zip(local, results, strict=True):
+                    attempts.append(Attempt(rcpt, r.delivered, r.permanent, r.code, r.reason))
+            except Exception as exc:
+                attempts += [Attempt(rcpt, False, False, "4.3.0", f"mail store: {exc}")
+                             for rcpt, _ in local]
         for route, rcpts in remote.items():
-            attempts += await self._relay(msg, route, rcpts)
+            try:
+                attempts += await self._relay(msg, route, rcpts)
+            except Exception as exc:
+                attempts += [Attempt(r, False, False, "4.4.1", f"relay: {exc}") for r in rcpts]
         return attempts
 
     async def _relay(

@@ -27,6 +27,7 @@ from typing import TypeVar
 
 from clustermail.mail.store.errors import StoreError
 from clustermail.mail.store.writer import GroupCommitWriter, Tx
+from clustermail.private_files import create_private_file, make_private_dir
 
 T = TypeVar("T")
 QUEUE_DIR = "queue"
@@ -95,7 +96,8 @@ def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
         raise QueueError(f"no queue at {path}")
     try:
         if create:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(path.parent)
+            create_private_file(path)  # all queued mail: 0600, and so its -wal and -shm
         conn = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
         )
@@ -392,6 +394,17 @@ class Queue:
             apply_outcomes(tx.conn, outcomes)
 
         await self._write(apply, sum(len(m.body) for m in new))
+
+    async def retry_route(self, route: str) -> int:
+        """Makes the waiting recipients of one route due now (say, a database of this
+        virtual server that was being restored is mounted again); returns how many."""
+
+        def apply(tx: Tx) -> int:
+            return tx.conn.execute(
+                "UPDATE recipient SET next_attempt = ? WHERE route = ? AND next_attempt > ?",
+                (tx.now, route, tx.now)).rowcount
+
+        return await self._write(apply)
 
     def _read_conn(self) -> sqlite3.Connection:
         if self._reader is None:

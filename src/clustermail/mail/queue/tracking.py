@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from clustermail.private_files import append_private, make_private_dir
+
 TRACKING_DIR = "tracking"
 FLUSH_SECONDS = 0.2
 FLUSH_BYTES = 64 * 1024
@@ -110,10 +112,8 @@ class TrackingLog:
     def _open(self, day: str) -> int:
         if self._fd is None or day != self._day:
             self.close()
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(
-                self.folder / f"{day}.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640
-            )
+            make_private_dir(self.folder)
+            self._fd = append_private(self.folder / f"{day}.jsonl")
             self._day = day
         return self._fd
 

@@ -227,7 +227,7 @@ class SmtpHandler:
         if user.server != self.ctx.vs:
             return None  # homed elsewhere: that virtual server knows its usage
         try:
-            decision = self.ctx.mail_store.database_for(user).may_send(user.address)
+            decision = self.ctx.mail_store.database_for(user).may_send(user.mailbox_id)
         except StoreError:
             return None
         if decision.accepted:
@@ -280,7 +280,7 @@ class SmtpHandler:
             return None  # its own virtual server decides on quota
         try:
             db = self.ctx.mail_store.database_for(entry)
-            report = self._quota_report(db, entry.address)
+            report = self._quota_report(db, entry.mailbox_id)
         except StoreError:
             return None  # DATA will find out (and queue it for a retry)
         decision = delivery_decision(

@@ -37,13 +37,14 @@ from clustermail.mail.net.listener import is_loopback, shared_throttle
 from clustermail.mail.queue.routing import Router
 from clustermail.mail.queue.runner import QueueRunner, RunnerConfig
 from clustermail.mail.queue.schedule import RetryPolicy
-from clustermail.mail.queue.store import Queue, QueueFencedError, queue_path
+from clustermail.mail.queue.store import LOCAL, Queue, QueueFencedError, queue_path
 from clustermail.mail.queue.tracking import TrackingLog
 from clustermail.mail.smtp import policy
 from clustermail.mail.smtp.handler import SmtpContext
 from clustermail.mail.smtp.policy import MAX_RECIPIENTS, MESSAGE_SIZE_LIMIT, TIMEOUT, SmtpLimits
 from clustermail.mail.smtp.server import SmtpPorts, SmtpService
 from clustermail.mail.store import StoreError
+from clustermail.mail.store.resource import MailStoreResource
 
 
 def parse_host_port(value: str, key: str = "smart_host") -> tuple[str, int]:
@@ -92,6 +93,7 @@ class SmtpResource(Resource):
         self.service: SmtpService | None = None
         self.queue: Queue | None = None
         self.tracking: TrackingLog | None = None
+        self._retries: set[asyncio.Task[None]] = set()
 
     async def online(self) -> None:
         ctx = self.ctx
@@ -129,9 +131,33 @@ class SmtpResource(Resource):
             await self._close()
             raise ResourceError(f"{ctx.resource}: {exc}") from exc
         self.service = service
+        if isinstance(mail_store, MailStoreResource):
+            mail_store.mount_listeners.append(self._database_mounted)
         ctx.log.info(f"smtp on {address} ports {service.ports} as {name}")
 
+    def _database_mounted(self, storage_group: str, database: str) -> None:
+        """Deliveries that waited in the queue while a database was being restored go now."""
+        queue, service = self.queue, self.service
+        if queue is None or service is None or service.runner is None:
+            return
+        runner = service.runner
+
+        async def retry() -> None:
+            try:
+                if await queue.retry_route(LOCAL):
+                    runner.wake()
+            except StoreError as exc:
+                self.ctx.log.warning(f"retrying local deliveries failed: {exc}")
+
+        task = asyncio.get_running_loop().create_task(retry())
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
+
     async def _close(self) -> None:
+        for dep in self.ctx.dependencies():
+            if isinstance(dep, MailStoreResource) and self._database_mounted in (
+                    dep.mount_listeners):
+                dep.mount_listeners.remove(self._database_mounted)
         service, self.service = self.service, None
         if service is not None:
             await service.stop()

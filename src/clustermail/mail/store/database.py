@@ -50,6 +50,9 @@ from clustermail.mail.store.errors import (
 from clustermail.mail.store.index import FolderListing
 from clustermail.mail.store.messages import FlagMode
 from clustermail.mail.store.quota import Decision, QuotaLimits
+from clustermail.mail.store.translog.errors import DatabaseBehindLogError
+from clustermail.mail.store.translog.journal import Journal
+from clustermail.mail.store.translog.manifest import StorageGroupLogs, roll_forward, store_id
 from clustermail.mail.store.types import (
     AppendResult,
     CopyResult,
@@ -92,15 +95,20 @@ class MailboxDatabase:
         create: bool = True,
         settings: DatabaseSettings | None = None,
         clock: Callable[[], float] = time.time,
+        logs: StorageGroupLogs | None = None,
     ) -> None:
         """``settings`` apply when the database file is created; afterwards the file's own
-        settings rule (see :meth:`update_settings_sync`)."""
+        settings rule (see :meth:`update_settings_sync`). With ``logs`` (its storage group's
+        log directory) every committed change is also in the transaction log, and a file
+        the storage group recorded is never re-created empty (see ``translog``)."""
         self.path = Path(path)
         self.name = name or self.path.stem
         self._create = create
         self._initial_settings = settings or DatabaseSettings()
         self._clock = clock
         self._writer: GroupCommitWriter | None = None
+        self._logs = logs
+        self._journal: Journal | None = None
         self._checkpointer: Checkpointer | None = None
         self._settings = self._initial_settings
         self._epoch: int | None = None
@@ -125,6 +133,13 @@ class MailboxDatabase:
         return self._settings
 
     @property
+    def failed(self) -> StoreError | None:
+        """Why the mounted database takes no more writes (fenced by a newer owner, or a
+        change it could not log); None while it is healthy."""
+        writer = self._writer
+        return None if writer is None else (writer.fenced or writer.broken)
+
+    @property
     def stats(self) -> WriterStats:
         """Commit counters of the group-commit writer (commits, jobs, largest batch)."""
         if self._writer is None:
@@ -139,8 +154,28 @@ class MailboxDatabase:
         started = time.perf_counter()
         wal = self.path.with_name(self.path.name + "-wal")
         unclean = wal.exists() and wal.stat().st_size > 0
+        entry = None
+        if self._logs is not None:
+            entry = self._logs.check_file(self.name, self.path)  # a lost file: refused
+        new = not self.path.exists()
         conn = schema.connect(self.path, create=self._create)
+        journal: Journal | None = None
+        needs_id = False
         try:
+            if self._logs is not None:
+                try:
+                    journal, needs_id = self._logs.open_journal(
+                        conn, self.name, self.path, new=new, entry=entry
+                    )
+                except DatabaseBehindLogError as behind:  # the log has its last commits
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    conn.close()
+                    roll_forward(self._logs, self.name, behind)
+                    conn = schema.connect(self.path, create=False)
+                    journal, needs_id = self._logs.open_journal(
+                        conn, self.name, self.path, new=False, entry=entry
+                    )
+                journal.acquire()
             conn.execute("BEGIN IMMEDIATE")
             row = conn.execute("SELECT epoch FROM mount WHERE id = 1").fetchone()
             if row is not None and epoch < row[0]:
@@ -154,11 +189,21 @@ class MailboxDatabase:
                 (_settings_to_json(self._initial_settings),),
             )
             text = conn.execute("SELECT value FROM meta WHERE key = 'settings'").fetchone()[0]
+            if journal is not None:
+                if needs_id:
+                    store_id(conn, journal.log.db_id)
+                journal.stamp(conn)
             conn.execute("COMMIT")
+            if journal is not None:
+                journal.ship(self._clock())
+                journal.release()
             self._settings = _settings_from_json(text)
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            if journal is not None:
+                journal.release()
+                journal.close()
             conn.close()
             if isinstance(exc, sqlite3.DatabaseError):
                 raise DatabaseOpenError(self.path, str(exc)) from None
@@ -171,8 +216,14 @@ class MailboxDatabase:
         self._checkpointer = Checkpointer(
             lambda: schema.connect(self.path, create=False), self.path
         )
+        self._journal = journal
+        if journal is not None:
+            # The log, fsynced before every answer, is what makes a commit durable (as an
+            # Exchange storage group's log is); the WAL is fsynced by checkpoints, and a
+            # file that lost its last commits in a crash is rolled forward at mount.
+            conn.execute("PRAGMA synchronous = NORMAL")
         self._writer = GroupCommitWriter(
-            conn, self.path, epoch, self._notify, self._clock, self._checkpointer.poke
+            conn, self.path, epoch, self._notify, self._clock, self._checkpointer.poke, journal
         )
         return MountInfo(self.path, epoch, time.perf_counter() - started, unclean)
 
@@ -186,17 +237,39 @@ class MailboxDatabase:
             self._checkpointer.close()
             self._checkpointer = None
         conn = writer._conn
+        journal, self._journal = self._journal, None
         try:
-            if writer.fenced is None:
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error:
-            pass  # the next owner's open recovers the WAL anyway
-        conn.close()
+            if journal is not None:
+                journal.acquire()  # no other process's commit is between its COMMIT and log
+            try:
+                if writer.fenced is None:
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass  # the next owner's open recovers the WAL anyway
+            conn.close()
+        finally:
+            if journal is not None:
+                journal.release()
+                self._record_dismount(journal)
         with self._readers_lock:
             for reader in self._readers:
                 reader.close()
             self._readers.clear()
         self._generation += 1
+
+    def _record_dismount(self, journal: Journal) -> None:
+        try:
+            if self._logs is not None and journal.log.tail.txn is not None:
+                self._logs.record(self.name, journal.log.db_id, journal.log.tail.txn)
+        except StoreError:
+            pass  # only a hint for messages; the log itself is the record
+        finally:
+            journal.close()
+
+    @property
+    def journal(self) -> Journal | None:
+        """The transaction log binding while mounted with logs (backups read through it)."""
+        return self._journal
 
     def __enter__(self) -> MailboxDatabase:
         return self
@@ -420,6 +493,15 @@ class MailboxDatabase:
         """New messages, flag changes and expunges after ``modseq`` (any session's)."""
         with self._read() as conn:
             return messages.changes_since(conn, folders.get(conn, mailbox, folder), modseq)
+
+    def mailbox_digests(self, mailbox: str) -> list[bytes]:
+        """SHA-256 of every message in the mailbox (any folder): what a merge from a
+        recovery database compares against."""
+        with self._read() as conn:
+            mid = folders.mailbox_id(conn, mailbox)
+            return [bytes(d) for (d,) in conn.execute(
+                "SELECT b.digest FROM message m JOIN folder f ON f.id = m.folder_id "
+                "JOIN body b ON b.id = m.body_id WHERE f.mailbox_id = ?", (mid,))]
 
     def deleted_items(self, mailbox: str) -> int:
         with self._read() as conn:

@@ -4,6 +4,7 @@ virtual server. The layout value is pure; load/save are the only I/O here.
 
     <disk>/storage.json
     <disk>/<storage group>/<database>.sqlite   (+ -wal, -shm while mounted)
+    <disk>/_logs/<storage group>/               (its transaction logs, unless ``log_path``)
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from clustermail.fsutil import fsync_dir
 from clustermail.mail.store.errors import LayoutError, LimitExceededError
 
 LAYOUT_FILE = "storage.json"
 LAYOUT_VERSION = 1
+#: Where storage groups keep their logs by default (a name no storage group can have).
+LOGS_DIR = "_logs"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -39,6 +43,8 @@ class Limits:
 class StorageGroupLayout:
     name: str
     databases: tuple[str, ...] = ()
+    #: Its transaction logs' directory (absolute, or relative to the disk); None: the default.
+    log_path: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +88,13 @@ class Layout:
         )
         return replace(self, storage_groups=groups)
 
+    def with_log_path(self, group: str, path: str | None) -> Layout:
+        if path is not None and (not isinstance(path, str) or not path.strip()):
+            raise LayoutError(f"log_path of {group!r} must be a non-empty path, got {path!r}")
+        sg = self.group(group)
+        groups = tuple(replace(g, log_path=path) if g is sg else g for g in self.storage_groups)
+        return replace(self, storage_groups=groups)
+
     def with_limits(self, limits: Limits) -> Layout:
         if len(self.storage_groups) > limits.storage_groups or any(
             len(g.databases) > limits.databases_per_group for g in self.storage_groups
@@ -100,6 +113,7 @@ class Layout:
                     },
                     "storage_groups": [
                         {"name": g.name, "databases": list(g.databases)}
+                        | ({"log_path": g.log_path} if g.log_path is not None else {})
                         for g in self.storage_groups
                     ],
                 },
@@ -134,6 +148,8 @@ class Layout:
                             f"storage_groups[{i}].databases: expected strings, got {db!r}"
                         )
                     layout = layout.with_database(g["name"], db)
+                if g.get("log_path") is not None:
+                    layout = layout.with_log_path(g["name"], g["log_path"])
         except (LayoutError, ValueError, TypeError, AttributeError) as exc:
             raise LayoutError(f"{source}: {exc}") from None
         return layout
@@ -156,6 +172,13 @@ def database_path(disk: Path, group: str, database: str) -> Path:
     return disk / group / f"{database}.sqlite"
 
 
+def log_path(disk: Path, group: StorageGroupLayout) -> Path:
+    """The directory of a storage group's transaction logs."""
+    if group.log_path is None:
+        return disk / LOGS_DIR / group.name
+    return disk / group.log_path  # an absolute log_path replaces the disk
+
+
 def load(disk: Path) -> Layout | None:
     path = disk / LAYOUT_FILE
     try:
@@ -171,17 +194,10 @@ def save(disk: Path, layout: Layout) -> None:
     """Atomically: temp file, fsync, rename, fsync the directory."""
     path = disk / LAYOUT_FILE
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # private, as all mail
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(layout.to_json())
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(disk)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

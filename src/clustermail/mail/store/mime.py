@@ -19,21 +19,69 @@ Header blocks and multipart boundaries are located on the raw bytes here (the ``
 package does not expose offsets); each part's Content-* fields are interpreted by the stdlib
 ``email`` package (content type defaults, parameters, RFC 2231, dispositions). Broken MIME
 never raises: an unusable multipart falls back to text/plain.
+
+Hostile messages are bounded by :class:`MimeLimits` (defaults in :data:`LIMITS`), so the
+work and the stored structure stay proportional to what a normal message needs; past a
+limit the rest is opaque rather than refused (the message is stored either way):
+
+* ``max_parts`` body parts in all (Dovecot's parser stops at 10000; each part costs
+  more here, and real messages have far fewer): a multipart with more parts keeps the
+  first ones, its last part running to the end of the multipart; a multipart or
+  message/rfc822 met once the budget is spent is one ``APPLICATION/OCTET-STREAM`` part;
+* ``max_depth`` nesting levels: deeper parts are ``APPLICATION/OCTET-STREAM``;
+* ``max_addresses`` per address header in ENVELOPE; the rest of the field is ignored;
+* ``max_header_lines`` lines read per header block (fields and their continuation
+  lines); the rest of the block is skipped to its blank line without being interpreted;
+* ``max_structure_bytes`` of stored structure (JSON), and never more than the message
+  itself unless under ``structure_floor``: past it the body becomes one opaque part, and
+  past it again the ENVELOPE is empty too.
 """
 
 from __future__ import annotations
 
 import email.message
 import email.utils
+import itertools
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from typing import TypeAlias
 
 IMAPValue: TypeAlias = "str | int | list[IMAPValue] | None"
 Offsets: TypeAlias = tuple[int, int, int]
 
 MAX_DEPTH = 40  # deeper nesting is stored as an opaque part (parser bombs)
+
+
+@dataclass(frozen=True, slots=True)
+class MimeLimits:
+    """How much of a message's MIME structure is analysed and stored (module docstring)."""
+
+    max_parts: int = 1000
+    max_depth: int = MAX_DEPTH
+    max_addresses: int = 1000
+    max_header_lines: int = 10_000
+    max_structure_bytes: int = 1024 * 1024
+    structure_floor: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_parts", "max_depth", "max_addresses", "max_header_lines",
+            "max_structure_bytes", "structure_floor",
+        ):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"MimeLimits.{name} must be a positive integer")
+
+    def structure_budget(self, size: int) -> int:
+        """The stored structure of a ``size``-byte message may be at most this large."""
+        return min(self.max_structure_bytes, max(self.structure_floor, size))
+
+
+LIMITS = MimeLimits()
+#: Tokens read per address in an address header (a phrase of a million words is not one).
+_TOKENS_PER_ADDRESS = 64
 MISSING_MAILBOX = "MISSING_MAILBOX"  # Dovecot's placeholders for an incomplete address
 MISSING_DOMAIN = "MISSING_DOMAIN"
 _FIELD_NAME = re.compile(rb"([!-9;-~]+)[ \t]*:")  # printable ASCII but colon (RFC 5322 ftext)
@@ -134,14 +182,21 @@ def _lines(raw: bytes, start: int, end: int) -> int:
     return n
 
 
-def parse_header(raw: bytes, start: int, end: int) -> tuple[list[tuple[str, str]], int]:
+def parse_header(
+    raw: bytes, start: int, end: int, max_lines: int | None = None
+) -> tuple[list[tuple[str, str]], int]:
     """Header fields of the entity at ``start`` (names as written, values unfolded) and the
     offset where its body begins (after the blank line). A line that is neither a field nor
     a continuation ends the header there, as the email package does: a message without
-    headers is all body."""
+    headers is all body. After ``max_lines`` lines (default: :data:`LIMITS`) the rest of
+    the block is skipped to its blank line, uninterpreted."""
+    if max_lines is None:
+        max_lines = LIMITS.max_header_lines
     fields: list[tuple[str, list[bytes]]] = []
     pos = start
-    while pos < end:
+    for _ in range(max_lines):
+        if pos >= end:
+            break
         nl = raw.find(b"\n", pos, end)
         line_end = end if nl < 0 else nl + 1
         line = raw[pos:line_end].rstrip(b"\r\n")
@@ -157,17 +212,35 @@ def parse_header(raw: bytes, start: int, end: int) -> tuple[list[tuple[str, str]
                 break
             fields.append((match[1].decode("ascii"), [line[match.end() :]]))
         pos = line_end
+    else:
+        if pos < end:
+            return _finish(fields), _after_blank_line(raw, pos, end)
     return _finish(fields), pos
+
+
+def _after_blank_line(raw: bytes, pos: int, end: int) -> int:
+    """Where the first empty line at or after ``pos`` (the start of a line) ends."""
+    for blank in (b"\r\n", b"\n"):
+        if raw.startswith(blank, pos, end):
+            return pos + len(blank)
+    found = [i for i in (raw.find(b"\n\r\n", pos, end), raw.find(b"\n\n", pos, end)) if i >= 0]
+    if not found:
+        return end
+    i = min(found)
+    return i + (2 if raw[i + 1] == 0x0A else 3)
 
 
 def _finish(fields: list[tuple[str, list[bytes]]]) -> list[tuple[str, str]]:
     return [(name, _text(b"".join(chunks)).strip(" \t")) for name, chunks in fields]
 
 
-def split_multipart(raw: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int]]:
+def split_multipart(
+    raw: bytes, start: int, end: int, boundary: bytes, limit: int | None = None
+) -> list[tuple[int, int]]:
     """Content ranges of the body parts between ``--boundary`` delimiter lines (RFC 2046
     §5.1.1): the line break before a delimiter belongs to the delimiter; a missing close
-    delimiter ends the last part at the end of the body."""
+    delimiter ends the last part at the end of the body. At most ``limit`` parts: the
+    last one then runs to the end of the body, with the parts after it inside."""
     delim = b"--" + boundary
     ranges: list[tuple[int, int]] = []
     current: int | None = None
@@ -180,6 +253,9 @@ def split_multipart(raw: bytes, start: int, end: int, boundary: bytes) -> list[t
         ok_end = rest >= end or raw[rest] in b" \t\r\n"
         if ok_start and ok_end:
             if current is not None:
+                if not close and limit is not None and len(ranges) + 1 >= limit:
+                    ranges.append((current, end))
+                    return ranges
                 stop = i
                 if stop > current and raw[stop - 1] == 0x0A:
                     stop -= 1
@@ -208,18 +284,19 @@ def _first(fields: list[tuple[str, str]]) -> dict[str, str]:
     return out
 
 
-def envelope(fields: list[tuple[str, str]]) -> list[IMAPValue]:
+def envelope(fields: list[tuple[str, str]], max_addresses: int | None = None) -> list[IMAPValue]:
     h = _first(fields)
-    from_ = addresses(h.get("from"))
+    n = LIMITS.max_addresses if max_addresses is None else max_addresses
+    from_ = addresses(h.get("from"), n)
     return [
         h.get("date"),
         h.get("subject"),
         from_,
-        addresses(h.get("sender")) or from_,  # RFC 3501: absent or empty → from
-        addresses(h.get("reply-to")) or from_,
-        addresses(h.get("to")),
-        addresses(h.get("cc")),
-        addresses(h.get("bcc")),
+        addresses(h.get("sender"), n) or from_,  # RFC 3501: absent or empty → from
+        addresses(h.get("reply-to"), n) or from_,
+        addresses(h.get("to"), n),
+        addresses(h.get("cc"), n),
+        addresses(h.get("bcc"), n),
         h.get("in-reply-to"),
         h.get("message-id"),
     ]
@@ -229,19 +306,19 @@ _Token: TypeAlias = tuple[str, str]  # kind: a(tom) q(uoted) c(omment) s(pecial)
 _SPECIALS = "<>:;,@"
 
 
-def _tokens(s: str) -> list[_Token]:
-    out: list[_Token] = []
+def _tokens(s: str) -> Iterator[_Token]:
+    """The tokens of an address field, read as they are asked for."""
     i, n = 0, len(s)
     while i < n:
         m = _TOKEN.match(s, i)
         assert m is not None  # the last alternative matches any remaining character
         i = m.end()
         if m[2] is not None:
-            out.append(("s", m[2]))
+            yield ("s", m[2])
         elif m[3] is not None:
-            out.append(("a", m[3]))
+            yield ("a", m[3])
         elif m[1] is not None:
-            out.append(("q", _UNESCAPE.sub(r"\1", m[1])))
+            yield ("q", _UNESCAPE.sub(r"\1", m[1]))
         elif m[0] == "(":  # comments nest, so a regular expression cannot find their end
             buf, depth = [], 1
             while i < n:
@@ -258,8 +335,7 @@ def _tokens(s: str) -> list[_Token]:
                         break
                 buf.append(c)
                 i += 1
-            out.append(("c", "".join(buf)))
-    return out
+            yield ("c", "".join(buf))
 
 
 def _render(tok: _Token) -> str:
@@ -285,16 +361,33 @@ def _phrase(words: list[_Token]) -> str | None:
     return text or None
 
 
-def addresses(value: str | None) -> list[IMAPValue] | None:
+def addresses(value: str | None, max_addresses: int | None = None) -> list[IMAPValue] | None:
     """RFC 3501 address list (name adl mailbox host), with group start/end markers;
-    None when the field is absent or holds no address."""
+    None when the field is absent or holds no address. At most ``max_addresses``
+    entries (default: :data:`LIMITS`); the rest of the field is not read."""
     if value is None:
         return None
-    toks = _tokens(value)
+    limit = LIMITS.max_addresses if max_addresses is None else max_addresses
+    stream = itertools.islice(_tokens(value), limit * _TOKENS_PER_ADDRESS)
+    pushed: list[_Token] = []
+
+    def take() -> _Token | None:
+        return pushed.pop() if pushed else next(stream, None)
+
+    def upto(stops: tuple[_Token, ...]) -> list[_Token]:
+        """Tokens before the next of ``stops`` (kept: at most one address's worth); the
+        stop itself is consumed."""
+        got: list[_Token] = []
+        while (t := take()) is not None and t not in stops:
+            if len(got) < _TOKENS_PER_ADDRESS:
+                got.append(t)
+        if t is not None and t != ("s", ">"):
+            pushed.append(t)  # "," and ";" are the main loop's
+        return got
+
     out: list[IMAPValue] = []
     words: list[_Token] = []
     in_group = False
-    i, n = 0, len(toks)
 
     def flush_spec() -> None:
         if any(t[0] != "c" for t in words):
@@ -302,24 +395,18 @@ def addresses(value: str | None) -> list[IMAPValue] | None:
             local, domain = _addr_spec(words)
             out.append([comments[0] if comments else None, None, local, domain])
 
-    while i < n:
-        tok = toks[i]
+    while len(out) < limit and (tok := take()) is not None:
         if tok == ("s", "<"):
-            j = i + 1
-            while j < n and toks[j] != ("s", ">"):
-                j += 1
-            inner = toks[i + 1 : j]
+            inner = upto((("s", ">"),))
+            after = upto((("s", ","), ("s", ";")))  # dropped, but for a comment as name
             colon = max((k for k, t in enumerate(inner) if t == ("s", ":")), default=-1)
             route = "".join(t[1] for t in inner[:colon] if t[0] != "c") if colon >= 0 else ""
             local, domain = _addr_spec(inner[colon + 1 :])
             name = _phrase(words)
             if name is None:
-                name = next((t[1] for t in toks[j + 1 :] if t[0] == "c"), None)
+                name = next((t[1] for t in after if t[0] == "c"), None)
             out.append([name, route or None, local, domain])
             words = []
-            i = j + 1
-            while i < n and toks[i] not in (("s", ","), ("s", ";")):
-                i += 1
             continue
         if tok == ("s", ":") and not in_group:
             out.append([None, None, _phrase(words) or "", None])
@@ -330,9 +417,8 @@ def addresses(value: str | None) -> list[IMAPValue] | None:
             if tok[1] == ";" and in_group:
                 out.append([None, None, None, None])
                 in_group = False
-        else:
+        elif len(words) < _TOKENS_PER_ADDRESS:
             words.append(tok)
-        i += 1
     flush_spec()
     if in_group:
         out.append([None, None, None, None])
@@ -382,18 +468,24 @@ def _join(prefix: str, index: int) -> str:
 
 
 class _Analyzer:
-    def __init__(self, raw: bytes) -> None:
+    def __init__(self, raw: bytes, limits: MimeLimits) -> None:
         self.raw = raw
+        self.limits = limits
         self.parts: dict[str, Offsets] = {}
         self.messages: dict[str, Offsets] = {}
+        self.parts_left = limits.max_parts  # body parts this message may still have
+
+    def header(self, start: int, end: int) -> tuple[list[tuple[str, str]], int]:
+        return parse_header(self.raw, start, end, self.limits.max_header_lines)
 
     def message(
         self, num: str, start: int, end: int, depth: int
     ) -> tuple[list[IMAPValue], list[IMAPValue]]:
-        fields, body_start = parse_header(self.raw, start, end)
+        fields, body_start = self.header(start, end)
         self.messages[num] = (start, body_start, end)
+        self.parts_left -= 1  # its body
         body = self.entity(num, fields, start, body_start, end, "text/plain", depth, top=True)
-        return envelope(fields), body
+        return envelope(fields, self.limits.max_addresses), body
 
     def entity(
         self,
@@ -418,8 +510,11 @@ class _Analyzer:
         declared = (h.get("content-type") or "").split(";", 1)[0].strip().lower()
         if not maintype or not subtype or ("content-type" in h and declared != ctype):
             maintype, subtype, params = "text", "plain", None  # unusable Content-Type
-        if depth > MAX_DEPTH:
+        if depth > self.limits.max_depth:
             maintype, subtype = "application", "octet-stream"
+        opaque = self.parts_left <= 0  # no budget left for parts inside this one
+        if opaque and (maintype == "multipart" or (maintype, subtype) == ("message", "rfc822")):
+            maintype, subtype, params = "application", "octet-stream", None
         dsp_type = m.get_content_disposition() if "content-disposition" in h else None
         dsp: IMAPValue = [dsp_type.upper(), _params(m, "content-disposition")] if dsp_type else None
         ext: list[IMAPValue] = [
@@ -431,16 +526,19 @@ class _Analyzer:
         if maintype == "multipart":
             boundary = m.get_boundary()
             ranges = (
-                split_multipart(raw, body_start, end, boundary.encode("utf-8", "replace"))
+                split_multipart(
+                    raw, body_start, end, boundary.encode("utf-8", "replace"), self.parts_left
+                )
                 if boundary
                 else []
             )
             if ranges:
+                self.parts_left -= len(ranges)
                 child_default = "message/rfc822" if subtype == "digest" else "text/plain"
                 children: list[IMAPValue] = []
                 for index, (start, stop) in enumerate(ranges, 1):
                     cnum = _join(num, index)
-                    cfields, cbody = parse_header(raw, start, stop)
+                    cfields, cbody = self.header(start, stop)
                     self.parts[cnum] = (start, cbody, stop)
                     children.append(
                         self.entity(
@@ -469,15 +567,37 @@ class _Analyzer:
         ]
         if maintype == "text":
             out.append(_lines(raw, body_start, end))
-        elif maintype == "message" and subtype == "rfc822" and depth <= MAX_DEPTH:
+        elif maintype == "message" and subtype == "rfc822":
             env, inner = self.message(own, body_start, end, depth + 1)
             out += [env, inner, _lines(raw, body_start, end)]
         return [*out, h.get("content-md5"), *ext]
 
 
-def analyze(raw: bytes) -> MessageStructure:
-    """ENVELOPE, BODYSTRUCTURE and part offsets of a message. Never raises on bad input."""
-    a = _Analyzer(raw)
+def analyze(raw: bytes, limits: MimeLimits = LIMITS) -> MessageStructure:
+    """ENVELOPE, BODYSTRUCTURE and part offsets of a message, within ``limits`` (see the
+    module docstring). Never raises on bad input."""
+    budget = limits.structure_budget(len(raw))
+    structure = _analyze(raw, limits)
+    if len(structure.to_json()) <= budget:
+        return structure
+    structure = _analyze(raw, replace(limits, max_parts=1))  # the body as one part
+    if len(structure.to_json()) <= budget:
+        return structure
+    # Still too large (a huge subject, a Content-Type with a thousand parameters):
+    # no envelope, and the body one opaque part.
+    _fields, body_start = parse_header(raw, 0, len(raw), limits.max_header_lines)
+    end = len(raw)
+    body: list[IMAPValue] = [
+        "APPLICATION", "OCTET-STREAM", None, None, None, "7BIT", end - body_start,
+        None, None, None, None,
+    ]  # fmt: skip
+    return MessageStructure(
+        [None] * 10, body, {"1": (0, body_start, end)}, {"": (0, body_start, end)}, end
+    )
+
+
+def _analyze(raw: bytes, limits: MimeLimits) -> MessageStructure:
+    a = _Analyzer(raw, limits)
     env, body = a.message("", 0, len(raw), 0)
     return MessageStructure(env, body, a.parts, a.messages, len(raw))
 

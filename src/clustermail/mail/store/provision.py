@@ -22,12 +22,17 @@ from clustermail.mail.store.types import DatabaseSettings
 
 
 class HomedMailbox(NamedTuple):
-    """A mailbox the directory homes on this virtual server."""
+    """A mailbox the directory homes on this virtual server: ``name`` is its id, the
+    name of its data in the database; ``address`` is for messages."""
 
     name: str
     storage_group: str
     database: str
     quota: QuotaLimits | None
+    address: str = ""
+
+    def __str__(self) -> str:
+        return self.name if self.address in ("", self.name) else f"{self.address} ({self.name})"
 
 
 @dataclass
@@ -87,7 +92,7 @@ def ensure_mailboxes(
             if box.name not in existing[where]:
                 try:
                     db.create_mailbox_sync(box.name, quota_limits=box.quota)
-                    report.created.append(f"mailbox {box.name}")
+                    report.created.append(f"mailbox {box}")
                 except MailboxExistsError:
                     pass  # created meanwhile (a `user move` copying into it)
                 existing[where].add(box.name)
@@ -101,5 +106,5 @@ def ensure_mailboxes(
         except (FencedError, NotMountedError):
             raise  # not this mailbox's problem: the store itself must stop
         except StoreError as exc:
-            report.errors.append(f"mailbox {box.name} in {'/'.join(where)}: {exc}")
+            report.errors.append(f"mailbox {box} in {'/'.join(where)}: {exc}")
             report.failed.add(box.name)

@@ -15,16 +15,31 @@ Properties (all optional): ``path`` (subdirectory of the disk, default "mail"),
 ``quota_prohibit_send_receive`` (bytes: the databases' default quota),
 ``retention_days`` (deleted-item retention). Given ones are applied to every database
 at each online; absent ones leave each database's own setting alone.
+
+Backups (see docs/backup.md): ``backup_path`` (default ``{data}/backups``),
+``backup_schedule`` (full backups: "daily 02:00" UTC, "every 6h"),
+``backup_incremental_schedule`` and ``backup_keep`` (chains kept by scheduled backups).
+While online the resource runs the administrators' store requests (backup, restore of one
+database while the others serve, reset, recovery; :mod:`clustermail.mail.backup.worker`)
+and the schedule, and holds the mail store's admin lock
+(:mod:`clustermail.mail.store.admin_lock`) so no offline command works on it meanwhile.
+
+A database whose file is lost or unreadable is never re-created empty: it stays dismounted
+(:attr:`MailStoreResource.lost`) while the others serve, and the event log says how to
+restore it; the thorough check does the same for a file that vanishes while mounted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from clustermail.cluster import eventlog
 from clustermail.cluster.model import PropertyValue
 from clustermail.cluster.resource_schema import PropertyKind, PropertySpec, ResourceType
 from clustermail.cluster.resources import (
@@ -36,9 +51,13 @@ from clustermail.cluster.resources import (
 )
 from clustermail.cluster.resources.disk import DiskResource, check_epoch
 from clustermail.coord import CoordError
-from clustermail.mail.directory import Directory, MailboxEntry
+from clustermail.mail.backup.schedule import EXAMPLES, ScheduleError, parse_schedule
+from clustermail.mail.backup.worker import OwnerSite, RequestWorker, plan_from
+from clustermail.mail.directory import Directory, DisconnectedEntry, MailboxEntry
 from clustermail.mail.directory import model as dm
 from clustermail.mail.directory.cache import RELOADED
+from clustermail.mail.queue.store import queue_path
+from clustermail.mail.store import admin_lock
 from clustermail.mail.store.database import MailboxDatabase
 from clustermail.mail.store.errors import (
     DatabaseOpenError,
@@ -57,6 +76,7 @@ from clustermail.mail.store.provision import (
 )
 from clustermail.mail.store.quota import QuotaLimits
 from clustermail.mail.store.storage_group import MailStore
+from clustermail.mail.store.translog.errors import DatabaseLostError
 from clustermail.mail.store.types import DatabaseSettings
 
 #: Pause before retrying a provisioning pass that failed (the store was unreachable…).
@@ -116,6 +136,18 @@ class MailStoreResource(Resource):
         self._follower: asyncio.Task[None] | None = None
         self._purger: asyncio.Task[None] | None = None
         self._applied: dict[str, HomedMailbox] = {}
+        self.backup_path = Path(properties.string("backup_path", str(ctx.data_dir / "backups")))
+        self.backup_plan = plan_from(properties)
+        self._admin_lock: int | None = None
+        self._worker: asyncio.Task[None] | None = None
+        #: Databases an administrator's request dismounted on purpose (restore, reset):
+        #: not a failure of the resource while that runs.
+        self.maintenance: set[tuple[str, str]] = set()
+        #: Databases that would not mount (their file lost or unreadable), with why: they
+        #: stay dismounted while the others serve, until restored or reset.
+        self.lost: dict[tuple[str, str], str] = {}
+        #: Called with (storage group, database) when a database is mounted again.
+        self.mount_listeners: list[Callable[[str, str], None]] = []
 
     # ------------------------------------------------------------------ public API
 
@@ -141,9 +173,9 @@ class MailStoreResource(Resource):
         """Like :meth:`database_for`, and creates the mailbox first if the directory
         change that homed it here has not been applied yet."""
         db = self.database_for(entry)
-        if not await asyncio.to_thread(db.has_mailbox, entry.address):
+        if not await asyncio.to_thread(db.has_mailbox, entry.mailbox_id):
             with contextlib.suppress(StoreError):
-                await asyncio.to_thread(db.create_mailbox_sync, entry.address,
+                await asyncio.to_thread(db.create_mailbox_sync, entry.mailbox_id,
                                         quota_limits=entry.quota)
         return db
 
@@ -165,8 +197,11 @@ class MailStoreResource(Resource):
         disk = self.ctx.dependency(DiskResource)
         self._disk, self.root = disk.path, disk.path / self.path
         self._fenced = None
+        self.maintenance.clear()
+        self.lost.clear()
         await asyncio.to_thread(check_epoch, disk.path, self.ctx.epoch)
         try:
+            self._admin_lock = await asyncio.to_thread(admin_lock.hold_shared, self.root)
             self.directory = Directory(await self.ctx.store())
             cache = await self.directory.start_cache(on_error=self.ctx.log.warning)
             cache.add_listener(self._on_change)
@@ -185,16 +220,50 @@ class MailStoreResource(Resource):
                 seconds=[round(i.seconds, 4) for i in infos],
                 unclean=unclean,
             )
+            for (sg, db), why in self.lost.items():
+                await self._event(f"database {sg}/{db} stays dismounted, the others serve: "
+                                  f"{why}")
             await self._provision(report)
+            await self._record_disconnected()
         except BaseException as exc:
             await self._stop()
-            translated = _resource_error(self.ctx.resource, exc)
+            translated = _resource_error(self.ctx.resource, exc, self.ctx.vs)
             if translated is exc:
                 raise
             raise translated from exc
         loop = asyncio.get_running_loop()
         self._follower = loop.create_task(self._follow(), name=f"{self.ctx.resource} follower")
         self._purger = loop.create_task(self._purge_loop(), name=f"{self.ctx.resource} purger")
+        site = OwnerSite(self.ctx.vs, self.root, queue_path(disk.path), self.backup_path,
+                         self.ctx.epoch, self.store, self.dismount_database,
+                         self.mount_database)
+        worker = RequestWorker(await self.ctx.store(), site, self.ctx.node, self.ctx.log,
+                               self.backup_plan, self._event)
+        self._worker = loop.create_task(worker.run(), name=f"{self.ctx.resource} requests")
+
+    async def dismount_database(self, storage_group: str, database: str) -> None:
+        """Takes one database out of service (a restore or reset of it); the others keep
+        serving, and deliveries to it wait in the relay queue."""
+        db = self.store.database(storage_group, database)
+        self.maintenance.add((storage_group, database))
+        await asyncio.to_thread(db.dismount)
+        self.ctx.log.info(f"database {storage_group}/{database} dismounted for an "
+                          "administrator's request")
+
+    async def mount_database(self, storage_group: str, database: str) -> None:
+        """Mounts a database again after :meth:`dismount_database` (it stays in
+        maintenance, dismounted, if that fails) and provisions its mailboxes again."""
+        db = self.store.database(storage_group, database)
+        info = await asyncio.to_thread(db.mount, self.ctx.epoch)
+        self.maintenance.discard((storage_group, database))
+        self.lost.pop((storage_group, database), None)
+        self._applied = {k: v for k, v in self._applied.items()
+                         if (v.storage_group, v.database) != (storage_group, database)}
+        self._dirty.set()
+        self.ctx.log.info(f"database {storage_group}/{database} mounted again with epoch "
+                          f"{self.ctx.epoch} in {info.seconds:.3f} s")
+        for listener in list(self.mount_listeners):
+            listener(storage_group, database)
 
     async def offline(self) -> None:
         await self._stop()
@@ -202,24 +271,60 @@ class MailStoreResource(Resource):
     async def quick_check(self) -> bool:
         if self._fenced is not None:
             return False
-        return self._mounted and all(db.mounted for db in self.store.databases())
+        return self._mounted and all(
+            db.mounted and db.failed is None for db in self._in_service()
+        )
+
+    def _in_service(self) -> list[MailboxDatabase]:
+        """The databases that should be mounted (not those an administrator took out, nor
+        lost ones waiting for a restore)."""
+        out = self.store.list_databases()
+        return [self.store.database(i.storage_group, i.name) for i in out
+                if not self._out_of_service(i.storage_group, i.name)]
+
+    def _out_of_service(self, storage_group: str, database: str) -> bool:
+        return (storage_group, database) in self.maintenance or (
+            storage_group, database) in self.lost
 
     async def thorough_check(self) -> bool:
         if not await self.quick_check():
             return False
 
-        def check() -> None:
+        def check() -> list[MailboxDatabase]:
             assert self._disk is not None
             check_epoch(self._disk, self.ctx.epoch)
-            for db in self.store.databases():
-                db.list_mailboxes()  # a read query: the file is readable and sane
+            gone = [db for db in self._in_service() if not db.path.exists()]
+            for db in self._in_service():
+                if db not in gone:
+                    db.list_mailboxes()  # a read query: the file is readable and sane
+            return gone
 
         try:
-            await asyncio.to_thread(check)
+            for db in await asyncio.to_thread(check):
+                await self._lose(db)
         except (ResourceError, StoreError, OSError) as exc:
             self.ctx.log.error(f"mail store check failed: {exc}")
             return False
         return True
+
+    async def _lose(self, db: MailboxDatabase) -> None:
+        """A mounted database whose file vanished: out of service, so the others go on
+        serving and deliveries to it wait in the queue, until it is restored."""
+        sg = db.path.parent.name
+        await asyncio.to_thread(db.dismount)  # its log has every acknowledged change
+        self.lost[(sg, db.name)] = f"{db.path} is missing"
+        await self._event(
+            f"database {sg}/{db.name}: {db.path} disappeared while mounted; it is dismounted, "
+            f"the others serve. Restore it: clustermail restore {self.ctx.vs} {sg}/{db.name} "
+            "--from <backup id> (see clustermail backup list); its log has every change "
+            "since")
+
+    async def _event(self, message: str) -> None:
+        """A line in this host's log and in the cluster event log (`clustermail log`)."""
+        entry = eventlog.note(self.ctx.node, "mail_store", f"{self.ctx.vs}: {message}",
+                              vs=self.ctx.vs, resource=self.ctx.resource)
+        with contextlib.suppress(CoordError):  # the host's own log has it
+            await eventlog.append(await self.ctx.store(), entry)
 
     # ------------------------------------------------------------------ internals
 
@@ -229,9 +334,14 @@ class MailStoreResource(Resource):
         assert self.root is not None
         store = MailStore(self.root)
         ensure_layout(store, plan, homed, self.settings, report)
-        infos = store.mount(self.ctx.epoch)
+        infos, refused = store.mount_available(self.ctx.epoch, (DatabaseLostError,
+                                                                DatabaseOpenError))
+        for (sg, name), exc in refused.items():
+            self.lost[(sg, name)] = str(_resource_error(self.ctx.resource, exc, self.ctx.vs))
         try:
             for db in store.databases():
+                if not db.mounted:
+                    continue
                 changes = {k: v for k, v in self._enforced.items()
                            if getattr(db.settings, k) != v}
                 if changes:
@@ -244,7 +354,8 @@ class MailStoreResource(Resource):
     async def _wanted(self) -> tuple[Layout, list[HomedMailbox]]:
         plan = await self.directory.storage_layout(self.ctx.vs)
         entries = await self.directory.list_mailboxes(server=self.ctx.vs)
-        homed = [HomedMailbox(e.address, e.storage_group, e.database, e.quota) for e in entries]
+        homed = [HomedMailbox(e.mailbox_id, e.storage_group, e.database, e.quota, e.address)
+                 for e in entries]
         return plan, homed
 
     async def _provision(self, report: ProvisionReport | None = None) -> None:
@@ -255,7 +366,9 @@ class MailStoreResource(Resource):
             plan, homed = await self._wanted()
             names = {b.name for b in homed}
             self._applied = {k: v for k, v in self._applied.items() if k in names}
-            todo = [b for b in homed if self._applied.get(b.name) != b]
+            # Mailboxes of a dismounted database wait for its mount (which applies them).
+            todo = [b for b in homed if self._applied.get(b.name) != b
+                    and not self._out_of_service(b.storage_group, b.database)]
             report = report or ProvisionReport()
 
             def apply() -> None:
@@ -275,6 +388,30 @@ class MailStoreResource(Resource):
             })
             if report.failed:
                 self._dirty.set()  # try those again after the pause in _follow
+
+    async def _record_disconnected(self) -> None:
+        """Records the mailboxes of our databases that no address points to and nothing
+        records yet (removed before mailboxes had ids, or restored from a backup), so
+        `user disconnected` lists them. Best effort: it is tried again at each online."""
+
+        def held() -> list[DisconnectedEntry]:
+            now = time.time()
+            return [
+                DisconnectedEntry(name, name if "@" in name else "", "", self.ctx.vs,
+                                  info.storage_group, info.name, now)
+                for info in self.store.list_databases()
+                for name in self.store.database(info.storage_group, info.name).list_mailboxes()
+            ]
+
+        try:
+            added = await self.directory.record_found(await asyncio.to_thread(held))
+        except (CoordError, StoreError) as exc:
+            self.ctx.log.warning(f"cannot record the disconnected mailboxes: {exc}")
+            return
+        if added:
+            self.ctx.log.info(
+                f"recorded {len(added)} mailbox(es) no address points to as disconnected: "
+                + ", ".join(added[:10]) + (" …" if len(added) > 10 else ""))
 
     def _on_change(self, keys: frozenset[str]) -> None:
         mine = dm.STORAGE + self.ctx.vs
@@ -308,8 +445,8 @@ class MailStoreResource(Resource):
                 self.ctx.log.warning(f"purging deleted items failed: {exc}")
 
     async def _stop(self) -> None:
-        tasks = [t for t in (self._follower, self._purger) if t is not None]
-        self._follower = self._purger = None
+        tasks = [t for t in (self._worker, self._follower, self._purger) if t is not None]
+        self._worker = self._follower = self._purger = None
         for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -322,12 +459,25 @@ class MailStoreResource(Resource):
                 self.ctx.log.info("mail store dismounted")
         self._mounted = False
         self._applied.clear()
+        lock, self._admin_lock = self._admin_lock, None
+        if lock is not None:
+            os.close(lock)  # after the dismount: an offline command may start now
 
 
-def _resource_error(name: str, exc: BaseException) -> BaseException:
+def _resource_error(name: str, exc: BaseException, vs: str) -> BaseException:
     """A clear ResourceError for what went wrong while coming online."""
     if isinstance(exc, ResourceError | asyncio.CancelledError) or not isinstance(exc, Exception):
         return exc
+    if isinstance(exc, admin_lock.StoreBusyError):
+        return ResourceError(f"{name}: {exc}")  # a restore runs beside: retried later
+    if isinstance(exc, DatabaseLostError):  # never re-created empty: restore or reset
+        return ResourceError(f"{name}: {exc.describe(vs)}", permanent=True)
+    if isinstance(exc, DatabaseOpenError) and exc.path.suffix == ".sqlite":
+        where = f"{exc.path.parent.name}/{exc.path.stem}"
+        return ResourceError(
+            f"{name}: {exc}. Restore it: clustermail restore {vs} {where} --from <backup id>, "
+            f"or replace it with a new empty database: clustermail store reset {vs} {where} "
+            "--confirm", permanent=True)
     if isinstance(exc, MountRefusedError | LayoutError | DatabaseOpenError):
         return ResourceError(f"{name}: {exc}", permanent=True)  # a restart would not help
     if isinstance(exc, CoordError):
@@ -360,6 +510,25 @@ def _days(value: PropertyValue) -> str | None:
     return "a number of days >= 0" if not isinstance(value, int | float) or value < 0 else None
 
 
+def _schedule(value: PropertyValue) -> str | None:
+    try:
+        parse_schedule(str(value))
+    except ScheduleError:
+        return f"a schedule such as {EXAMPLES}"
+    return None
+
+
+def _non_empty(value: PropertyValue) -> str | None:
+    return "a directory" if not str(value) else None
+
+
+def _backup_rules(props: Mapping[str, PropertyValue]) -> list[tuple[str, str]]:
+    if "backup_schedule" in props:
+        return []
+    return [(name, "needs backup_schedule (the full backups it builds on)")
+            for name in ("backup_incremental_schedule", "backup_keep") if name in props]
+
+
 MAIL_STORE_TYPE = ResourceType(
     "mail_store",
     MailStoreResource,
@@ -370,5 +539,10 @@ MAIL_STORE_TYPE = ResourceType(
         "quota_prohibit_send": PropertySpec(PropertyKind.INT, check=_bytes),
         "quota_prohibit_send_receive": PropertySpec(PropertyKind.INT, check=_bytes),
         "retention_days": PropertySpec(PropertyKind.FLOAT, check=_days),
+        "backup_path": PropertySpec(PropertyKind.STR, check=_non_empty),
+        "backup_schedule": PropertySpec(PropertyKind.STR, check=_schedule),
+        "backup_incremental_schedule": PropertySpec(PropertyKind.STR, check=_schedule),
+        "backup_keep": PropertySpec(PropertyKind.INT, check=_positive_int),
     },
+    check=_backup_rules,
 )

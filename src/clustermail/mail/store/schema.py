@@ -11,6 +11,7 @@ import sqlite3
 from pathlib import Path
 
 from clustermail.mail.store.errors import DatabaseOpenError
+from clustermail.private_files import create_private_file
 
 APPLICATION_ID = 0x434D5342  # "CMSB": marks a file as a clustermail mailbox database
 SCHEMA_VERSION = 1
@@ -116,6 +117,8 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
         raise DatabaseOpenError(path, "file does not exist")
     conn: sqlite3.Connection | None = None
     try:
+        if create:
+            create_private_file(path)  # its -wal and -shm files get the same mode 0600
         conn = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
         )
@@ -131,6 +134,8 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
         if conn is not None:
             conn.close()
         raise DatabaseOpenError(path, _describe(exc)) from None
+    except OSError as exc:
+        raise DatabaseOpenError(path, exc.strerror or str(exc)) from None
     except BaseException:
         if conn is not None:
             conn.close()

@@ -17,6 +17,7 @@ from clustermail.mail.store import layout as layout_mod
 from clustermail.mail.store.database import MailboxDatabase
 from clustermail.mail.store.errors import LayoutError
 from clustermail.mail.store.layout import Layout, Limits
+from clustermail.mail.store.translog.manifest import StorageGroupLogs
 from clustermail.mail.store.types import DatabaseSettings, MountInfo
 
 
@@ -29,9 +30,11 @@ class DatabaseInfo:
 
 
 class StorageGroup:
-    def __init__(self, name: str, path: Path) -> None:
+    def __init__(self, name: str, path: Path, logs: StorageGroupLogs | None = None) -> None:
         self.name = name
         self.path = path
+        #: Its transaction logs and its record of its databases.
+        self.logs = logs
         self.databases: dict[str, MailboxDatabase] = {}
 
     def database(self, name: str) -> MailboxDatabase:
@@ -75,24 +78,32 @@ class MailStore:
                 raise LayoutError(
                     f"{self.disk}: no {layout_mod.LAYOUT_FILE}: not a mail store disk"
                 )
-            self.disk.mkdir(parents=True, exist_ok=True)
+            self.disk.mkdir(mode=0o700, parents=True, exist_ok=True)
             loaded = layout_mod.default_layout(limits)
             for sg in loaded.storage_groups:
-                (self.disk / sg.name).mkdir(exist_ok=True)
+                (self.disk / sg.name).mkdir(mode=0o700, exist_ok=True)
             layout_mod.save(self.disk, loaded)
         self._layout = loaded
         self._groups: dict[str, StorageGroup] = {}
         for sg in loaded.storage_groups:
-            group = StorageGroup(sg.name, self.disk / sg.name)
+            group = StorageGroup(sg.name, self.disk / sg.name, self._logs_of(sg))
             for db in sg.databases:
                 group.databases[db] = MailboxDatabase(
-                    layout_mod.database_path(self.disk, sg.name, db), name=db
+                    layout_mod.database_path(self.disk, sg.name, db), name=db, logs=group.logs
                 )
             self._groups[sg.name] = group
 
     @property
     def layout(self) -> Layout:
         return self._layout
+
+    @property
+    def epoch(self) -> int | None:
+        """The fencing epoch the store is mounted with (None: dismounted)."""
+        return self._epoch
+
+    def _logs_of(self, sg: layout_mod.StorageGroupLayout) -> StorageGroupLogs:
+        return StorageGroupLogs(layout_mod.log_path(self.disk, sg), sg.name)
 
     def storage_group(self, name: str) -> StorageGroup:
         try:
@@ -116,10 +127,12 @@ class MailStore:
     def add_storage_group(self, name: str) -> StorageGroup:
         with self._lock:
             new = self._layout.with_storage_group(name)
-            (self.disk / name).mkdir(exist_ok=True)
+            (self.disk / name).mkdir(mode=0o700, exist_ok=True)
             layout_mod.save(self.disk, new)
             self._layout = new
-            group = self._groups[name] = StorageGroup(name, self.disk / name)
+            group = self._groups[name] = StorageGroup(
+                name, self.disk / name, self._logs_of(new.group(name))
+            )
             return group
 
     def add_database(
@@ -132,6 +145,7 @@ class MailStore:
                 layout_mod.database_path(self.disk, storage_group, name),
                 name=name,
                 settings=settings,
+                logs=self._groups[storage_group].logs,
             )
             if self._epoch is not None:
                 db.mount(self._epoch)  # creates the file before the layout names it
@@ -157,6 +171,29 @@ class MailStore:
             raise
         self._epoch = epoch
         return infos
+
+    def mount_available(
+        self, epoch: int, refusable: tuple[type[BaseException], ...]
+    ) -> tuple[list[MountInfo], dict[tuple[str, str], BaseException]]:
+        """Mount every database that mounts; one that fails with a ``refusable`` error
+        (its file lost, say) stays dismounted and is returned with the error, while the
+        others serve. Any other error dismounts everything and is raised."""
+        infos: list[MountInfo] = []
+        refused: dict[tuple[str, str], BaseException] = {}
+        try:
+            for group in self._groups.values():
+                for name, db in group.databases.items():
+                    if db.mounted:
+                        continue
+                    try:
+                        infos.append(db.mount(epoch))
+                    except refusable as exc:
+                        refused[(group.name, name)] = exc
+        except BaseException:
+            self.dismount()
+            raise
+        self._epoch = epoch
+        return infos, refused
 
     def dismount(self) -> None:
         self._epoch = None

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from clustermail.mail.store.errors import (
     CommitError,
@@ -30,6 +30,9 @@ from clustermail.mail.store.errors import (
     StoreError,
     from_sqlite,
 )
+
+if TYPE_CHECKING:
+    from clustermail.mail.store.translog.journal import Journal
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -72,6 +75,7 @@ class GroupCommitWriter:
         on_commit: Callable[[set[str]], None] | None = None,
         clock: Callable[[], float] = time.time,
         after_commit: Callable[[], None] | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self._conn = conn
         self._path = path
@@ -79,12 +83,15 @@ class GroupCommitWriter:
         self._on_commit = on_commit
         self._after_commit = after_commit
         self._clock = clock
+        self._journal = journal
         self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
         self._to_prepare: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
         self._closed = False
         self._busy = False
         self._lock = threading.Lock()
         self.fenced: FencedError | None = None
+        #: A committed change that could not be logged: no more writes (see translog).
+        self.broken: StoreError | None = None
         self.stats = WriterStats()
         self._thread = threading.Thread(target=self._run, name=f"writer:{path.name}", daemon=True)
         self._preparer = threading.Thread(
@@ -102,6 +109,8 @@ class GroupCommitWriter:
                 raise NotMountedError(self._path)
             if self.fenced is not None:
                 raise self.fenced
+            if self.broken is not None:
+                raise self.broken
             # The preparer thread only pays off while the writer is busy (then the analysis
             # overlaps its fsync); an idle writer prepares the job itself, saving a hand-off.
             (self._to_prepare if prepare is not None and self._busy else self._queue).put(job)
@@ -182,12 +191,23 @@ class GroupCommitWriter:
             return
         tx = Tx(self._conn, self._clock())
         results: list[tuple[_Job[Any], bool, Any]] = []
+        journal = self._journal
+        committed = False
         try:
+            if journal is not None:
+                journal.acquire()  # held until the commit is in the log (see translog)
             self._begin()
             for job in ready:
                 results.append(self._apply(tx, job))
+            if journal is not None:
+                journal.stamp(self._conn)
             self._conn.execute("COMMIT")
+            committed = True
+            if journal is not None:
+                journal.ship(tx.now)  # durable in the log before anyone is answered
         except BaseException as exc:
+            if committed:  # in the database but not in its log: stop taking writes
+                self.broken = exc if isinstance(exc, StoreError) else self._wrap(exc)
             if self._conn.in_transaction:
                 try:
                     self._conn.execute("ROLLBACK")
@@ -197,6 +217,9 @@ class GroupCommitWriter:
             for job in ready:
                 job.future.set_exception(error)
             return
+        finally:
+            if journal is not None:
+                journal.release()
         self.stats.commits += 1
         self.stats.jobs += len(ready)
         self.stats.largest_batch = max(self.stats.largest_batch, len(ready))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Iterable
 
 from clustermail.mail.imap import commands as c
 from clustermail.mail.imap import response as r
@@ -14,10 +15,12 @@ from clustermail.mail.imap.context import SessionContext
 from clustermail.mail.imap.errors import ParseError
 from clustermail.mail.imap.framing import CommandFrame
 from clustermail.mail.imap.listing import list_responses, lsub_responses, status_response
+from clustermail.mail.imap.mailbox_pattern import PatternTooLong
 from clustermail.mail.imap.mailbox_view import SYSTEM_FLAGS, MailboxView
 from clustermail.mail.imap.outcome import Done, SessionClosed, bad, no
 from clustermail.mail.imap.parser import parse_idle_done
-from clustermail.mail.store import MailboxDatabase, names
+from clustermail.mail.store import MailboxDatabase, MessageTooLargeError, QuotaExceededError, names
+from clustermail.mail.store import flags as store_flags
 
 DELIMITER = names.DELIMITER
 
@@ -122,20 +125,28 @@ async def unsubscribe(s: SessionContext, cmd: c.Unsubscribe) -> Done:
     return Done("Unsubscribe completed.")
 
 
+def _send_listing(s: SessionContext, lines: Callable[[], Iterable[bytes]], done: str) -> Done:
+    """LIST and LSUB: every line, or BAD for a pattern past the length cap (before any
+    line is sent)."""
+    try:
+        listing = list(lines())
+    except PatternTooLong as exc:
+        bad(str(exc))
+    for line in listing:
+        s.send(line)
+    return Done(done)
+
+
 @COMMANDS.command(c.List, AUTHENTICATED)
 async def list_(s: SessionContext, cmd: c.List) -> Done:
     db, mailbox = s.require()
-    for line in list_responses(db, mailbox, cmd):
-        s.send(line)
-    return Done("List completed.")
+    return _send_listing(s, lambda: list_responses(db, mailbox, cmd), "List completed.")
 
 
 @COMMANDS.command(c.Lsub, AUTHENTICATED)
 async def lsub(s: SessionContext, cmd: c.Lsub) -> Done:
     db, mailbox = s.require()
-    for line in lsub_responses(db, mailbox, cmd):
-        s.send(line)
-    return Done("Lsub completed.")
+    return _send_listing(s, lambda: lsub_responses(db, mailbox, cmd), "Lsub completed.")
 
 
 @COMMANDS.command(c.Status, AUTHENTICATED)
@@ -161,6 +172,24 @@ async def append(s: SessionContext, cmd: c.Append) -> Done:
     if s.view is not None and s.view.folder == folder:
         s.dirty = True
     return Done("Append completed.", r.code_appenduid(result.uidvalidity, result.uid))
+
+
+def check_append(s: SessionContext, cmd: c.Append, size: int) -> None:
+    """What APPEND can check before its message is sent (the session calls it before the
+    ``+`` of a synchronizing literal), in the order the store checks them after: size,
+    flags, folder, quota. Raises what the append would raise; returns when it may go on."""
+    db, mailbox = s.require()
+    if size == 0:
+        no("Can't save a zero byte message.")
+    limit = s.append_limit()
+    if size > limit:
+        raise MessageTooLargeError(size, limit)
+    store_flags.parse_flags(list(cmd.flags))
+    db.status(mailbox, names.normalize(cmd.mailbox))  # the folder exists
+    report = db.quota(mailbox)
+    quota = report.limits.prohibit_send_receive
+    if quota is not None and report.used_bytes + size > quota:
+        raise QuotaExceededError(mailbox, report.used_bytes, size, quota)
 
 
 @COMMANDS.command(c.Enable, AUTHENTICATED)

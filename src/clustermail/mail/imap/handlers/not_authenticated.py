@@ -28,14 +28,19 @@ async def starttls(s: SessionContext, cmd: c.StartTLS) -> Done:
         bad("STARTTLS is not available.")
     if s.secure:
         bad("TLS is already active.")
-    s.send(r.tagged(cmd.tag, "OK", "Begin TLS negotiation now."))
-    await s.flush()
-    # Anything the client sent after STARTTLS and before the handshake was
-    # sent in the clear and must not be run as a command (RFC 3501 §6.2.1).
+    # Anything the client sent after STARTTLS, before our answer, was sent in the clear
+    # and must not be run as a command (RFC 3501 §6.2.1). What it sends after the answer
+    # is its TLS handshake: stop reading before answering, so the plaintext reader does
+    # not take it while the answer is written (the TLS layer reads it instead).
     s.framer.discard_buffered()
     buffered = getattr(s.reader, "_buffer", None)
     if isinstance(buffered, bytearray):
         buffered.clear()
+    transport = s.writer.transport
+    if isinstance(transport, asyncio.ReadTransport):
+        transport.pause_reading()  # start_tls resumes it under TLS
+    s.send(r.tagged(cmd.tag, "OK", "Begin TLS negotiation now."))
+    await s.flush()
     try:
         await asyncio.wait_for(s.writer.start_tls(s.tls), 30)
     except (OSError, ssl.SSLError, TimeoutError):

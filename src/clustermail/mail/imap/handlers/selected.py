@@ -24,12 +24,20 @@ from clustermail.mail.imap.mailbox_view import MailboxView
 from clustermail.mail.imap.outcome import Done, bad, no
 from clustermail.mail.imap.search import SearchContext, matches
 from clustermail.mail.imap.sequence import SequenceSet
-from clustermail.mail.store import FolderNotFoundError, MessageNotFoundError, names
+from clustermail.mail.store import (
+    FolderNotFoundError,
+    MailboxDatabase,
+    MessageNotFoundError,
+    names,
+)
 from clustermail.mail.store import flags as store_flags
 from clustermail.mail.store.messages import FlagMode
 
 COMMANDS: CommandTable[SessionContext] = CommandTable()
 USES_SEQS, BREAKS_SEQS = CommandFlag.USES_SEQS, CommandFlag.BREAKS_SEQS
+
+#: FETCH reads messages at least this large in a worker thread, off the event loop.
+OFFLOAD_FETCH_AT = 256 * 1024
 
 _STORE_MODES: dict[str, FlagMode] = {
     "replace": "set", "add": "add", "remove": "remove",
@@ -79,12 +87,22 @@ async def expunge(s: SessionContext, cmd: c.Expunge) -> Done:
 async def search(s: SessionContext, cmd: c.Search) -> Done:
     db, mailbox, view = s.selected()
     context = SearchContext(max_seq=view.exists, max_uid=view.max_uid())
-    found: list[int] = []
     hits = flag_search(cmd.key, view, context)
     if hits is not None:  # flags, numbers and UIDs only: no message is read
         numbers = view.uids if cmd.uid else range(1, view.exists + 1)
         s.send(r.search_data(itertools.compress(numbers, hits)))
         return Done("Search completed.")
+    # Headers and bodies: reading and decoding grow with the messages, so off the loop.
+    # The view stays as it is meanwhile: this session runs nothing else until it is done.
+    found = await s.offload(_search_messages, db, mailbox, view, cmd, context)
+    s.send(r.search_data(found))
+    return Done("Search completed.")
+
+
+def _search_messages(
+    db: MailboxDatabase, mailbox: str, view: MailboxView, cmd: c.Search, context: SearchContext
+) -> list[int]:
+    found: list[int] = []
     for seq in range(1, view.exists + 1):
         uid = view.uids[seq - 1]
         msg = SearchMessage(
@@ -95,8 +113,7 @@ async def search(s: SessionContext, cmd: c.Search) -> Done:
                 found.append(uid if cmd.uid else seq)
         except MessageNotFoundError:
             continue
-    s.send(r.search_data(found))
-    return Done("Search completed.")
+    return found
 
 
 @COMMANDS.command(c.Fetch, SELECTED, USES_SEQS)
@@ -117,7 +134,8 @@ async def fetch(s: SessionContext, cmd: c.Fetch) -> Done:
             seen_now = await _change_flags(s, view, unseen, ["\\Seen"], "add")
     asked_flags = any(isinstance(i, c.FetchAttribute) and i.name == "FLAGS" for i in cmd.items)
     missing = False
-    prefetch = len(seqs) > 1 and needs_structure(cmd.items)
+    reads_message = needs_structure(cmd.items)
+    prefetch = len(seqs) > 1 and reads_message
     for n, seq in enumerate(seqs):
         if prefetch and n % PREFETCH == 0:
             chunk = [view.uids[x - 1] for x in seqs[n : n + PREFETCH]]
@@ -125,7 +143,11 @@ async def fetch(s: SessionContext, cmd: c.Fetch) -> Done:
         uid = view.uids[seq - 1]
         fetcher = MessageFetcher(db, mailbox, view.folder, uid, view.uidvalidity)
         try:
-            parts = fetch_parts(fetcher, view, seq, cmd.items, with_uid=cmd.uid)
+            if reads_message and view.sizes[seq - 1] >= OFFLOAD_FETCH_AT:
+                parts = await s.offload(fetch_parts, fetcher, view, seq, cmd.items,
+                                        with_uid=cmd.uid)
+            else:
+                parts = fetch_parts(fetcher, view, seq, cmd.items, with_uid=cmd.uid)
         except MessageNotFoundError:
             missing = True
             continue

@@ -95,6 +95,7 @@ def test_directory_commands(env: Env) -> None:
     env.ok("domain", "add", "other.test")
     alice = env.json("user", "add", "Alice@example.test", "--server", "mail1", "--name",
                      "Alice A", "--password-stdin", stdin="secret one\n")
+    assert len(alice.pop("mailbox_id")) == 32  # its own, new mailbox
     assert alice == {"address": "Alice@example.test", "display_name": "Alice A",
                      "server": "mail1", "storage_group": "SG1", "database": "DB1",
                      "quota": None, "enabled": True}
@@ -120,6 +121,7 @@ def test_directory_commands(env: Env) -> None:
     assert shown["aliases"] == ["Postmaster@example.test"]
     assert shown["groups"] == ["team@example.test"]
     assert "password" not in json.dumps(shown)
+    assert f"mailbox id: {shown['mailbox_id']}" in env.ok("user", "show", "alice@example.test")
 
     env.ok("domain", "catch-all", "example.test", "postmaster@example.test")
     assert env.json("domain", "list") == [
@@ -210,6 +212,14 @@ def test_bad_input_is_one_clear_line(env: Env) -> None:
           match="no mail_store")
     fails("user", "recover-deleted", "alice@example.test", "--since", "yesterday",
           match="--since")
+    fails("user", "reconnect", "alice@example.test", "--mailbox", "nope",
+          match="no disconnected mailbox 'nope'")
+    fails("user", "reconnect", "alice@example.test", "--mailbox", "a\tb",
+          match="invalid mailbox id")
+    fails("user", "reconnect", "alice@example.test", match="--mailbox", code=2)
+    fails("user", "purge", "--mailbox", "nope", "--confirm",
+          match="no disconnected mailbox 'nope'")
+    fails("user", "disconnected", "--server", "bad name", match="invalid virtual server name")
     # Independent, read-only failures: run a few at a time to keep the suite quick.
     with ThreadPoolExecutor(2) as pool:
         for future in [pool.submit(env.fails, *args, **kw) for args, kw in cases]:
@@ -276,23 +286,25 @@ def test_move_recover_and_check_against_running_virtual_servers(
     assert provisioned(env, "mail1")["mailboxes"] == 2
     mail1 = env.data / "disks" / "mail1" / "mail" / "SG1" / "DB1.sqlite"
     mail2 = env.data / "disks" / "mail2" / "boxes" / "SG1" / "DB1.sqlite"
-    assert db_mailboxes(mail1) == ["alice@example.test", "bob@example.test"]
+    alice, bob = (env.json("user", "show", f"{u}@example.test")["mailbox_id"]
+                  for u in ("alice", "bob"))
+    assert db_mailboxes(mail1) == sorted([alice, bob])
 
     # Mail for alice in two folders, with flags, keywords and internal dates; a deleted
     # (retained) message for bob.
     db = mounted(mail1)
     try:
         for n in range(3):
-            db.append_sync("alice@example.test", "INBOX", msg(n), internaldate=1_700_000_000 + n,
+            db.append_sync(alice, "INBOX", msg(n), internaldate=1_700_000_000 + n,
                            flag_names=["\\Seen", "$Work"] if n == 1 else [])
-        db.create_folder_sync("alice@example.test", "Projects/2026")
-        db.subscribe_sync("alice@example.test", "Projects/2026")
-        db.append_sync("alice@example.test", "Projects/2026", msg(9), flag_names=["\\Flagged"],
+        db.create_folder_sync(alice, "Projects/2026")
+        db.subscribe_sync(alice, "Projects/2026")
+        db.append_sync(alice, "Projects/2026", msg(9), flag_names=["\\Flagged"],
                        internaldate=1_600_000_000)
-        uid = db.append_sync("bob@example.test", "INBOX", msg(5)).uid
-        db.set_flags_sync("bob@example.test", "INBOX", [uid], ["\\Deleted"])
-        db.expunge_sync("bob@example.test", "INBOX")
-        source_validity = db.status("alice@example.test", "INBOX").uidvalidity
+        uid = db.append_sync(bob, "INBOX", msg(5)).uid
+        db.set_flags_sync(bob, "INBOX", [uid], ["\\Deleted"])
+        db.expunge_sync(bob, "INBOX")
+        source_validity = db.status(alice, "INBOX").uidvalidity
     finally:
         db.dismount()
 
@@ -304,20 +316,20 @@ def test_move_recover_and_check_against_running_virtual_servers(
         "mail1/SG1/DB1", "mail2/SG1/DB1", 4)
     assert moved["source_deleted"] is True
     assert env.json("user", "show", "alice@example.test")["server"] == "mail2"
-    assert db_mailboxes(mail1) == ["bob@example.test"]
+    assert db_mailboxes(mail1) == [bob]  # the moved mailbox keeps its id
     assert provisioned(env, "mail2")["errors"] == []  # the new home found it in place
     db = mounted(mail2)
     try:
-        folders = {f.name: f for f in db.list_folders("alice@example.test")}
+        folders = {f.name: f for f in db.list_folders(alice)}
         assert folders["Projects/2026"].subscribed
-        inbox = db.list_messages("alice@example.test", "INBOX")
+        inbox = db.list_messages(alice, "INBOX")
         assert list(inbox.dates) == [1_700_000_000, 1_700_000_001, 1_700_000_002]
         assert inbox.flags[1] & flags.SEEN and not inbox.flags[0] & flags.SEEN
         assert set(inbox.keywords.values()) == {"$Work"}
-        assert db.fetch_raw("alice@example.test", "INBOX", inbox.uids[2]) == msg(2)
-        projects = db.list_messages("alice@example.test", "Projects/2026")
+        assert db.fetch_raw(alice, "INBOX", inbox.uids[2]) == msg(2)
+        projects = db.list_messages(alice, "Projects/2026")
         assert projects.flags[0] & flags.FLAGGED and projects.dates[0] == 1_600_000_000
-        assert db.status("alice@example.test", "INBOX").uidvalidity != source_validity
+        assert db.status(alice, "INBOX").uidvalidity != source_validity
     finally:
         db.dismount()
     assert "UIDVALIDITY changed" in env.ok("user", "move", "alice@example.test", "--server",
@@ -327,8 +339,7 @@ def test_move_recover_and_check_against_running_virtual_servers(
     assert [d["ok"] for d in report["databases"]] == [True]
     conn = sqlite3.connect(mail1)
     with conn:
-        conn.execute("UPDATE mailbox SET used_bytes = used_bytes + 5 WHERE name = ?",
-                     ("bob@example.test",))
+        conn.execute("UPDATE mailbox SET used_bytes = used_bytes + 5 WHERE name = ?", (bob,))
     conn.close()
     broken = env.run("store", "check", "mail1")
     assert broken.returncode == 1 and "usage says" in broken.stdout
@@ -338,3 +349,79 @@ def test_move_recover_and_check_against_running_virtual_servers(
     for host in running.values():
         host.send({"cmd": "offline"})
         assert host.wait_exit() == 0
+
+
+def test_disconnected_reconnect_and_purge_against_running_virtual_servers(
+    env: Env, running: dict[str, Host]
+) -> None:
+    env.ok("domain", "add", "example.test")
+    env.ok("user", "add", "alice@example.test", "--server", "mail1", "--password-stdin",
+           stdin="pw\n")
+    first = env.json("user", "show", "alice@example.test")["mailbox_id"]
+    assert provisioned(env, "mail1")["mailboxes"] == 1
+    path = env.data / "disks" / "mail1" / "mail" / "SG1" / "DB1.sqlite"
+    db = mounted(path)
+    try:
+        db.deliver_sync(msg(1), [first])
+        first_validity = db.status(first, "INBOX").uidvalidity
+    finally:
+        db.dismount()
+
+    # Removed and added again: a new, empty mailbox; the old one is kept, disconnected.
+    removed = " ".join(env.ok("user", "remove", "alice@example.test").split())  # unwrapped
+    assert f"disconnected mailbox {first}" in removed and "user reconnect" in removed
+    env.ok("user", "add", "alice@example.test", "--server", "mail1", "--password-stdin",
+           stdin="pw2\n")
+    second = env.json("user", "show", "alice@example.test")["mailbox_id"]
+    assert second != first
+    assert provisioned(env, "mail1")["mailboxes"] == 1
+    assert db_mailboxes(path) == sorted([first, second])
+    [listed] = env.json("user", "disconnected")
+    assert (listed["mailbox_id"], listed["address"], listed["server"]) == (
+        first, "alice@example.test", "mail1")
+    assert env.json("user", "disconnected", "--server", "mail2") == []
+    assert first in env.ok("user", "disconnected")  # the table
+    db = mounted(path)
+    try:
+        status = db.status(second, "INBOX")
+        assert status.messages == 0 and status.uidvalidity != first_validity
+    finally:
+        db.dismount()
+
+    # Reconnecting swaps: alice gets her old mail back, the new mailbox is disconnected.
+    env.ok("alias", "add", "info@example.test", "alice@example.test")
+    env.fails("user", "reconnect", "info@example.test", "--mailbox", first,
+              match="an alias: reconnect a mailbox to a mailbox's address or to a free one")
+    env.fails("user", "reconnect", "new@example.test", "--mailbox", first,
+              match="--password-stdin")
+    back = env.json("user", "reconnect", "alice@example.test", "--mailbox", first)
+    assert (back["mailbox_id"], back["disconnected"]) == (first, second)
+    assert [x["mailbox_id"] for x in env.json("user", "disconnected")] == [second]
+    provisioned(env, "mail1")
+    assert env.json("alias", "list") == [{"alias": "info@example.test",
+                                          "mailbox": "alice@example.test"}]
+    db = mounted(path)
+    try:
+        status = db.status(first, "INBOX")
+        assert (status.messages, status.uidvalidity) == (1, first_validity)
+    finally:
+        db.dismount()
+
+    # Purging needs --confirm, deletes the data, and forgets the mailbox.
+    env.fails("user", "purge", "--mailbox", second,
+              match=f"purging deletes mailbox {second} (last address alice@example.test, "
+                    "on mail1 SG1/DB1) and all its mail for good: add --confirm")
+    purged = env.json("user", "purge", "--mailbox", second, "--confirm")
+    assert (purged["purged"], purged["found"], purged["messages"]) == (second, True, 0)
+    assert db_mailboxes(path) == [first]
+    assert env.json("user", "disconnected") == []
+    env.fails("user", "purge", "--mailbox", second, "--confirm",
+              match="no disconnected mailbox")
+
+    # A disconnected mailbox can be given to a free address too (with a password).
+    env.ok("user", "remove", "alice@example.test")
+    env.ok("user", "reconnect", "ally@example.test", "--mailbox", first, "--password-stdin",
+           stdin="pw3\n")
+    shown = env.json("user", "show", "ally@example.test")
+    assert (shown["mailbox_id"], shown["server"]) == (first, "mail1")
+    assert env.json("user", "disconnected") == []

@@ -1,9 +1,9 @@
 """The sample cluster that `clustermail up` runs: the Exchange 2003 documentation's
-four nodes and three virtual servers, each serving mail on its own loopback address.
+four nodes and three virtual servers in active/passive (node4 is the standby), each
+serving mail on its own loopback address, and one demo mailbox per virtual server.
 
-The cluster layer's generic default (`cluster.config.default_cluster_config`)
-knows nothing of mail; this module adds the mail resources, so it lives in the
-admin layer, which may import every layer.
+It names the mail resource types, so it lives in the admin layer, which may import
+every layer; the cluster layer knows no sample.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from clustermail.cluster.config import config_from_dict, default_cluster_config
+from clustermail.cluster.config import config_from_dict
 from clustermail.cluster.model import ClusterConfig
 
+NODES = ("node1", "node2", "node3", "node4")
+VIRTUAL_SERVERS = ("mail1", "mail2", "mail3")
 DOMAIN = "example.test"
 USERS = {"mail1": "alice", "mail2": "bob", "mail3": "carol"}
 
@@ -36,7 +38,10 @@ def mail_resources() -> dict[str, Any]:
     """The mail resources of one virtual server, as in the TOML file."""
     loopback_ok = {"allow_plaintext_on_loopback": True}
     return {
-        "store": {"type": "mail_store", "depends_on": ["disk"], "properties": {}},
+        # A full backup every night into clustermail-data/backups (the default
+        # backup_path), the newest 7 kept; the owner runs it, wherever it runs.
+        "store": {"type": "mail_store", "depends_on": ["disk"],
+                  "properties": {"backup_schedule": "daily 02:00", "backup_keep": 7}},
         "smtp": {
             "type": "smtp",
             "depends_on": ["store", "ip", "name"],
@@ -60,12 +65,29 @@ def mail_resources() -> dict[str, Any]:
     }
 
 
-def seed_config() -> ClusterConfig:
-    data = default_cluster_config().to_dict()
-    for vs in data["virtual_servers"].values():
-        resources = vs["resources"]
-        resources.pop("banner", None)
-        resources.update(mail_resources())
+def _virtual_server(index: int) -> dict[str, Any]:
+    name, address = f"mail{index}", f"127.0.0.{10 + index}"
+    return {
+        # Exchange 2003 N+1: each virtual server has its own active node, node4 is the standby.
+        "preferred_owners": [f"node{index}", "node4"],
+        "failback": "never",
+        "resources": {
+            "ip": {"type": "ip_address", "properties": {"address": address}},
+            "name": {"type": "network_name", "depends_on": ["ip"], "properties": {"name": name}},
+            "disk": {"type": "disk", "properties": {"path": f"{{data}}/disks/{name}"}},
+            **mail_resources(),
+        },
+    }
+
+
+def sample_config() -> ClusterConfig:
+    """node1..node4; mail1..mail3 on 127.0.0.11..13, each with SMTP, IMAP4 and POP3."""
+    data = {
+        "cluster": {"name": "clustermail", "placement": "active-passive", "timing": "default"},
+        "nodes": {name: {} for name in NODES},
+        "virtual_servers": {name: _virtual_server(i)
+                            for i, name in enumerate(VIRTUAL_SERVERS, 1)},
+    }
     return config_from_dict(data, "the sample cluster")
 
 

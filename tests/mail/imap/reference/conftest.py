@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from clustermail.mail.store import MailboxDatabase
-from tests.imap_reference import dovecot
-from tests.imap_reference.runner import PASSWORD, SCRIPTS
+from tests.mail.imap.reference import dovecot
+from tests.mail.imap.reference.runner import PASSWORD, SCRIPTS
 from tests.support.imap_server import ServerThread
 
 SCRIPT_PATHS = sorted(SCRIPTS.glob("*.imap"))

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.imap_reference import dovecot
-from tests.imap_reference.compare import apply_masks, differences, load_allowlist, load_masks
-from tests.imap_reference.conftest import SCRIPT_PATHS
-from tests.imap_reference.normalize import normalize
-from tests.imap_reference.runner import load_script, run_script
+from tests.mail.imap.reference import dovecot
+from tests.mail.imap.reference.compare import apply_masks, differences, load_allowlist, load_masks
+from tests.mail.imap.reference.conftest import SCRIPT_PATHS
+from tests.mail.imap.reference.normalize import normalize
+from tests.mail.imap.reference.runner import load_script, run_script
 from tests.support.imap_server import ServerThread
 
 ALLOW = load_allowlist()

@@ -1,7 +1,7 @@
 """A private Dovecot IMAP server on loopback, as the reference the suite compares against.
 
 Needs Debian's dovecot-imapd (scripts/install-system-deps.sh installs it). The
-configuration is written to a temporary directory (see FIELD-NOTES): passwd-file
+configuration is written to a temporary directory (no systemd needed): passwd-file
 passdb with PLAIN passwords, a static userdb (uid mail), maildir with the "/"
 hierarchy separator and the same special-use folders our store creates, all
 subscribed. The master daemonizes; it is stopped by the PID in its base_dir.

@@ -1,0 +1,301 @@
+"""Backup and transaction-log benchmark.
+
+    python -m bench.backup [--size-mb 50] [--seconds 2] [--rounds 3]
+
+Side by side, in one run on this machine:
+- durable deliveries/s with transaction logs on vs off (same store code, interleaved rounds,
+  median round; target: on >= 0.8 x off);
+- a full online backup of a store of ``--size-mb`` vs ``cp`` (plus fsync) of the same file
+  vs SQLite's own ``.backup`` (the sqlite3 shell);
+- delivery latency p99 while a backup runs vs without (target: <= 2 x);
+- restore + roll-forward: seconds per GB of backup image, and per 10,000 logged changes.
+
+Writes bench/results/backup.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.store import USERS, template, unique
+from bench.store import delivery_cell as _cell
+from clustermail.mail.backup import create_backup, restore_database
+from clustermail.mail.store import MailboxDatabase, MailStore
+from clustermail.mail.store.translog.manifest import StorageGroupLogs
+
+RESULTS = Path(__file__).with_name("results") / "backup.json"
+SIZES = {"2KB": 2_000, "20KB": 20_000}
+LANES = (1, 10)
+
+
+# --------------------------------------------------------------------------- logs on/off
+
+
+def delivery_rate(root: Path, logs: bool, size: int, lanes: int, seconds: float) -> float:
+    work = Path(tempfile.mkdtemp(dir=root))
+    group = StorageGroupLogs(work / "_logs" / "SG1", "SG1") if logs else None
+    db = MailboxDatabase(work / "DB1.sqlite", name="DB1", logs=group)
+    db.mount(1)
+    for user in USERS:
+        db.create_mailbox_sync(user)
+    tpl = template(size)
+    asyncio.run(_cell(db, tpl, lanes, 0.2))
+    start = time.perf_counter()
+    done = asyncio.run(_cell(db, tpl, lanes, seconds))
+    rate = done / (time.perf_counter() - start)
+    db.dismount()
+    shutil.rmtree(work)
+    return rate
+
+
+def logs_on_off(root: Path, seconds: float, rounds: int) -> dict[str, Any]:
+    cells: dict[str, dict[str, list[float]]] = {}
+    for _ in range(rounds):
+        for label, size in SIZES.items():
+            for lanes in LANES:
+                key = f"{label} x{lanes}"
+                for logs in (False, True):
+                    rate = delivery_rate(root, logs, size, lanes, seconds)
+                    cells.setdefault(key, {}).setdefault("on" if logs else "off", []).append(rate)
+    out = {}
+    for key, runs in cells.items():
+        on, off = statistics.median(runs["on"]), statistics.median(runs["off"])
+        out[key] = {"logs_off": round(off, 1), "logs_on": round(on, 1),
+                    "ratio": round(on / off, 3)}
+    return out
+
+
+# --------------------------------------------------------------------------- a big store
+
+
+_WORDS = [f"{a}{b}{c}" for a in "bcdfghklmnprstvz" for b in "aeiouy"
+          for c in ("", "n", "r", "st", "ll", "ck", "m", "th")]
+
+
+async def _fill(db: MailboxDatabase, target_bytes: int) -> int:
+    """Messages of ~20 KB of text made of random words, so that bodies differ and compress
+    about as real mail does (a few times), not 100x as a repeated line would."""
+    rng = random.Random(1)
+    head = template(0)
+    count = max(1, target_bytes // 20_000)
+
+    def body(n: int) -> bytes:
+        words = rng.choices(_WORDS, k=3300)
+        text = "\r\n".join(" ".join(words[i : i + 12]) for i in range(0, len(words), 12))
+        return head + text.encode() + b"\r\n"
+
+    async def lane(i: int) -> None:
+        for n in range(i, count, 10):
+            await db.deliver(unique(body(n), i, n), [USERS[n % len(USERS)]])
+
+    await asyncio.gather(*(lane(i) for i in range(10)))
+    return count
+
+
+def build_store(root: Path, size_mb: int) -> MailStore:
+    store = MailStore(root)
+    store.mount(1)
+    db = store.database("SG1", "DB1")
+    for user in USERS:
+        db.create_mailbox_sync(user)
+    asyncio.run(_fill(db, size_mb * 1_000_000))
+    return store
+
+
+def timed(fn: Any) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def copy_rates(store: MailStore, work: Path) -> dict[str, Any]:
+    db = store.database("SG1", "DB1")
+    size = db.path.stat().st_size
+
+    def cp() -> None:
+        target = work / "cp.sqlite"
+        subprocess.run(["cp", str(db.path), str(target)], check=True)
+        fd = os.open(target, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+        target.unlink()
+
+    def sqlite_backup() -> None:
+        target = work / "dot-backup.sqlite"
+        subprocess.run(["sqlite3", str(db.path), f".backup '{target}'"], check=True)
+        target.unlink()
+
+    def ours(level: int) -> None:
+        backups = work / "sets"
+        create_backup(store.disk, backups, virtual_server="bench", truncate_logs=False,
+                      level=level)
+        shutil.rmtree(backups)
+
+    out: dict[str, Any] = {"database_mb": round(size / 1e6, 1)}
+    for name, fn in (("cp+fsync", cp), ("sqlite3 .backup", sqlite_backup),
+                     ("clustermail backup (zstd 3, default)", lambda: ours(3)),
+                     ("clustermail backup (zstd 1)", lambda: ours(1))):
+        seconds = min(timed(fn) for _ in range(2))
+        out[name] = {"seconds": round(seconds, 3), "mb_per_s": round(size / 1e6 / seconds, 1)}
+    backups = work / "sets"
+    full = create_backup(store.disk, backups, virtual_server="bench", truncate_logs=False)
+    stored = sum(f["size"] for f in full.files.values())
+    out["compressed_ratio"] = round(size / stored, 2)
+    shutil.rmtree(backups)
+    return out
+
+
+# --------------------------------------------------------------------------- p99
+
+
+def _latencies(db: MailboxDatabase, seconds: float) -> list[float]:
+    tpl = template(2_000)
+    lat: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def run() -> None:
+        n = 0
+        while time.perf_counter() < deadline:
+            t = time.perf_counter()
+            await db.deliver(unique(tpl, 99, n), [USERS[n % len(USERS)]])
+            lat.append(time.perf_counter() - t)
+            n += 1
+
+    asyncio.run(run())
+    return lat
+
+
+def p99(values: list[float]) -> float:
+    return sorted(values)[int(len(values) * 0.99)] * 1000
+
+
+_LOOP = """
+import shutil, sys
+from pathlib import Path
+from clustermail.mail.backup import create_backup
+disk, target, rate = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3]) or None
+while True:
+    create_backup(disk, target, virtual_server="bench", truncate_logs=False, max_rate=rate)
+    shutil.rmtree(target)
+"""
+
+
+def latency_during_backup(store: MailStore, work: Path, seconds: float,
+                          max_rate: float | None = None) -> dict[str, Any]:
+    """Backups back to back, in a thread of the delivering process (as in the resource
+    host) and in a process of their own (as a command beside it)."""
+    db = store.database("SG1", "DB1")
+    quiet = _latencies(db, seconds)
+    stop = threading.Event()
+    runs = [0]
+
+    def backups() -> None:
+        while not stop.is_set():
+            target = work / "p99-sets"
+            create_backup(store.disk, target, virtual_server="bench", truncate_logs=False,
+                          max_rate=max_rate)
+            shutil.rmtree(target)
+            runs[0] += 1
+
+    thread = threading.Thread(target=backups)
+    thread.start()
+    try:
+        in_thread = _latencies(db, seconds)
+    finally:
+        stop.set()
+        thread.join()
+    child = subprocess.Popen([sys.executable, "-c", _LOOP, str(store.disk),
+                              str(work / "p99-process-sets"), str(max_rate or 0)])
+    try:
+        time.sleep(0.3)  # it has started copying
+        in_process = _latencies(db, seconds)
+    finally:
+        child.kill()
+        child.wait()
+    base = p99(quiet)
+    return {"max_rate_mb_s": max_rate and max_rate / 1e6, "p99_ms_without": round(base, 2),
+            "p99_ms_backup_in_thread": round(p99(in_thread), 2),
+            "ratio_thread": round(p99(in_thread) / base, 2),
+            "p99_ms_backup_in_process": round(p99(in_process), 2),
+            "ratio_process": round(p99(in_process) / base, 2),
+            "backups_in_thread": runs[0],
+            "deliveries": [len(quiet), len(in_thread), len(in_process)]}
+
+
+# --------------------------------------------------------------------------- restore
+
+
+def restore_costs(store: MailStore, work: Path, changes: int) -> dict[str, Any]:
+    db = store.database("SG1", "DB1")
+    backups = work / "restore-sets"
+    full = create_backup(store.disk, backups, virtual_server="bench", truncate_logs=False)
+    image = full.databases[0].size
+    tpl = template(2_000)
+
+    async def fill() -> None:
+        async def lane(i: int) -> None:
+            for n in range(i, changes, 10):
+                await db.deliver(unique(tpl, 7, n), [USERS[n % len(USERS)]])
+
+        await asyncio.gather(*(lane(i) for i in range(10)))
+
+    asyncio.run(fill())
+    store.dismount()
+    plain = restore_database(store.disk, backups, "SG1", "DB1", from_id=full.id,
+                             recovery=True, roll_forward=False)
+    rolled = restore_database(store.disk, backups, "SG1", "DB1", from_id=full.id,
+                              recovery=True)
+    per_gb = plain.seconds / (image / 1e9)
+    forward = max(rolled.seconds - plain.seconds, 0.0)
+    return {"image_mb": round(image / 1e6, 1), "restore_seconds": round(plain.seconds, 3),
+            "restore_seconds_per_gb": round(per_gb, 2),
+            "logged_changes": rolled.txn - plain.txn, "records": rolled.rolled_forward,
+            "roll_forward_seconds": round(forward, 3),
+            "deliveries_logged": changes,
+            "roll_forward_seconds_per_10k_changes": round(
+                forward / max(1, rolled.txn - plain.txn) * 10_000, 3),
+            "roll_forward_seconds_per_10k_deliveries": round(forward / changes * 10_000, 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mb", type=int, default=50, help="store size for the copy "
+                        "tables (1000 for the real table)")
+    parser.add_argument("--seconds", type=float, default=2.0, help="per delivery cell")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--changes", type=int, default=10_000, help="logged changes to "
+                        "roll forward")
+    args = parser.parse_args()
+    if args.size_mb < 1 or args.seconds <= 0 or args.rounds < 1 or args.changes < 1:
+        parser.error("--size-mb, --seconds, --rounds and --changes must be positive")
+    with tempfile.TemporaryDirectory(prefix="bench-backup-") as tmp:
+        root = Path(tmp)
+        result: dict[str, Any] = {"command": "python -m bench.backup " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())}
+        result["delivery_logs_on_vs_off"] = logs_on_off(root, args.seconds, args.rounds)
+        store = build_store(root / "disk", args.size_mb)
+        result["backup_vs_copy"] = copy_rates(store, root)
+        result["delivery_p99_during_backup"] = [
+            latency_during_backup(store, root, max(args.seconds * 2, 3.0), rate)
+            for rate in (None, 50e6)]
+        result["restore"] = restore_costs(store, root, args.changes)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
