@@ -55,9 +55,11 @@ _PLAIN_PATH = re.compile(
     r"@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)>(.*)$"
 )
 IDENT = "ESMTP clustermail"
-#: The reader's line limit outside DATA: commands are at most 512 octets (RFC 5321
-#: 4.5.3.1.4; aiosmtpd answers longer ones 500), with room for AUTH's responses.
-COMMAND_LINE_LIMIT = 2048
+#: The reader's buffer limit outside DATA (commands are at most 512 octets, RFC 5321
+#: 4.5.3.1.4: aiosmtpd answers longer ones 500 and goes on). Longer lines are read and
+#: dropped in steps of this size, so it is POP3's and IMAP's 64 KiB: with aiosmtpd's
+#: 1001, dropping a flood of 1 MB lines took most of the event loop.
+COMMAND_LINE_LIMIT = 64 * 1024
 
 
 F = TypeVar("F", bound=Callable[..., Any])
