@@ -16,6 +16,7 @@ from imapclient.exceptions import LoginError
 from clustermail.cluster.resources import Properties, PropertyError, Resource, ResourceContext
 from clustermail.cluster.resources.ip_address import IpAddressResource
 from clustermail.mail.imap.resource import Imap4Resource
+from clustermail.mail.net.auth_throttle import Refused
 from clustermail.mail.net.listener import shared_throttle
 from clustermail.mail.store import MailboxDatabase
 from tests.mail.imap.reference.dovecot import free_port
@@ -107,13 +108,17 @@ async def test_imap4_resource_serves_the_group(env: Env, tmp_path: Path) -> None
         # Failed logins over SMTP or POP3 of this virtual server count here too: a
         # password guesser gets one budget per virtual server, not one per protocol.
         throttle = shared_throttle(env.vs)
+        max_delay, throttle.max_delay = throttle.max_delay, 0.1  # refusals answered late
         try:
             for _ in range(throttle.max_failures):
-                throttle.failure("127.0.0.1")
+                attempt = throttle.begin("127.0.0.1", "alice@example.test")
+                assert not isinstance(attempt, Refused)
+                throttle.failure(attempt)
             with pytest.raises(LoginError, match="UNAVAILABLE"):
                 await asyncio.to_thread(session)
         finally:
-            throttle.success("127.0.0.1")
+            throttle.reset()
+            throttle.max_delay = max_delay
     finally:
         await imap.offline()
         await ip.offline()

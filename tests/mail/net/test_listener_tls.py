@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from clustermail.mail.net.auth_throttle import Attempt
 from clustermail.mail.net.listener import Admission, AuthThrottle, ListenerLimits, is_loopback
 from clustermail.mail.net.tls import (
     TlsError,
@@ -30,19 +31,28 @@ def test_admission_limits_total_and_per_client() -> None:
 
 
 def test_auth_throttle_delays_then_locks() -> None:
+    """The basics; tests/security/test_throttle_policy.py has the rest."""
     now = [1000.0]
     t = AuthThrottle(max_failures=3, window=60, base_delay=0.5, max_delay=1.5, lockout=30,
                      clock=lambda: now[0])
-    assert t.locked("c") == 0
-    assert [t.failure("c") for _ in range(3)] == [0.5, 1.0, 1.5]
-    assert t.locked("c") == 30
-    assert t.locked("other") == 0
+
+    def fail(client: str = "c") -> float:
+        attempt = t.begin(client, "alice")
+        assert isinstance(attempt, Attempt)
+        return t.failure(attempt)
+
+    assert t.locked("c", "alice") == 0
+    assert [fail() for _ in range(3)] == [0.5, 1.0, 1.5]
+    assert t.locked("c", "alice") == 30
+    assert t.locked("other", "alice") == 0
     now[0] += 31
-    assert t.locked("c") == 0
+    assert t.locked("c", "alice") == 0
     now[0] += 100  # outside the window: counting starts again
-    assert t.failure("c") == 0.5
-    t.success("c")
-    assert t.failure("c") == 0.5
+    assert fail() == 0.5
+    ok = t.begin("c", "alice")
+    assert isinstance(ok, Attempt)
+    t.success(ok)
+    assert fail() == 0.5
 
 
 def test_loopback() -> None:

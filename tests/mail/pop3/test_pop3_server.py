@@ -193,12 +193,12 @@ async def test_idle_sessions_are_closed(tmp_path: Path, directory: FakeDirectory
             s.sendall(b"NOOP\r\n")
             f.readline()
             started = time.monotonic()
-            rest = f.read()  # the server hangs up after 0.5 s of silence
+            rest = f.read()  # the server says why and hangs up after 0.5 s of silence
             return rest, time.monotonic() - started
 
     try:
         rest, waited = await asyncio.to_thread(session)
-        assert rest == b"" and 0.3 < waited < 5
+        assert rest == b"-ERR autologout: idle for too long\r\n" and 0.3 < waited < 5
         assert p.service.listener.admission.active == 0
     finally:
         await p.service.stop()

@@ -23,8 +23,8 @@ ALICE, BOB, CAROL = f"alice@{DOMAIN}", f"bob@{DOMAIN}", f"carol@{DOMAIN}"
 ENHANCED = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}( |$)")
 
 
-def msg(subject: str = "hi", body: str = "hello", to: str = ALICE) -> bytes:
-    return (f"From: {ALICE}\r\nTo: {to}\r\nSubject: {subject}\r\n"
+def msg(subject: str = "hi", body: str = "hello", to: str = ALICE, frm: str = ALICE) -> bytes:
+    return (f"From: {frm}\r\nTo: {to}\r\nSubject: {subject}\r\n"
             f"Message-ID: <{subject}@test>\r\n\r\n{body}\r\n").encode()
 
 
@@ -148,7 +148,7 @@ async def test_implicit_tls_port_with_auth_login(smtp: Running) -> None:
             c.ehlo("client.test")
             assert "starttls" not in c.esmtp_features
             c.login(BOB, PASSWORD)
-            return c.sendmail(BOB, [ALICE], msg("tls"))
+            return c.sendmail(BOB, [ALICE], msg("tls", frm=BOB))
 
     assert await run(session) == {}
     assert len(inbox(smtp, ALICE)) == 1
@@ -170,7 +170,8 @@ async def test_bare_lf_long_lines_and_size(tmp_path: object, directory: FakeDire
     from pathlib import Path
 
     s = await start_smtp(Path(str(tmp_path)) / "d", directory,
-                         limits=SmtpLimits(message_size_limit=5000, max_recipients=2))
+                         limits=SmtpLimits(message_size_limit=5000, max_recipients=2,
+                                           max_line_length=2000))
 
     def raw_data(payload: bytes) -> bytes:
         with socket.create_connection((s.address, s.ports.inbound), timeout=10) as sock:
@@ -198,7 +199,7 @@ async def test_bare_lf_long_lines_and_size(tmp_path: object, directory: FakeDire
         assert smuggle.startswith(b"550 5.6.0"), smuggle
         bare_cr = await run(lambda: raw_data(b"Subject: x\r\n\r\nhi\rthere\r\n"))
         assert bare_cr.startswith(b"550 5.6.0"), bare_cr
-        long_line = await run(lambda: raw_data(b"Subject: x\r\n\r\n" + b"a" * 1200 + b"\r\n"))
+        long_line = await run(lambda: raw_data(b"Subject: x\r\n\r\n" + b"a" * 2100 + b"\r\n"))
         assert long_line.startswith(b"500 5.5.6"), long_line
         big = await run(lambda: raw_data(b"Subject: x\r\n\r\n" + (b"a" * 900 + b"\r\n") * 10))
         assert big.startswith(b"552 5.3.4"), big

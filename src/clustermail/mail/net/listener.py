@@ -12,7 +12,8 @@ Two ways to serve:
 
 IMAP4 runs its own asyncio server (its framer reads literals, not lines, and IDLE waits
 on the store as well as the client) and takes only the pieces: :class:`Admission`,
-:class:`AuthThrottle` (:func:`shared_throttle`), :class:`ListenerLimits`,
+:class:`~.auth_throttle.AuthThrottle` (:func:`shared_throttle`; logins go through
+:func:`.login_guard.guarded_login`), :class:`ListenerLimits`,
 :func:`client_address`, :func:`set_nodelay` and :func:`is_loopback`.
 
 Usage::
@@ -32,12 +33,12 @@ import functools
 import ipaddress
 import socket
 import ssl
-import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from clustermail.cluster.ports import in_use_note
 from clustermail.logutil import log_event
+from clustermail.mail.net.auth_throttle import AuthThrottle as AuthThrottle  # re-export
 from clustermail.mail.net.tls import HANDSHAKE_TIMEOUT
 
 #: StreamReader buffer limit; protocols enforce their own (smaller) line limits on top.
@@ -90,62 +91,6 @@ class Admission:
 # --------------------------------------------------------------------------- auth throttle
 
 
-@dataclass
-class _Failures:
-    count: int = 0
-    first: float = 0.0
-    locked_until: float = 0.0
-
-
-@dataclass
-class AuthThrottle:
-    """Failed logins per client address (pure: the clock is injected).
-
-    Each failure in ``window`` seconds doubles the delay before the failure is answered
-    (``base_delay`` up to ``max_delay``), which slows password guessing without an
-    explicit lock; after ``max_failures`` the address is refused for ``lockout`` seconds
-    (the protocol answers a temporary error). A success clears the address.
-    """
-
-    max_failures: int = 10
-    window: float = 600.0
-    base_delay: float = 0.25
-    max_delay: float = 5.0
-    lockout: float = 300.0
-    clock: Callable[[], float] = time.monotonic
-    _clients: dict[str, _Failures] = field(default_factory=dict)
-
-    def locked(self, client: str) -> float:
-        """Seconds the client must still wait before it may try again (0: it may)."""
-        entry = self._clients.get(client)
-        if entry is None:
-            return 0.0
-        now: float = self.clock()
-        return max(0.0, entry.locked_until - now)
-
-    def failure(self, client: str) -> float:
-        """Records a failure; returns how long to wait before answering it."""
-        now = self.clock()
-        entry = self._clients.get(client)
-        if entry is None or now - entry.first > self.window:
-            entry = self._clients[client] = _Failures(0, now)
-        entry.count += 1
-        if entry.count >= self.max_failures:
-            entry.locked_until = now + self.lockout
-        self._prune(now)
-        return float(min(self.max_delay, self.base_delay * 2.0 ** min(entry.count - 1, 30)))
-
-    def success(self, client: str) -> None:
-        self._clients.pop(client, None)
-
-    def _prune(self, now: float) -> None:
-        if len(self._clients) < 10_000:
-            return
-        for client, entry in list(self._clients.items()):
-            if now - entry.first > self.window and entry.locked_until <= now:
-                del self._clients[client]
-
-
 _SHARED_THROTTLES: dict[str, AuthThrottle] = {}
 
 
@@ -170,7 +115,8 @@ class IdleTimeout(Exception):
 
 
 class LineTooLong(Exception):
-    """A line over the protocol's limit; it was read and discarded up to its end."""
+    """A line over the protocol's limit. The rest of it is not read (an endless line would
+    be read forever): the connection cannot go on, the caller answers and closes."""
 
 
 def client_address(transport: asyncio.BaseTransport) -> str:
@@ -197,15 +143,67 @@ def is_loopback(address: str) -> bool:
 
 #: Replies are written without waiting for the socket unless this much is still unsent.
 WRITE_HIGH_WATER = 256 * 1024
+#: A send buffer that has not shrunk for this long (or the idle timeout, if shorter)
+#: belongs to a client that does not read: the connection is aborted. (A graceful close
+#: would wait for the buffer to drain — forever — and keep the connection's slot.)
+WRITE_STALL_TIMEOUT = 60.0
+#: After a goodbye line (timeout, too many errors), the connection is closed; if it is
+#: still open this much later (the client does not read), it is aborted.
+CLOSE_GRACE = 2.0
+
+
+async def drain_watched(
+    writer: asyncio.StreamWriter, stall: float = WRITE_STALL_TIMEOUT
+) -> None:
+    """``writer.drain()``, but a send buffer that makes no progress for ``stall`` seconds
+    aborts the transport and raises ConnectionResetError."""
+    transport = writer.transport
+    low, _ = transport.get_write_buffer_limits()
+    if transport.get_write_buffer_size() <= low:
+        await writer.drain()  # not paused: returns at once (raises if the connection broke)
+        return
+    drain = asyncio.ensure_future(writer.drain())
+    last = transport.get_write_buffer_size()
+    try:
+        while True:
+            done, _ = await asyncio.wait({drain}, timeout=stall)
+            if done:
+                drain.result()
+                return
+            size = transport.get_write_buffer_size()
+            if size >= last:
+                transport.abort()
+                raise ConnectionResetError(f"the client read nothing for {stall:g} s")
+            last = size
+    finally:
+        if not drain.done():
+            drain.cancel()
+
+
+def close_soon(
+    transport: asyncio.BaseTransport, goodbye: bytes = b"", grace: float = CLOSE_GRACE
+) -> None:
+    """Writes ``goodbye`` (if any) and closes; aborts if the close has not finished
+    ``grace`` seconds later, so a client that does not read cannot keep the slot."""
+    if goodbye and not transport.is_closing() and isinstance(transport, asyncio.WriteTransport):
+        with contextlib.suppress(Exception):
+            transport.write(goodbye)
+    transport.close()
+    abort = getattr(transport, "abort", None)
+    if abort is not None:
+        asyncio.get_running_loop().call_later(grace, abort)
 
 
 class Connection:
     """One client connection of a stream protocol.
 
     Idle timeout: one watchdog timer per connection (not a timer per read or write, which
-    showed in the POP3 profile) closes the connection once nothing was read or written for
-    ``idle_timeout`` seconds; the blocked read or write then raises :class:`IdleTimeout`.
-    ``idle_timeout`` may be changed at any time.
+    showed in the POP3 profile) closes the connection once no complete line was read and
+    nothing was sent for ``idle_timeout`` seconds (bytes without a line end do not
+    count); the blocked read then raises :class:`IdleTimeout`. ``idle_timeout`` may be
+    changed at any time. :meth:`set_deadline` adds a fixed limit (the pre-login timeout),
+    and a send buffer that stops draining aborts the connection (:func:`drain_watched`).
+    ``timeout_reply`` is written before a timeout closes the connection.
     """
 
     def __init__(
@@ -224,20 +222,35 @@ class Connection:
         self.local_address = str(local[0]) if isinstance(local, tuple) else ""
         self.tls = endpoint.implicit_tls
         self.timed_out = False
+        self.timeout_reply = b""
+        self.write_stall = WRITE_STALL_TIMEOUT
         self._loop = asyncio.get_running_loop()
         self.last_activity = self._loop.time()
         self._watchdog: asyncio.TimerHandle | None = self._loop.call_later(
             idle_timeout, self._check_idle
         )
+        self._deadline: asyncio.TimerHandle | None = None
 
     def _check_idle(self) -> None:
         idle = self._loop.time() - self.last_activity
         if idle >= self.idle_timeout:
             self._watchdog = None
-            self.timed_out = True
-            self.writer.transport.abort()
+            self._time_out(self.timeout_reply)
             return
         self._watchdog = self._loop.call_later(self.idle_timeout - idle, self._check_idle)
+
+    def _time_out(self, goodbye: bytes) -> None:
+        self.timed_out = True
+        close_soon(self.writer.transport, goodbye)
+
+    def set_deadline(self, seconds: float | None, goodbye: bytes = b"") -> None:
+        """Ends the connection ``seconds`` from now, writing ``goodbye``, whatever the
+        client does meanwhile; None cancels it (the client logged in)."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if seconds is not None:
+            self._deadline = self._loop.call_later(seconds, self._time_out, goodbye)
 
     def _closed(self, exc: BaseException) -> Exception:
         if self.timed_out:
@@ -246,7 +259,7 @@ class Connection:
 
     async def readline(self, limit: int) -> bytes:
         """One line including its line ending (LF or CRLF). Raises IdleTimeout,
-        ConnectionClosed, or LineTooLong after discarding the rest of the long line."""
+        ConnectionClosed, or LineTooLong (then the connection must be closed)."""
         try:
             line = await self._readline(limit)
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
@@ -257,22 +270,17 @@ class Connection:
         return line
 
     async def _readline(self, limit: int) -> bytes:
-        too_long = False
-        while True:
-            try:
-                line = await self.reader.readuntil(b"\n")
-            except asyncio.LimitOverrunError as exc:
-                await self.reader.readexactly(exc.consumed)
-                too_long = True
-                continue
-            except asyncio.IncompleteReadError as exc:
-                if not exc.partial or too_long:
-                    raise ConnectionClosed("end of stream") from None
-                raise ConnectionClosed("end of stream inside a line") from None
-            if too_long or len(line) > limit:
-                self.last_activity = self._loop.time()
-                raise LineTooLong()
-            return line
+        try:
+            line = await self.reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError:
+            raise LineTooLong() from None
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial:
+                raise ConnectionClosed("end of stream") from None
+            raise ConnectionClosed("end of stream inside a line") from None
+        if len(line) > limit:
+            raise LineTooLong()
+        return line
 
     async def read_exactly(self, n: int) -> bytes:
         try:
@@ -289,24 +297,28 @@ class Connection:
         self.last_activity = self._loop.time()
         if self.writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
             try:
-                await self.writer.drain()  # a client that does not read: the watchdog ends it
+                await drain_watched(self.writer, self.write_stall)
             except (ConnectionError, ssl.SSLError) as exc:
                 raise self._closed(exc) from None
             self.last_activity = self._loop.time()
 
     def pending_input(self) -> bool:
-        """Bytes the client sent that were not read yet (pipelined after STARTTLS?)."""
+        """Bytes the client sent that were not read yet (pipelined after STLS?)."""
         buffer = getattr(self.reader, "_buffer", b"")
         return len(buffer) > 0
 
     async def start_tls(self, context: ssl.SSLContext) -> None:
         """Upgrades to TLS. Plaintext the client sent before the handshake is discarded,
-        so it cannot be injected into the protected session (CVE-2011-0411)."""
-        buffer = getattr(self.reader, "_buffer", None)
-        if isinstance(buffer, bytearray):
-            buffer.clear()
+        so it cannot be injected into the protected session (CVE-2011-0411): the buffer
+        is cleared after the last plaintext reply has drained, with no await between the
+        clear and the switch of the transport to TLS (after which no plaintext reaches
+        the reader), so nothing that arrives during the drain survives either."""
         try:
-            await self.writer.drain()
+            await drain_watched(self.writer, self.write_stall)
+            buffer = getattr(self.reader, "_buffer", None)
+            if isinstance(buffer, bytearray):
+                buffer.clear()
+            # StreamWriter.start_tls drains first, which does not yield once drained.
             await self.writer.start_tls(context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
         except (ConnectionError, ssl.SSLError, TimeoutError, OSError) as exc:
             raise ConnectionClosed(f"TLS handshake failed: {exc}") from None
@@ -317,6 +329,7 @@ class Connection:
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
+        self.set_deadline(None)
         self.writer.close()
 
 
@@ -429,6 +442,7 @@ class Listener:
             self._tasks.add(task)
         self._connections.add(writer)
         conn = Connection(reader, writer, endpoint, self.limits.idle_timeout)
+        conn.write_stall = min(self.limits.idle_timeout, WRITE_STALL_TIMEOUT)
         try:
             await handler(conn)
         except (ConnectionClosed, IdleTimeout, ConnectionError):

@@ -33,7 +33,10 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class StartTls:
-    """Send nothing more in plaintext; upgrade, then call :meth:`Pop3Session.tls_started`."""
+    """STLS was asked for. With client input already waiting (pipelined after STLS, or
+    injected), answer :meth:`Pop3Session.stls_refused` and stay in plaintext; else answer
+    :meth:`Pop3Session.stls_ready`, send nothing more in plaintext, upgrade, then call
+    :meth:`Pop3Session.tls_started`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +192,7 @@ class Pop3Session:
                 return [err("TLS is already active")]
             if not self.settings.tls_available:
                 return [err("TLS is not available")]
-            return [ok("Begin TLS negotiation"), StartTls()]
+            return [StartTls()]
         if keyword in ("USER", "PASS", "AUTH", "APOP") and not self._login_allowed():
             return [err("Plaintext authentication is not allowed without TLS; use STLS",
                         "AUTH")]
@@ -250,6 +253,15 @@ class Pop3Session:
     def login_failed(self, text: str, code: str = "AUTH") -> list[Action]:
         self._busy = False
         return [err(text, code)]
+
+    def stls_ready(self) -> Reply:
+        return ok("Begin TLS negotiation")
+
+    def stls_refused(self) -> Reply:
+        # RFC 2595 §4: nothing may follow STLS before the handshake; what did was sent
+        # in the clear and might be an attacker's (CVE-2011-0411), so TLS is not started
+        # under it. The waiting input is read as plaintext commands, as it was sent.
+        return err("input after STLS; send STLS alone, then wait for the answer")
 
     def tls_started(self) -> None:
         self.tls = True

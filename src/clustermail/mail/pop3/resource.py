@@ -2,7 +2,8 @@
 
 Depends on ``mail_store`` and ``ip_address``. Properties (all optional): ``port`` 110,
 ``tls_port`` 995 (0 turns one off), ``hostname``, ``cert`` / ``key``, ``timeout`` 600 s
-(RFC 1939's autologout minimum), ``max_connections`` 1000,
+(RFC 1939's autologout minimum), ``login_timeout`` 60 s (a client must have logged in
+this long after connecting), ``max_connections`` 1000,
 ``max_connections_per_client`` 50, ``allow_plaintext_on_loopback`` false.
 """
 
@@ -17,7 +18,7 @@ from clustermail.cluster.resources.base import (
 )
 from clustermail.mail.net import protocol_resource as pr
 from clustermail.mail.net.listener import shared_throttle
-from clustermail.mail.pop3.server import Pop3Ports, Pop3Service
+from clustermail.mail.pop3.server import LOGIN_TIMEOUT, Pop3Ports, Pop3Service
 
 TIMEOUT = 600.0
 
@@ -30,6 +31,7 @@ class Pop3Resource(Resource):
         )
         self.limits = pr.listener_limits(properties, TIMEOUT)
         self.plaintext_on_loopback = properties.boolean("allow_plaintext_on_loopback", False)
+        self.login_timeout = properties.number("login_timeout", LOGIN_TIMEOUT, minimum=1)
         self.service: Pop3Service | None = None
 
     async def online(self) -> None:
@@ -39,7 +41,7 @@ class Pop3Resource(Resource):
         service = Pop3Service(
             ctx.vs, name, mail_store, address, self.ports, tls, self.limits,
             allow_plaintext_on_loopback=self.plaintext_on_loopback,
-            throttle=shared_throttle(ctx.vs),
+            throttle=shared_throttle(ctx.vs), login_timeout=self.login_timeout,
         )
         try:
             await service.start()
@@ -68,6 +70,7 @@ POP3_TYPE = ResourceType(
         **pr.COMMON_PROPERTIES,
         "port": PropertySpec(PropertyKind.INT, check=pr.port_check),
         "tls_port": PropertySpec(PropertyKind.INT, check=pr.port_check),
+        "login_timeout": PropertySpec(PropertyKind.FLOAT, check=pr.above_zero),
     },
     check=pr.tls_pair,
 )

@@ -1,7 +1,8 @@
 """The POP3 service of one virtual server: the asyncio shell around :mod:`.protocol`.
 
-It reads lines (idle timeout, line limit), runs the state machine, and performs its
-actions: STLS, login against the directory (throttled per client address), the maildrop
+It reads lines (idle timeout counting complete lines, a pre-login deadline, line limit),
+runs the state machine, and performs its actions: STLS (refused with input pending), login
+against the directory (throttled: :mod:`clustermail.mail.net.login_guard`), the maildrop
 lock (one session per mailbox; ``-ERR [IN-USE]``), reads of the INBOX, and at QUIT the
 deletions (flag \\Deleted, then expunge those UIDs).
 """
@@ -13,7 +14,7 @@ import ssl
 from dataclasses import dataclass
 
 from clustermail.logutil import log_event
-from clustermail.mail.backends import MailStoreService
+from clustermail.mail.backends import MailboxRef, MailStoreService
 from clustermail.mail.net.listener import (
     AuthThrottle,
     Connection,
@@ -23,6 +24,7 @@ from clustermail.mail.net.listener import (
     ListenerLimits,
     is_loopback,
 )
+from clustermail.mail.net.login_guard import guarded_login
 from clustermail.mail.pop3.protocol import (
     MAX_LINE,
     Action,
@@ -34,6 +36,7 @@ from clustermail.mail.pop3.protocol import (
     Reply,
     Retrieve,
     StartTls,
+    State,
     Update,
     err,
 )
@@ -43,6 +46,11 @@ from clustermail.mail.store import MailboxDatabase, MessageNotFoundError, StoreE
 INBOX = "INBOX"
 INLINE_READ = 256 * 1024  # messages up to this size are read on the event loop
 BUSY = b"-ERR [SYS/TEMP] too many connections; try again later\r\n"
+#: A client must have logged in this long after connecting, or it is disconnected
+#: (Dovecot's login processes: a fixed limit from the connection's start).
+LOGIN_TIMEOUT = 60.0
+LOGIN_TIMEOUT_REPLY = b"-ERR [SYS/TEMP] no login in time; closing\r\n"
+IDLE_REPLY = b"-ERR autologout: idle for too long\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +89,10 @@ class Pop3Service:
         *,
         allow_plaintext_on_loopback: bool = False,
         throttle: AuthThrottle | None = None,
+        login_timeout: float = LOGIN_TIMEOUT,
     ) -> None:
         self.vs = vs
+        self.login_timeout = login_timeout
         self.hostname = hostname
         self.mail_store = mail_store
         self.tls_context = tls_context
@@ -117,16 +127,23 @@ class Pop3Service:
             plaintext_allowed=self.plaintext_allowed,
         )
         client = _Client(conn, Pop3Session(settings, tls=conn.tls))
+        conn.timeout_reply = IDLE_REPLY
+        conn.set_deadline(self.login_timeout, LOGIN_TIMEOUT_REPLY)
         try:
             await conn.send(client.session.greeting().data)
             while True:
                 try:
                     line = await conn.readline(MAX_LINE)
                 except LineTooLong:
-                    await conn.send(err("line too long").data)
-                    continue
+                    # As Dovecot: answer and hang up, without reading the rest of it.
+                    await conn.send(err(f"line too long (at most {MAX_LINE} bytes); "
+                                        "closing").data)
+                    return
                 if not await self._run(client, client.session.handle(line)):
                     return
+                # Fairness: pipelined lines are read from the buffer without a pause; yield
+                # after each so one client cannot hold the event loop.
+                await asyncio.sleep(0)
         finally:
             if client.mailbox is not None:
                 self.locks.release(client.mailbox)
@@ -144,6 +161,10 @@ class Pop3Service:
                 await conn.send(b"".join(out))
                 return False
             elif isinstance(action, StartTls):
+                if conn.pending_input():
+                    out.append(session.stls_refused().data)
+                    continue
+                out.append(session.stls_ready().data)
                 await conn.send(b"".join(out))
                 out.clear()
                 assert self.tls_context is not None
@@ -151,6 +172,8 @@ class Pop3Service:
                 session.tls_started()
             elif isinstance(action, Authenticate):
                 pending[:0] = await self._login(client, action)
+                if session.state is State.TRANSACTION:
+                    conn.set_deadline(None)
             elif isinstance(action, Retrieve):
                 pending[:0] = session.message(action, await self._fetch(client, action))
             elif isinstance(action, Update):
@@ -161,18 +184,25 @@ class Pop3Service:
 
     async def _login(self, client: _Client, auth: Authenticate) -> list[Action]:
         session, address = client.session, client.conn.client
-        if self.throttle.locked(address):
+        directory = self.mail_store.directory
+
+        async def check() -> MailboxRef | None:
+            entry = await directory.authenticate(auth.username, auth.password)
+            return entry if entry is not None and entry.enabled else None
+
+        login = await guarded_login(self.throttle, address, auth.username, check)
+        if login.outcome == "locked":
             return session.login_failed("too many failed logins; try again later",
                                         "LOGIN-DELAY")
-        try:
-            entry = await self.mail_store.directory.authenticate(auth.username, auth.password)
-        except Exception as exc:
-            log_event("pop3_error", message=f"directory: {exc}", vs=self.vs)
+        if login.outcome == "busy":
+            return session.login_failed("authentication service busy; try again later",
+                                        "SYS/TEMP")
+        if login.outcome == "error":
+            log_event("pop3_error", message="directory: password check failed", vs=self.vs)
             return session.login_failed("temporary authentication failure", "SYS/TEMP")
-        if entry is None or not entry.enabled:
-            await asyncio.sleep(self.throttle.failure(address))
+        entry = login.principal
+        if entry is None:
             return session.login_failed("authentication failed")
-        self.throttle.success(address)
         if entry.server != self.vs:
             return session.login_failed(
                 f"your mailbox is on virtual server {entry.server}, not this one", "SYS/PERM"

@@ -24,7 +24,9 @@ from aiosmtpd.smtp import Envelope, Session
 
 from clustermail.logutil import log_event
 from clustermail.mail.backends import MailboxRef, MailStoreService
-from clustermail.mail.net.listener import AuthThrottle, client_address
+from clustermail.mail.net.auth_throttle import AuthThrottle
+from clustermail.mail.net.listener import client_address
+from clustermail.mail.net.login_guard import guarded_login
 from clustermail.mail.queue import dsn
 from clustermail.mail.queue.delivery import LocalResult, deliver_local
 from clustermail.mail.queue.routing import Router, Target
@@ -47,6 +49,10 @@ class SmtpConnection(Protocol):
     async def challenge_auth(self, challenge: str | bytes) -> object:
         """The client's decoded answer (bytes), or aiosmtpd's MISSING after it answered
         the client itself (aborted exchange, bad base64)."""
+        ...
+
+    def mail_accepted(self) -> None:
+        """A message was accepted: the session's error counts start over."""
         ...
 
 
@@ -117,9 +123,6 @@ class SmtpHandler:
         self, server: SmtpConnection, session: Session, envelope: Envelope, args: list[str]
     ) -> str | None:
         client = client_address(server.transport) if server.transport else "unknown"
-        throttle = self.ctx.throttle
-        if throttle.locked(client):
-            return "454 4.7.0 Too many failed logins from your address; try again later"
         mechanism = args[0].upper()
         initial = args[1] if len(args) > 1 else None
         credentials = await self._credentials(server, mechanism, initial)
@@ -128,15 +131,23 @@ class SmtpHandler:
         if isinstance(credentials, str):
             return credentials
         username, password = credentials
-        try:
-            entry = await self.ctx.router.directory.authenticate(username, password)
-        except Exception as exc:
-            log_event("smtp_error", message=f"directory: {exc}", vs=self.ctx.vs)
+        directory = self.ctx.router.directory
+
+        async def check() -> MailboxRef | None:
+            entry = await directory.authenticate(username, password)
+            return entry if entry is not None and entry.enabled else None
+
+        login = await guarded_login(self.ctx.throttle, client, username, check)
+        if login.outcome == "locked":
+            return "454 4.7.0 Too many failed logins; try again later"
+        if login.outcome == "busy":
+            return "454 4.7.0 Authentication service busy; try again later"
+        if login.outcome == "error":
+            log_event("smtp_error", message="directory: password check failed", vs=self.ctx.vs)
             return "454 4.7.0 Temporary authentication failure"
-        if entry is None or not entry.enabled:
-            await asyncio.sleep(throttle.failure(client))
+        entry = login.principal
+        if entry is None:
             return "535 5.7.8 Authentication credentials invalid"
-        throttle.success(client)
         session.authenticated = True
         session.auth_data = entry  # type: ignore[assignment]
         return "235 2.7.0 Authentication successful"
@@ -191,6 +202,8 @@ class SmtpHandler:
         mail_options: list[str],
     ) -> str:
         user = _authenticated(session)
+        if policy.has_control(address):
+            return "501 5.1.7 Bad sender address syntax: control character"
         if address != NULL_SENDER and not policy.valid_address(address):
             return "553 5.1.7 Bad sender address syntax"
         if user is not None:
@@ -200,7 +213,8 @@ class SmtpHandler:
                 log_event("smtp_error", message=f"directory: {exc}", vs=self.ctx.vs)
                 return "451 4.3.0 Directory unavailable; try again later"
             if not policy.may_send_as(address, allowed | {user.address}):
-                return f"553 5.7.1 <{address}>: Sender address not owned by user {user.address}"
+                return (f"553 5.7.1 <{policy.printable(address)}>: Sender address not owned "
+                        f"by user {user.address}")
             refusal = self._send_quota(user)
             if refusal is not None:
                 return refusal
@@ -229,7 +243,7 @@ class SmtpHandler:
         if len(envelope.rcpt_tos) >= self.ctx.limits.max_recipients:
             return f"452 4.5.3 Too many recipients (at most {self.ctx.limits.max_recipients})"
         if not policy.valid_address(address):
-            return f"501 5.1.3 <{address}>: Bad recipient address syntax"
+            return f"501 5.1.3 <{policy.printable(address)}>: Bad recipient address syntax"
         router = self.ctx.router
         try:
             local = await router.is_local_domain(address)
@@ -310,6 +324,12 @@ class SmtpHandler:
         ctx = self.ctx
         now = ctx.clock()
         user = _authenticated(session)
+        if user is not None and ctx.limits.reject_sender_login_mismatch:
+            refusal = await self._header_from_refusal(user, content)
+            if refusal is not None:
+                self._track("reject", envelope, policy.message_id(content), len(content),
+                            refusal[4:9], refusal[10:], client)
+                return refusal
         proto = policy.protocol_name(
             esmtp=session.extended_smtp, tls=server.secure, authenticated=user is not None,
             utf8=envelope.smtp_utf8,
@@ -335,7 +355,29 @@ class SmtpHandler:
             log_event("smtp_error", message=f"queue: {exc}", vs=ctx.vs)
             self._track("reject", envelope, mid, len(message), "4.3.0", f"queue: {exc}", client)
             return "451 4.3.0 Cannot store the message now; try again later"
-        return await self._finish(envelope, message, mid, local, remote, results, client)
+        reply = await self._finish(envelope, message, mid, local, remote, results, client)
+        if reply.startswith("250"):
+            server.mail_accepted()
+        return reply
+
+    async def _header_from_refusal(self, user: MailboxRef, content: bytes) -> str | None:
+        """Submission: the From: header may name only addresses the logged-in user may
+        send as (its own, its aliases'), as the envelope sender already must."""
+        found = policy.header_from(content)
+        if found is None:
+            return "550 5.6.0 Message refused: the From: header has no valid address"
+        if not found:
+            return None  # no From: at all (rare; nothing to impersonate)
+        try:
+            allowed = await self.ctx.router.directory.send_as(user.address)
+        except Exception as exc:
+            log_event("smtp_error", message=f"directory: {exc}", vs=self.ctx.vs)
+            return "451 4.3.0 Directory unavailable; try again later"
+        for address in found:
+            if not policy.may_send_as(address, allowed | {user.address}):
+                return (f"550 5.7.1 From: <{policy.printable(address)}> is not owned by "
+                        f"user {user.address}")
+        return None
 
     async def _enqueue(
         self, queue_id: str, sender: str, targets: list[Target], message: bytes, mid: str | None,

@@ -7,6 +7,10 @@ Depends on ``mail_store`` and ``ip_address``. Properties (all optional):
   certificate kept on the virtual server's disk);
 * ``message_size_limit`` 10240000, ``max_recipients`` 1000, ``timeout`` 300 s,
   ``max_connections`` 1000, ``max_connections_per_client`` 50;
+* hostile clients: ``login_timeout`` 60 s (587/465: AUTH within this after connecting),
+  ``max_line_length`` 65536 (DATA), ``soft_error_limit`` 10, ``hard_error_limit`` 20,
+  ``error_sleep_time`` 1 s, ``junk_command_limit`` 100, ``reject_sender_login_mismatch``
+  true (an authenticated client's From: header must be one of its addresses);
 * ``smart_host`` ("host:port") for external domains (else they wait in the queue);
 * ``allow_plaintext_on_loopback`` false: AUTH without TLS on a loopback address;
 * queue: ``retry_base`` 60 s, ``retry_max`` 3600 s, ``delay_notice_after`` 14400 s,
@@ -35,6 +39,7 @@ from clustermail.mail.queue.runner import QueueRunner, RunnerConfig
 from clustermail.mail.queue.schedule import RetryPolicy
 from clustermail.mail.queue.store import LOCAL, Queue, QueueFencedError, queue_path
 from clustermail.mail.queue.tracking import TrackingLog
+from clustermail.mail.smtp import policy
 from clustermail.mail.smtp.handler import SmtpContext
 from clustermail.mail.smtp.policy import MAX_RECIPIENTS, MESSAGE_SIZE_LIMIT, TIMEOUT, SmtpLimits
 from clustermail.mail.smtp.server import SmtpPorts, SmtpService
@@ -61,6 +66,15 @@ class SmtpResource(Resource):
             message_size_limit=p.integer("message_size_limit", MESSAGE_SIZE_LIMIT, minimum=1),
             max_recipients=p.integer("max_recipients", MAX_RECIPIENTS, minimum=1),
             timeout=p.number("timeout", TIMEOUT, minimum=1),
+            max_line_length=p.integer("max_line_length", policy.MAX_LINE_LENGTH,
+                                      minimum=policy.MIN_LINE_LENGTH),
+            soft_error_limit=p.integer("soft_error_limit", policy.SOFT_ERROR_LIMIT, minimum=1),
+            hard_error_limit=p.integer("hard_error_limit", policy.HARD_ERROR_LIMIT, minimum=1),
+            error_sleep_time=p.number("error_sleep_time", policy.ERROR_SLEEP_TIME),
+            junk_command_limit=p.integer("junk_command_limit", policy.JUNK_COMMAND_LIMIT,
+                                         minimum=1),
+            login_timeout=p.number("login_timeout", policy.LOGIN_TIMEOUT, minimum=1),
+            reject_sender_login_mismatch=p.boolean("reject_sender_login_mismatch", True),
         )
         self.listener_limits = pr.listener_limits(p, TIMEOUT)
         smart = p.optional_string("smart_host")
@@ -181,6 +195,17 @@ def _host_port(value: PropertyValue) -> str | None:
 
 _I, _F = PropertyKind.INT, PropertyKind.FLOAT
 
+
+def _line_length(value: PropertyValue) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) \
+        and value >= policy.MIN_LINE_LENGTH
+    return None if ok else f"an integer >= {policy.MIN_LINE_LENGTH} (RFC 5322's 998 + CRLF)"
+
+
+def _at_least_zero(value: PropertyValue) -> str | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+    return None if ok else "a number >= 0"
+
 SMTP_TYPE = ResourceType(
     "smtp",
     SmtpResource,
@@ -191,6 +216,13 @@ SMTP_TYPE = ResourceType(
         "submissions_port": PropertySpec(_I, check=pr.port_check),
         "message_size_limit": PropertySpec(_I, check=pr.above_zero),
         "max_recipients": PropertySpec(_I, check=pr.above_zero),
+        "max_line_length": PropertySpec(_I, check=_line_length),
+        "soft_error_limit": PropertySpec(_I, check=pr.above_zero),
+        "hard_error_limit": PropertySpec(_I, check=pr.above_zero),
+        "error_sleep_time": PropertySpec(_F, check=_at_least_zero),
+        "junk_command_limit": PropertySpec(_I, check=pr.above_zero),
+        "login_timeout": PropertySpec(_F, check=pr.above_zero),
+        "reject_sender_login_mismatch": PropertySpec(PropertyKind.BOOL),
         "smart_host": PropertySpec(PropertyKind.STR, check=_host_port),
         "retry_base": PropertySpec(_F, check=pr.above_zero),
         "retry_max": PropertySpec(_F, check=pr.above_zero),

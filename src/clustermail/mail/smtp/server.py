@@ -5,9 +5,13 @@
 * submission (587; 2587): STARTTLS, AUTH required before MAIL;
 * submissions (465; 2465): implicit TLS (RFC 8314), AUTH required.
 
-:class:`ClusterSMTP` is aiosmtpd's ``SMTP`` with three small additions and no change to
-its state machine: connection admission (limits per listener and client address),
-TCP_NODELAY, and enhanced status codes on every reply (:mod:`.replies`).
+:class:`ClusterSMTP` is aiosmtpd's ``SMTP`` with small additions around its state machine:
+connection admission (limits per listener and client address), TCP_NODELAY, enhanced
+status codes on every reply (:mod:`.replies`), and what keeps hostile clients in check —
+timeouts that abort (a graceful close waits for a send buffer that a non-reading client
+never drains, and keeps the slot), replies that wait for a draining send buffer only so
+long, a login deadline on the ports that require AUTH, Postfix's error and junk
+budgets (:class:`~.policy.SessionErrors`), and longer DATA lines than aiosmtpd's 1001.
 """
 
 from __future__ import annotations
@@ -18,22 +22,26 @@ import re
 import ssl
 import warnings
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, AnyStr
+from typing import Any, AnyStr, TypeVar
 
 from aiosmtpd.smtp import SMTP, Envelope
 
 from clustermail.mail.net.listener import (
+    WRITE_STALL_TIMEOUT,
     Admission,
     Endpoint,
     Listener,
     ListenerLimits,
     client_address,
+    close_soon,
+    drain_watched,
     set_nodelay,
 )
 from clustermail.mail.queue.runner import QueueRunner
 from clustermail.mail.smtp.handler import MailEnvelope, SmtpContext, SmtpHandler
-from clustermail.mail.smtp.policy import SmtpLimits
+from clustermail.mail.smtp.policy import SessionErrors, SmtpLimits
 from clustermail.mail.smtp.replies import with_enhanced
 
 # aiosmtpd logs every session and every unknown command (unstructured, to stderr through
@@ -47,6 +55,26 @@ _PLAIN_PATH = re.compile(
     r"@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)>(.*)$"
 )
 IDENT = "ESMTP clustermail"
+#: The reader's buffer limit outside DATA (commands are at most 512 octets, RFC 5321
+#: 4.5.3.1.4: aiosmtpd answers longer ones 500 and goes on). Longer lines are read and
+#: dropped in steps of this size, so it is POP3's and IMAP's 64 KiB: with aiosmtpd's
+#: 1001, dropping a flood of 1 MB lines took most of the event loop.
+COMMAND_LINE_LIMIT = 64 * 1024
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _like(parent: Callable[..., Any]) -> Callable[[F], F]:
+    """An override keeps the parent's HELP syntax (aiosmtpd reads it off the method)."""
+
+    def copy(method: F) -> F:
+        for attr in ("__smtp_syntax__", "__smtp_syntax_extended__", "__smtp_syntax_when__"):
+            if hasattr(parent, attr):
+                setattr(method, attr, getattr(parent, attr))
+        return method
+
+    return copy
 
 
 class ClusterSMTP(SMTP):
@@ -56,17 +84,24 @@ class ClusterSMTP(SMTP):
         *,
         admission: Admission,
         implicit_tls: bool,
+        limits: SmtpLimits,
         sessions: weakref.WeakSet[ClusterSMTP] | None = None,
         **kwargs: Any,
     ) -> None:
+        # aiosmtpd builds its reader with this limit: the longest DATA line, raised to
+        # during DATA only (:meth:`smtp_DATA`).
+        self.line_length_limit = limits.max_line_length
         super().__init__(handler, ident=IDENT, **kwargs)
         if sessions is not None:
             sessions.add(self)
+        self.limits = limits
+        self.errors = SessionErrors(limits)
         self._admission = admission
         self._admitted: str | None = None
         self._implicit_tls = implicit_tls
         self._greeted = False  # the greeting carries no enhanced code (RFC 2034) ...
         self._in_helo = False  # ... nor do the replies to HELO/EHLO
+        self._login_deadline: asyncio.TimerHandle | None = None
 
     def close(self) -> None:
         """Ends the session now (the resource goes offline)."""
@@ -78,7 +113,8 @@ class ClusterSMTP(SMTP):
         return self._implicit_tls or self._tls_protocol is not None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self._admitted is None and self._original_transport is None:
+        first = self._admitted is None and self._original_transport is None
+        if first:
             set_nodelay(transport)
             client = client_address(transport)
             if not self._admission.admit(client):
@@ -87,14 +123,73 @@ class ClusterSMTP(SMTP):
                 return
             self._admitted = client
         super().connection_made(transport)
+        if first:
+            self._reader._limit = COMMAND_LINE_LIMIT  # type: ignore[attr-defined]
+            if self._auth_required:
+                self._login_deadline = self.loop.call_later(
+                    self.limits.login_timeout, self._ended_by_timeout, "no login in time"
+                )
 
     def connection_lost(self, error: Exception | None) -> None:
         client, self._admitted = self._admitted, None
+        if self._login_deadline is not None:
+            self._login_deadline.cancel()
+            self._login_deadline = None
         if client is None and self.session is None:
             return  # refused at admission: the state machine never started
         if client is not None:
             self._admission.release(client)
         super().connection_lost(error)
+
+    # ------------------------------------------------------------------ timeouts
+
+    def _timeout_cb(self) -> None:
+        """aiosmtpd's idle timeout (reset by complete commands only) closes gracefully;
+        here it says why and aborts if the client does not read the goodbye."""
+        self._ended_by_timeout("timeout exceeded")
+
+    def _ended_by_timeout(self, why: str) -> None:
+        self._end(f"421 4.4.2 {self.hostname} Error: {why}")
+
+    def _end(self, goodbye: str) -> None:
+        """Says ``goodbye`` and closes (aborting if the client does not read it); nothing
+        else is read or answered, not even commands already pipelined behind."""
+        if self.transport is not None:
+            close_soon(self.transport, goodbye.encode() + b"\r\n")
+        if self._handler_coroutine is not None:
+            self._handler_coroutine.cancel()
+
+    # ------------------------------------------------------------------ replies
+
+    async def push(self, status: AnyStr) -> None:
+        self_greeted, self._greeted = self._greeted, True
+        if isinstance(status, str) and self_greeted and not self._in_helo:
+            status = with_enhanced(status)
+        text = status if isinstance(status, str) else status.decode("utf-8", "replace")
+        final = text[3:4] != "-"
+        if final:
+            delay = self.errors.delay()
+            if delay:
+                await asyncio.sleep(delay)  # the tarpit: a harvester gets one answer a second
+        if isinstance(status, str):
+            data = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii", "replace")
+        else:
+            data = status
+        self._writer.write(data + b"\r\n")
+        await drain_watched(self._writer, min(self.limits.timeout, WRITE_STALL_TIMEOUT))
+        if final:
+            # Fairness: pipelined commands are read from the buffer without a pause, so a
+            # client that pipelines thousands would hold the event loop until its buffer
+            # ran dry; each session yields after each answer instead.
+            await asyncio.sleep(0)
+        self.errors.replied(text)
+        if final and self.errors.exhausted():
+            self._end(f"421 4.7.0 {self.hostname} Error: too many errors")
+
+    def mail_accepted(self) -> None:
+        self.errors.delivered()
+
+    # ------------------------------------------------------------------ commands
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's address parser (email's RFC 5322 parser, plus a class built per call)
@@ -108,26 +203,62 @@ class ClusterSMTP(SMTP):
     def _create_envelope(self) -> Envelope:
         return MailEnvelope()
 
-    async def push(self, status: AnyStr) -> None:
-        self_greeted, self._greeted = self._greeted, True
-        if isinstance(status, str) and self_greeted and not self._in_helo:
-            await super().push(with_enhanced(status))
-        else:
-            await super().push(status)
-
+    @_like(SMTP.smtp_EHLO)
     async def smtp_EHLO(self, hostname: str) -> None:
+        self.errors.junk_command()  # a client needs two (before and after STARTTLS)
         self._in_helo = bool(hostname)  # a syntax error still gets its enhanced code
         try:
             await super().smtp_EHLO(hostname)
         finally:
             self._in_helo = False
 
+    @_like(SMTP.smtp_HELO)
     async def smtp_HELO(self, hostname: str) -> None:
+        self.errors.junk_command()
         self._in_helo = bool(hostname)
         try:
             await super().smtp_HELO(hostname)
         finally:
             self._in_helo = False
+
+    @_like(SMTP.smtp_AUTH)
+    async def smtp_AUTH(self, arg: str) -> None:
+        await super().smtp_AUTH(arg)
+        if self.session is not None and self.session.authenticated \
+                and self._login_deadline is not None:
+            self._login_deadline.cancel()
+            self._login_deadline = None
+
+    @_like(SMTP.smtp_DATA)
+    async def smtp_DATA(self, arg: str) -> None:
+        reader: Any = self._reader
+        reader._limit = self.limits.max_line_length
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            reader._limit = COMMAND_LINE_LIMIT
+
+    # Postfix's junk commands (NOOP, RSET, VRFY; here EHLO, HELO and HELP too): past the
+    # limit, each counts as an error.
+    @_like(SMTP.smtp_NOOP)
+    async def smtp_NOOP(self, arg: str) -> None:
+        self.errors.junk_command()
+        await super().smtp_NOOP(arg)
+
+    @_like(SMTP.smtp_RSET)
+    async def smtp_RSET(self, arg: str) -> None:
+        self.errors.junk_command()
+        await super().smtp_RSET(arg)
+
+    @_like(SMTP.smtp_VRFY)
+    async def smtp_VRFY(self, arg: str) -> None:
+        self.errors.junk_command()
+        await super().smtp_VRFY(arg)
+
+    @_like(SMTP.smtp_HELP)
+    async def smtp_HELP(self, arg: str) -> None:
+        self.errors.junk_command()
+        await super().smtp_HELP(arg)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +312,7 @@ class SmtpService:
             self.handler,
             admission=self.listener.admission,
             implicit_tls=endpoint.implicit_tls,
+            limits=limits,
             sessions=self._sessions,
             hostname=self.ctx.hostname,
             data_size_limit=limits.message_size_limit,

@@ -14,6 +14,7 @@ from clustermail.mail.imap.context import SessionContext
 from clustermail.mail.imap.errors import ParseError
 from clustermail.mail.imap.outcome import AlreadyAnswered, Done, SessionClosed, bad, no
 from clustermail.mail.imap.parser import parse_auth_response
+from clustermail.mail.net.login_guard import guarded_login
 from clustermail.mail.store import MailboxNotFoundError
 
 log = logging.getLogger(__name__)
@@ -89,16 +90,16 @@ async def authenticate(s: SessionContext, cmd: c.Authenticate) -> Done:
 
 
 async def _authenticate(s: SessionContext, user: str, password: str) -> Done:
-    if s.throttle.locked(s.peer):
-        no("Too many failed logins; try again later.", r.UNAVAILABLE)
-    principal = None
-    try:
-        principal = await s.authenticator.authenticate(user, password)
-    except Exception:
-        log.exception("authenticator failed for %r", user)
+    login = await guarded_login(
+        s.throttle, s.peer, user, lambda: s.authenticator.authenticate(user, password)
+    )
+    if login.outcome in ("locked", "busy"):
+        no("Too many failed logins; try again later." if login.outcome == "locked"
+           else "Authentication service busy; try again later.", r.UNAVAILABLE)
+    if login.outcome == "error":
         no("Temporary authentication failure.", r.UNAVAILABLE)
+    principal = login.principal
     if principal is None:
-        await asyncio.sleep(s.throttle.failure(s.peer))
         no("Authentication failed.", r.AUTHENTICATIONFAILED)
     try:
         located = s.locate(principal)
@@ -110,6 +111,5 @@ async def _authenticate(s: SessionContext, user: str, password: str) -> Done:
     except Exception:
         log.exception("no mailbox for %r", user)
         no("Your mailbox is not available right now.", r.UNAVAILABLE)
-    s.throttle.success(s.peer)
     s.login(user, db, mailbox)
     return Done("Logged in.", r.code_capability(s.capabilities()))
