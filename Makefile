@@ -37,6 +37,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.mail
 	$(BIN)/python -m bench.imap
 	$(BIN)/python -m bench.backup
+	$(BIN)/python -m bench.logins
+	$(BIN)/python -m bench.hostile
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
