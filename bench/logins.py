@@ -6,8 +6,8 @@ users (the login cache), with the real directory over a real SQLite coordination
 Our IMAP server runs in a child process with the directory at its default argon2id
 parameters; this process connects ``--users`` clients, each logging in to its own
 account from its own loopback address (first logins, at most 8 at a time: the login
-guard's budget for unfamiliar clients), then does it again ``--rounds`` times (returning users, as mail
-clients reconnect). Target: ≥ 500 logins/s for returning users.
+guard's budget for unfamiliar clients), then does it again ``--rounds`` times
+(returning users, as mail clients reconnect). Target: ≥ 500 logins/s for returning users.
 
 Results go to bench/results/logins.json; the summary is in docs/performance.md.
 """
