@@ -20,7 +20,7 @@ from rich.console import Console, Group
 from rich.table import Table
 
 from clustermail import logutil
-from clustermail.admin import intents, local, queue_cli
+from clustermail.admin import admin_user_cli, intents, local, queue_cli
 from clustermail.admin.common import (
     Handler,
     Parser,
@@ -117,6 +117,7 @@ def build_parser() -> Parser:
                    help="a property (repeatable); values are TOML: 2110, true, \"text\"")
     add_mail_commands(sub, add)
     queue_cli.add_commands(sub, add, Parser)
+    admin_user_cli.add_commands(sub, add)
     return parser
 
 

@@ -67,7 +67,7 @@ async def login(call: Call) -> Any:
     token, session = auth.new_session(account)
     response = web.json_response({"name": account.name, "role": account.role.label,
                                   "csrf_token": auth.csrf_token(session)})
-    auth.set_cookie(response, token)
+    auth.set_cookie(response, token, secure=request.secure)
     await call.ctx.log_change(account.name, "session.login", "logged in to the console")
     return response
 

@@ -93,10 +93,9 @@ class Throttle:
 
 
 class Authenticator:
-    def __init__(self, accounts: Accounts, secret: bytes, *, secure_cookie: bool = False) -> None:
+    def __init__(self, accounts: Accounts, secret: bytes) -> None:
         self.accounts = accounts
         self.secret = secret
-        self.secure_cookie = secure_cookie
         self.throttle = Throttle()
         self._cache: dict[tuple[str, bytes], float] = {}
 
@@ -155,9 +154,10 @@ class Authenticator:
     def csrf_token(self, session: Session) -> str:
         return self._sign(f"csrf:{session.nonce}".encode())
 
-    def set_cookie(self, response: web.StreamResponse, token: str) -> None:
+    def set_cookie(self, response: web.StreamResponse, token: str, *, secure: bool) -> None:
+        """``secure`` over HTTPS: the cookie is then never sent over plain HTTP."""
         response.set_cookie(COOKIE, token, max_age=int(SESSION_TTL), path="/", httponly=True,
-                            samesite="Strict", secure=self.secure_cookie)
+                            samesite="Strict", secure=secure)
 
     # ------------------------------------------------------------------ requests
 

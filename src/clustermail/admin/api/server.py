@@ -35,10 +35,10 @@ class Listener:
         return f"{scheme}://{host}:{self.port}"
 
 
-async def make_context(store: Store, node: str, data_dir: Path, *, secure_cookie: bool,
+async def make_context(store: Store, node: str, data_dir: Path, *,
                        history: bool = True) -> ApiContext:
     accounts = Accounts(store)
-    auth = Authenticator(accounts, await accounts.session_secret(), secure_cookie=secure_cookie)
+    auth = Authenticator(accounts, await accounts.session_secret())
     return ApiContext(store=store, node=node, data_dir=data_dir, accounts=accounts, auth=auth,
                       history=History(store) if history else None)
 
