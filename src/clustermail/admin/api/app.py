@@ -74,7 +74,7 @@ async def login(call: Call) -> Any:
 
 async def whoami(call: Call) -> Any:
     assert call.account is not None
-    session = call.request.get("session")
+    session = call.session
     csrf = call.ctx.auth.csrf_token(session) if session is not None else None
     return {"name": call.account.name, "role": call.account.role.label, "csrf_token": csrf}
 
@@ -237,14 +237,14 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
 def _endpoint(route: Route) -> Any:
     async def handle(request: web.Request) -> web.StreamResponse:
         ctx = request.app[CTX]
-        account = None
+        account, session = None, None
         if route.role is not None:
-            account = await ctx.auth.identify(request, route.changes)
+            account, session = await ctx.auth.identify(request, route.changes)
             if account.role < route.role:
                 raise ApiError(403, "forbidden", f"{account.name} is a {account.role.label}: "
                                "this needs the operator role")
         body = await read_body(request, route)
-        result = await route.handler(Call(request, ctx, account, body))
+        result = await route.handler(Call(request, ctx, account, body, session))
         if isinstance(result, web.StreamResponse):
             return result
         return web.json_response(result, status=route.status,

@@ -161,9 +161,11 @@ class Authenticator:
 
     # ------------------------------------------------------------------ requests
 
-    async def identify(self, request: web.Request, changes: bool) -> Account:
-        """The account making ``request``; 401 without a valid credential, 403 for a
-        change without its CSRF token or from another origin."""
+    async def identify(self, request: web.Request,
+                       changes: bool) -> tuple[Account, Session | None]:
+        """The account making ``request`` and its console session (None for Basic); 401
+        without a valid credential, 403 for a change without its CSRF token or from
+        another origin."""
         origin = request.headers.get("Origin")
         if changes and origin is not None and origin != f"{request.scheme}://{request.host}":
             raise ApiError(403, "cross_origin", f"changes from {origin} are refused")
@@ -177,7 +179,7 @@ class Authenticator:
             name, sep, password = decoded.partition(":")
             if not sep:
                 raise unauthorized("malformed Basic credentials", challenge)
-            return await self.login(request, name, password)
+            return await self.login(request, name, password), None
         if header:
             raise unauthorized("use HTTP Basic authentication or a session", challenge)
         token = request.cookies.get(COOKIE)
@@ -193,5 +195,4 @@ class Authenticator:
         account = await self.accounts.get(session.name)
         if account is None:
             raise unauthorized("the account of this session no longer exists", challenge)
-        request["session"] = session
-        return account
+        return account, session

@@ -119,7 +119,8 @@ def resources_of(view: ClusterView, vs: str) -> list[dict[str, Any]]:
     server = intents.applied_config(view).virtual_server(vs)
     status = view.status.get(vs)
     out = []
-    for res in server.resources if server is not None else ():
+    order = server.online_order() if server is not None else ()
+    for res in (r for name in order if server is not None and (r := server.resource(name))):
         out.append({
             "name": res.name, "type": res.type,
             "state": status.resources.get(res.name, "offline") if status else "offline",

@@ -20,6 +20,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from clustermail.admin.api.accounts import Account
+    from clustermail.admin.api.auth import Session
     from clustermail.admin.api.context import ApiContext
 
 PREFIX = "/api/v1"
@@ -83,6 +84,8 @@ class Call:
     ctx: ApiContext
     account: Account | None
     body: dict[str, Any]
+    #: The console session the request came with (None: HTTP Basic, or no credential).
+    session: Session | None = None
 
     def param(self, name: str) -> str:
         return self.request.match_info[name]

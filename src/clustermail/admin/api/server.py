@@ -17,6 +17,7 @@ from clustermail.admin.api.auth import Authenticator
 from clustermail.admin.api.context import ApiContext
 from clustermail.admin.api.history import History
 from clustermail.coord import Store
+from clustermail.mail.directory.passwords import Passwords
 
 #: Open streams (SSE) are cut after this long when the service stops.
 SHUTDOWN_TIMEOUT = 1.0
@@ -35,9 +36,9 @@ class Listener:
         return f"{scheme}://{host}:{self.port}"
 
 
-async def make_context(store: Store, node: str, data_dir: Path, *,
-                       history: bool = True) -> ApiContext:
-    accounts = Accounts(store)
+async def make_context(store: Store, node: str, data_dir: Path, *, history: bool = True,
+                       passwords: Passwords | None = None) -> ApiContext:
+    accounts = Accounts(store, passwords)
     auth = Authenticator(accounts, await accounts.session_secret())
     return ApiContext(store=store, node=node, data_dir=data_dir, accounts=accounts, auth=auth,
                       history=History(store) if history else None)
