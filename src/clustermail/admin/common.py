@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -43,6 +44,10 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
                    help="the local cluster's data directory (default: ./clustermail-data)")
     p.add_argument("--store", help="coordination store URL (default: sqlite store under --data)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--api", metavar="URL", default=os.environ.get("CLUSTERMAIL_API_URL"),
+                   help="drive a cluster through its admin API (e.g. https://HOST:8443) "
+                   "instead of its store; credentials from CLUSTERMAIL_API_USER and "
+                   "CLUSTERMAIL_API_PASSWORD or ~/.config/clustermail/api.toml")
 
 
 def command_adder(default_parent: Any) -> Add:
