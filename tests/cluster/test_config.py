@@ -177,7 +177,7 @@ IP = f"{VS1}/resources/ip"
 MISTAKES: list[tuple[str, str, Any, str]] = [
     ("unknown resource type", f"{IP}/type", "ipaddress",
      # Only the start of the list: other layers' types (mail_store…) may be registered too.
-     f"{RES}.ip.type: unknown resource type 'ipaddress' (expected one of: disk, "),
+     f"{RES}.ip.type: unknown resource type 'ipaddress' (expected one of: "),
     ("type suggestion", f"{IP}/type", "ipaddress", "did you mean 'ip_address'?"),
     ("missing type", f"{IP}/type", _DELETE, f"{RES}.ip: missing 'type' (one of: "),
     ("unknown property", f"{IP}/properties/adress", "x",

@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from clustermail.logutil import log_event
+from clustermail.mail import metrics
 from clustermail.mail.net.tls import HANDSHAKE_TIMEOUT
 
 #: StreamReader buffer limit; protocols enforce their own (smaller) line limits on top.
@@ -62,23 +63,28 @@ class ListenerLimits:
 class Admission:
     """Counts connections in total and per client address; refuses above the limits."""
 
-    def __init__(self, limits: ListenerLimits) -> None:
+    def __init__(self, limits: ListenerLimits, protocol: str = "") -> None:
         self.limits = limits
+        self.protocol = protocol  # the metrics' label
         self.active = 0
         self._per_client: dict[str, int] = {}
 
     def admit(self, client: str) -> bool:
         n = self._per_client.get(client, 0)
         if self.active >= self.limits.max_connections or n >= self.limits.max_per_client:
+            metrics.REFUSED.labels(self.protocol).inc()
             return False
         self.active += 1
         self._per_client[client] = n + 1
+        metrics.SESSIONS.labels(self.protocol).inc()
+        metrics.SESSIONS_ACTIVE.labels(self.protocol).inc()
         return True
 
     def release(self, client: str) -> None:
         n = self._per_client.get(client, 0)
         if n <= 0:
             return
+        metrics.SESSIONS_ACTIVE.labels(self.protocol).dec()
         self.active -= 1
         if n == 1:
             del self._per_client[client]
@@ -129,6 +135,7 @@ class AuthThrottle:
         if entry is None or now - entry.first > self.window:
             entry = self._clients[client] = _Failures(0, now)
         entry.count += 1
+        metrics.LOGINS_FAILED.inc()
         if entry.count >= self.max_failures:
             entry.locked_until = now + self.lockout
         self._prune(now)
@@ -346,7 +353,7 @@ class Listener:
         self.endpoints = [e for e in endpoints if e.port]
         self.tls_context = tls_context
         self.limits = limits
-        self.admission = Admission(limits)
+        self.admission = Admission(limits, name)
         self.busy_reply = busy_reply
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()

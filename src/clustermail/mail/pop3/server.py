@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from dataclasses import dataclass
 
 from clustermail.logutil import log_event
+from clustermail.mail import metrics
 from clustermail.mail.backends import MailStoreService
 from clustermail.mail.net.listener import (
     AuthThrottle,
@@ -43,6 +45,11 @@ from clustermail.mail.store import MailboxDatabase, MessageNotFoundError, StoreE
 INBOX = "INBOX"
 INLINE_READ = 256 * 1024  # messages up to this size are read on the event loop
 BUSY = b"-ERR [SYS/TEMP] too many connections; try again later\r\n"
+
+
+#: Command names counted by name in the metrics (anything else counts as OTHER).
+POP3_VERBS = frozenset({"USER", "PASS", "APOP", "AUTH", "STAT", "LIST", "RETR", "DELE", "NOOP",
+                        "RSET", "QUIT", "TOP", "UIDL", "CAPA", "STLS"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +132,12 @@ class Pop3Service:
                 except LineTooLong:
                     await conn.send(err("line too long").data)
                     continue
+                started = time.monotonic()
+                verb = line.split(b" ", 1)[0].strip().decode("ascii", "replace")[:8] or "?"
                 if not await self._run(client, client.session.handle(line)):
                     return
+                metrics.command("pop3", verb.upper() if verb.upper() in POP3_VERBS else "OTHER",
+                                time.monotonic() - started)
         finally:
             if client.mailbox is not None:
                 self.locks.release(client.mailbox)

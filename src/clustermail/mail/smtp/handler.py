@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from aiosmtpd.smtp import Envelope, Session
 
 from clustermail.logutil import log_event
+from clustermail.mail import metrics
 from clustermail.mail.backends import MailboxRef, MailStoreService
 from clustermail.mail.net.listener import AuthThrottle, client_address
 from clustermail.mail.queue import dsn
@@ -377,6 +378,8 @@ class SmtpHandler:
             wake = self.ctx.wake_queue
             if wake is not None:
                 wake()
+        metrics.RECEIVED.inc()
+        metrics.DELIVERED.inc(len(delivered))
         self._track("receive", envelope, mid, len(message), "2.0.0",
                     f"delivered {len(delivered)}, queued {len(remote) + len(retry)}, "
                     f"failed {len(failed)}", client)
