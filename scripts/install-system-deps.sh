@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the test suite needs (an etcd server; later the
-# reference mail servers and mail clients). Idempotent: does nothing when all
+# Installs the Debian packages the test suite needs (an etcd server, the reference
+# mail servers and mail clients, a browser for the console, promtool). Idempotent: does nothing when all
 # commands are already present. Run as root (CI is root).
 set -euo pipefail
 
@@ -15,6 +15,11 @@ declare -A NEEDED=(
   [offlineimap]=offlineimap3
   [ip]=iproute2
   [arping]=iputils-arping
+  # The console's browser test (headless Chromium driven by Selenium) and promtool,
+  # which checks the alert rules of docs/monitoring.md.
+  [chromium]=chromium
+  [chromedriver]=chromium-driver
+  [promtool]=prometheus
 )
 
 # perl module -> Debian package (swaks needs these for STARTTLS and implicit TLS)

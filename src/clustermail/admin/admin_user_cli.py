@@ -13,6 +13,8 @@ from clustermail.admin import sample_cluster
 from clustermail.admin.common import Add, add_group, emit, table, with_store
 from clustermail.admin.errors import AdminError
 from clustermail.admin.mail_cli import read_password
+from clustermail.admin.service import is_loopback
+from clustermail.cluster.model import ClusterConfig
 from clustermail.coord import Store
 
 #: The account `clustermail up` creates, with its password in DATA/passwords.json.
@@ -100,7 +102,26 @@ def _password_option(p: argparse.ArgumentParser) -> None:
                    "(default: ask, in a terminal)")
 
 
-async def seed_admin(store: Store, data_dir: Path, console: Console) -> str | None:
+def console_url(config: ClusterConfig) -> str | None:
+    """Where the cluster group's admin service serves the console (plain HTTP on a
+    loopback address when it has one, else HTTPS)."""
+    for vs in config.virtual_servers:
+        admin = next((r for r in vs.resources if r.type == "admin_service"), None)
+        ip = next((r for r in vs.resources if r.type == "ip_address"), None)
+        if admin is None or ip is None:
+            continue
+        address = str(ip.properties.get("address"))
+        host = f"[{address}]" if ":" in address else address
+        http, https = admin.properties.get("http_port"), admin.properties.get("https_port")
+        if http and is_loopback(address):
+            return f"http://{host}:{http}/console/"
+        if https:
+            return f"https://{host}:{https}/console/"
+    return None
+
+
+async def seed_admin(store: Store, config: ClusterConfig, data_dir: Path,
+                     console: Console) -> str | None:
     """The sample cluster's `admin` operator, created once with a random password kept
     in DATA/passwords.json; prints the console's address. Returns the new password."""
     from clustermail.admin.api.accounts import Accounts
@@ -115,6 +136,6 @@ async def seed_admin(store: Store, data_dir: Path, console: Console) -> str | No
         passwords[DEFAULT_ADMIN] = created
         sample_cluster.save_passwords(data_dir, passwords)
     shown = created or f"(in {sample_cluster.passwords_path(data_dir)})"
-    console.print(f"console: [bold]{sample_cluster.console_url()}[/] — log in as "
+    console.print(f"console: [bold]{console_url(config)}[/] — log in as "
                   f"[bold]{DEFAULT_ADMIN}[/], password [bold]{shown}[/]")
     return created

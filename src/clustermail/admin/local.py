@@ -169,7 +169,7 @@ async def up(data_dir: Path, console: Console) -> int:
         if any(r.type == "admin_service" for vs in config.virtual_servers for r in vs.resources):
             from clustermail.admin.admin_user_cli import seed_admin
 
-            await seed_admin(store, data_dir, console)
+            await seed_admin(store, config, data_dir, console)
         console.print(
             "[dim]following the cluster log; Ctrl-C stops the cluster. In another terminal: "
             f"clustermail status --data {data_dir}[/]"

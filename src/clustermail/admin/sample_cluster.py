@@ -101,10 +101,6 @@ def cluster_group() -> dict[str, Any]:
     }
 
 
-def console_url() -> str:
-    return f"http://{CLUSTER_ADDRESS}:{ADMIN_PORTS['http']}/console/"
-
-
 def sample_config() -> ClusterConfig:
     """node1..node4; mail1..mail3 on 127.0.0.11..13, each with SMTP, IMAP4 and POP3; the
     cluster group on 127.0.0.10."""
