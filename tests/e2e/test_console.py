@@ -130,9 +130,11 @@ def test_console_in_a_browser(tmp_path: Path, browser: WebDriver) -> None:
         assert url in out
         password = json.loads((data / "passwords.json").read_text())["admin"]
         log_in(browser, url, "admin", password)
+        def online(vs: str) -> Callable[[], bool]:
+            return lambda: (card(browser, vs) or {}).get("state") == "online"
+
         for vs in ("mail1", "mail2", "mail3", "cluster"):
-            wait(browser, f"{vs} online", lambda vs=vs: (card(browser, vs) or {})
-                 .get("state") == "online")
+            wait(browser, f"{vs} online", online(vs))
         assert card(browser, "mail1") == {"state": "online", "owner": "node1",
                                           "node": "node-node1"}
         assert card(browser, "cluster") == {"state": "online", "owner": "node3",
@@ -169,9 +171,11 @@ def test_console_in_a_browser(tmp_path: Path, browser: WebDriver) -> None:
         # Kill the node of the admin service: the console comes back at the same address.
         node3 = next(n for n in status(data)["nodes"] if n["name"] == "node3")
         os.kill(node3["pid"], signal.SIGKILL)
-        wait(browser, "the cluster group online elsewhere", lambda: (card(browser, "cluster")
-             or {}).get("owner") not in (None, "", "node3") and card(browser, "cluster")
-             ["state"] == "online", timeout=90)
+        def moved_on() -> bool:
+            group = card(browser, "cluster") or {}
+            return group.get("owner") not in (None, "", "node3") and group["state"] == "online"
+
+        wait(browser, "the cluster group online elsewhere", moved_on, timeout=90)
         assert browser.execute_script("return window.__same_page;") == marker
 
         # Performance and events views.
