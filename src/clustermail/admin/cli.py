@@ -51,7 +51,9 @@ def build_parser() -> Parser:
     add = command_adder(sub)
 
     add("up", "start the default local cluster (4 nodes, 3 virtual servers) and follow it", cmd_up)
-    add("status", "nodes and virtual servers at a glance", cmd_status)
+    p = add("status", "nodes and virtual servers at a glance", cmd_status)
+    p.add_argument("--watch", "-w", action="store_true",
+                   help="redraw the cluster picture live until Ctrl-C")
     p = add("explain", "why a virtual server runs where it runs (or why it does not)", cmd_explain)
     p.add_argument("vs")
     p = add("log", "the cluster event log", cmd_log)
@@ -129,6 +131,11 @@ async def cmd_up(args: argparse.Namespace, console: Console) -> int:
 
 
 async def cmd_status(args: argparse.Namespace, console: Console) -> int:
+    if args.watch:
+        from clustermail.admin.watch import watch
+
+        async with await with_store(args) as store:
+            return await watch(store, console)
     async with await with_store(args) as store:
         status = build_status(await intents.current_view(store))
     nodes = table("nodes", ("node", "state", "pid", "leader"), [

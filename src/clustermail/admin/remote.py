@@ -115,6 +115,9 @@ RemoteHandler = Callable[[ApiClient, argparse.Namespace, Console], Awaitable[int
 
 
 async def status(api: ApiClient, args: argparse.Namespace, console: Console) -> int:
+    if getattr(args, "watch", False):
+        raise AdminError("`status --watch` reads the store; through --api, open the console "
+                         "(the API's /console/) instead")
     data = await api.call("GET", "/status")
     emit(console, args, data, Group(_nodes(data), _servers(data)))
     return 0
