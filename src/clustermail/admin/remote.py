@@ -1,4 +1,4 @@
-"""`clustermail --api URL …`: the cluster commands through the admin API instead of the
+"""`clustermail … --api URL`: the cluster commands through the admin API instead of the
 coordination store, for a cluster on other machines.
 
 Credentials: ``CLUSTERMAIL_API_USER`` and ``CLUSTERMAIL_API_PASSWORD``, else the

@@ -18,7 +18,10 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import shutil
 from pathlib import Path
+
+from prometheus_client import Gauge
 
 from clustermail.cluster.resource_schema import (
     PropertyKind,
@@ -33,6 +36,7 @@ from clustermail.cluster.resources.base import (
     ResourceContext,
     ResourceError,
 )
+from clustermail.metrics import REGISTRY
 
 META_DIR = ".clustermail"
 EPOCH_FILE = f"{META_DIR}/epoch"
@@ -154,7 +158,10 @@ class DiskResource(Resource):
         self._mounted = False
 
     async def quick_check(self) -> bool:
-        return self._mounted and self.path.is_dir()
+        ok = self._mounted and self.path.is_dir()
+        if ok:
+            _export_usage(self.ctx.resource, self.path)
+        return ok
 
     async def thorough_check(self) -> bool:
         if not self._mounted:
@@ -180,3 +187,23 @@ DISK_TYPE = ResourceType(
         "create": PropertySpec(PropertyKind.BOOL),
     },
 )
+
+
+_DISK_BYTES: Gauge | None = None
+_DISK_FREE: Gauge | None = None
+
+
+def _export_usage(resource: str, path: Path) -> None:
+    """The disk's size and free space for the metrics (cheap: one statvfs)."""
+    global _DISK_BYTES, _DISK_FREE
+    if _DISK_BYTES is None or _DISK_FREE is None:
+        _DISK_BYTES = Gauge("clustermail_disk_bytes", "Size of a virtual server's disk",
+                            ["resource"], registry=REGISTRY)
+        _DISK_FREE = Gauge("clustermail_disk_free_bytes", "Free space on a virtual server's "
+                           "disk", ["resource"], registry=REGISTRY)
+    try:
+        usage = shutil.disk_usage(path)
+    except OSError:
+        return
+    _DISK_BYTES.labels(resource).set(usage.total)
+    _DISK_FREE.labels(resource).set(usage.free)
