@@ -106,6 +106,7 @@ class SmtpHandler:
         self, server: SmtpConnection, session: Session, envelope: Envelope, hostname: str,
         responses: list[str],
     ) -> list[str]:
+        metrics.COMMANDS.labels("smtp", "EHLO").inc()
         session.host_name = hostname
         keywords = [r[4:] for r in responses[1:] if r[4:] != "HELP"]
         keywords += ["PIPELINING", "ENHANCEDSTATUSCODES"]
@@ -117,6 +118,7 @@ class SmtpHandler:
     async def handle_AUTH(
         self, server: SmtpConnection, session: Session, envelope: Envelope, args: list[str]
     ) -> str | None:
+        metrics.COMMANDS.labels("smtp", "AUTH").inc()
         client = client_address(server.transport) if server.transport else "unknown"
         throttle = self.ctx.throttle
         if throttle.locked(client):
@@ -191,6 +193,7 @@ class SmtpHandler:
         self, server: SmtpConnection, session: Session, envelope: MailEnvelope, address: str,
         mail_options: list[str],
     ) -> str:
+        metrics.COMMANDS.labels("smtp", "MAIL").inc()
         user = _authenticated(session)
         if address != NULL_SENDER and not policy.valid_address(address):
             return "553 5.1.7 Bad sender address syntax"
@@ -227,6 +230,7 @@ class SmtpHandler:
         self, server: SmtpConnection, session: Session, envelope: MailEnvelope, address: str,
         rcpt_options: list[str],
     ) -> str:
+        metrics.COMMANDS.labels("smtp", "RCPT").inc()
         if len(envelope.rcpt_tos) >= self.ctx.limits.max_recipients:
             return f"452 4.5.3 Too many recipients (at most {self.ctx.limits.max_recipients})"
         if not policy.valid_address(address):
@@ -296,6 +300,7 @@ class SmtpHandler:
     async def handle_DATA(
         self, server: SmtpConnection, session: Session, envelope: MailEnvelope
     ) -> str:
+        metrics.COMMANDS.labels("smtp", "DATA").inc()
         content = envelope.original_content or b""
         bad = policy.bare_line_ending(content)
         client = client_address(server.transport) if server.transport else "unknown"

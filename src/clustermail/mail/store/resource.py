@@ -203,9 +203,12 @@ class MailStoreResource(Resource):
     async def quick_check(self) -> bool:
         if self._fenced is not None:
             return False
-        return self._mounted and all(
+        ok = self._mounted and all(
             db.mounted and db.failed is None for db in self.store.databases()
         )
+        if ok:
+            export_sizes(self.store)
+        return ok
 
     async def thorough_check(self) -> bool:
         if not await self.quick_check():
@@ -383,3 +386,15 @@ MAIL_STORE_TYPE = ResourceType(
         "retention_days": PropertySpec(PropertyKind.FLOAT, check=_days),
     },
 )
+
+
+def export_sizes(store: MailStore) -> None:
+    """Each database's file and write-ahead log size, for the metrics (a few stats)."""
+    from clustermail.mail import metrics
+
+    for info in store.list_databases():
+        size = 0
+        for path in (info.path, info.path.with_name(info.path.name + "-wal")):
+            with contextlib.suppress(OSError):
+                size += path.stat().st_size
+        metrics.DATABASE_BYTES.labels(info.storage_group, info.name).set(size)
