@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -168,6 +169,10 @@ def test_console_in_a_browser(tmp_path: Path, browser: WebDriver) -> None:
         assert browser.execute_script("return window.__same_page;") == marker
         shot(browser, "failover")
 
+        # HTTPS with the cluster's own certificate, the same on every node.
+        https = (f"{base}.10", port + 2)
+        certificate = ssl.get_server_certificate(https, timeout=10)
+
         # Kill the node of the admin service: the console comes back at the same address.
         node3 = next(n for n in status(data)["nodes"] if n["name"] == "node3")
         os.kill(node3["pid"], signal.SIGKILL)
@@ -177,6 +182,7 @@ def test_console_in_a_browser(tmp_path: Path, browser: WebDriver) -> None:
 
         wait(browser, "the cluster group online elsewhere", moved_on, timeout=90)
         assert browser.execute_script("return window.__same_page;") == marker
+        assert ssl.get_server_certificate(https, timeout=10) == certificate
 
         # Performance and events views.
         browser.find_element(By.CSS_SELECTOR, "#tabs [data-tab=performance]").click()
