@@ -71,9 +71,10 @@ async def test_node_metrics_show_mail_counters(tmp_path: Path) -> None:
 
         await asyncio.to_thread(traffic)
         deadline = asyncio.get_running_loop().time() + 30
-        while True:  # the host reports every 5 s
+        while True:  # the host reports every 5 s, its checks set gauges every 5 s
             samples = await asyncio.to_thread(scrape, url)
-            if value(samples, "clustermail_logins_failed_total", vs="mail1") >= 1:
+            if value(samples, "clustermail_logins_failed_total", vs="mail1") >= 1 \
+                    and value(samples, "clustermail_mailbox_database_bytes", vs="mail1") > 0:
                 break
             assert asyncio.get_running_loop().time() < deadline, "no counters from mail1"
             await asyncio.sleep(0.5)
