@@ -24,7 +24,7 @@ from tests.support.api_server import OPERATOR, VIEWER, Api, running_api
 
 #: A value for each path parameter, so every route can be called.
 PARAMS = {"resource": "pop3", "address": "alice@example.test", "domain": "example.test",
-          "alias": "postmaster@example.test"}
+          "alias": "postmaster@example.test", "member": "alice@example.test"}
 
 
 def concrete(route: Route) -> str:
@@ -36,6 +36,8 @@ def concrete(route: Route) -> str:
             if route.path.startswith("/admin-users"):
                 return "someone"
             return "mail1"
+        if name == "group":
+            return "SG1" if "storage" in route.path else "staff@example.test"
         return PARAMS[name]
 
     return re.sub(r"{(\w+)}", value, route.full_path)
@@ -169,6 +171,14 @@ async def test_viewer_reads(api: Api) -> None:
     ("DELETE", "/api/v1/admin-users/nobody", {}, 404, "not_found"),
     ("DELETE", "/api/v1/admin-users/oper", {}, 409, "conflict"),
     ("POST", "/api/v1/nodes/node1/evict", {}, 200, None),
+    ("GET", "/api/v1/virtual-servers/cluster/storage", {}, 409, "conflict"),
+    ("POST", "/api/v1/virtual-servers/mail1/storage/SG9/databases", {"json_body": {"name": "D"}},
+     422, "invalid"),
+    ("POST", "/api/v1/groups/staff@example.test/members", {"json_body": {}}, 422, "invalid"),
+    ("PUT", "/api/v1/domains/nowhere.test/catch-all", {"json_body": {"address": None}}, 404,
+     "not_found"),
+    ("PUT", "/api/v1/config", {"json_body": {"nodes": {}}}, 422, "invalid"),
+    ("PUT", "/api/v1/config", {"json_body": []}, 422, "invalid"),
 ])
 async def test_bad_input_is_a_clear_error(api: Api, method: str, path: str,
                                           kwargs: dict[str, Any], status: int,
@@ -275,6 +285,22 @@ async def test_mail_administration(api: Api) -> None:
         {"alias": "postmaster@example.test", "mailbox": "alice@example.test"}]
     assert [u["address"] for u in await ok("GET", "/api/v1/users?server=mail1")] == [
         "alice@example.test"]
+    await ok("PUT", "/api/v1/domains/example.test/catch-all", {"address": None})
+    await ok("POST", "/api/v1/users", {"address": "bob@example.test", "password": "bob-password",
+                                      "server": "mail2"})
+    assert (await ok("POST", "/api/v1/groups/staff@example.test/members",
+                     {"member": "bob@example.test"}))["members"] == ["bob@example.test"]
+    assert await ok("GET", "/api/v1/groups") == [
+        {"group": "staff@example.test", "members": ["bob@example.test"]}]
+    await ok("DELETE", "/api/v1/groups/staff@example.test/members/bob@example.test")
+    assert await ok("GET", "/api/v1/groups") == []
+    await ok("POST", "/api/v1/virtual-servers/mail2/storage", {"name": "SG2"})
+    await ok("POST", "/api/v1/virtual-servers/mail2/storage/SG2/databases", {"name": "DB7"})
+    storage = await ok("GET", "/api/v1/virtual-servers/mail2/storage")
+    assert storage["storage_groups"] == [
+        {"name": "SG1", "databases": [{"name": "DB1", "mailboxes": 1}]},
+        {"name": "SG2", "databases": [{"name": "DB7", "mailboxes": 0}]}]
+    await ok("DELETE", "/api/v1/users/bob@example.test")
     status, body = await api.call("DELETE", "/api/v1/domains/example.test")
     assert status == 409 and body["error"]["code"] == "conflict"
     await ok("DELETE", "/api/v1/aliases/postmaster@example.test")
@@ -287,6 +313,7 @@ async def test_mail_administration(api: Api) -> None:
     assert await ok("GET", "/api/v1/tracking?sender=a@example.test&since_hours=1") == []
     actions = [e.extra["action"] for e in await log_entries(api) if e.event == "admin_change"]
     assert actions[:3] == ["domain.add", "user.add", "alias.add"]
+    assert "storage.add_database" in actions and "group.add_member" in actions
 
 
 async def test_queue_and_tracking_read_the_virtual_servers_disks(api: Api) -> None:
@@ -418,3 +445,15 @@ async def test_metrics_and_history(api: Api) -> None:
     assert "clustermail_api_requests_total" in text
     status, history = await api.call("GET", "/api/v1/metrics/history", user=VIEWER)
     assert status == 200 and history == {"interval": 0, "samples": []}
+
+
+async def test_config_show_and_apply(api: Api) -> None:
+    status, shown = await api.call("GET", "/api/v1/config", user=VIEWER)
+    assert status == 200 and set(shown["virtual_servers"]) == {"cluster", "mail1", "mail2",
+                                                                  "mail3"}
+    shown["virtual_servers"]["mail1"]["priority"] = 5
+    status, answer = await api.call("PUT", "/api/v1/config", json_body=shown)
+    assert status == 200, answer
+    config = (await read_view(api.store)).applied_config()
+    mail1 = config.virtual_server("mail1")
+    assert mail1 is not None and mail1.priority == 5

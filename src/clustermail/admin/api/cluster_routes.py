@@ -20,6 +20,7 @@ from clustermail.admin.api.routing import (
     Role,
     Route,
     array,
+    invalid,
     not_found,
     nullable,
     obj,
@@ -236,12 +237,37 @@ async def resource_offline(call: Call) -> Any:
     return {"done": f"{name}/{res}: offline requested"}
 
 
+async def get_config(call: Call) -> Any:
+    view = await _view(call)
+    return view.config
+
+
+async def put_config(call: Call) -> Any:
+    from clustermail.admin.local import apply_config
+    from clustermail.cluster.config import ConfigError, config_from_dict
+
+    try:
+        config = config_from_dict(call.body, "the configuration")
+    except ConfigError as exc:
+        raise invalid(str(exc)) from None
+    revision = await apply_config(call.ctx.store, config)
+    await call.ctx.log_change(call.user, "config.apply", "applied a new configuration "
+                              f"(store revision {revision})")
+    return {"revision": revision, "done": "configuration applied"}
+
+
 MOVE_BODY = obj({"to": nullable(STRING)})
 ADD_RESOURCE = obj({"type": STRING, "name": STRING, "depends_on": STRINGS,
                     "properties": ANY_OBJECT}, required=["type"])
 VS = "/virtual-servers/{name}"
 
 ROUTES = [
+    Route("GET", "/config", get_config, "The applied configuration (the cluster file's "
+          "JSON form, as `config show`)", "cluster", VIEW, response=ANY_OBJECT),
+    Route("PUT", "/config", put_config, "Validate and apply a configuration (as `config "
+          "apply`; the body is the JSON form of the cluster file)", "cluster", OP,
+          body=ANY_OBJECT, body_required=True,
+          response=obj({"revision": INTEGER, "done": STRING})),
     Route("GET", "/status", get_status, "The cluster at a glance (the `status --json` "
           "document)", "cluster", VIEW, response=STATUS),
     Route("GET", "/nodes", list_nodes, "List nodes", "nodes", VIEW, response=array(NODE)),

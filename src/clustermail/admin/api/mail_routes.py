@@ -215,6 +215,87 @@ async def remove_alias(call: Call) -> Any:
     return {"done": f"alias {entry.address} removed"}
 
 
+async def set_catch_all(call: Call) -> Any:
+    domain = call.param("domain")
+    async with directory(call) as d:
+        entry = await d.set_catch_all(domain, call.body.get("address"))
+    await call.ctx.log_change(call.user, "domain.catch_all",
+                              f"set the catch-all of {entry.domain} to "
+                              f"{entry.catch_all or 'none'}")
+    return {"domain": entry.domain, "catch_all": entry.catch_all}
+
+
+# --------------------------------------------------------------------------- groups
+
+
+async def list_groups(call: Call) -> Any:
+    async with directory(call) as d:
+        groups = await d.list_groups(call.query("domain"))
+    return [{"group": g.address, "members": list(g.members)} for g in groups]
+
+
+async def add_group_member(call: Call) -> Any:
+    group = call.param("group")
+    async with directory(call) as d:
+        entry = await d.add_group_member(group, call.body["member"])
+    await call.ctx.log_change(call.user, "group.add_member",
+                              f"added {call.body['member']} to {entry.address}")
+    return {"group": entry.address, "members": list(entry.members)}
+
+
+async def remove_group_member(call: Call) -> Any:
+    group, member = call.param("group"), call.param("member")
+    async with directory(call) as d:
+        left = await d.remove_group_member(group, member)
+    await call.ctx.log_change(call.user, "group.remove_member",
+                              f"removed {member} from {group}")
+    return {"group": group, "members": list(left.members) if left else []}
+
+
+# --------------------------------------------------------------------------- storage plans
+
+
+async def _mail_vs(call: Call) -> str:
+    from clustermail.admin.mail_cli import check_vs as check_mail_vs
+
+    name = call.param("name")
+    await check_mail_vs(call.ctx.store, name)
+    return name
+
+
+async def get_storage(call: Call) -> Any:
+    name = await _mail_vs(call)
+    async with directory(call) as d:
+        layout = await d.storage_layout(name)
+        boxes = await d.list_mailboxes(server=name)
+    return {"vs": name, "storage_groups": [
+        {"name": g.name, "databases": [
+            {"name": db, "mailboxes": sum(1 for b in boxes
+                                          if (b.storage_group, b.database) == (g.name, db))}
+            for db in g.databases]}
+        for g in layout.storage_groups]}
+
+
+async def add_storage_group(call: Call) -> Any:
+    name = await _mail_vs(call)
+    group = call.body["name"]
+    async with directory(call) as d:
+        await d.add_storage_group(name, group)
+    await call.ctx.log_change(call.user, "storage.add_group",
+                              f"planned storage group {group} on {name}", vs=name)
+    return {"done": f"storage group {group} planned on {name}: its mail_store creates it"}
+
+
+async def add_database(call: Call) -> Any:
+    name, group = await _mail_vs(call), call.param("group")
+    db = call.body["name"]
+    async with directory(call) as d:
+        await d.add_database(name, group, db)
+    await call.ctx.log_change(call.user, "storage.add_database",
+                              f"planned database {group}/{db} on {name}", vs=name)
+    return {"done": f"database {group}/{db} planned on {name}: its mail_store creates it"}
+
+
 # --------------------------------------------------------------------------- queue, tracking
 
 
@@ -334,6 +415,28 @@ ROUTES = [
           body_required=True, status=201, response=DOMAIN),
     Route("DELETE", "/domains/{domain}", remove_domain, "Remove a domain that holds no "
           "recipients", "mail", OP, response=DONE),
+    Route("PUT", "/domains/{domain}/catch-all", set_catch_all, "Set (or, with null, clear) "
+          "the mailbox, alias or group that gets mail for unknown addresses", "mail", OP,
+          body=obj({"address": nullable(STRING)}, required=["address"]), body_required=True,
+          response=DOMAIN),
+    Route("GET", "/groups", list_groups, "List distribution groups", "mail", VIEW,
+          response=array(obj({"group": STRING, "members": STRINGS})), query=FILTERS),
+    Route("POST", "/groups/{group}/members", add_group_member, "Add a member to a "
+          "distribution group (creates the group on its first)", "mail", OP,
+          body=obj({"member": STRING}, required=["member"]), body_required=True, status=201,
+          response=obj({"group": STRING, "members": STRINGS})),
+    Route("DELETE", "/groups/{group}/members/{member}", remove_group_member, "Remove a member "
+          "(the last takes the group along)", "mail", OP,
+          response=obj({"group": STRING, "members": STRINGS})),
+    Route("GET", "/virtual-servers/{name}/storage", get_storage, "A virtual server's planned "
+          "storage groups and databases", "mail", VIEW, response=obj({}, additional=True)),
+    Route("POST", "/virtual-servers/{name}/storage", add_storage_group, "Plan a storage group "
+          "on a virtual server", "mail", OP, body=obj({"name": STRING}, required=["name"]),
+          body_required=True, status=201, response=DONE),
+    Route("POST", "/virtual-servers/{name}/storage/{group}/databases", add_database, "Plan a "
+          "database in a storage group", "mail", OP, body=obj({"name": STRING},
+                                                           required=["name"]),
+          body_required=True, status=201, response=DONE),
     Route("GET", "/users", list_users, "List mailboxes", "mail", VIEW, response=array(USER),
           query=(*FILTERS, Param("server", "only mailboxes homed on this virtual server"))),
     Route("POST", "/users", add_user, "Add a mailbox homed on a virtual server", "mail", OP,
