@@ -200,11 +200,10 @@ def translate(exc: Exception) -> ApiError | None:
 
 def error_response(error: ApiError, request: web.Request) -> web.Response:
     response = web.json_response(error.body(), status=error.status)
-    if error.status == 401 and getattr(error, "challenge", False) \
-            and CONSOLE_HEADER not in request.headers:
+    if error.status == 401 and error.challenge and CONSOLE_HEADER not in request.headers:
         response.headers["WWW-Authenticate"] = 'Basic realm="clustermail", charset="UTF-8"'
     if error.status == 429:
-        response.headers["Retry-After"] = str(max(1, round(getattr(error, "retry_after", 1))))
+        response.headers["Retry-After"] = str(max(1, round(error.retry_after or 1)))
     return response
 
 

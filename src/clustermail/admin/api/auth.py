@@ -43,9 +43,7 @@ WINDOW = 60.0
 
 
 def unauthorized(message: str, challenge: bool = True) -> ApiError:
-    error = ApiError(401, "unauthorized", message)
-    error.challenge = challenge  # type: ignore[attr-defined]
-    return error
+    return ApiError(401, "unauthorized", message, challenge=challenge)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,10 +104,9 @@ class Authenticator:
         keys = [f"addr:{request.remote or '?'}", f"name:{name.lower()}"]
         wait = self.throttle.retry_after(keys)
         if wait > 0:
-            error = ApiError(429, "too_many_attempts",
-                             f"too many failed logins; try again in {wait:.0f} s")
-            error.retry_after = wait  # type: ignore[attr-defined]
-            raise error
+            raise ApiError(429, "too_many_attempts",
+                           f"too many failed logins; try again in {wait:.0f} s",
+                           retry_after=wait)
         digest = hashlib.sha256(f"{name}\0{password}".encode()).digest()
         now = time.monotonic()
         if self._cache.get((name, digest), 0.0) > now:

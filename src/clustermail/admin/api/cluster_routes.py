@@ -55,7 +55,9 @@ async def _view(call: Call) -> ClusterView:
     return await intents.current_view(call.ctx.store)
 
 
-def _status(view: ClusterView) -> dict[str, Any]:
+def status_document(view: ClusterView) -> dict[str, Any]:
+    """`status --json` with, per node, what it runs, and per virtual server its kind and
+    preferred owners."""
     status = build_status(view)
     config = view.cluster_config
     for node in status["nodes"]:
@@ -69,11 +71,11 @@ def _status(view: ClusterView) -> dict[str, Any]:
 
 
 async def get_status(call: Call) -> Any:
-    return _status(await _view(call))
+    return status_document(await _view(call))
 
 
 async def list_nodes(call: Call) -> Any:
-    return _status(await _view(call))["nodes"]
+    return status_document(await _view(call))["nodes"]
 
 
 def _node(status: dict[str, Any], name: str) -> dict[str, Any]:
@@ -85,7 +87,7 @@ def _node(status: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 async def get_node(call: Call) -> Any:
-    return _node(_status(await _view(call)), call.param("name"))
+    return _node(status_document(await _view(call)), call.param("name"))
 
 
 async def pause_node(call: Call) -> Any:
@@ -113,7 +115,7 @@ async def evict_node(call: Call) -> Any:
 
 
 async def list_virtual_servers(call: Call) -> Any:
-    return _status(await _view(call))["virtual_servers"]
+    return status_document(await _view(call))["virtual_servers"]
 
 
 def resources_of(view: ClusterView, vs: str) -> list[dict[str, Any]]:
@@ -137,7 +139,7 @@ async def get_virtual_server(call: Call) -> Any:
     name = call.param("name")
     view = await _view(call)
     intents.check_vs(view, name)
-    vs = next(v for v in _status(view)["virtual_servers"] if v["name"] == name)
+    vs = next(v for v in status_document(view)["virtual_servers"] if v["name"] == name)
     intent = view.vs_intent(name)
     vs["resource_list"] = resources_of(view, name)
     vs["admin_offline"] = intent.offline

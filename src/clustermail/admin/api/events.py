@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from clustermail.admin import intents
-from clustermail.admin.api.cluster_routes import _status
+from clustermail.admin.api.cluster_routes import status_document
 from clustermail.admin.api.routing import (
     ANY_OBJECT,
     NUMBER,
@@ -105,7 +105,7 @@ async def stream_events(call: Call) -> web.StreamResponse:
             await changed.wait()
             changed.clear()
             with contextlib.suppress(CoordError):
-                offer("status", _status(await intents.current_view(store)))
+                offer("status", status_document(await intents.current_view(store)))
             await asyncio.sleep(STATUS_EVERY)
 
     async def samples() -> None:

@@ -49,12 +49,17 @@ class Role(enum.IntEnum):
 class ApiError(Exception):
     """An answer other than success: HTTP status, stable code, one-line message."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, *, challenge: bool = False,
+                 retry_after: float | None = None) -> None:
         one_line = "; ".join(part.strip(" -") for part in message.splitlines() if part.strip())
         super().__init__(one_line)
         self.status = status
         self.code = code
         self.message = one_line
+        #: A 401 that asks for HTTP Basic (``WWW-Authenticate``).
+        self.challenge = challenge
+        #: Seconds for ``Retry-After`` (429).
+        self.retry_after = retry_after
 
     def body(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message, "status": self.status}}
