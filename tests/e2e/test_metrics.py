@@ -88,6 +88,9 @@ async def test_node_metrics_show_mail_counters(tmp_path: Path) -> None:
                      command="DATA") == 1
         assert value(samples, "clustermail_mailbox_database_bytes", vs="mail1") > 0
         assert value(samples, "clustermail_disk_free_bytes", vs="mail1") > 0
+        assert ("clustermail_transaction_log_bytes", frozenset(
+            {"vs": "mail1", "node": "node1", "storage_group": "SG1", "database": "DB1"}.items())
+        ) in samples
         assert value(samples, "clustermail_node_up", node="node1") == 1
         assert value(samples, "clustermail_resource_state", vs="mail1", resource="smtp",
                      state="online") == 1

@@ -42,6 +42,8 @@ QUEUE_OLDEST = Gauge("clustermail_queue_oldest_seconds", "Age of the oldest queu
 DATABASE_BYTES = Gauge("clustermail_mailbox_database_bytes", "Size of a mailbox database "
                        "file and its write-ahead log", ["storage_group", "database"],
                        registry=REGISTRY)
+LOG_BYTES = Gauge("clustermail_transaction_log_bytes", "Size of a mailbox database's "
+                  "transaction log files", ["storage_group", "database"], registry=REGISTRY)
 
 
 def command(protocol: str, name: str, seconds: float) -> None:

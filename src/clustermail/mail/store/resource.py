@@ -398,3 +398,9 @@ def export_sizes(store: MailStore) -> None:
             with contextlib.suppress(OSError):
                 size += path.stat().st_size
         metrics.DATABASE_BYTES.labels(info.storage_group, info.name).set(size)
+        logs = store.storage_group(info.storage_group).logs
+        if logs is not None:
+            log_size = 0
+            with contextlib.suppress(OSError):
+                log_size = sum(f.stat().st_size for f in logs.log_dir(info.name).iterdir())
+            metrics.LOG_BYTES.labels(info.storage_group, info.name).set(log_size)
