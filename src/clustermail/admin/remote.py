@@ -11,7 +11,7 @@ file ``CLUSTERMAIL_API_CONFIG`` (default ``~/.config/clustermail/api.toml``)::
 
 ``CLUSTERMAIL_API_INSECURE=1`` also skips certificate verification.
 
-Supported: ``status``, ``explain``, ``node list|pause|resume|evict``, ``vs
+Supported: ``status``, ``explain``, ``log [--follow]``, ``node list|pause|resume|evict``, ``vs
 list|move|online|offline|clear-failures``, ``resource online|offline``.
 """
 
@@ -20,11 +20,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import os
 import ssl
 import time
 import tomllib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -105,6 +106,28 @@ class ApiClient:
             raise AdminError(f"cannot reach the admin API at {self.url}: {exc}") from None
         except TimeoutError:
             raise AdminError(f"the admin API at {self.url} did not answer in time") from None
+
+
+    async def stream(self, path: str) -> AsyncIterator[tuple[str, Any]]:
+        """The server-sent events of ``path``: (event, decoded data), until it ends."""
+        assert self.session is not None
+        try:
+            async with self.session.get(f"{self.url}/api/v1{path}", headers=self.headers,
+                                        ssl=self.verify,
+                                        timeout=aiohttp.ClientTimeout(total=None,
+                                                                      sock_read=60)) as r:
+                if r.status >= 400:
+                    raise AdminError(f"{path}: {r.status} {r.reason}")
+                kind = ""
+                async for raw in r.content:
+                    line = raw.decode().rstrip("\r\n")
+                    if line.startswith("event: "):
+                        kind = line[7:]
+                    elif line.startswith("data: ") and kind:
+                        yield kind, json.loads(line[6:])
+                        kind = ""
+        except aiohttp.ClientError as exc:
+            raise AdminError(f"the admin API at {self.url} went away: {exc}") from None
 
 
 def _p(text: str) -> str:
@@ -202,10 +225,31 @@ async def vs_move(api: ApiClient, args: argparse.Namespace, console: Console) ->
                      "`clustermail log`")
 
 
+async def log(api: ApiClient, args: argparse.Namespace, console: Console) -> int:
+    from clustermail.admin.common import emit_line
+    from clustermail.admin.local import format_entry
+    from clustermail.cluster.eventlog import LogEntry
+
+    def show(data: dict[str, Any]) -> None:
+        if args.json:
+            emit_line(data)
+        else:
+            console.print(format_entry(LogEntry(**data)), highlight=False)
+
+    for entry in await api.call("GET", f"/events?limit={max(1, args.n)}"):
+        show(entry)
+    if args.follow:
+        async for kind, data in api.stream("/events/stream"):
+            if kind == "log":
+                show(data)
+    return 0
+
+
 #: (command, action) → what runs it through the API.
 REMOTE: dict[tuple[str, str | None], RemoteHandler] = {
     ("status", None): status,
     ("explain", None): explain,
+    ("log", None): log,
     ("node", "list"): node_list,
     ("node", "pause"): node_action,
     ("node", "resume"): node_action,
@@ -230,7 +274,7 @@ def remote_handler(args: argparse.Namespace) -> Handler:
     if handler is None:
         what = " ".join(k for k in key if k)
         raise AdminError(f"`{what}` is not available through --api (available: status, "
-                         "explain, node pause|resume|evict|list, vs list|move|online|offline|"
+                         "explain, log, node pause|resume|evict|list, vs list|move|online|offline|"
                          "clear-failures, resource online|offline|remove)")
 
     async def run(args: argparse.Namespace, console: Console) -> int:

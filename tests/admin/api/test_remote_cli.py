@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -61,6 +62,37 @@ async def test_changes_through_the_api(api: Api) -> None:
     assert view.offline_resources("mail1") == ["pop3"]
     code, out, _ = await cli("explain", "mail1", "--api", api.url)
     assert code == 0 and "candidates, in the order tried" in out
+
+
+async def test_log_through_the_api(api: Api) -> None:
+    await api.call("POST", "/api/v1/nodes/node2/pause")
+    code, out, err = await cli("log", "--json", "--api", api.url)
+    assert code == 0, err
+    entries = [json.loads(line) for line in out.splitlines()]
+    assert entries[-1]["message"] == "oper: paused node2"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "clustermail", "log", "--follow", "--json", "-n", "1",
+        "--api", api.url, stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "CLUSTERMAIL_API_USER": OPERATOR[0],
+             "CLUSTERMAIL_API_PASSWORD": OPERATOR[1],
+             "CLUSTERMAIL_API_CONFIG": "/nonexistent/api.toml"})
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(30):
+            first = json.loads(await proc.stdout.readline())
+            assert first["message"] == "oper: paused node2"
+            # Resumed again until seen: a change made before the stream opened is not sent.
+            seen = False
+            while not seen:
+                await api.call("POST", "/api/v1/nodes/node2/resume")
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1):
+                        while not seen:
+                            entry = json.loads(await proc.stdout.readline())
+                            seen = entry["message"] == "oper: resumed node2"
+    finally:
+        proc.kill()
+        await proc.wait()
 
 
 async def test_clear_errors_through_the_api(api: Api) -> None:
