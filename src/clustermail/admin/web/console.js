@@ -200,10 +200,11 @@ function vsCard(vs, nodes, detail) {
 async function renderStatus(status) {
   state.status = status;
   $("#cluster-name").textContent = status.cluster;
+  const mailServers = status.virtual_servers.filter((v) => v.kind !== "cluster").map((v) => v.name);
   for (const select of document.querySelectorAll(".vs-select")) {
-    if (select.options.length !== status.virtual_servers.length) {
-      select.replaceChildren(...status.virtual_servers.filter((v) => v.kind !== "cluster")
-        .map((v) => el("option", { value: v.name, text: v.name })));
+    const shown = [...select.options].map((o) => o.value);
+    if (shown.join() !== mailServers.join()) {  // keep the choice unless the list changed
+      select.replaceChildren(...mailServers.map((name) => el("option", { value: name, text: name })));
     }
   }
   const details = {};
