@@ -377,10 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(highlight=False)
     logutil.setup()
     try:
-        if getattr(args, "api", None):
-            from clustermail.admin.remote import remote_handler
+        from clustermail.admin.remote import remote_handler
 
-            handler = remote_handler(args)
+        handler = remote_handler(args) or handler
         return asyncio.run(handler(args, console))
     except KeyboardInterrupt:
         return 130

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -44,9 +43,10 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
                    help="the local cluster's data directory (default: ./clustermail-data)")
     p.add_argument("--store", help="coordination store URL (default: sqlite store under --data)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--api", metavar="URL", default=os.environ.get("CLUSTERMAIL_API_URL"),
+    p.add_argument("--api", metavar="URL",
                    help="drive a cluster through its admin API (e.g. https://HOST:8443) "
-                   "instead of its store; credentials from CLUSTERMAIL_API_USER and "
+                   "instead of its store (default: CLUSTERMAIL_API_URL, for the commands that "
+                   "support it); credentials from CLUSTERMAIL_API_USER and "
                    "CLUSTERMAIL_API_PASSWORD or ~/.config/clustermail/api.toml")
 
 

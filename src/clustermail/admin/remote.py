@@ -267,10 +267,16 @@ REMOTE: dict[tuple[str, str | None], RemoteHandler] = {
 }
 
 
-def remote_handler(args: argparse.Namespace) -> Handler:
-    """The handler that runs the chosen command through ``--api``."""
-    key = (args.command, getattr(args, "sub", None))
+def remote_handler(args: argparse.Namespace) -> Handler | None:
+    """The handler that runs the chosen command through the API: with ``--api URL``, or
+    ``CLUSTERMAIL_API_URL`` for a command that supports it; None: use the store."""
+    key: tuple[str, str | None] = (str(getattr(args, "command", "")), getattr(args, "sub", None))
     handler = REMOTE.get(key)
+    if not getattr(args, "api", None):
+        url = os.environ.get("CLUSTERMAIL_API_URL") if handler is not None else None
+        if not url:
+            return None
+        args.api = url
     if handler is None:
         what = " ".join(k for k in key if k)
         raise AdminError(f"`{what}` is not available through --api (available: status, "

@@ -149,3 +149,13 @@ async def test_admin_user_commands(tmp_path: Path) -> None:
     assert code == 0, err
     code, _, err = await cli("admin-user", "remove", "alice", *where, user=None)
     assert code == 1 and "no administrator named 'alice'" in err
+
+
+async def test_the_api_url_from_the_environment(api: Api, tmp_path: Path) -> None:
+    code, out, err = await cli("status", "--json", env={"CLUSTERMAIL_API_URL": api.url})
+    assert code == 0, err
+    assert json.loads(out)["cluster"] == "clustermail"
+    # A command the API does not offer still uses the store (none here: a clear error).
+    code, _, err = await cli("user", "list", "--data", str(tmp_path),
+                             env={"CLUSTERMAIL_API_URL": api.url})
+    assert code == 1 and "no local cluster" in err
