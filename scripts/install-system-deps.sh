@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite needs (an etcd server, the reference
-# IMAP server, mail clients, network tools). With --bench, also the peers that
-# `make bench` compares with (Postfix with smtp-source, Dovecot's LMTP and POP3
-# servers). Idempotent: does nothing when all of it is already present. Run as
-# root (CI is root).
+# IMAP server, mail clients, network tools, a browser for the console, promtool).
+# With --bench, also the peers that `make bench` compares with (Postfix with
+# smtp-source, Dovecot's LMTP and POP3 servers). Idempotent: does nothing when all
+# of it is already present. Run as root (CI is root).
 set -euo pipefail
 
 # command -> Debian package
@@ -17,6 +17,11 @@ declare -A NEEDED=(
   [offlineimap]=offlineimap3
   [ip]=iproute2
   [arping]=iputils-arping
+  # The console's browser test (headless Chromium driven by Selenium) and promtool,
+  # which checks the alert rules of docs/monitoring.md.
+  [chromium]=chromium
+  [chromedriver]=chromium-driver
+  [promtool]=prometheus
 )
 
 # file -> Debian package, for what has no command on PATH (Dovecot's protocol servers)

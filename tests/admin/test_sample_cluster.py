@@ -15,8 +15,9 @@ def test_shape() -> None:
     assert config.node_names == ("node1", "node2", "node3", "node4")
     assert config.placement is PlacementMode.ACTIVE_PASSIVE
     assert config.timing == DEFAULT_TIMING
-    assert [vs.name for vs in config.virtual_servers] == list(USERS)
-    for i, vs in enumerate(config.virtual_servers, 1):
+    assert [vs.name for vs in config.virtual_servers] == [*USERS, "cluster"]
+    mail = [vs for vs in config.virtual_servers if vs.takes_room]
+    for i, vs in enumerate(mail, 1):
         assert vs.preferred_owners == (f"node{i}", "node4")
         assert vs.failback.mode is FailbackMode.NEVER
         assert [r.name for r in vs.resources] == [
@@ -32,7 +33,7 @@ def test_placement_sees_the_shape_the_golden_files_use() -> None:
     ours, twin = sample_config(), banner_cluster_config()
     assert ours.node_names == twin.node_names
     assert [(v.name, v.preferred_owners, v.possible_owners, v.failback, v.priority)
-            for v in ours.virtual_servers] == [
+            for v in ours.virtual_servers if v.takes_room] == [
         (v.name, v.preferred_owners, v.possible_owners, v.failback, v.priority)
         for v in twin.virtual_servers]
 
@@ -40,3 +41,15 @@ def test_placement_sees_the_shape_the_golden_files_use() -> None:
 def test_round_trips_through_toml() -> None:
     text = render_toml(sample_config())
     assert parse_config(text, "cluster.toml") == sample_config()
+
+
+def test_cluster_group_and_metrics() -> None:
+    config = sample_config()
+    group = config.virtual_server("cluster")
+    assert group is not None and not group.takes_room
+    ip, admin = group.resource("ip"), group.resource("admin")
+    assert ip is not None and ip.properties["address"] == "127.0.0.10"
+    assert admin is not None and admin.type == "admin_service" and admin.depends_on == ("ip",)
+    assert admin.properties["http_port"] == 8080 and admin.properties["https_port"] == 8443
+    assert [n.metrics_url for n in config.nodes] == [
+        f"http://127.0.0.1:{port}/metrics" for port in (9101, 9102, 9103, 9104)]

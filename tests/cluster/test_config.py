@@ -189,7 +189,7 @@ IP = f"{VS1}/resources/ip"
 MISTAKES: list[tuple[str, str, Any, str]] = [
     ("unknown resource type", f"{IP}/type", "ipaddress",
      # Only the start of the list: other layers' types (mail_store…) may be registered too.
-     f"{RES}.ip.type: unknown resource type 'ipaddress' (expected one of: disk, "),
+     f"{RES}.ip.type: unknown resource type 'ipaddress' (expected one of: "),
     ("type suggestion", f"{IP}/type", "ipaddress", "did you mean 'ip_address'?"),
     ("missing type", f"{IP}/type", _DELETE, f"{RES}.ip: missing 'type' (one of: "),
     ("unknown property", f"{IP}/properties/adress", "x",
@@ -256,7 +256,7 @@ MISTAKES: list[tuple[str, str, Any, str]] = [
     ("misspelt key", f"{VS1}/prefered_owners", ["node1"],
      "virtual_servers.mail1.prefered_owners: unknown key 'prefered_owners' (expected one of: "
      "priority, preferred_owners, possible_owners, failback, failover_threshold, "
-     "failover_period_hours, host_timeout, resources); did you mean 'preferred_owners'?"),
+     "failover_period_hours, host_timeout, resources, kind); did you mean 'preferred_owners'?"),
     ("zero host timeout", f"{VS1}/host_timeout", 0,
      "virtual_servers.mail1.host_timeout: expected a number > 0, got 0"),
     ("host timeout shorter than three pings", f"{VS1}/host_timeout", 1,
@@ -360,3 +360,34 @@ def test_process_env_is_a_list_of_assignments() -> None:
     assert banner is not None and banner.properties["env"] == ("LANG=C.UTF-8", "EMPTY=")
     props["env"] = ["no equals sign"]
     assert any('"NAME=value" strings' in p for p in problems_of(data))
+
+
+def test_cluster_group_kind_and_node_metrics_round_trip() -> None:
+    from clustermail.cluster.config import parse_config, render_toml
+    from clustermail.cluster.model import GroupKind
+
+    data = seed_dict()
+    data["nodes"]["node1"] = {"metrics": "127.0.0.1:9101"}
+    data["virtual_servers"]["cluster"] = {
+        "kind": "cluster",
+        "resources": {"ip": {"type": "ip_address", "properties": {"address": "127.0.0.10"}}},
+    }
+    config = config_from_dict(data)
+    group = config.virtual_server("cluster")
+    assert group is not None and group.kind is GroupKind.CLUSTER and not group.takes_room
+    node1 = config.node("node1")
+    assert node1 is not None and node1.metrics_url == "http://127.0.0.1:9101/metrics"
+    assert parse_config(render_toml(config)) == config
+
+
+def test_cluster_group_and_metrics_mistakes() -> None:
+    data = seed_dict()
+    data["nodes"]["node1"] = {"metrics": "127.0.0.1"}
+    for name in ("c1", "c2"):
+        data["virtual_servers"][name] = {"kind": "cluster"}
+    data["virtual_servers"]["mail1"]["kind"] = "clutser"
+    problems = problems_of(data)
+    assert any('nodes.node1.metrics: expected "ADDRESS:PORT"' in p for p in problems), problems
+    assert any("virtual_servers.c2.kind: only one group may be the cluster's own; c1 already is"
+               in p for p in problems), problems
+    assert any("virtual_servers.mail1.kind: expected one of" in p for p in problems), problems

@@ -105,7 +105,8 @@ def test_a_type_declared_twice_is_refused(distributions: Distributions) -> None:
 def test_unknown_types_name_the_known_ones() -> None:
     with pytest.raises(UnknownResourceType) as info:
         resource_types.get("smtpd")
-    assert str(info.value).startswith("unknown resource type 'smtpd' (known: disk, imap4, ")
+    assert str(info.value).startswith("unknown resource type 'smtpd' (known: admin_service, "
+                                      "disk, imap4, ")
 
 
 def test_a_spare_host_can_load_every_type() -> None:

@@ -99,6 +99,8 @@ class EventStream:
     def __init__(self, pipe: IO[bytes]) -> None:
         self._queue: queue.Queue[Event | None] = queue.Queue()
         self.seen: list[Event] = []
+        #: The host's periodic metrics reports (not state changes, so not in ``seen``).
+        self.metrics: list[Event] = []
         self.closed = False
         self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
         self._thread.start()
@@ -107,9 +109,14 @@ class EventStream:
         with pipe:
             for line in pipe:
                 try:
-                    self._queue.put(json.loads(line))
+                    event = json.loads(line)
                 except ValueError:
                     self._queue.put({"event": "unparsable", "line": line.decode(errors="replace")})
+                    continue
+                if isinstance(event, dict) and event.get("event") == "metrics":
+                    self.metrics.append(event)  # periodic, not a state change: kept apart
+                else:
+                    self._queue.put(event)
         self._queue.put(None)
 
     def next(self, timeout: float = WAIT) -> Event | None:

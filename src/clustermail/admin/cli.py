@@ -19,7 +19,7 @@ from rich.console import Console, Group
 from rich.table import Table
 
 from clustermail import logutil
-from clustermail.admin import backup_cli, intents, local, queue_cli, validate
+from clustermail.admin import admin_user_cli, backup_cli, intents, local, queue_cli, validate
 from clustermail.admin.common import (
     Handler,
     Parser,
@@ -52,7 +52,9 @@ def build_parser() -> Parser:
     add = command_adder(sub)
 
     add("up", "start the default local cluster (4 nodes, 3 virtual servers) and follow it", cmd_up)
-    add("status", "nodes and virtual servers at a glance", cmd_status)
+    p = add("status", "nodes and virtual servers at a glance", cmd_status)
+    p.add_argument("--watch", "-w", action="store_true",
+                   help="redraw the cluster picture live until Ctrl-C")
     p = add("explain", "why a virtual server runs where it runs (or why it does not)", cmd_explain)
     p.add_argument("vs")
     p = add("log", "the cluster event log", cmd_log)
@@ -129,6 +131,7 @@ def build_parser() -> Parser:
     backup_cli.add_commands(sub, add)
     lab_cli.add_commands(sub, add)
     validate.add_commands(sub, add)
+    admin_user_cli.add_commands(sub, add)
     return parser
 
 
@@ -140,6 +143,11 @@ async def cmd_up(args: argparse.Namespace, console: Console) -> int:
 
 
 async def cmd_status(args: argparse.Namespace, console: Console) -> int:
+    if args.watch:
+        from clustermail.admin.watch import watch
+
+        async with await with_store(args) as store:
+            return await watch(store, console)
     async with await with_store(args) as store:
         status = build_status(await intents.current_view(store))
     nodes = table("nodes", ("node", "state", "pid", "leader"), [
@@ -395,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(highlight=False)
     logutil.setup()
     try:
+        from clustermail.admin.remote import remote_handler
+
+        handler = remote_handler(args) or handler
         return asyncio.run(handler(args, console))
     except KeyboardInterrupt:
         return 130

@@ -43,6 +43,11 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
                    help="the local cluster's data directory (default: ./clustermail-data)")
     p.add_argument("--store", help="coordination store URL (default: sqlite store under --data)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--api", metavar="URL",
+                   help="drive a cluster through its admin API (e.g. https://HOST:8443) "
+                   "instead of its store (default: CLUSTERMAIL_API_URL, for the commands that "
+                   "support it); credentials from CLUSTERMAIL_API_USER and "
+                   "CLUSTERMAIL_API_PASSWORD or ~/.config/clustermail/api.toml")
 
 
 def command_adder(default_parent: Any) -> Add:

@@ -9,3 +9,11 @@ class AdminError(Exception):
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class NotFoundError(AdminError):
+    """A node, virtual server or resource name that the cluster does not have."""
+
+
+class InvalidRequestError(AdminError):
+    """A request whose values cannot be used (the configuration it would make is invalid)."""

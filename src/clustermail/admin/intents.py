@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from clustermail.admin.errors import AdminError
+from clustermail.admin.errors import AdminError, InvalidRequestError, NotFoundError
 from clustermail.cluster import keys
 from clustermail.cluster.config import ConfigError, config_from_dict
 from clustermail.cluster.model import ClusterConfig, VirtualServer
@@ -42,12 +42,12 @@ async def current_view(store: Store) -> ClusterView:
 
 def check_node(view: ClusterView, node: str) -> None:
     if node not in view.node_names():
-        raise AdminError(f"no node named {node!r} (nodes: {', '.join(view.node_names())})")
+        raise NotFoundError(f"no node named {node!r} (nodes: {', '.join(view.node_names())})")
 
 
 def check_vs(view: ClusterView, vs: str) -> None:
     if vs not in view.vs_names():
-        raise AdminError(
+        raise NotFoundError(
             f"no virtual server named {vs!r} (virtual servers: {', '.join(view.vs_names())})"
         )
 
@@ -64,7 +64,7 @@ def check_resource(view: ClusterView, vs: str, resource: str) -> None:
     server = applied_config(view).virtual_server(vs)
     names = [r.name for r in server.resources] if server is not None else []
     if resource not in names:
-        raise AdminError(
+        raise NotFoundError(
             f"virtual server {vs} has no resource {resource!r} "
             f"(resources: {', '.join(sorted(names))})"
         )
@@ -116,7 +116,7 @@ def _validated(data: dict[str, Any], what: str) -> ClusterConfig:
     try:
         return config_from_dict(data, what)
     except ConfigError as exc:
-        raise AdminError(str(exc)) from exc
+        raise InvalidRequestError(str(exc)) from exc
 
 
 def _with_server(config: ClusterConfig, server: VirtualServer) -> ClusterConfig:

@@ -177,6 +177,10 @@ async def up(data_dir: Path, console: Console) -> int:
         console.print(layout_table(config, build_status(await read_view(store))))
         if _serves_mail(config):
             await _seed_users(store, config, data_dir, console)
+        if any(r.type == "admin_service" for vs in config.virtual_servers for r in vs.resources):
+            from clustermail.admin.console_account import seed_admin
+
+            await seed_admin(store, config, data_dir, console)
         console.print(
             "[dim]following the cluster log; Ctrl-C stops the cluster. In another terminal: "
             f"clustermail status --data {data_dir}[/]"
@@ -262,12 +266,15 @@ async def _wait_online(
     store: Store, config: ClusterConfig, console: Console, procs: list[subprocess.Popen[bytes]]
 ) -> None:
     """Shows start-up progress until every virtual server is placed and settled."""
-    total = len(config.virtual_servers)
+    # The cluster's own group is shown apart (the console line), not counted here.
+    servers = {vs.name for vs in config.virtual_servers if vs.takes_room}
+    total = len(servers)
     deadline = time.monotonic() + 60
     shown = -1
     while time.monotonic() < deadline:
         status = build_status(await read_view(store))
-        online = sum(1 for v in status["virtual_servers"] if v["state"] == "online")
+        online = sum(1 for v in status["virtual_servers"]
+                     if v["state"] == "online" and v["name"] in servers)
         if online != shown:
             console.print(f"virtual servers online: {online}/{total}")
             shown = online

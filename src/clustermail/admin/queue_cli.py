@@ -23,6 +23,7 @@ from clustermail.admin.common import emit, json_text
 from clustermail.admin.errors import AdminError
 from clustermail.cluster import keys
 from clustermail.cluster.config import ConfigError
+from clustermail.cluster.model import ClusterConfig
 from clustermail.cluster.records import ConfigRecord, RecordError
 from clustermail.coord import CoordError, open_store
 from clustermail.mail.queue import store as qstore
@@ -79,6 +80,11 @@ async def _configured_disks(args: argparse.Namespace) -> dict[str, Path]:
         config = ConfigRecord.from_store(kv.key, kv.value).parse()
     except (RecordError, ConfigError):
         return {}
+    return disks_of(config, data)
+
+
+def disks_of(config: ClusterConfig, data: Path) -> dict[str, Path]:
+    """Virtual server → the folder of its ``disk`` resource (``{data}`` = ``data``)."""
     out: dict[str, Path] = {}
     for server in config.virtual_servers:
         for res in server.resources:
@@ -86,6 +92,23 @@ async def _configured_disks(args: argparse.Namespace) -> dict[str, Path]:
                 path = str(res.properties.get("path", ""))
                 out[server.name] = Path(path.replace("{data}", str(data)))
     return out
+
+
+def queue_rows(messages: list[qstore.QueuedMessage], now: float) -> list[dict[str, Any]]:
+    """The queue as `queue list --json` and the API show it."""
+    return [
+        {
+            "queue_id": m.queue_id, "sender": m.sender or "<>", "size": m.size,
+            "age": round(now - m.arrived, 1), "message_id": m.message_id,
+            "recipients": [
+                {"address": r.address, "route": r.route, "attempts": r.attempts,
+                 "next_attempt_in": round(max(0.0, r.next_attempt - now), 1),
+                 "last_error": r.last_error}
+                for r in m.recipients
+            ],
+        }
+        for m in messages
+    ]
 
 
 async def _disk(args: argparse.Namespace, vs: str) -> Path:
@@ -119,19 +142,7 @@ async def cmd_queue_list(args: argparse.Namespace, console: Console) -> int:
     finally:
         conn.close()
     now = time.time()
-    rows = [
-        {
-            "queue_id": m.queue_id, "sender": m.sender or "<>", "size": m.size,
-            "age": round(now - m.arrived, 1), "message_id": m.message_id,
-            "recipients": [
-                {"address": r.address, "route": r.route, "attempts": r.attempts,
-                 "next_attempt_in": round(max(0.0, r.next_attempt - now), 1),
-                 "last_error": r.last_error}
-                for r in m.recipients
-            ],
-        }
-        for m in messages
-    ]
+    rows = queue_rows(messages, now)
     table = Table(title=f"queue of {args.vs} ({len(rows)} messages)")
     for col in ("queue id", "age", "sender", "recipient", "route", "tries", "next", "last error"):
         table.add_column(col)

@@ -1,6 +1,8 @@
 """The sample cluster that `clustermail up` runs: the Exchange 2003 documentation's
 four nodes and three virtual servers in active/passive (node4 is the standby), each
-serving mail on its own loopback address, and one demo mailbox per virtual server.
+serving mail on its own loopback address, and one demo mailbox per virtual server;
+plus the cluster's own group (the admin service on 127.0.0.10) and each node's
+Prometheus metrics on 127.0.0.1:9101-9104.
 
 It names the mail resource types, so it lives in the admin layer, which may import
 every layer; the cluster layer knows no sample.
@@ -21,6 +23,13 @@ NODES = ("node1", "node2", "node3", "node4")
 VIRTUAL_SERVERS = ("mail1", "mail2", "mail3")
 DOMAIN = "example.test"
 USERS = {"mail1": "alice", "mail2": "bob", "mail3": "carol"}
+#: The cluster's own group: its address and the admin service's ports there.
+CLUSTER_GROUP = "cluster"
+CLUSTER_ADDRESS = "127.0.0.10"
+ADMIN_PORTS = {"http": 8080, "https": 8443}
+#: Each node agent's Prometheus metrics: node1 on 9101 ... node4 on 9104.
+METRICS_HOST = "127.0.0.1"
+METRICS_FIRST_PORT = 9101
 
 #: Ports on each virtual server's address (unprivileged, so no root is needed).
 PORTS = {
@@ -80,13 +89,31 @@ def _virtual_server(index: int) -> dict[str, Any]:
     }
 
 
+def cluster_group() -> dict[str, Any]:
+    """The cluster's own group: its address and the admin service (API, console, metrics)."""
+    return {
+        "kind": "cluster",
+        "preferred_owners": list(NODES),
+        "failback": "never",
+        "resources": {
+            "ip": {"type": "ip_address", "properties": {"address": CLUSTER_ADDRESS}},
+            "admin": {"type": "admin_service", "depends_on": ["ip"],
+                      "properties": {"http_port": ADMIN_PORTS["http"],
+                                     "https_port": ADMIN_PORTS["https"]}},
+        },
+    }
+
+
 def sample_config() -> ClusterConfig:
-    """node1..node4; mail1..mail3 on 127.0.0.11..13, each with SMTP, IMAP4 and POP3."""
+    """node1..node4; mail1..mail3 on 127.0.0.11..13, each with SMTP, IMAP4 and POP3; the
+    cluster group on 127.0.0.10."""
     data = {
         "cluster": {"name": "clustermail", "placement": "active-passive", "timing": "default"},
-        "nodes": {name: {} for name in NODES},
+        "nodes": {name: {"metrics": f"{METRICS_HOST}:{METRICS_FIRST_PORT + i}"}
+                  for i, name in enumerate(NODES)},
         "virtual_servers": {name: _virtual_server(i)
-                            for i, name in enumerate(VIRTUAL_SERVERS, 1)},
+                            for i, name in enumerate(VIRTUAL_SERVERS, 1)}
+        | {CLUSTER_GROUP: cluster_group()},
     }
     return config_from_dict(data, "the sample cluster")
 

@@ -1,7 +1,8 @@
 """The `status --json` contract, built from one view of the store.
 
 Stable for scripts and monitoring (documented in docs/cli.md):
-``{"cluster", "revision", "leader", "nodes": [{"name", "state", "pid", "leader"}],
+``{"cluster", "revision", "leader", "nodes": [{"name", "state", "pid", "leader",
+"metrics_url"}],
 "virtual_servers": [{"name", "state", "owner", "address", "reason", "pid", "epoch",
 "resources"}]}``. Node states: up, paused, draining, down. Virtual server
 states: online, online_pending, partially_online, offline_pending, offline,
@@ -43,6 +44,7 @@ def build_status(view: ClusterView) -> dict[str, Any]:
     nodes = []
     for name in view.node_names():
         record = view.nodes.get(name)
+        model = config.node(name) if config is not None else None
         nodes.append(
             {
                 "name": name,
@@ -50,6 +52,8 @@ def build_status(view: ClusterView) -> dict[str, Any]:
                 # A PID means something only on the machine that runs the agent.
                 "pid": (record.pid or None) if record is not None and record.host == here else None,
                 "leader": view.leader == name,
+                # Where the node agent serves its Prometheus metrics (None: not served).
+                "metrics_url": model.metrics_url if model is not None else None,
             }
         )
     servers = []

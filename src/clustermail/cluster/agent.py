@@ -43,6 +43,7 @@ from clustermail.cluster.host_protocol import (
     GroupState,
     HostEvent,
     LeaseCommand,
+    MetricsEvent,
     OfflineCommand,
     PingCommand,
     ResourceEvent,
@@ -53,6 +54,8 @@ from clustermail.cluster.host_protocol import (
 )
 from clustermail.cluster.hostspec import host_spec
 from clustermail.cluster.leader import Leader
+from clustermail.cluster.metrics import HostedGroup, NodeCounters, NodeState
+from clustermail.cluster.metrics import serve as serve_metrics
 from clustermail.cluster.model import DEFAULT_HOST_TIMEOUT
 from clustermail.cluster.records import (
     EpochRecord,
@@ -96,6 +99,8 @@ class LocalVS:
     start_failure: str = ""
     #: Being killed by the agent (hung, or past its offline budget).
     killing: bool = False
+    #: The resource host's last metrics report (Prometheus text).
+    metrics: str = ""
 
 
 class NodeAgent:
@@ -124,6 +129,8 @@ class NodeAgent:
         self._log_queue: asyncio.Queue[eventlog.LogEntry] = asyncio.Queue()
         #: Kills of hung hosts under way (referenced so they are not collected).
         self._kills: set[asyncio.Task[None]] = set()
+        self.counters = NodeCounters()
+        self._metrics_server: asyncio.Server | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -144,6 +151,7 @@ class NodeAgent:
                                                         self.name))
             await self._register()
             self.hosts.refill()
+            await self._serve_metrics(view)
             self._tasks.append(loop.create_task(self._watch_loop(), name="watch"))
             self._tasks.append(loop.create_task(self._deadline_feeder(), name="deadline"))
             self._tasks.append(loop.create_task(self._supervise(), name="supervise"))
@@ -198,7 +206,27 @@ class NodeAgent:
         self.stopping = True
         self.wake.set()
 
+    async def _serve_metrics(self, view: ClusterView) -> None:
+        """The node's metrics at the address the cluster file gives it, if any. A busy
+        address is logged, not fatal: the node serves mail without its metrics."""
+        node = view.applied_config().node(self.name)
+        if node is None or node.metrics is None:
+            return
+        try:
+            self._metrics_server = await serve_metrics(node.metrics, self.metrics_state)
+        except OSError as exc:
+            log_event("metrics_error", node=self.name,
+                      message=f"cannot serve metrics at {node.metrics}: {exc.strerror or exc}")
+
+    def metrics_state(self) -> NodeState:
+        groups = {name: HostedGroup(lvs.state, dict(lvs.resources), lvs.metrics)
+                  for name, lvs in self.local.items()}
+        return NodeState(self.name, self.leader.is_leader, groups, self.counters,
+                         self.rejoin_failures)
+
     async def _shutdown(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.close()
         killed = list(self.local.values())  # still online: stopping did not finish
         for proc_vs in killed:
             proc_vs.proc.kill()
@@ -267,6 +295,7 @@ class NodeAgent:
             granted_at=granted_at,
             on_lost=self._fence,
         )
+        self.keeper.on_renewed = self.counters.lease_renewed
         record = NodeRecord(pid=os.getpid(), host=socket.gethostname(), started=time.time(),
                             lease=lease.id, draining=self.draining)
         await self.store.put(keys.NODES + self.name, record.to_store(), lease=lease.id)
@@ -275,6 +304,7 @@ class NodeAgent:
 
     def _fence(self, reason: str) -> None:
         """Lease lost: kill every resource host now, synchronously, then rejoin."""
+        self.counters.fenced += 1
         for lvs in self.local.values():
             lvs.proc.kill()
         log_event("fenced", node=self.name, message=f"fenced: {reason}; killed {len(self.local)} "
@@ -607,8 +637,13 @@ class NodeAgent:
             await self._on_host_exit(lvs)
 
     async def _on_host_event(self, lvs: LocalVS, event: HostEvent) -> None:
+        if isinstance(event, MetricsEvent):
+            lvs.metrics = event.text  # served at the next scrape; nothing else changes
+            return
         if isinstance(event, ResourceEvent):
             res, state = event.resource, event.state.value
+            if state == "failed":
+                self.counters.resource_failed(lvs.name, res)
             lvs.resources[res] = state
             if event.pid is not None:
                 lvs.resource_pids[res] = event.pid

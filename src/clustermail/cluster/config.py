@@ -35,6 +35,7 @@ from clustermail.cluster.model import (
     ClusterConfig,
     FailbackMode,
     FailbackPolicy,
+    GroupKind,
     Node,
     PlacementMode,
     PropertyValue,
@@ -58,10 +59,11 @@ from clustermail.cluster.toml_render import render_toml as render_toml
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _WINDOW = re.compile(r"^\s*(\d{1,2})\s*-\s*(\d{1,2})\s*$")
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$")
 
 _TOP_KEYS = ("cluster", "nodes", "virtual_servers")
 _CLUSTER_KEYS = ("name", "placement", "capacity", "timing")
-_NODE_KEYS = ("capacity",)
+_NODE_KEYS = ("capacity", "metrics")
 _VS_KEYS = (
     "priority",
     "preferred_owners",
@@ -71,6 +73,7 @@ _VS_KEYS = (
     "failover_period_hours",
     "host_timeout",
     "resources",
+    "kind",
 )
 _POLICY_DEFAULTS = ResourcePolicy()
 _RESOURCE_KEYS = ("type", "depends_on", "properties", *ResourcePolicy.__dataclass_fields__)
@@ -502,6 +505,8 @@ def _virtual_server(c: Checker, name: str, value: object, path: str,
         failover_period_hours=c.positive(table, "failover_period_hours", path, 6.0),
         host_timeout=c.positive(table, "host_timeout", path, DEFAULT_HOST_TIMEOUT)
         if "host_timeout" in table else None,
+        kind=GroupKind(c.choice(table, "kind", path, [k.value for k in GroupKind],
+                                GroupKind.VIRTUAL_SERVER.value)),
     )
     _check_dependencies(c, vs, path)
     return vs
@@ -558,7 +563,15 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Cluster
             if mode is PlacementMode.ACTIVE_PASSIVE:
                 c.add(key_path(path, "capacity"),
                       "capacity applies only to placement = \"active-active\"")
-        nodes.append(Node(name, capacity))
+        metrics = None
+        if "metrics" in table:
+            metrics = c.string(table, "metrics", path, "")
+            m = _HOST_PORT.match(metrics)
+            if not m or not 0 < int(m.group(2)) <= 65535:
+                c.add(key_path(path, "metrics"),
+                      f'expected "ADDRESS:PORT" such as "127.0.0.1:9101", got {metrics!r}')
+                metrics = None
+        nodes.append(Node(name, capacity, metrics))
     if "nodes" in top and not nodes and isinstance(top["nodes"], dict):
         c.add("nodes", "the cluster needs at least one node ([nodes.node1])")
     node_names = [n.name for n in nodes]
@@ -571,6 +584,10 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Cluster
             c.add(path, f"{name!r} is already the name of a node; names must be unique")
         servers.append(_virtual_server(c, name, value, path, node_names))
     _check_unique_properties(c, servers)
+    clusters = [v.name for v in servers if v.kind is GroupKind.CLUSTER]
+    for extra in clusters[1:]:
+        c.add(key_path("virtual_servers", extra, "kind"),
+              f"only one group may be the cluster's own; {clusters[0]} already is")
     if "capacity" in cluster and mode is PlacementMode.ACTIVE_PASSIVE:
         c.add("cluster.capacity", 'capacity applies only to placement = "active-active"')
     cluster_name = c.string(cluster, "name", "cluster", "clustermail")

@@ -21,12 +21,14 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 from clustermail.cluster import procutil, resource_types
 from clustermail.cluster.host_output import EventSink, HostLog
 from clustermail.cluster.host_protocol import (
     EXIT_AGENT_GONE,
+    MetricsEvent,
     OfflineCommand,
     ProtocolError,
     decode_spec,
@@ -154,8 +156,10 @@ async def amain() -> int:
     warm = loop.create_task(_warm_store(host.store))
     # SIGTERM from the agent: the same as an "offline" command.
     loop.add_signal_handler(signal.SIGTERM, host.dispatch, OfflineCommand())
+    metrics = loop.create_task(_push_metrics(sink))
     code = await host.run(reader)
     warm.cancel()
+    metrics.cancel()
     # Exit now, not through asyncio.run's clean-up: it would wait for every task
     # and worker thread, and a resource's operation that ignored its cancellation
     # or a call blocked in a thread must not keep a stopped host alive. The
@@ -164,6 +168,24 @@ async def amain() -> int:
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
     os._exit(code)
+
+
+#: How often the host sends its counters to the agent (a scrape sees them this late).
+METRICS_INTERVAL = 5.0
+
+
+async def _push_metrics(sink: EventSink) -> None:
+    """Sends this process's registry to the agent now and then (see host_protocol)."""
+    from clustermail.metrics import exposition
+
+    await asyncio.sleep(1.0)
+    last = ""
+    while not sink.gone:
+        text = exposition()
+        if text != last:  # nothing new (or no metrics at all): nothing to send
+            sink.emit(MetricsEvent(text, time.time()))
+            last = text
+        await asyncio.sleep(METRICS_INTERVAL)
 
 
 async def _warm_store(handle: StoreHandle) -> None:

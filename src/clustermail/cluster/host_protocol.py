@@ -61,6 +61,11 @@ Host → agent (stdout)
     {"event": "log", "level": "warning", "message": "…", "resource": "ip", "time": …}
     {"event": "error", "message": "…", "time": …}
     {"event": "pong", "seq": N, "time": …}   # the answer to a ping
+    {"event": "metrics", "text": "# HELP …", "time": …}
+
+``metrics`` carries the host's own Prometheus registry (:mod:`clustermail.metrics`)
+in the text format, every few seconds; the agent serves the latest, labelled with
+the virtual server.
 
 ``state`` of a resource: online_pending, online, offline_pending, offline,
 failed. A local restart reads: ``failed`` (why the check failed), then
@@ -351,7 +356,15 @@ class PongEvent:
     time: float
 
 
-HostEvent = ResourceEvent | GroupEvent | LogEvent | ErrorEvent | PongEvent
+@dataclass(frozen=True, slots=True)
+class MetricsEvent:
+    """The host's counters, in the Prometheus text format."""
+
+    text: str
+    time: float
+
+
+HostEvent = ResourceEvent | GroupEvent | LogEvent | ErrorEvent | PongEvent | MetricsEvent
 
 
 def encode_event(event: HostEvent) -> str:
@@ -380,6 +393,8 @@ def encode_event(event: HostEvent) -> str:
         d = {"event": "log", "level": event.level, "message": event.message}
         d["resource"] = event.resource
         d["time"] = event.time
+    elif isinstance(event, MetricsEvent):
+        d = {"event": "metrics", "text": event.text, "time": event.time}
     else:
         d = {"event": "error", "message": event.message, "time": event.time}
     return json.dumps(d, separators=(",", ":")) + "\n"
@@ -422,6 +437,8 @@ def decode_event(line: str | bytes) -> HostEvent:
         )
     if kind == "error":
         return ErrorEvent(_str(d.get("message", ""), "event.message", empty=True), t)
+    if kind == "metrics":
+        return MetricsEvent(_str(d.get("text", ""), "event.text", empty=True), t)
     raise ProtocolError(f"unknown event {kind!r}")
 
 

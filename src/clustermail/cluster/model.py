@@ -31,6 +31,14 @@ class PlacementMode(enum.StrEnum):
     ACTIVE_ACTIVE = "active-active"
 
 
+class GroupKind(enum.StrEnum):
+    VIRTUAL_SERVER = "virtual_server"
+    # The cluster's own group (Windows' "Cluster Group": the cluster's address and its
+    # admin service): placed and failed over like a virtual server, but it takes no
+    # room on a node, so it may share a node with a virtual server in active/passive.
+    CLUSTER = "cluster"
+
+
 class FailbackMode(enum.StrEnum):
     NEVER = "never"
     IMMEDIATE = "immediate"
@@ -124,6 +132,12 @@ class VirtualServer:
     failover_threshold: int | None = None  # None: number of nodes - 1 (at least 1)
     failover_period_hours: float = DEFAULT_FAILOVER_PERIOD_HOURS
     host_timeout: float | None = None  # None: see ClusterConfig.host_timeout
+    kind: GroupKind = GroupKind.VIRTUAL_SERVER
+
+    @property
+    def takes_room(self) -> bool:
+        """Counted against a node's capacity (every group but the cluster's own)."""
+        return self.kind is not GroupKind.CLUSTER
 
     def resource(self, name: str) -> Resource | None:
         return next((r for r in self.resources if r.name == name), None)
@@ -135,7 +149,10 @@ class VirtualServer:
         return offline_order(self)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+        out: dict[str, Any] = {}
+        if self.kind is not GroupKind.VIRTUAL_SERVER:
+            out["kind"] = self.kind.value
+        out |= {
             "priority": self.priority,
             "preferred_owners": list(self.preferred_owners),
         }
@@ -155,9 +172,18 @@ class VirtualServer:
 class Node:
     name: str
     capacity: int | None = None  # active-active only; None: the cluster's capacity
+    #: "host:port" where the node agent serves its Prometheus metrics; None: not served.
+    metrics: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {} if self.capacity is None else {"capacity": self.capacity}
+        out: dict[str, Any] = {} if self.capacity is None else {"capacity": self.capacity}
+        if self.metrics is not None:
+            out["metrics"] = self.metrics
+        return out
+
+    @property
+    def metrics_url(self) -> str | None:
+        return f"http://{self.metrics}/metrics" if self.metrics else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,10 @@ phase in rank order (higher ``priority`` first, then name):
 
 Failed virtual servers are placed before failbacks: availability first.
 
+The cluster's own group (``kind = "cluster"``) is placed the same way but
+takes no room on a node: it may share a node in active/passive and never
+keeps a virtual server off one.
+
 Move requests reach the snapshot with a target node: the caller resolves a
 request for "any other node" first (the leader tries the nodes in preference
 order and keeps the first one this function would honour).
@@ -283,6 +287,8 @@ class _Run:
         return self.full(case, node)
 
     def full(self, case: _Case, node: str) -> str | None:
+        if not case.vs.takes_room:
+            return None  # the cluster's own group shares any node
         others = [v for v in self.load[node] if v != case.name]
         capacity = self.config.capacity_of(node)
         if len(others) < capacity:
@@ -335,7 +341,8 @@ class _Run:
         owner = case.state.owner
         if owner in self.load and case.name in self.load[owner]:
             self.load[owner].remove(case.name)
-        self.load[node].append(case.name)
+        if case.vs.takes_room:
+            self.load[node].append(case.name)
         self.arrivals[case.name] = how
 
     def arrival_note(self, winner: str, loser: _Case) -> str:
@@ -375,6 +382,8 @@ class _Run:
         for case in self.pending(_Situation.KEEP):
             owner = case.state.owner
             assert owner is not None
+            if not case.vs.takes_room:
+                continue
             if len(self.load[owner]) < self.config.capacity_of(owner):
                 self.load[owner].append(case.name)
                 continue

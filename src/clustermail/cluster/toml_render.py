@@ -10,7 +10,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from clustermail.cluster.model import ClusterConfig, PlacementMode, Resource, VirtualServer
+from clustermail.cluster.model import (
+    ClusterConfig,
+    GroupKind,
+    PlacementMode,
+    Resource,
+    VirtualServer,
+)
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f",
@@ -23,8 +29,11 @@ _HEADER = """\
 # [cluster]  placement = "active-passive" (one virtual server per node, N+1) or
 #            "active-active" with capacity = N (per-node override in [nodes.X]);
 #            timing = "default" | "fast" | { ttl, renew_interval, safety_margin }.
-# [virtual_servers.X]  preferred_owners (ordered), possible_owners (default: all
-#            nodes), priority (higher wins a contested node), failback = "never" |
+# [nodes.X]  metrics = "ADDRESS:PORT" serves the node's Prometheus metrics.
+# [virtual_servers.X]  kind = "cluster" marks the cluster's own group (its address
+#            and admin service), which takes no room on a node; preferred_owners
+#            (ordered), possible_owners (default: all nodes), priority (higher
+#            wins a contested node), failback = "never" |
 #            "immediate" | "22-6" | { start = 22, end = 6 }, failover_threshold
 #            (default: nodes - 1) failovers per failover_period_hours (default 6),
 #            host_timeout (5: the resource host must answer the agent's pings).
@@ -93,6 +102,9 @@ def _resource_lines(vs: VirtualServer, r: Resource) -> list[str]:
 
 def _virtual_server_lines(vs: VirtualServer, n_nodes: int, host_timeout: float) -> list[str]:
     lines = ["", _table_header("virtual_servers", vs.name)]
+    if vs.kind is GroupKind.CLUSTER:
+        lines.append(f"kind = {toml_value(vs.kind.value)}  # the cluster's own group: takes no "
+                     "room on a node")
     lines.append(f"priority = {vs.priority}")
     lines.append(f"preferred_owners = {toml_value(list(vs.preferred_owners))}")
     if vs.possible_owners is None:
@@ -126,6 +138,8 @@ def render_toml(config: ClusterConfig) -> str:
         lines += ["", _table_header("nodes", node.name)]
         if node.capacity is not None:
             lines.append(f"capacity = {node.capacity}")
+        if node.metrics is not None:
+            lines.append(f"metrics = {toml_value(node.metrics)}  # Prometheus metrics")
     for vs in config.virtual_servers:
         lines += _virtual_server_lines(vs, len(config.nodes), config.host_timeout(vs))
     return "\n".join(lines) + "\n"

@@ -51,6 +51,8 @@ class LeaseKeeper:
         self.lost = asyncio.Event()
         self.reason = ""
         self.renewals = 0
+        #: Called with each successful renewal's round trip in seconds (metrics).
+        self.on_renewed: Callable[[float], None] | None = None
         self._callbacks: list[Callable[[str], None]] = [on_lost] if on_lost else []
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -110,6 +112,8 @@ class LeaseKeeper:
                 await asyncio.sleep(min(self.renew_interval / 4, 0.1))
                 continue
             self.renewals += 1
+            if self.on_renewed is not None:
+                self.on_renewed(time.monotonic() - sent)
             if sent + ttl - self.safety_margin > self.safe_until:
                 self.safe_until = sent + ttl - self.safety_margin
                 self._arm(asyncio.get_running_loop())

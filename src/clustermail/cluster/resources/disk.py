@@ -26,7 +26,10 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import shutil
 from pathlib import Path
+
+from prometheus_client import Gauge
 
 from clustermail.cluster import undo
 from clustermail.cluster.resource_schema import (
@@ -45,6 +48,7 @@ from clustermail.cluster.resources.base import (
 )
 from clustermail.coord import CoordError
 from clustermail.fsutil import fsync_dir
+from clustermail.metrics import REGISTRY
 from clustermail.private_files import (
     UnsafePathError,
     append_private,
@@ -230,7 +234,10 @@ class DiskResource(Resource):
     async def quick_check(self) -> bool:
         if self.device is not None and not os.path.ismount(self.path):
             return False
-        return self._mounted and self.path.is_dir()
+        ok = self._mounted and self.path.is_dir()
+        if ok:
+            _export_usage(self.ctx.resource, self.path)
+        return ok
 
     async def thorough_check(self) -> bool:
         if not self._mounted:
@@ -259,3 +266,23 @@ DISK_TYPE = ResourceType(
         "mount_options": PropertySpec(PropertyKind.STR),
     },
 )
+
+
+_DISK_BYTES: Gauge | None = None
+_DISK_FREE: Gauge | None = None
+
+
+def _export_usage(resource: str, path: Path) -> None:
+    """The disk's size and free space for the metrics (cheap: one statvfs)."""
+    global _DISK_BYTES, _DISK_FREE
+    if _DISK_BYTES is None or _DISK_FREE is None:
+        _DISK_BYTES = Gauge("clustermail_disk_bytes", "Size of a virtual server's disk",
+                            ["resource"], registry=REGISTRY)
+        _DISK_FREE = Gauge("clustermail_disk_free_bytes", "Free space on a virtual server's "
+                           "disk", ["resource"], registry=REGISTRY)
+    try:
+        usage = shutil.disk_usage(path)
+    except OSError:
+        return
+    _DISK_BYTES.labels(resource).set(usage.total)
+    _DISK_FREE.labels(resource).set(usage.free)

@@ -63,7 +63,7 @@ class ImapServer:
         self.config = config or SessionConfig()
         self.throttle = throttle or AuthThrottle()
         # Connection counts only: idle timeouts are the session's (RFC 3501's 30 minutes).
-        self.admission = Admission(limits or ListenerLimits())
+        self.admission = Admission(limits or ListenerLimits(), "imap4")
         self.sessions: set[ImapSession] = set()
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()

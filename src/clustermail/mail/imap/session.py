@@ -27,8 +27,10 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
 from typing import Literal
 
+from clustermail.mail import metrics
 from clustermail.mail.imap import commands as c
 from clustermail.mail.imap import response as r
 from clustermail.mail.imap.command_table import CommandSpec, CommandTable, SessionState
@@ -193,6 +195,7 @@ class ImapSession(SessionContext):
             self.send(r.tagged(tag, "BAD", _state_error(spec.states, self.state, cmd.name)))
             return
         self.running = spec
+        started = time.monotonic()
         try:
             done: Done = await spec.handler(self, cmd)
         except AlreadyAnswered:
@@ -212,6 +215,7 @@ class ImapSession(SessionContext):
             return
         finally:
             self.running = None
+            metrics.command("imap4", cmd.name, time.monotonic() - started)
         await self._sync_after(spec, cmd)
         self.send(r.tagged(tag, "OK", done.text, done.code))
 

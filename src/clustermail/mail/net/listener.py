@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 from clustermail.cluster.ports import in_use_note
 from clustermail.logutil import log_event
+from clustermail.mail import metrics
 from clustermail.mail.net.auth_throttle import AuthThrottle as AuthThrottle  # re-export
 from clustermail.mail.net.tls import HANDSHAKE_TIMEOUT
 
@@ -64,23 +65,28 @@ class ListenerLimits:
 class Admission:
     """Counts connections in total and per client address; refuses above the limits."""
 
-    def __init__(self, limits: ListenerLimits) -> None:
+    def __init__(self, limits: ListenerLimits, protocol: str = "") -> None:
         self.limits = limits
+        self.protocol = protocol  # the metrics' label
         self.active = 0
         self._per_client: dict[str, int] = {}
 
     def admit(self, client: str) -> bool:
         n = self._per_client.get(client, 0)
         if self.active >= self.limits.max_connections or n >= self.limits.max_per_client:
+            metrics.REFUSED.labels(self.protocol).inc()
             return False
         self.active += 1
         self._per_client[client] = n + 1
+        metrics.SESSIONS.labels(self.protocol).inc()
+        metrics.SESSIONS_ACTIVE.labels(self.protocol).inc()
         return True
 
     def release(self, client: str) -> None:
         n = self._per_client.get(client, 0)
         if n <= 0:
             return
+        metrics.SESSIONS_ACTIVE.labels(self.protocol).dec()
         self.active -= 1
         if n == 1:
             del self._per_client[client]
@@ -360,7 +366,7 @@ class Listener:
         self.endpoints = [e for e in endpoints if e.port]
         self.tls_context = tls_context
         self.limits = limits
-        self.admission = Admission(limits)
+        self.admission = Admission(limits, name)
         self.busy_reply = busy_reply
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
+from clustermail.mail import metrics
 from clustermail.mail.net.auth_throttle import Attempt, AuthThrottle, Refused
 
 T = TypeVar("T")
@@ -72,6 +73,7 @@ def _record(
     if task.cancelled() or task.exception() is not None:
         throttle.abandon(attempt)
     elif task.result() is None:
+        metrics.LOGINS_FAILED.inc()
         delays.append(throttle.failure(attempt))
     else:
         throttle.success(attempt)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from dataclasses import dataclass
 
 from clustermail.logutil import log_event
+from clustermail.mail import metrics
 from clustermail.mail.backends import MailboxRef, MailStoreService
 from clustermail.mail.net.listener import (
     AuthThrottle,
@@ -51,6 +53,11 @@ BUSY = b"-ERR [SYS/TEMP] too many connections; try again later\r\n"
 LOGIN_TIMEOUT = 60.0
 LOGIN_TIMEOUT_REPLY = b"-ERR [SYS/TEMP] no login in time; closing\r\n"
 IDLE_REPLY = b"-ERR autologout: idle for too long\r\n"
+
+
+#: Command names counted by name in the metrics (anything else counts as OTHER).
+POP3_VERBS = frozenset({"USER", "PASS", "APOP", "AUTH", "STAT", "LIST", "RETR", "DELE", "NOOP",
+                        "RSET", "QUIT", "TOP", "UIDL", "CAPA", "STLS"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +146,12 @@ class Pop3Service:
                     await conn.send(err(f"line too long (at most {MAX_LINE} bytes); "
                                         "closing").data)
                     return
+                started = time.monotonic()
+                verb = line.split(b" ", 1)[0].strip().decode("ascii", "replace")[:8] or "?"
                 if not await self._run(client, client.session.handle(line)):
                     return
+                metrics.command("pop3", verb.upper() if verb.upper() in POP3_VERBS else "OTHER",
+                                time.monotonic() - started)
                 # Fairness: pipelined lines are read from the buffer without a pause; yield
                 # after each so one client cannot hold the event loop.
                 await asyncio.sleep(0)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from clustermail.logutil import log_event
+from clustermail.mail import metrics
 from clustermail.mail.backends import MailboxRef, MailStoreService
 from clustermail.mail.directory.addresses import InvalidAddressError
 from clustermail.mail.queue import dsn, schedule
@@ -108,6 +109,7 @@ class QueueRunner:
             try:
                 await self._dispatch()
                 wait = await self._wait_time()
+                self._export_length()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a broken queue file must not spin or kill the host
@@ -122,6 +124,12 @@ class QueueRunner:
         now = self.clock()
         self._held = {mid: held for mid, held in self._held.items() if held[1] > now}
         return [*self._in_flight, *self._held]
+
+    def _export_length(self) -> None:
+        messages, _ = self.queue.counts()
+        oldest = self.queue.oldest_arrival()
+        metrics.QUEUE_MESSAGES.set(messages)
+        metrics.QUEUE_OLDEST.set(0.0 if oldest is None else max(0.0, time.time() - oldest))
 
     async def _wait_time(self) -> float:
         due = await self.queue.next_due(self._busy())
@@ -248,6 +256,8 @@ class QueueRunner:
         for a in attempts:
             r = a.recipient
             if a.delivered:
+                if r.route != LOCAL:
+                    metrics.RELAYED.inc()
                 outcomes.append(Outcome(r.id, True))
                 self._track("deliver" if r.route == LOCAL else "relay", msg, r.address,
                             "2.0.0", a.detail)
@@ -255,6 +265,7 @@ class QueueRunner:
                 code = a.code if a.permanent else "4.4.7"
                 detail = a.detail if a.permanent else f"expired in the queue ({a.detail})"
                 outcomes.append(Outcome(r.id, True))
+                metrics.BOUNCED.inc()
                 failed.append(dsn.RecipientReport(r.address, dsn.FAILED, code, detail, a.remote))
                 self._track("fail" if a.permanent else "expire", msg, r.address, code, detail)
             else:

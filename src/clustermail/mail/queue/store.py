@@ -453,3 +453,10 @@ class Queue:
         conn = self._read_conn()
         with self._read_lock:
             return count(conn)
+
+    def oldest_arrival(self) -> float | None:
+        """When the oldest queued message arrived (None: the queue is empty)."""
+        conn = self._read_conn()
+        with self._read_lock:
+            row = conn.execute("SELECT MIN(arrived) FROM message").fetchone()
+        return None if row is None or row[0] is None else float(row[0])

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from aiosmtpd.smtp import Envelope, Session
 
 from clustermail.logutil import log_event
+from clustermail.mail import metrics
 from clustermail.mail.backends import MailboxRef, MailStoreService
 from clustermail.mail.net.auth_throttle import AuthThrottle
 from clustermail.mail.net.listener import client_address
@@ -111,6 +112,7 @@ class SmtpHandler:
         self, server: SmtpConnection, session: Session, envelope: Envelope, hostname: str,
         responses: list[str],
     ) -> list[str]:
+        metrics.COMMANDS.labels("smtp", "EHLO").inc()
         session.host_name = hostname
         keywords = [r[4:] for r in responses[1:] if r[4:] != "HELP"]
         keywords += ["PIPELINING", "ENHANCEDSTATUSCODES"]
@@ -122,6 +124,7 @@ class SmtpHandler:
     async def handle_AUTH(
         self, server: SmtpConnection, session: Session, envelope: Envelope, args: list[str]
     ) -> str | None:
+        metrics.COMMANDS.labels("smtp", "AUTH").inc()
         client = client_address(server.transport) if server.transport else "unknown"
         mechanism = args[0].upper()
         initial = args[1] if len(args) > 1 else None
@@ -201,6 +204,7 @@ class SmtpHandler:
         self, server: SmtpConnection, session: Session, envelope: MailEnvelope, address: str,
         mail_options: list[str],
     ) -> str:
+        metrics.COMMANDS.labels("smtp", "MAIL").inc()
         user = _authenticated(session)
         if policy.has_control(address):
             return "501 5.1.7 Bad sender address syntax: control character"
@@ -240,6 +244,7 @@ class SmtpHandler:
         self, server: SmtpConnection, session: Session, envelope: MailEnvelope, address: str,
         rcpt_options: list[str],
     ) -> str:
+        metrics.COMMANDS.labels("smtp", "RCPT").inc()
         if len(envelope.rcpt_tos) >= self.ctx.limits.max_recipients:
             return f"452 4.5.3 Too many recipients (at most {self.ctx.limits.max_recipients})"
         if not policy.valid_address(address):
@@ -309,6 +314,7 @@ class SmtpHandler:
     async def handle_DATA(
         self, server: SmtpConnection, session: Session, envelope: MailEnvelope
     ) -> str:
+        metrics.COMMANDS.labels("smtp", "DATA").inc()
         content = envelope.original_content or b""
         bad = policy.bare_line_ending(content)
         client = client_address(server.transport) if server.transport else "unknown"
@@ -419,6 +425,8 @@ class SmtpHandler:
             wake = self.ctx.wake_queue
             if wake is not None:
                 wake()
+        metrics.RECEIVED.inc()
+        metrics.DELIVERED.inc(len(delivered))
         self._track("receive", envelope, mid, len(message), "2.0.0",
                     f"delivered {len(delivered)}, queued {len(remote) + len(retry)}, "
                     f"failed {len(failed)}", client)

@@ -271,9 +271,12 @@ class MailStoreResource(Resource):
     async def quick_check(self) -> bool:
         if self._fenced is not None:
             return False
-        return self._mounted and all(
+        ok = self._mounted and all(
             db.mounted and db.failed is None for db in self._in_service()
         )
+        if ok:
+            export_sizes(self.store)
+        return ok
 
     def _in_service(self) -> list[MailboxDatabase]:
         """The databases that should be mounted (not those an administrator took out, nor
@@ -546,3 +549,21 @@ MAIL_STORE_TYPE = ResourceType(
     },
     check=_backup_rules,
 )
+
+
+def export_sizes(store: MailStore) -> None:
+    """Each database's file and write-ahead log size, for the metrics (a few stats)."""
+    from clustermail.mail import metrics
+
+    for info in store.list_databases():
+        size = 0
+        for path in (info.path, info.path.with_name(info.path.name + "-wal")):
+            with contextlib.suppress(OSError):
+                size += path.stat().st_size
+        metrics.DATABASE_BYTES.labels(info.storage_group, info.name).set(size)
+        logs = store.storage_group(info.storage_group).logs
+        if logs is not None:
+            log_size = 0
+            with contextlib.suppress(OSError):
+                log_size = sum(f.stat().st_size for f in logs.log_dir(info.name).iterdir())
+            metrics.LOG_BYTES.labels(info.storage_group, info.name).set(log_size)
