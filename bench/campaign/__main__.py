@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -117,9 +119,10 @@ def describe(record: dict[str, Any]) -> str:
 
 
 async def campaign(args: argparse.Namespace, log: Callable[[str], None],
-                   save: Callable[[list[dict[str, Any]]], None]) -> list[dict[str, Any]]:
+                   save: Callable[[list[dict[str, Any]]], None],
+                   runs: list[dict[str, Any]]) -> None:
+    """Appends each run's record to ``runs`` and saves them all after each."""
     rng = random.Random(args.seed)
-    runs: list[dict[str, Any]] = []
     backends = BACKENDS if args.backend == "both" else (args.backend,)
     for backend in backends:
         kinds = [k for k in args.kinds if backend in KINDS[k]]
@@ -152,7 +155,6 @@ async def campaign(args: argparse.Namespace, log: Callable[[str], None],
                             break  # a fresh cluster for the next run
                 finally:
                     await session.close()
-    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,7 +202,18 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(doc, indent=1) + "\n")
 
-    runs = asyncio.run(campaign(args, log, save))
+    runs: list[dict[str, Any]] = []
+
+    async def until_stopped() -> None:
+        # Ctrl-C or SIGTERM: the runs so far are kept and every cluster is torn down.
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
+        await campaign(args, log, save, runs)
+
+    with contextlib.suppress(asyncio.CancelledError):
+        asyncio.run(until_stopped())
     save(runs)
     doc = report.document(meta, runs)
     print(report.markdown(doc))

@@ -40,6 +40,8 @@ class Sender:
     unknown: set[int] = field(default_factory=set)
     #: Monotonic end times of the 250s, in order.
     ack_times: list[float] = field(default_factory=list)
+    #: Monotonic times of the attempts that failed (no connection, no 250), in order.
+    failure_times: list[float] = field(default_factory=list)
     errors: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -54,6 +56,10 @@ class Sender:
     def acks_between(self, start: float, end: float) -> list[float]:
         with self.lock:
             return [t for t in self.ack_times if start <= t <= end]
+
+    def failures_between(self, start: float, end: float) -> list[float]:
+        with self.lock:
+            return [t for t in self.failure_times if start <= t <= end]
 
     def run(self, stop: threading.Event) -> None:
         n = 0
@@ -104,7 +110,9 @@ class Sender:
                 client.quit()
 
     def _drop(self, client: smtplib.SMTP | None) -> None:
-        self.errors += 1
+        with self.lock:
+            self.errors += 1
+            self.failure_times.append(time.monotonic())
         if client is not None:
             with contextlib.suppress(OSError):
                 client.close()

@@ -225,9 +225,11 @@ class Session:
         return None
 
     def outage(self, t0: float, settled: float) -> float:
-        """Seconds from ``t0`` to the end of the last gap in acknowledgements, on the
-        virtual server that came back last (0 when no client saw a gap)."""
-        gap = max(0.75, 4.0 / self.rate)
+        """Seconds from ``t0`` until the virtual server that came back last served
+        again: the first 250 after its last failed attempt, or after the last gap
+        in its 250s longer than a few sending periods (a frozen server fails no
+        attempt, it only stops answering); 0 when its client saw neither."""
+        gap = max(0.5, 4.0 / self.rate)
         worst = 0.0
         for sender in self.senders.values():
             times = sender.acks_between(t0 - 5.0, settled + 1.0)
@@ -236,6 +238,11 @@ class Session:
                 if t - prev > gap:
                     worst = max(worst, t - t0)
                 prev = t
+            failures = sender.failures_between(t0, settled + 1.0)
+            if failures:
+                back = next((t for t in times if t > failures[-1]), None)
+                if back is not None:
+                    worst = max(worst, back - t0)
         return worst
 
     # ------------------------------------------------------------------ checks
