@@ -39,7 +39,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.campaign import report
-from bench.campaign.faults import KINDS, SINGLE_ONLY, Injected, inject
+from bench.campaign.faults import (
+    FAILBACK_NODE,
+    FAILBACK_VS,
+    KINDS,
+    SINGLE_ONLY,
+    Injected,
+    inject,
+)
 from bench.campaign.session import RepairFailed, Session
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -64,8 +71,9 @@ async def one_run(session: Session, rng: random.Random, chosen: list[str], index
                   recovery_limit: float, evidence: Path) -> dict[str, Any]:
     world = session.world
     assert world is not None
-    if "restart_racing_failback" in chosen:
-        await session.failback_home()
+    if "restart_racing_failback" in chosen and not await session.failback_home():
+        log = session.log
+        log(f"  could not put {FAILBACK_VS} on {FAILBACK_NODE} first")
     run_start = time.monotonic()
     await asyncio.sleep(rng.uniform(0.3, 1.5))
     tasks = [asyncio.create_task(inject(world, chosen[0]))]
@@ -95,11 +103,16 @@ async def one_run(session: Session, rng: random.Random, chosen: list[str], index
                                     if v["state"] != "online")
     try:
         await session.repair()
-        record |= await session.check_mail()
     except RepairFailed as exc:
         record["repair_failed"] = str(exc)
+    try:
+        # Even after a failed repair: every acknowledged message is checked once.
+        record |= await session.check_mail()
+    except RepairFailed as exc:
+        record["unchecked"] = str(exc)
     record["overlaps"] = [o.to_dict() for o in session.new_overlaps()]
-    if record["overlaps"] or record["lost"] or "repair_failed" in record:
+    if record["overlaps"] or record["lost"] or "repair_failed" in record or \
+            "unchecked" in record or not record["within_bound"]:
         folder = evidence / f"{session.backend}-run-{index}"
         await session.keep_evidence(folder)
         record["evidence"] = str(folder)
@@ -115,7 +128,8 @@ def describe(record: dict[str, Any]) -> str:
             f"{record['bound_s']:g} s); lost {record['lost']}, duplicates "
             f"{record['duplicates']}, overlaps {len(record['overlaps'])}"
             + (f"; REPAIR FAILED: {record['repair_failed']}" if "repair_failed" in record
-               else ""))
+               else "")
+            + (f"; MAIL NOT CHECKED: {record['unchecked']}" if "unchecked" in record else ""))
 
 
 async def campaign(args: argparse.Namespace, log: Callable[[str], None],

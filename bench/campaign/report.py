@@ -47,6 +47,7 @@ def totals(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "unrecovered": sum(1 for r in runs if r["recovery_s"] is None),
         "beyond_bound": sum(1 for r in runs if not r["within_bound"]),
         "repairs_failed": sum(1 for r in runs if r.get("repair_failed")),
+        "mail_unchecked": sum(1 for r in runs if r.get("unchecked")),
     }
 
 

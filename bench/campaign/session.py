@@ -29,6 +29,7 @@ from bench.campaign.faults import (
 from bench.campaign.load import ImapReader, Sender
 from bench.campaign.mailcheck import Mailbox
 from clustermail.admin import intents
+from clustermail.admin.errors import AdminError
 from clustermail.cluster import keys
 from clustermail.cluster.config import config_from_dict
 from tests.e2e.harness import (
@@ -48,6 +49,8 @@ from tests.support.etcd_server import EtcdCluster
 VIRTUAL_SERVERS = tuple(MAIL_USERS)
 #: Tries to read a mailbox, a second apart, before a run's check gives up.
 READ_ATTEMPTS = 20
+#: Seconds without a change of owner before a repaired cluster counts as settled.
+STABLE_LAYOUT = 3.0
 
 
 class RepairFailed(Exception):
@@ -185,19 +188,51 @@ class Session:
         for vs in VIRTUAL_SERVERS:
             await intents.clear_failures(c.store, vs)
         await self.wait_serving(90)
-        # Its preferred node is back: the failback moves it once more; let it finish.
-        if not await self.failback_home(30):
-            raise RepairFailed(f"{FAILBACK_VS} did not fail back to {FAILBACK_NODE}")
+        # A node that came back may draw a failback: let the layout settle.
+        await self.wait_stable(STABLE_LAYOUT, 60)
 
-    async def failback_home(self, timeout: float = 30) -> bool:
-        """Until the virtual server that fails back is on its preferred node."""
+    async def wait_stable(self, quiet: float, timeout: float) -> None:
+        """Until the owners have not changed for ``quiet`` s and every virtual server
+        serves mail."""
         assert self.cluster is not None
         deadline = time.monotonic() + timeout
+        last: dict[str, str | None] = {}
+        since = time.monotonic()
         while time.monotonic() < deadline:
-            if owners(await self.cluster.status()).get(FAILBACK_VS) == FAILBACK_NODE \
-                    and self.serving(FAILBACK_VS):
-                return True
+            now_owners = owners(await self.cluster.status())
+            if now_owners != last:
+                last, since = now_owners, time.monotonic()
+            elif time.monotonic() - since >= quiet and all(last.values()) and \
+                    all(self.serving(vs) for vs in self.senders):
+                return
             await asyncio.sleep(0.1)
+        raise RepairFailed(f"the layout did not settle within {timeout:g} s: {last}")
+
+    async def failback_home(self, timeout: float = 60) -> bool:
+        """Puts the virtual server that fails back on its preferred node, moving what
+        runs there to an idle node first (planned moves, as an administrator would)."""
+        assert self.cluster is not None and self.cluster.store is not None
+        store = self.cluster.store
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = await self.cluster.status()
+            where = owners(status)
+            if where.get(FAILBACK_VS) == FAILBACK_NODE:
+                await self.wait_stable(1.0, max(1.0, deadline - time.monotonic()))
+                return True
+            if all(where.values()):
+                busy = set(where.values())
+                occupant = next((vs for vs, node in where.items() if node == FAILBACK_NODE),
+                                None)
+                idle = [n["name"] for n in status["nodes"]
+                        if n["state"] == "up" and n["name"] not in busy]
+                with contextlib.suppress(AdminError):
+                    if occupant is not None and idle:
+                        await intents.move_vs(store, occupant, idle[0])
+                    elif occupant is None:
+                        await intents.move_vs(store, FAILBACK_VS, FAILBACK_NODE)
+                await asyncio.sleep(1.0)
+            await asyncio.sleep(0.2)
         return False
 
     # ------------------------------------------------------------------ recovery
