@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint typecheck unit clean
+.PHONY: run test bench campaign lint typecheck unit clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,14 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.backup
 	$(BIN)/python -m bench.logins
 	$(BIN)/python -m bench.hostile
+
+# The fault campaign: random faults against a real cluster under mail load, checked
+# (bench/results/campaign.json). RUNS per backend, both backends.
+RUNS ?= 150
+SEED ?= 1
+campaign: $(STAMP)
+	./scripts/install-system-deps.sh
+	$(BIN)/python -m bench.campaign --runs $(RUNS) --seed $(SEED) --backend both
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

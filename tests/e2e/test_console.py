@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.harness import ROOT, cluster_toml, free_addresses
-from tests.e2e.test_up import read_until
+from tests.support.local_up import read_until
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from tests.e2e.harness import ROOT, cluster_toml, free_addresses, mail_port
-from tests.e2e.test_up import cli, read_until
+from tests.support.local_up import cli, read_until
 
 
 def loose_umask() -> None:

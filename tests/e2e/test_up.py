@@ -4,44 +4,15 @@ and Ctrl-C stops every process it started."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from tests.e2e.harness import ROOT, banner, cluster_toml, free_addresses
+from tests.e2e.harness import banner, cluster_toml, free_addresses
+from tests.support.local_up import alive, cli, read_until, start_up
 
 # A custom configuration in the data directory is what `up` reuses; it keeps this
 # test off the default 127.0.0.11-13 addresses a developer's own cluster may use.
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def read_until(proc: subprocess.Popen[str], text: str, timeout: float = 60) -> str:
-    seen = []
-    deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if text in line:
-            return "".join(seen)
-    raise AssertionError(f"{text!r} not seen; output:\n{''.join(seen)}")
-
-
-def cli(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "clustermail", *args, "--data", str(data)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
 def test_up_runs_the_cluster_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
@@ -50,11 +21,7 @@ def test_up_runs_the_cluster_and_ctrl_c_stops_everything(tmp_path: Path) -> None
     data.mkdir()
     (data / "cluster.toml").write_text(cluster_toml(base, port))
     for round_ in range(2):
-        up = subprocess.Popen(
-            [sys.executable, "-m", "clustermail", "up", "--data", str(data)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "COLUMNS": "200"},
-        )
+        up = start_up(data)
         try:
             out = read_until(up, "virtual servers online: 3/3")
             assert f"using the configuration in {data / 'cluster.toml'}" in out
@@ -68,7 +35,7 @@ def test_up_runs_the_cluster_and_ctrl_c_stops_everything(tmp_path: Path) -> None
             assert line is not None and "mail2" in line
             # A second `up` on the same data directory refuses clearly.
             second = cli(data, "up")
-            assert second.returncode == 1 and "already running" in second.stderr
+            assert second.returncode == 1 and f"clustermail up (pid {up.pid})" in second.stderr
             up.send_signal(signal.SIGINT)  # Ctrl-C
             rest, _ = up.communicate(timeout=60)
             assert "stopped." in rest, rest

@@ -19,7 +19,15 @@ from rich.console import Console, Group
 from rich.table import Table
 
 from clustermail import logutil
-from clustermail.admin import admin_user_cli, backup_cli, intents, local, queue_cli, validate
+from clustermail.admin import (
+    admin_user_cli,
+    backup_cli,
+    dir_lock,
+    intents,
+    local,
+    queue_cli,
+    validate,
+)
 from clustermail.admin.common import (
     Handler,
     Parser,
@@ -51,7 +59,12 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     add = command_adder(sub)
 
-    add("up", "start the default local cluster (4 nodes, 3 virtual servers) and follow it", cmd_up)
+    p = add("up", "start the default local cluster (4 nodes, 3 virtual servers) and follow it; "
+            "Ctrl-C, SIGTERM or SIGHUP stops it", cmd_up)
+    p.add_argument("--stop-timeout", type=_positive_seconds, default=local.STOP_TIMEOUT,
+                   metavar="SECONDS",
+                   help="how long the nodes get to stop gracefully before they are killed "
+                        f"(default {local.STOP_TIMEOUT:g})")
     p = add("status", "nodes and virtual servers at a glance", cmd_status)
     p.add_argument("--watch", "-w", action="store_true",
                    help="redraw the cluster picture live until Ctrl-C")
@@ -80,6 +93,9 @@ def build_parser() -> Parser:
     p.add_argument("--preferred-owner-of", nargs="+", default=[], metavar="VS",
                    help="virtual servers that prefer it first (they fail back to it per "
                         "their failback policy)")
+    p.add_argument("--stop-with", type=int, metavar="PID",
+                   help="stop when process PID exits (`clustermail up` sets it for the nodes "
+                        "of the local cluster; a real machine's node runs on its own)")
     add("list", "list nodes", cmd_node_list, nsub)
     for action, text in [
         ("pause", "pause a node: it keeps what it runs but takes nothing new"),
@@ -138,8 +154,18 @@ def build_parser() -> Parser:
 # ---------------------------------------------------------------------- commands
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds above 0")
+    return value
+
+
 async def cmd_up(args: argparse.Namespace, console: Console) -> int:
-    return await local.up(args.data, console)
+    return await local.up(args.data, console, stop_timeout=args.stop_timeout)
 
 
 async def cmd_status(args: argparse.Namespace, console: Console) -> int:
@@ -236,13 +262,34 @@ async def cmd_config_show(args: argparse.Namespace, console: Console) -> int:
 
 
 async def cmd_node_run(args: argparse.Namespace, console: Console) -> int:
+    from clustermail.cluster import owner_watch
     from clustermail.cluster.agent import AgentError, NodeAgent
 
-    agent = NodeAgent(store_url(args), args.name, args.data)
+    if not args.store:
+        make_private_dir(args.data)
+    # Held while the agent runs: a second agent of this node on this machine, or an
+    # `up` on this data directory, is refused naming our PID.
+    lock = dir_lock.DirLock(dir_lock.node_lock_path(args.data, args.name),
+                            f"node agent {args.name}")
     try:
-        return await agent.run()
-    except AgentError as exc:
-        raise AdminError(str(exc)) from exc
+        lock.acquire()
+    except dir_lock.LockHeld as exc:
+        raise AdminError(f"{args.name} is already running on this machine (pid "
+                         f"{exc.holder.pid}): stop it with `clustermail node stop "
+                         f"{args.name}`") from None
+    try:
+        if args.stop_with is not None:
+            try:
+                owner_watch.stop_with(args.stop_with)
+            except owner_watch.OwnerWatchError as exc:
+                raise AdminError(str(exc)) from None
+        agent = NodeAgent(store_url(args), args.name, args.data)
+        try:
+            return await agent.run()
+        except AgentError as exc:
+            raise AdminError(str(exc)) from exc
+    finally:
+        lock.release()
 
 
 async def cmd_node_list(args: argparse.Namespace, console: Console) -> int:
@@ -276,7 +323,7 @@ async def cmd_node_action(args: argparse.Namespace, console: Console) -> int:
     if args.sub == "start":
         return await local.node_start(args.data, store_url(args), args.name, console)
     if args.sub == "stop":
-        return await local.node_stop(store_url(args), args.name, console)
+        return await local.node_stop(args.data, store_url(args), args.name, console)
     async with await with_store(args) as store:
         if args.sub == "evict":
             await intents.evict_node(store, args.name)

@@ -1,10 +1,19 @@
 """The local cluster: `clustermail up`, `node start`, `node stop` on one machine.
 
-`up` writes the sample cluster's configuration to ``DATA/cluster.toml`` (or
-reuses the one there), applies it to the embedded store ``DATA/cluster.db``,
-starts one `node run` process per node, and follows the event log until
-Ctrl-C, when it stops every process it knows of, by PID. A node process that
-dies is not restarted: it stands for a machine that lost power.
+`up` takes the data directory for itself (``DATA/up.lock``), checks that no
+node agent of an earlier start still runs there and that the virtual servers'
+addresses and ports are free, writes the sample cluster's configuration to
+``DATA/cluster.toml`` (or reuses the one there), applies it to the embedded
+store ``DATA/cluster.db``, starts one `node run` process per node, and follows
+the event log.
+
+`up` owns its nodes: Ctrl-C (SIGINT), SIGTERM and SIGHUP (the terminal closed)
+stop every node agent — and through them every resource host — within the
+stop timeout, after which what is left is SIGKILLed by PID
+(:mod:`clustermail.admin.local_stop`). Its nodes run with ``--stop-with``
+its PID, so if `up` itself is killed they stop on their own within seconds. A
+node process that dies is not restarted: it stands for a machine that lost
+power.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +34,9 @@ from rich.console import Console
 from rich.table import Table
 
 from clustermail import private_files
-from clustermail.admin import sample_cluster
+from clustermail.admin import dir_lock, preflight, sample_cluster
 from clustermail.admin.errors import AdminError
+from clustermail.admin.local_stop import Processes, stop_processes
 from clustermail.admin.status import build_status
 from clustermail.cluster import eventlog, keys, undo
 from clustermail.cluster.config import ConfigError, load_config, render_toml
@@ -35,7 +46,10 @@ from clustermail.cluster.view import read_view
 from clustermail.coord import Store, open_store
 from clustermail.private_files import append_private, make_private_dir, write_private_text
 
+#: Seconds the node agents get to stop gracefully before they are killed.
 STOP_TIMEOUT = 30.0
+#: The signals that stop `up` and with it the local cluster.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def store_url_for(data_dir: Path) -> str:
@@ -79,12 +93,17 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def spawn_node(data_dir: Path, store_url: str, name: str) -> subprocess.Popen[bytes]:
+def spawn_node(
+    data_dir: Path, store_url: str, name: str, stop_with: int | None = None
+) -> subprocess.Popen[bytes]:
+    """Starts `node run` for ``name``; with ``stop_with``, the node stops when that
+    process (the `up` that owns the local cluster) is gone."""
     logs = make_private_dir(data_dir / "logs")
+    owner = ["--stop-with", str(stop_with)] if stop_with is not None else []
     with os.fdopen(append_private(logs / f"{name}.log"), "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "clustermail", "node", "run", "--store", store_url,
-             "--name", name, "--data", str(data_dir.resolve())],
+             "--name", name, "--data", str(data_dir.resolve()), *owner],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -104,26 +123,61 @@ async def local_node_pids(store: Store) -> dict[str, int]:
     }
 
 
-async def stop_pids(pids: dict[str, int], console: Console, timeout: float = STOP_TIMEOUT) -> None:
-    for name, pid in pids.items():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-            console.print(f"stopping {name} (pid {pid})…")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(pid_alive(p) for p in pids.values()):
-        await asyncio.sleep(0.05)
-    for name, pid in pids.items():
-        if pid_alive(pid):
-            console.print(f"{name} (pid {pid}) did not stop in {timeout:.0f} s: killing it")
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+async def local_processes(store: Store | None, procs: list[subprocess.Popen[bytes]],
+                          data_dir: Path) -> Processes:
+    """Every process of the local cluster this machine knows of: the agents we
+    started, those holding a node lock in ``data_dir``, those the store lists on
+    this machine, and the resource hosts and resource processes of the status."""
+    names: dict[int, str] = {p.pid: f"pid {p.pid}" for p in procs if p.poll() is None}
+    for name, held in dir_lock.node_holders(data_dir).items():
+        if held.pid:
+            names[held.pid] = name
+    found = Processes()
+    view = None
+    if store is not None:
+        # Whatever is wrong with the store (wedged, its file deleted), the stop goes on
+        # with the processes known without it.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(3):
+                view = await read_view(store)
+    if view is not None:
+        here = socket.gethostname()
+        for name, rec in view.nodes.items():
+            if rec.host == here and rec.pid and _is_node_agent(rec.pid):
+                names[rec.pid] = name
+        for vs, status in view.status.items():
+            if status.pid:
+                found.add_other(f"{vs} resource host", status.pid)
+            for res, pid in status.resource_pids.items():
+                found.add_other(f"{vs}/{res}", pid)
+    for pid, name in names.items():
+        found.add_agent(name, pid)
+    return found
 
 
-async def wait_reaped(procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    for p in procs:
-        while p.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+def _is_node_agent(pid: int) -> bool:
+    """Whether ``pid`` runs `clustermail node run` (a store record may be stale)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"node" in argv and b"run" in argv and any(b"clustermail" in a for a in argv)
+
+
+async def stop_local(
+    store: Store | None, procs: list[subprocess.Popen[bytes]], data_dir: Path,
+    say: Callable[[str], None], timeout: float = STOP_TIMEOUT,
+) -> None:
+    """Stops the local cluster's processes: gracefully, then by force (see local_stop)."""
+    found = await local_processes(store, procs, data_dir)
+
+    def reap() -> None:
+        for p in procs:
+            p.poll()
+
+    left = await stop_processes(found, say, timeout, reap=reap)
+    if left:
+        say(f"could not stop {', '.join(left)}")
 
 
 def layout_table(config: ClusterConfig, status: dict[str, Any]) -> Table:
@@ -149,60 +203,135 @@ def check_data_dir(data_dir: Path, console: Console) -> None:
                       f"folder(s) in {data_dir}")
 
 
-async def up(data_dir: Path, console: Console) -> int:
-    check_data_dir(data_dir, console)
-    # SIGTERM stops the cluster the same way Ctrl-C does.
-    task = asyncio.current_task()
-    if task is not None:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    config = ensure_config(data_dir, console)
-    url = store_url_for(data_dir)
-    store = await open_store(url)
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        running = await local_node_pids(store)
-        if running:
-            raise AdminError(
-                f"a local cluster is already running in {data_dir} (nodes "
-                f"{', '.join(f'{n} pid {p}' for n, p in sorted(running.items()))}); "
-                "stop it first (Ctrl-C in its terminal)"
-            )
-        await apply_config(store, config)
-        start_rev = await store.revision()
-        for node in config.node_names:
-            proc = spawn_node(data_dir, url, node)
-            procs.append(proc)
-            console.print(f"started {node} (pid {proc.pid}, log {data_dir / 'logs' / node}.log)")
-        await _wait_online(store, config, console, procs)
-        console.print(layout_table(config, build_status(await read_view(store))))
-        if _serves_mail(config):
-            await _seed_users(store, config, data_dir, console)
-        if any(r.type == "admin_service" for vs in config.virtual_servers for r in vs.resources):
-            from clustermail.admin.console_account import seed_admin
+class StopSignals:
+    """Ctrl-C, SIGTERM and SIGHUP stop `up` and, through its stop, the local cluster.
 
-            await seed_admin(store, config, data_dir, console)
-        console.print(
-            "[dim]following the cluster log; Ctrl-C stops the cluster. In another terminal: "
-            f"clustermail status --data {data_dir}[/]"
-        )
-        await _follow(store, start_rev, console)
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        pass
+    The first one cancels ``task`` (whose ``finally`` stops the cluster); later ones
+    are only acknowledged, so the stop is never abandoned half-way. A signal that was
+    ignored when `up` started (``nohup``, a background job of a script) stays
+    ignored. After SIGHUP the terminal is gone: what `up` still has to say goes to
+    ``DATA/logs/up.log``."""
+
+    def __init__(self, task: asyncio.Task[Any], data_dir: Path, say: Callable[[str], None]) -> None:
+        self.task = task
+        self.data_dir = data_dir
+        self.say = say
+        self.received: str | None = None
+        self._installed: list[signal.Signals] = []
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in STOP_SIGNALS:
+            if signal.getsignal(sig) is signal.SIG_IGN:
+                continue
+            loop.add_signal_handler(sig, self._received, sig)
+            self._installed.append(sig)
+
+    def remove(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in self._installed:
+            loop.remove_signal_handler(sig)
+        self._installed.clear()
+
+    def _received(self, sig: signal.Signals) -> None:
+        if sig == signal.SIGHUP:
+            self._leave_terminal()
+        if self.received is None:
+            self.received = sig.name
+            self.task.cancel()
+        else:
+            self.say(f"{sig.name}: already stopping the local cluster")
+
+    def _leave_terminal(self) -> None:
+        with contextlib.suppress(OSError):
+            logs = self.data_dir / "logs"
+            logs.mkdir(parents=True, exist_ok=True)
+            fd = os.open(logs / "up.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            os.close(fd)
+
+
+def take_data_dir(data_dir: Path) -> dir_lock.DirLock:
+    """``DATA/up.lock`` for this `up`, or the one clear line that says who has it."""
+    try:
+        return dir_lock.DirLock(dir_lock.up_lock_path(data_dir), "clustermail up").acquire()
+    except dir_lock.LockHeld as exc:
+        raise preflight.in_use_by_up(data_dir, exc.holder) from None
+
+
+async def up(data_dir: Path, console: Console, stop_timeout: float = STOP_TIMEOUT) -> int:
+    check_data_dir(data_dir, console)
+    task = asyncio.current_task()
+    assert task is not None
+
+    def say(text: str) -> None:
+        with contextlib.suppress(OSError):  # a terminal that went away
+            console.print(text, highlight=False)
+
+    signals = StopSignals(task, data_dir, say)
+    signals.install()
+    store: Store | None = None
+    procs: list[subprocess.Popen[bytes]] = []
+    lock: dir_lock.DirLock | None = None
+    try:
+        try:
+            # Nothing is started until every check has passed.
+            lock = take_data_dir(data_dir)
+            preflight.check_no_agents(data_dir)
+            config = ensure_config(data_dir, console)
+            preflight.check_ports(config, config_path_for(data_dir))
+            url = store_url_for(data_dir)
+            store = await open_store(url)
+            running = await local_node_pids(store)
+            if running:
+                raise AdminError(
+                    f"a local cluster is already running in {data_dir} (nodes "
+                    f"{', '.join(f'{n} pid {p}' for n, p in sorted(running.items()))}); "
+                    f"stop it first (`kill {' '.join(str(p) for p in running.values())}`)"
+                )
+            await _run(store, url, config, data_dir, console, procs)
+        except asyncio.CancelledError:
+            if signals.received is None:
+                raise
+            task.uncancel()
     finally:
-        # A second Ctrl-C must not abandon the nodes half-stopped.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        console.print(f"stopping the local cluster (within {STOP_TIMEOUT:.0f} s; "
-                      "further Ctrl-C is ignored)…")
-        with contextlib.suppress(Exception):
-            pids = await local_node_pids(store)
-            known = set(pids.values())
-            pids.update({f"pid {p.pid}": p.pid for p in procs
-                         if p.poll() is None and p.pid not in known})
-            await stop_pids(pids, console)
-        await wait_reaped(procs, 5.0)
-        await store.close()
-        console.print("stopped.")
+        signals.received = signals.received or "stop"  # later signals only acknowledged
+        if procs:
+            say(f"stopping the local cluster (within {stop_timeout:g} s; "
+                "further Ctrl-C is ignored)…")
+            await stop_local(store, procs, data_dir, say, stop_timeout)
+            say("stopped.")
+        if store is not None:
+            with contextlib.suppress(Exception):
+                await store.close()
+        if lock is not None:
+            lock.release()
+        signals.remove()
     return 0
+
+
+async def _run(store: Store, url: str, config: ClusterConfig, data_dir: Path, console: Console,
+               procs: list[subprocess.Popen[bytes]]) -> None:
+    await apply_config(store, config)
+    start_rev = await store.revision()
+    for node in config.node_names:
+        proc = spawn_node(data_dir, url, node, stop_with=os.getpid())
+        procs.append(proc)
+        console.print(f"started {node} (pid {proc.pid}, log {data_dir / 'logs' / node}.log)")
+    await _wait_online(store, config, console, procs)
+    console.print(layout_table(config, build_status(await read_view(store))))
+    if _serves_mail(config):
+        await _seed_users(store, config, data_dir, console)
+    if any(r.type == "admin_service" for vs in config.virtual_servers for r in vs.resources):
+        from clustermail.admin.console_account import seed_admin
+
+        await seed_admin(store, config, data_dir, console)
+    console.print(
+        "[dim]following the cluster log; Ctrl-C stops the cluster. In another terminal: "
+        f"clustermail status --data {data_dir}[/]"
+    )
+    await _follow(store, start_rev, console)
 
 
 def _serves_mail(config: ClusterConfig) -> bool:
@@ -303,6 +432,13 @@ def format_entry(entry: eventlog.LogEntry) -> str:
 
 
 async def node_start(data_dir: Path, store_url: str, name: str, console: Console) -> int:
+    held = dir_lock.holder(dir_lock.node_lock_path(data_dir, name))
+    if held is not None:
+        raise AdminError(f"{name} is already running (pid {held.pid}): stop it with "
+                         f"`clustermail node stop {name}`")
+    # A node started into a running `up` belongs to it like the others.
+    owner = dir_lock.holder(dir_lock.up_lock_path(data_dir))
+    stop_with = owner.pid if owner is not None and owner.pid else None
     store = await open_store(store_url)
     try:
         view = await read_view(store)
@@ -311,11 +447,12 @@ async def node_start(data_dir: Path, store_url: str, name: str, console: Console
         running = await local_node_pids(store)
         if name in running:
             raise AdminError(f"{name} is already running (pid {running[name]})")
-        proc = spawn_node(data_dir, store_url, name)
+        proc = spawn_node(data_dir, store_url, name, stop_with=stop_with)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if name in (await read_view(store)).nodes:
-                console.print(f"{name} started (pid {proc.pid})")
+                console.print(f"{name} started (pid {proc.pid})" + (
+                    f", stops with clustermail up (pid {stop_with})" if stop_with else ""))
                 return 0
             if proc.poll() is not None:
                 raise AdminError(f"{name} exited at once (code {proc.returncode}); see "
@@ -326,16 +463,31 @@ async def node_start(data_dir: Path, store_url: str, name: str, console: Console
         await store.close()
 
 
-async def node_stop(store_url: str, name: str, console: Console) -> int:
+async def node_stop(data_dir: Path, store_url: str, name: str, console: Console) -> int:
     store = await open_store(store_url)
     try:
         view = await read_view(store)
         if name not in view.node_names():
             raise AdminError(f"no node named {name!r} (nodes: {', '.join(view.node_names())})")
+        found = Processes()
+        held = dir_lock.holder(dir_lock.node_lock_path(data_dir, name))
+        if held is not None and held.pid:
+            found.add_agent(name, held.pid)
         running = await local_node_pids(store)
-        if name not in running:
+        if name in running and _is_node_agent(running[name]):
+            found.add_agent(name, running[name])
+        if not found.agents:
             raise AdminError(f"{name} is not running on this machine")
-        await stop_pids({name: running[name]}, console)
+        for vs, status in view.status.items():
+            if status.node == name and status.pid:
+                found.add_other(f"{vs} resource host", status.pid)
+
+        def say(text: str) -> None:
+            console.print(text, highlight=False)
+
+        left = await stop_processes(found, say, STOP_TIMEOUT, reap=lambda: None)
+        if left:
+            raise AdminError(f"could not stop {', '.join(left)}")
         console.print(f"{name} stopped")
         return 0
     finally:

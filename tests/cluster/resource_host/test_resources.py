@@ -26,6 +26,7 @@ from clustermail.cluster.resources.base import (
     StoreHandle,
 )
 from clustermail.cluster.resources.disk import (
+    AUDIT_FILE,
     EPOCH_FILE,
     DiskResource,
     FencedError,
@@ -66,7 +67,12 @@ def test_epoch_file_fences_older_owners(tmp_path: Path) -> None:
         mount(tmp_path, 8)
     mount(tmp_path, 10)
     assert read_epoch(tmp_path) == 10
-    assert sorted(p.name for p in (tmp_path / ".clustermail").iterdir()) == ["epoch", "lock"]
+    assert sorted(p.name for p in (tmp_path / ".clustermail").iterdir()) == [
+        "audit.log", "epoch", "lock"]
+    trail = [json.loads(line) for line in (tmp_path / AUDIT_FILE).read_text().splitlines()]
+    assert [(e["event"], e["epoch"], e["pid"]) for e in trail] == [
+        ("mount", 9, os.getpid()), ("mount", 10, os.getpid())]  # refused mounts leave none
+    assert trail[0]["mono"] <= trail[1]["mono"] <= time.monotonic()
 
 
 def test_garbage_epoch_file_is_refused(tmp_path: Path) -> None:
@@ -91,6 +97,9 @@ async def test_disk_resource_online_checks(env: Env) -> None:
     assert not await disk.thorough_check()
     await disk.offline()
     assert not await disk.quick_check()
+    trail = [json.loads(line) for line in (disk.path / AUDIT_FILE).read_text().splitlines()]
+    assert [(e["event"], e["epoch"]) for e in trail] == [
+        ("mount", 7), ("mount", 8), ("unmount", 7)]
 
     with pytest.raises(PropertyError, match="not absolute"):
         env.make(DiskResource, "d3", {"path": "relative"})

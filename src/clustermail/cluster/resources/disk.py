@@ -2,7 +2,9 @@
 
 Mounting records the owner's fencing epoch in ``<disk>/.clustermail/epoch``;
 a mount with an older epoch than the recorded one is refused, because a newer
-owner exists (safety rule 1). The mail layer calls :func:`check_epoch` before
+owner exists (safety rule 1). Every mount and unmount is also appended to
+``<disk>/.clustermail/audit.log`` (epoch, PID, monotonic time), the trail a
+fault campaign checks for two owners at once. The mail layer calls :func:`check_epoch` before
 it writes, so a deposed owner stops writing as soon as the new one has
 mounted.
 
@@ -25,8 +27,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 from prometheus_client import Gauge
@@ -60,6 +64,7 @@ from clustermail.private_files import (
 META_DIR = ".clustermail"
 EPOCH_FILE = f"{META_DIR}/epoch"
 LOCK_FILE = f"{META_DIR}/lock"
+AUDIT_FILE = f"{META_DIR}/audit.log"
 
 
 class FencedError(ResourceError):
@@ -114,6 +119,21 @@ def mount(disk: Path, epoch: int) -> None:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         check_epoch(disk, epoch)
         write_epoch(disk, epoch)
+        audit(disk, "mount", epoch)
+
+
+def audit(disk: Path, event: str, epoch: int) -> None:
+    """Appends one line to the disk's audit trail: ``{"event", "epoch", "pid",
+    "mono", "time"}``; ``mono`` is CLOCK_MONOTONIC, comparable between the
+    processes of one machine. Best effort: the trail never fails a mount."""
+    line = json.dumps({"event": event, "epoch": epoch, "pid": os.getpid(),
+                       "mono": time.monotonic(), "time": time.time()})
+    with contextlib.suppress(OSError):
+        fd = os.open(disk / AUDIT_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
 
 
 def probe(disk: Path) -> None:
@@ -217,6 +237,8 @@ class DiskResource(Resource):
 
     async def offline(self) -> None:
         # The epoch stays on the disk so an older owner stays fenced.
+        if self._mounted:
+            await asyncio.to_thread(audit, self.path, "unmount", self.ctx.epoch)
         self._mounted = False
         if self.device is None:
             return

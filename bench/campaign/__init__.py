@@ -1,0 +1,1 @@
+"""The fault campaign (`python -m bench.campaign`): see __main__.py."""
