@@ -42,15 +42,20 @@ async def test_status_watch_redraws_until_ctrl_c(tmp_path: Path) -> None:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         start_new_session=True, env={**os.environ, "COLUMNS": "160", "TERM": "dumb"})
     assert proc.stdout is not None
-    seen = b""
-    async with asyncio.timeout(30):
-        while b"node3" not in seen:
-            seen += await proc.stdout.read(4096)
-    async with sqlite_store(tmp_path) as store:
-        await join(store, "node2")
+    try:
+        seen = b""
         async with asyncio.timeout(30):
-            while b"node2 up" not in seen:
+            while b"node3" not in seen:
                 seen += await proc.stdout.read(4096)
-    os.killpg(proc.pid, signal.SIGINT)
-    await asyncio.wait_for(proc.wait(), 30)
-    assert proc.returncode == 130
+        async with sqlite_store(tmp_path) as store:
+            await join(store, "node2")
+            async with asyncio.timeout(30):
+                while b"node2 up" not in seen:
+                    seen += await proc.stdout.read(4096)
+        os.killpg(proc.pid, signal.SIGINT)
+        await asyncio.wait_for(proc.wait(), 30)
+        assert proc.returncode == 130
+    finally:
+        if proc.returncode is None:  # a failed wait above: never leave it running
+            proc.kill()
+            await proc.wait()
