@@ -85,6 +85,9 @@ def build_parser() -> Parser:
     nsub = add_group(sub, "node", "nodes: run, list, add, evict, pause, resume, start, stop")
     p = add("run", "run this machine's node agent (foreground)", cmd_node_run, nsub)
     p.add_argument("--name", required=True)
+    p.add_argument("--stop-with", type=int, metavar="PID",
+                   help="stop when process PID exits (`clustermail up` sets it for the nodes "
+                        "of the local cluster; a real machine's node runs on its own)")
     p = add("add", "add a node to the cluster configuration (then start it: node run)",
             cmd_node_add, nsub)
     p.add_argument("name")
@@ -93,9 +96,6 @@ def build_parser() -> Parser:
     p.add_argument("--preferred-owner-of", nargs="+", default=[], metavar="VS",
                    help="virtual servers that prefer it first (they fail back to it per "
                         "their failback policy)")
-    p.add_argument("--stop-with", type=int, metavar="PID",
-                   help="stop when process PID exits (`clustermail up` sets it for the nodes "
-                        "of the local cluster; a real machine's node runs on its own)")
     add("list", "list nodes", cmd_node_list, nsub)
     for action, text in [
         ("pause", "pause a node: it keeps what it runs but takes nothing new"),
