@@ -16,7 +16,10 @@ from tests.e2e.harness import cluster_toml, free_addresses
 
 def test_the_sample_cluster_listens_on_every_mail_port_of_each_address() -> None:
     found = preflight.endpoints(sample_cluster.sample_config())
-    assert len(found) == 3 * len(sample_cluster.PORTS)
+    # Every mail port on each virtual server's address, and the admin service's HTTP
+    # and HTTPS ports on the cluster group's.
+    assert len(found) == 3 * len(sample_cluster.PORTS) + 2
+    assert preflight.Endpoint("127.0.0.10", 8080) in found
     assert preflight.Endpoint("127.0.0.12", 2525) in found
     assert preflight.Endpoint("127.0.0.13", 2995) in found
 

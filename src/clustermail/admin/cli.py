@@ -265,8 +265,8 @@ async def cmd_node_run(args: argparse.Namespace, console: Console) -> int:
     from clustermail.cluster import owner_watch
     from clustermail.cluster.agent import AgentError, NodeAgent
 
-    if not args.store:
-        make_private_dir(args.data)
+    # Before anything is written into it: a data directory others can write is refused.
+    local.check_data_dir(args.data, console)
     # Held while the agent runs: a second agent of this node on this machine, or an
     # `up` on this data directory, is refused naming our PID.
     lock = dir_lock.DirLock(dir_lock.node_lock_path(args.data, args.name),
