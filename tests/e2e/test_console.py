@@ -16,6 +16,8 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -95,6 +97,19 @@ def card(driver: WebDriver, vs: str) -> dict[str, str] | None:
 
 
 def log_in(driver: WebDriver, url: str, name: str, password: str) -> None:
+    # `up` prints the console's address once the mail virtual servers are online; the
+    # cluster group may still be starting: wait (bounded) until the address answers.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            break
+        except urllib.error.HTTPError:
+            break  # it answers (a login page or a redirect status is an answer)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
     driver.get(url)
     wait(driver, "the login form", lambda: driver.find_element(By.ID, "login-name")
          .is_displayed())
