@@ -109,6 +109,7 @@ def test_directory_commands(env: Env) -> None:
     assert [u["address"] for u in env.json("user", "list", "--server", "mail2")] == [
         "bob@other.test"]
     assert "Alice@example.test" in env.ok("user", "list")  # the table
+    env.fails("user", "list", "--server", "mail9", match="no virtual server named 'mail9'")
 
     env.ok("alias", "add", "Postmaster@example.test", "alice@EXAMPLE.test")
     assert env.json("alias", "list") == [{"alias": "Postmaster@example.test",

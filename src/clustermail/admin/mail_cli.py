@@ -111,6 +111,14 @@ async def check_vs(store: Store, vs: str) -> Any:
     return view
 
 
+async def _known_vs(store: Store, vs: str | None) -> None:
+    """A filter on a virtual server that does not exist is a typo, not an empty list."""
+    if vs is not None:
+        from clustermail.admin import intents
+
+        intents.check_vs(await intents.current_view(store), vs)
+
+
 def quota_text(q: QuotaLimits | None) -> str:
     if q is None:
         return "database default"
@@ -215,6 +223,7 @@ async def cmd_user_list(args: argparse.Namespace, console: Console) -> int:
     store, d = await open_directory(args)
     try:
         boxes = await d.list_mailboxes(args.domain, server=args.server)
+        await _known_vs(store, args.server)  # after the name's own check
     finally:
         await store.close()
     emit(console, args, [b.public() for b in boxes], table(
@@ -367,6 +376,7 @@ async def cmd_user_disconnected(args: argparse.Namespace, console: Console) -> i
     store, d = await open_directory(args)
     try:
         found = await d.list_disconnected(args.server)
+        await _known_vs(store, args.server)
     finally:
         await store.close()
     shown = table("disconnected mailboxes", [], [])
