@@ -295,3 +295,55 @@ async def test_a_stopping_node_goes_offline_even_without_a_usable_configuration(
     await node1.until(stopped, "node1 stopped hosting mail1")
     assert await lvs.proc.wait() == 0
     assert await node1.get(keys.OWNER + "mail1") is None
+
+
+async def _lose_lease_and_rejoin(agent: NodeAgent) -> None:
+    """What a store stall does to node1 mid-cycle: its lease's safe deadline passes
+    (the fence runs) and the agent rejoins with a new lease."""
+    old = agent.keeper
+    assert old is not None
+    old._lose("test: the lease's safe deadline passed")
+    async with asyncio.timeout(WAIT):
+        while agent.keeper is old or agent.keeper is None or not agent._lease_ok():
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("lost_during", ["the ownership transaction", "the host's start"])
+async def test_a_take_whose_lease_is_lost_meanwhile_starts_no_host(
+        node1: Node1, lost_during: str) -> None:
+    """Found by the fault campaign: a take bound to a lease lost (and replaced by a
+    rejoin) while it awaited started a host anyway; its owner key expired with the
+    old lease and another node served the same virtual server beside it."""
+    agent = node1.agent
+    old = agent.keeper
+    assert old is not None
+    if lost_during == "the ownership transaction":
+        real_txn = agent.store.txn  # type: ignore[union-attr]
+
+        async def txn(*args: Any, **kw: Any) -> Any:
+            result = await real_txn(*args, **kw)
+            if any(getattr(op, "key", "") == keys.OWNER + "mail1" for op in args[1]):
+                await _lose_lease_and_rejoin(agent)
+            return result
+
+        agent.store.txn = txn  # type: ignore[method-assign,union-attr]
+    else:
+        real_take = agent.hosts.take
+
+        async def take() -> Any:
+            proc = await real_take()
+            await _lose_lease_and_rejoin(agent)
+            return proc
+
+        agent.hosts.take = take  # type: ignore[method-assign]
+    await node1.assign("node1")
+    await agent._cycle()
+    assert agent.keeper is not old
+    assert "mail1" not in agent.local, "a host was started under the lost lease"
+    assert agent.last_reason.startswith(f"mail1: taken under lease {old.id:x}, lost meanwhile")
+    owner = await node1.get(keys.OWNER + "mail1")
+    assert owner is not None and owner.lease == old.id  # goes with the old lease
+    # The next cycle waits for that key to go rather than serving under it.
+    await agent._cycle()
+    assert "mail1" not in agent.local
+    assert "waiting for node1's lease on it to expire" in agent.last_reason

@@ -545,8 +545,13 @@ class NodeAgent:
         assert self.store is not None
         if self.given_up.get(vs) == assign_rev:
             return None
+        # The take is bound to this lease; if it is lost while we await (the store
+        # stalled, the agent starved) a rejoin may install a new one, and a host
+        # started then would serve under a key that expires with the old lease.
+        keeper = self.keeper
+        assert keeper is not None
         held = view.meta.get(keys.OWNER + vs)
-        if held is not None and held.lease != self._my_lease():
+        if held is not None and held.lease != keeper.id:
             owner = view.owner.get(vs)
             holder = owner.node if owner is not None else "?"
             return f"{vs}: waiting for {holder}'s lease on it to expire before taking it"
@@ -556,14 +561,14 @@ class NodeAgent:
             [Compare.absent(keys.OWNER + vs),
              Compare.mod_is(keys.EPOCH + vs, view.mod_revision(keys.EPOCH + vs))],
             [
-                Put(keys.OWNER + vs, record.to_store(), lease=self._my_lease()),
+                Put(keys.OWNER + vs, record.to_store(), lease=keeper.id),
                 Put(keys.EPOCH + vs, EpochRecord(new_epoch).to_store()),
             ],
         )
         if not result.succeeded:
             return f"{vs}: ownership changed while taking it; will re-read"
-        if not self._lease_ok():
-            return None
+        if not self._still_live(keeper):
+            return self._took_under_lost_lease(vs, keeper)
         spec = host_spec(
             config,
             vs,
@@ -574,15 +579,18 @@ class NodeAgent:
             offline_resources=view.offline_resources(vs),
         )
         proc = await self.hosts.take()
+        if not self._still_live(keeper):
+            # Fenced while the host was coming: the fence killed what was in
+            # self.local, not this one. No await from here to self.local below.
+            proc.kill()
+            return self._took_under_lost_lease(vs, keeper)
         proc.start(parse_spec(spec), self._host_timeout(view, vs))
         lvs = LocalVS(vs, new_epoch, assign_rev, proc, spec=spec,
                       config_revision=view.config_revision)
         lvs.offline_resources = set(spec["offline_resources"])
         self.local[vs] = lvs
         lvs.reader = asyncio.get_running_loop().create_task(self._read_host(lvs))
-        keeper = self.keeper
-        if keeper is not None:
-            proc.send(LeaseCommand(keeper.safe_until))
+        proc.send(LeaseCommand(keeper.safe_until))
         await self._log(
             "vs_online_pending",
             f"bringing {vs} online on {self.name} "
@@ -591,6 +599,16 @@ class NodeAgent:
         )
         await self._write_status(lvs)
         return f"took {vs} (epoch {new_epoch})"
+
+    def _still_live(self, keeper: LeaseKeeper) -> bool:
+        """``keeper`` is still this agent's lease and known good now."""
+        return self.keeper is keeper and self._lease_ok()
+
+    def _took_under_lost_lease(self, vs: str, keeper: LeaseKeeper) -> str:
+        # Nothing to undo: the ownership key goes with the lost lease, and the
+        # next owner waits for that (the fencing epoch was bumped, never reused).
+        return (f"{vs}: taken under lease {keeper.id:x}, lost meanwhile; not started "
+                "(the key expires with that lease)")
 
     def _host_timeout(self, view: ClusterView, vs: str) -> float:
         config = view.cluster_config
