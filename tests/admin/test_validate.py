@@ -6,7 +6,8 @@ import socket
 from pathlib import Path
 
 from clustermail.admin import local, sample_cluster
-from clustermail.admin.validate import Check, run_checks
+from clustermail.admin.validate import run_checks
+from clustermail.admin.validate_report import Check
 from clustermail.coord import open_store
 
 

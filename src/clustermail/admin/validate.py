@@ -6,7 +6,10 @@ the store's reachability and latency, the clock against the etcd members' clocks
 every virtual server's address (interface present, the address not already up
 here unless this node owns it) and disk (device or folder present), the mail ports
 free, the tools the resources need, and the data directory's permissions. Each
-check says pass, warn or fail; the exit code is 1 when any check fails.
+check says pass, warn or fail; the exit code: 0 pass, 1 a failure, 3 warnings only.
+
+``--cluster`` asks every running node agent instead (:mod:`.validate_cluster`), with
+trial bring-ups (:mod:`.validate_trial`) and the clock skew between nodes.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ import stat
 import statistics
 import time
 import urllib.request
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,8 @@ from rich.console import Console
 from rich.table import Table
 
 from clustermail.admin.common import Add, store_url
+from clustermail.admin.errors import AdminError
+from clustermail.admin.validate_report import Check, as_json, exit_code, rows, summary, verdict
 from clustermail.cluster import ports
 from clustermail.cluster.model import ClusterConfig
 from clustermail.cluster.view import ClusterView, read_view
@@ -38,14 +42,9 @@ from clustermail.coord import CoordError, Store, open_store, parse_store_url
 STORE_TIMEOUT = 10.0
 LATENCY_WARN = 0.05  # s per linearizable read
 SKEW_WARN, SKEW_FAIL = 1.0, 5.0  # s
+#: The longest `validate --cluster --timeout` (a node's handler is capped lower anyway).
+MAX_TIMEOUT = 300.0
 PORT_PROPERTIES = ("port", "submission_port", "submissions_port", "tls_port")
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    name: str
-    result: str  # "pass" | "warn" | "fail"
-    detail: str
 
 
 async def run_checks(store_url: str, node: str | None, data_dir: Path) -> list[Check]:
@@ -230,17 +229,26 @@ def data_dir_check(data_dir: Path) -> Check:
     return Check("data directory", "pass", f"{data_dir} private")
 
 
-def as_json(checks: list[Check]) -> list[dict[str, str]]:
-    return [asdict(c) for c in checks]
-
-
 def add_commands(sub: Any, add: Add) -> None:
-    p = add("validate", "check that this machine can run its part of the cluster: store, "
-            "clock, addresses, disks, ports, permissions (pass/warn/fail)", cmd_validate, sub)
+    p = add("validate", "check that this machine (or, with --cluster, every running node) "
+            "can run its part of the cluster: store, clock, addresses, disks, ports, "
+            "permissions (pass/warn/fail; exit 0 pass, 1 fail, 3 warnings)", cmd_validate, sub)
     p.add_argument("--node", help="this machine's node name (checks what it may own)")
+    p.add_argument("--cluster", action="store_true",
+                   help="ask every running node agent to validate itself, with trial "
+                   "bring-ups of the virtual servers it may own, and compare their clocks")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="with --cluster: how long to wait for the nodes (default 10)")
+
+
+COLOUR = {"pass": "green", "warn": "yellow", "fail": "red"}
 
 
 async def cmd_validate(args: argparse.Namespace, console: Console) -> int:
+    if args.cluster:
+        return await cmd_validate_cluster(args, console)
+    if args.timeout is not None:
+        raise AdminError("--timeout goes with --cluster", exit_code=2)
     checks = await run_checks(store_url(args), args.node, args.data)
     if args.json:
         print(json.dumps(as_json(checks), indent=2))
@@ -248,8 +256,31 @@ async def cmd_validate(args: argparse.Namespace, console: Console) -> int:
         table = Table(title="validate")
         for col in ("check", "result", "detail"):
             table.add_column(col)
-        colour = {"pass": "green", "warn": "yellow", "fail": "red"}
         for c in checks:
-            table.add_row(c.name, f"[{colour[c.result]}]{c.result}[/]", c.detail)
+            table.add_row(c.name, f"[{COLOUR[c.result]}]{c.result}[/]", c.detail)
         console.print(table)
-    return 1 if any(c.result == "fail" for c in checks) else 0
+    return exit_code(verdict(checks))
+
+
+async def cmd_validate_cluster(args: argparse.Namespace, console: Console) -> int:
+    from clustermail.admin.validate_cluster import DEFAULT_TIMEOUT, validate_cluster
+
+    if args.node is not None:
+        raise AdminError("--node is for one machine; --cluster validates every running node",
+                         exit_code=2)
+    timeout = DEFAULT_TIMEOUT if args.timeout is None else args.timeout
+    if not 0 < timeout <= MAX_TIMEOUT:
+        raise AdminError(f"--timeout must be more than 0 and at most {MAX_TIMEOUT:g} s "
+                         f"(got {timeout:g})", exit_code=2)
+    report = await validate_cluster(store_url(args), timeout)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        table = Table(title="validate --cluster")
+        for col in ("node", "check", "result", "detail"):
+            table.add_column(col)
+        for where, name, result, detail in rows(report):
+            table.add_row(where, name, f"[{COLOUR[result]}]{result}[/]", detail)
+        console.print(table)
+        console.print(f"[{COLOUR[report.verdict]}]{summary(report)}[/]", highlight=False)
+    return exit_code(report.verdict)
