@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from clustermail.admin.common import Add, store_url
@@ -257,7 +258,8 @@ async def cmd_validate(args: argparse.Namespace, console: Console) -> int:
         for col in ("check", "result", "detail"):
             table.add_column(col)
         for c in checks:
-            table.add_row(c.name, f"[{COLOUR[c.result]}]{c.result}[/]", c.detail)
+            table.add_row(escape(c.name), f"[{COLOUR[c.result]}]{c.result}[/]",
+                          escape(c.detail))
         console.print(table)
     return exit_code(verdict(checks))
 
@@ -280,7 +282,8 @@ async def cmd_validate_cluster(args: argparse.Namespace, console: Console) -> in
         for col in ("node", "check", "result", "detail"):
             table.add_column(col)
         for where, name, result, detail in rows(report):
-            table.add_row(where, name, f"[{COLOUR[result]}]{result}[/]", detail)
+            table.add_row(escape(where), escape(name), f"[{COLOUR[result]}]{result}[/]",
+                          escape(detail))
         console.print(table)
         console.print(f"[{COLOUR[report.verdict]}]{summary(report)}[/]", highlight=False)
     return exit_code(report.verdict)

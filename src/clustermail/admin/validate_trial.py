@@ -90,13 +90,27 @@ def vs_trial(site: Site, vs: VirtualServer, owner: str | None) -> list[Check]:
         elif r.type == "disk":
             out.append(disk_trial(site, vs.name, props, owner))
     if address is not None:
-        wanted = sorted({int(v) for r in vs.resources for k, v in r.properties.items()
-                         if k in PORT_PROPERTIES and isinstance(v, int)})
+        wanted = ports_of(vs, address)
         if wanted:
             free_to_bind = (owner is None and vs.name not in site.view.assign
                             and (not interface_mode or _address_is_up(address)))
             out.append(ports_trial(site, vs.name, address, wanted, owner, free_to_bind))
     return [Check(c.name, c.result, f"{c.detail} [{where}]") for c in out]
+
+
+def ports_of(vs: VirtualServer, address: str) -> list[int]:
+    """The TCP ports the virtual server listens on at its address: the mail resources'
+    port properties, and a process resource's ``tcp_check = "ADDRESS:PORT"``."""
+    found: set[int] = set()
+    for r in vs.resources:
+        for k, v in r.properties.items():
+            if k in PORT_PROPERTIES and isinstance(v, int):
+                found.add(v)
+            elif k == "tcp_check" and isinstance(v, str):
+                host, _, port = v.rpartition(":")
+                if host.strip("[]") == address and port.isdigit():
+                    found.add(int(port))
+    return sorted(found)
 
 
 # --------------------------------------------------------------------------- address
@@ -161,13 +175,13 @@ def ports_trial(site: Site, vs: str, address: str, wanted: list[int], owner: str
                 free_to_bind: bool) -> Check:
     name = f"{vs} ports"
     owner_pid = _owner_agent_pid(site, owner)
+    listening = {p: inodes for p in wanted if (inodes := ports.listening_inodes(address, p))}
+    holders = _socket_pids(set().union(*listening.values())) if listening else {}
     served, foreign = [], []
-    for port in wanted:
-        found = ports.holders(address, port)
-        if not found and not ports.listening_inodes(address, port):
-            continue
-        if owner_pid is not None and found and all(
-                _descends_from(h.pid, owner_pid) for h in found):
+    for port, inodes in listening.items():
+        # Every socket on it held by the owner's processes (a resource host of its agent).
+        if owner_pid is not None and inodes <= holders.keys() and all(
+                _descends_from(holders[i], owner_pid) for i in inodes):
             served.append(port)
         else:
             foreign.append(f"{port}{ports.holder_note(address, port)}")
@@ -183,6 +197,29 @@ def ports_trial(site: Site, vs: str, address: str, wanted: list[int], owner: str
             return Check(name, FAIL, f"cannot bind {address} on {'; '.join(busy)}")
         return Check(name, PASS, f"{listed} free (test bind on {address})")
     return Check(name, PASS, f"{listed}: nothing listens on them here")
+
+
+def _socket_pids(inodes: set[int]) -> dict[int, int]:
+    """socket inode -> a process holding it (one pass over /proc)."""
+    links = {f"socket:[{inode}]": inode for inode in inodes}
+    found: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fds = os.listdir(entry / "fd")
+        except OSError:
+            continue  # gone, or not ours to read
+        for fd in fds:
+            try:
+                inode = links.get(os.readlink(entry / "fd" / fd))
+            except OSError:
+                continue
+            if inode is not None:
+                found.setdefault(inode, int(entry.name))
+        if len(found) == len(links):
+            break
+    return found
 
 
 def _owner_agent_pid(site: Site, owner: str | None) -> int | None:
