@@ -217,8 +217,8 @@ def summary(report: ClusterReport) -> str:
     for _, _, result, _ in rows(report):
         counts[result] += 1
     answered = sum(1 for n in report.nodes if n.answered)
-    return (f"{report.verdict.upper()}: {answered} of {len(report.nodes)} running node(s) "
-            f"answered; {counts[PASS]} passed, {counts[WARN]} warned, {counts[FAIL]} failed")
+    return (f"{report.verdict.upper()}: {answered} of {len(report.nodes)} node(s) answered; "
+            f"{counts[PASS]} passed, {counts[WARN]} warned, {counts[FAIL]} failed")
 
 
 __all__ = [
