@@ -9,8 +9,10 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+
+import pytest
 
 from clustermail.admin import local, validate_node
 from clustermail.admin.validate_cluster import validate_cluster
@@ -21,6 +23,19 @@ from clustermail.cluster.node_requests import NodeContext, NodeRequestWorker
 from clustermail.cluster.records import NodeRecord, OwnerRecord
 from clustermail.coord import Store, open_store
 from tests.e2e.harness import cluster_toml, free_addresses
+from tests.support.etcd_server import EtcdCluster
+
+
+@pytest.fixture(params=["sqlite", "etcd"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite://{tmp_path}/cluster.db"
+        return
+    etcd = EtcdCluster.start(tmp_path / "etcd", members=1)
+    try:
+        yield etcd.url
+    finally:
+        etcd.stop()
 
 
 @contextlib.asynccontextmanager
@@ -47,8 +62,8 @@ async def register(store: Store, names: list[str]) -> None:
 
 
 async def test_every_node_answers_and_a_silent_one_is_a_bounded_failure(
-        tmp_path: Path) -> None:
-    url = f"sqlite://{tmp_path}/cluster.db"
+        tmp_path: Path, store_url: str) -> None:
+    url = store_url
     data = tmp_path / "data"
     data.mkdir(mode=0o700)
     async with await open_store(url) as store:
