@@ -48,6 +48,7 @@ _EXT = ("ext2", "ext3", "ext4")
 class Site:
     """What the trials need to know about this node and the cluster right now."""
 
+    #: "" for a machine whose node is not named: every virtual server is tried.
     node: str
     data_dir: Path
     config: ClusterConfig
@@ -64,7 +65,7 @@ class Site:
 def trial_checks(site: Site) -> list[Check]:
     checks: list[Check] = []
     for vs in site.config.virtual_servers:
-        if vs.possible_owners is not None and site.node not in vs.possible_owners:
+        if site.node and vs.possible_owners is not None and site.node not in vs.possible_owners:
             continue
         owner = site.owner_of(vs.name)
         if owner == site.node:
