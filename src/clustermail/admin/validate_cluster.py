@@ -37,7 +37,8 @@ from clustermail.cluster.view import read_view
 from clustermail.coord import CoordError, EventType, Store, open_store
 
 DEFAULT_TIMEOUT = 10.0
-#: What the node keeps for itself of the timeout: it reports its own overrun in time.
+#: What the asker keeps of the timeout for the node's answer to reach it (at most a
+#: quarter): a node that overruns says so itself, in time.
 NODE_MARGIN = 1.0
 
 
@@ -110,7 +111,7 @@ async def _ask(store: Store, nodes: list[str], timeout: float) -> dict[str, _Tra
     tracked: dict[str, _Tracked] = {}
     for node in nodes:
         request = new_request(node, OP, {}, claim_timeout=timeout,
-                              timeout=max(0.5, timeout - NODE_MARGIN))
+                              timeout=max(0.1, timeout - min(NODE_MARGIN, timeout / 4)))
         tracked[node] = _Tracked(request, time.time(), time.monotonic())
         revision = await put_new(store, request)
         if revision is None:
