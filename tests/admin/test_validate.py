@@ -6,7 +6,8 @@ import socket
 from pathlib import Path
 
 from clustermail.admin import local, sample_cluster
-from clustermail.admin.validate import Check, run_checks
+from clustermail.admin.validate import run_checks
+from clustermail.admin.validate_report import Check
 from clustermail.coord import open_store
 
 
@@ -44,3 +45,15 @@ async def test_an_unknown_node_and_an_unreachable_store_fail(tmp_path: Path) -> 
     assert results(checks)["node"] == "fail"
     checks = await run_checks("etcd://127.0.0.1:1", None, tmp_path)
     assert [(c.name, c.result) for c in checks] == [("store", "fail")]
+
+
+def test_bad_arguments_get_one_clear_line(tmp_path: Path) -> None:
+    from tests.support.local_up import cli
+
+    for args, says in ((["--cluster", "--node", "node1"], "--node is for one machine"),
+                       (["--cluster", "--timeout", "0"], "--timeout must be more than 0"),
+                       (["--cluster", "--timeout", "nan"], "--timeout must be more than 0"),
+                       (["--timeout", "5"], "--timeout goes with --cluster")):
+        out = cli(tmp_path, "validate", *args)
+        assert out.returncode == 2 and says in out.stderr, (args, out.stderr)
+        assert "Traceback" not in out.stderr and out.stdout == ""

@@ -27,6 +27,7 @@ from clustermail.admin import (
     local,
     queue_cli,
     validate,
+    validate_node,
 )
 from clustermail.admin.common import (
     Handler,
@@ -283,7 +284,8 @@ async def cmd_node_run(args: argparse.Namespace, console: Console) -> int:
                 owner_watch.stop_with(args.stop_with)
             except owner_watch.OwnerWatchError as exc:
                 raise AdminError(str(exc)) from None
-        agent = NodeAgent(store_url(args), args.name, args.data)
+        agent = NodeAgent(store_url(args), args.name, args.data,
+                          request_handlers=validate_node.HANDLERS)
         try:
             return await agent.run()
         except AgentError as exc:

@@ -3,10 +3,13 @@
 Like Windows clustering's "Validate a Configuration", run on each machine: it reads
 the applied configuration from the store and checks, without touching what runs,
 the store's reachability and latency, the clock against the etcd members' clocks,
-every virtual server's address (interface present, the address not already up
-here unless this node owns it) and disk (device or folder present), the mail ports
-free, the tools the resources need, and the data directory's permissions. Each
-check says pass, warn or fail; the exit code is 1 when any check fails.
+a trial bring-up of every virtual server (:mod:`.validate_trial`: address, disk,
+ports; of those ``--node`` may own and does not own), the tools the resources need,
+and the data directory's permissions. Each
+check says pass, warn or fail; the exit code: 0 pass, 1 a failure, 3 warnings only.
+
+``--cluster`` asks every running node agent instead (:mod:`.validate_cluster`): the same
+trials on each node's machine, and the clock skew between nodes.
 """
 
 from __future__ import annotations
@@ -18,34 +21,32 @@ import json
 import os
 import shutil
 import socket
-import stat
 import statistics
 import time
 import urllib.request
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from clustermail.admin.common import Add, store_url
-from clustermail.cluster import ports
+from clustermail.admin.errors import AdminError
+from clustermail.admin.validate_report import Check, as_json, exit_code, rows, summary, verdict
+from clustermail.admin.validate_trial import Site, trial_checks
+from clustermail.cluster.hostspec import substitute
 from clustermail.cluster.model import ClusterConfig
+from clustermail.cluster.resources.block_device import Reservation, reservation_key
 from clustermail.cluster.view import ClusterView, read_view
 from clustermail.coord import CoordError, Store, open_store, parse_store_url
 
 STORE_TIMEOUT = 10.0
 LATENCY_WARN = 0.05  # s per linearizable read
 SKEW_WARN, SKEW_FAIL = 1.0, 5.0  # s
-PORT_PROPERTIES = ("port", "submission_port", "submissions_port", "tls_port")
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    name: str
-    result: str  # "pass" | "warn" | "fail"
-    detail: str
+#: The longest `validate --cluster --timeout` (a node's handler is capped lower anyway).
+MAX_TIMEOUT = 300.0
 
 
 async def run_checks(store_url: str, node: str | None, data_dir: Path) -> list[Check]:
@@ -59,6 +60,8 @@ async def run_checks(store_url: str, node: str | None, data_dir: Path) -> list[C
         checks.append(Check("store", "pass", f"reached in {time.monotonic() - started:.3f} s"))
         checks.append(await latency(store))
         view = await asyncio.wait_for(read_view(store), STORE_TIMEOUT)
+        reservations = {} if view.cluster_config is None else await asyncio.wait_for(
+            reservations_of(store, view.cluster_config, data_dir, node), STORE_TIMEOUT)
     except (CoordError, TimeoutError) as exc:
         checks.append(Check("store", "fail", f"reading the cluster failed: {exc or 'timed out'}"))
         return checks
@@ -75,7 +78,8 @@ async def run_checks(store_url: str, node: str | None, data_dir: Path) -> list[C
     if node is not None and node not in config.node_names:
         checks.append(Check("node", "fail", f"{node} is not a node of the cluster "
                             f"({', '.join(config.node_names)})"))
-    checks.extend(machine_checks(config, view, node, data_dir))
+    checks.extend(await asyncio.to_thread(machine_checks, config, view, node, data_dir,
+                                          reservations))
     return checks
 
 
@@ -120,29 +124,19 @@ def clock_checks(store_url: str) -> list[Check]:
 
 
 def machine_checks(
-    config: ClusterConfig, view: ClusterView, node: str | None, data_dir: Path
+    config: ClusterConfig, view: ClusterView, node: str | None, data_dir: Path,
+    reservations: Mapping[str, Reservation | None] | None = None,
 ) -> list[Check]:
-    checks: list[Check] = []
-    owners = {name: rec.node for name, rec in view.owner.items()}
-    needs_root = False
-    for vs in config.virtual_servers:
-        here = node is not None and owners.get(vs.name) == node
-        if node is not None and vs.possible_owners and node not in vs.possible_owners:
-            continue
-        address = None
-        for r in vs.resources:
-            props = r.properties
-            if r.type == "ip_address":
-                address = str(props["address"])
-                if props.get("mode") == "interface":
-                    needs_root = True
-                    checks.append(interface_check(vs.name, address, str(props["interface"]),
-                                                  here))
-            elif r.type == "disk":
-                checks.append(disk_check(vs.name, props, data_dir))
-                needs_root = needs_root or "device" in props
-        if address is not None:
-            checks.extend(port_checks(vs.name, address, config, here))
+    """The trial bring-ups of :mod:`.validate_trial` (for every virtual server, or those
+    ``node`` may own), the tools and privileges they need, the data directory."""
+    site = Site(node or "", data_dir, config, view, reservations or {}, socket.gethostname())
+    checks = trial_checks(site)
+    needs_root = any(
+        (r.type == "ip_address" and r.properties.get("mode") == "interface")
+        or (r.type == "disk" and "device" in r.properties)
+        for vs in config.virtual_servers
+        if node is None or vs.possible_owners is None or node in vs.possible_owners
+        for r in vs.resources)
     if needs_root:
         missing = [t for t in ("ip", "arping", "mount", "umount") if shutil.which(t) is None]
         checks.append(Check("tools", "fail" if missing else "pass",
@@ -155,62 +149,18 @@ def machine_checks(
     return checks
 
 
-def interface_check(vs: str, address: str, interface: str, here: bool) -> Check:
-    name = f"{vs} address"
-    if not Path("/sys/class/net", interface).exists():
-        return Check(name, "fail", f"no interface {interface} on this machine")
-    up = _address_is_local(address)
-    if up and not here:
-        return Check(name, "fail", f"{address} is already up on this machine, which does not "
-                     f"own {vs}: remove it (ip addr del) or find who added it")
-    return Check(name, "pass", f"{address} can be added on {interface}"
-                 + (" (up here: this node owns it)" if up else ""))
-
-
-def _address_is_local(address: str) -> bool:
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as s:
-            s.bind((address, 0))
-    except OSError:
-        return False
-    return True
-
-
-def disk_check(vs: str, props: Any, data_dir: Path) -> Check:
-    name = f"{vs} disk"
-    path = Path(str(props["path"]).replace("{data}", str(data_dir.resolve())))
-    device = props.get("device")
-    if device is not None:
-        try:
-            mode = os.stat(str(device)).st_mode
-        except OSError as exc:
-            return Check(name, "fail", f"device {device}: {exc.strerror or exc}")
-        if not (stat.S_ISBLK(mode) or stat.S_ISREG(mode)):
-            return Check(name, "fail", f"{device} is neither a block device nor an image file")
-        if not path.is_dir() and props.get("create") is False:
-            return Check(name, "fail", f"mount point {path} does not exist")
-        return Check(name, "pass", f"device {device} present; mount point {path}")
-    if path.is_dir():
-        return Check(name, "pass", f"{path} present")
-    if props.get("create") is False:
-        return Check(name, "fail", f"{path} does not exist (create = false)")
-    return Check(name, "pass", f"{path} will be created")
-
-
-def port_checks(vs: str, address: str, config: ClusterConfig, here: bool) -> list[Check]:
-    server = config.virtual_server(vs)
-    wanted = sorted({int(v) for r in (server.resources if server else ())
-                     for k, v in r.properties.items()
-                     if k in PORT_PROPERTIES and isinstance(v, int)})
-    if not wanted:
-        return []
-    held = [p for p in wanted if ports.listening_inodes(address, p)]
-    if not held or here:
-        return [Check(f"{vs} ports", "pass", ", ".join(map(str, wanted))
-                      + (" (served here: this node owns it)" if held else " free"))]
-    notes = "; ".join(f"{p}{ports.holder_note(address, p)}" for p in held)
-    return [Check(f"{vs} ports", "fail", f"in use on this machine: {notes}")]
+async def reservations_of(store: Store, config: ClusterConfig, data_dir: Path,
+                          node: str | None) -> dict[str, Reservation | None]:
+    """The reservation record of every block device a disk resource names."""
+    out: dict[str, Reservation | None] = {}
+    for vs in config.virtual_servers:
+        values = {"data": str(data_dir.resolve()), "vs": vs.name, "node": node or ""}
+        for r in vs.resources:
+            if r.type == "disk" and "device" in r.properties:
+                device = str(substitute(r.properties["device"], values))
+                kv = await store.get(reservation_key(device))
+                out[device] = None if kv is None else Reservation.from_store(kv.value)
+    return out
 
 
 def data_dir_check(data_dir: Path) -> Check:
@@ -230,17 +180,26 @@ def data_dir_check(data_dir: Path) -> Check:
     return Check("data directory", "pass", f"{data_dir} private")
 
 
-def as_json(checks: list[Check]) -> list[dict[str, str]]:
-    return [asdict(c) for c in checks]
-
-
 def add_commands(sub: Any, add: Add) -> None:
-    p = add("validate", "check that this machine can run its part of the cluster: store, "
-            "clock, addresses, disks, ports, permissions (pass/warn/fail)", cmd_validate, sub)
+    p = add("validate", "check that this machine (or, with --cluster, every running node) "
+            "can run its part of the cluster: store, clock, addresses, disks, ports, "
+            "permissions (pass/warn/fail; exit 0 pass, 1 fail, 3 warnings)", cmd_validate, sub)
     p.add_argument("--node", help="this machine's node name (checks what it may own)")
+    p.add_argument("--cluster", action="store_true",
+                   help="ask every running node agent to validate itself, with trial "
+                   "bring-ups of the virtual servers it may own, and compare their clocks")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="with --cluster: how long to wait for the nodes (default 10)")
+
+
+COLOUR = {"pass": "green", "warn": "yellow", "fail": "red"}
 
 
 async def cmd_validate(args: argparse.Namespace, console: Console) -> int:
+    if args.cluster:
+        return await cmd_validate_cluster(args, console)
+    if args.timeout is not None:
+        raise AdminError("--timeout goes with --cluster", exit_code=2)
     checks = await run_checks(store_url(args), args.node, args.data)
     if args.json:
         print(json.dumps(as_json(checks), indent=2))
@@ -248,8 +207,33 @@ async def cmd_validate(args: argparse.Namespace, console: Console) -> int:
         table = Table(title="validate")
         for col in ("check", "result", "detail"):
             table.add_column(col)
-        colour = {"pass": "green", "warn": "yellow", "fail": "red"}
         for c in checks:
-            table.add_row(c.name, f"[{colour[c.result]}]{c.result}[/]", c.detail)
+            table.add_row(escape(c.name), f"[{COLOUR[c.result]}]{c.result}[/]",
+                          escape(c.detail))
         console.print(table)
-    return 1 if any(c.result == "fail" for c in checks) else 0
+    return exit_code(verdict(checks))
+
+
+async def cmd_validate_cluster(args: argparse.Namespace, console: Console) -> int:
+    from clustermail.admin.validate_cluster import DEFAULT_TIMEOUT, validate_cluster
+
+    if args.node is not None:
+        raise AdminError("--node is for one machine; --cluster validates every running node",
+                         exit_code=2)
+    timeout = DEFAULT_TIMEOUT if args.timeout is None else args.timeout
+    if not 0 < timeout <= MAX_TIMEOUT:
+        raise AdminError(f"--timeout must be more than 0 and at most {MAX_TIMEOUT:g} s "
+                         f"(got {timeout:g})", exit_code=2)
+    report = await validate_cluster(store_url(args), timeout)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        table = Table(title="validate --cluster")
+        for col in ("node", "check", "result", "detail"):
+            table.add_column(col)
+        for where, name, result, detail in rows(report):
+            table.add_row(escape(where), escape(name), f"[{COLOUR[result]}]{result}[/]",
+                          escape(detail))
+        console.print(table)
+        console.print(f"[{COLOUR[report.verdict]}]{summary(report)}[/]", highlight=False)
+    return exit_code(report.verdict)

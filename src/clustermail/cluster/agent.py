@@ -31,11 +31,12 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from clustermail.cluster import eventlog, keys, undo
+from clustermail.cluster import eventlog, keys, node_requests, undo
 from clustermail.cluster.config import ConfigError
 from clustermail.cluster.host_pool import HostPool, HostProcess
 from clustermail.cluster.host_protocol import (
@@ -104,8 +105,11 @@ class LocalVS:
 
 
 class NodeAgent:
-    def __init__(self, store_url: str, name: str, data_dir: Path) -> None:
+    def __init__(self, store_url: str, name: str, data_dir: Path,
+                 request_handlers: Mapping[str, node_requests.Handler] | None = None) -> None:
         self.store_url = store_url
+        #: What this agent answers of the requests addressed to its node (none: no worker).
+        self.request_handlers = dict(request_handlers or {})
         self.name = name
         self.data_dir = data_dir
         self.store: Store | None = None
@@ -155,6 +159,11 @@ class NodeAgent:
             self._tasks.append(loop.create_task(self._watch_loop(), name="watch"))
             self._tasks.append(loop.create_task(self._deadline_feeder(), name="deadline"))
             self._tasks.append(loop.create_task(self._supervise(), name="supervise"))
+            if self.request_handlers:
+                worker = node_requests.NodeRequestWorker(
+                    node_requests.NodeContext(self.store, self.name, self.data_dir),
+                    self.request_handlers)
+                self._tasks.append(loop.create_task(worker.run(), name="node requests"))
             while True:
                 if self.stopping and not self.local:
                     break

@@ -48,3 +48,7 @@ def name_of(key: str, prefix: str) -> str:
 #: Outside PREFIX (the view does not read it): device id -> a `disk` resource's
 #: reservation of a block device (virtual server, node, fencing epoch).
 DISK_RESERVATIONS = "/clustermail-disk-reservations/"
+#: Outside PREFIX (requests wake no reconcile loop): ``<node>/<id>`` -> a request addressed
+#: to one node agent (:class:`clustermail.cluster.node_requests.NodeRequest`), e.g. a
+#: validation; the virtual servers' owners have their own (the mail layer's store requests).
+NODE_REQUESTS = "/clustermail-node-requests/"

@@ -18,30 +18,37 @@ owner's resource claims it, runs it, and writes progress and the result back:
   backup set appears only whole, a restored file replaces the live one only when
   complete), so "run it again" is always the answer.
 
-Pure records and thin store helpers; the owner's side is :mod:`.worker`.
+Pure records and thin store helpers (the protocol itself, shared with the cluster's node
+requests, is :mod:`clustermail.cluster.requests`); the owner's side is :mod:`.worker`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from clustermail.coord import Compare, Delete, KeyValue, Put, Store
+from clustermail.cluster.requests import (
+    DONE,
+    FAILED,
+    KEEP_FINISHED,
+    PENDING,
+    RUNNING,
+    STATES,
+    new_id,
+    put_new,
+    replace_if,
+    who,
+    withdraw,
+)
+from clustermail.coord import KeyValue, Store
 from clustermail.mail import keys
 from clustermail.mail.backup.sets import BackupError
 
-PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
-STATES = (PENDING, RUNNING, DONE, FAILED)
 #: The operations an owner runs (see :mod:`.operations`).
 OPERATIONS = ("backup", "restore", "reset", "drop_recovery", "recover")
-#: Finished requests are kept this long (the one who asked reads the result), then deleted.
-KEEP_FINISHED = 24 * 3600.0
 
 
 class RequestError(BackupError):
@@ -170,14 +177,6 @@ def schedule_key(vs: str) -> str:
     return f"{keys.SCHEDULES}{vs}"
 
 
-def new_id(now: float) -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)) + "-" + secrets.token_hex(3)
-
-
-def who() -> str:
-    return f"clustermail on {socket.gethostname()} (pid {os.getpid()})"
-
-
 # --------------------------------------------------------------------------- store helpers
 
 
@@ -199,11 +198,10 @@ def new_request(
 
 async def submit(store: Store, request: StoreRequest) -> int:
     """Writes a new pending request; returns its revision."""
-    result = await store.txn([Compare.absent(request.key)],
-                             [Put(request.key, request.to_store())])
-    if not result.succeeded:
+    revision = await put_new(store, request)
+    if revision is None:
         raise RequestError(f"request id {request.id} is taken; try again")
-    return result.revision
+    return revision
 
 
 async def read(store: Store, vs: str, request_id: str) -> tuple[StoreRequest, int] | None:
@@ -211,25 +209,10 @@ async def read(store: Store, vs: str, request_id: str) -> tuple[StoreRequest, in
     return None if kv is None else (parse(kv), kv.mod_revision)
 
 
-async def replace_if(store: Store, request: StoreRequest, revision: int,
-                     extra: list[Compare] | None = None) -> int | None:
-    """Writes ``request`` if its key is still at ``revision`` (and ``extra`` holds);
-    returns the new revision, or None if someone changed it meanwhile."""
-    result = await store.txn([Compare.mod_is(request.key, revision), *(extra or [])],
-                             [Put(request.key, request.to_store())])
-    return result.revision if result.succeeded else None
-
-
 async def fail_if(store: Store, request: StoreRequest, revision: int, error: str) -> bool:
     """Marks a request failed unless it changed meanwhile; True if this call did it."""
     failed = replace(request, state=FAILED, error=error, finished=time.time())
     return await replace_if(store, failed, revision) is not None
-
-
-async def withdraw(store: Store, request: StoreRequest, revision: int) -> bool:
-    """Deletes a request that is still unclaimed at ``revision`` (the asker gives up)."""
-    result = await store.txn([Compare.mod_is(request.key, revision)], [Delete(request.key)])
-    return result.succeeded
 
 
 __all__ = [
