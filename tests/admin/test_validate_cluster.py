@@ -73,10 +73,11 @@ async def test_every_node_answers_and_a_silent_one_is_a_bounded_failure(
         await register(store, ["node1", "node2", "node3"])  # node4 is down
         async with nodes_answering(store, data, ["node1", "node2"]):
             started = time.monotonic()
-            report = await validate_cluster(url, timeout=2.0)
+            # Generous for loaded CI machines; node3 never answers, whatever the bound.
+            report = await validate_cluster(url, timeout=6.0)
             took = time.monotonic() - started
         left = await store.range(keys.NODE_REQUESTS)
-    assert took < 10, took
+    assert took < 20, took
     by_node = {n.node: n for n in report.nodes}
     assert list(by_node) == ["node1", "node2", "node3", "node4"]
     for name in ("node1", "node2"):
@@ -93,7 +94,7 @@ async def test_every_node_answers_and_a_silent_one_is_a_bounded_failure(
     assert "[not online anywhere]" in two["mail2 ports"].detail
     silent = by_node["node3"]
     assert not silent.answered and silent.verdict == FAIL
-    assert silent.checks[0].detail == "node3 did not answer in 2 s"
+    assert silent.checks[0].detail == "node3 did not answer in 6 s"
     assert by_node["node4"].verdict == WARN and "not running" in by_node["node4"].checks[0].detail
     assert report.verdict == FAIL
     assert {c.name for c in report.checks} >= {"store", "configuration", "clock skew"}
