@@ -8,8 +8,14 @@ exit as the end of that host's tenure. Two tenures of one disk that overlap in
 time are two resource hosts serving one virtual server at once.
 
 The watcher errs on the safe side: an end it learns late (a host that died
-before its pidfd could be opened ends when that was noticed) can only make a
-tenure longer, never hide an overlap.
+before its pidfd could be opened ends when that was noticed, unless its own
+unmount line says when) can only make a tenure longer, never hide an overlap.
+
+A host the campaign froze with SIGSTOP cannot serve, write or answer while
+frozen: an overlap counts only the time the older host could run (see
+:meth:`AuditWatcher.froze`). The freeze is taken as starting once the kernel
+shows the process stopped and as ending just before SIGCONT — or never, when
+the host died frozen.
 """
 
 from __future__ import annotations
@@ -41,14 +47,13 @@ class Overlap:
     vs: str
     first: Tenure
     second: Tenure
-
-    @property
-    def seconds(self) -> float:
-        end = self.first.end if self.first.end is not None else time.monotonic()
-        return end - self.second.start
+    #: Of the overlap, the time the older host was running (not frozen).
+    seconds: float
+    frozen: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
         return {"vs": self.vs, "seconds": round(self.seconds, 4),
+                "frozen_s": round(self.frozen, 4),
                 "first": {"epoch": self.first.epoch, "pid": self.first.pid,
                           "start": self.first.start, "end": self.first.end,
                           "how": self.first.how},
@@ -73,6 +78,8 @@ class AuditWatcher:
     problems: list[str] = field(default_factory=list)
     #: Mounts whose epoch was not above the one before: fencing did not hold.
     epoch_regressions: set[str] = field(default_factory=set)
+    #: pid -> intervals (CLOCK_MONOTONIC) it was frozen; an open end: died frozen.
+    frozen: dict[int, list[tuple[float, float | None]]] = field(default_factory=dict)
     _pidfds: dict[int, Tenure] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -144,9 +151,34 @@ class AuditWatcher:
 
     def _unmounted(self, vs: str, epoch: int, pid: int, mono: float) -> None:
         for tenure in reversed(self.tenures.get(vs, [])):
-            if tenure.pid == pid and tenure.epoch == epoch and tenure.end is None:
+            if tenure.pid != pid or tenure.epoch != epoch:
+                continue
+            # The host's own line beats the moment we noticed it gone.
+            if tenure.end is None or (tenure.how == "gone before seen" and mono < tenure.end):
                 tenure.end, tenure.how = mono, "unmount"
-                return
+            return
+
+    def froze(self, pid: int, at: float) -> None:
+        """``pid`` is stopped (SIGSTOP delivered) since ``at``."""
+        with self._lock:
+            self.frozen.setdefault(pid, []).append((at, None))
+
+    def thawed(self, pid: int, at: float) -> None:
+        """``pid`` may run again from ``at`` (call it just before SIGCONT, and only if
+        the process is still alive: one that died frozen never ran again)."""
+        with self._lock:
+            spans = self.frozen.get(pid)
+            if spans and spans[-1][1] is None:
+                spans[-1] = (spans[-1][0], at)
+
+    def _running(self, pid: int, start: float, end: float) -> tuple[float, float]:
+        """Of [start, end], the seconds ``pid`` could run and the seconds it was frozen."""
+        frozen = 0.0
+        for a, b in self.frozen.get(pid, []):
+            lo, hi = max(a, start), min(end, b if b is not None else end)
+            frozen += max(0.0, hi - lo)
+        frozen = min(frozen, end - start)
+        return end - start - frozen, frozen
 
     def overlaps(self) -> list[Overlap]:
         """Every pair of tenures of one disk that overlap (each open tenure counts as
@@ -159,7 +191,9 @@ class AuditWatcher:
                     for second in ordered[i + 1:]:
                         end = first.end if first.end is not None else time.monotonic()
                         if second.start < end:
-                            found.append(Overlap(vs, first, second))
+                            running, frozen = self._running(first.pid, second.start, end)
+                            if running > 0:
+                                found.append(Overlap(vs, first, second, running, frozen))
                 for a, b in itertools.pairwise(ordered):
                     if b.epoch <= a.epoch:
                         self.epoch_regressions.add(

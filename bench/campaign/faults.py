@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.campaign.audit import AuditWatcher
 from clustermail.admin import intents
 from tests.e2e.harness import LocalCluster, owners
 from tests.support.etcd_server import EtcdCluster
@@ -152,6 +153,8 @@ class World:
     ttl: float
     #: PIDs stopped with SIGSTOP and not yet continued.
     frozen: set[int] = field(default_factory=set)
+    #: Told of every freeze and thaw (the one-owner audit discounts frozen time).
+    audit: AuditWatcher | None = None
 
     async def status(self) -> dict[str, Any]:
         return await self.cluster.status()
@@ -174,12 +177,16 @@ class World:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGSTOP)
             self.frozen.add(pid)
+            if self.audit is not None and await asyncio.to_thread(_stopped, pid):
+                self.audit.froze(pid, time.monotonic())
         try:
             await asyncio.sleep(seconds)
         finally:
             self.thaw(pid)
 
     def thaw(self, pid: int) -> None:
+        if self.audit is not None and _state(pid) not in ("", "Z", "X"):
+            self.audit.thawed(pid, time.monotonic())
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
         self.frozen.discard(pid)
@@ -188,6 +195,25 @@ class World:
         for pid in list(self.frozen):
             self.thaw(pid)
         self.store.resume_all()
+
+
+def _state(pid: int) -> str:
+    """The process's state letter from /proc ("" when it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def _stopped(pid: int, timeout: float = 2.0) -> bool:
+    """Waits (bounded) until the kernel shows ``pid`` stopped."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _state(pid) in ("T", "t"):
+            return True
+        time.sleep(0.002)
+    return False
 
 
 @dataclass

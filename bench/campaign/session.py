@@ -113,6 +113,9 @@ class Session:
             self.host_timeout = max(float(timeout_of(vs)) for vs in config.virtual_servers)
         c = self.cluster = LocalCluster(self.tmp, url, toml)
         await c.__aenter__()
+        # Before the first host starts: every mount is then seen while its host lives.
+        self.audit = AuditWatcher({vs: c.data / "disks" / vs for vs in VIRTUAL_SERVERS})
+        self.audit.start()
         c.start_all()
         await c.wait_for(lambda s: owners(s) == SEED, timeout=90, what="the initial layout")
         assert c.store is not None
@@ -128,14 +131,12 @@ class Session:
             self.boxes[vs] = Mailbox(vs, addresses[vs], imap_port, address, MAIL_PASSWORD,
                                      self.tag)
             self.lost[vs], self.duplicates[vs], self.phantoms[vs] = set(), set(), set()
-        self.audit = AuditWatcher({vs: c.data / "disks" / vs for vs in VIRTUAL_SERVERS})
-        self.audit.start()
         clients: list[Sender | ImapReader] = [*self.senders.values(), *self.readers.values()]
         for client in clients:
             t = threading.Thread(target=client.run, args=(self._stop,), daemon=True)
             t.start()
             self._threads.append(t)
-        self.world = World(c, control, random.Random(self.seed), self.ttl)
+        self.world = World(c, control, random.Random(self.seed), self.ttl, audit=self.audit)
         await self.wait_serving(60)
 
     async def close(self) -> None:

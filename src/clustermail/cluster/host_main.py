@@ -28,6 +28,7 @@ from clustermail.cluster import procutil, resource_types
 from clustermail.cluster.host_output import EventSink, HostLog
 from clustermail.cluster.host_protocol import (
     EXIT_AGENT_GONE,
+    EXIT_FENCED,
     MetricsEvent,
     OfflineCommand,
     ProtocolError,
@@ -123,6 +124,18 @@ def _parent_died(signum: int, frame: object) -> None:
     os._exit(EXIT_AGENT_GONE)
 
 
+def _continued(signum: int, frame: object) -> None:
+    """SIGCONT: the host was frozen. If its lease deadline passed meanwhile, another
+    node may own the virtual server now: fence before this process does anything
+    else (the watchdog thread would too, but it races the main thread, and the
+    relay may hand it a newer deadline read from the pipe after the fact)."""
+    host = _current_host
+    if host is not None and host.watchdog.expired():
+        procutil.kill_all_groups()
+        host.revert_changes()
+        os._exit(EXIT_FENCED)
+
+
 async def amain() -> int:
     loop = asyncio.get_running_loop()
     early = HostLog("?", "?", None)
@@ -216,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     restrict_umask()  # inherited from the agent already; explicit for any other caller
     setup_process_log()
     signal.signal(PARENT_DEATH_SIGNAL, _parent_died)  # before it can be sent
+    signal.signal(signal.SIGCONT, _continued)
     for sig in (signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, _ignore)
     procutil.set_parent_death_signal(PARENT_DEATH_SIGNAL, args.parent_pid)

@@ -155,6 +155,12 @@ class DeadlineWatchdog:
             self._stopped = True
             self._cond.notify()
 
+    def expired(self) -> bool:
+        """The deadline has passed (and the watchdog was not stopped). Lock-free, so a
+        signal handler may ask while the main thread holds the lock."""
+        deadline = self._deadline
+        return not self._stopped and deadline is not None and time.monotonic() >= deadline
+
     def _run(self) -> None:
         with self._cond:
             while not self._stopped:

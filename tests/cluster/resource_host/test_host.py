@@ -277,6 +277,38 @@ def test_lease_deadline_passing_fences_the_host(tmp_path: Path, start_host: Star
     assert procutil.wait_gone([banner_pid], 5.0) == []
 
 
+def test_a_host_frozen_past_its_deadline_fences_when_continued(
+        tmp_path: Path, start_host: StartHost) -> None:
+    """SIGSTOP past the lease deadline, with the agent's later deadlines waiting in
+    the pipe (a healthy agent kept writing): on SIGCONT the host fences before it
+    reads them; another node may own the virtual server by now."""
+    host = start_host(mail1_spec(tmp_path, free_port(ADDRESS)))
+    host.events.group("online")
+    banner_pid = host.child_pids()[0]
+    host.send({"cmd": "lease", "safe_until": time.monotonic() + 0.3})
+    os.kill(host.proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(0.6)  # frozen on purpose: the fault under test is the passing time
+        for _ in range(20):
+            host.send({"cmd": "lease", "safe_until": time.monotonic() + 30})
+    finally:
+        os.kill(host.proc.pid, signal.SIGCONT)
+    assert host.wait_exit(5.0) == 4
+    assert procutil.wait_gone([banner_pid], 5.0) == []
+
+
+def test_a_host_frozen_within_its_deadline_carries_on(
+        tmp_path: Path, start_host: StartHost) -> None:
+    host = start_host(mail1_spec(tmp_path, free_port(ADDRESS)))
+    host.events.group("online")
+    host.send({"cmd": "lease", "safe_until": time.monotonic() + 30})
+    os.kill(host.proc.pid, signal.SIGSTOP)
+    os.kill(host.proc.pid, signal.SIGCONT)
+    host.send({"cmd": "ping", "seq": 7})
+    host.events.wait(lambda e: e.get("event") == "pong" and e.get("seq") == 7)
+    assert host.proc.poll() is None
+
+
 def test_rejected_spec_exits_2_with_a_clear_error(tmp_path: Path, start_host: StartHost) -> None:
     spec = mail1_spec(tmp_path, free_port(ADDRESS))
     spec["resources"][3]["type"] = "no_such_type"
