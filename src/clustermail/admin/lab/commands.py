@@ -51,7 +51,8 @@ def require_root() -> None:
 # --------------------------------------------------------------------------- up
 
 
-async def up(data_dir: Path, count: int, etcd: int, console: Console) -> int:
+async def up(data_dir: Path, count: int, etcd: int, console: Console,
+             timing: str = "default") -> int:
     require_root()
     if count < 2:
         raise AdminError(f"--machines {count}: the lab needs at least 2 machines")
@@ -105,7 +106,7 @@ async def up(data_dir: Path, count: int, etcd: int, console: Console) -> int:
             state.loop_devices.append(devices[vs])
             save(data_dir, state)
             console.print(f"disk of {vs}: {devices[vs]} (ext4 on {image})")
-        config = cluster_file.lab_config(subnet, count, devices)
+        config = cluster_file.lab_config(subnet, count, devices, timing)
         for name in state.etcd_members:
             start_etcd(data_dir, state, state.machines[name])
         await wait_etcd(state, console)
