@@ -403,6 +403,7 @@ class LabBench:
             result["window"] = [round(fault_at, 3), round(time.time(), 3)]
         finally:
             self.repair(kind, owner)
+            result["repaired_at"] = round(time.time(), 3)
         self.log(f"[{self.profile}] {kind} {i + 1}/{runs}: {owner} -> "
                  f"{result.get('new_owner')}: failover {result.get('failover_s')} s "
                  f"({result.get('failover_from')}), unavailable {result.get('unavailable_s')} s, "
@@ -433,6 +434,7 @@ class LabBench:
                 "failed_banners": sum(int(r.get("failed_banners") or 0) for r in results),
                 "probes": len(probes),
                 "failed_banners_outside_faults": failed_outside(probes, windows),
+                "outside_faults": outside_runs(probes, windows, results),
                 "errors": errors, "loadavg_before": before, "loadavg_after": loadavg(),
                 "duration_s": round(time.monotonic() - t0, 1), "run_results": results}
 
@@ -463,6 +465,26 @@ def failed_outside(probes: list[Probe], windows: list[tuple[float, float]]) -> i
     """Failed probes outside the fault windows (a repair or failback disturbing clients)."""
     return sum(1 for p in probes if not p.ok
                and not any(a <= p.end and p.start <= b for a, b in windows))
+
+
+def outside_runs(probes: list[Probe], windows: list[tuple[float, float]],
+                 results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Failed probes outside the fault windows, grouped by the run whose repair they
+    followed: when they started and ended, in seconds after that repair."""
+    repairs = sorted((r["repaired_at"], r["run"]) for r in results if "repaired_at" in r)
+    groups: dict[int, list[Probe]] = {}
+    for p in probes:
+        if p.ok or any(a <= p.end and p.start <= b for a, b in windows):
+            continue
+        before = [(t, run) for t, run in repairs if t <= p.start]
+        groups.setdefault(before[-1][1] if before else 0, []).append(p)
+    out = []
+    for run, failed in sorted(groups.items()):
+        base = next((t for t, r in repairs if r == run), failed[0].start)
+        out.append({"after_repair_of_run": run, "failed": len(failed),
+                    "from_s": round(failed[0].start - base, 2),
+                    "to_s": round(failed[-1].start - base, 2)})
+    return out
 
 
 async def bench_profile(bench: LabBench, faults: list[str], runs: int) -> list[dict[str, Any]]:
@@ -518,6 +540,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vs", default="mail3", choices=("mail1", "mail2", "mail3"),
                         help="the virtual server whose owner is faulted (default mail3)")
     parser.add_argument("--out", type=Path, default=RESULTS / "lab.json")
+    parser.add_argument("--keep-logs", action="store_true",
+                        help="keep the lab's logs and the probes next to --out (kept anyway "
+                             "when a run failed)")
     args = parser.parse_args(argv)
     profiles = [x for x in args.profiles.split(",") if x]
     faults = [x for x in args.faults.split(",") if x]
@@ -560,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
             interrupted = f"ended: {exc}"
         finally:
             cells += done
-            failed = bool(interrupted) or any(c["errors"] for c in done)
+            failed = args.keep_logs or bool(interrupted) or any(c["errors"] for c in done)
             keep = args.out.parent / f"lab-{profile}-logs" if failed else None
             kept += [str(keep)] if keep else []
             take_down(bench, keep, log)

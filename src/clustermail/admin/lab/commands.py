@@ -144,7 +144,12 @@ def etcd_argv(data_dir: Path, state: LabState, m: Machine) -> list[str]:
             "--listen-client-urls", client, "--advertise-client-urls", client,
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
             "--initial-cluster", peers, "--initial-cluster-state", "new",
-            "--initial-cluster-token", f"clustermail-lab-{state.tag}"]
+            "--initial-cluster-token", f"clustermail-lab-{state.tag}",
+            # A member back from a partition has raised its term campaigning alone;
+            # without the pre-vote phase it deposes the healthy leader on return, and
+            # the leaderless seconds expire healthy nodes' leases (etcd 3.4's default
+            # is off; 3.5 turns it on).
+            "--pre-vote"]
 
 
 def start_etcd(data_dir: Path, state: LabState, m: Machine) -> None:
