@@ -44,6 +44,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -164,6 +165,33 @@ def outage(probes: Iterable[Probe], fault: float) -> Outage:
     return Outage(back.start - after[first_fail].start, failed, back.node)
 
 
+def fences(log_text: str, node: str) -> list[tuple[float, str]]:
+    """(wall-clock time, node) of each ``fenced`` entry of a node agent's JSON log."""
+    found = []
+    for line in log_text.splitlines():
+        if '"fenced"' not in line:
+            continue
+        try:
+            entry = json.loads(line)
+            if entry.get("event") == "fenced":
+                found.append((datetime.fromisoformat(entry["time"]).timestamp(), node))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return found
+
+
+def collateral(fenced: list[tuple[float, str]], runs: list[dict[str, Any]],
+               end: float) -> dict[int, list[str]]:
+    """Per run, the nodes other than the faulted owner that fenced themselves from the
+    fault to the next run's fault (a healthy node losing its lease on the way)."""
+    starts = [(r["fault_time"], r["run"], r["owner"]) for r in runs]
+    out: dict[int, list[str]] = {}
+    for i, (t0, run, owner) in enumerate(starts):
+        t1 = starts[i + 1][0] if i + 1 < len(starts) else end
+        out[run] = sorted({n for t, n in fenced if t0 <= t < t1 and n != owner})
+    return out
+
+
 def pct(values: list[float], p: float) -> float:
     """The nearest-rank percentile (no interpolation: a value that was measured)."""
     ordered = sorted(values)
@@ -192,8 +220,9 @@ def fmt(cell: dict[str, Any] | None, key: str) -> str:
 
 def markdown_table(cells: list[dict[str, Any]]) -> str:
     head = ("| fault | profile | runs | failover p50 / p99 / max (s) | "
-            "unavailable p50 / p99 / max (s) | failed banners (faults / rest) | errors |")
-    lines = [head, "|---|---|---|---|---|---|---|"]
+            "unavailable p50 / p99 / max (s) | failed banners (faults / rest) | "
+            "other nodes fenced | errors |")
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
     for c in cells:
         f, u = c.get("failover_s"), c.get("unavailable_s")
         lines.append(
@@ -201,6 +230,7 @@ def markdown_table(cells: list[dict[str, Any]]) -> str:
             f"{fmt(f, 'p50')} / {fmt(f, 'p99')} / {fmt(f, 'max')} | "
             f"{fmt(u, 'p50')} / {fmt(u, 'p99')} / {fmt(u, 'max')} | "
             f"{c['failed_banners']} / {c.get('failed_banners_outside_faults', 0)} | "
+            f"{c.get('collateral_fences', 0)} | "
             f"{len(c['errors'])} |")
     return "\n".join(lines)
 
@@ -428,15 +458,28 @@ class LabBench:
         fo = [r["failover_s"] for r in results if r.get("failover_s") is not None]
         un = [r["unavailable_s"] for r in results if r.get("unavailable_s") is not None]
         probes = [p for p in self.probes() if started <= p.start]
+        fenced = [f for name in self.state().machines
+                  for f in fences(read_text(self.data / "logs" / f"{name}.log"), name)]
+        others = collateral(fenced, results, time.time())
+        for r in results:
+            r["collateral_fences"] = others.get(r["run"], [])
         windows = [(r["window"][0], r["window"][1]) for r in results if "window" in r]
         return {"fault": kind, "profile": self.profile, "vs": self.vs, "runs": runs,
                 "runs_ok": len(fo), "failover_s": summary(fo), "unavailable_s": summary(un),
                 "failed_banners": sum(int(r.get("failed_banners") or 0) for r in results),
                 "probes": len(probes),
+                "collateral_fences": sum(len(r["collateral_fences"]) for r in results),
                 "failed_banners_outside_faults": failed_outside(probes, windows),
                 "outside_faults": outside_runs(probes, windows, results),
                 "errors": errors, "loadavg_before": before, "loadavg_after": loadavg(),
                 "duration_s": round(time.monotonic() - t0, 1), "run_results": results}
+
+
+def read_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def owner_of(status: dict[str, Any], vs: str) -> str | None:

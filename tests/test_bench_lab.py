@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from bench.lab import Probe, first_online, markdown_table, outage, parse_probes, pct, summary
+from bench.lab import (
+    Probe,
+    collateral,
+    fences,
+    first_online,
+    markdown_table,
+    outage,
+    parse_probes,
+    pct,
+    summary,
+)
 
 
 def probes(*spec: tuple[float, bool]) -> list[Probe]:
@@ -66,4 +76,17 @@ def test_markdown_table_marks_missing_values() -> None:
             "failover_s": None, "unavailable_s": None, "failed_banners": 0,
             "failed_banners_outside_faults": 1, "errors": ["run 1: timed out"]}
     row = markdown_table([cell]).splitlines()[-1]
-    assert row == "| partition | fast | 0/2 | – / – / – | – / – / – | 0 / 1 | 1 |"
+    assert row == "| partition | fast | 0/2 | – / – / – | – / – / – | 0 / 1 | 0 | 1 |"
+
+
+def test_fences_of_other_nodes_per_run() -> None:
+    log = ('{"time": "2026-12-05T22:11:33.500+00:00", "event": "fenced", "message": "x"}\n'
+           '{"time": "2026-12-05T22:11:40.000+00:00", "event": "cycle", "message": "fenced"}\n'
+           'not json "fenced"\n')
+    found = fences(log, "node1")
+    assert len(found) == 1 and found[0][1] == "node1"
+    t = found[0][0]
+    runs = [{"run": 1, "owner": "node3", "fault_time": t - 1},
+            {"run": 2, "owner": "node1", "fault_time": t + 5}]
+    assert collateral([*found, (t + 6, "node1"), (t, "node3")], runs, t + 60) == {
+        1: ["node1"], 2: []}
