@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from clustermail.admin.errors import AdminError
-from clustermail.admin.lab import cluster_file, state
+from clustermail.admin.lab import cluster_file, commands, state
 
 DEVICES = {"mail1": "/dev/loop7", "mail2": "/dev/loop8", "mail3": "/dev/loop9"}
 
@@ -26,6 +26,20 @@ def test_the_lab_cluster_is_valid_for_any_size(machines: int) -> None:
         assert by_type["ip_address"]["mode"] == "interface"
         assert by_type["disk"]["device"] == DEVICES[vs.name]
         assert vs.preferred_owners[-1] == f"node{machines}"  # the standby
+
+
+def test_the_lab_cluster_takes_a_timing_profile() -> None:
+    assert cluster_file.lab_config("198.18.7", 4, DEVICES).timing.profile == "default"
+    assert cluster_file.lab_config("198.18.7", 4, DEVICES, "fast").timing.profile == "fast"
+
+
+def test_etcd_members_run_with_pre_vote() -> None:
+    # Without it a member healed from a partition deposes the healthy leader.
+    lab = state.LabState(tag="ab12", subnet="198.18.7", bridge="cmlab12br",
+                         etcd_members=["node1"])
+    lab.machines["node1"] = state.Machine("node1", "cmlab12-node1", "cmlab12v1",
+                                          "198.18.7.11", ["etcd", "node"])
+    assert "--pre-vote" in commands.etcd_argv(Path("lab"), lab, lab.machines["node1"])
 
 
 def test_the_state_file_round_trips_and_is_private(tmp_path: Path) -> None:

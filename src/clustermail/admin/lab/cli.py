@@ -12,6 +12,7 @@ from rich.console import Console
 from clustermail.admin.common import Add, Parser, add_group
 from clustermail.admin.lab import commands
 from clustermail.admin.lab.state import require
+from clustermail.cluster.timing import PROFILES
 
 DEFAULT_DATA = Path("clustermail-lab")
 
@@ -29,6 +30,8 @@ def add_commands(sub: Any, add: Add) -> None:
     p.add_argument("--machines", type=int, default=4, help="node machines (default 4)")
     p.add_argument("--etcd", type=int, default=3,
                    help="etcd members, on the first machines (default 3)")
+    p.add_argument("--timing", choices=sorted(PROFILES), default="default",
+                   help="the cluster's lease timing profile (default: default)")
     lab("down", "remove every namespace, process, loop device and bridge of the lab", cmd_down)
     lab("status", "the machines, their processes, and the cluster", cmd_status)
     p = lab("exec", "run a command on a machine: lab exec MACHINE -- CMD…", cmd_exec)
@@ -48,7 +51,7 @@ def add_commands(sub: Any, add: Add) -> None:
 
 
 async def cmd_up(args: argparse.Namespace, console: Console) -> int:
-    return await commands.up(args.data, args.machines, args.etcd, console)
+    return await commands.up(args.data, args.machines, args.etcd, console, args.timing)
 
 
 async def cmd_down(args: argparse.Namespace, console: Console) -> int:

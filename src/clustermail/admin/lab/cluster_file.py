@@ -28,9 +28,11 @@ def vs_address(subnet: str, index: int) -> str:
     return f"{subnet}.{200 + index}"
 
 
-def lab_config(subnet: str, machines: int, devices: dict[str, str]) -> ClusterConfig:
+def lab_config(subnet: str, machines: int, devices: dict[str, str],
+               timing: str = "default") -> ClusterConfig:
     """mail1..mail3, each preferring its own node and the last node (the standby), each
-    with its shared disk on a block device (``devices``: virtual server → device)."""
+    with its shared disk on a block device (``devices``: virtual server → device);
+    ``timing`` is the lease profile ("default" or "fast")."""
     nodes = node_names(machines)
     standby = nodes[-1]
     servers: dict[str, Any] = {}
@@ -57,7 +59,7 @@ def lab_config(subnet: str, machines: int, devices: dict[str, str]) -> ClusterCo
         }
     data = {
         "cluster": {"name": "clustermail-lab", "placement": "active-passive",
-                    "timing": "default"},
+                    "timing": timing},
         "nodes": {name: {} for name in nodes},
         "virtual_servers": servers,
     }

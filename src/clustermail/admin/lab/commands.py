@@ -51,7 +51,8 @@ def require_root() -> None:
 # --------------------------------------------------------------------------- up
 
 
-async def up(data_dir: Path, count: int, etcd: int, console: Console) -> int:
+async def up(data_dir: Path, count: int, etcd: int, console: Console,
+             timing: str = "default") -> int:
     require_root()
     if count < 2:
         raise AdminError(f"--machines {count}: the lab needs at least 2 machines")
@@ -105,7 +106,7 @@ async def up(data_dir: Path, count: int, etcd: int, console: Console) -> int:
             state.loop_devices.append(devices[vs])
             save(data_dir, state)
             console.print(f"disk of {vs}: {devices[vs]} (ext4 on {image})")
-        config = cluster_file.lab_config(subnet, count, devices)
+        config = cluster_file.lab_config(subnet, count, devices, timing)
         for name in state.etcd_members:
             start_etcd(data_dir, state, state.machines[name])
         await wait_etcd(state, console)
@@ -143,7 +144,12 @@ def etcd_argv(data_dir: Path, state: LabState, m: Machine) -> list[str]:
             "--listen-client-urls", client, "--advertise-client-urls", client,
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
             "--initial-cluster", peers, "--initial-cluster-state", "new",
-            "--initial-cluster-token", f"clustermail-lab-{state.tag}"]
+            "--initial-cluster-token", f"clustermail-lab-{state.tag}",
+            # A member back from a partition has raised its term campaigning alone;
+            # without the pre-vote phase it deposes the healthy leader on return, and
+            # the leaderless seconds expire healthy nodes' leases (etcd 3.4's default
+            # is off; 3.5 turns it on).
+            "--pre-vote"]
 
 
 def start_etcd(data_dir: Path, state: LabState, m: Machine) -> None:
