@@ -8,6 +8,7 @@ covered with every other route in test_routes.py."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -159,3 +160,32 @@ async def test_restore_of_a_missing_backup_and_of_a_missing_store(site: Site) ->
                                        json_body={})
     assert status == 409 and "no mail store of mail2" in body["error"]["message"]
     assert site.tags() == ["one"]
+
+
+async def test_backup_commands_through_the_api(site: Site) -> None:
+    from tests.admin.api.test_remote_cli import cli
+
+    url = site.api.url
+    code, out, err = await cli("backup", "create", "mail1", "--api", url)
+    assert code == 0, err
+    backup_id = out.strip()
+    assert backup_id.startswith("mail1-") and backup_id.endswith("-full")
+    code, out, err = await cli("backup", "list", "--json", "--vs", "mail1", "--api", url)
+    assert code == 0, err
+    assert [c["sets"][0]["id"] for c in json.loads(out)["chains"]] == [backup_id]
+    code, out, err = await cli("backup", "verify", backup_id, "--api", url)
+    assert code == 0 and "ok" in out, err
+    site.deliver("two")
+    code, out, err = await cli("restore", "mail1", "SG1/DB1", "--from", backup_id,
+                               "--no-roll-forward", "--json", "--api", url)
+    assert code == 0, err
+    assert json.loads(out)["restored"][0]["database"] == "SG1/DB1"
+    assert site.tags() == ["one"]
+    code, _, err = await cli("backup", "create", "mail1", "--to", "/tmp", "--api", url)
+    assert code == 1 and "--to is not available through --api" in err
+    code, _, err = await cli("store", "reset", "mail1", "SG1/DB1", "--api", url,
+                             user=VIEWER)
+    assert code == 1 and "--confirm" in err
+    code, _, err = await cli("store", "reset", "mail1", "SG1/DB1", "--confirm", "--api", url,
+                             user=VIEWER)
+    assert code == 1 and "needs the operator role (403 forbidden)" in err
