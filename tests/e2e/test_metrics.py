@@ -86,6 +86,15 @@ async def test_node_metrics_show_mail_counters(tmp_path: Path) -> None:
                      command="LOGIN") >= 1
         assert value(samples, "clustermail_commands_total", vs="mail1", protocol="smtp",
                      command="DATA") == 1
+        # SMTP command latency, per command, beside IMAP4's.
+        assert value(samples, "clustermail_command_seconds_count", vs="mail1",
+                     protocol="smtp", command="DATA") == 1
+        assert value(samples, "clustermail_command_seconds_bucket", vs="mail1",
+                     protocol="smtp", command="RCPT", le="+Inf") == 1
+        assert value(samples, "clustermail_command_seconds_sum", vs="mail1",
+                     protocol="smtp", command="EHLO") > 0
+        assert value(samples, "clustermail_command_seconds_count", vs="mail1",
+                     protocol="imap4", command="LOGIN") >= 1
         assert value(samples, "clustermail_mailbox_database_bytes", vs="mail1") > 0
         assert value(samples, "clustermail_disk_free_bytes", vs="mail1") > 0
         assert ("clustermail_transaction_log_bytes", frozenset(
