@@ -248,6 +248,24 @@ async def test_bad_input_is_a_clear_error(api: Api, method: str, path: str,
         assert message and "\n" not in message and "Traceback" not in message
 
 
+@pytest.mark.parametrize("route", all_routes(), ids=lambda r: f"{r.method} {r.path}")
+async def test_every_route_refuses_a_body_it_does_not_take(api: Api, route: Route) -> None:
+    """Bad input on every route: a field it does not know or a missing one (422), or a
+    body where it takes none (400); never a 500, and nothing is changed."""
+    before = await log_entries(api)
+    status, body = await api.call(route.method, concrete(route),
+                                  json_body={"no_such_field": 1})
+    if route.body is None:
+        assert (status, body["error"]["code"]) == (400, "bad_request"), body
+    elif route.body.get("additionalProperties") is False:
+        assert (status, body["error"]["code"]) == (422, "invalid"), body
+        message = body["error"]["message"]
+        assert "unknown field 'no_such_field'" in message or "missing field" in message
+    else:  # a free-form body (PUT /config): still a clear error
+        assert status == 422, body
+    assert await log_entries(api) == before
+
+
 # --------------------------------------------------------------------------- cluster changes
 
 
