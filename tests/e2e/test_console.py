@@ -99,7 +99,10 @@ def browser() -> Iterator[WebDriver]:
 
 def wait(driver: WebDriver, what: str, check: Callable[[], Any], timeout: float = 45) -> Any:
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda _: check())
+        # The page redraws on every status: an element found just before a redraw is
+        # stale by the time it is read, so the check runs again.
+        return WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=(
+            NoSuchElementException, StaleElementReferenceException)).until(lambda _: check())
     except Exception as exc:
         raise AssertionError(f"timed out waiting for {what}") from exc
 
