@@ -2,9 +2,12 @@
 against a running cluster started by `clustermail up`: log in, see the virtual servers
 online, move one and watch it arrive, kill a node and watch its virtual server move
 without reloading the page, kill the node of the admin service and find the console
-back at the same address, log in as a viewer and find every action disabled.
+back at the same address, disable and enable IMAP4 and POP3 of a virtual server from
+the page and find their ports closed and answering again, log in as a viewer and find
+every action disabled.
 
-Screenshots of the main views go to docs/console/ (linked from docs/console.md).
+Screenshots of the main views go to the test's temporary folder; with
+``CLUSTERMAIL_SCREENSHOTS=docs/console`` they refresh the ones docs/console.md shows.
 """
 
 from __future__ import annotations
@@ -24,20 +27,33 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import ROOT, cluster_toml, free_addresses
+from tests.e2e.harness import (
+    ROOT,
+    banner,
+    cluster_toml,
+    free_addresses,
+    mail_port,
+    mail_resources,
+)
 from tests.support.local_up import read_until
 
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-SHOTS = ROOT / "docs" / "console"
+#: Where the screenshots go instead of the test's temporary folder (relative: to the
+#: repository), e.g. docs/console to refresh the documentation's.
+SHOTS_ENV = "CLUSTERMAIL_SCREENSHOTS"
 
 if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):  # pragma: no cover
     pytest.skip("needs Debian's chromium and chromium-driver "
                 "(scripts/install-system-deps.sh installs them)", allow_module_level=True)
 
 from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.chrome.options import Options  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -45,9 +61,17 @@ from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 
+def _mail_protocols(v: int, port: int) -> str:
+    """The mail store, IMAP4 and POP3 of mail{v} (no SMTP: the test needs none)."""
+    lines = mail_resources(v, port)
+    smtp = lines.index(f"[virtual_servers.mail{v}.resources.smtp]")
+    return "\n".join(lines[:smtp] + lines[smtp + 4:]) + "\n"
+
+
 def console_toml(base: str, port: int) -> str:
-    """Three banner virtual servers, fast timing, node metrics and the cluster group."""
-    text = cluster_toml(base, port, timing="fast")
+    """Three banner virtual servers (mail3 with IMAP4 and POP3 too), fast timing, node
+    metrics and the cluster group."""
+    text = cluster_toml(base, port, timing="fast") + _mail_protocols(3, port)
     for n in range(1, 5):
         text = text.replace(f"[nodes.node{n}]\n",
                             f'[nodes.node{n}]\nmetrics = "{base}.1:{port + 2 + n}"\n')
@@ -81,10 +105,24 @@ def browser() -> Iterator[WebDriver]:
 
 
 def wait(driver: WebDriver, what: str, check: Callable[[], Any], timeout: float = 45) -> Any:
+    last: list[Any] = [None]
+
+    def attempt(_: WebDriver) -> Any:
+        last[0] = check()
+        return last[0]
+
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda _: check())
+        # The page redraws on every status: an element found just before a redraw is
+        # stale by the time it is read, so the check runs again.
+        return WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=(
+            NoSuchElementException, StaleElementReferenceException)).until(attempt)
     except Exception as exc:
-        raise AssertionError(f"timed out waiting for {what}") from exc
+        try:
+            page = driver.find_element(By.ID, "nodes").text
+        except Exception:  # what the page showed is a hint only
+            page = "?"
+        raise AssertionError(f"timed out waiting for {what} (last: {last[0]!r}); the page "
+                             f"showed:\n{page}") from exc
 
 
 def card(driver: WebDriver, vs: str) -> dict[str, str] | None:
@@ -119,9 +157,40 @@ def log_in(driver: WebDriver, url: str, name: str, password: str) -> None:
     wait(driver, "the cluster view", lambda: driver.find_element(By.ID, "app").is_displayed())
 
 
-def shot(driver: WebDriver, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    driver.save_screenshot(str(SHOTS / f"{name}.png"))
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    chosen = os.environ.get(SHOTS_ENV)
+    folder = ROOT / chosen if chosen else tmp_path / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def resource_badge(driver: WebDriver, vs: str, resource: str) -> str | None:
+    """The state badge of a resource in a virtual server's dependency tree."""
+    text: str | None = driver.execute_script(
+        "const b = document.querySelector(`#vs-${arguments[0]} "
+        "li[data-resource='${arguments[1]}'] > span > .badge`);"
+        "return b ? b.textContent : null;", vs, resource)
+    return text
+
+
+def click(driver: WebDriver, css: str) -> None:
+    """Clicks what ``css`` finds; the page redraws on every status, so a button found
+    just before a redraw is looked up again."""
+    def attempt() -> bool:
+        try:
+            driver.find_element(By.CSS_SELECTOR, css).click()
+        except (NoSuchElementException, StaleElementReferenceException):
+            return False
+        return True
+
+    wait(driver, f"{css} to click", attempt)
+
+
+def confirm(driver: WebDriver) -> None:
+    wait(driver, "the confirmation", lambda: driver.find_element(By.ID, "confirm")
+         .is_displayed())
+    driver.find_element(By.ID, "confirm-ok").click()
 
 
 def status(data: Path) -> dict[str, Any]:
@@ -132,7 +201,30 @@ def status(data: Path) -> dict[str, Any]:
     return result
 
 
-def test_console_in_a_browser(tmp_path: Path, browser: WebDriver) -> None:
+def toggle_protocol(driver: WebDriver, where: tuple[str, int], resource: str,
+                    greeting: str) -> None:
+    """Disables a mail protocol of mail3 from the page and enables it again: the resource
+    is held offline in the tree and its port closes, then it is online and answers."""
+    def answers() -> bool:
+        return (banner(*where) or "").startswith(greeting)
+
+    wait(driver, f"mail3's {resource} answering", answers)
+    click(driver, f"#vs-mail3 [data-action=disable-{resource}]")
+    confirm(driver)
+    wait(driver, f"{resource} held offline on the page",
+         lambda: resource_badge(driver, "mail3", resource) == "offline (held)")
+    wait(driver, f"mail3's {resource} port closed", lambda: banner(*where) is None)
+    click(driver, f"#vs-mail3 [data-action=enable-{resource}]")
+    confirm(driver)
+    wait(driver, f"{resource} online on the page",
+         lambda: resource_badge(driver, "mail3", resource) == "online")
+    wait(driver, f"mail3's {resource} answering again", answers)
+
+
+def test_console_in_a_browser(tmp_path: Path, browser: WebDriver, shots: Path) -> None:
+    def shot(name: str) -> None:
+        browser.save_screenshot(str(shots / f"{name}.png"))
+
     base, port = free_addresses()
     data = tmp_path / "data"
     data.mkdir()
@@ -155,7 +247,15 @@ def test_console_in_a_browser(tmp_path: Path, browser: WebDriver) -> None:
                                           "node": "node-node1"}
         assert card(browser, "cluster") == {"state": "online", "owner": "node3",
                                             "node": "node-node3"}
-        shot(browser, "cluster")
+        shot("cluster")
+
+        # IMAP4 and POP3 of mail3, disabled and enabled from the page; mail3 stays where
+        # it is (a resource held offline is not a failure).
+        at_home = {"state": "online", "owner": "node3", "node": "node-node3"}
+        wait(browser, "mail3 online on node3", lambda: card(browser, "mail3") == at_home)
+        toggle_protocol(browser, (f"{base}.13", mail_port(port, "imap")), "imap4", "* OK")
+        toggle_protocol(browser, (f"{base}.13", mail_port(port, "pop3")), "pop3", "+OK")
+        wait(browser, "mail3 online on node3 again", lambda: card(browser, "mail3") == at_home)
 
         # Move mail1 to node4 from the page, confirm, and watch it arrive.
         mail1 = browser.find_element(By.ID, "vs-mail1")
@@ -171,7 +271,7 @@ def test_console_in_a_browser(tmp_path: Path, browser: WebDriver) -> None:
         browser.find_element(By.CSS_SELECTOR, "#vs-mail1 [data-action=explain]").click()
         wait(browser, "the explanation", lambda: "candidates, in the order tried"
              in browser.find_element(By.ID, "explain-text").text)
-        shot(browser, "moved-and-explained")
+        shot("moved-and-explained")
 
         # Kill node2: mail2 moves (to node1, which the move freed) without a reload.
         marker = browser.execute_script("window.__same_page = 42; return window.__same_page;")
@@ -182,7 +282,7 @@ def test_console_in_a_browser(tmp_path: Path, browser: WebDriver) -> None:
         wait(browser, "mail2 online on node1", lambda: card(browser, "mail2") == {
             "state": "online", "owner": "node1", "node": "node-node1"}, timeout=60)
         assert browser.execute_script("return window.__same_page;") == marker
-        shot(browser, "failover")
+        shot("failover")
 
         # HTTPS with the cluster's own certificate, the same on every node.
         https = (f"{base}.10", port + 2)
@@ -202,11 +302,11 @@ def test_console_in_a_browser(tmp_path: Path, browser: WebDriver) -> None:
         # Performance and events views.
         browser.find_element(By.CSS_SELECTOR, "#tabs [data-tab=performance]").click()
         time.sleep(0.5)  # one frame of the charts: a screenshot, not an assertion
-        shot(browser, "performance")
+        shot("performance")
         browser.find_element(By.CSS_SELECTOR, "#tabs [data-tab=events]").click()
         wait(browser, "admin changes in the event log", lambda: "admin: asked to move mail1"
              in browser.find_element(By.ID, "events").text)
-        shot(browser, "events")
+        shot("events")
 
         # A viewer sees everything and can change nothing.
         subprocess.run([sys.executable, "-m", "clustermail", "admin-user", "add", "watcher",
@@ -225,7 +325,7 @@ def test_console_in_a_browser(tmp_path: Path, browser: WebDriver) -> None:
         assert changing and all(not b.is_enabled() for b in changing)
         assert any(b.get_attribute("data-action") == "explain" and b.is_enabled()
                    for b in buttons)
-        shot(browser, "viewer")
+        shot("viewer")
     finally:
         if up.poll() is None:
             os.killpg(up.pid, signal.SIGINT)

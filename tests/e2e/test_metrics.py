@@ -86,6 +86,15 @@ async def test_node_metrics_show_mail_counters(tmp_path: Path) -> None:
                      command="LOGIN") >= 1
         assert value(samples, "clustermail_commands_total", vs="mail1", protocol="smtp",
                      command="DATA") == 1
+        # SMTP command latency, per command, beside IMAP4's.
+        assert value(samples, "clustermail_command_seconds_count", vs="mail1",
+                     protocol="smtp", command="DATA") == 1
+        assert value(samples, "clustermail_command_seconds_bucket", vs="mail1",
+                     protocol="smtp", command="RCPT", le="+Inf") == 1
+        assert value(samples, "clustermail_command_seconds_sum", vs="mail1",
+                     protocol="smtp", command="EHLO") > 0
+        assert value(samples, "clustermail_command_seconds_count", vs="mail1",
+                     protocol="imap4", command="LOGIN") >= 1
         assert value(samples, "clustermail_mailbox_database_bytes", vs="mail1") > 0
         assert value(samples, "clustermail_disk_free_bytes", vs="mail1") > 0
         assert ("clustermail_transaction_log_bytes", frozenset(
@@ -97,3 +106,15 @@ async def test_node_metrics_show_mail_counters(tmp_path: Path) -> None:
         assert value(samples, "clustermail_lease_renewal_seconds_count", node="node1") > 0
         # Only node1's own virtual server: mail2's counters are on node2's endpoint.
         assert value(samples, "clustermail_sessions_total", vs="mail2") == 0
+
+        # Every node serves its own metrics, the standby too, each with what it hosts.
+        hosts = {"node1": "mail1", "node2": "mail2", "node3": "mail3", "node4": None}
+        for node in status["nodes"]:
+            name = node["name"]
+            assert node["metrics_url"] == f"http://{base}.1:{port + 20 + int(name[4:])}/metrics"
+            samples = await asyncio.to_thread(scrape, node["metrics_url"])
+            assert value(samples, "clustermail_node_up", node=name) == 1, name
+            hosted = {dict(ls)["vs"] for (n, ls), v in samples.items()
+                      if n == "clustermail_node_hosted_state" and v == 1
+                      and dict(ls).get("state") == "online"}
+            assert hosted == ({hosts[name]} if hosts[name] else set()), (name, hosted)

@@ -168,6 +168,10 @@ async def store_operation(
     return await run_here(view, loc, data_dir, op, params, progress=progress, note=note)
 
 
+class StillRunningError(AdminError):
+    """The operation outlived the caller's timeout; it goes on where it runs."""
+
+
 class NoOwnerError(AdminError):
     """The virtual server lost its owner before the request was claimed (it was
     withdrawn): run it here instead."""
@@ -261,7 +265,7 @@ async def run_on_owner(
                     note(f"{current.node} runs it (request {request.id})")
                 await _check_owner(store, current, revision)
             if timeout is not None and time.monotonic() - started > timeout:
-                raise AdminError(
+                raise StillRunningError(
                     f"the {op} of {vs} still runs on {current.node or 'its owner'} after "
                     f"{timeout:.0f} s; it goes on there (request {request.id})")
     finally:
@@ -443,7 +447,8 @@ async def backup_prune(dirs: list[Path], keep: int, vs: str | None = None) -> Re
 
 
 __all__ = [
-    "CLAIM_TIMEOUT", "LocalSite", "Result", "backup_create", "backup_dir", "backup_dirs",
-    "backup_list", "backup_prune", "backup_verify", "drop_recovery", "recover_mailbox",
-    "restore", "run_here", "run_on_owner", "store_operation", "store_reset",
+    "CLAIM_TIMEOUT", "LocalSite", "Result", "StillRunningError", "backup_create",
+    "backup_dir", "backup_dirs", "backup_list", "backup_prune", "backup_verify",
+    "drop_recovery", "recover_mailbox", "restore", "run_here", "run_on_owner",
+    "store_operation", "store_reset",
 ]

@@ -12,7 +12,10 @@ file ``CLUSTERMAIL_API_CONFIG`` (default ``~/.config/clustermail/api.toml``)::
 ``CLUSTERMAIL_API_INSECURE=1`` also skips certificate verification.
 
 Supported: ``status``, ``explain``, ``log [--follow]``, ``node list|pause|resume|evict``, ``vs
-list|move|online|offline|clear-failures``, ``resource online|offline``.
+list|move|online|offline|clear-failures``, ``resource online|offline``, and the backup
+commands (``backup create|list|verify|prune``, ``restore``, ``store reset|drop-recovery``,
+``user recover``) without a directory option: through the API, backups live in each
+virtual server's configured ``backup_path``.
 """
 
 from __future__ import annotations
@@ -88,11 +91,15 @@ class ApiClient:
         if self.session is not None:
             await self.session.close()
 
-    async def call(self, method: str, path: str, body: Any = None) -> Any:
+    async def call(self, method: str, path: str, body: Any = None, *,
+                   timeout: float | None = None) -> Any:
+        """The decoded answer; ``timeout``: how long to wait (default 30 s)."""
         assert self.session is not None
+        wait = aiohttp.ClientTimeout(total=timeout) if timeout is not None else None
         try:
             async with self.session.request(method, f"{self.url}/api/v1{path}", json=body,
-                                            headers=self.headers, ssl=self.verify) as r:
+                                            headers=self.headers, ssl=self.verify,
+                                            timeout=wait) as r:
                 try:
                     data = await r.json(content_type=None)
                 except ValueError:
@@ -245,6 +252,117 @@ async def log(api: ApiClient, args: argparse.Namespace, console: Console) -> int
     return 0
 
 
+# --------------------------------------------------------------------------- backups
+
+
+def _no_dir(args: argparse.Namespace) -> None:
+    for option in ("to", "dir"):
+        if getattr(args, option, None) is not None:
+            raise AdminError(f"--{option} is not available through --api: the admin service "
+                             "uses each virtual server's configured backup_path")
+
+
+async def _long(api: ApiClient, args: argparse.Namespace, method: str, path: str,
+                body: dict[str, Any]) -> Any:
+    """A call that waits for a backup operation (the server waits up to --timeout)."""
+    timeout = float(args.timeout)
+    return await api.call(method, path, {**body, "timeout": timeout} if method == "POST"
+                          else None, timeout=timeout + 30)
+
+
+async def backup_create(api: ApiClient, args: argparse.Namespace, console: Console) -> int:
+    _no_dir(args)
+    if args.cluster:
+        if args.vs or args.storage_group or args.incremental:
+            raise AdminError("backup create --cluster takes no virtual server, "
+                             "--storage-group or --incremental")
+        data = await api.call("POST", "/cluster-backups")
+    else:
+        if not args.vs:
+            raise AdminError("give the virtual server to back up (or --cluster)")
+        data = await _long(api, args, "POST", f"/virtual-servers/{_p(args.vs)}/backups",
+                           {"storage_groups": args.storage_group or [],
+                            "incremental": args.incremental})
+    emit(console, args, _doc(data), data["text"])
+    return 0
+
+
+def _doc(data: dict[str, Any]) -> dict[str, Any]:
+    """The document the store-side command prints (without the API's ``text``)."""
+    return {k: v for k, v in data.items() if k != "text"}
+
+
+async def backup_list(api: ApiClient, args: argparse.Namespace, console: Console) -> int:
+    _no_dir(args)
+    data = await api.call("GET", "/backups" + (f"?vs={_p(args.vs)}" if args.vs else ""))
+    emit(console, args, _doc(data), data["text"])
+    return 0
+
+
+async def backup_verify(api: ApiClient, args: argparse.Namespace, console: Console) -> int:
+    _no_dir(args)
+    data = await api.call("GET", f"/backups/{_p(args.id)}/verify", timeout=3600)
+    emit(console, args, _doc(data), data["text"])
+    return 0 if data.get("ok") else 1
+
+
+async def backup_prune(api: ApiClient, args: argparse.Namespace, console: Console) -> int:
+    _no_dir(args)
+    data = await api.call("POST", "/backups/prune", {"keep": args.keep, "vs": args.vs})
+    emit(console, args, _doc(data), data["text"])
+    return 0
+
+
+async def restore(api: ApiClient, args: argparse.Namespace, console: Console) -> int:
+    _no_dir(args)
+    if args.cluster:
+        raise AdminError("restore --cluster fills an empty coordination store: run it with "
+                         "--store, not through --api")
+    if not args.vs:
+        raise AdminError("give the virtual server to restore (or --cluster)")
+    body: dict[str, Any] = {"from": args.from_id, "roll_forward": not args.no_roll_forward,
+                            "recovery": args.recovery}
+    if args.all:
+        body["all"] = True
+    if args.database is not None:
+        body["database"] = args.database
+    if args.until:
+        body["until"] = args.until
+    data = await _long(api, args, "POST", f"/virtual-servers/{_p(args.vs)}/restore", body)
+    emit(console, args, _doc(data), data["text"])
+    return 0
+
+
+async def store_action(api: ApiClient, args: argparse.Namespace, console: Console) -> int:
+    vs = _p(args.vs)
+    if args.sub == "reset":
+        group, sep, db = args.database.partition("/")
+        if not sep or not group or not db or "/" in db:
+            raise AdminError(f"expected SG/DB such as SG1/DB1, got {args.database!r}")
+        if not args.confirm:
+            raise AdminError(f"store reset replaces {args.vs} {args.database} with an EMPTY "
+                             "database (its file and log are kept beside it); repeat with "
+                             "--confirm to do it")
+        data = await _long(api, args, "POST",
+                           f"/virtual-servers/{vs}/storage/{_p(group)}/databases/{_p(db)}"
+                           "/reset", {"confirm": True})
+    else:
+        query = f"?storage_group={_p(args.storage_group)}" if args.storage_group else ""
+        data = await _long(api, args, "DELETE", f"/virtual-servers/{vs}/recovery{query}", {})
+    emit(console, args, _doc(data), data["text"])
+    return 0
+
+
+async def user_recover(api: ApiClient, args: argparse.Namespace, console: Console) -> int:
+    if not args.from_recovery:
+        raise AdminError("say where from: --from-recovery (the recovery storage group)")
+    body = {"folder": args.folder, "since": args.since}
+    data = await _long(api, args, "POST", f"/users/{_p(args.address)}/recover",
+                       {k: v for k, v in body.items() if v is not None})
+    emit(console, args, _doc(data), data["text"])
+    return 0
+
+
 #: (command, action) → what runs it through the API.
 REMOTE: dict[tuple[str, str | None], RemoteHandler] = {
     ("status", None): status,
@@ -264,6 +382,14 @@ REMOTE: dict[tuple[str, str | None], RemoteHandler] = {
     ("resource", "online"): resource_action,
     ("resource", "offline"): resource_action,
     ("resource", "remove"): resource_action,
+    ("backup", "create"): backup_create,
+    ("backup", "list"): backup_list,
+    ("backup", "verify"): backup_verify,
+    ("backup", "prune"): backup_prune,
+    ("restore", None): restore,
+    ("store", "reset"): store_action,
+    ("store", "drop-recovery"): store_action,
+    ("user", "recover"): user_recover,
 }
 
 
@@ -281,7 +407,9 @@ def remote_handler(args: argparse.Namespace) -> Handler | None:
         what = " ".join(k for k in key if k)
         raise AdminError(f"`{what}` is not available through --api (available: status, "
                          "explain, log, node pause|resume|evict|list, vs list|move|online|offline|"
-                         "clear-failures, resource online|offline|remove)")
+                         "clear-failures, resource online|offline|remove, backup "
+                         "create|list|verify|prune, restore, store reset|drop-recovery, user "
+                         "recover)")
 
     async def run(args: argparse.Namespace, console: Console) -> int:
         async with ApiClient(args.api) as api:

@@ -24,8 +24,9 @@ COMMANDS = Counter("clustermail_commands", "Protocol commands handled",
                    ["protocol", "command"], registry=REGISTRY)
 COMMAND_SECONDS = Histogram(
     "clustermail_command_seconds", "How long a command took to answer",
-    ["protocol"], buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                           1.0, 2.5, 5.0, 10.0),
+    ["protocol", "command"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+             10.0),
     registry=REGISTRY)
 RECEIVED = Counter("clustermail_messages_received", "Messages accepted by SMTP (250 after "
                    "the durable commit)", registry=REGISTRY)
@@ -47,5 +48,6 @@ LOG_BYTES = Gauge("clustermail_transaction_log_bytes", "Size of a mailbox databa
 
 
 def command(protocol: str, name: str, seconds: float) -> None:
+    """One command handled (SMTP, IMAP4, POP3): counted, and its latency observed."""
     COMMANDS.labels(protocol, name.upper()).inc()
-    COMMAND_SECONDS.labels(protocol).observe(seconds)
+    COMMAND_SECONDS.labels(protocol, name.upper()).observe(seconds)

@@ -24,7 +24,8 @@ from tests.support.api_server import OPERATOR, VIEWER, Api, running_api
 
 #: A value for each path parameter, so every route can be called.
 PARAMS = {"resource": "pop3", "address": "alice@example.test", "domain": "example.test",
-          "alias": "postmaster@example.test", "member": "alice@example.test"}
+          "alias": "postmaster@example.test", "member": "alice@example.test",
+          "id": "mail1-20261201T000000Z-full", "database": "DB1"}
 
 
 def concrete(route: Route) -> str:
@@ -179,6 +180,62 @@ async def test_viewer_reads(api: Api) -> None:
      "not_found"),
     ("PUT", "/api/v1/config", {"json_body": {"nodes": {}}}, 422, "invalid"),
     ("PUT", "/api/v1/config", {"json_body": []}, 422, "invalid"),
+    # backups
+    ("POST", "/api/v1/virtual-servers/mail1/backups", {"json_body": {"incremental": "yes"}},
+     422, "invalid"),
+    ("POST", "/api/v1/virtual-servers/mail1/backups", {"json_body": {"to": "/tmp"}}, 422,
+     "invalid"),
+    ("POST", "/api/v1/virtual-servers/mail1/backups", {"json_body": {"timeout": 0}}, 422,
+     "invalid"),
+    ("POST", "/api/v1/virtual-servers/nope/backups", {}, 404, "not_found"),
+    ("POST", "/api/v1/virtual-servers/cluster/backups", {}, 409, "conflict"),
+    ("POST", "/api/v1/virtual-servers/mail1/backups", {}, 409, "conflict"),
+    ("POST", "/api/v1/cluster-backups", {"json_body": {"x": 1}}, 400, "bad_request"),
+    ("GET", "/api/v1/backups?vs=nope", {}, 404, "not_found"),
+    ("GET", "/api/v1/backups/nope/verify", {}, 404, "not_found"),
+    ("GET", "/api/v1/backups/../verify", {}, 404, "not_found"),
+    ("POST", "/api/v1/backups/prune", {}, 400, "bad_request"),
+    ("POST", "/api/v1/backups/prune", {"json_body": {"keep": 0}}, 422, "invalid"),
+    ("POST", "/api/v1/backups/prune", {"json_body": {"keep": 1, "vs": "nope"}}, 404,
+     "not_found"),
+    ("POST", "/api/v1/virtual-servers/mail1/restore", {}, 400, "bad_request"),
+    ("POST", "/api/v1/virtual-servers/mail1/restore", {"json_body": {"database": "SG1/DB1"}},
+     422, "invalid"),
+    ("POST", "/api/v1/virtual-servers/mail1/restore", {"json_body": {"from": "x"}}, 422,
+     "invalid"),
+    ("POST", "/api/v1/virtual-servers/mail1/restore",
+     {"json_body": {"from": "x", "database": "DB1"}}, 422, "invalid"),
+    ("POST", "/api/v1/virtual-servers/mail1/restore",
+     {"json_body": {"from": "x", "database": "SG1/DB1", "all": True}}, 422, "invalid"),
+    ("POST", "/api/v1/virtual-servers/mail1/restore",
+     {"json_body": {"from": "x", "all": True, "recovery": True}}, 422, "invalid"),
+    ("POST", "/api/v1/virtual-servers/mail1/restore",
+     {"json_body": {"from": "x", "database": "SG1/DB1", "until": "yesterday"}}, 422,
+     "invalid"),
+    ("POST", "/api/v1/virtual-servers/mail1/restore",
+     {"json_body": {"from": "x", "database": "SG1/DB1", "until": True}}, 422, "invalid"),
+    ("POST", "/api/v1/virtual-servers/mail1/restore",
+     {"json_body": {"from": "x", "database": "SG1/DB1", "until": 5, "roll_forward": False}},
+     422, "invalid"),
+    ("POST", "/api/v1/virtual-servers/mail1/restore",
+     {"json_body": {"from": "x", "database": "SG1/DB1", "timeout": 1e9}}, 422, "invalid"),
+    ("POST", "/api/v1/virtual-servers/nope/restore",
+     {"json_body": {"from": "x", "database": "SG1/DB1"}}, 404, "not_found"),
+    ("POST", "/api/v1/virtual-servers/mail1/restore",
+     {"json_body": {"from": "x", "database": "SG1/DB1"}}, 409, "conflict"),
+    ("POST", "/api/v1/virtual-servers/mail1/storage/SG1/databases/DB1/reset",
+     {"json_body": {"confirm": False}}, 422, "invalid"),
+    ("POST", "/api/v1/virtual-servers/mail1/storage/SG1/databases/DB1/reset", {}, 400,
+     "bad_request"),
+    ("POST", "/api/v1/virtual-servers/nope/storage/SG1/databases/DB1/reset",
+     {"json_body": {"confirm": True}}, 404, "not_found"),
+    ("DELETE", "/api/v1/virtual-servers/nope/recovery", {}, 404, "not_found"),
+    ("DELETE", "/api/v1/virtual-servers/mail1/recovery", {}, 409, "conflict"),
+    ("POST", "/api/v1/users/nobody@example.test/recover", {}, 404, "not_found"),
+    ("POST", "/api/v1/users/nobody@example.test/recover", {"json_body": {"since": "soon"}},
+     422, "invalid"),
+    ("POST", "/api/v1/users/nobody@example.test/recover", {"json_body": {"folder": 1}}, 422,
+     "invalid"),
 ])
 async def test_bad_input_is_a_clear_error(api: Api, method: str, path: str,
                                           kwargs: dict[str, Any], status: int,
@@ -189,6 +246,24 @@ async def test_bad_input_is_a_clear_error(api: Api, method: str, path: str,
         assert body["error"]["code"] == code
         message = body["error"]["message"]
         assert message and "\n" not in message and "Traceback" not in message
+
+
+@pytest.mark.parametrize("route", all_routes(), ids=lambda r: f"{r.method} {r.path}")
+async def test_every_route_refuses_a_body_it_does_not_take(api: Api, route: Route) -> None:
+    """Bad input on every route: a field it does not know or a missing one (422), or a
+    body where it takes none (400); never a 500, and nothing is changed."""
+    before = await log_entries(api)
+    status, body = await api.call(route.method, concrete(route),
+                                  json_body={"no_such_field": 1})
+    if route.body is None:
+        assert (status, body["error"]["code"]) == (400, "bad_request"), body
+    elif route.body.get("additionalProperties") is False:
+        assert (status, body["error"]["code"]) == (422, "invalid"), body
+        message = body["error"]["message"]
+        assert "unknown field 'no_such_field'" in message or "missing field" in message
+    else:  # a free-form body (PUT /config): still a clear error
+        assert status == 422, body
+    assert await log_entries(api) == before
 
 
 # --------------------------------------------------------------------------- cluster changes

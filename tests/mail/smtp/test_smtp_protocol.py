@@ -87,6 +87,33 @@ async def test_inbound_delivery_is_in_the_mailbox(smtp: Running) -> None:
     assert b"Subject: first" in stored[0]
 
 
+async def test_commands_are_counted_and_timed(smtp: Running) -> None:
+    from clustermail.metrics import REGISTRY
+
+    def sample(name: str, command: str) -> float:
+        return REGISTRY.get_sample_value(name, {"protocol": "smtp", "command": command}) or 0
+
+    names = ("clustermail_commands_total", "clustermail_command_seconds_count",
+             "clustermail_command_seconds_bucket")
+    commands = ("EHLO", "MAIL", "RCPT", "DATA")
+    before = {(n, c): sample(n, c) for n in names[:2] for c in commands}
+
+    def send() -> None:
+        with smtplib.SMTP(smtp.address, smtp.ports.inbound, timeout=10) as c:
+            c.ehlo("client.test")
+            c.sendmail("someone@elsewhere.test", [ALICE, BOB], msg("timed"))
+
+    await run(send)
+    for command, times in (("EHLO", 1), ("MAIL", 1), ("RCPT", 2), ("DATA", 1)):
+        for name in names[:2]:
+            assert sample(name, command) - before[name, command] == times, (name, command)
+    seconds = REGISTRY.get_sample_value("clustermail_command_seconds_sum",
+                                        {"protocol": "smtp", "command": "DATA"})
+    assert seconds is not None and seconds > 0
+    assert REGISTRY.get_sample_value(names[2], {"protocol": "smtp", "command": "DATA",
+                                                "le": "+Inf"}) == sample(names[1], "DATA")
+
+
 async def test_aliases_and_subaddresses_expand(smtp: Running) -> None:
     def send() -> None:
         with smtplib.SMTP(smtp.address, smtp.ports.inbound, timeout=10) as c:

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from clustermail.admin.api import cluster_routes, events, mail_routes
+from clustermail.admin.api import backup_routes, cluster_routes, events, mail_routes
 from clustermail.admin.api.accounts import AccountError
 from clustermail.admin.api.auth import CONSOLE_HEADER
 from clustermail.admin.api.context import ApiContext
@@ -166,7 +166,8 @@ SERVICE_ROUTES = [
 
 
 def all_routes() -> list[Route]:
-    return [*SERVICE_ROUTES, *cluster_routes.ROUTES, *events.ROUTES, *mail_routes.ROUTES]
+    return [*SERVICE_ROUTES, *cluster_routes.ROUTES, *events.ROUTES, *mail_routes.ROUTES,
+            *backup_routes.ROUTES]
 
 
 # --------------------------------------------------------------------------- errors

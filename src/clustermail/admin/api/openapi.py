@@ -55,6 +55,9 @@ def _operation(route: Route) -> dict[str, Any]:
                                                      "content": content}}
     for code, text in _ERRORS.items():
         responses[code] = _error(text)
+    if route.body is not None and "timeout" in route.body.get("properties", {}):
+        responses["504"] = _error("the operation outlived the call's timeout (it goes on "
+                                  "where it runs)")
     if route.role is None:
         op["security"] = []
     else:
