@@ -79,7 +79,7 @@ def store_url(args: argparse.Namespace) -> str:
 
 async def with_store(args: argparse.Namespace) -> Store:
     """The store of ``--store``, or of the local cluster under ``--data`` if it exists."""
-    if not args.store and not (args.data / "cluster.db").exists():
+    if not args.store and not local.has_cluster(args.data):
         raise AdminError(
             f"no local cluster in {args.data.resolve()}: start one with `clustermail up`, "
             "or give --store URL"
