@@ -30,17 +30,15 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from clustermail import private_files
-from clustermail.admin import dir_lock, local_etcd, local_store, preflight, sample_cluster
+from clustermail.admin import dir_lock, local_store, preflight, sample_cluster
 from clustermail.admin.errors import AdminError
 from clustermail.admin.local_stop import Processes, stop_processes
 from clustermail.admin.status import build_status
@@ -51,6 +49,9 @@ from clustermail.cluster.records import ConfigRecord
 from clustermail.cluster.view import read_view
 from clustermail.coord import Store, open_store
 from clustermail.private_files import append_private, make_private_dir, write_private_text
+
+if TYPE_CHECKING:
+    from clustermail.admin import local_etcd
 
 #: Seconds the node agents get to stop gracefully before they are killed.
 STOP_TIMEOUT = 30.0
@@ -277,6 +278,8 @@ async def up(data_dir: Path, console: Console, stop_timeout: float = STOP_TIMEOU
     """Runs the local cluster until a stop signal. ``store_url`` (``--store``) runs it
     on that store; ``private_etcd`` (``--etcd``) on a private etcd cluster started
     here; neither, on the data directory's own store."""
+    from clustermail.admin import local_etcd  # only `up` needs it: commands start faster
+
     check_data_dir(data_dir, console)
     task = asyncio.current_task()
     assert task is not None
@@ -386,6 +389,8 @@ ADMIN_WAIT = 60.0
 def _answers(url: str) -> bool:
     """Whether an HTTP(S) server answers at ``url`` (any status counts)."""
     import ssl
+    import urllib.error
+    import urllib.request
 
     context = ssl.create_default_context()
     context.check_hostname = False
