@@ -128,6 +128,9 @@ def test_up_etcd_lives_and_dies_with_up(data: Path) -> None:
         raise
     rest = _stop(up, procs, signal.SIGINT)
     assert "private etcd cluster stopped." in rest
+    # Stopped with `up`: a command says where the cluster went.
+    line = _one_line_refusal(cli(data, "status"))
+    assert "runs only while `clustermail up --data" in line, line
 
     # Second start, without --etcd: the data directory's private etcd again, with
     # the same ports and content. kill -9 of `up`: nodes and members stop on their own.

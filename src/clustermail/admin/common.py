@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console, RenderableType
 from rich.table import Table
 
-from clustermail.admin import local
+from clustermail.admin import local, local_store
 from clustermail.admin.errors import AdminError
 from clustermail.coord import Store, open_store
 
@@ -84,6 +84,8 @@ async def with_store(args: argparse.Namespace) -> Store:
             f"no local cluster in {args.data.resolve()}: start one with `clustermail up`, "
             "or give --store URL"
         )
+    if not args.store:
+        return await local_store.open_default(args.data)
     return await open_store(store_url(args))
 
 

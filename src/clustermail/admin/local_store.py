@@ -119,6 +119,20 @@ def _same(a: StoreChoice, b: StoreChoice) -> bool:
     return a.url == b.url
 
 
+async def open_default(data_dir: Path) -> Store:
+    """The store of the cluster under ``data_dir``, for commands given no ``--store``.
+    The private etcd runs only while its `up` does: a refusal says so."""
+    choice = recorded(data_dir)
+    if choice is None or not choice.private_etcd:
+        return await open_store(default_url(data_dir))
+    try:
+        return await open_store(choice.url)
+    except CoordError as exc:
+        raise AdminError(f"the cluster in {data_dir} runs on the private etcd cluster of "
+                         f"`up --etcd`, which does not answer ({exc}): it runs only while "
+                         f"`clustermail up --data {data_dir}` does") from None
+
+
 async def connect(choice: StoreChoice) -> Store:
     """Opens the store, or raises the one line that says it does not answer."""
     try:
