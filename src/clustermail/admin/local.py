@@ -323,6 +323,9 @@ async def up(data_dir: Path, console: Console, stop_timeout: float = STOP_TIMEOU
                 if before is None:
                     say(f"the cluster's store is {choice.describe()}; recorded in "
                         f"{local_store.record_path(data_dir)} for later commands")
+                elif store_url is None and not private_etcd:
+                    say(f"running on {choice.describe()}, as recorded in "
+                        f"{local_store.record_path(data_dir)}")
             running = await local_node_pids(store)
             if running:
                 raise AdminError(
