@@ -29,7 +29,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
 
-from clustermail.admin import backup_ops, cluster_backup, intents
+from clustermail.admin import backup_ops, cluster_backup, intents, local
 from clustermail.admin.common import Add, Handler, add_group, emit, store_url, with_store
 from clustermail.admin.errors import AdminError
 from clustermail.coord import open_store
@@ -136,7 +136,7 @@ async def _dirs(args: argparse.Namespace, vs: str | None) -> list[Path]:
     given = getattr(args, "dir", None)
     if given is not None:
         return [given.resolve()]
-    if not args.store and not (args.data / "cluster.db").exists():
+    if not args.store and not local.has_cluster(args.data):
         return [(args.data / "backups").resolve()]
     async with await with_store(args) as store:
         view = await intents.current_view(store)

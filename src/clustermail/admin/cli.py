@@ -61,7 +61,11 @@ def build_parser() -> Parser:
     add = command_adder(sub)
 
     p = add("up", "start the default local cluster (4 nodes, 3 virtual servers) and follow it; "
-            "Ctrl-C, SIGTERM or SIGHUP stops it", cmd_up)
+            "Ctrl-C, SIGTERM or SIGHUP stops it. With --store etcd://... it runs on that "
+            "etcd cluster, with --etcd on a private 3-member etcd cluster it starts", cmd_up)
+    p.add_argument("--etcd", action="store_true",
+                   help="start a private 3-member etcd cluster on 127.0.0.1 (data under "
+                        "--data) and run the cluster on it; it stops with the cluster")
     p.add_argument("--stop-timeout", type=_positive_seconds, default=local.STOP_TIMEOUT,
                    metavar="SECONDS",
                    help="how long the nodes get to stop gracefully before they are killed "
@@ -166,7 +170,11 @@ def _positive_seconds(text: str) -> float:
 
 
 async def cmd_up(args: argparse.Namespace, console: Console) -> int:
-    return await local.up(args.data, console, stop_timeout=args.stop_timeout)
+    if args.etcd and args.store:
+        raise AdminError("give --store URL (an etcd cluster that runs) or --etcd (a private "
+                         "one that up starts), not both", exit_code=2)
+    return await local.up(args.data, console, stop_timeout=args.stop_timeout,
+                          store_url=args.store, private_etcd=args.etcd)
 
 
 async def cmd_status(args: argparse.Namespace, console: Console) -> int:

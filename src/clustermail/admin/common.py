@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console, RenderableType
 from rich.table import Table
 
-from clustermail.admin import local
+from clustermail.admin import local, local_store
 from clustermail.admin.errors import AdminError
 from clustermail.coord import Store, open_store
 
@@ -79,11 +79,13 @@ def store_url(args: argparse.Namespace) -> str:
 
 async def with_store(args: argparse.Namespace) -> Store:
     """The store of ``--store``, or of the local cluster under ``--data`` if it exists."""
-    if not args.store and not (args.data / "cluster.db").exists():
+    if not args.store and not local.has_cluster(args.data):
         raise AdminError(
             f"no local cluster in {args.data.resolve()}: start one with `clustermail up`, "
             "or give --store URL"
         )
+    if not args.store:
+        return await local_store.open_default(args.data)
     return await open_store(store_url(args))
 
 

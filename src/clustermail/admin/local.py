@@ -3,17 +3,21 @@
 `up` takes the data directory for itself (``DATA/up.lock``), checks that no
 node agent of an earlier start still runs there and that the virtual servers'
 addresses and ports are free, writes the sample cluster's configuration to
-``DATA/cluster.toml`` (or reuses the one there), applies it to the embedded
-store ``DATA/cluster.db``, starts one `node run` process per node, and follows
-the event log.
+``DATA/cluster.toml`` (or reuses the one there), applies it to the store —
+the embedded ``DATA/cluster.db``, the etcd cluster of ``--store``, or with
+``--etcd`` a private 3-member etcd cluster it starts itself
+(:mod:`clustermail.admin.local_etcd`); see :mod:`clustermail.admin.local_store`
+for how later commands find it — starts one `node run` process per node on
+that store, and follows the event log. A store that does not answer is
+refused before anything starts.
 
 `up` owns its nodes: Ctrl-C (SIGINT), SIGTERM and SIGHUP (the terminal closed)
 stop every node agent — and through them every resource host — within the
 stop timeout, after which what is left is SIGKILLed by PID
 (:mod:`clustermail.admin.local_stop`). Its nodes run with ``--stop-with``
-its PID, so if `up` itself is killed they stop on their own within seconds. A
-node process that dies is not restarted: it stands for a machine that lost
-power.
+its PID, so if `up` itself is killed they stop on their own within seconds; the
+private etcd members follow the same rules and stop after the nodes. A node
+process that dies is not restarted: it stands for a machine that lost power.
 """
 
 from __future__ import annotations
@@ -28,13 +32,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from clustermail import private_files
-from clustermail.admin import dir_lock, preflight, sample_cluster
+from clustermail.admin import dir_lock, local_store, preflight, sample_cluster
 from clustermail.admin.errors import AdminError
 from clustermail.admin.local_stop import Processes, stop_processes
 from clustermail.admin.status import build_status
@@ -46,6 +50,9 @@ from clustermail.cluster.view import read_view
 from clustermail.coord import Store, open_store
 from clustermail.private_files import append_private, make_private_dir, write_private_text
 
+if TYPE_CHECKING:
+    from clustermail.admin import local_etcd
+
 #: Seconds the node agents get to stop gracefully before they are killed.
 STOP_TIMEOUT = 30.0
 #: The signals that stop `up` and with it the local cluster.
@@ -53,7 +60,13 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def store_url_for(data_dir: Path) -> str:
-    return f"sqlite://{data_dir.resolve() / 'cluster.db'}"
+    """The store of the local cluster under ``data_dir`` (see local_store)."""
+    return local_store.default_url(data_dir)
+
+
+def has_cluster(data_dir: Path) -> bool:
+    """Whether a local cluster was started under ``data_dir`` (on any store)."""
+    return local_store.has_cluster(data_dir)
 
 
 def config_path_for(data_dir: Path) -> Path:
@@ -260,7 +273,13 @@ def take_data_dir(data_dir: Path) -> dir_lock.DirLock:
         raise preflight.in_use_by_up(data_dir, exc.holder) from None
 
 
-async def up(data_dir: Path, console: Console, stop_timeout: float = STOP_TIMEOUT) -> int:
+async def up(data_dir: Path, console: Console, stop_timeout: float = STOP_TIMEOUT, *,
+             store_url: str | None = None, private_etcd: bool = False) -> int:
+    """Runs the local cluster until a stop signal. ``store_url`` (``--store``) runs it
+    on that store; ``private_etcd`` (``--etcd``) on a private etcd cluster started
+    here; neither, on the data directory's own store."""
+    from clustermail.admin import local_etcd  # only `up` needs it: commands start faster
+
     check_data_dir(data_dir, console)
     task = asyncio.current_task()
     assert task is not None
@@ -274,15 +293,39 @@ async def up(data_dir: Path, console: Console, stop_timeout: float = STOP_TIMEOU
     store: Store | None = None
     procs: list[subprocess.Popen[bytes]] = []
     lock: dir_lock.DirLock | None = None
+    etcd: local_etcd.PrivateEtcd | None = None
     try:
         try:
             # Nothing is started until every check has passed.
             lock = take_data_dir(data_dir)
             preflight.check_no_agents(data_dir)
+            before = local_store.recorded(data_dir)
+            if private_etcd or (store_url is None and before is not None
+                                and before.private_etcd):
+                plan: local_etcd.Plan | None = local_etcd.load_or_plan(data_dir)
+            else:
+                plan = None
+            choice = local_store.choose(data_dir, store_url,
+                                        plan.url if plan is not None else None)
             config = ensure_config(data_dir, console)
             preflight.check_ports(config, config_path_for(data_dir))
-            url = store_url_for(data_dir)
-            store = await open_store(url)
+            if plan is not None:
+                binary = local_etcd.check(data_dir, plan)
+                say(f"starting a private etcd cluster: {len(plan.members)} members on "
+                    f"{local_etcd.HOST}, data in {local_etcd.folder(data_dir)}")
+                etcd = local_etcd.PrivateEtcd(data_dir, plan)
+                etcd.start(binary, os.getpid())
+                await etcd.wait_healthy(say)
+            store = await local_store.connect(choice)
+            url = choice.url
+            if choice != local_store.StoreChoice(local_store.sqlite_url(data_dir)):
+                local_store.record(data_dir, choice)
+                if before is None:
+                    say(f"the cluster's store is {choice.describe()}; recorded in "
+                        f"{local_store.record_path(data_dir)} for later commands")
+                elif store_url is None and not private_etcd:
+                    say(f"running on {choice.describe()}, as recorded in "
+                        f"{local_store.record_path(data_dir)}")
             running = await local_node_pids(store)
             if running:
                 raise AdminError(
@@ -305,6 +348,9 @@ async def up(data_dir: Path, console: Console, stop_timeout: float = STOP_TIMEOU
         if store is not None:
             with contextlib.suppress(Exception):
                 await store.close()
+        if etcd is not None:
+            # After the nodes: they stop through this store.
+            await etcd.stop(say)
         if lock is not None:
             lock.release()
         signals.remove()
@@ -324,14 +370,54 @@ async def _run(store: Store, url: str, config: ClusterConfig, data_dir: Path, co
     if _serves_mail(config):
         await _seed_users(store, config, data_dir, console)
     if any(r.type == "admin_service" for vs in config.virtual_servers for r in vs.resources):
-        from clustermail.admin.console_account import seed_admin
+        from clustermail.admin.console_account import console_url, seed_admin
 
+        address = console_url(config)
+        if address is not None:
+            # The console's address is shown once it answers (the cluster group may
+            # still be starting).
+            await _wait_answers(address, console)
         await seed_admin(store, config, data_dir, console)
     console.print(
         "[dim]following the cluster log; Ctrl-C stops the cluster. In another terminal: "
         f"clustermail status --data {data_dir}[/]"
     )
     await _follow(store, start_rev, console)
+
+
+#: Seconds `up` waits for the admin service before it shows its address anyway.
+ADMIN_WAIT = 60.0
+
+
+def _answers(url: str) -> bool:
+    """Whether an HTTP(S) server answers at ``url`` (any status counts)."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # only a probe: nothing is sent or trusted
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+async def _wait_answers(url: str, console: Console) -> None:
+    deadline = time.monotonic() + ADMIN_WAIT
+    if await asyncio.to_thread(_answers, url):
+        return
+    console.print("waiting for the admin service (the cluster group) to answer…")
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        if await asyncio.to_thread(_answers, url):
+            return
+    console.print(f"[yellow]the admin service did not answer within {ADMIN_WAIT:g} s; "
+                  "see `clustermail status` and the log[/]")
 
 
 def _serves_mail(config: ClusterConfig) -> bool:

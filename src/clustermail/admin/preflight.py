@@ -1,10 +1,10 @@
 """What `clustermail up` checks before it starts anything.
 
 A local cluster needs its data directory to itself and the addresses and ports
-of its virtual servers free. Either failing means a start that would only
-burn through failover thresholds ("address already in use" on every node in
-turn), so `up` refuses with one line that says what holds them and how to
-stop it.
+of its virtual servers (and, with ``--etcd``, of its private etcd members) free.
+Either failing means a start that would only burn through failover thresholds
+("address already in use" on every node in turn), so `up` refuses with one line
+that says what holds them and how to stop it.
 """
 
 from __future__ import annotations
@@ -88,7 +88,13 @@ def in_use(endpoint: Endpoint) -> bool:
 
 def check_ports(config: ClusterConfig, config_path: Path) -> None:
     """Refuses when another process holds an address:port of a virtual server."""
-    held = [e for e in endpoints(config) if in_use(e)]
+    check_endpoints(endpoints(config), f"choose other addresses/ports in {config_path}")
+
+
+def check_endpoints(wanted: list[Endpoint], otherwise: str) -> None:
+    """Refuses when another process holds one of ``wanted``; the message names it and
+    ends with ``otherwise`` (what else the user can do)."""
+    held = [e for e in wanted if in_use(e)]
     if not held:
         return
     first = held[0]
@@ -101,7 +107,4 @@ def check_ports(config: ClusterConfig, config_path: Path) -> None:
         who, how = "a process this user cannot see", "stop it"
     more = f" (and {len(held) - 1} more address{'es' * (len(held) > 2)})" if len(held) > 1 \
         else ""
-    raise AdminError(
-        f"{first} is in use by {who}{more}: {how} or choose other addresses/ports in "
-        f"{config_path}"
-    )
+    raise AdminError(f"{first} is in use by {who}{more}: {how} or {otherwise}")

@@ -61,7 +61,7 @@ def add_commands(sub: Any, add: AddCommand, parser_class: type[argparse.Argument
 async def _configured_disks(args: argparse.Namespace) -> dict[str, Path]:
     """Virtual server → disk path, from the applied configuration when there is one."""
     data = args.data.resolve()
-    if not args.store and not (args.data / "cluster.db").exists():
+    if not args.store and not local.has_cluster(args.data):
         return {}
     url = str(args.store) if args.store else local.store_url_for(args.data)
     try:

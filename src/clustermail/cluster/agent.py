@@ -67,6 +67,7 @@ from clustermail.cluster.records import (
     RecordError,
     StatusRecord,
 )
+from clustermail.cluster.sd_notify import Notifier
 from clustermail.cluster.supervision import KILL_GRACE, offline_budget
 from clustermail.cluster.timing import LeaseTiming
 from clustermail.cluster.view import ClusterView, read_view
@@ -135,6 +136,10 @@ class NodeAgent:
         self._kills: set[asyncio.Task[None]] = set()
         self.counters = NodeCounters()
         self._metrics_server: asyncio.Server | None = None
+        #: systemd's notification socket (`node run` under Type=notify), if any.
+        self.notifier = Notifier()
+        #: When the supervision loop last went round (the watchdog pings only while it does).
+        self._supervised_at = time.monotonic()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -146,6 +151,7 @@ class NodeAgent:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self._request_stop, sig)
         try:
+            self.notifier.status("waiting for the cluster configuration")
             view = await self._wait_for_config()
             if view is None:
                 return 0
@@ -164,6 +170,10 @@ class NodeAgent:
                     node_requests.NodeContext(self.store, self.name, self.data_dir),
                     self.request_handlers)
                 self._tasks.append(loop.create_task(worker.run(), name="node requests"))
+            if self.notifier.watchdog_interval is not None:
+                self._supervised_at = time.monotonic()
+                self._tasks.append(loop.create_task(self._watchdog(), name="watchdog"))
+            self.notifier.ready(f"{self.name} joined the cluster")
             while True:
                 if self.stopping and not self.local:
                     break
@@ -213,6 +223,7 @@ class NodeAgent:
                   message=f"{name}: stopping: taking virtual servers offline "
                   f"(send {name} again to kill their resource hosts now)")
         self.stopping = True
+        self.notifier.stopping(f"{self.name} stopping: taking virtual servers offline")
         self.wake.set()
 
     async def _serve_metrics(self, view: ClusterView) -> None:
@@ -234,6 +245,7 @@ class NodeAgent:
                          self.rejoin_failures)
 
     async def _shutdown(self) -> None:
+        self.notifier.stopping(f"{self.name} stopping")
         if self._metrics_server is not None:
             self._metrics_server.close()
         killed = list(self.local.values())  # still online: stopping did not finish
@@ -386,6 +398,7 @@ class NodeAgent:
             # Time this loop did not run (the agent frozen or starved) is not the
             # host's silence: its answers may be waiting in the pipe.
             late, last = max(0.0, now - last - interval), now
+            self._supervised_at = now
             seq += 1
             for lvs in list(self.local.values()):
                 watch = lvs.proc.watch
@@ -399,6 +412,17 @@ class NodeAgent:
                     await self._log("host_hung", f"{lvs.name}: {lvs.reason}", vs=lvs.name)
                 else:
                     lvs.proc.send(PingCommand(seq))
+
+    async def _watchdog(self) -> None:
+        """systemd's watchdog, pinged at half its period while the supervision loop
+        goes round: a hung agent (event loop or supervision) is restarted by systemd."""
+        assert self.notifier.watchdog_interval is not None and self.timing is not None
+        interval = self.notifier.watchdog_interval
+        while True:
+            # One supervision round takes renew_interval; two missed rounds is hung.
+            if time.monotonic() - self._supervised_at <= 2 * self.timing.renew_interval:
+                self.notifier.watchdog()
+            await asyncio.sleep(interval)
 
     def _kill_host(self, lvs: LocalVS, why: str, grace: float = KILL_GRACE) -> None:
         """Kills a host in the background; its exit then runs the usual path (undo,
