@@ -89,6 +89,8 @@ def env(tmp_path: Path) -> Env:
     return e
 
 
+# Dozens of CLI processes (imports ~1-2 s each on a busy machine).
+@pytest.mark.timeout(360)
 def test_directory_commands(env: Env) -> None:
     assert env.json("domain", "add", "Example.TEST") == {"domain": "example.test",
                                                          "catch_all": None}
@@ -154,6 +156,8 @@ def test_directory_commands(env: Env) -> None:
     assert [d["domain"] for d in env.json("domain", "list")] == ["other.test"]
 
 
+# Dozens of CLI processes (imports ~1-2 s each on a busy machine).
+@pytest.mark.timeout(360)
 def test_bad_input_is_one_clear_line(env: Env) -> None:
     env.ok("domain", "add", "example.test")
     env.ok("user", "add", "alice@example.test", "--server", "mail1", "--password-stdin",

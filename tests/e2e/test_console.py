@@ -135,8 +135,8 @@ def card(driver: WebDriver, vs: str) -> dict[str, str] | None:
 
 
 def log_in(driver: WebDriver, url: str, name: str, password: str) -> None:
-    # `up` prints the console's address once the mail virtual servers are online; the
-    # cluster group may still be starting: wait (bounded) until the address answers.
+    # `up` prints the console's address once it answers; after a failover (or when the
+    # test reaches the page some other way) it may not yet: wait, bounded.
     deadline = time.monotonic() + 60
     while True:
         try:
