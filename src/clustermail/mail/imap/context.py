@@ -44,6 +44,9 @@ T = TypeVar("T")
 LOGIN_TIMEOUT = 60.0
 #: Seconds a write may wait for the client to read before the connection is aborted.
 WRITE_TIMEOUT = 60.0
+#: BAD answers in a row after which the connection is closed (Dovecot's imap-login closes
+#: after 10 invalid commands: "Too many invalid IMAP commands.").
+MAX_BAD_COMMANDS = 10
 
 
 class WriteTimeout(SessionClosed):
@@ -72,11 +75,19 @@ class SessionConfig:
     #: Logged-in connections of one user from one address (Dovecot's
     #: mail_max_userip_connections).
     max_userip_connections: int = user_connections.DEFAULT_LIMIT
+    #: Consecutive BAD answers before ``* BYE Too many invalid IMAP commands.``
+    max_bad_commands: int = MAX_BAD_COMMANDS
     limits: FramingLimits = field(default_factory=FramingLimits)
     server_name: str = "clustermail"
 
     def __post_init__(self) -> None:
-        for name in ("idle_timeout", "login_timeout", "write_timeout", "max_userip_connections"):
+        for name in (
+            "idle_timeout",
+            "login_timeout",
+            "write_timeout",
+            "max_userip_connections",
+            "max_bad_commands",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"SessionConfig.{name} must be positive")
 

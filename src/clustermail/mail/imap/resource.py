@@ -6,6 +6,7 @@ by RFC 3501; smaller values are for tests), ``login_timeout`` (60 s from the con
 to the login), ``write_timeout`` (60 s a write may wait for a client that does not
 read), ``max_line_length`` (65536, Dovecot's ``imap_max_line_length``),
 ``max_userip_connections`` (10, Dovecot's ``mail_max_userip_connections``),
+``max_bad_commands`` (10 BAD answers in a row close the connection, as Dovecot does),
 ``max_connections`` (1000) and ``max_connections_per_client`` (50), and as for SMTP
 and POP3 ``hostname`` and ``cert`` + ``key`` (else the virtual server's self-signed
 certificate).
@@ -33,7 +34,7 @@ from clustermail.cluster.resources import (
     ResourceError,
 )
 from clustermail.mail.imap import idle_timeout, user_connections
-from clustermail.mail.imap.context import LOGIN_TIMEOUT, WRITE_TIMEOUT
+from clustermail.mail.imap.context import LOGIN_TIMEOUT, MAX_BAD_COMMANDS, WRITE_TIMEOUT
 from clustermail.mail.imap.framing import FramingLimits
 from clustermail.mail.imap.server import ImapServer
 from clustermail.mail.imap.session import SessionConfig
@@ -79,6 +80,7 @@ class Imap4Resource(Resource):
         self.max_userip = properties.integer(
             "max_userip_connections", user_connections.DEFAULT_LIMIT, minimum=1
         )
+        self.max_bad = properties.integer("max_bad_commands", MAX_BAD_COMMANDS, minimum=1)
         # Connection counts only: idle timeouts are the session's (idle_timeout above).
         self.limits = pr.listener_limits(properties, MIN_IDLE_TIMEOUT)
         self.server: ImapServer | None = None
@@ -102,6 +104,7 @@ class Imap4Resource(Resource):
                 login_timeout=self.login_timeout,
                 write_timeout=self.write_timeout,
                 max_userip_connections=self.max_userip,
+                max_bad_commands=self.max_bad,
                 limits=self.framing,
             ),
             throttle=shared_throttle(self.ctx.vs),
@@ -164,6 +167,7 @@ IMAP4_TYPE = ResourceType(
         "write_timeout": PropertySpec(PropertyKind.FLOAT, check=idle_timeout.check_idle_timeout),
         "max_line_length": PropertySpec(PropertyKind.INT, check=_line_length),
         "max_userip_connections": PropertySpec(PropertyKind.INT, check=pr.above_zero),
+        "max_bad_commands": PropertySpec(PropertyKind.INT, check=pr.above_zero),
     },
     check=pr.tls_pair,
 )

@@ -10,7 +10,8 @@ connection admission (limits per listener and client address), TCP_NODELAY, enha
 status codes on every reply (:mod:`.replies`), and what keeps hostile clients in check —
 timeouts that abort (a graceful close waits for a send buffer that a non-reading client
 never drains, and keeps the slot), replies that wait for a draining send buffer only so
-long, a login deadline on the ports that require AUTH, Postfix's error and junk
+long, a login deadline on the ports that require AUTH, a deadline for each command line (a
+line sent a byte at a time does not hold the session), Postfix's error and junk
 budgets (:class:`~.policy.SessionErrors`), and longer DATA lines than aiosmtpd's 1001.
 """
 
@@ -102,6 +103,8 @@ class ClusterSMTP(SMTP):
         self._greeted = False  # the greeting carries no enhanced code (RFC 2034) ...
         self._in_helo = False  # ... nor do the replies to HELO/EHLO
         self._login_deadline: asyncio.TimerHandle | None = None
+        self._line_deadline: asyncio.TimerHandle | None = None
+        self._in_data = False  # DATA lines have the idle timeout and the size limit
 
     def close(self) -> None:
         """Ends the session now (the resource goes offline)."""
@@ -135,6 +138,7 @@ class ClusterSMTP(SMTP):
         if self._login_deadline is not None:
             self._login_deadline.cancel()
             self._login_deadline = None
+        self._stop_line_deadline()
         if client is None and self.session is None:
             return  # refused at admission: the state machine never started
         if client is not None:
@@ -142,6 +146,23 @@ class ClusterSMTP(SMTP):
         super().connection_lost(error)
 
     # ------------------------------------------------------------------ timeouts
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._in_data or self.transport is None:
+            return
+        pending: bytearray = self._reader._buffer  # type: ignore[attr-defined]
+        if not pending or b"\n" in pending:
+            self._stop_line_deadline()  # nothing waiting, or a whole line to read
+        elif self._line_deadline is None:  # a line begun: it has line_timeout to end
+            self._line_deadline = self.loop.call_later(
+                self.limits.line_timeout, self._ended_by_timeout, "command line too slow"
+            )
+
+    def _stop_line_deadline(self) -> None:
+        if self._line_deadline is not None:
+            self._line_deadline.cancel()
+            self._line_deadline = None
 
     def _timeout_cb(self) -> None:
         """aiosmtpd's idle timeout (reset by complete commands only) closes gracefully;
@@ -233,9 +254,12 @@ class ClusterSMTP(SMTP):
     async def smtp_DATA(self, arg: str) -> None:
         reader: Any = self._reader
         reader._limit = self.limits.max_line_length
+        self._in_data = True
+        self._stop_line_deadline()
         try:
             await super().smtp_DATA(arg)
         finally:
+            self._in_data = False
             reader._limit = COMMAND_LINE_LIMIT
 
     # Postfix's junk commands (NOOP, RSET, VRFY; here EHLO, HELO and HELP too): past the
