@@ -227,7 +227,8 @@ class SessionContext:
             left = self.deadline - loop.time()
             if left <= 0:
                 raise TimeoutError
-            data = await asyncio.wait_for(self.reader.read(65536), left)
+            async with asyncio.timeout(left):  # not wait_for: no task per read
+                data = await self.reader.read(65536)
             if not data:
                 return None
             self.framer.feed(data)
