@@ -35,6 +35,7 @@ from clustermail.mail.imap import commands as c
 from clustermail.mail.imap import response as r
 from clustermail.mail.imap.command_table import CommandSpec, CommandTable, SessionState
 from clustermail.mail.imap.context import (
+    SOFT_BAD_COMMANDS,
     Authenticator,
     MailboxLocator,
     SessionConfig,
@@ -94,6 +95,8 @@ class ImapSession(SessionContext):
                 if event is None:
                     break
                 await self._handle_event(event)
+                if self._bad_streak >= SOFT_BAD_COMMANDS:
+                    await self._tarpit()
                 if self._bad_streak >= self.config.max_bad_commands:
                     self.send(r.untagged_status("BYE", "Too many invalid IMAP commands."))
                     raise SessionClosed
@@ -137,6 +140,12 @@ class ImapSession(SessionContext):
             # read would keep the socket (and its buffer) forever. No-op once closed.
             self.writer.transport.abort()
 
+    async def _tarpit(self) -> None:
+        """Wait ``error_sleep_time`` without reading (Postfix's error sleep): garbage
+        costs its sender a second, and the server nothing meanwhile."""
+        if self.config.error_sleep_time:
+            await asyncio.sleep(self.config.error_sleep_time)
+
     def _answer(self, line: bytes) -> None:
         """Send a command's final answer, counting BADs in a row: a client that only
         sends garbage (or overlong lines) is disconnected instead of costing reads forever."""
@@ -155,6 +164,7 @@ class ImapSession(SessionContext):
         if isinstance(event, FramingError):
             self._answer(r.render_parse_error(event.error))
             if event.error.fatal or self.framer.closed:
+                await self._tarpit()  # no reconnecting at wire speed either
                 self.send(r.untagged_status("BYE", "Too much invalid input."))
                 raise SessionClosed
             return

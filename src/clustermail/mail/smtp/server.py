@@ -61,6 +61,10 @@ IDENT = "ESMTP clustermail"
 #: dropped in steps of this size, so it is POP3's and IMAP's 64 KiB: with aiosmtpd's
 #: 1001, dropping a flood of 1 MB lines took most of the event loop.
 COMMAND_LINE_LIMIT = 64 * 1024
+#: Past COMMAND_LINE_LIMIT, the rest of a command line is read at most this fast (bytes
+#: per second; reading pauses between chunks): no client needs such a line, so one that
+#: sends them gets a slow server, not its CPU, until the error limit ends the session.
+DISCARD_RATE = 256 * 1024
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -105,6 +109,8 @@ class ClusterSMTP(SMTP):
         self._login_deadline: asyncio.TimerHandle | None = None
         self._line_deadline: asyncio.TimerHandle | None = None
         self._in_data = False  # DATA lines have the idle timeout and the size limit
+        self._line_bytes = 0  # bytes received since the last line end
+        self._resume: asyncio.TimerHandle | None = None
 
     def close(self) -> None:
         """Ends the session now (the resource goes offline)."""
@@ -139,6 +145,9 @@ class ClusterSMTP(SMTP):
             self._login_deadline.cancel()
             self._login_deadline = None
         self._stop_line_deadline()
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
         if client is None and self.session is None:
             return  # refused at admission: the state machine never started
         if client is not None:
@@ -149,8 +158,12 @@ class ClusterSMTP(SMTP):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
+        end = data.rfind(b"\n")
+        self._line_bytes = self._line_bytes + len(data) if end < 0 else len(data) - end - 1
         if self._in_data or self.transport is None:
             return
+        if self._line_bytes > COMMAND_LINE_LIMIT and self._resume is None:
+            self._slow_down(len(data) / DISCARD_RATE)
         pending: bytearray = self._reader._buffer  # type: ignore[attr-defined]
         if not pending or b"\n" in pending:
             self._stop_line_deadline()  # nothing waiting, or a whole line to read
@@ -158,6 +171,19 @@ class ClusterSMTP(SMTP):
             self._line_deadline = self.loop.call_later(
                 self.limits.line_timeout, self._ended_by_timeout, "command line too slow"
             )
+
+    def _slow_down(self, seconds: float) -> None:
+        """Stop reading from the client for ``seconds`` (the reader's own flow control,
+        when its buffer is full, stays in charge of resuming then)."""
+        transport: Any = self.transport
+        transport.pause_reading()
+
+        def resume() -> None:
+            self._resume = None
+            if not self._reader._paused and not transport.is_closing():  # type: ignore[attr-defined]
+                transport.resume_reading()
+
+        self._resume = self.loop.call_later(seconds, resume)
 
     def _stop_line_deadline(self) -> None:
         if self._line_deadline is not None:
