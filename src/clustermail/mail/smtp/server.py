@@ -157,13 +157,20 @@ class ClusterSMTP(SMTP):
     # ------------------------------------------------------------------ timeouts
 
     def data_received(self, data: bytes) -> None:
+        before = self._line_bytes
+        first_end, last_end = data.find(b"\n"), data.rfind(b"\n")
+        self._line_bytes = before + len(data) if last_end < 0 else len(data) - last_end - 1
+        if not self._in_data and before > COMMAND_LINE_LIMIT and self.transport is not None:
+            # The reader already holds more of this command line than it takes, so it is
+            # dropping it: drop the rest here, before it is copied into the reader's buffer,
+            # up to the line's end, and read on slowly.
+            self._slow_down(len(data) / DISCARD_RATE)
+            if first_end < 0:
+                return
+            data = data[first_end:]
         super().data_received(data)
-        end = data.rfind(b"\n")
-        self._line_bytes = self._line_bytes + len(data) if end < 0 else len(data) - end - 1
         if self._in_data or self.transport is None:
             return
-        if self._line_bytes > COMMAND_LINE_LIMIT and self._resume is None:
-            self._slow_down(len(data) / DISCARD_RATE)
         pending: bytearray = self._reader._buffer  # type: ignore[attr-defined]
         if not pending or b"\n" in pending:
             self._stop_line_deadline()  # nothing waiting, or a whole line to read
@@ -175,6 +182,8 @@ class ClusterSMTP(SMTP):
     def _slow_down(self, seconds: float) -> None:
         """Stop reading from the client for ``seconds`` (the reader's own flow control,
         when its buffer is full, stays in charge of resuming then)."""
+        if self._resume is not None:
+            return
         transport: Any = self.transport
         transport.pause_reading()
 
