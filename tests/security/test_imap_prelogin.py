@@ -26,7 +26,9 @@ def _buffered(srv: ServerThread) -> int:
 def test_append_literal_before_login_gets_no_continuation_and_memory_stays_flat(
     tmp_path: Path,
 ) -> None:
-    with mailbox_database(tmp_path) as db, imap_server(db) as srv:
+    # read at wire speed (not the default 256 KiB/s a line being dropped is read at)
+    config = SessionConfig(discard_rate=1 << 40)
+    with mailbox_database(tmp_path) as db, imap_server(db, config) as srv:
         c = Raw(srv)
         c.send(b"a APPEND INBOX {67108864}\r\n")
         answer = c.line()

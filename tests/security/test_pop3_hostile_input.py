@@ -51,6 +51,9 @@ async def test_a_long_line_within_the_read_buffer_is_refused_too(servers: Server
         await c.line()
         await c.send(b"USER " + b"a" * (MAX_LINE + 10) + b"\r\n")
         assert (await c.line()).startswith(b"-ERR line too long")
+        answered = time.monotonic()
         assert await c.line() == b""
+        # the close waits a second (a tarpit: no reconnecting at wire speed)
+        assert time.monotonic() - answered >= 0.8
     finally:
         await c.close()

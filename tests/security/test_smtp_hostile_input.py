@@ -232,3 +232,19 @@ async def test_many_sessions_tarpitted_at_once_do_not_slow_others(servers: Serve
     await c.close()
     await asyncio.gather(*harvesters)
     assert elapsed < 5.0  # (the harvesters' replies wait 8 × 0.3 s each, 20 of them)
+
+
+async def test_an_overlong_command_line_is_read_slowly(servers: Servers) -> None:
+    """Past 64 KiB a command line is read at 256 KiB/s: 1 MB takes seconds, not
+    milliseconds; it is answered 500 and the session goes on."""
+    c = await AsyncClient.open(servers.smtp_ports.inbound)
+    try:
+        assert (await c.line()).startswith(b"220 ")
+        started = time.monotonic()
+        await c.send(b"NOOP " + b"x" * 1_000_000 + b"\r\nNOOP\r\n")
+        assert (await c.reply()).startswith(b"500 ")
+        elapsed = time.monotonic() - started
+        assert (await c.reply()).startswith(b"250 ")
+    finally:
+        await c.close()
+    assert elapsed >= 2.0, f"1 MB dropped in {elapsed:.2f} s"  # (1 MB - 64 KiB) / 256 KiB/s

@@ -156,3 +156,60 @@ async def test_inbound_sessions_have_no_login_deadline(deadline_servers: Servers
             assert (await c.reply()).startswith(b"250 ")
     finally:
         await c.close()
+
+
+@pytest.fixture
+async def line_servers(tmp_path: Path) -> AsyncIterator[Servers]:
+    """A short line deadline; the idle timeout long, so it cannot be what ends a session."""
+    s = await start_servers(tmp_path, limits=SmtpLimits(timeout=30, line_timeout=TIMEOUT))
+    yield s
+    await s.stop()
+
+
+async def test_a_slow_command_line_ends_the_session(line_servers: Servers) -> None:
+    """One command line sent a byte at a time has line_timeout to end, although the idle
+    timeout (30 s here, 300 s by default) is far off."""
+    c = await AsyncClient.open(line_servers.smtp_ports.inbound)
+    assert (await c.line()).startswith(b"220 ")
+    started = time.monotonic()
+    goodbye = b""
+    try:
+        for byte in b"EHLO " + b"x" * 100:  # one byte every 0.1 s: 10 s for the line
+            await c.send(bytes([byte]))
+            try:
+                goodbye = await c.line(timeout=0.1)
+                break
+            except TimeoutError:
+                continue
+    finally:
+        await c.close()
+    assert goodbye.startswith(b"421 4.4.2") and b"command line too slow" in goodbye, goodbye
+    assert time.monotonic() - started < 5 * TIMEOUT
+    await wait_for_no_connections(line_servers, within=5)
+
+
+async def test_each_line_gets_its_own_deadline(line_servers: Servers) -> None:
+    """Lines that each arrive within the deadline keep the session, however long it
+    lasts; so does sitting idle between them, and DATA lines are not command lines."""
+    c = await AsyncClient.open(line_servers.smtp_ports.inbound)
+    try:
+        assert (await c.line()).startswith(b"220 ")
+        for _ in range(3):  # 3 lines of ~0.6 s each, 1.8 s in all
+            for byte in b"NOOP\r":
+                await c.send(bytes([byte]))
+                await asyncio.sleep(0.12)
+            await c.send(b"\n")
+            assert (await c.reply()).startswith(b"250 ")
+        await asyncio.sleep(1.5 * TIMEOUT)  # idle, no line begun
+        await c.send(b"EHLO client.test\r\nMAIL FROM:<x@example.org>\r\n")
+        await c.reply()
+        assert (await c.reply()).startswith(b"250 ")
+        await c.send(f"RCPT TO:<{ALICE}>\r\nDATA\r\n".encode())
+        assert (await c.reply()).startswith(b"250 ")
+        assert (await c.reply()).startswith(b"354 ")
+        await c.send(b"Subject: slow\r\n\r\nbo")
+        await asyncio.sleep(1.5 * TIMEOUT)  # a DATA line in progress: the idle timeout's
+        await c.send(b"dy\r\n.\r\n")
+        assert (await c.reply()).startswith(b"250 ")
+    finally:
+        await c.close()

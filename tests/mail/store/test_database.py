@@ -223,32 +223,33 @@ async def test_group_commit_batches_concurrent_deliveries(db: MailboxDatabase) -
 
 
 def test_quota_tiers(db: MailboxDatabase) -> None:
-    limits = QuotaLimits(warning=2_000, prohibit_send=4_000, prohibit_send_receive=6_000)
+    # sizes well above the few hundred bytes each message's stored structure adds
+    limits = QuotaLimits(warning=20_000, prohibit_send=40_000, prohibit_send_receive=60_000)
     db.set_quota_sync(A, limits)
     assert db.may_send(A).accepted
-    db.deliver_sync(message(0, 2_500), [A])  # crosses the warning limit: one warning message
+    db.deliver_sync(message(0, 25_000), [A])  # crosses the warning limit: one warning message
     assert db.quota(A).state is QuotaState.WARNING
     assert db.status(A, "INBOX").messages == 2
     warning = db.fetch_raw(A, "INBOX", 2)
     assert b"Subject: Your mailbox is almost full" in warning
-    db.deliver_sync(message(1, 100), [A])
+    db.deliver_sync(message(1, 1_000), [A])
     assert db.status(A, "INBOX").messages == 3  # at most one warning a day
-    db.deliver_sync(message(2, 1_500), [A])
+    db.deliver_sync(message(2, 15_000), [A])
     assert db.quota(A).state is QuotaState.PROHIBIT_SEND
     refused_send = db.may_send(A)
     assert not refused_send.accepted and refused_send.code == "5.2.2"
-    full = db.deliver_sync(message(3, 3_000), [A, B]).recipients
+    full = db.deliver_sync(message(3, 30_000), [A, B]).recipients
     assert not full[0].delivered and full[0].code == "5.2.2" and full[0].permanent
     assert full[1].delivered  # B uses the database default: unlimited
     db.update_settings_sync(quota_full_permanent=False)
-    temp = db.deliver_sync(message(4, 3_000), [A]).recipients[0]
+    temp = db.deliver_sync(message(4, 30_000), [A]).recipients[0]
     assert temp.code == "4.2.2" and not temp.permanent
-    huge = db.deliver_sync(message(5, 7_000), [A]).recipients[0]
+    huge = db.deliver_sync(message(5, 70_000), [A]).recipients[0]
     assert huge.code == "5.2.2"  # can never fit: permanent anyway
     with pytest.raises(QuotaExceededError):
-        db.append_sync(A, "INBOX", message(6, 3_000))
+        db.append_sync(A, "INBOX", message(6, 30_000))
     db.set_quota_sync(A, None)
-    assert db.deliver_sync(message(7, 3_000), [A]).recipients[0].delivered
+    assert db.deliver_sync(message(7, 30_000), [A]).recipients[0].delivered
     assert not db.quota(A).custom
 
 

@@ -44,6 +44,20 @@ T = TypeVar("T")
 LOGIN_TIMEOUT = 60.0
 #: Seconds a write may wait for the client to read before the connection is aborted.
 WRITE_TIMEOUT = 60.0
+#: BAD answers in a row after which the connection is closed (Dovecot's imap-login closes
+#: after 10 invalid commands: "Too many invalid IMAP commands.").
+MAX_BAD_COMMANDS = 10
+#: From this many BAD answers in a row on, each one (and the goodbye after too many, or
+#: after a fatal error) waits ``error_sleep_time`` without reading from the client: the
+#: tarpit of Postfix's smtpd_soft_error_limit and smtpd_error_sleep_time. A client that
+#: sends garbage then costs the server a second per command instead of its wire speed.
+SOFT_BAD_COMMANDS = 3
+ERROR_SLEEP_TIME = 1.0
+#: While an overlong line is dropped, the client's input is read at most this fast (bytes
+#: per second): no client needs a command line past the limit, so one that sends them
+#: gets a slow server instead of all of its CPU.
+DISCARD_RATE = 256 * 1024
+_READ_SIZE = 65536
 
 
 class WriteTimeout(SessionClosed):
@@ -72,13 +86,28 @@ class SessionConfig:
     #: Logged-in connections of one user from one address (Dovecot's
     #: mail_max_userip_connections).
     max_userip_connections: int = user_connections.DEFAULT_LIMIT
+    #: Consecutive BAD answers before ``* BYE Too many invalid IMAP commands.``
+    max_bad_commands: int = MAX_BAD_COMMANDS
+    #: Seconds each BAD answer past SOFT_BAD_COMMANDS in a row waits (0: no tarpit).
+    error_sleep_time: float = ERROR_SLEEP_TIME
+    #: Bytes per second the rest of an overlong line is read at.
+    discard_rate: int = DISCARD_RATE
     limits: FramingLimits = field(default_factory=FramingLimits)
     server_name: str = "clustermail"
 
     def __post_init__(self) -> None:
-        for name in ("idle_timeout", "login_timeout", "write_timeout", "max_userip_connections"):
+        for name in (
+            "idle_timeout",
+            "login_timeout",
+            "write_timeout",
+            "max_userip_connections",
+            "max_bad_commands",
+            "discard_rate",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"SessionConfig.{name} must be positive")
+        if not self.error_sleep_time >= 0:
+            raise ValueError("SessionConfig.error_sleep_time must not be negative")
 
 
 class SessionContext:
@@ -216,10 +245,13 @@ class SessionContext:
             left = self.deadline - loop.time()
             if left <= 0:
                 raise TimeoutError
-            data = await asyncio.wait_for(self.reader.read(65536), left)
+            async with asyncio.timeout(left):  # not wait_for: no task per read
+                data = await self.reader.read(_READ_SIZE)
             if not data:
                 return None
             self.framer.feed(data)
+            if self.framer.discarding:  # the rest of an overlong line: at DISCARD_RATE
+                await asyncio.sleep(len(data) / self.config.discard_rate)
 
     async def offload(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Runs ``fn`` in the server's worker threads: work that grows with message sizes

@@ -159,6 +159,12 @@ class CommandFramer:
         return bool(self._parts) or self._literal_left > 0
 
     @property
+    def discarding(self) -> bool:
+        """True while the rest of an overlong line (or the literal it announced) is being
+        dropped as it arrives."""
+        return self._discarding or self._skip_left > 0
+
+    @property
     def buffered(self) -> int:
         """Bytes held for the command being framed (its parts and unread input)."""
         return len(self._buf) + sum(len(p) for p in self._parts)

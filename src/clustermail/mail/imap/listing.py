@@ -40,8 +40,8 @@ class _Entry:
 
 
 def _entries(db: MailboxDatabase, mailbox: str) -> list[_Entry]:
-    folders = db.list_folders(mailbox)
-    subscribed = set(db.subscriptions(mailbox))
+    folders = db.list_folders(mailbox)  # with their subscription: one read, not two
+    subscribed = {f.name for f in folders if f.subscribed}
     existing = {f.name: f for f in folders}
     every = set(existing)
     for name in existing:

@@ -34,8 +34,15 @@ class MailboxPattern:
     _star: int  # positions holding "*"
     _percent: int  # positions holding "%"
     _accept: int  # the position after the last token
+    _pieces: tuple[str, ...] = ()  # the literal runs between wildcards
 
     def matches(self, name: str) -> bool:
+        # Cheap rejection first (substring tests run in C): every literal run of the
+        # pattern must occur in the name. Most names fail here when a pattern does not
+        # match them, before a step per character.
+        for piece in self._pieces:
+            if piece not in name:
+                return False
         star, percent, literal = self._star, self._percent, self._literal
         wild = star | percent
         state = 1 | ((1 & wild) << 1)  # position 0, and past a leading wildcard
@@ -77,4 +84,7 @@ def compile_pattern(
             percent |= 1 << i
         else:
             literal[tok] = literal.get(tok, 0) | 1 << i
-    return MailboxPattern(full, delimiter, literal, star, percent, 1 << len(tokens))
+    pieces = "".join(t if t not in "*%" else "\0" for t in tokens).split("\0")
+    return MailboxPattern(
+        full, delimiter, literal, star, percent, 1 << len(tokens), tuple(p for p in pieces if p)
+    )

@@ -6,6 +6,8 @@ by RFC 3501; smaller values are for tests), ``login_timeout`` (60 s from the con
 to the login), ``write_timeout`` (60 s a write may wait for a client that does not
 read), ``max_line_length`` (65536, Dovecot's ``imap_max_line_length``),
 ``max_userip_connections`` (10, Dovecot's ``mail_max_userip_connections``),
+``max_bad_commands`` (10 BAD answers in a row close the connection, as Dovecot does),
+``error_sleep_time`` (1 s each BAD answer waits from the third in a row on),
 ``max_connections`` (1000) and ``max_connections_per_client`` (50), and as for SMTP
 and POP3 ``hostname`` and ``cert`` + ``key`` (else the virtual server's self-signed
 certificate).
@@ -33,7 +35,12 @@ from clustermail.cluster.resources import (
     ResourceError,
 )
 from clustermail.mail.imap import idle_timeout, user_connections
-from clustermail.mail.imap.context import LOGIN_TIMEOUT, WRITE_TIMEOUT
+from clustermail.mail.imap.context import (
+    ERROR_SLEEP_TIME,
+    LOGIN_TIMEOUT,
+    MAX_BAD_COMMANDS,
+    WRITE_TIMEOUT,
+)
 from clustermail.mail.imap.framing import FramingLimits
 from clustermail.mail.imap.server import ImapServer
 from clustermail.mail.imap.session import SessionConfig
@@ -54,6 +61,11 @@ def _line_length(value: PropertyValue) -> str | None:
         and LINE_LENGTH[0] <= value <= LINE_LENGTH[1]
     )
     return None if ok else f"an integer from {LINE_LENGTH[0]} to {LINE_LENGTH[1]} (bytes)"
+
+
+def _at_least_zero(value: PropertyValue) -> str | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+    return None if ok else "a number >= 0"
 
 
 class Imap4Resource(Resource):
@@ -79,6 +91,8 @@ class Imap4Resource(Resource):
         self.max_userip = properties.integer(
             "max_userip_connections", user_connections.DEFAULT_LIMIT, minimum=1
         )
+        self.max_bad = properties.integer("max_bad_commands", MAX_BAD_COMMANDS, minimum=1)
+        self.error_sleep = properties.number("error_sleep_time", ERROR_SLEEP_TIME, minimum=0)
         # Connection counts only: idle timeouts are the session's (idle_timeout above).
         self.limits = pr.listener_limits(properties, MIN_IDLE_TIMEOUT)
         self.server: ImapServer | None = None
@@ -102,6 +116,8 @@ class Imap4Resource(Resource):
                 login_timeout=self.login_timeout,
                 write_timeout=self.write_timeout,
                 max_userip_connections=self.max_userip,
+                max_bad_commands=self.max_bad,
+                error_sleep_time=self.error_sleep,
                 limits=self.framing,
             ),
             throttle=shared_throttle(self.ctx.vs),
@@ -164,6 +180,8 @@ IMAP4_TYPE = ResourceType(
         "write_timeout": PropertySpec(PropertyKind.FLOAT, check=idle_timeout.check_idle_timeout),
         "max_line_length": PropertySpec(PropertyKind.INT, check=_line_length),
         "max_userip_connections": PropertySpec(PropertyKind.INT, check=pr.above_zero),
+        "max_bad_commands": PropertySpec(PropertyKind.INT, check=pr.above_zero),
+        "error_sleep_time": PropertySpec(PropertyKind.FLOAT, check=_at_least_zero),
     },
     check=pr.tls_pair,
 )

@@ -35,6 +35,7 @@ from clustermail.mail.imap import commands as c
 from clustermail.mail.imap import response as r
 from clustermail.mail.imap.command_table import CommandSpec, CommandTable, SessionState
 from clustermail.mail.imap.context import (
+    SOFT_BAD_COMMANDS,
     Authenticator,
     MailboxLocator,
     SessionConfig,
@@ -77,6 +78,7 @@ COMMANDS: CommandTable[SessionContext] = CommandTable(
 
 class ImapSession(SessionContext):
     _closing = False  # set by close_soon (server shutdown)
+    _bad_streak = 0  # BAD answers in a row (any other answer resets it)
 
     async def run(self) -> None:
         try:
@@ -93,6 +95,11 @@ class ImapSession(SessionContext):
                 if event is None:
                     break
                 await self._handle_event(event)
+                if self._bad_streak >= SOFT_BAD_COMMANDS:
+                    await self._tarpit()
+                if self._bad_streak >= self.config.max_bad_commands:
+                    self.send(r.untagged_status("BYE", "Too many invalid IMAP commands."))
+                    raise SessionClosed
                 await self.flush()
         except SessionClosed:
             pass
@@ -133,6 +140,18 @@ class ImapSession(SessionContext):
             # read would keep the socket (and its buffer) forever. No-op once closed.
             self.writer.transport.abort()
 
+    async def _tarpit(self) -> None:
+        """Wait ``error_sleep_time`` without reading (Postfix's error sleep): garbage
+        costs its sender a second, and the server nothing meanwhile."""
+        if self.config.error_sleep_time:
+            await asyncio.sleep(self.config.error_sleep_time)
+
+    def _answer(self, line: bytes) -> None:
+        """Send a command's final answer, counting BADs in a row: a client that only
+        sends garbage (or overlong lines) is disconnected instead of costing reads forever."""
+        self._bad_streak = self._bad_streak + 1 if _is_bad(line) else 0
+        self.send(line)
+
     async def _handle_event(self, event: FrameEvent) -> None:
         if isinstance(event, ContinuationNeeded):
             if event.append and not await self._may_append(event):
@@ -143,8 +162,9 @@ class ImapSession(SessionContext):
             self.restart_timer()
             return
         if isinstance(event, FramingError):
-            self.send(r.render_parse_error(event.error))
+            self._answer(r.render_parse_error(event.error))
             if event.error.fatal or self.framer.closed:
+                await self._tarpit()  # no reconnecting at wire speed either
                 self.send(r.untagged_status("BYE", "Too much invalid input."))
                 raise SessionClosed
             return
@@ -152,7 +172,7 @@ class ImapSession(SessionContext):
         try:
             command = parse_command(event.raw)
         except ParseError as exc:
-            self.send(r.render_parse_error(exc))
+            self._answer(r.render_parse_error(exc))
             return
         await self._run_command(command)
         self.restart_timer()  # the command's own time (a long SEARCH) is not idleness
@@ -165,24 +185,24 @@ class ImapSession(SessionContext):
         if cmd is None:
             return True  # the literal is not the message (a mailbox name sent as one)
         if isinstance(cmd, ParseError):
-            self.send(r.render_parse_error(cmd))
+            self._answer(r.render_parse_error(cmd))
             return False
         spec = COMMANDS.specs[c.Append]
         if self.state not in spec.states:
-            self.send(r.tagged(cmd.tag, "BAD", _state_error(spec.states, self.state, cmd.name)))
+            self._answer(r.tagged(cmd.tag, "BAD", _state_error(spec.states, self.state, cmd.name)))
             return False
         try:
             authenticated.check_append(self, cmd, event.size)
         except Reply as reply:
-            self.send(r.tagged(cmd.tag, reply.status, reply.text, reply.code))
+            self._answer(r.tagged(cmd.tag, reply.status, reply.text, reply.code))
             return False
         except (NotMountedError, FencedError):
-            self.send(r.tagged(cmd.tag, "NO", "Mailbox database unavailable.", r.UNAVAILABLE))
+            self._answer(r.tagged(cmd.tag, "NO", "Mailbox database unavailable.", r.UNAVAILABLE))
             self.send(r.untagged_status("BYE", "Mailbox database went away, reconnect."))
             raise SessionClosed from None
         except StoreError as exc:
             status, text, code = _store_error(exc, cmd)
-            self.send(r.tagged(cmd.tag, status, text, code))
+            self._answer(r.tagged(cmd.tag, status, text, code))
             return False
         return True
 
@@ -192,32 +212,33 @@ class ImapSession(SessionContext):
         tag = cmd.tag
         spec = COMMANDS.specs[type(cmd)]  # every command the parser makes has an entry
         if self.state not in spec.states:
-            self.send(r.tagged(tag, "BAD", _state_error(spec.states, self.state, cmd.name)))
+            self._answer(r.tagged(tag, "BAD", _state_error(spec.states, self.state, cmd.name)))
             return
         self.running = spec
         started = time.monotonic()
         try:
             done: Done = await spec.handler(self, cmd)
         except AlreadyAnswered:
+            self._bad_streak = 0
             return
         except Reply as reply:
             await self._sync_after(spec, cmd)
-            self.send(r.tagged(tag, reply.status, reply.text, reply.code))
+            self._answer(r.tagged(tag, reply.status, reply.text, reply.code))
             return
         except (NotMountedError, FencedError):
-            self.send(r.tagged(tag, "NO", "Mailbox database unavailable.", r.UNAVAILABLE))
+            self._answer(r.tagged(tag, "NO", "Mailbox database unavailable.", r.UNAVAILABLE))
             self.send(r.untagged_status("BYE", "Mailbox database went away, reconnect."))
             raise SessionClosed from None
         except StoreError as exc:
             status, text, code = _store_error(exc, cmd)
             await self._sync_after(spec, cmd)
-            self.send(r.tagged(tag, status, text, code))
+            self._answer(r.tagged(tag, status, text, code))
             return
         finally:
             self.running = None
             metrics.command("imap4", cmd.name, time.monotonic() - started)
         await self._sync_after(spec, cmd)
-        self.send(r.tagged(tag, "OK", done.text, done.code))
+        self._answer(r.tagged(tag, "OK", done.text, done.code))
 
     async def _sync_after(self, spec: CommandSpec[SessionContext], cmd: c.AnyCommand) -> None:
         # Always look (an index lookup): the store notifies listeners only after it has
@@ -225,6 +246,12 @@ class ImapSession(SessionContext):
         # client before our notification arrives. The dirty flag wakes IDLE.
         if self.view is not None:
             await self.sync(allow_expunge=not spec.uses_seqs(cmd))
+
+
+def _is_bad(line: bytes) -> bool:
+    """Is this answer (``tag BAD …`` or ``* BAD …``) a BAD?"""
+    _, _, rest = line.partition(b" ")
+    return rest.startswith(b"BAD ")
 
 
 def _append_so_far(event: ContinuationNeeded) -> c.Append | ParseError | None:

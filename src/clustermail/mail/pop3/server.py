@@ -53,6 +53,8 @@ BUSY = b"-ERR [SYS/TEMP] too many connections; try again later\r\n"
 LOGIN_TIMEOUT = 60.0
 LOGIN_TIMEOUT_REPLY = b"-ERR [SYS/TEMP] no login in time; closing\r\n"
 IDLE_REPLY = b"-ERR autologout: idle for too long\r\n"
+#: Seconds a connection closed for an overlong line waits before the close.
+JUNK_CLOSE_DELAY = 1.0
 
 
 #: Command names counted by name in the metrics (anything else counts as OTHER).
@@ -145,6 +147,9 @@ class Pop3Service:
                     # As Dovecot: answer and hang up, without reading the rest of it.
                     await conn.send(err(f"line too long (at most {MAX_LINE} bytes); "
                                         "closing").data)
+                    # A tarpit before the close (reading nothing): a client sending junk
+                    # reconnects once a second at most, not at wire speed.
+                    await asyncio.sleep(JUNK_CLOSE_DELAY)
                     return
                 started = time.monotonic()
                 verb = line.split(b" ", 1)[0].strip().decode("ascii", "replace")[:8] or "?"

@@ -33,6 +33,11 @@ MIN_LINE_LENGTH = 1000
 #: On the ports that require AUTH (587, 465), a client must have logged in this long
 #: after connecting, or it is disconnected (421 4.4.2).
 LOGIN_TIMEOUT = 60.0
+#: Once a command line has begun, all of it must arrive within this many seconds, or the
+#: session ends (421 4.4.2). The idle timeout counts complete commands only, so without
+#: it one line sent a byte at a time would hold a session for the whole idle timeout
+#: (Postfix bounds each read by smtpd_timeout; this bounds the line as a whole).
+LINE_TIMEOUT = 60.0
 
 _RECEIVED = re.compile(rb"^received:", re.IGNORECASE | re.MULTILINE)
 _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(.*?)\r?$", re.IGNORECASE | re.MULTILINE)
@@ -52,6 +57,7 @@ class SmtpLimits:
     error_sleep_time: float = ERROR_SLEEP_TIME
     junk_command_limit: int = JUNK_COMMAND_LIMIT
     login_timeout: float = LOGIN_TIMEOUT
+    line_timeout: float = LINE_TIMEOUT
     #: An authenticated client's From: header must name only addresses it may send as
     #: (Postfix's reject_sender_login_mismatch applies that to the envelope sender; the
     #: envelope sender is always checked here).

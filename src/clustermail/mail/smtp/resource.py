@@ -8,6 +8,7 @@ Depends on ``mail_store`` and ``ip_address``. Properties (all optional):
 * ``message_size_limit`` 10240000, ``max_recipients`` 1000, ``timeout`` 300 s,
   ``max_connections`` 1000, ``max_connections_per_client`` 50;
 * hostile clients: ``login_timeout`` 60 s (587/465: AUTH within this after connecting),
+  ``line_timeout`` 60 s (a command line, once begun, must be complete within this),
   ``max_line_length`` 65536 (DATA), ``soft_error_limit`` 10, ``hard_error_limit`` 20,
   ``error_sleep_time`` 1 s, ``junk_command_limit`` 100, ``reject_sender_login_mismatch``
   true (an authenticated client's From: header must be one of its addresses);
@@ -74,6 +75,7 @@ class SmtpResource(Resource):
             junk_command_limit=p.integer("junk_command_limit", policy.JUNK_COMMAND_LIMIT,
                                          minimum=1),
             login_timeout=p.number("login_timeout", policy.LOGIN_TIMEOUT, minimum=1),
+            line_timeout=p.number("line_timeout", policy.LINE_TIMEOUT, minimum=1),
             reject_sender_login_mismatch=p.boolean("reject_sender_login_mismatch", True),
         )
         self.listener_limits = pr.listener_limits(p, TIMEOUT)
@@ -222,6 +224,7 @@ SMTP_TYPE = ResourceType(
         "error_sleep_time": PropertySpec(_F, check=_at_least_zero),
         "junk_command_limit": PropertySpec(_I, check=pr.above_zero),
         "login_timeout": PropertySpec(_F, check=pr.above_zero),
+        "line_timeout": PropertySpec(_F, check=pr.above_zero),
         "reject_sender_login_mismatch": PropertySpec(PropertyKind.BOOL),
         "smart_host": PropertySpec(PropertyKind.STR, check=_host_port),
         "retry_base": PropertySpec(_F, check=pr.above_zero),

@@ -10,7 +10,8 @@ connection admission (limits per listener and client address), TCP_NODELAY, enha
 status codes on every reply (:mod:`.replies`), and what keeps hostile clients in check —
 timeouts that abort (a graceful close waits for a send buffer that a non-reading client
 never drains, and keeps the slot), replies that wait for a draining send buffer only so
-long, a login deadline on the ports that require AUTH, Postfix's error and junk
+long, a login deadline on the ports that require AUTH, a deadline for each command line (a
+line sent a byte at a time does not hold the session), Postfix's error and junk
 budgets (:class:`~.policy.SessionErrors`), and longer DATA lines than aiosmtpd's 1001.
 """
 
@@ -60,6 +61,10 @@ IDENT = "ESMTP clustermail"
 #: dropped in steps of this size, so it is POP3's and IMAP's 64 KiB: with aiosmtpd's
 #: 1001, dropping a flood of 1 MB lines took most of the event loop.
 COMMAND_LINE_LIMIT = 64 * 1024
+#: Past COMMAND_LINE_LIMIT, the rest of a command line is read at most this fast (bytes
+#: per second; reading pauses between chunks): no client needs such a line, so one that
+#: sends them gets a slow server, not its CPU, until the error limit ends the session.
+DISCARD_RATE = 256 * 1024
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -102,6 +107,10 @@ class ClusterSMTP(SMTP):
         self._greeted = False  # the greeting carries no enhanced code (RFC 2034) ...
         self._in_helo = False  # ... nor do the replies to HELO/EHLO
         self._login_deadline: asyncio.TimerHandle | None = None
+        self._line_deadline: asyncio.TimerHandle | None = None
+        self._in_data = False  # DATA lines have the idle timeout and the size limit
+        self._line_bytes = 0  # bytes received since the last line end
+        self._resume: asyncio.TimerHandle | None = None
 
     def close(self) -> None:
         """Ends the session now (the resource goes offline)."""
@@ -135,6 +144,10 @@ class ClusterSMTP(SMTP):
         if self._login_deadline is not None:
             self._login_deadline.cancel()
             self._login_deadline = None
+        self._stop_line_deadline()
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
         if client is None and self.session is None:
             return  # refused at admission: the state machine never started
         if client is not None:
@@ -142,6 +155,49 @@ class ClusterSMTP(SMTP):
         super().connection_lost(error)
 
     # ------------------------------------------------------------------ timeouts
+
+    def data_received(self, data: bytes) -> None:
+        before = self._line_bytes
+        first_end, last_end = data.find(b"\n"), data.rfind(b"\n")
+        self._line_bytes = before + len(data) if last_end < 0 else len(data) - last_end - 1
+        if not self._in_data and before > COMMAND_LINE_LIMIT and self.transport is not None:
+            # The reader already holds more of this command line than it takes, so it is
+            # dropping it: drop the rest here, before it is copied into the reader's buffer,
+            # up to the line's end, and read on slowly.
+            self._slow_down(len(data) / DISCARD_RATE)
+            if first_end < 0:
+                return
+            data = data[first_end:]
+        super().data_received(data)
+        if self._in_data or self.transport is None:
+            return
+        pending: bytearray = self._reader._buffer  # type: ignore[attr-defined]
+        if not pending or b"\n" in pending:
+            self._stop_line_deadline()  # nothing waiting, or a whole line to read
+        elif self._line_deadline is None:  # a line begun: it has line_timeout to end
+            self._line_deadline = self.loop.call_later(
+                self.limits.line_timeout, self._ended_by_timeout, "command line too slow"
+            )
+
+    def _slow_down(self, seconds: float) -> None:
+        """Stop reading from the client for ``seconds`` (the reader's own flow control,
+        when its buffer is full, stays in charge of resuming then)."""
+        if self._resume is not None:
+            return
+        transport: Any = self.transport
+        transport.pause_reading()
+
+        def resume() -> None:
+            self._resume = None
+            if not self._reader._paused and not transport.is_closing():  # type: ignore[attr-defined]
+                transport.resume_reading()
+
+        self._resume = self.loop.call_later(seconds, resume)
+
+    def _stop_line_deadline(self) -> None:
+        if self._line_deadline is not None:
+            self._line_deadline.cancel()
+            self._line_deadline = None
 
     def _timeout_cb(self) -> None:
         """aiosmtpd's idle timeout (reset by complete commands only) closes gracefully;
@@ -233,9 +289,12 @@ class ClusterSMTP(SMTP):
     async def smtp_DATA(self, arg: str) -> None:
         reader: Any = self._reader
         reader._limit = self.limits.max_line_length
+        self._in_data = True
+        self._stop_line_deadline()
         try:
             await super().smtp_DATA(arg)
         finally:
+            self._in_data = False
             reader._limit = COMMAND_LINE_LIMIT
 
     # Postfix's junk commands (NOOP, RSET, VRFY; here EHLO, HELO and HELP too): past the

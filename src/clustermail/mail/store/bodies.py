@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from clustermail.mail.store import mime
+from clustermail.mail.store import mime, usage
 from clustermail.mail.store.errors import MessageTooLargeError
 
 
@@ -24,6 +24,11 @@ class PreparedMessage:
     @property
     def size(self) -> int:
         return len(self.raw)
+
+    @property
+    def charged(self) -> int:
+        """The bytes it counts for in a mailbox's quota (size plus stored structure)."""
+        return usage.charge(len(self.raw), self.structure)
 
 
 def check_size(size: int, limit: int) -> None:

@@ -8,7 +8,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clustermail.mail.store import bodies, folders, index, mime
+from clustermail.mail.store import bodies, folders, index, mime, usage
 
 
 @dataclass
@@ -188,12 +188,8 @@ def _structures(conn: sqlite3.Connection, r: CheckReport, repair: bool, now: flo
 
 def _usage(conn: sqlite3.Connection, r: CheckReport, repair: bool, now: float) -> None:
     for mid, name, used, count, real_used, real_count in conn.execute(
-        "SELECT m.id, m.name, m.used_bytes, m.used_messages, coalesce(sum(x.size), 0), "
-        "count(x.size) "
-        "FROM mailbox m LEFT JOIN (SELECT f.mailbox_id, g.size FROM message g JOIN folder f ON "
-        "f.id = g.folder_id) x "
-        "ON x.mailbox_id = m.id GROUP BY m.id "
-        "HAVING m.used_bytes != coalesce(sum(x.size), 0) OR m.used_messages != count(x.size)"
+        usage.REAL_USAGE + " HAVING m.used_bytes != coalesce(sum(x.size + x.structure_bytes), 0) "
+        "OR m.used_messages != count(x.size)"
     ).fetchall():
         if _say(
             r,

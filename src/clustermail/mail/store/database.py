@@ -35,6 +35,7 @@ from clustermail.mail.store import (
     quota,
     retention,
     schema,
+    usage,
 )
 from clustermail.mail.store.checkpoint import Checkpointer
 from clustermail.mail.store.errors import (
@@ -189,6 +190,7 @@ class MailboxDatabase:
                 (_settings_to_json(self._initial_settings),),
             )
             text = conn.execute("SELECT value FROM meta WHERE key = 'settings'").fetchone()[0]
+            usage.ensure_counted(conn)
             if journal is not None:
                 if needs_id:
                     store_id(conn, journal.log.db_id)
@@ -655,7 +657,7 @@ class MailboxDatabase:
             msg = prepared[0]
             row = folders.get(tx.conn, mailbox, folder)
             box = mailboxes.get(tx.conn, mailbox)
-            _check_room(box, msg.size, settings)
+            _check_room(box, msg.charged, settings)
             body_id = bodies.add(tx.conn, msg)
             (uid,), modseq = messages.insert(
                 tx.conn,
@@ -759,7 +761,8 @@ class MailboxDatabase:
             src = folders.get(tx.conn, mailbox, source)
             dst = folders.get(tx.conn, mailbox, dest)
             if not move:
-                size = sum(r[5] for r in messages.rows(tx.conn, src, wanted))
+                found = messages.rows(tx.conn, src, wanted)
+                size = usage.charges(tx.conn, ((r[1], r[5]) for r in found))
                 _check_room(mailboxes.get(tx.conn, mailbox), size, settings)
             result, found = messages.copy(tx.conn, src, dst, wanted)
             if move and found:

@@ -42,7 +42,7 @@ def deliver(
             continue
         limits = box.limits(settings)
         decision = quota.delivery_decision(
-            box.used_bytes, message.size, limits, full_is_permanent=settings.quota_full_permanent
+            box.used_bytes, message.charged, limits, full_is_permanent=settings.quota_full_permanent
         )
         if not decision.accepted:
             results.append(
@@ -63,7 +63,7 @@ def deliver(
                 rcpt, DeliveryStatus.DELIVERED, "2.0.0", "delivered", row.name, row.uidvalidity, uid
             )
         )
-        used = box.used_bytes + message.size
+        used = box.used_bytes + message.charged
         if quota.should_warn(used, limits, box.last_warning, now):
             _deliver_warning(conn, box, used, limits, now)
     return DeliveryResult(message.size, results)

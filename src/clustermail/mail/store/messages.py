@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
-from clustermail.mail.store import bodies, flags, index, mailboxes, mime
+from clustermail.mail.store import bodies, flags, index, mailboxes, mime, usage
 from clustermail.mail.store.errors import MessageNotFoundError
 from clustermail.mail.store.folders import FolderRow
 from clustermail.mail.store.types import CopyResult, FlagChange, FolderChanges, StoreResult
@@ -52,7 +52,8 @@ def insert(
         "UPDATE folder SET uidnext = ?, highestmodseq = ? WHERE id = ?",
         (first + len(entries), modseq, folder.id),
     )
-    mailboxes.adjust_usage(conn, folder.mailbox_id, sum(e[4] for e in entries), len(entries))
+    charged = usage.charges(conn, ((e[0], e[4]) for e in entries))
+    mailboxes.adjust_usage(conn, folder.mailbox_id, charged, len(entries))
     return uids, modseq
 
 
@@ -141,7 +142,8 @@ def remove(
     )
     index.remove(conn, folder.id, [r[0] for r in victims])
     conn.execute("UPDATE folder SET highestmodseq = ? WHERE id = ?", (modseq, folder.id))
-    mailboxes.adjust_usage(conn, folder.mailbox_id, -sum(r[5] for r in victims), -len(victims))
+    charged = usage.charges(conn, ((r[1], r[5]) for r in victims))  # before bodies go
+    mailboxes.adjust_usage(conn, folder.mailbox_id, -charged, -len(victims))
     if retain and retention_days > 0:
         conn.executemany(
             "INSERT INTO deleted_item (mailbox_id, folder_name, body_id, flags, keywords, "
