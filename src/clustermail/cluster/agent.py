@@ -337,6 +337,8 @@ class NodeAgent:
                           f"retrying in {delay:g} s")
                 await asyncio.sleep(delay)
                 continue
+            assert self.timing is not None
+            self.leader.rejoined(self.timing.ttl)
             await self._log("node_rejoined", f"{self.name} rejoined after losing its lease "
                             f"({reason})")
             return
