@@ -270,7 +270,6 @@ async def test_a_start_that_hangs_says_why_in_status_and_explain(
             is None, timeout=60, what="mail1 left failed after its start hung on node1")
         reason = vs_of(status, "mail1")["reason"]
         assert re.search(rf"it failed on node1 \({failure}\)", reason), reason
-        assert "clear-failures" in reason, reason  # left failed, not merely moving on
 
         explained = c.cli("explain", "mail1", "--json")
         assert explained.returncode == 0, explained.stderr
