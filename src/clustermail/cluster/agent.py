@@ -430,6 +430,10 @@ class NodeAgent:
             timeouts = []
         watch.stopping(time.monotonic(), offline_budget(timeouts, watch.timeout))
 
+    def _holds(self, lease: int) -> bool:
+        """``lease`` is still this node's lease, and known good."""
+        return self._lease_ok() and self._my_lease() == lease
+
     def _lease_ok(self) -> bool:
         k = self.keeper
         return k is not None and not k.lost.is_set() and time.monotonic() < k.safe_until
@@ -569,17 +573,22 @@ class NodeAgent:
             return f"{vs}: waiting for {holder}'s lease on it to expire before taking it"
         new_epoch = view.epoch_of(vs) + 1
         record = OwnerRecord(node=self.name, epoch=new_epoch, since=time.time())
+        lease = self._my_lease()
         result = await self.store.txn(
             [Compare.absent(keys.OWNER + vs),
              Compare.mod_is(keys.EPOCH + vs, view.mod_revision(keys.EPOCH + vs))],
             [
-                Put(keys.OWNER + vs, record.to_store(), lease=self._my_lease()),
+                Put(keys.OWNER + vs, record.to_store(), lease=lease),
                 Put(keys.EPOCH + vs, EpochRecord(new_epoch).to_store()),
             ],
         )
         if not result.succeeded:
             return f"{vs}: ownership changed while taking it; will re-read"
-        if not self._lease_ok():
+        # Across each await the lease may have been lost, and even replaced by a
+        # rejoin: ownership bound to a lost lease goes with it, and a host started on
+        # it would run unowned (another node could take the virtual server). Start
+        # nothing then; the next cycle takes it again with the new lease.
+        if not self._holds(lease):
             return None
         spec = host_spec(
             config,
@@ -591,6 +600,9 @@ class NodeAgent:
             offline_resources=view.offline_resources(vs),
         )
         proc = await self.hosts.take()
+        if not self._holds(lease):
+            proc.kill()  # given nothing yet: it runs no resource
+            return None
         proc.start(parse_spec(spec), self._host_timeout(view, vs))
         lvs = LocalVS(vs, new_epoch, assign_rev, proc, spec=spec,
                       config_revision=view.config_revision)
