@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from clustermail.cluster import keys
@@ -44,6 +45,8 @@ async def test_rejoin_keeps_trying_until_the_store_answers(tmp_path: Path) -> No
             await task
         assert await store.get(keys.NODES + "node1") is not None
         assert agent.keeper is not None and not agent.keeper.lost.is_set()
+        # Should it lead, it first waits for the nodes the same outage fenced.
+        assert agent.leader.rejoin_wait_until > time.monotonic()
     finally:
         if agent.keeper is not None:
             await agent.keeper.stop(revoke=True)

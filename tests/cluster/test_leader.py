@@ -103,6 +103,39 @@ async def test_a_virtual_server_fails_over_when_its_owners_node_is_gone(
     assert any(line.startswith("leader: mail1:") for line in lines)
 
 
+async def test_a_leader_that_just_rejoined_waits_for_the_missing_nodes(
+        cluster: Cluster) -> None:
+    """A stalled store fences every node at once: the first to rejoin and lead must
+    not fail the others' virtual servers over while they are rejoining too."""
+    await cluster.start()
+    await cluster.step()
+    await cluster.take_assigned()
+    await cluster.node_gone("node1")
+    cluster.leader.rejoined(60.0)
+    lines = await cluster.step()
+    assert len(lines) == 1 and lines[0].startswith(
+        "rejoined after losing the lease: waiting "), lines
+    assert lines[0].endswith(" s more for node1 to rejoin before placing"), lines
+    assert await cluster.owners() == {"mail1": "node1", "mail2": "node2"}
+    assert "mail1" not in (await cluster.view()).failures
+
+    # node1 is back within the wait: nothing moves, nothing counts as a failover.
+    cluster.leases["node1"] = await join(cluster.store, "node1")
+    await cluster.step()
+    assert await cluster.owners() == {"mail1": "node1", "mail2": "node2"}
+    assert "mail1" not in (await cluster.view()).failures
+
+
+async def test_the_wait_after_a_rejoin_is_bounded(cluster: Cluster) -> None:
+    await cluster.start()
+    await cluster.step()
+    await cluster.take_assigned()
+    await cluster.node_gone("node1")
+    cluster.leader.rejoined(0.0)  # the wait is over: node1 is down for real
+    await cluster.step()
+    assert await cluster.owners() == {"mail1": "node3", "mail2": "node2"}
+
+
 async def test_a_start_failure_that_repeats_on_the_next_node_leaves_it_failed(
         cluster: Cluster) -> None:
     """The owner's failed status carries the start failure (before its give-up record

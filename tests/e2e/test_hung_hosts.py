@@ -11,6 +11,7 @@ instead of burning its failover threshold. (A SIGSTOPped host: test_partition.py
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -117,8 +118,8 @@ async def test_a_host_wedged_in_its_first_online_is_killed_within_its_timeout(
                                   "wedged on node2")
         lines = await hung_lines(c, "mail2")
         assert len(lines) == 1, lines
-        match = re.fullmatch(r"mail2: resource host \d+ did not answer for (\d+\.\d) s; killed",
-                             lines[0])
+        match = re.fullmatch(r"mail2: resource host \d+ did not answer for (\d+\.\d) s "
+                             r"while starting; killed", lines[0])
         assert match is not None, lines
         # Seen at the first look past host_timeout: a ping interval later, two if that
         # look came late (a later one excuses the agent's stall instead).
@@ -230,3 +231,54 @@ async def test_a_start_failure_that_follows_the_virtual_server_leaves_it_failed(
             await c.wait_for(lambda s: owners(s)["mail1"] == "node1", what="mail1 on node1")
     finally:
         stray.close()
+
+
+def one_home_cluster(tmp: Path, distributions: Distributions, fault: str) -> LocalCluster:
+    """Two nodes; mail1 may run on node1 only, so a failure there leaves it failed and
+    its status keeps saying why. Its resource ``f`` misbehaves (``fault``) at its first
+    online, with a 1 s pending timeout."""
+    distributions.add("faulty", faulty_types.ENTRY_POINT)
+    (tmp / "fault-mail1").touch()
+    toml = (
+        '[cluster]\nplacement = "active-passive"\ntiming = "default"\n'
+        "[nodes.node1]\n[nodes.node2]\n"
+        "[virtual_servers.mail1]\n"
+        'preferred_owners = ["node1"]\npossible_owners = ["node1"]\n'
+        f"host_timeout = {HOST_TIMEOUT}\n"
+        "[virtual_servers.mail1.resources.f]\n"
+        'type = "faulty"\npending_timeout = 1.0\n'
+        f'properties = {{ fault = "{fault}", trigger = "{tmp}/fault-mail1" }}\n'
+    )
+    return LocalCluster(tmp, f"sqlite://{tmp}/cluster.db", toml, env=distributions.env())
+
+
+@pytest.mark.parametrize(
+    ("fault", "failure"),
+    [("wedge_online",
+      r"resource host \d+ did not answer for \d+\.\d s while starting; killed"),
+     ("ignore_cancel_online", re.escape("f: online pending timeout (1 s) expired"))],
+    ids=["host-hung-while-starting", "online-past-its-pending-timeout"])
+async def test_a_start_that_hangs_says_why_in_status_and_explain(
+    tmp_path: Path, distributions: Distributions, fault: str, failure: str
+) -> None:
+    """A start that hangs is a start failure like any other: one line says what hung,
+    in the status, in `clustermail explain` and in the failover history."""
+    async with one_home_cluster(tmp_path, distributions, fault) as c:
+        c.start_all(2)
+        status = await c.wait_for(
+            lambda s: vs_of(s, "mail1")["state"] == "failed" and vs_of(s, "mail1")["owner"]
+            is None, timeout=60, what="mail1 left failed after its start hung on node1")
+        reason = vs_of(status, "mail1")["reason"]
+        assert re.search(rf"it failed on node1 \({failure}\)", reason), reason
+
+        explained = c.cli("explain", "mail1", "--json")
+        assert explained.returncode == 0, explained.stderr
+        text = json.loads(explained.stdout)["explanation"]
+        assert re.search(rf"^  start failure on node1: {failure}$", text, re.MULTILINE), text
+
+        assert c.store is not None
+        kv = await c.store.get(keys.FAILURES + "mail1")
+        assert kv is not None
+        history = FailoverHistory.from_store(kv.key, kv.value)
+        assert [e.node for e in history.entries] == ["node1"]
+        assert re.fullmatch(failure, history.entries[0].failure), history.entries

@@ -101,6 +101,8 @@ class LocalVS:
     start_failure: str = ""
     #: Being killed by the agent (hung, or past its offline budget).
     killing: bool = False
+    #: No group state reported yet: the host is still bringing the group online.
+    starting: bool = True
     #: The resource host's last metrics report (Prometheus text).
     metrics: str = ""
 
@@ -356,6 +358,8 @@ class NodeAgent:
                           f"retrying in {delay:g} s")
                 await asyncio.sleep(delay)
                 continue
+            assert self.timing is not None
+            self.leader.rejoined(self.timing.ttl)
             await self._log("node_rejoined", f"{self.name} rejoined after losing its lease "
                             f"({reason})")
             return
@@ -408,8 +412,7 @@ class NodeAgent:
                     watch.excuse(late)
                 why = watch.verdict(now)
                 if why is not None:
-                    self._kill_host(lvs, f"{why}; killed")
-                    await self._log("host_hung", f"{lvs.name}: {lvs.reason}", vs=lvs.name)
+                    await self._kill_hung(lvs, why)
                 else:
                     lvs.proc.send(PingCommand(seq))
 
@@ -423,6 +426,20 @@ class NodeAgent:
             if time.monotonic() - self._supervised_at <= 2 * self.timing.renew_interval:
                 self.notifier.watchdog()
             await asyncio.sleep(interval)
+
+    async def _kill_hung(self, lvs: LocalVS, why: str) -> None:
+        """Kills a hung host and says why. Hung while still bringing its group online,
+        it is a start failure like any other: the status, the give-up record and so the
+        failover history carry the line (unique to this host, so it never counts as the
+        same failure coming back)."""
+        starting = lvs.starting and not lvs.stopping
+        self._kill_host(lvs, f"{why}{' while starting' if starting else ''}; killed")
+        lvs.state = "failed"
+        if starting:
+            lvs.start_failure = lvs.reason
+        await self._log("host_hung", f"{lvs.name}: {lvs.reason}", vs=lvs.name)
+        with contextlib.suppress(CoordError):
+            await self._write_status(lvs)
 
     def _kill_host(self, lvs: LocalVS, why: str, grace: float = KILL_GRACE) -> None:
         """Kills a host in the background; its exit then runs the usual path (undo,
@@ -708,10 +725,13 @@ class NodeAgent:
             )
         elif isinstance(event, GroupEvent):
             state = event.state.value
+            await self._log(f"vs_{state}", f"{lvs.name} {state} on {self.name}"
+                            + (f": {event.reason}" if event.reason else ""), vs=lvs.name)
+            if lvs.killing:
+                return  # its last words (SIGTERM): why the agent killed it stands
             lvs.state = state
             lvs.reason = event.reason
-            await self._log(f"vs_{state}", f"{lvs.name} {state} on {self.name}"
-                            + (f": {lvs.reason}" if lvs.reason else ""), vs=lvs.name)
+            lvs.starting = False
             if event.state is GroupState.FAILED and not lvs.stopping:
                 lvs.failed = True
                 lvs.stopping = True

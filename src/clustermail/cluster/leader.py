@@ -185,6 +185,17 @@ class Leader:
         self.is_leader = False
         self.last_trim = 0.0
         self.elected_at: float | None = None
+        #: Until when (monotonic) a node that has just rejoined waits for the others.
+        self.rejoin_wait_until = 0.0
+
+    def rejoined(self, wait: float) -> None:
+        """This node lost its lease and has registered again. If the store, not the
+        node, was the trouble (a stalled store fences every node at once), the others
+        are rejoining too: while it leads, it waits up to ``wait`` seconds for the
+        missing nodes before placing, instead of failing their virtual servers over
+        (and burning their failover thresholds) for a fraction of a second's absence.
+        A leader that never lost its lease places at once, as after a node's crash."""
+        self.rejoin_wait_until = time.monotonic() + wait
 
     def resign(self) -> None:
         self.is_leader = False
@@ -201,6 +212,9 @@ class Leader:
         if not view.owner and missing and time.monotonic() - self.elected_at < FORM_WAIT:
             return [f"cluster forming: waiting up to {FORM_WAIT:g} s for "
                     f"{', '.join(missing)} to join before placing"]
+        if missing and (left := self.rejoin_wait_until - time.monotonic()) > 0:
+            return [f"rejoined after losing the lease: waiting {left:.1f} s more for "
+                    f"{', '.join(missing)} to rejoin before placing"]
         config, _, placement = compute(view, now)
         ops: list[TxnOp] = []
         compares = [Compare.value_is(keys.LEADER, self.node)]

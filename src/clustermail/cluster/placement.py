@@ -236,7 +236,9 @@ class _Run:
         elif state.status is VsStatus.FAILED:
             case.situation, case.failed_on = _Situation.FAILURE, owner
             case.failure = state.failure
-            case.cause = f"it failed on {owner}"
+            # What failed, when the owner said (a start failure): "why did it move?"
+            what = f" ({state.failure})" if state.failure else ""
+            case.cause = f"it failed on {owner}{what}"
         elif owner not in self.config.possible_owners(vs):
             case.situation, case.cause = _Situation.RELOCATE, f"{owner} is not a possible owner"
         return case
@@ -438,9 +440,18 @@ class _Run:
         if case.request:
             case.refused = f"move to {case.request} refused: it is past its failover threshold"
         plural = "" if count == 1 else "s"
+        # The failure that reached it, or the last one recorded: if it was a start
+        # failure, what failed is the first thing an operator needs.
+        if case.situation is _Situation.FAILURE:
+            latest = FailoverRecord(case.name, self.snap.now, case.failed_on or "?", case.failure)
+        else:
+            records = self.failover_records(case.vs)
+            latest = records[-1] if records else FailoverRecord(case.name, 0.0, "?")
+        last = (f" (the last: it failed on {latest.node} ({latest.failure}))"
+                if latest.failure else "")
         reason = (f"left failed: {count} failover{plural} in "
-                  f"{_hours(case.vs.failover_period_hours)} reached the threshold {threshold}; "
-                  f"clear with `clustermail vs clear-failures {case.name}`")
+                  f"{_hours(case.vs.failover_period_hours)} reached the threshold {threshold}"
+                  f"{last}; clear with `clustermail vs clear-failures {case.name}`")
         self.decide(case, None, ReasonCode.THRESHOLD, reason,
                     self.candidates(case, None, "", "not considered: past the threshold"))
         return True
@@ -579,6 +590,10 @@ def place(snapshot: Snapshot) -> Placement:
     return _Run(snapshot).run()
 
 
+#: Start failures from the failover history that ``explain`` shows, the last ones.
+EXPLAIN_START_FAILURES = 3
+
+
 def explain(snapshot: Snapshot, vs_name: str) -> str:
     """Why ``vs_name`` runs where it runs (or why not), candidate by candidate."""
     config = snapshot.config
@@ -614,8 +629,12 @@ def explain(snapshot: Snapshot, vs_name: str) -> str:
     lines.append(f"  failovers: {counted} in the last "
                  f"{_hours(vs.failover_period_hours)}{once}, threshold {threshold}{default}"
                  f"{cleared_note}")
+    # What failed, for the failovers that were start failures (the last few).
+    started = [r for r in run.failover_records(vs) if r.failure][-EXPLAIN_START_FAILURES:]
+    lines.extend(f"  start failure on {r.node}: {r.failure}" for r in started)
     if decision.failover is not None:
-        lines.append(f"  records a failover: {vs_name} failed on {decision.failover.node}")
+        what = f" ({decision.failover.failure})" if decision.failover.failure else ""
+        lines.append(f"  records a failover: {vs_name} failed on {decision.failover.node}{what}")
     request = snapshot.move_requests.get(vs_name)
     if request is not None:
         outcome = decision.refused_move or (
