@@ -138,9 +138,12 @@ class DeadlineWatchdog:
 
     def set_deadline(self, deadline: float) -> None:
         """Moves the deadline later (never earlier: the agent's deadlines only grow, and
-        an old one read late must not undo a newer one)."""
+        an old one read late must not undo a newer one). Once the deadline has passed
+        nothing moves it: a later one read after the fact (the host was frozen or
+        starved while it waited in the pipe) comes too late, the fence is due."""
         with self._cond:
-            if self._deadline is not None and deadline <= self._deadline:
+            if self._deadline is not None and (deadline <= self._deadline or
+                                               time.monotonic() >= self._deadline):
                 return
             self._deadline = deadline
             if self._thread is None:

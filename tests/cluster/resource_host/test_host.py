@@ -285,10 +285,12 @@ def test_a_host_frozen_past_its_deadline_fences_when_continued(
     host = start_host(mail1_spec(tmp_path, free_port(ADDRESS)))
     host.events.group("online")
     banner_pid = host.child_pids()[0]
-    host.send({"cmd": "lease", "safe_until": time.monotonic() + 0.3})
+    host.send({"cmd": "lease", "safe_until": time.monotonic() + 1.0})
+    host.send({"cmd": "ping", "seq": 1})  # answered: the lease line was read before it
+    host.events.wait(lambda e: e.get("event") == "pong" and e.get("seq") == 1)
     os.kill(host.proc.pid, signal.SIGSTOP)
     try:
-        time.sleep(0.6)  # frozen on purpose: the fault under test is the passing time
+        time.sleep(1.2)  # frozen on purpose: the fault under test is the passing time
         for _ in range(20):
             host.send({"cmd": "lease", "safe_until": time.monotonic() + 30})
     finally:
