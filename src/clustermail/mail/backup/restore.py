@@ -57,6 +57,7 @@ class RestoreReport:
     log_restarted: bool = False  # the live log was set aside (restored back in time)
     check: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    db_id: str = ""  # the restored database's id (hex)
 
     def lines(self) -> list[str]:
         out = [f"restored {self.storage_group}/{self.database} from {self.chain[-1]} "
@@ -207,7 +208,7 @@ def restore_database(
         db_id = bytes.fromhex(copy.id)
         report = RestoreReport(storage_group, database, target, [s.id for s in chain],
                                image_txn, from_sets.txn or 0, from_sets=from_sets.applied,
-                               last_change=from_sets.time)
+                               last_change=from_sets.time, db_id=copy.id)
         log_dir = logs.log_dir(database)
         live_end: int | None = None
         foreign = False
