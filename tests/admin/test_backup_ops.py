@@ -386,6 +386,9 @@ async def test_an_offline_reset_drops_the_record_so_the_next_mount_creates_it(
         import shutil
 
         shutil.rmtree(s.data / "disks" / "mail1" / "mail")
+        await s.mail.online()  # both refused: the cluster recorded them
+        assert set(s.mail.lost) == {("SG1", "DB1"), ("SG1", "DB2")}
+        await s.mail.offline()
         await backup_ops.store_reset(s.store, s.data, "mail1", "SG1/DB1", confirm=True)
         assert ("SG1", "DB1") not in await _record_ids(s)
         await s.mail.online()
