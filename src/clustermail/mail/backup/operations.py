@@ -147,15 +147,15 @@ async def _restore(params: Mapping[str, Any], site: Site, progress: Progress | N
                 f"restore --all rebuilds every database and the relay queue of {site.vs}: "
                 f"take it offline first (clustermail vs offline {site.vs}), run the restore "
                 f"on the machine with its disk, then clustermail vs online {site.vs}")
-        reports = await asyncio.to_thread(
+        server = await asyncio.to_thread(
             restore_all, site.root, backups, from_id=from_id, roll_forward=roll_forward,
             until=until_time, queue=site.queue, progress=progress)
-        for r in reports:
+        for r in server.databases:
             await site.record_identity(r.storage_group, r.database, r.db_id)
-        doc = restore_doc(reports)
-        doc["queue_restored"] = True
-        return doc, "\n".join([*(line for r in reports for line in r.lines()),
-                               "restored the relay queue as it was in the backup"])
+        doc = restore_doc(server.databases)
+        doc["queue_restored"] = server.queue_restored
+        doc["queue_dropped"] = server.queue_dropped
+        return doc, "\n".join(server.lines())
     sg, db = split_database(str(params.get("database") or ""))
     recovery = bool(params.get("recovery"))
 
