@@ -90,12 +90,15 @@ async def _fill(db: MailboxDatabase, target_bytes: int) -> int:
     about as real mail does (a few times), not 100x as a repeated line would."""
     rng = random.Random(1)
     head = template(0)
-    count = max(1, target_bytes // 20_000)
 
     def body(n: int) -> bytes:
         words = rng.choices(_WORDS, k=3300)
         text = "\r\n".join(" ".join(words[i : i + 12]) for i in range(0, len(words), 12))
         return head + text.encode() + b"\r\n"
+
+    # As many messages as make the file ``target_bytes`` (a body is ~17 KB, not 20).
+    count = max(1, int(target_bytes / (len(body(0)) * 1.03)))
+    rng.seed(1)
 
     async def lane(i: int) -> None:
         for n in range(i, count, 10):
