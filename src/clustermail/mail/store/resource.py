@@ -28,9 +28,10 @@ A database whose file is lost or unreadable is never re-created empty: it stays 
 (:attr:`MailStoreResource.lost`) while the others serve, and the event log says how to
 restore it; the thorough check does the same for a file that vanishes while mounted. Two
 records say a database existed: its storage group's manifest beside the logs, and the
-cluster's record in the directory (:mod:`clustermail.mail.directory.databases`, written
-when a database is first mounted), which survives a disk lost entirely (files, logs and
-manifest): a database the cluster records is never created again on an empty disk.
+cluster's record in the coordination store (:mod:`clustermail.mail.directory.databases`,
+written when a database is first mounted), which survives a disk lost entirely (files,
+logs and manifest): a database the cluster records is never created again on an empty
+disk.
 """
 
 from __future__ import annotations
@@ -273,7 +274,11 @@ class MailStoreResource(Resource):
         self._dirty.set()
         self.ctx.log.info(f"database {storage_group}/{database} mounted again with epoch "
                           f"{self.ctx.epoch} in {info.seconds:.3f} s")
-        await self._record_identities()
+        try:
+            await self._record_identities()
+        except CoordError as exc:  # mounted all the same; the next pass records it
+            self.ctx.log.warning(f"cannot record {storage_group}/{database}'s id: {exc}")
+            self._dirty.set()
         for listener in list(self.mount_listeners):
             listener(storage_group, database)
 
