@@ -60,6 +60,7 @@ class RestoreReport:
     check: list[str] = field(default_factory=list)
     seconds: float = 0.0
     db_id: str = ""  # the restored database's id (hex)
+    roll_forward_seconds: float = 0.0  # of ``seconds``: replaying the live log
 
     def lines(self) -> list[str]:
         out = [f"restored {self.storage_group}/{self.database} from {self.chain[-1]} "
@@ -224,8 +225,10 @@ def restore_database(
             finally:
                 dblog.close()
         if roll_forward and live_end is not None:
+            rolling = time.perf_counter()
             step = replay(building, read_records(log_dir, db_id, report.txn),
                           start_txn=report.txn, db_id=db_id, until=until)
+            report.roll_forward_seconds = time.perf_counter() - rolling
             report.rolled_forward, report.stopped = step.applied, step.stopped
             report.txn, report.last_change = step.txn or 0, step.time or report.last_change
         elif roll_forward:
