@@ -294,11 +294,21 @@ def test_restore_all_drops_what_the_queue_finished_after_the_backup(tmp_path: Pa
     for lost in (root / "SG1", disk / "queue", root / "storage.json"):
         shutil.rmtree(lost) if lost.is_dir() else lost.unlink()
 
+    # It ran on the empty disk meanwhile and accepted a message (queued for its lost
+    # databases): the restore keeps it.
+    live = qstore.Queue(queue_file, time.time)
+    live.open(2)
+    asyncio.run(live.enqueue(qstore.NewMessage(
+        "s@t", (qstore.NewRecipient(A, qstore.LOCAL),), msg("new"), queue_id="NEW")))
+    live.close()
+
     server = restore_all(root, backups, from_id=full.id, queue=queue_file)
-    assert server.queue_dropped == 2
+    assert server.queue_dropped == 2 and server.queue_kept == 1
     assert any("less 2 recipient(s) it finished since" in line for line in server.lines())
     conn = qstore.connect(queue_file)
-    assert [m.queue_id for m in qstore.read_messages(conn)] == ["WAITING"]
+    kept = qstore.read_messages(conn, with_body=True)
+    assert [m.queue_id for m in kept] == ["WAITING", "NEW"]
+    assert kept[1].body == msg("new") and kept[1].recipients[0].address == A
     conn.close()
     store = MailStore(root)
     store.mount(5)

@@ -155,6 +155,7 @@ async def _restore(params: Mapping[str, Any], site: Site, progress: Progress | N
         doc = restore_doc(server.databases)
         doc["queue_restored"] = server.queue_restored
         doc["queue_dropped"] = server.queue_dropped
+        doc["queue_kept"] = server.queue_kept
         return doc, "\n".join(server.lines())
     sg, db = split_database(str(params.get("database") or ""))
     recovery = bool(params.get("recovery"))

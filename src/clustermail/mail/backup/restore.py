@@ -27,7 +27,7 @@ from clustermail.mail.backup import sets
 from clustermail.mail.backup.create import Progress
 from clustermail.mail.backup.sets import BackupError, BackupSet
 from clustermail.mail.queue import store as qstore
-from clustermail.mail.queue.finished import drop_finished, finished_dir
+from clustermail.mail.queue.finished import drop_finished, finished_dir, merge_live
 from clustermail.mail.store import layout as layout_mod
 from clustermail.mail.store.check import check_file as check_store_file
 from clustermail.mail.store.errors import StoreError
@@ -287,13 +287,16 @@ class ServerRestore:
     queue_restored: bool = False
     #: Recipients of the restored queue finished after the backup (dropped, not redone).
     queue_dropped: int = 0
+    #: Messages of the queue file it replaced that the backup lacked (kept, not lost).
+    queue_kept: int = 0
 
     def lines(self) -> list[str]:
         out = [line for r in self.databases for line in r.lines()]
         if self.queue_restored:
             out.append(f"restored the relay queue as it was in the backup, less "
                        f"{self.queue_dropped} recipient(s) it finished since (the record "
-                       "beside the logs)")
+                       f"beside the logs), plus {self.queue_kept} message(s) of the queue it "
+                       "replaced that the backup lacked")
         return out
 
 
@@ -332,6 +335,7 @@ def restore_all(
         conn = qstore.connect(tmp, create=False)
         try:
             done.queue_dropped = drop_finished(conn, finished_dir(root))
+            done.queue_kept = merge_live(conn, queue)
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             conn.close()
