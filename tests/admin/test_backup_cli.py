@@ -171,6 +171,9 @@ def test_bad_input_is_one_clear_line(env: Env, capsys: pytest.CaptureFixture[str
               match="no virtual server named 'mail9'")
 
 
+DB_RECORD = "/clustermail-databases/mail1/SG1/DB1"
+
+
 def test_cluster_backup_restores_from_sqlite_into_etcd(env: Env, tmp_path: Path) -> None:
     env.ok("domain", "add", "example.test")
     env.ok("vs", "offline", "mail1")
@@ -178,6 +181,7 @@ def test_cluster_backup_restores_from_sqlite_into_etcd(env: Env, tmp_path: Path)
     async def seed() -> None:
         async with await open_store(env.url) as store:
             await store.put(keys.EPOCH + "mail1", b"4")
+            await store.put(DB_RECORD, b'{"id": "ab"}')  # the databases mail1 created
 
     asyncio.run(seed())
     backup_id = env.ok("backup", "create", "--cluster").stdout.strip()
@@ -194,7 +198,7 @@ def test_cluster_backup_restores_from_sqlite_into_etcd(env: Env, tmp_path: Path)
         async def compare() -> None:
             async with await open_store(env.url) as a, await open_store(etcd.url) as b:
                 for key in (keys.CONFIG, keys.VS_ADMIN + "mail1",
-                            "/clustermail-directory/domains/example.test"):
+                            "/clustermail-directory/domains/example.test", DB_RECORD):
                     kv_a, kv_b = await a.get(key), await b.get(key)
                     assert kv_a is not None and kv_b is not None and kv_a.value == kv_b.value
                 epoch = await b.get(keys.EPOCH + "mail1")

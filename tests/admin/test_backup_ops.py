@@ -312,3 +312,89 @@ async def test_a_lost_database_stays_dismounted_while_the_others_serve(site: Sit
     logged = [e.message for e in await eventlog.read(site.store)]
     assert any("stays dismounted, the others serve" in m for m in logged)
     assert any(m.startswith("mail1: restore done") for m in logged)
+
+
+async def _record_ids(site: Site) -> dict[tuple[str, str], str]:
+    records = await directory(site.store).database_records("mail1")
+    return {k: r.id for k, r in records.items()}
+
+
+async def test_an_empty_disk_never_recreates_the_databases_the_cluster_recorded(
+        site: Site) -> None:
+    recorded = await _record_ids(site)  # written at the first mount, before any delivery
+    assert set(recorded) == {("SG1", "DB1"), ("SG1", "DB2")}
+    assert recorded[("SG1", "DB1")] == site.db().journal.log.db_id.hex()  # type: ignore[union-attr]
+    await site.db().deliver(msg("one"), [site.a])
+    _, backup_id = await backup_ops.backup_create(site.store, site.data, "mail1")
+
+    # The whole disk is lost (databases, logs, the storage groups' manifests, the queue).
+    await site.mail.offline()
+    disk = site.data / "disks" / "mail1"
+    import shutil
+
+    shutil.rmtree(disk)
+    disk.mkdir()
+    await site.env.group.resource("disk").online()
+    await site.mail.online()
+    assert set(site.mail.lost) == {("SG1", "DB1"), ("SG1", "DB2")}
+    why = site.mail.lost[("SG1", "DB1")]
+    assert "is missing and so are the disk's records of it" in why
+    assert recorded[("SG1", "DB1")] in why  # what it expected
+    assert "clustermail restore mail1 SG1/DB1 --from <backup id>" in why
+    assert "clustermail restore mail1 --all --from <backup id>" in why
+    assert "clustermail store reset mail1 SG1/DB1 --confirm" in why
+    assert not site.db().path.exists() and not site.db("DB2").path.exists()  # not created
+    assert await site.mail.quick_check()  # online, nothing served from the lost ones
+    logged = [e.message for e in await eventlog.read(site.store)]
+    assert any("SG1/DB2 stays dismounted" in m and "--all" in m for m in logged), logged
+
+    # One restored (through the owner): mounted, the record keeps its id.
+    await backup_ops.restore(site.store, site.data, "mail1", from_id=backup_id,
+                             database="SG1/DB1")
+    assert tags(site.db(), mailbox=site.a) == ["one"]
+    assert (await _record_ids(site))[("SG1", "DB1")] == recorded[("SG1", "DB1")]
+    # The other replaced by an empty one (dial tone): a new database, a new record.
+    await backup_ops.store_reset(site.store, site.data, "mail1", "SG1/DB2", confirm=True)
+    assert site.db("DB2").mounted and site.mail.lost == {}
+    new_id = (await _record_ids(site))[("SG1", "DB2")]
+    assert new_id != recorded[("SG1", "DB2")]
+    assert new_id == site.db("DB2").journal.log.db_id.hex()  # type: ignore[union-attr]
+
+    # A database the directory adds now is new: created and recorded.
+    await directory(site.store).add_database("mail1", "SG1", "DB3")
+    await wait_provisioned(site.store, "mail1", await last_change(site.store))
+    async with asyncio.timeout(10):
+        while ("SG1", "DB3") not in await _record_ids(site):
+            await asyncio.sleep(0.02)
+    assert site.db("DB3").mounted
+    # And all of it mounts again as it is.
+    await site.mail.offline()
+    await site.mail.online()
+    assert site.mail.lost == {} and site.db("DB2").mounted
+
+
+async def test_an_offline_reset_drops_the_record_so_the_next_mount_creates_it(
+        tmp_path: Path) -> None:
+    s = await _site(tmp_path)
+    disk = s.env.group.resource("disk")
+    await disk.online()
+    await s.mail.online()
+    await wait_provisioned(s.store, "mail1", await last_change(s.store))
+    old = (await _record_ids(s))[("SG1", "DB1")]
+    await s.mail.offline()
+    try:
+        import shutil
+
+        shutil.rmtree(s.data / "disks" / "mail1" / "mail")
+        await s.mail.online()  # both refused: the cluster recorded them
+        assert set(s.mail.lost) == {("SG1", "DB1"), ("SG1", "DB2")}
+        await s.mail.offline()
+        await backup_ops.store_reset(s.store, s.data, "mail1", "SG1/DB1", confirm=True)
+        assert ("SG1", "DB1") not in await _record_ids(s)
+        await s.mail.online()
+        assert s.db().mounted and ("SG1", "DB1") not in s.mail.lost
+        assert ("SG1", "DB2") in s.mail.lost  # not reset: still refused
+        assert (await _record_ids(s))[("SG1", "DB1")] not in ("", old)
+    finally:
+        await s.mail.offline()
+        await s.env.store.close()

@@ -118,6 +118,8 @@ class LocalSite:
     backups: Path
     epoch: int | None
     location: Location
+    #: The coordination store, for the cluster's records of the databases.
+    coord: Store | None = None
 
     @property
     def serving(self) -> bool:
@@ -132,6 +134,24 @@ class LocalSite:
 
     async def bring_online(self, storage_group: str, database: str) -> None:
         pass  # it mounts when the virtual server comes online
+
+    async def record_identity(self, storage_group: str, database: str,
+                              db_id: str | None) -> None:
+        from clustermail.mail.directory import Directory
+        from clustermail.mail.directory.databases import DatabaseRecord
+
+        if self.coord is None:
+            return  # its next mount records what it finds
+        directory = Directory(self.coord)
+        try:
+            if db_id is None:
+                await directory.forget_database(self.vs, storage_group, database)
+            else:
+                await directory.record_database(DatabaseRecord(
+                    self.vs, storage_group, database, db_id, time.time(),
+                    f"clustermail restore on {socket.gethostname()}", self.epoch))
+        finally:
+            await directory.close()
 
     @contextlib.asynccontextmanager
     async def live_database(self, storage_group: str,
@@ -165,7 +185,8 @@ async def store_operation(
             note(f"{vs} stopped running on {owner.node} before it picked the {what} up")
             view = await intents.current_view(store)
             loc = locate(view, vs, data_dir)
-    return await run_here(view, loc, data_dir, op, params, progress=progress, note=note)
+    return await run_here(view, loc, data_dir, op, params, progress=progress, note=note,
+                          store=store)
 
 
 class StillRunningError(AdminError):
@@ -179,8 +200,10 @@ class NoOwnerError(AdminError):
 
 async def run_here(view: ClusterView, loc: Location, data_dir: Path, op: str,
                    params: dict[str, Any], *, progress: Progress = _quiet,
-                   note: Note = _quiet) -> Result:
-    """``op`` on an offline virtual server's disk, from this machine."""
+                   note: Note = _quiet, store: Store | None = None) -> Result:
+    """``op`` on an offline virtual server's disk, from this machine (``store``: the
+    coordination store, where a restore or reset updates the cluster's record of the
+    database)."""
     vs = loc.vs
     building = op == "restore" and params.get("all")
     if not building and not (loc.root / "storage.json").is_file():
@@ -192,7 +215,7 @@ async def run_here(view: ClusterView, loc: Location, data_dir: Path, op: str,
     note(f"{vs} is not online anywhere: running the {op.replace('_', '-')} here, on its "
          f"disk {loc.disk}")
     site = LocalSite(vs, loc.root, queue_path(loc.disk), backup_dir(view, vs, data_dir),
-                     loc.epoch, loc)
+                     loc.epoch, loc, store)
     holder = f"clustermail {op} on {socket.gethostname()}"
     try:
         with admin_lock.exclusive(loc.root, holder):

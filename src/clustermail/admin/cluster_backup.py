@@ -57,6 +57,7 @@ OWNED: list[tuple[str, bool]] = [
     (cluster_keys.RESOURCE_ADMIN, False),
     (cluster_keys.EPOCH, False),
     (mail_keys.DIRECTORY, False),
+    (mail_keys.DATABASES, False),
 ]
 #: Observed state under an owned prefix: rebuilt by the running virtual servers.
 SKIPPED = (mail_keys.DIRECTORY + dm.PROVISIONED,)

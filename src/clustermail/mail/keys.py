@@ -20,3 +20,9 @@ REQUESTS = "/clustermail-requests/"
 #: (:class:`clustermail.mail.backup.requests.ScheduleRecord`), so a scheduled backup runs
 #: once whichever node owns the virtual server.
 SCHEDULES = "/clustermail-backup-schedule/"
+
+#: ``<vs>/<storage group>/<database>`` -> the database's id, recorded when it was first
+#: mounted (:mod:`clustermail.mail.directory.databases`): what tells a lost database from
+#: a new one when a disk comes up empty. Not under the directory's prefix: the owner
+#: writes it, and directory changes (which wake every mail store) are the administrator's.
+DATABASES = "/clustermail-databases/"

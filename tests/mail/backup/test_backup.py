@@ -242,8 +242,10 @@ def test_rebuild_onto_an_empty_disk_with_the_queue(tmp_path: Path) -> None:
     assert full.queue is not None and verify(backups, full.id).ok
     store.dismount()
     shutil.rmtree(disk)  # the whole disk is lost, logs included
-    reports = restore_all(root, backups, from_id=full.id, queue=queue)
-    assert [(r.storage_group, r.database) for r in reports] == [("SG1", "DB1"), ("SG2", "DB1")]
+    server = restore_all(root, backups, from_id=full.id, queue=queue)
+    assert [(r.storage_group, r.database) for r in server.databases] == [("SG1", "DB1"),
+                                                                         ("SG2", "DB1")]
+    assert server.queue_restored and server.queue_dropped == 0
     store = MailStore(root)
     store.mount(5)
     assert tags(store.database("SG1", "DB1")) == ["a"]
@@ -252,6 +254,66 @@ def test_rebuild_onto_an_empty_disk_with_the_queue(tmp_path: Path) -> None:
     conn = qstore.connect(queue)
     assert qstore.count(conn) == (1, 1)
     conn.close()
+
+
+def test_restore_all_drops_what_the_queue_finished_after_the_backup(tmp_path: Path) -> None:
+    """The disk lost but not its logs (on another disk): the databases roll forward, and
+    the restored queue forgets what it delivered or relayed after the backup."""
+    from clustermail.mail.queue.finished import FINISHED_DIR, finished_dir, read_finished
+
+    disk, backups = tmp_path / "disk", tmp_path / "backups"
+    root, queue_file = disk / "mail", qstore.queue_path(disk)
+    store = new_store(root)
+    db = store.database("SG1", "DB1")
+    finished = finished_dir(root)
+    assert finished == root / "_logs" / FINISHED_DIR
+    queue = qstore.Queue(queue_file, time.time, finished)
+    queue.open(1)
+
+    async def enqueue() -> None:
+        for tag, rcpt, route in (("local", A, qstore.LOCAL),
+                                 ("relayed", "r@elsewhere", qstore.EXTERNAL),
+                                 ("waiting", "w@elsewhere", qstore.EXTERNAL)):
+            await queue.enqueue(qstore.NewMessage(
+                "s@t", (qstore.NewRecipient(rcpt, route),), msg(tag), queue_id=tag.upper()))
+
+    asyncio.run(enqueue())
+    full = create_backup(root, backups, virtual_server="vs1", queue=queue_file)
+    # After the backup: "local" delivered into DB1 (its log has it), "relayed" relayed;
+    # "waiting" deferred.
+    db.deliver_sync(msg("local"), [A])
+    conn = qstore.connect(queue_file)
+    rows = {m.queue_id: m.recipients[0].id for m in qstore.read_messages(conn)}
+    conn.close()
+    asyncio.run(queue.record([qstore.Outcome(rows["LOCAL"], True),
+                              qstore.Outcome(rows["RELAYED"], True),
+                              qstore.Outcome(rows["WAITING"], False, time.time() + 60, "4.4.1")]))
+    queue.close()
+    assert [q for q, _, _ in read_finished(finished)] == ["LOCAL", "RELAYED"]
+    store.dismount()
+    for lost in (root / "SG1", disk / "queue", root / "storage.json"):
+        shutil.rmtree(lost) if lost.is_dir() else lost.unlink()
+
+    # It ran on the empty disk meanwhile and accepted a message (queued for its lost
+    # databases): the restore keeps it.
+    live = qstore.Queue(queue_file, time.time)
+    live.open(2)
+    asyncio.run(live.enqueue(qstore.NewMessage(
+        "s@t", (qstore.NewRecipient(A, qstore.LOCAL),), msg("new"), queue_id="NEW")))
+    live.close()
+
+    server = restore_all(root, backups, from_id=full.id, queue=queue_file)
+    assert server.queue_dropped == 2 and server.queue_kept == 1
+    assert any("less 2 recipient(s) it finished since" in line for line in server.lines())
+    conn = qstore.connect(queue_file)
+    kept = qstore.read_messages(conn, with_body=True)
+    assert [m.queue_id for m in kept] == ["WAITING", "NEW"]
+    assert kept[1].body == msg("new") and kept[1].recipients[0].address == A
+    conn.close()
+    store = MailStore(root)
+    store.mount(5)
+    assert tags(store.database("SG1", "DB1")) == ["local"]  # once: rolled forward, not redone
+    store.dismount()
 
 
 def test_a_copy_stays_consistent_when_the_wal_restarts_under_it(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from clustermail.mail.backup.reset import ResetReport, reset_database
 from clustermail.mail.backup.restore import (
     RECOVERY_DIR,
     RestoreReport,
+    ServerRestore,
     recovery_path,
     restore_all,
     restore_database,
@@ -46,6 +47,7 @@ __all__ = [
     "PruneReport",
     "ResetReport",
     "RestoreReport",
+    "ServerRestore",
     "VerifyReport",
     "create_backup",
     "drop_recovery",

@@ -12,7 +12,7 @@ coordination store.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Protocol
@@ -57,6 +57,12 @@ class Site(Protocol):
 
     async def bring_online(self, storage_group: str, database: str) -> None:
         """Mount it again."""
+
+    async def record_identity(self, storage_group: str, database: str,
+                              db_id: str | None) -> None:
+        """The cluster's record of a database (:mod:`clustermail.mail.directory.databases`):
+        the id a restore put in place, or None after a reset (its next mount creates it new
+        and records it)."""
 
     def live_database(
         self, storage_group: str, database: str
@@ -141,13 +147,16 @@ async def _restore(params: Mapping[str, Any], site: Site, progress: Progress | N
                 f"restore --all rebuilds every database and the relay queue of {site.vs}: "
                 f"take it offline first (clustermail vs offline {site.vs}), run the restore "
                 f"on the machine with its disk, then clustermail vs online {site.vs}")
-        reports = await asyncio.to_thread(
+        server = await asyncio.to_thread(
             restore_all, site.root, backups, from_id=from_id, roll_forward=roll_forward,
             until=until_time, queue=site.queue, progress=progress)
-        doc = restore_doc(reports)
-        doc["queue_restored"] = True
-        return doc, "\n".join([*(line for r in reports for line in r.lines()),
-                               "restored the relay queue as it was in the backup"])
+        for r in server.databases:
+            await site.record_identity(r.storage_group, r.database, r.db_id)
+        doc = restore_doc(server.databases)
+        doc["queue_restored"] = server.queue_restored
+        doc["queue_dropped"] = server.queue_dropped
+        doc["queue_kept"] = server.queue_kept
+        return doc, "\n".join(server.lines())
     sg, db = split_database(str(params.get("database") or ""))
     recovery = bool(params.get("recovery"))
 
@@ -161,15 +170,20 @@ async def _restore(params: Mapping[str, Any], site: Site, progress: Progress | N
         lines = [*report.lines(), f"  in the recovery storage group ({report.path}); merge a "
                  "mailbox back with: clustermail user recover ADDRESS --from-recovery"]
         return restore_doc([report]), "\n".join(lines)
-    report = await _offline_while(site, sg, db, restore)
+    report = await _offline_while(
+        site, sg, db, restore, lambda r: site.record_identity(sg, db, r.db_id))
     return restore_doc([report]), "\n".join(report.lines())
 
 
-async def _offline_while(site: Site, sg: str, db: str, work: Any) -> Any:
-    """Runs ``work`` (blocking) with one database dismounted, then mounts it again."""
+async def _offline_while(site: Site, sg: str, db: str, work: Any,
+                         then: Callable[[Any], Awaitable[None]] | None = None) -> Any:
+    """Runs ``work`` (blocking) with one database dismounted, ``then`` with its result,
+    and mounts the database again."""
     await site.take_offline(sg, db)
     try:
         done = await asyncio.to_thread(work)
+        if then is not None:
+            await then(done)
     except BaseException:
         try:
             await site.bring_online(sg, db)
@@ -190,7 +204,8 @@ async def _reset(params: Mapping[str, Any], site: Site) -> Result:
         await asyncio.to_thread(reset_database, site.root, sg, db, confirm=False)
     report = await _offline_while(
         site, sg, db, lambda: reset_database(site.root, sg, db, confirm=True,
-                                             store=site.store))
+                                             store=site.store),
+        lambda _: site.record_identity(sg, db, None))
     when = "now" if site.serving else "at its next mount"
     return ({"vs": site.vs, "database": f"{sg}/{db}", "kept": [str(p) for p in report.kept]},
             f"{sg}/{db} of {site.vs} is a new empty database {when}; kept beside it: "

@@ -26,6 +26,8 @@ from clustermail.fsutil import fsync_dir
 from clustermail.mail.backup import sets
 from clustermail.mail.backup.create import Progress
 from clustermail.mail.backup.sets import BackupError, BackupSet
+from clustermail.mail.queue import store as qstore
+from clustermail.mail.queue.finished import drop_finished, finished_dir, merge_live
 from clustermail.mail.store import layout as layout_mod
 from clustermail.mail.store.check import check_file as check_store_file
 from clustermail.mail.store.errors import StoreError
@@ -57,6 +59,8 @@ class RestoreReport:
     log_restarted: bool = False  # the live log was set aside (restored back in time)
     check: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    db_id: str = ""  # the restored database's id (hex)
+    roll_forward_seconds: float = 0.0  # of ``seconds``: replaying the live log
 
     def lines(self) -> list[str]:
         out = [f"restored {self.storage_group}/{self.database} from {self.chain[-1]} "
@@ -207,7 +211,7 @@ def restore_database(
         db_id = bytes.fromhex(copy.id)
         report = RestoreReport(storage_group, database, target, [s.id for s in chain],
                                image_txn, from_sets.txn or 0, from_sets=from_sets.applied,
-                               last_change=from_sets.time)
+                               last_change=from_sets.time, db_id=copy.id)
         log_dir = logs.log_dir(database)
         live_end: int | None = None
         foreign = False
@@ -221,8 +225,10 @@ def restore_database(
             finally:
                 dblog.close()
         if roll_forward and live_end is not None:
+            rolling = time.perf_counter()
             step = replay(building, read_records(log_dir, db_id, report.txn),
                           start_txn=report.txn, db_id=db_id, until=until)
+            report.roll_forward_seconds = time.perf_counter() - rolling
             report.rolled_forward, report.stopped = step.applied, step.stopped
             report.txn, report.last_change = step.txn or 0, step.time or report.last_change
         elif roll_forward:
@@ -273,12 +279,36 @@ def _restart_log(logs: StorageGroupLogs, database: str, db_id: bytes, txn: int, 
     dblog.close()
 
 
+@dataclass
+class ServerRestore:
+    """What ``restore --all`` did."""
+
+    databases: list[RestoreReport]
+    queue_restored: bool = False
+    #: Recipients of the restored queue finished after the backup (dropped, not redone).
+    queue_dropped: int = 0
+    #: Messages of the queue file it replaced that the backup lacked (kept, not lost).
+    queue_kept: int = 0
+
+    def lines(self) -> list[str]:
+        out = [line for r in self.databases for line in r.lines()]
+        if self.queue_restored:
+            out.append(f"restored the relay queue as it was in the backup, less "
+                       f"{self.queue_dropped} recipient(s) it finished since (the record "
+                       f"beside the logs), plus {self.queue_kept} message(s) of the queue it "
+                       "replaced that the backup lacked")
+        return out
+
+
 def restore_all(
     root: Path, backups: Path, *, from_id: str, roll_forward: bool = True,
     until: float | None = None, queue: Path | None = None, progress: Progress | None = None,
-) -> list[RestoreReport]:
+) -> ServerRestore:
     """Every database of the set (a virtual server rebuilt onto an empty disk: the layout
-    is recreated from the set), then the relay queue as it was in the set."""
+    is recreated from the set), then the relay queue as it was in the set, less the
+    recipients the queue's record of finished ones (beside the logs, if it survived) says
+    were delivered or relayed since: nothing is delivered twice
+    (:mod:`clustermail.mail.queue.finished`)."""
     with sets.locked(backups):
         chain = sets.chain_of(backups, from_id)
     layout = layout_mod.load(root) or layout_mod.Layout()
@@ -289,11 +319,11 @@ def restore_all(
             layout = layout.with_database(copy.storage_group, copy.name)
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
     layout_mod.save(root, layout)
-    reports = [
+    done = ServerRestore([
         restore_database(root, backups, c.storage_group, c.name, from_id=from_id,
                          roll_forward=roll_forward, until=until, progress=progress)
         for c in chain[-1].databases
-    ]
+    ])
     if queue is not None and chain[-1].queue is not None:
         queue.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = queue.with_name(queue.name + ".restoring")
@@ -302,9 +332,19 @@ def restore_all(
                 dst.write(chunk)
             dst.flush()
             os.fsync(dst.fileno())
+        conn = qstore.connect(tmp, create=False)
+        try:
+            done.queue_dropped = drop_finished(conn, finished_dir(root))
+            done.queue_kept = merge_live(conn, queue)
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
+        for suffix in ("-wal", "-shm"):
+            Path(str(tmp) + suffix).unlink(missing_ok=True)
         _put_in_place(tmp, queue)
-    return reports
+        done.queue_restored = True
+    return done
 
 
-__all__ = ["RECOVERY_DIR", "RestoreReport", "recovery_path", "restore_all",
+__all__ = ["RECOVERY_DIR", "RestoreReport", "ServerRestore", "recovery_path", "restore_all",
            "restore_database"]

@@ -56,6 +56,8 @@ class OwnerSite:
     mail_store: MailStore
     dismount: Callable[[str, str], Awaitable[None]]
     mount: Callable[[str, str], Awaitable[None]]
+    #: Writes (an id) or drops (None) the cluster's record of a database.
+    identity: Callable[[str, str, str | None], Awaitable[None]] | None = None
 
     @property
     def serving(self) -> bool:
@@ -70,6 +72,11 @@ class OwnerSite:
 
     async def bring_online(self, storage_group: str, database: str) -> None:
         await self.mount(storage_group, database)
+
+    async def record_identity(self, storage_group: str, database: str,
+                              db_id: str | None) -> None:
+        if self.identity is not None:
+            await self.identity(storage_group, database, db_id)
 
     @contextlib.asynccontextmanager
     async def live_database(self, storage_group: str,

@@ -16,16 +16,18 @@ ran (resource hosts do; admin commands do not).
 
 from __future__ import annotations
 
+from clustermail.mail.directory.databases import DatabaseRecords
 from clustermail.mail.directory.disconnected import DisconnectedMailboxes
 from clustermail.mail.directory.lookups import Lookups
 from clustermail.mail.directory.recipients import Recipients
 
 
-class Directory(Lookups, Recipients, DisconnectedMailboxes):
+class Directory(Lookups, Recipients, DisconnectedMailboxes, DatabaseRecords):
     """See the module docstring. Every method is safe to call concurrently.
 
     Its parts: :mod:`.access` (reads through the cache or the store, the write helpers),
     :mod:`.lookups` (what the protocols ask), :mod:`.recipients` (the administrator's
     changes), :mod:`.storage_plans` (storage groups and databases per virtual server)
-    and :mod:`.disconnected` (mailboxes no address points to).
+    , :mod:`.disconnected` (mailboxes no address points to) and :mod:`.databases` (the
+    databases each virtual server created).
     """

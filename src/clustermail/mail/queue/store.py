@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from clustermail.mail.queue.finished import Finished, FinishedLog
 from clustermail.mail.store.errors import StoreError
 from clustermail.mail.store.writer import GroupCommitWriter, Tx
 from clustermail.private_files import create_private_file, make_private_dir
@@ -181,15 +182,20 @@ def insert(conn: sqlite3.Connection, msg: NewMessage, now: float) -> int:
     return mid
 
 
-def apply_outcomes(conn: sqlite3.Connection, outcomes: Iterable[Outcome]) -> None:
+def apply_outcomes(conn: sqlite3.Connection, outcomes: Iterable[Outcome]) -> list[Finished]:
+    """Applies the outcomes; returns the recipients finished (queue id, address, route)."""
     touched: set[int] = set()
+    finished: list[Finished] = []
     for o in outcomes:
-        row = conn.execute("SELECT message FROM recipient WHERE id = ?", (o.recipient_id,))
+        row = conn.execute(
+            "SELECT r.message, m.queue_id, r.address, r.route FROM recipient r "
+            "JOIN message m ON m.id = r.message WHERE r.id = ?", (o.recipient_id,))
         found = row.fetchone()
         if found is None:
             continue  # deleted by an administrator meanwhile
         touched.add(found[0])
         if o.done:
+            finished.append((found[1], found[2], found[3]))
             conn.execute("DELETE FROM recipient WHERE id = ?", (o.recipient_id,))
         else:
             conn.execute(
@@ -198,6 +204,7 @@ def apply_outcomes(conn: sqlite3.Connection, outcomes: Iterable[Outcome]) -> Non
                 (o.next_attempt, o.error, o.recipient_id),
             )
     drop_empty(conn, touched)
+    return finished
 
 
 def drop_empty(conn: sqlite3.Connection, message_ids: Iterable[int] | None = None) -> int:
@@ -315,9 +322,13 @@ def count(conn: sqlite3.Connection) -> tuple[int, int]:
 class Queue:
     """The queue of one virtual server, opened by its owner with the fencing epoch."""
 
-    def __init__(self, path: Path, clock: Callable[[], float]) -> None:
+    def __init__(self, path: Path, clock: Callable[[], float],
+                 finished: Path | None = None) -> None:
+        """``finished``: the directory of the record of finished recipients
+        (:mod:`clustermail.mail.queue.finished`), beside the transaction logs."""
         self.path = path
         self._clock = clock
+        self._finished = None if finished is None else FinishedLog(finished)
         self._writer: GroupCommitWriter | None = None
         self._reader: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()  # one reader connection, used from worker threads
@@ -354,6 +365,8 @@ class Queue:
         if writer is not None:
             writer.close()
             writer._conn.close()
+        if self._finished is not None:
+            self._finished.close()
         reader, self._reader = self._reader, None
         if reader is not None:
             # Under the read lock: closing a connection another thread is reading with
@@ -391,7 +404,9 @@ class Queue:
                 insert(tx.conn, msg, tx.now)
             for mid in delay_notified:
                 tx.conn.execute("UPDATE message SET delay_notified = 1 WHERE id = ?", (mid,))
-            apply_outcomes(tx.conn, outcomes)
+            done = apply_outcomes(tx.conn, outcomes)
+            if self._finished is not None:  # durable before the queue forgets them
+                self._finished.append(done, tx.now)
 
         await self._write(apply, sum(len(m.body) for m in new))
 

@@ -35,6 +35,7 @@ from clustermail.cluster.resources.base import (
 from clustermail.coord import Store
 from clustermail.mail.net import protocol_resource as pr
 from clustermail.mail.net.listener import is_loopback, shared_throttle
+from clustermail.mail.queue.finished import finished_dir
 from clustermail.mail.queue.routing import Router
 from clustermail.mail.queue.runner import QueueRunner, RunnerConfig
 from clustermail.mail.queue.schedule import RetryPolicy
@@ -102,7 +103,7 @@ class SmtpResource(Resource):
         setup = await pr.service_setup(ctx, self.properties)
         mail_store, address, name, disk, tls = (
             setup.mail_store, setup.address, setup.name, setup.disk, setup.tls)
-        queue = Queue(queue_path(disk), time.time)
+        queue = Queue(queue_path(disk), time.time, finished_dir(mail_store.store.disk))
         try:
             await asyncio.to_thread(queue.open, ctx.epoch)
         except StoreError as exc:

@@ -26,7 +26,12 @@ and the schedule, and holds the mail store's admin lock
 
 A database whose file is lost or unreadable is never re-created empty: it stays dismounted
 (:attr:`MailStoreResource.lost`) while the others serve, and the event log says how to
-restore it; the thorough check does the same for a file that vanishes while mounted.
+restore it; the thorough check does the same for a file that vanishes while mounted. Two
+records say a database existed: its storage group's manifest beside the logs, and the
+cluster's record in the coordination store (:mod:`clustermail.mail.directory.databases`,
+written when a database is first mounted), which survives a disk lost entirely (files,
+logs and manifest): a database the cluster records is never created again on an empty
+disk.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from clustermail.mail.backup.worker import OwnerSite, RequestWorker, plan_from
 from clustermail.mail.directory import Directory, DisconnectedEntry, MailboxEntry
 from clustermail.mail.directory import model as dm
 from clustermail.mail.directory.cache import RELOADED
+from clustermail.mail.directory.databases import DatabaseRecord
 from clustermail.mail.queue.store import queue_path
 from clustermail.mail.store import admin_lock
 from clustermail.mail.store.database import MailboxDatabase
@@ -146,6 +152,8 @@ class MailStoreResource(Resource):
         #: Databases that would not mount (their file lost or unreadable), with why: they
         #: stay dismounted while the others serve, until restored or reset.
         self.lost: dict[tuple[str, str], str] = {}
+        #: The database ids the cluster's records hold, as this owner last read or wrote them.
+        self._recorded: dict[tuple[str, str], str] = {}
         #: Called with (storage group, database) when a database is mounted again.
         self.mount_listeners: list[Callable[[str, str], None]] = []
 
@@ -206,9 +214,12 @@ class MailStoreResource(Resource):
             cache = await self.directory.start_cache(on_error=self.ctx.log.warning)
             cache.add_listener(self._on_change)
             plan, homed = await self._wanted()
+            records = await self.directory.database_records(self.ctx.vs)
+            self._recorded = {k: r.id for k, r in records.items()}
             started = time.perf_counter()
             report = ProvisionReport()
-            self.store, infos = await asyncio.to_thread(self._mount, plan, homed, report)
+            self.store, infos = await asyncio.to_thread(self._mount, plan, homed, report,
+                                                        records)
             self._mounted = True
             unclean = [str(i.path.relative_to(self.root)) for i in infos if i.unclean]
             self.ctx.log.info(
@@ -223,6 +234,7 @@ class MailStoreResource(Resource):
             for (sg, db), why in self.lost.items():
                 await self._event(f"database {sg}/{db} stays dismounted, the others serve: "
                                   f"{why}")
+            await self._record_identities()  # before any delivery: SMTP depends on us
             await self._provision(report)
             await self._record_disconnected()
         except BaseException as exc:
@@ -236,7 +248,7 @@ class MailStoreResource(Resource):
         self._purger = loop.create_task(self._purge_loop(), name=f"{self.ctx.resource} purger")
         site = OwnerSite(self.ctx.vs, self.root, queue_path(disk.path), self.backup_path,
                          self.ctx.epoch, self.store, self.dismount_database,
-                         self.mount_database)
+                         self.mount_database, self.record_identity)
         worker = RequestWorker(await self.ctx.store(), site, self.ctx.node, self.ctx.log,
                                self.backup_plan, self._event)
         self._worker = loop.create_task(worker.run(), name=f"{self.ctx.resource} requests")
@@ -262,8 +274,47 @@ class MailStoreResource(Resource):
         self._dirty.set()
         self.ctx.log.info(f"database {storage_group}/{database} mounted again with epoch "
                           f"{self.ctx.epoch} in {info.seconds:.3f} s")
+        try:
+            await self._record_identities()
+        except CoordError as exc:  # mounted all the same; the next pass records it
+            self.ctx.log.warning(f"cannot record {storage_group}/{database}'s id: {exc}")
+            self._dirty.set()
         for listener in list(self.mount_listeners):
             listener(storage_group, database)
+
+    async def record_identity(self, storage_group: str, database: str,
+                              db_id: str | None) -> None:
+        """The cluster's record of a database after a restore (its id) or a reset (None:
+        dropped, so that its next mount creates it new and records that)."""
+        if db_id is None:
+            await self.directory.forget_database(self.ctx.vs, storage_group, database)
+            self._recorded.pop((storage_group, database), None)
+        else:
+            await self._record(storage_group, database, db_id)
+
+    async def _record_identities(self) -> None:
+        """Records every mounted database the cluster does not know by its current id (a
+        new database, one mounted before records existed, a restored or reset one)."""
+        for info in self.store.list_databases():
+            journal = self.store.database(info.storage_group, info.name).journal
+            if journal is None:
+                continue
+            db_id = journal.log.db_id.hex()
+            key = (info.storage_group, info.name)
+            if self._recorded.get(key) != db_id:
+                await self._record(info.storage_group, info.name, db_id)
+
+    async def _record(self, storage_group: str, database: str, db_id: str) -> None:
+        key = (storage_group, database)
+        before = self._recorded.get(key)
+        await self.directory.record_database(DatabaseRecord(
+            self.ctx.vs, storage_group, database, db_id, time.time(), self.ctx.node,
+            self.ctx.epoch))
+        self._recorded[key] = db_id
+        if before is not None and before != db_id:
+            await self._event(f"database {storage_group}/{database} is now database {db_id} "
+                              f"(the cluster recorded {before}: restored from another "
+                              "database's backup, or reset)")
 
     async def offline(self) -> None:
         await self._stop()
@@ -332,13 +383,17 @@ class MailStoreResource(Resource):
     # ------------------------------------------------------------------ internals
 
     def _mount(
-        self, plan: Layout, homed: list[HomedMailbox], report: ProvisionReport
+        self, plan: Layout, homed: list[HomedMailbox], report: ProvisionReport,
+        records: Mapping[tuple[str, str], DatabaseRecord],
     ) -> tuple[MailStore, list[Any]]:
         assert self.root is not None
         store = MailStore(self.root)
         ensure_layout(store, plan, homed, self.settings, report)
+        recorded_lost = lost_by_records(store, records)
         infos, refused = store.mount_available(self.ctx.epoch, (DatabaseLostError,
-                                                                DatabaseOpenError))
+                                                                DatabaseOpenError),
+                                               skip=set(recorded_lost))
+        refused.update(recorded_lost)
         for (sg, name), exc in refused.items():
             self.lost[(sg, name)] = str(_resource_error(self.ctx.resource, exc, self.ctx.vs))
         try:
@@ -379,6 +434,7 @@ class MailStoreResource(Resource):
                 ensure_mailboxes(self.store, todo, report)
 
             await asyncio.to_thread(apply)
+            await self._record_identities()  # a database the plan added is recorded
             for box in todo:
                 if box.name not in report.failed:
                     self._applied[box.name] = box
@@ -465,6 +521,29 @@ class MailStoreResource(Resource):
         lock, self._admin_lock = self._admin_lock, None
         if lock is not None:
             os.close(lock)  # after the dismount: an offline command may start now
+
+
+def lost_by_records(
+    store: MailStore, records: Mapping[tuple[str, str], DatabaseRecord]
+) -> dict[tuple[str, str], DatabaseLostError]:
+    """The databases the cluster records whose file is missing while the disk's own
+    manifest does not know them either (an empty or replaced disk): mounting would create
+    them empty, so they are refused. One the manifest knows is refused by its mount."""
+    out: dict[tuple[str, str], DatabaseLostError] = {}
+    for (sg, name), record in sorted(records.items()):
+        try:
+            db = store.database(sg, name)
+            logs = store.storage_group(sg).logs
+            if db.path.exists() or (logs is not None and logs.entry(name) is not None):
+                continue
+        except StoreError:  # not in the layout, or an unreadable manifest: mount says it
+            continue
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record.created))
+        out[(sg, name)] = DatabaseLostError(
+            sg, name, db.path, "is missing and so are the disk's records of it",
+            f"database {record.id} (first mounted {when}"
+            + (f" on {record.node}" if record.node else "") + ")", whole_store=True)
+    return out
 
 
 def _resource_error(name: str, exc: BaseException, vs: str) -> BaseException:

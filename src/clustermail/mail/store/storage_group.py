@@ -10,6 +10,7 @@ all with the virtual server's fencing epoch.
 from __future__ import annotations
 
 import threading
+from collections.abc import Set
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,17 +174,19 @@ class MailStore:
         return infos
 
     def mount_available(
-        self, epoch: int, refusable: tuple[type[BaseException], ...]
+        self, epoch: int, refusable: tuple[type[BaseException], ...],
+        skip: Set[tuple[str, str]] = frozenset(),
     ) -> tuple[list[MountInfo], dict[tuple[str, str], BaseException]]:
         """Mount every database that mounts; one that fails with a ``refusable`` error
         (its file lost, say) stays dismounted and is returned with the error, while the
-        others serve. Any other error dismounts everything and is raised."""
+        others serve. Any other error dismounts everything and is raised. Databases in
+        ``skip`` (storage group, database) are left dismounted."""
         infos: list[MountInfo] = []
         refused: dict[tuple[str, str], BaseException] = {}
         try:
             for group in self._groups.values():
                 for name, db in group.databases.items():
-                    if db.mounted:
+                    if db.mounted or (group.name, name) in skip:
                         continue
                     try:
                         infos.append(db.mount(epoch))

@@ -17,7 +17,8 @@ class DatabaseLostError(StoreError):
     file: it is not re-created empty; it is restored, or reset explicitly."""
 
     def __init__(self, storage_group: str, database: str, path: Path, problem: str,
-                 expected: str) -> None:
+                 expected: str, *, whole_store: bool = False) -> None:
+        self.whole_store = whole_store  # the disk's own records are gone too
         self.storage_group = storage_group
         self.database = database
         self.path = path
@@ -28,11 +29,16 @@ class DatabaseLostError(StoreError):
     def describe(self, virtual_server: str | None) -> str:
         vs = virtual_server or "<virtual server>"
         where = f"{self.storage_group}/{self.database}"
+        whose = "the cluster's records expect" if self.whole_store else (
+            "the storage group's records expect")
+        rebuild = (f"; if the whole disk was lost, rebuild every database and the relay "
+                   f"queue instead: clustermail vs offline {vs}, then clustermail restore "
+                   f"{vs} --all --from <backup id>" if self.whole_store else "")
         return (
-            f"database {where} not mounted: {self.path} {self.problem}; the storage group's "
-            f"records expect {self.expected}. Restore it: clustermail restore {vs} {where} "
-            f"--from <backup id> (see `clustermail backup list`), or replace it with a new "
-            f"empty database: clustermail store reset {vs} {where} --confirm"
+            f"database {where} not mounted: {self.path} {self.problem}; {whose} "
+            f"{self.expected}. Restore it: clustermail restore {vs} {where} "
+            f"--from <backup id> (see `clustermail backup list`){rebuild}; or replace it "
+            f"with a new empty database: clustermail store reset {vs} {where} --confirm"
         )
 
 
