@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import socket
-import statistics
 import time
 import urllib.request
 from collections.abc import Mapping
@@ -35,6 +34,7 @@ from rich.table import Table
 from clustermail.admin.common import Add, store_url
 from clustermail.admin.errors import AdminError
 from clustermail.admin.validate_report import Check, as_json, exit_code, rows, summary, verdict
+from clustermail.admin.validate_store import STORE_TIMEOUT, latency
 from clustermail.admin.validate_trial import Site, trial_checks
 from clustermail.cluster.hostspec import substitute
 from clustermail.cluster.model import ClusterConfig
@@ -42,8 +42,6 @@ from clustermail.cluster.resources.block_device import Reservation, reservation_
 from clustermail.cluster.view import ClusterView, read_view
 from clustermail.coord import CoordError, Store, open_store, parse_store_url
 
-STORE_TIMEOUT = 10.0
-LATENCY_WARN = 0.05  # s per linearizable read
 SKEW_WARN, SKEW_FAIL = 1.0, 5.0  # s
 #: The longest `validate --cluster --timeout` (a node's handler is capped lower anyway).
 MAX_TIMEOUT = 300.0
@@ -81,20 +79,6 @@ async def run_checks(store_url: str, node: str | None, data_dir: Path) -> list[C
     checks.extend(await asyncio.to_thread(machine_checks, config, view, node, data_dir,
                                           reservations))
     return checks
-
-
-async def latency(store: Store, reads: int = 10) -> Check:
-    times = []
-    for _ in range(reads):
-        t = time.monotonic()
-        await store.get("/clustermail/config")
-        times.append(time.monotonic() - t)
-    p50, worst = statistics.median(times), max(times)
-    result = "pass" if p50 <= LATENCY_WARN else "warn"
-    return Check("store latency", result, f"read p50 {p50 * 1000:.1f} ms, max "
-                 f"{worst * 1000:.1f} ms over {reads}"
-                 + ("" if result == "pass" else f" (over {LATENCY_WARN * 1000:.0f} ms: leases "
-                    "and failover will be slow)"))
 
 
 def clock_checks(store_url: str) -> list[Check]:

@@ -17,10 +17,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from clustermail.admin.validate import STORE_TIMEOUT, latency
-from clustermail.admin.validate_node import OP
 from clustermail.admin.validate_report import (
     FAIL,
+    OP,
     PASS,
     WARN,
     Check,
@@ -30,6 +29,7 @@ from clustermail.admin.validate_report import (
     node_report,
     with_clocks,
 )
+from clustermail.admin.validate_store import STORE_TIMEOUT, latency
 from clustermail.cluster import keys
 from clustermail.cluster.node_requests import NodeRequest, NodeRequestError, new_request
 from clustermail.cluster.requests import DONE, PENDING, RUNNING, put_new, withdraw

@@ -13,12 +13,11 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from clustermail.admin.validate import latency, machine_checks, reservations_of
-from clustermail.admin.validate_report import FAIL, Check, as_json
+from clustermail.admin.validate import machine_checks, reservations_of
+from clustermail.admin.validate_report import FAIL, OP, Check, as_json
+from clustermail.admin.validate_store import latency
 from clustermail.cluster.node_requests import Handler, NodeContext
 from clustermail.cluster.view import read_view
-
-OP = "validate"
 
 
 async def handle(ctx: NodeContext, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -38,4 +37,4 @@ async def handle(ctx: NodeContext, params: Mapping[str, Any]) -> dict[str, Any]:
 #: What ``node run`` gives its agent.
 HANDLERS: dict[str, Handler] = {OP: handle}
 
-__all__ = ["HANDLERS", "OP", "handle"]
+__all__ = ["HANDLERS", "handle"]

@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+#: The node request's operation name (node run hands its agent the handler).
+OP = "validate"
 PASS, WARN, FAIL = "pass", "warn", "fail"
 RESULTS = (PASS, WARN, FAIL)
 #: Clock skew between nodes (s): more is a warning, then a failure.
