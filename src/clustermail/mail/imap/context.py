@@ -335,7 +335,7 @@ class SessionContext:
         listing = None
         claimed: list[int] = []
         if new:
-            listing = db.list_messages(mailbox, view.folder)
+            listing = db.folder_snapshot(mailbox, view.folder).listing()
             if not view.read_only and any(ch.flags & store_flags.RECENT for ch in new):
                 claimed = await db.claim_recent(mailbox, view.folder)
         for line in view.sync(changes, listing, claimed, allow_expunge=allow_expunge):

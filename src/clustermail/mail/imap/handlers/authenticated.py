@@ -34,21 +34,22 @@ async def select(s: SessionContext, cmd: c.Select) -> Done:
         s.unselect()
         s.send(r.untagged_status("OK", "Previous mailbox closed.", r.CLOSED))
     folder = names.normalize(cmd.mailbox)
-    status = db.changes_since(mailbox, folder, 2**62)  # cheap: UIDVALIDITY, UIDNEXT, modseq
-    listing = db.list_messages(mailbox, folder)
+    # The shared snapshot is current as of this read; the session gets its own copy.
+    snap = db.folder_snapshot(mailbox, folder)
     view = MailboxView(
         folder,
-        listing,
-        uidvalidity=status.uidvalidity,
-        uidnext=status.uidnext,
-        modseq=status.highestmodseq,
+        snap.listing(),
+        uidvalidity=snap.uidvalidity,
+        uidnext=snap.uidnext,
+        modseq=snap.highestmodseq,
         read_only=cmd.read_only,
     )
-    pending = view.recent_in_store()
-    if pending and not cmd.read_only:
+    if not snap.recent:  # the snapshot's hint covers every UID still marked \Recent
+        view.recent = set()
+    elif not cmd.read_only:
         view.recent = set(await db.claim_recent(mailbox, folder))
     else:
-        view.recent = set(pending)
+        view.recent = set(db.recent_among(mailbox, folder, snap.recent))
     s.select(db, mailbox, view)
     flags = view.mailbox_flags()
     s.send(r.flags_data(flags))
@@ -62,7 +63,7 @@ async def select(s: SessionContext, cmd: c.Select) -> Done:
     )
     s.send(r.exists(view.exists))
     s.send(r.recent(len(view.recent)))
-    unseen = view.first_unseen()
+    unseen = snap.first_unseen  # the view's flags are the snapshot's until it syncs
     if unseen is not None:
         s.send(r.untagged_status("OK", "First unseen.", r.code_unseen(unseen)))
     s.send(r.untagged_status("OK", "UIDs valid", r.code_uidvalidity(view.uidvalidity)))
