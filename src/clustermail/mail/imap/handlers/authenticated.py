@@ -16,7 +16,7 @@ from clustermail.mail.imap.errors import ParseError
 from clustermail.mail.imap.framing import CommandFrame
 from clustermail.mail.imap.listing import list_responses, lsub_responses, status_response
 from clustermail.mail.imap.mailbox_pattern import PatternTooLong
-from clustermail.mail.imap.mailbox_view import SYSTEM_FLAGS, MailboxView
+from clustermail.mail.imap.mailbox_view import MailboxView
 from clustermail.mail.imap.outcome import Done, SessionClosed, bad, no
 from clustermail.mail.imap.parser import parse_idle_done
 from clustermail.mail.store import MailboxDatabase, MessageTooLargeError, QuotaExceededError, names
@@ -36,14 +36,7 @@ async def select(s: SessionContext, cmd: c.Select) -> Done:
     folder = names.normalize(cmd.mailbox)
     # The shared snapshot is current as of this read; the session gets its own copy.
     snap = db.folder_snapshot(mailbox, folder)
-    view = MailboxView(
-        folder,
-        snap.listing(),
-        uidvalidity=snap.uidvalidity,
-        uidnext=snap.uidnext,
-        modseq=snap.highestmodseq,
-        read_only=cmd.read_only,
-    )
+    view = MailboxView.from_snapshot(folder, snap, read_only=cmd.read_only)
     if not snap.recent:  # the snapshot's hint covers every UID still marked \Recent
         view.recent = set()
     elif not cmd.read_only:
@@ -51,16 +44,8 @@ async def select(s: SessionContext, cmd: c.Select) -> Done:
     else:
         view.recent = set(db.recent_among(mailbox, folder, snap.recent))
     s.select(db, mailbox, view)
-    flags = view.mailbox_flags()
-    s.send(r.flags_data(flags))
-    permanent = [] if cmd.read_only else [*SYSTEM_FLAGS, *sorted(view.known_keywords)]
-    s.send(
-        r.untagged_status(
-            "OK",
-            "Flags permitted." if not cmd.read_only else "No permanent flags permitted.",
-            r.code_permanentflags(permanent, new_keywords=not cmd.read_only),
-        )
-    )
+    for line in view.flags_announcement():
+        s.send(line)
     s.send(r.exists(view.exists))
     s.send(r.recent(len(view.recent)))
     unseen = snap.first_unseen  # the view's flags are the snapshot's until it syncs
