@@ -146,6 +146,9 @@ class SessionContext:
         self.db: MailboxDatabase | None = None
         self.mailbox: str | None = None
         self.view: MailboxView | None = None
+        #: The running command read the view from the store and awaited nothing since:
+        #: the look for news after it can be skipped (news is seen by the next command).
+        self.view_current = False
         #: The table entry of the command being run (None between commands).
         self.running: CommandSpec[Any] | None = None
         self._unwatch: Callable[[], None] | None = None
@@ -307,6 +310,7 @@ class SessionContext:
             self._unwatch()
             self._unwatch = None
         self.view = None
+        self.view_current = False
         self.dirty = False
         if self.state is SessionState.SELECTED:
             self.state = SessionState.AUTHENTICATED

@@ -37,7 +37,8 @@ async def select(s: SessionContext, cmd: c.Select) -> Done:
     # The shared snapshot is current as of this read; the session gets its own copy.
     snap = db.folder_snapshot(mailbox, folder)
     view = MailboxView.from_snapshot(folder, snap, read_only=cmd.read_only)
-    if not snap.recent:  # the snapshot's hint covers every UID still marked \Recent
+    fresh = not snap.recent  # the snapshot's hint covers every UID still marked \Recent
+    if fresh:
         view.recent = set()
     elif not cmd.read_only:
         view.recent = set(await db.claim_recent(mailbox, folder))
@@ -53,6 +54,8 @@ async def select(s: SessionContext, cmd: c.Select) -> Done:
         s.send(r.untagged_status("OK", "First unseen.", r.code_unseen(unseen)))
     s.send(r.untagged_status("OK", "UIDs valid", r.code_uidvalidity(view.uidvalidity)))
     s.send(r.untagged_status("OK", "Predicted next UID", r.code_uidnext(view.uidnext)))
+    # Read just now with nothing awaited: no news to look for before the tagged answer.
+    s.view_current = fresh
     code = r.READ_ONLY if cmd.read_only else r.READ_WRITE
     return Done(f"{cmd.command_name.capitalize()} completed.", code)
 
