@@ -6,8 +6,8 @@ The SELECT workload of bench/imap.py (``--sessions`` concurrent sessions, each s
 INBOX ``--rounds`` times; median latency) on a ``--messages``-message INBOX, against our
 server and Dovecot with sdbox, mdbox and maildir. Dovecot's dbox mailboxes are filled by
 APPEND (as a client would) with Dovecot's default ``mail_fsync``; maildir is written
-directly and indexed by a first SELECT, as in bench/imap.py. Results go to
-bench/results/imap_select.json.
+directly and indexed by a first SELECT, as in bench/imap.py. NOOP latency is
+measured the same way, for scale. Results go to bench/results/imap_select.json.
 """
 
 from __future__ import annotations
@@ -67,21 +67,25 @@ class DovecotBox:
         self.server.cleanup()
 
 
-async def select_latency(port: int, sessions: int, rounds: int) -> float:
-    """Median SELECT INBOX latency in ms: the SELECT part of bench/imap.py's suite."""
+async def latencies(port: int, sessions: int, rounds: int) -> dict[str, float]:
+    """Median latency in ms of SELECT INBOX (the SELECT part of bench/imap.py's suite) and,
+    for scale, of NOOP with INBOX selected: what any command costs on that server."""
     clients = [await Client.connect(port) for _ in range(sessions)]
     await clients[0].cmd(b"SELECT INBOX")  # warm caches (Dovecot builds its index)
     await clients[0].cmd(b"FETCH 1:* (FLAGS ENVELOPE)")
-    lat: list[float] = []
+    out: dict[str, float] = {}
+    for name, command in (("select_ms", b"SELECT INBOX"), ("noop_ms", b"NOOP")):
+        lat: list[float] = []
 
-    async def select(c: Client) -> None:
-        for _ in range(rounds):
-            lat.append(await timed(lambda: c.cmd(b"SELECT INBOX")))
+        async def run(c: Client, command: bytes = command, lat: list[float] = lat) -> None:
+            for _ in range(rounds):
+                lat.append(await timed(lambda: c.cmd(command)))
 
-    await asyncio.gather(*(select(c) for c in clients))
+        await asyncio.gather(*(run(c) for c in clients))
+        out[name] = statistics.median(lat) * 1000
     for c in clients:
         await c.close()
-    return statistics.median(lat) * 1000
+    return out
 
 
 def load() -> list[float]:
@@ -89,14 +93,12 @@ def load() -> list[float]:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {"params": vars(args) | {"out": str(args.out)}, "select_ms": {}}
+    out: dict[str, Any] = {"params": vars(args) | {"out": str(args.out)}, "servers": {}}
     with tempfile.TemporaryDirectory() as tmp:
         ours = Ours(Path(tmp), args.messages, 0)
         try:
             before = load()
-            out["select_ms"]["clustermail"] = await select_latency(
-                ours.port, args.sessions, args.rounds
-            )
+            out["servers"]["clustermail"] = await latencies(ours.port, args.sessions, args.rounds)
             out.setdefault("load", {})["clustermail"] = [before, load()]
         finally:
             ours.stop()
@@ -109,9 +111,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             await ref.fill(args.messages, args.sessions)
         try:
             before = load()
-            out["select_ms"][f"dovecot-{fmt}"] = await select_latency(
-                ref.port, args.sessions, args.rounds
-            )
+            out["servers"][f"dovecot-{fmt}"] = await latencies(ref.port, args.sessions, args.rounds)
             out["load"][f"dovecot-{fmt}"] = [before, load()]
         finally:
             ref.stop()
@@ -128,13 +128,11 @@ def main() -> None:
     results = asyncio.run(main_async(args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
-    ours = results["select_ms"]["clustermail"]
-    for name, ms in results["select_ms"].items():
-        print(
-            f"{name:20} {ms:7.3f} ms  (ours {ms / ours:.2f}x faster)"
-            if name != "clustermail"
-            else f"{name:20} {ms:7.3f} ms"
-        )
+    ours = results["servers"]["clustermail"]["select_ms"]
+    print("server               SELECT ms   NOOP ms   SELECT ratio (theirs / ours)")
+    for name, got in results["servers"].items():
+        select, noop = got["select_ms"], got["noop_ms"]
+        print(f"{name:20} {select:9.3f} {noop:9.3f}   {select / ours:.2f}x")
 
 
 if __name__ == "__main__":
