@@ -9,8 +9,9 @@ import re
 import socket
 
 from clustermail.mail.imap.mailbox_view import MailboxView
-from clustermail.mail.store import MailboxDatabase
+from clustermail.mail.store import MailboxDatabase, folders, schema
 from clustermail.mail.store import flags as f
+from clustermail.mail.store.snapshot import SnapshotCache
 from tests.support.imap_server import PASSWORD, USERS, ServerThread
 
 ALICE = USERS[0]
@@ -74,8 +75,8 @@ def without_recent(db: MailboxDatabase, folder: str = "INBOX") -> list[tuple[int
 
 
 def snapshot_rows(db: MailboxDatabase, folder: str = "INBOX") -> list[tuple[int, int, int, int]]:
-    listing = db.folder_snapshot(ALICE, folder).listing()
-    return [(m.uid, m.flags, m.size, m.internaldate) for m in listing]
+    listing = db.folder_snapshot(ALICE, folder).listing()  # \Recent: see snap.recent
+    return [(m.uid, m.flags & ~f.RECENT, m.size, m.internaldate) for m in listing]
 
 
 def test_snapshot_follows_every_kind_of_change(db: MailboxDatabase) -> None:
@@ -108,7 +109,7 @@ def test_snapshot_follows_every_kind_of_change(db: MailboxDatabase) -> None:
         assert snap.keywords == db.list_messages(ALICE, "INBOX").keywords
         fresh = db.list_messages(ALICE, "INBOX")
         still_recent = {m.uid for m in fresh if m.flags & f.RECENT}
-        assert still_recent <= snap.recent  # the hint never misses a \Recent message
+        assert snap.recent_exact and snap.recent == still_recent
         assert snapshot_rows(db, "Other") == without_recent(db, "Other")
 
 
@@ -217,3 +218,23 @@ def test_examine_shows_recent_without_claiming_it(
         assert number(a.cmd("EXAMINE INBOX"), b"RECENT") == 0
     finally:
         a.close()
+
+
+def test_a_claim_racing_a_snapshot_read_is_not_trusted(db: MailboxDatabase) -> None:
+    for n in range(2):
+        db.deliver_sync(msg(n), [ALICE])
+    cache = SnapshotCache()
+    conn = schema.connect(db.path, create=False)
+    try:
+        row = folders.get(conn, ALICE, "INBOX")
+        claims = cache.claims  # read before the snapshot's transaction...
+        cache.recent_claimed(row.id, [])  # ...and a claim is reported meanwhile
+        racing = cache.get(conn, row, claims)
+        assert racing.recent == {1, 2} and not racing.recent_exact
+        cached = cache.get(conn, row, cache.claims)
+        assert cached is not racing and cached.recent_exact
+        assert cache.get(conn, row, cache.claims) is cached
+        cache.recent_claimed(row.id, [1])
+        assert cache.get(conn, row, cache.claims).recent == {2}
+    finally:
+        conn.close()

@@ -478,8 +478,9 @@ class MailboxDatabase:
         """The folder's listing with UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ, shared by every
         caller and kept current from the change log: SELECT reads only the folder row when
         nothing changed. Immutable; :meth:`FolderSnapshot.listing` gives a private copy."""
+        claims = self._snapshots.claims  # before the read: see SnapshotCache.get
         with self._read() as conn:
-            return self._snapshots.get(conn, folders.get(conn, mailbox, folder))
+            return self._snapshots.get(conn, folders.get(conn, mailbox, folder), claims)
 
     def recent_among(self, mailbox: str, folder: str, uids: Iterable[int]) -> list[int]:
         """Those of ``uids`` still marked \\Recent (nobody claimed them yet)."""

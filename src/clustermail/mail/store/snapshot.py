@@ -12,9 +12,10 @@ session does to its view can reach another session or the cache.
 
 Validity: a snapshot names the folder id, UIDVALIDITY, HIGHESTMODSEQ and UIDNEXT it was
 read at. Every write that changes a listing column (insert, STORE, expunge) raises the
-folder's HIGHESTMODSEQ and logs the change under it, except clearing \\Recent; so the
-snapshot keeps \\Recent out of its flags and holds only ``recent``, a superset of the
-UIDs still marked \\Recent, which the caller checks against the store when non-empty.
+folder's HIGHESTMODSEQ and logs the change under it, except clearing \\Recent: claims
+are reported to the cache (:meth:`SnapshotCache.recent_claimed`), which keeps ``recent``,
+the UIDs still marked \\Recent, exact. The flag words may still carry a claimed \\Recent
+bit; readers of the listing look at ``recent`` instead.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import threading
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterable
+from itertools import compress
 
 from clustermail.mail.store import flags, index, messages
 from clustermail.mail.store.folders import FolderRow
@@ -32,7 +34,6 @@ from clustermail.mail.store.index import Columns, FolderListing
 
 #: Above this share of changed messages a snapshot is loaded again rather than patched.
 _PATCH_LIMIT = 0.125
-_KEPT = ~flags.RECENT & 0xFFFFFFFF
 
 
 class FolderSnapshot:
@@ -46,6 +47,7 @@ class FolderSnapshot:
         "keyword_names",
         "keywords",
         "recent",
+        "recent_exact",
         "uidnext",
         "uidvalidity",
     )
@@ -57,15 +59,15 @@ class FolderSnapshot:
         self.uidvalidity = row.uidvalidity
         self.uidnext = row.uidnext
         self.highestmodseq = row.highestmodseq
-        # \\Recent is cleared without a new modseq, so it is not kept in the flags.
-        if recent:
-            columns.flags = array("I", (x & _KEPT for x in columns.flags))
         self._data = tuple(
             a.tobytes()
             for a in (columns.uids, columns.flags, columns.sizes, columns.modseqs, columns.dates)
         )
         self.keywords: dict[int, str] = keywords  # read-only by convention; callers copy
         self.recent = recent
+        #: False when a claim ran while this snapshot was read: ``recent`` may then hold
+        #: claimed UIDs, and the store must be asked (such a snapshot is not cached).
+        self.recent_exact = True
         names: set[str] = set()
         for text in keywords.values():
             names.update(text.split())
@@ -89,10 +91,11 @@ class FolderSnapshot:
         """A private :class:`FolderListing` copy."""
         return FolderListing(self.columns(), dict(self.keywords))
 
-    def with_recent(self, recent: frozenset[int]) -> FolderSnapshot:
-        """The same snapshot with another \\Recent hint."""
+    def with_recent(self, recent: frozenset[int], *, exact: bool = True) -> FolderSnapshot:
+        """The same snapshot with another \\Recent set."""
         snap = copy.copy(self)
         snap.recent = recent
+        snap.recent_exact = exact
         return snap
 
     def matches(self, row: FolderRow) -> bool:
@@ -114,9 +117,7 @@ def _low_bytes(values: array[int]) -> bytes:
 
 def _recent_of(columns: Columns) -> frozenset[int]:
     bits = _low_bytes(columns.flags).translate(_RECENT)
-    if bits.find(1) < 0:
-        return frozenset()
-    return frozenset(u for u, b in zip(columns.uids, bits, strict=True) if b)
+    return frozenset(compress(columns.uids, bits)) if bits.find(1) >= 0 else frozenset()
 
 
 _RECENT = bytes(1 if b & flags.RECENT else 0 for b in range(256))
@@ -151,7 +152,7 @@ def refresh(conn: sqlite3.Connection, row: FolderRow, old: FolderSnapshot) -> Fo
         pos = cols.position(change.uid)
         if pos is None:
             continue
-        cols.flags[pos] = change.flags & _KEPT
+        cols.flags[pos] = change.flags
         cols.modseqs[pos] = change.modseq
         _set_keywords(keywords, change.uid, change.keywords)
         if change.flags & flags.RECENT:
@@ -184,9 +185,16 @@ class SnapshotCache:
         self._lock = threading.Lock()
         self._snapshots: OrderedDict[int, FolderSnapshot] = OrderedDict()
         self._held = 0
+        self._claims = 0  # \\Recent claims reported so far
 
-    def get(self, conn: sqlite3.Connection, row: FolderRow) -> FolderSnapshot:
-        """The snapshot for ``row`` (read in the caller's transaction)."""
+    @property
+    def claims(self) -> int:
+        """Read before the transaction a snapshot is built in (see :meth:`get`)."""
+        return self._claims
+
+    def get(self, conn: sqlite3.Connection, row: FolderRow, claims: int) -> FolderSnapshot:
+        """The snapshot for ``row``, read in the caller's transaction, which began after
+        ``claims`` was read from :attr:`claims`."""
         with self._lock:
             old = self._snapshots.get(row.id)
             if old is not None:
@@ -202,26 +210,29 @@ class SnapshotCache:
             snap = refresh(conn, row, old)
         else:
             snap = load(conn, row)
-        self._put(snap)
-        return snap
+        return self._put(snap, claims)
 
-    def _put(self, snap: FolderSnapshot) -> None:
+    def _put(self, snap: FolderSnapshot, claims: int) -> FolderSnapshot:
         with self._lock:
+            if claims != self._claims:  # a claim raced the read: \\Recent may be stale
+                return snap.with_recent(snap.recent, exact=False)
             old = self._snapshots.get(snap.folder_id)
             if old is not None:
                 if old.uidvalidity == snap.uidvalidity and old.highestmodseq > snap.highestmodseq:
-                    return  # a newer one was published meanwhile
+                    return snap  # a newer one was published meanwhile
                 self._held -= len(old)
             self._snapshots[snap.folder_id] = snap
             self._held += len(snap)
             while self._held > self._max and len(self._snapshots) > 1:
                 _, dropped = self._snapshots.popitem(last=False)
                 self._held -= len(dropped)
+        return snap
 
     def recent_claimed(self, folder_id: int, uids: Iterable[int]) -> None:
         """\\Recent was cleared on ``uids`` (which never get it back: UIDs are not reused)."""
         claimed = frozenset(uids)
         with self._lock:
+            self._claims += 1
             old = self._snapshots.get(folder_id)
             if old is None or not old.recent & claimed:
                 return

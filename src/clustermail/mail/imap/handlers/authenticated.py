@@ -37,11 +37,14 @@ async def select(s: SessionContext, cmd: c.Select) -> Done:
     # The shared snapshot is current as of this read; the session gets its own copy.
     snap = db.folder_snapshot(mailbox, folder)
     view = MailboxView.from_snapshot(folder, snap, read_only=cmd.read_only)
-    fresh = not snap.recent  # the snapshot's hint covers every UID still marked \Recent
-    if fresh:
+    fresh = True  # nothing awaited since the read
+    if not snap.recent:
         view.recent = set()
     elif not cmd.read_only:
         view.recent = set(await db.claim_recent(mailbox, folder))
+        fresh = False
+    elif snap.recent_exact:
+        view.recent = set(snap.recent)
     else:
         view.recent = set(db.recent_among(mailbox, folder, snap.recent))
     s.select(db, mailbox, view)
