@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable, Iterable
 
 from clustermail.mail.imap import commands as c
@@ -27,12 +28,27 @@ DELIMITER = names.DELIMITER
 COMMANDS: CommandTable[SessionContext] = CommandTable()
 
 
+_CLOSED = r.untagged_status("OK", "Previous mailbox closed.", r.CLOSED)
+
+
+@functools.lru_cache(maxsize=1024)
+def _select_status(unseen: int | None, uidvalidity: int, uidnext: int) -> bytes:
+    """The UNSEEN, UIDVALIDITY and UIDNEXT lines of a SELECT answer, rendered once per
+    folder state rather than on every SELECT."""
+    lines = (
+        [] if unseen is None else [r.untagged_status("OK", "First unseen.", r.code_unseen(unseen))]
+    )
+    lines.append(r.untagged_status("OK", "UIDs valid", r.code_uidvalidity(uidvalidity)))
+    lines.append(r.untagged_status("OK", "Predicted next UID", r.code_uidnext(uidnext)))
+    return b"".join(lines)
+
+
 @COMMANDS.command(c.Select, AUTHENTICATED)
 async def select(s: SessionContext, cmd: c.Select) -> Done:
     db, mailbox = s.require()
     if s.view is not None:
         s.unselect()
-        s.send(r.untagged_status("OK", "Previous mailbox closed.", r.CLOSED))
+        s.send(_CLOSED)
     folder = names.normalize(cmd.mailbox)
     # The shared snapshot is current as of this read; the session gets its own copy.
     snap = db.folder_snapshot(mailbox, folder)
@@ -52,11 +68,8 @@ async def select(s: SessionContext, cmd: c.Select) -> Done:
         s.send(line)
     s.send(r.exists(view.exists))
     s.send(r.recent(len(view.recent)))
-    unseen = snap.first_unseen  # the view's flags are the snapshot's until it syncs
-    if unseen is not None:
-        s.send(r.untagged_status("OK", "First unseen.", r.code_unseen(unseen)))
-    s.send(r.untagged_status("OK", "UIDs valid", r.code_uidvalidity(view.uidvalidity)))
-    s.send(r.untagged_status("OK", "Predicted next UID", r.code_uidnext(view.uidnext)))
+    # The view's flags are the snapshot's until it syncs: its first unseen message too.
+    s.send(_select_status(snap.first_unseen, view.uidvalidity, view.uidnext))
     # Read just now with nothing awaited: no news to look for before the tagged answer.
     s.view_current = fresh
     code = r.READ_ONLY if cmd.read_only else r.READ_WRITE
