@@ -238,3 +238,11 @@ def test_a_claim_racing_a_snapshot_read_is_not_trusted(db: MailboxDatabase) -> N
         assert cache.get(conn, row, cache.claims).recent == {2}
     finally:
         conn.close()
+
+
+def test_a_repair_drops_the_snapshots(db: MailboxDatabase) -> None:
+    db.deliver_sync(msg(1), [ALICE])
+    snap = db.folder_snapshot(ALICE, "INBOX")
+    db.check_sync(repair=True)  # may rewrite listings without a new modseq
+    again = db.folder_snapshot(ALICE, "INBOX")
+    assert again is not snap and len(again) == 1

@@ -433,7 +433,9 @@ class MailboxDatabase:
         """Integrity and consistency check of the mounted database; repairs run as a fenced
         write transaction."""
         if repair:
-            return self._sync(lambda tx: check.run(tx.conn, self.path, repair=True, now=tx.now))
+            report = self._sync(lambda tx: check.run(tx.conn, self.path, repair=True, now=tx.now))
+            self._snapshots.clear()  # a repair may change listings without a new modseq
+            return report
         with self._read() as conn:
             return check.run(conn, self.path, repair=False, now=self._clock())
 

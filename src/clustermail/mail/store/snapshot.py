@@ -239,6 +239,8 @@ class SnapshotCache:
             self._snapshots[folder_id] = old.with_recent(old.recent - claimed)
 
     def clear(self) -> None:
+        """Forget every snapshot; one being read meanwhile is not cached either."""
         with self._lock:
             self._snapshots.clear()
             self._held = 0
+            self._claims += 1
