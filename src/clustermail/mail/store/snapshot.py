@@ -155,8 +155,10 @@ def refresh(conn: sqlite3.Connection, row: FolderRow, old: FolderSnapshot) -> Fo
         cols.flags[pos] = change.flags
         cols.modseqs[pos] = change.modseq
         _set_keywords(keywords, change.uid, change.keywords)
-        if change.flags & flags.RECENT:
+        if change.flags & flags.RECENT:  # the store's word, read just now
             recent.add(change.uid)
+        else:
+            recent.discard(change.uid)
     new = index.load_after(conn, row.id, top)
     for i in range(len(new)):
         uid = new.uids[i]
