@@ -146,6 +146,9 @@ class SessionContext:
         self.db: MailboxDatabase | None = None
         self.mailbox: str | None = None
         self.view: MailboxView | None = None
+        #: The running command read the view from the store and awaited nothing since:
+        #: the look for news after it can be skipped (news is seen by the next command).
+        self.view_current = False
         #: The table entry of the command being run (None between commands).
         self.running: CommandSpec[Any] | None = None
         self._unwatch: Callable[[], None] | None = None
@@ -307,6 +310,7 @@ class SessionContext:
             self._unwatch()
             self._unwatch = None
         self.view = None
+        self.view_current = False
         self.dirty = False
         if self.state is SessionState.SELECTED:
             self.state = SessionState.AUTHENTICATED
@@ -335,7 +339,7 @@ class SessionContext:
         listing = None
         claimed: list[int] = []
         if new:
-            listing = db.list_messages(mailbox, view.folder)
+            listing = db.folder_snapshot(mailbox, view.folder).listing()
             if not view.read_only and any(ch.flags & store_flags.RECENT for ch in new):
                 claimed = await db.claim_recent(mailbox, view.folder)
         for line in view.sync(changes, listing, claimed, allow_expunge=allow_expunge):

@@ -22,6 +22,8 @@ from itertools import compress
 from clustermail.mail.imap import response as r
 from clustermail.mail.store import FolderChanges, FolderListing
 from clustermail.mail.store import flags as f
+from clustermail.mail.store.index import Columns
+from clustermail.mail.store.snapshot import FolderSnapshot
 
 #: Flags a client may store; PERMANENTFLAGS adds ``\\*`` (new keywords allowed).
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -55,6 +57,21 @@ def _flag_table(bit: int, present: bool) -> bytes:
     """For bytes.translate over the low bytes of the flag words: 1 where ``bit`` is
     set (``present``) or clear, else 0."""
     return bytes(1 if bool(b & bit) == present else 0 for b in range(256))
+
+
+@functools.lru_cache(maxsize=1024)
+def flag_lines(keywords: tuple[str, ...], read_only: bool) -> tuple[bytes, bytes]:
+    """FLAGS and PERMANENTFLAGS for a mailbox whose keywords are the sorted ``keywords``:
+    rendered once per keyword set, not on every SELECT."""
+    flags = [*SYSTEM_FLAGS, *keywords]
+    return (
+        r.flags_data(flags),
+        r.untagged_status(
+            "OK",
+            "Flags permitted." if not read_only else "No permanent flags permitted.",
+            r.code_permanentflags([] if read_only else flags, new_keywords=not read_only),
+        ),
+    )
 
 
 def _low_bytes(flags: array[int]) -> bytes:
@@ -94,6 +111,28 @@ class MailboxView:
         self.known_keywords: set[str] = set()
         for text in self.keywords.values():
             self.known_keywords.update(text.split())
+
+    @classmethod
+    def from_snapshot(cls, folder: str, snap: FolderSnapshot, *, read_only: bool) -> MailboxView:
+        """A view of its own of a shared snapshot: the columns are copied once, here."""
+        view = cls(
+            folder,
+            FolderListing(Columns(), {}),
+            uidvalidity=snap.uidvalidity,
+            uidnext=snap.uidnext,
+            modseq=snap.highestmodseq,
+            read_only=read_only,
+        )
+        cols = snap.columns()
+        view.uids, view.flags, view.sizes, view.dates = (
+            cols.uids,
+            cols.flags,
+            cols.sizes,
+            cols.dates,
+        )
+        view.keywords = dict(snap.keywords)
+        view.known_keywords = set(snap.keyword_names)
+        return view
 
     # ------------------------------------------------------------------ queries
 
@@ -159,18 +198,8 @@ class MailboxView:
         return [*SYSTEM_FLAGS, *sorted(self.known_keywords)]
 
     def flags_announcement(self) -> list[bytes]:
-        """FLAGS and PERMANENTFLAGS again, after a new keyword came into use."""
-        flags = self.mailbox_flags()
-        return [
-            r.flags_data(flags),
-            r.untagged_status(
-                "OK",
-                "Flags permitted." if not self.read_only else "No permanent flags permitted.",
-                r.code_permanentflags(
-                    [] if self.read_only else flags, new_keywords=not self.read_only
-                ),
-            ),
-        ]
+        """FLAGS and PERMANENTFLAGS: at SELECT, and again after a new keyword came into use."""
+        return list(flag_lines(tuple(sorted(self.known_keywords)), self.read_only))
 
     # ------------------------------------------------------------------ updates
 

@@ -244,7 +244,9 @@ class ImapSession(SessionContext):
         # Always look (an index lookup): the store notifies listeners only after it has
         # answered the writer, so another session's change may be acknowledged to its
         # client before our notification arrives. The dirty flag wakes IDLE.
-        if self.view is not None:
+        if self.view_current:
+            self.view_current = False
+        elif self.view is not None:
             await self.sync(allow_expunge=not spec.uses_seqs(cmd))
 
 

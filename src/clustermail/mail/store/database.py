@@ -51,6 +51,7 @@ from clustermail.mail.store.errors import (
 from clustermail.mail.store.index import FolderListing
 from clustermail.mail.store.messages import FlagMode
 from clustermail.mail.store.quota import Decision, QuotaLimits
+from clustermail.mail.store.snapshot import FolderSnapshot, SnapshotCache
 from clustermail.mail.store.translog.errors import DatabaseBehindLogError
 from clustermail.mail.store.translog.journal import Journal
 from clustermail.mail.store.translog.manifest import StorageGroupLogs, roll_forward, store_id
@@ -115,6 +116,7 @@ class MailboxDatabase:
         self._epoch: int | None = None
         self._local = threading.local()
         self._generation = 0
+        self._snapshots = SnapshotCache()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._listeners: list[Listener] = []
@@ -214,6 +216,7 @@ class MailboxDatabase:
             raise
         self._epoch = epoch
         self._generation += 1
+        self._snapshots.clear()
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread does it
         self._checkpointer = Checkpointer(
             lambda: schema.connect(self.path, create=False), self.path
@@ -258,6 +261,7 @@ class MailboxDatabase:
                 reader.close()
             self._readers.clear()
         self._generation += 1
+        self._snapshots.clear()
 
     def _record_dismount(self, journal: Journal) -> None:
         try:
@@ -429,7 +433,9 @@ class MailboxDatabase:
         """Integrity and consistency check of the mounted database; repairs run as a fenced
         write transaction."""
         if repair:
-            return self._sync(lambda tx: check.run(tx.conn, self.path, repair=True, now=tx.now))
+            report = self._sync(lambda tx: check.run(tx.conn, self.path, repair=True, now=tx.now))
+            self._snapshots.clear()  # a repair may change listings without a new modseq
+            return report
         with self._read() as conn:
             return check.run(conn, self.path, repair=False, now=self._clock())
 
@@ -469,6 +475,19 @@ class MailboxDatabase:
         as packed arrays: cheap even for 100 000 messages."""
         with self._read() as conn:
             return index.load(conn, folders.get(conn, mailbox, folder).id)
+
+    def folder_snapshot(self, mailbox: str, folder: str) -> FolderSnapshot:
+        """The folder's listing with UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ, shared by every
+        caller and kept current from the change log: SELECT reads only the folder row when
+        nothing changed. Immutable; :meth:`FolderSnapshot.listing` gives a private copy."""
+        claims = self._snapshots.claims  # before the read: see SnapshotCache.get
+        with self._read() as conn:
+            return self._snapshots.get(conn, folders.get(conn, mailbox, folder), claims)
+
+    def recent_among(self, mailbox: str, folder: str, uids: Iterable[int]) -> list[int]:
+        """Those of ``uids`` still marked \\Recent (nobody claimed them yet)."""
+        with self._read() as conn:
+            return messages.recent_among(conn, folders.get(conn, mailbox, folder), uids)
 
     def fetch_raw(self, mailbox: str, folder: str, uid: int) -> bytes:
         with self._read() as conn:
@@ -818,14 +837,19 @@ class MailboxDatabase:
 
     async def claim_recent(self, mailbox: str, folder: str) -> list[int]:
         """The \\Recent UIDs, cleared so that no other session sees them as recent."""
-        return await self._async(
-            lambda tx: messages.claim_recent(tx.conn, folders.get(tx.conn, mailbox, folder))
-        )
+        folder_id, uids = await self._async(lambda tx: _claim_recent(tx, mailbox, folder))
+        self._snapshots.recent_claimed(folder_id, uids)  # not a modseq change: tell the cache
+        return uids
 
     def claim_recent_sync(self, mailbox: str, folder: str) -> list[int]:
-        return self._sync(
-            lambda tx: messages.claim_recent(tx.conn, folders.get(tx.conn, mailbox, folder))
-        )
+        folder_id, uids = self._sync(lambda tx: _claim_recent(tx, mailbox, folder))
+        self._snapshots.recent_claimed(folder_id, uids)
+        return uids
+
+
+def _claim_recent(tx: Tx, mailbox: str, folder: str) -> tuple[int, list[int]]:
+    row = folders.get(tx.conn, mailbox, folder)
+    return row.id, messages.claim_recent(tx.conn, row)
 
 
 def _check_room(box: mailboxes.MailboxRow, size: int, settings: DatabaseSettings) -> None:

@@ -244,3 +244,20 @@ def rebuild(conn: sqlite3.Connection, folder_id: int) -> None:
         (folder_id,),
     ).fetchall()
     append(conn, folder_id, rows)
+
+
+def load_after(conn: sqlite3.Connection, folder_id: int, uid: int) -> Columns:
+    """The entries with UIDs above ``uid``: the chunk holding ``uid`` and those after it."""
+    blobs = conn.execute(
+        "SELECT data FROM folder_chunk WHERE folder_id = ? AND first_uid >= coalesce("
+        "(SELECT max(first_uid) FROM folder_chunk WHERE folder_id = ? AND first_uid <= ?), 0) "
+        "ORDER BY first_uid",
+        (folder_id, folder_id, uid),
+    ).fetchall()
+    out = Columns()
+    for (data,) in blobs:
+        chunk = Columns.decode(data)
+        start = bisect.bisect_right(chunk.uids, uid)
+        for i in range(start, len(chunk)):
+            out.append(chunk.row(i))
+    return out

@@ -190,6 +190,17 @@ def claim_recent(conn: sqlite3.Connection, folder: FolderRow) -> list[int]:
 # --------------------------------------------------------------------------- reads
 
 
+def recent_among(conn: sqlite3.Connection, folder: FolderRow, uids: Iterable[int]) -> list[int]:
+    return [
+        r[0]
+        for r in conn.execute(
+            f"SELECT uid FROM message WHERE folder_id = ? AND {_IN_UIDS} AND (flags & "
+            f"{flags.RECENT}) != 0 ORDER BY uid",
+            (folder.id, _uid_list(uids)),
+        )
+    ]
+
+
 def raw(conn: sqlite3.Connection, folder: FolderRow, uid: int) -> bytes:
     row = conn.execute(
         "SELECT b.raw FROM message m JOIN body b ON b.id = m.body_id WHERE m.folder_id = ? AND "

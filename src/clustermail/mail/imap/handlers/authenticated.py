@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable, Iterable
 
 from clustermail.mail.imap import commands as c
@@ -16,7 +17,7 @@ from clustermail.mail.imap.errors import ParseError
 from clustermail.mail.imap.framing import CommandFrame
 from clustermail.mail.imap.listing import list_responses, lsub_responses, status_response
 from clustermail.mail.imap.mailbox_pattern import PatternTooLong
-from clustermail.mail.imap.mailbox_view import SYSTEM_FLAGS, MailboxView
+from clustermail.mail.imap.mailbox_view import MailboxView
 from clustermail.mail.imap.outcome import Done, SessionClosed, bad, no
 from clustermail.mail.imap.parser import parse_idle_done
 from clustermail.mail.store import MailboxDatabase, MessageTooLargeError, QuotaExceededError, names
@@ -27,46 +28,50 @@ DELIMITER = names.DELIMITER
 COMMANDS: CommandTable[SessionContext] = CommandTable()
 
 
+_CLOSED = r.untagged_status("OK", "Previous mailbox closed.", r.CLOSED)
+
+
+@functools.lru_cache(maxsize=1024)
+def _select_status(unseen: int | None, uidvalidity: int, uidnext: int) -> bytes:
+    """The UNSEEN, UIDVALIDITY and UIDNEXT lines of a SELECT answer, rendered once per
+    folder state rather than on every SELECT."""
+    lines = (
+        [] if unseen is None else [r.untagged_status("OK", "First unseen.", r.code_unseen(unseen))]
+    )
+    lines.append(r.untagged_status("OK", "UIDs valid", r.code_uidvalidity(uidvalidity)))
+    lines.append(r.untagged_status("OK", "Predicted next UID", r.code_uidnext(uidnext)))
+    return b"".join(lines)
+
+
 @COMMANDS.command(c.Select, AUTHENTICATED)
 async def select(s: SessionContext, cmd: c.Select) -> Done:
     db, mailbox = s.require()
     if s.view is not None:
         s.unselect()
-        s.send(r.untagged_status("OK", "Previous mailbox closed.", r.CLOSED))
+        s.send(_CLOSED)
     folder = names.normalize(cmd.mailbox)
-    status = db.changes_since(mailbox, folder, 2**62)  # cheap: UIDVALIDITY, UIDNEXT, modseq
-    listing = db.list_messages(mailbox, folder)
-    view = MailboxView(
-        folder,
-        listing,
-        uidvalidity=status.uidvalidity,
-        uidnext=status.uidnext,
-        modseq=status.highestmodseq,
-        read_only=cmd.read_only,
-    )
-    pending = view.recent_in_store()
-    if pending and not cmd.read_only:
+    # The shared snapshot is current as of this read; the session gets its own copy.
+    snap = db.folder_snapshot(mailbox, folder)
+    view = MailboxView.from_snapshot(folder, snap, read_only=cmd.read_only)
+    fresh = True  # nothing awaited since the read
+    if not snap.recent:
+        view.recent = set()
+    elif not cmd.read_only:
         view.recent = set(await db.claim_recent(mailbox, folder))
+        fresh = False
+    elif snap.recent_exact:
+        view.recent = set(snap.recent)
     else:
-        view.recent = set(pending)
+        view.recent = set(db.recent_among(mailbox, folder, snap.recent))
     s.select(db, mailbox, view)
-    flags = view.mailbox_flags()
-    s.send(r.flags_data(flags))
-    permanent = [] if cmd.read_only else [*SYSTEM_FLAGS, *sorted(view.known_keywords)]
-    s.send(
-        r.untagged_status(
-            "OK",
-            "Flags permitted." if not cmd.read_only else "No permanent flags permitted.",
-            r.code_permanentflags(permanent, new_keywords=not cmd.read_only),
-        )
-    )
+    for line in view.flags_announcement():
+        s.send(line)
     s.send(r.exists(view.exists))
     s.send(r.recent(len(view.recent)))
-    unseen = view.first_unseen()
-    if unseen is not None:
-        s.send(r.untagged_status("OK", "First unseen.", r.code_unseen(unseen)))
-    s.send(r.untagged_status("OK", "UIDs valid", r.code_uidvalidity(view.uidvalidity)))
-    s.send(r.untagged_status("OK", "Predicted next UID", r.code_uidnext(view.uidnext)))
+    # The view's flags are the snapshot's until it syncs: its first unseen message too.
+    s.send(_select_status(snap.first_unseen, view.uidvalidity, view.uidnext))
+    # Read just now with nothing awaited: no news to look for before the tagged answer.
+    s.view_current = fresh
     code = r.READ_ONLY if cmd.read_only else r.READ_WRITE
     return Done(f"{cmd.command_name.capitalize()} completed.", code)
 
