@@ -23,6 +23,7 @@ from typing import Any
 
 from bench.campaign.audit import AuditWatcher
 from clustermail.admin import intents
+from clustermail.coord import CoordError
 from tests.e2e.harness import LocalCluster, owners
 from tests.support.etcd_server import EtcdCluster
 
@@ -156,8 +157,17 @@ class World:
     #: Told of every freeze and thaw (the one-owner audit discounts frozen time).
     audit: AuditWatcher | None = None
 
-    async def status(self) -> dict[str, Any]:
-        return await self.cluster.status()
+    async def status(self, timeout: float = 60.0) -> dict[str, Any]:
+        """The cluster's status, waiting (bounded) through a store that does not answer
+        yet: the previous run's stall or an election may still be ending."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return await self.cluster.status()
+            except CoordError:
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.5)
 
     def live_nodes(self) -> list[str]:
         return sorted(n for n, p in self.cluster.procs.items() if p.poll() is None)
