@@ -415,9 +415,10 @@ async def deliveries(t: Target, by_user: dict[int, list[Session]], count: int,
 # --------------------------------------------------------------------------- logins
 
 
-def login_load(t: Target, per_user: int, seconds: float) -> dict[str, Any]:
+def login_load(t: Target, per_user: int, stop: str) -> dict[str, Any]:
     """In a process of its own: returning users log in (and out) at ``t.login_rate``/s,
-    open loop, for ``seconds``."""
+    open loop, for ``t.seconds`` and until the file ``stop`` exists (the deliveries
+    measured under this load are done)."""
 
     async def run() -> dict[str, Any]:
         latencies: list[float] = []
@@ -434,14 +435,16 @@ def login_load(t: Target, per_user: int, seconds: float) -> dict[str, Any]:
                 key = f"{type(exc).__name__}: {str(exc)[:60]}"
                 failures[key] = failures.get(key, 0) + 1
 
-        total = int(seconds * t.login_rate)
         started = time.perf_counter()
         tasks = []
-        for n in range(total):
+        n = 0
+        while n < t.seconds * t.login_rate or not Path(stop).exists():
             delay = started + n / t.login_rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(once(n)))
+            n += 1
+        total = n
         issued = time.perf_counter() - started
         await asyncio.wait(tasks, timeout=60)
         elapsed = time.perf_counter() - started
@@ -505,11 +508,14 @@ async def client_async(t: Target) -> dict[str, Any]:
     quiet = await deliveries(t, by_user, t.deliveries, 0)
     out["wake_quiet"] = wake_summary(quiet)
     loop = asyncio.get_running_loop()
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        loading = loop.run_in_executor(pool, login_load, t, per_user, t.seconds)
+    with tempfile.TemporaryDirectory(prefix="idle-") as tmp, \
+            ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        stop = Path(tmp) / "stop"
+        loading = loop.run_in_executor(pool, login_load, t, per_user, str(stop))
         await asyncio.sleep(min(2.0, t.seconds / 4))  # the logins under way first
         peak = memory(t.server_pid)
         busy = await deliveries(t, by_user, t.deliveries, t.deliveries)
+        stop.touch()
         out["memory_under_logins"] = memory(t.server_pid)
         out["memory_under_logins_start"] = peak
         out["logins"] = await loading
@@ -610,7 +616,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1_000)
     parser.add_argument("--login-rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=20.0,
-                        help="how long the background logins run")
+                        help="how long the background logins run at least (and until the "
+                             "deliveries under them are done)")
     parser.add_argument("--deliveries", type=int, default=100,
                         help="deliveries measured on the quiet server, and again under logins")
     parser.add_argument("--dovecot-sessions", type=int, default=None,
