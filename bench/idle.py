@@ -514,8 +514,10 @@ async def client_async(t: Target) -> dict[str, Any]:
         loading = loop.run_in_executor(pool, login_load, t, per_user, str(stop))
         await asyncio.sleep(min(2.0, t.seconds / 4))  # the logins under way first
         peak = memory(t.server_pid)
-        busy = await deliveries(t, by_user, t.deliveries, t.deliveries)
-        stop.touch()
+        try:
+            busy = await deliveries(t, by_user, t.deliveries, t.deliveries)
+        finally:
+            stop.touch()  # else the login process runs on, and this one waits for it
         out["memory_under_logins"] = memory(t.server_pid)
         out["memory_under_logins_start"] = peak
         out["logins"] = await loading
