@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.backup
 	$(BIN)/python -m bench.logins
 	$(BIN)/python -m bench.hostile
+	$(BIN)/python -m bench.idle
 	if [ "$$(id -u)" = 0 ]; then $(BIN)/python -m bench.lab; else echo "bench.lab skipped: the lab needs root"; fi
 
 # The fault campaign: random faults against a real cluster under mail load, checked
