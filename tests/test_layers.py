@@ -33,9 +33,11 @@ def test_lower_layers_never_import_higher_ones() -> None:
 
 
 def test_cluster_and_coord_do_not_name_the_mail_layer() -> None:
+    # Not even in a comment: a lower layer that names a higher one soon imports it.
     named = [
         str(path.relative_to(ROOT)) for sub in ("cluster", "coord")
-        for path in (ROOT / sub).rglob("*.py") if "clustermail.mail" in path.read_text()
+        for path in (ROOT / sub).rglob("*.py")
+        if "clustermail.mail" in (text := path.read_text()) or "clustermail.admin" in text
     ]
     assert named == []
 

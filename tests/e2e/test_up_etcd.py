@@ -24,6 +24,7 @@ from tests.support.local_up import (
     node_agents_on,
     read_until,
     start_up,
+    stop_up,
     wait_all_gone,
 )
 
@@ -62,21 +63,6 @@ def _online(status: dict[str, object]) -> set[str]:
     return {v["name"] for v in servers if v["state"] == "online"}
 
 
-def _stop(up: subprocess.Popen[str], procs: list[ProcRef], sig: int) -> str:
-    try:
-        up.send_signal(sig)
-        rest, _ = up.communicate(timeout=90)
-        left = wait_all_gone(procs, 10)
-        assert not left, f"still running after {signal.Signals(sig).name}: {left}"
-    finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
-        kill_all(procs)
-    assert up.returncode == 0, rest
-    return rest
-
-
 def test_up_runs_every_node_on_the_given_etcd(data: Path, tmp_path: Path) -> None:
     with EtcdCluster.start(tmp_path / "etcd", members=1) as etcd:
         up = start_up(data, "--store", etcd.url)
@@ -98,7 +84,7 @@ def test_up_runs_every_node_on_the_given_etcd(data: Path, tmp_path: Path) -> Non
             up.kill()
             up.wait()
             raise
-        _stop(up, procs, signal.SIGTERM)
+        stop_up(up, procs, signal.SIGTERM)
 
 
 def test_up_etcd_lives_and_dies_with_up(data: Path) -> None:
@@ -126,7 +112,7 @@ def test_up_etcd_lives_and_dies_with_up(data: Path) -> None:
         up.kill()
         up.wait()
         raise
-    rest = _stop(up, procs, signal.SIGINT)
+    rest = stop_up(up, procs, signal.SIGINT)
     assert "private etcd cluster stopped." in rest
     # Stopped with `up`: a command says where the cluster went.
     line = _one_line_refusal(cli(data, "status"))

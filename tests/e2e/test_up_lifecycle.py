@@ -23,6 +23,7 @@ from tests.support.local_up import (
     node_agents_on,
     read_until,
     start_up,
+    stop_up,
     wait_all_gone,
 )
 
@@ -49,21 +50,7 @@ def _stop_and_check(up: subprocess.Popen[str], data: Path, sig: int,
         assert len(procs) >= 4 + 3 + 3, procs  # agents, hosts, banner processes (and spares)
     # And whatever started since (a failover's new resource host).
     procs = list({*procs, *(r for p in descendants(up.pid) if (r := ProcRef.of(p)))})
-    try:
-        if group:
-            os.killpg(up.pid, sig)
-        else:
-            up.send_signal(sig)
-        rest, _ = up.communicate(timeout=60)
-        left = wait_all_gone(procs, 5)
-        assert not left, f"still running after {signal.Signals(sig).name}: {left}"
-    finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
-        kill_all(procs)
-    assert up.returncode == 0, rest
-    return rest
+    return stop_up(up, procs, sig, group=group, timeout=60, gone_within=5)
 
 
 def test_ctrl_c_stops_every_process(data: Path) -> None:

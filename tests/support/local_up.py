@@ -108,3 +108,24 @@ def node_agents_on(data: Path) -> list[int]:
         if b"node" in argv and b"run" in argv and str(data).encode() in argv:
             found.append(int(entry.name))
     return found
+
+
+def stop_up(up: subprocess.Popen[str], procs: list[ProcRef], sig: int, *,
+            group: bool = False, timeout: float = 90, gone_within: float = 10) -> str:
+    """Sends ``sig`` to `up` (or its process group); returns the rest of its output
+    once it exited 0 and every process in ``procs`` is gone (killed, by PID, if not)."""
+    try:
+        if group:
+            os.killpg(up.pid, sig)
+        else:
+            up.send_signal(sig)
+        rest, _ = up.communicate(timeout=timeout)
+        left = wait_all_gone(procs, gone_within)
+        assert not left, f"still running after {signal.Signals(sig).name}: {left}"
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        kill_all(procs)
+    assert up.returncode == 0, rest
+    return rest

@@ -8,7 +8,7 @@ knows no operation, the layer that starts the agent (the CLI's ``node run``) bri
 
 The claim's wall-clock time (``started``) is written with the claim, so an asker that
 watches the record can place the node's clock between its own send and the moment it saw
-the claim (clock skew, :mod:`clustermail.admin.validate_report`).
+the claim (the clock skew `validate --cluster` reports).
 """
 
 from __future__ import annotations
