@@ -125,7 +125,7 @@ async def node1(tmp_path: Path) -> AsyncIterator[Node1]:
     # What `run` starts beside the cycles: store changes wake the loop; the hosts
     # hear how long the lease is good (or they fence themselves).
     agent._tasks.append(loop.create_task(agent._watch_loop()))
-    agent._tasks.append(loop.create_task(agent._deadline_feeder()))
+    agent._tasks.append(loop.create_task(agent._deadline_feeder(), name="deadline"))
     try:
         yield Node1(store, agent)
     finally:
@@ -347,3 +347,21 @@ async def test_a_take_whose_lease_is_lost_meanwhile_starts_no_host(
     await agent._cycle()
     assert "mail1" not in agent.local
     assert "waiting for node1's lease on it to expire" in agent.last_reason
+
+
+async def test_every_renewal_reaches_the_host_at_once(node1: Node1) -> None:
+    """After a store stall a renewal can land just before the deadline; the host must
+    hear of it then, not on the deadline feeder's next tick (the fault campaign saw
+    healthy hosts fence themselves, exit 4, while their agents did not). With the
+    feeder stopped, the renewals alone keep the host alive for several leases."""
+    agent = node1.agent
+    lvs = await node1.online()
+    feeder = [t for t in agent._tasks if t.get_name() == "deadline"]
+    assert len(feeder) == 1
+    feeder[0].cancel()
+    assert agent.keeper is not None and agent.timing is not None
+    renewals = agent.keeper.renewals
+    with pytest.raises(TimeoutError):  # the host fences (exits 4) within a lease otherwise
+        await asyncio.wait_for(asyncio.shield(lvs.proc.wait()), 3 * agent.timing.ttl)
+    assert agent.keeper.renewals >= renewals + 3
+    assert alive(lvs.proc.pid) and agent.counters.fenced == 0

@@ -108,6 +108,8 @@ def test_profiles_meet_the_rule_and_the_failover_targets() -> None:
     for timing in PROFILES.values():
         assert 2 * timing.renew_interval + timing.safety_margin < timing.ttl
         assert 0 < timing.fence_after < timing.ttl
+        # A host's own fence comes after its agent's and well before the store's expiry.
+        assert 0 < timing.host_grace <= timing.safety_margin / 2
 
 
 def test_timing_to_dict() -> None:

@@ -247,6 +247,8 @@ async def test_lease_keeper_keeps_alive_and_reports_loss(store: Store, ns: str) 
     keeper = LeaseKeeper(
         store, lease, renew_interval=0.2, safety_margin=0.3, on_lost=reasons.append
     )
+    extended: list[float] = []
+    keeper.on_extended = extended.append
     keeper.start()
     try:
         watch = store.watch(ns)
@@ -254,6 +256,9 @@ async def test_lease_keeper_keeps_alive_and_reports_loss(store: Store, ns: str) 
         with pytest.raises(TimeoutError):
             await take(watch, 1, timeout=lease.ttl * 2.5)
         assert not keeper.lost.is_set() and keeper.renewals >= 3
+        # Every move of the deadline is told at once, in order, and is the deadline.
+        assert len(extended) >= 3 and extended == sorted(extended)
+        assert extended[-1] == keeper.safe_until
         await store.revoke(lease.id)  # somebody else kills the lease
         await asyncio.wait_for(keeper.lost.wait(), lease.ttl + WAIT)
         assert reasons and "expired or was revoked" in reasons[0]

@@ -8,8 +8,9 @@ then runs the virtual server's resources in a resource host child process.
 Self-fencing: the lease keeper's deadline timer kills every resource host
 (SIGKILL) the moment the lease cannot be shown alive any more, before the
 store can expire it and let another node take over. The resource hosts also
-fence themselves: the agent sends them the lease deadline, and a host that is
-not told of a later one (its agent is frozen or dead) kills its services.
+fence themselves: the agent sends them the lease deadline (plus a short grace:
+the agent kills them itself at its own), and a host that is not told of a later
+one (its agent is frozen or dead) kills its services.
 
 Supervision: the agent pings every resource host each ``renew_interval`` and
 kills one that stays silent past its virtual server's ``host_timeout`` or that
@@ -319,6 +320,9 @@ class NodeAgent:
             on_lost=self._fence,
         )
         self.keeper.on_renewed = self.counters.lease_renewed
+        # At once, not on the feeder's next tick: a renewal that lands just before the
+        # deadline (after a store stall) must reach the hosts before it passes.
+        self.keeper.on_extended = self._tell_hosts
         record = NodeRecord(pid=os.getpid(), host=socket.gethostname(), started=time.time(),
                             lease=lease.id, draining=self.draining)
         await self.store.put(keys.NODES + self.name, record.to_store(), lease=lease.id)
@@ -381,14 +385,24 @@ class NodeAgent:
                 await asyncio.sleep(0.2)
 
     async def _deadline_feeder(self) -> None:
-        """Tells every resource host how long our lease is known good."""
+        """Tells every resource host how long our lease is known good, on a schedule
+        (besides at once on every renewal, :meth:`_tell_hosts`): a host that missed a
+        line, or started meanwhile, hears it again within half a renew interval."""
         assert self.timing is not None
         while True:
             keeper = self.keeper
             if keeper is not None and not keeper.lost.is_set():
-                for lvs in list(self.local.values()):
-                    lvs.proc.send(LeaseCommand(keeper.safe_until))
+                self._tell_hosts(keeper.safe_until)
             await asyncio.sleep(self.timing.renew_interval / 2)
+
+    def _tell_hosts(self, safe_until: float) -> None:
+        """Sends every resource host its fence deadline: ours plus the host's grace."""
+        for lvs in list(self.local.values()):
+            lvs.proc.send(self._host_deadline(safe_until))
+
+    def _host_deadline(self, safe_until: float) -> LeaseCommand:
+        assert self.timing is not None
+        return LeaseCommand(safe_until + self.timing.host_grace)
 
     async def _supervise(self) -> None:
         """Pings every resource host each renew interval; kills one that is hung."""
@@ -640,7 +654,7 @@ class NodeAgent:
         lvs.offline_resources = set(spec["offline_resources"])
         self.local[vs] = lvs
         lvs.reader = asyncio.get_running_loop().create_task(self._read_host(lvs))
-        proc.send(LeaseCommand(keeper.safe_until))
+        proc.send(self._host_deadline(keeper.safe_until))
         await self._log(
             "vs_online_pending",
             f"bringing {vs} online on {self.name} "

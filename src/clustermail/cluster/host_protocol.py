@@ -27,9 +27,10 @@ then commands, executed one at a time in the order received:
 * ``{"cmd": "resource_online", "resource": X}`` — X's dependencies come online
   if needed, then X (its failure count is reset), then the dependents that
   went offline because of X.
-* ``{"cmd": "lease", "safe_until": T}`` — the agent's lease is known good until
-  ``T``, in ``time.monotonic()`` seconds (CLOCK_MONOTONIC is one clock for the
-  whole machine). If no later ``lease`` command arrives before ``T``, the host
+* ``{"cmd": "lease", "safe_until": T}`` — the host's fence deadline, in
+  ``time.monotonic()`` seconds (CLOCK_MONOTONIC is one clock for the whole
+  machine): the agent's own lease deadline plus a grace (``host_grace``), sent on
+  every renewal and on a schedule. If no later ``lease`` command arrives before ``T``, the host
   fences itself: a watchdog thread SIGKILLs every child and exits 4, even if
   the event loop is stuck. Without any ``lease`` command there is no deadline.
 * ``{"cmd": "ping", "seq": N}`` — answered at once with ``{"event": "pong",

@@ -93,6 +93,17 @@ class LeaseTiming:
         """Seconds after the last renewal at which the holder must stop its resources."""
         return self.ttl - self.safety_margin
 
+    @property
+    def host_grace(self) -> float:
+        """How long after the agent's own fence deadline a resource host fences itself.
+
+        The agent kills its hosts at its deadline; a host's own watchdog is the backstop
+        for an agent that is frozen and cannot. Were both deadlines one instant, a renewal
+        landing just before it would race the relay of the new deadline to the host, and
+        a healthy host would fence. A quarter of the margin still leaves three quarters
+        of it before the store can expire the lease."""
+        return self.safety_margin / 4
+
     def to_dict(self) -> str | dict[str, float]:
         """A profile name when it is an unchanged profile, else the three numbers."""
         if PROFILES.get(self.profile) == self:

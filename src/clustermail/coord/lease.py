@@ -53,6 +53,9 @@ class LeaseKeeper:
         self.renewals = 0
         #: Called with each successful renewal's round trip in seconds (metrics).
         self.on_renewed: Callable[[float], None] | None = None
+        #: Called with the new ``safe_until`` as soon as a renewal moves it, so whoever
+        #: relays the deadline (to processes that fence on it) is never a tick late.
+        self.on_extended: Callable[[float], None] | None = None
         self._callbacks: list[Callable[[str], None]] = [on_lost] if on_lost else []
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -117,6 +120,8 @@ class LeaseKeeper:
             if sent + ttl - self.safety_margin > self.safe_until:
                 self.safe_until = sent + ttl - self.safety_margin
                 self._arm(asyncio.get_running_loop())
+                if self.on_extended is not None:
+                    self.on_extended(self.safe_until)
             await asyncio.sleep(self.renew_interval)
 
     async def stop(self, *, revoke: bool = True) -> None:
