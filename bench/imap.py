@@ -142,8 +142,10 @@ def serve_ours(db_path: str, port_file: str) -> None:
         )
         srv = await server.listen("127.0.0.1", 0)
         Path(port_file).write_text(str(srv.sockets[0].getsockname()[1]))
-        await asyncio.Event().wait()
+        while os.getppid() == parent:  # never outlive a bench killed before it could stop us
+            await asyncio.sleep(1)
 
+    parent = os.getppid()
     asyncio.run(main())
 
 
@@ -519,9 +521,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 def formats(text: str) -> list[str]:
     chosen = [f.strip() for f in text.split(",") if f.strip()]
     unknown = [f for f in chosen if f not in FORMATS]
-    if unknown or len(set(chosen)) != len(chosen):
+    if not chosen or unknown or len(set(chosen)) != len(chosen):
         raise argparse.ArgumentTypeError(
-            f"expected distinct names among {', '.join(FORMATS)}, got {text!r}"
+            f"expected one or more distinct names among {', '.join(FORMATS)}, got {text!r}"
         )
     return chosen
 
