@@ -252,6 +252,22 @@ async def timed(fn: Callable[[], Awaitable[Any]]) -> float:
     return time.perf_counter() - t
 
 
+async def latencies(clients: list[Client], rounds: int) -> dict[str, float]:
+    """Median latency in ms of SELECT INBOX, every session ``rounds`` times at once, and
+    for scale of NOOP with INBOX selected: what any command costs on that server."""
+    out: dict[str, float] = {}
+    for name, command in (("select_ms", b"SELECT INBOX"), ("noop_ms", b"NOOP")):
+        lat: list[float] = []
+
+        async def run(c: Client, command: bytes = command, lat: list[float] = lat) -> None:
+            for _ in range(rounds):
+                lat.append(await timed(lambda: c.cmd(command)))
+
+        await asyncio.gather(*(run(c) for c in clients))
+        out[name] = statistics.median(lat) * 1000
+    return out
+
+
 async def run_suite(
     port: int, sessions: int, messages: int, ops: int, search_ops: int, idle_rounds: int
 ) -> dict[str, float]:
@@ -268,16 +284,8 @@ async def run_suite(
         await asyncio.gather(*(fn(c) for c in clients))
         return time.perf_counter() - t
 
-    for name, command in (("select_ms", b"SELECT INBOX"), ("noop_ms", b"NOOP")):
-        lat: list[float] = []
-
-        async def latency(c: Client, command: bytes = command, lat: list[float] = lat) -> None:
-            for _ in range(3):
-                lat.append(await timed(lambda: c.cmd(command)))
-
-        await each(latency)
-        res[name] = statistics.median(lat) * 1000
-    lat = []
+    res |= await latencies(clients, 3)
+    lat: list[float] = []
 
     async def fetch_all(c: Client) -> None:
         lat.append(await timed(lambda: c.cmd(b"FETCH 1:* (FLAGS ENVELOPE)")))

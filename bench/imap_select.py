@@ -17,52 +17,44 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.imap import FORMATS, RESULTS, Client, DovecotBox, Ours, load, timed
+from bench.imap import FORMATS, RESULTS, Client, DovecotBox, Ours, latencies, load
 
 
-async def latencies(port: int, sessions: int, rounds: int) -> dict[str, float]:
-    """Median latency in ms of SELECT INBOX (the SELECT part of bench/imap.py's suite) and,
-    for scale, of NOOP with INBOX selected: what any command costs on that server."""
+async def select_latencies(port: int, sessions: int, rounds: int) -> dict[str, float]:
+    """bench/imap.py's SELECT and NOOP latencies, after the same warm-up."""
     clients = [await Client.connect(port) for _ in range(sessions)]
     await clients[0].cmd(b"SELECT INBOX")  # warm caches (Dovecot builds its index)
     await clients[0].cmd(b"FETCH 1:* (FLAGS ENVELOPE)")
-    out: dict[str, float] = {}
-    for name, command in (("select_ms", b"SELECT INBOX"), ("noop_ms", b"NOOP")):
-        lat: list[float] = []
-
-        async def run(c: Client, command: bytes = command, lat: list[float] = lat) -> None:
-            for _ in range(rounds):
-                lat.append(await timed(lambda: c.cmd(command)))
-
-        await asyncio.gather(*(run(c) for c in clients))
-        out[name] = statistics.median(lat) * 1000
+    out = await latencies(clients, rounds)
     for c in clients:
         await c.close()
     return out
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {"params": vars(args) | {"out": str(args.out)}, "servers": {}}
+    out: dict[str, Any] = {"params": vars(args) | {"out": str(args.out)}, "servers": {}, "load": {}}
+
+    async def measure(server: Ours | DovecotBox) -> None:
+        before = load()
+        got = await select_latencies(server.port, args.sessions, args.rounds)
+        out["servers"][server.name] = got
+        out["load"][server.name] = [before, load()]
+
     with tempfile.TemporaryDirectory() as tmp:
         ours = Ours(Path(tmp), args.messages, 0)
         try:
-            before = load()
-            out["servers"]["clustermail"] = await latencies(ours.port, args.sessions, args.rounds)
-            out.setdefault("load", {})["clustermail"] = [before, load()]
+            await measure(ours)
         finally:
             ours.stop()
     for fmt in FORMATS:
         ref = DovecotBox(fmt)
         try:
             await ref.fill(args.messages, args.sessions)
-            before = load()
-            out["servers"][f"dovecot-{fmt}"] = await latencies(ref.port, args.sessions, args.rounds)
-            out["load"][f"dovecot-{fmt}"] = [before, load()]
+            await measure(ref)
         finally:
             ref.stop()
     return out
