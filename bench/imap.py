@@ -555,7 +555,7 @@ def main() -> None:
     parser.add_argument("--sessions", type=positive, default=10)
     parser.add_argument("--ops", type=positive, default=100, help="per session per workload")
     parser.add_argument(
-        "--search-ops", type=positive, default=10, help="per session, HEADER and BODY searches"
+        "--search-ops", type=positive, default=5, help="per session, HEADER and BODY searches"
     )
     parser.add_argument("--idle-rounds", type=positive, default=20)
     parser.add_argument(
