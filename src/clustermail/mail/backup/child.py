@@ -97,6 +97,7 @@ class _Out:
         self.lock = threading.Lock()
         self.last_progress = 0.0
         self.what = ""
+        self.sent: tuple[str, int, int] | None = None
 
     def send(self, event: str, **fields: Any) -> None:
         line = json.dumps({"event": event, **fields}) + "\n"
@@ -106,8 +107,10 @@ class _Out:
 
     def progress(self, what: str, done: int, total: int, *, force: bool = False) -> None:
         now = time.monotonic()
+        if (what, done, total) == self.sent:
+            return
         if force or what != self.what or now - self.last_progress >= PROGRESS_EVERY:
-            self.what, self.last_progress = what, now
+            self.what, self.last_progress, self.sent = what, now, (what, done, total)
             self.send("progress", what=what, done=done, total=total)
 
 
