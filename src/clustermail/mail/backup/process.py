@@ -100,8 +100,9 @@ async def run_child(spec: BackupSpec, progress: Progress | None,
             f"nice +{spec.niceness})")
     errors = asyncio.create_task(_tail(proc.stderr))
     try:
-        proc.stdin.write(spec.to_line())
-        await proc.stdin.drain()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # it died at once:
+            proc.stdin.write(spec.to_line())  # its exit status and last words say why
+            await proc.stdin.drain()
         outcome = await _follow(proc, proc.stdout, progress)
         try:
             await asyncio.wait_for(proc.wait(), EXIT_WAIT)
@@ -161,7 +162,11 @@ async def _follow(proc: asyncio.subprocess.Process, stdout: asyncio.StreamReader
         if kind in ("done", "failed"):
             return dict(event)
         if kind == "progress" and progress is not None:
-            progress(str(event["what"]), int(event["done"]), int(event["total"]))
+            try:
+                what, done, total = str(event["what"]), int(event["done"]), int(event["total"])
+            except (KeyError, TypeError, ValueError):
+                continue  # progress is a courtesy
+            progress(what, done, total)
 
 
 async def stop(proc: asyncio.subprocess.Process) -> None:
