@@ -28,7 +28,7 @@ from typing import Any
 
 from clustermail.cluster import procutil
 from clustermail.mail.backup import sets
-from clustermail.mail.backup.child import BackupSpec
+from clustermail.mail.backup.child import NICENESS, BackupSpec
 from clustermail.mail.backup.create import Progress
 from clustermail.mail.backup.sets import BackupError, BackupSet
 
@@ -52,7 +52,7 @@ class ChildBackup:
     """Runs backups in a child process; ``max_rate`` in bytes/s (None: unpaced)."""
 
     max_rate: float | None = DEFAULT_MAX_RATE
-    niceness: int = 10
+    niceness: int = NICENESS
     level: int = sets.LEVEL
     log: Callable[[str], None] | None = None
 
