@@ -7,7 +7,11 @@ Side by side, in one run on this machine:
   median round; target: on >= 0.8 x off);
 - a full online backup of a store of ``--size-mb`` vs ``cp`` (plus fsync) of the same file
   vs SQLite's own ``.backup`` (the sqlite3 shell);
-- delivery latency p99 while a backup runs vs without (target: <= 2 x);
+- delivery latency p99 while backups run vs without (target: <= 2 x): in a thread of the
+  delivering process, in a bare process beside it, and as the product runs an owner's
+  backup (a child process at nice +10 reporting JSON lines to the delivering process's
+  event loop, :class:`clustermail.mail.backup.process.ChildBackup`); unpaced and at
+  50 MB/s, the default ``backup_max_rate``, whose child window is the product's default;
 - restore + roll-forward: seconds per GB of backup image, and per 10,000 logged changes.
 
 Writes bench/results/backup.json and prints a table.
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -33,6 +38,7 @@ from typing import Any
 from bench.store import USERS, template, unique
 from bench.store import delivery_cell as _cell
 from clustermail.mail.backup import create_backup, restore_database
+from clustermail.mail.backup.process import DEFAULT_MAX_RATE, ChildBackup
 from clustermail.mail.store import MailboxDatabase, MailStore
 from clustermail.mail.store.translog.manifest import StorageGroupLogs
 
@@ -164,21 +170,21 @@ def copy_rates(store: MailStore, work: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- p99
 
 
-def _latencies(db: MailboxDatabase, seconds: float) -> list[float]:
+async def _deliver_for(db: MailboxDatabase, seconds: float) -> list[float]:
     tpl = template(2_000)
     lat: list[float] = []
     deadline = time.perf_counter() + seconds
-
-    async def run() -> None:
-        n = 0
-        while time.perf_counter() < deadline:
-            t = time.perf_counter()
-            await db.deliver(unique(tpl, 99, n), [USERS[n % len(USERS)]])
-            lat.append(time.perf_counter() - t)
-            n += 1
-
-    asyncio.run(run())
+    n = 0
+    while time.perf_counter() < deadline:
+        t = time.perf_counter()
+        await db.deliver(unique(tpl, 99, n), [USERS[n % len(USERS)]])
+        lat.append(time.perf_counter() - t)
+        n += 1
     return lat
+
+
+def _latencies(db: MailboxDatabase, seconds: float) -> list[float]:
+    return asyncio.run(_deliver_for(db, seconds))
 
 
 def p99(values: list[float]) -> float:
@@ -198,26 +204,33 @@ while True:
 
 def latency_during_backup(store: MailStore, work: Path, seconds: float,
                           max_rate: float | None = None, rounds: int = 1) -> dict[str, Any]:
-    """Backups back to back, in a thread of the delivering process (as in the resource
-    host) and in a process of their own (as a command beside it); the three windows
+    """Backups back to back, in a thread of the delivering process (as the resource host
+    ran them before), in a bare process of their own (as a command beside it) and in the
+    owner's child process (as the resource host runs them now); the four windows
     interleaved ``rounds`` times, so that a change of the machine's load falls on all."""
     db = store.database("SG1", "DB1")
     quiet: list[float] = []
     in_thread: list[float] = []
     in_process: list[float] = []
-    runs = [0]
+    in_child: list[float] = []
+    runs = [0, 0, 0]  # backups finished in thread and child windows; bytes children copied
     for _ in range(rounds):
         quiet += _latencies(db, seconds)
         in_thread += _thread_window(store, db, work, seconds, max_rate, runs)
         in_process += _process_window(store, db, work, seconds, max_rate)
+        in_child += _child_window(store, db, work, seconds, max_rate, runs)
     base = p99(quiet)
     return {"max_rate_mb_s": max_rate and max_rate / 1e6, "p99_ms_without": round(base, 2),
             "p99_ms_backup_in_thread": round(p99(in_thread), 2),
             "ratio_thread": round(p99(in_thread) / base, 2),
             "p99_ms_backup_in_process": round(p99(in_process), 2),
             "ratio_process": round(p99(in_process) / base, 2),
-            "backups_in_thread": runs[0], "rounds": rounds,
-            "deliveries": [len(quiet), len(in_thread), len(in_process)]}
+            "p99_ms_backup_in_child": round(p99(in_child), 2),
+            "ratio_child": round(p99(in_child) / base, 2),
+            "child_is_product_default": max_rate == DEFAULT_MAX_RATE,
+            "backups_in_thread": runs[0], "backups_in_child": runs[1],
+            "mb_copied_in_child": round(runs[2] / 1e6, 1), "rounds": rounds,
+            "deliveries": [len(quiet), len(in_thread), len(in_process), len(in_child)]}
 
 
 def _thread_window(store: MailStore, db: MailboxDatabase, work: Path, seconds: float,
@@ -253,6 +266,44 @@ def _process_window(store: MailStore, db: MailboxDatabase, work: Path, seconds: 
         child.kill()
         child.wait()
         shutil.rmtree(target, ignore_errors=True)  # a set it was writing when killed
+
+
+def _child_window(store: MailStore, db: MailboxDatabase, work: Path, seconds: float,
+                  max_rate: float | None, runs: list[int]) -> list[float]:
+    """The owner's path: :class:`ChildBackup` started from the delivering event loop, its
+    progress lines read there, back to back; cancelled at the end (SIGTERM, reaped)."""
+    target = work / "p99-child-sets"
+    child = ChildBackup(max_rate=max_rate)
+
+    copied = [0]
+
+    def progress(what: str, done: int, total: int) -> None:
+        copied[0] = done
+
+    async def backups() -> None:
+        while True:
+            await child(store.disk, target, virtual_server="bench", incremental=False,
+                        storage_groups=None, queue=None, epoch=None, progress=progress)
+            shutil.rmtree(target)
+            runs[1] += 1
+            runs[2] += copied[0]
+            copied[0] = 0
+
+    async def window() -> list[float]:
+        task = asyncio.create_task(backups())
+        try:
+            await asyncio.sleep(0.3)  # it has started copying
+            return await _deliver_for(db, seconds)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    try:
+        return asyncio.run(window())
+    finally:
+        runs[2] += copied[0]  # of the backup cut short at the window's end
+        shutil.rmtree(target, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- restore

@@ -35,7 +35,9 @@ summed over all its processes: VmRSS counts the shared pages once per process, s
 the fair figure. Dovecot's session count stops early if the machine's available memory
 falls under 3 GiB (reported).
 
-Results: bench/results/idle.json; the summary in docs/performance.md.
+Results: bench/results/idle.json (with the machine's 1-minute load average at the start,
+before the deliveries and after them, and the logins refused: ``refused``, of which
+``refused_busy`` for a full password-check queue); the summary in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -294,6 +296,14 @@ def address(i: int, sessions: int) -> str:
     return f"127.1.{a // 250}.{a % 250 + 1}"
 
 
+class LoginRefused(ConnectionError):
+    """The server answered LOGIN with NO (``busy``: NO [UNAVAILABLE], a full queue)."""
+
+    def __init__(self, reply: bytes) -> None:
+        super().__init__(f"login refused: {reply[:80]!r}")
+        self.busy = b"[UNAVAILABLE]" in reply
+
+
 async def login(t: Target, source: str, name: str, session: Session | None = None) -> Session:
     loop = asyncio.get_running_loop()
     _, s = await loop.create_connection(lambda: session or Session(), t.host, t.imap,
@@ -302,7 +312,7 @@ async def login(t: Target, source: str, name: str, session: Session | None = Non
         await s.expect(b"* OK")
         reply = await s.expect(b"L ", f'L LOGIN "{name}" "{PASSWORD}"\r\n'.encode())
         if not reply.startswith(b"L OK"):
-            raise ConnectionError(f"login refused: {reply[:80]!r}")
+            raise LoginRefused(reply)
     except BaseException:
         s.close()
         raise
@@ -423,6 +433,7 @@ def login_load(t: Target, per_user: int, stop: str) -> dict[str, Any]:
     async def run() -> dict[str, Any]:
         latencies: list[float] = []
         failures: dict[str, int] = {}
+        refused = {"refused": 0, "refused_busy": 0}
 
         async def once(n: int) -> None:
             u = n % t.users
@@ -432,6 +443,9 @@ def login_load(t: Target, per_user: int, stop: str) -> dict[str, Any]:
                 latencies.append((time.perf_counter() - started) * 1000)
                 s.close()
             except (OSError, TimeoutError, ConnectionError) as exc:
+                if isinstance(exc, LoginRefused):
+                    refused["refused"] += 1
+                    refused["refused_busy"] += exc.busy
                 key = f"{type(exc).__name__}: {str(exc)[:60]}"
                 failures[key] = failures.get(key, 0) + 1
 
@@ -451,7 +465,7 @@ def login_load(t: Target, per_user: int, stop: str) -> dict[str, Any]:
         return {"attempted": total, "succeeded": len(latencies),
                 "offered_per_s": round(total / issued, 1) if issued else 0.0,
                 "achieved_per_s": round(len(latencies) / elapsed, 1),
-                "latency_ms": summary(latencies), "failures": failures}
+                "latency_ms": summary(latencies), **refused, "failures": failures}
 
     return asyncio.run(run())
 
@@ -465,7 +479,8 @@ def client(t: Target) -> dict[str, Any]:
 
 
 async def client_async(t: Target) -> dict[str, Any]:
-    out: dict[str, Any] = {"kind": t.kind, "sessions_wanted": t.sessions}
+    out: dict[str, Any] = {"kind": t.kind, "sessions_wanted": t.sessions,
+                           "load_average_1min_start": round(os.getloadavg()[0], 1)}
     per_user = max(1, t.sessions // t.users)
     out["memory_before"] = memory(t.server_pid)
     sessions: list[Session] = []
@@ -593,9 +608,10 @@ def run_dovecot(args: argparse.Namespace, sessions: int) -> dict[str, Any]:
 
 
 def report(results: dict[str, Any]) -> str:
-    rows = ["| | sessions idling | server RSS / Pss MB (processes) | wake-up p50 / p99 / max ms "
-            "(quiet) | wake-up p50 / p99 / max ms (logins) | logins offered → done /s, p99 ms |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| | load (1 min) before → after | sessions idling | server RSS / Pss MB "
+            "(processes) | wake-up p50 / p99 / max ms (quiet) | wake-up p50 / p99 / max ms "
+            "(logins) | logins offered → done /s, refused (busy), p99 ms |",
+            "|---|---|---|---|---|---|---|"]
     for r in results["runs"]:
         m = r["memory_idling"]
 
@@ -605,9 +621,13 @@ def report(results: dict[str, Any]) -> str:
             return f"{s['p50']} / {s['p99']} / {s['max']}{missed}" if s.get("n") else "—"
 
         lg = r["logins"]
-        rows.append(f"| {r['kind']} | {r['sessions_idling']:,} | {m['rss_mb']:,} / {m['pss_mb']:,}"
-                    f" ({m['processes']:,}) | {w('wake_quiet')} | {w('wake_under_logins')} | "
+        load = (f"{r.get('load_average_1min_start', r.get('load_average_1min', '—'))} → "
+                f"{r.get('load_average_1min_after', '—')}")
+        rows.append(f"| {r['kind']} | {load} | {r['sessions_idling']:,} | "
+                    f"{m['rss_mb']:,} / {m['pss_mb']:,} ({m['processes']:,}) | "
+                    f"{w('wake_quiet')} | {w('wake_under_logins')} | "
                     f"{lg['offered_per_s']} → {lg['achieved_per_s']}, "
+                    f"{lg.get('refused', '—')} ({lg.get('refused_busy', '—')}), "
                     f"{lg['latency_ms'].get('p99', '—')} |")
     return "\n".join(rows)
 

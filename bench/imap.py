@@ -23,7 +23,9 @@ drives ``--sessions`` concurrent sessions against each in turn:
 
 The target is ≥ 1× Dovecot's best format on every workload (and SELECT ≤ 1 ms).
 Results (with the load average before and after each server's run) go to
-bench/results/imap.json and the table to docs/performance-imap.md.
+bench/results/imap.json and the table to docs/performance-imap.md, between the
+markers :data:`BEGIN` and :data:`END`: the rest of that page (the SELECT section of
+bench/imap_select.py, notes) is kept.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
 DOCS = Path(__file__).parent.parent / "docs" / "performance-imap.md"
+#: The part of DOCS this bench writes; everything outside it is kept as it is.
+BEGIN = "<!-- begin: written by python -m bench.imap -->"
+END = "<!-- end: written by python -m bench.imap -->"
 USER = "bench@example.test"
 PASSWORD = "secret"
 
@@ -489,6 +494,25 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def merge_report(old: str | None, report_text: str) -> str:
+    """``old`` (the page, None if there is none) with the part between BEGIN and END
+    replaced by ``report_text``. A page without the markers keeps all of its text after
+    the new report, so nothing written by hand is lost."""
+    block = f"{BEGIN}\n{report_text.rstrip()}\n{END}\n"
+    if old is None or not old.strip():
+        return block
+    start, end = old.find(BEGIN), old.find(END)
+    if start < 0 or end < start:
+        return block + "\n" + old
+    after = old[end + len(END):].lstrip("\n")
+    return old[:start] + block + ("\n" + after if after else "")
+
+
+def write_report(path: Path, report_text: str) -> None:
+    old = path.read_text() if path.exists() else None
+    path.write_text(merge_report(old, report_text))
+
+
 def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -575,7 +599,7 @@ def main() -> None:
     results = asyncio.run(main_async(args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
-    args.doc.write_text(report(results))
+    write_report(args.doc, report(results))
     print(report(results))
 
 

@@ -6,6 +6,7 @@ virtual server has no owner."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -100,6 +101,7 @@ async def test_backup_and_restore_run_on_the_owner_while_it_serves(site: Site) -
     doc, text = await backup_ops.backup_create(site.store, site.data, "mail1",
                                                progress=lambda *p: seen.append(p))
     assert text == doc["id"] and doc["kind"] == "full"
+    assert doc["process"] != os.getpid()  # the copy ran in a child process of its own
     assert Path(doc["path"]).parent == site.data / "backups"
     assert set(doc["databases"]) == {"SG1/DB1", "SG1/DB2"}
     record = await rq.read(site.store, "mail1", _only_request(await _requests(site)).id)
@@ -398,3 +400,62 @@ async def test_an_offline_reset_drops_the_record_so_the_next_mount_creates_it(
     finally:
         await s.mail.offline()
         await s.env.store.close()
+
+
+def _backup_children() -> list[int]:
+    """This process's backup child processes (by /proc: parent and command line)."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_bytes()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rfind(b")") + 2 :].split()[1])
+        if ppid == os.getpid() and b"clustermail.mail.backup.child" in cmdline:
+            found.append(int(entry))
+    return found
+
+
+async def test_a_backup_stopped_by_the_offline_leaves_no_process_and_no_set(
+        tmp_path: Path) -> None:
+    s = await _site(tmp_path, {"backup_max_rate": 0.1})  # MB/s: minutes for this store
+    await s.env.group.resource("disk").online()
+    await s.own()
+    await s.mail.online()
+    try:
+        await wait_provisioned(s.store, "mail1", await last_change(s.store))
+        for i in range(6):
+            await s.db().deliver(msg(f"big{i}", 250_000), [s.a])
+        request = rq.new_request("mail1", "backup", {}, claim_timeout=30)
+        await rq.submit(s.store, request)
+        async with asyncio.timeout(30):  # running, and its progress reached the record
+            while (found := await rq.read(s.store, "mail1", request.id)) is None or (
+                    found[0].progress is None):
+                await asyncio.sleep(0.05)
+        assert found[0].state == rq.RUNNING and found[0].progress.what == "SG1/DB1"
+        [child] = _backup_children()
+        backups = s.data / "backups"
+        assert any(n.endswith(".partial") for n in os.listdir(backups))
+        await s.mail.offline()  # the resource goes offline mid-backup
+        assert not Path(f"/proc/{child}").exists()  # killed and reaped
+        assert sorted(os.listdir(backups)) == [".lock"]  # no set, no partial one
+        found = await rq.read(s.store, "mail1", request.id)
+        assert found is not None and found[0].state == rq.FAILED
+        assert "went offline on node1 while it ran; run it again" in found[0].error
+    finally:
+        await s.mail.offline()
+        await s.env.store.close()
+
+
+async def test_a_failing_backup_process_fails_the_request_clearly(site: Site) -> None:
+    await site.mail.offline()
+    site.db().path.unlink()  # lost: it stays dismounted while the other serves
+    await site.mail.online()
+    with pytest.raises(AdminError, match=r"failed on node1: SG1/DB1: .*DB1\.sqlite is "
+                                         "missing: restore it before backing up"):
+        await backup_ops.backup_create(site.store, site.data, "mail1")
+    failed = _only_request(await _requests(site))
+    assert failed.state == rq.FAILED and "Traceback" not in failed.error
+    assert _backup_children() == []
+    assert [n for n in os.listdir(site.data / "backups") if n != ".lock"] == []

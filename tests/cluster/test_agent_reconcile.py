@@ -8,13 +8,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from clustermail.cluster import keys
+from clustermail.cluster import keys, undo
 from clustermail.cluster.agent import LocalVS, NodeAgent
 from clustermail.cluster.host_pool import HostPool
 from clustermail.cluster.leader import Leader
@@ -365,3 +367,35 @@ async def test_every_renewal_reaches_the_host_at_once(node1: Node1) -> None:
         await asyncio.wait_for(asyncio.shield(lvs.proc.wait()), 3 * agent.timing.ttl)
     assert agent.keeper.renewals >= renewals + 3
     assert alive(lvs.proc.pid) and agent.counters.fenced == 0
+
+
+async def test_a_dead_host_whose_undo_fails_is_held_until_it_is_reverted(
+        node1: Node1, tmp_path: Path) -> None:
+    """What a dead host left on the machine (an interface address) must be reverted
+    before another node may bring the same thing up: while the undo command fails the
+    virtual server stays owned here, and it is let go once the command succeeds."""
+    agent = node1.agent
+    lvs = await node1.online()
+    fixed = tmp_path / "fixed"
+    undo.record(agent.data_dir, "node1", "mail1", "ip", ["sh", "-c", f"test -e {fixed}"],
+                "address 192.0.2.7 on eth9")
+    owner = await node1.get(keys.OWNER + "mail1")
+    assert owner is not None
+    os.kill(lvs.proc.pid, signal.SIGKILL)  # dies without reverting anything
+
+    async def held() -> bool:
+        return agent.local.get("mail1") is lvs and lvs.reason.startswith(
+            "cannot revert what its resource host left (ip)")
+
+    await node1.until(held, "mail1 held after its undo failed")
+    kv = await node1.get(keys.OWNER + "mail1")
+    assert kv is not None and kv.mod_revision == owner.mod_revision  # still ours
+    assert await node1.get(keys.GIVEUP + "mail1") is None
+    fixed.touch()  # the command works now: the retry reverts, then the group is let go
+
+    async def released() -> bool:
+        return (await node1.get(keys.OWNER + "mail1") is None
+                and await node1.get(keys.GIVEUP + "mail1") is not None)
+
+    await node1.until(released, "mail1 released once reverted")
+    assert not (agent.data_dir / undo.UNDO_DIR / "node1" / "mail1" / "ip.json").exists()

@@ -206,3 +206,62 @@ def test_reset_keeps_attempts_in_flight() -> None:
     assert t.in_flight == 1
     t.failure(running)
     assert t.in_flight == 0 and t.locked("c", "bob") == 0
+
+
+def test_a_cache_lookup_takes_no_verification_slot() -> None:
+    """Logins answered from the login cache cost no hash: thousands may be asked while
+    every slot is held by a slow verification; only a miss needs a slot."""
+    t = AuthThrottle(max_in_flight=2, reserved_for_familiar=0, clock=Clock())
+    succeed(t, "10.0.0.1", "alice")  # alice is familiar from 10.0.0.1
+    slow = [admitted(t, f"10.0.1.{n}", f"new{n}") for n in range(2)]
+    assert t.in_flight == 2 and refused(t, "10.0.2.1", "bob") == "busy"
+    lookups = [t.begin("10.0.0.1", "alice", verify=False) for _ in range(5)]
+    assert all(isinstance(a, Attempt) and not a.verifying for a in lookups)
+    assert t.in_flight == 2  # no slot taken
+    for a in lookups:
+        assert isinstance(a, Attempt)
+        t.success(a)  # cache hits
+    miss = t.begin("10.0.0.1", "alice", verify=False)
+    assert isinstance(miss, Attempt)
+    assert t.verify(miss) == Refused("busy", 0.0)  # a miss waits for a slot like any check
+    t.failure(slow[0])
+    miss = t.begin("10.0.0.1", "alice", verify=False)
+    assert isinstance(miss, Attempt)
+    checked = t.verify(miss)
+    assert isinstance(checked, Attempt) and checked.verifying and t.in_flight == 2
+    t.success(checked)
+    t.failure(slow[1])
+    assert t.in_flight == 0
+
+
+def test_cache_misses_refused_busy_are_a_bounded_budget() -> None:
+    """A miss refused busy tells the client its password is not the cached one without
+    a failure being counted: such misses may be asked only up to the failure budget while
+    the slots are full; then the attempt is refused before the cache is asked, and
+    nothing locks the legitimate user out."""
+    t = AuthThrottle(max_in_flight=1, reserved_for_familiar=0, max_failures=3,
+                     busy_delay=0.5, clock=Clock())
+    slow = admitted(t, "10.0.1.1", "someone")
+    for _ in range(3):
+        guess = t.begin("10.0.0.1", "alice", verify=False)
+        assert isinstance(guess, Attempt)
+        assert t.verify(guess) == Refused("busy", 0.5)
+    assert t.begin("10.0.0.1", "alice", verify=False) == Refused("busy", 0.5)
+    assert t.locked("10.0.0.1", "alice") == 0.0  # never a lock
+    t.failure(slow)
+    free = t.begin("10.0.0.1", "alice", verify=False)  # a slot is free: asked as before
+    assert isinstance(free, Attempt)
+    checked = t.verify(free)
+    assert isinstance(checked, Attempt)
+    t.success(checked)  # ...and a success clears the pair's misses
+    assert isinstance(t.begin("10.0.1.2", "other"), Attempt)  # the slot is full again
+    assert isinstance(t.begin("10.0.0.1", "alice", verify=False), Attempt)
+
+
+def test_a_cache_lookup_is_held_by_locks_and_the_failure_budget() -> None:
+    t = AuthThrottle(max_failures=2, clock=Clock())
+    for _ in range(2):
+        fail(t, "10.0.0.1", "alice")
+    assert isinstance(t.begin("10.0.0.1", "alice", verify=False), Refused)  # locked
+    lookups = [t.begin("10.0.0.2", "alice", verify=False) for _ in range(3)]
+    assert [type(a) for a in lookups] == [Attempt, Attempt, Refused]  # in flight count

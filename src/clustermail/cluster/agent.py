@@ -771,13 +771,44 @@ class NodeAgent:
             lvs.released = False
             log_event("store_error", node=self.name, vs=lvs.name, message=str(exc))
 
+    async def _undo_before_release(self, lvs: LocalVS) -> bool:
+        """Runs what a dead host left on the machine (undo records) before its virtual
+        server is let go. While a record's command fails, the virtual server stays ours
+        (its owner key, so no other node brings the same address up beside one still
+        here) and the command is tried again, as a failed stop blocks a resource in
+        Pacemaker. False: the virtual server is no longer ours to release (fenced, the
+        lease lost, or the node stopping: those paths revert and let go themselves)."""
+        undone = await asyncio.to_thread(undo.run_pending, self.data_dir, self.name, lvs.name)
+        self._report_undone(undone)
+        delay = UNDO_RETRY_FIRST
+        failing = {u.resource: u.error for u in undone if u.error is not None}
+        if failing:
+            lvs.killing = True  # dead already: nothing left to supervise
+            lvs.state, lvs.reason = "failed", (
+                f"cannot revert what its resource host left ({', '.join(sorted(failing))}); "
+                f"holding {lvs.name} here until it is reverted")
+            await self._log("vs_held", f"{lvs.name} on {self.name}: {lvs.reason}", vs=lvs.name)
+            await self._write_status(lvs)
+        while failing:
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, UNDO_RETRY_MAX)
+            if self.local.get(lvs.name) is not lvs or not self._lease_ok() or self.stopping:
+                return False
+            undone = await asyncio.to_thread(undo.run_pending, self.data_dir, self.name,
+                                             lvs.name)
+            # Each success once; a failure again only when it says something new.
+            self._report_undone([u for u in undone if u.error is None
+                                 or failing.get(u.resource) != u.error])
+            failing = {u.resource: u.error for u in undone if u.error is not None}
+        return self.local.get(lvs.name) is lvs
+
     async def _on_host_exit(self, lvs: LocalVS) -> None:
         if self.local.get(lvs.name) is not lvs:
             return  # fenced: already forgotten (and undone)
         # While the dead host still holds its slot, so no new host of this virtual
         # server can start here and write a record we would undo.
-        self._report_undone(await asyncio.to_thread(undo.run_pending, self.data_dir,
-                                                    self.name, lvs.name))
+        if not await self._undo_before_release(lvs):
+            return  # fenced or stopping meanwhile: that path reverted and let go
         del self.local[lvs.name]
         store = self.store
         assert store is not None
@@ -839,6 +870,10 @@ class NodeAgent:
 #: up to the agent's ``rejoin_max_delay``.
 REJOIN_FIRST_DELAY = 0.2
 REJOIN_MAX_DELAY = 2.0
+#: A dead host's undo record that failed is tried again after this, doubling up to
+#: UNDO_RETRY_MAX, while its virtual server is held here.
+UNDO_RETRY_FIRST = 0.5
+UNDO_RETRY_MAX = 10.0
 #: At exit: how long SIGKILLed resource hosts have to be reaped before the agent
 #: gives up proving them gone (and so does not revoke its lease).
 SHUTDOWN_REAP_TIMEOUT = 5.0

@@ -10,7 +10,9 @@ import pytest
 
 from clustermail.cluster.config import ConfigError, config_from_dict
 from clustermail.mail.backup import requests as rq
+from clustermail.mail.backup.process import DEFAULT_MAX_RATE
 from clustermail.mail.backup.schedule import ScheduleError, due, parse_schedule
+from clustermail.mail.backup.worker import plan_from
 
 DAY = 86400.0
 
@@ -92,3 +94,15 @@ def test_backup_properties_are_checked_with_the_configuration() -> None:
     assert "backup_keep" in text and "integer >= 1" in text
     with pytest.raises(ConfigError, match=r"backup_keep.*needs backup_schedule"):
         config_from_dict(_config({"backup_keep": 3}))
+
+
+def test_the_backup_pace_is_a_rate_in_mb_per_second() -> None:
+    for good in (0, 12.5, 200):
+        config_from_dict(_config({"backup_max_rate": good}))
+    for bad in (-1, "fast", True):
+        with pytest.raises(ConfigError,
+                           match=r"backup_max_rate: expected (a number|a rate in MB/s >= 0)"):
+            config_from_dict(_config({"backup_max_rate": bad}))
+    assert plan_from({}).max_rate == DEFAULT_MAX_RATE == 50e6
+    assert plan_from({"backup_max_rate": 12.5}).max_rate == 12.5e6
+    assert plan_from({"backup_max_rate": 0}).max_rate is None  # unpaced

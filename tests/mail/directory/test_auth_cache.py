@@ -104,3 +104,21 @@ async def test_password_change_and_disable_take_effect_at_once(
     await d.set_password("alice@example.test", "new secret")
     assert await d.authenticate("alice@example.test", "pw-alice") is None
     assert await d.authenticate("alice@example.test", "new secret") is not None
+
+
+async def test_the_cache_alone_answers_without_hashing(
+    counted: tuple[Directory, CountingHasher],
+) -> None:
+    """What the login guard asks before taking a verification slot: a hit, or None
+    ("not known", never "wrong"), and never a hash."""
+    d, hasher = counted
+    assert await d.authenticate_cached("alice@example.test", "pw-alice") is None
+    assert hasher.verified == 0
+    assert await d.authenticate("alice@example.test", "pw-alice") is not None
+    hit = await d.authenticate_cached("ALICE@example.test", "pw-alice")
+    assert hit is not None and hit.address == "alice@example.test"
+    assert await d.authenticate_cached("alice@example.test", "wrong") is None
+    assert await d.authenticate_cached("nobody@example.test", "pw-alice") is None
+    await d.set_enabled("alice@example.test", False)
+    assert await d.authenticate_cached("alice@example.test", "pw-alice") is None
+    assert hasher.verified == 1

@@ -12,7 +12,8 @@ coordination store.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+import os
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,7 +28,7 @@ from clustermail.mail.backup.restore import (
     restore_all,
     restore_database,
 )
-from clustermail.mail.backup.sets import BackupError
+from clustermail.mail.backup.sets import BackupError, BackupSet
 from clustermail.mail.store.database import MailboxDatabase
 from clustermail.mail.store.storage_group import MailStore
 
@@ -70,6 +71,30 @@ class Site(Protocol):
         """The mounted live database, for the length of a merge."""
 
 
+class CreateBackup(Protocol):
+    """Makes a backup set (:func:`create_backup`'s arguments); returns it and the PID of
+    the process that made it."""
+
+    async def __call__(
+        self, root: Path, backups: Path, *, virtual_server: str, incremental: bool,
+        storage_groups: Sequence[str] | None, queue: Path | None, epoch: int | None,
+        progress: Progress | None,
+    ) -> tuple[BackupSet, int]: ...
+
+
+async def in_thread(
+    root: Path, backups: Path, *, virtual_server: str, incremental: bool,
+    storage_groups: Sequence[str] | None, queue: Path | None, epoch: int | None,
+    progress: Progress | None,
+) -> tuple[BackupSet, int]:
+    """A backup in a thread of this process (a command beside an offline virtual server;
+    the owner runs its backups in a child process, :mod:`.process`)."""
+    done = await asyncio.to_thread(
+        create_backup, root, backups, virtual_server=virtual_server, incremental=incremental,
+        storage_groups=storage_groups, queue=queue, epoch=epoch, progress=progress)
+    return done, os.getpid()
+
+
 def split_database(value: str) -> tuple[str, str]:
     sg, sep, db = value.partition("/")
     if not sep or not sg or not db or "/" in db:
@@ -83,10 +108,12 @@ def _backups(params: Mapping[str, Any], site: Site) -> Path:
 
 
 async def run_operation(op: str, params: Mapping[str, Any], site: Site,
-                        progress: Progress | None = None) -> Result:
-    """Runs one operation; BackupError (a StoreError) with a clear text when it cannot."""
+                        progress: Progress | None = None,
+                        create: CreateBackup = in_thread) -> Result:
+    """Runs one operation; BackupError (a StoreError) with a clear text when it cannot.
+    ``create`` makes a backup's set (the owner's: in a child process)."""
     if op == "backup":
-        return await _backup(params, site, progress)
+        return await _backup(params, site, progress, create)
     if op == "restore":
         return await _restore(params, site, progress)
     if op == "reset":
@@ -101,19 +128,21 @@ async def run_operation(op: str, params: Mapping[str, Any], site: Site,
     raise BackupError(f"unknown store operation {op!r}")
 
 
-async def _backup(params: Mapping[str, Any], site: Site, progress: Progress | None) -> Result:
+async def _backup(params: Mapping[str, Any], site: Site, progress: Progress | None,
+                  create: CreateBackup) -> Result:
     backups = _backups(params, site)
     incremental = bool(params.get("incremental"))
     if incremental and params.get("full_if_none"):  # a schedule's first incremental
         chains = await asyncio.to_thread(list_chains, backups, site.vs)
         incremental = bool(chains)
     groups = params.get("storage_groups")
-    done = await asyncio.to_thread(
-        create_backup, site.root, backups, virtual_server=site.vs, incremental=incremental,
+    done, pid = await create(
+        site.root, backups, virtual_server=site.vs, incremental=incremental,
         storage_groups=[str(g) for g in groups] if groups else None, queue=site.queue,
         epoch=site.epoch, progress=progress)
     doc: dict[str, Any] = {
         "id": done.id, "kind": done.kind, "vs": site.vs, "path": str(done.path),
+        "process": pid,
         "bytes": sum(f["size"] for f in done.files.values()),
         "seconds": round(done.finished - done.created, 3),
         "databases": {f"{d.storage_group}/{d.name}": d.txn for d in done.databases},
@@ -234,4 +263,5 @@ async def _recover(params: Mapping[str, Any], site: Site) -> Result:
             f"storage group ({report.skipped} already there)")
 
 
-__all__ = ["Result", "Site", "restore_doc", "run_operation", "split_database"]
+__all__ = ["CreateBackup", "Result", "Site", "in_thread", "restore_doc", "run_operation",
+           "split_database"]

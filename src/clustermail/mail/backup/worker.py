@@ -3,11 +3,12 @@
 
 It reads the virtual server's requests, then watches them. A pending request is claimed
 with a compare-and-swap that also checks the owner key it read names this node and this
-fencing epoch, run (one at a time, the blocking work in a thread), its progress written
-back at most every :data:`PROGRESS_INTERVAL`, and its result written with a
-compare-and-swap on the revision it last wrote. A request some earlier owner claimed and
-never finished is failed with a message that says so. Requests are never retried: the one
-who asked decides to ask again.
+fencing epoch, run (one at a time: a backup's copy in a child process of its own, paced
+to ``backup_max_rate`` (:mod:`.process`); the other operations' blocking work in a
+thread), its progress written back at most every :data:`PROGRESS_INTERVAL`, and its
+result written with a compare-and-swap on the revision it last wrote. A request some
+earlier owner claimed and never finished is failed with a message that says so. Requests
+are never retried: the one who asked decides to ask again.
 
 It also keeps the virtual server's backup schedule (:mod:`.schedule`): when a slot is due
 it records the slot and writes the scheduled backup's request in one transaction, so a
@@ -32,6 +33,7 @@ from clustermail.cluster.resources.base import Logger
 from clustermail.coord import Compare, CoordError, Delete, EventType, KeyValue, Put, Store
 from clustermail.mail.backup import requests as rq
 from clustermail.mail.backup.operations import run_operation
+from clustermail.mail.backup.process import DEFAULT_MAX_RATE, ChildBackup
 from clustermail.mail.backup.schedule import Schedule, due
 from clustermail.mail.backup.sets import BackupError
 from clustermail.mail.store.database import MailboxDatabase
@@ -90,11 +92,13 @@ class OwnerSite:
 
 @dataclass
 class BackupPlan:
-    """The schedule properties of a mail_store resource."""
+    """The backup properties of a mail_store resource: the schedule, and the pace of
+    every backup the owner runs (bytes/s; None: unpaced)."""
 
     full: Schedule | None = None
     incremental: Schedule | None = None
     keep: int | None = None
+    max_rate: float | None = DEFAULT_MAX_RATE
 
     def schedules(self) -> list[tuple[str, Schedule]]:
         out = [("full", self.full)] if self.full else []
@@ -133,6 +137,7 @@ class RequestWorker:
         self.log = log
         self.plan = plan or BackupPlan()
         self.event = event
+        self.create = ChildBackup(max_rate=self.plan.max_rate, log=log.info)
         self._todo: asyncio.Queue[KeyValue] = asyncio.Queue()
 
     async def run(self) -> None:
@@ -236,7 +241,8 @@ class RequestWorker:
         publisher = asyncio.create_task(self._publish(state, latest))
         started = time.monotonic()
         try:
-            result, text = await run_operation(request.op, request.params, self.site, latest)
+            result, text = await run_operation(request.op, request.params, self.site, latest,
+                                               self.create)
             final = replace(request, state=rq.DONE, result=result, text=text)
         except asyncio.CancelledError:  # the mail store goes offline: say so, then stop
             publisher.cancel()
@@ -352,10 +358,12 @@ def plan_from(properties: Mapping[str, Any]) -> BackupPlan:
     full = properties.get("backup_schedule")
     incremental = properties.get("backup_incremental_schedule")
     keep = properties.get("backup_keep")
+    rate = properties.get("backup_max_rate")  # MB/s; 0: unpaced
     return BackupPlan(
         full=parse_schedule(str(full)) if full else None,
         incremental=parse_schedule(str(incremental)) if incremental else None,
         keep=int(keep) if keep else None,
+        max_rate=DEFAULT_MAX_RATE if rate is None else float(rate) * 1e6 or None,
     )
 
 

@@ -102,6 +102,16 @@ class Lookups(DirectoryAccess):
             return None if raw_box is None else MailboxEntry.from_json(raw_box)
         return MailboxEntry.from_json(raw) if kind == m.MAILBOXES else None
 
+    async def authenticate_cached(self, username: str, password: str) -> MailboxEntry | None:
+        """The enabled mailbox when the login cache vouches for ``password`` (verified
+        against the mailbox's current hash less than a TTL ago); None means "not known",
+        never "wrong": the caller then verifies with :meth:`authenticate`. No hashing."""
+        entry = await self._login_mailbox(username)
+        if (entry is not None and entry.enabled and self.auth_cache.hit(
+                username, password, entry.password_hash, time.monotonic())):
+            return entry
+        return None
+
     async def authenticate(self, username: str, password: str) -> MailboxEntry | None:
         """The mailbox when ``password`` is right for ``username`` (its address, any case,
         or an alias of it) and the mailbox is enabled; None otherwise. Unknown users cost

@@ -33,6 +33,15 @@ temporary error) instead of queueing: to a familiar pair at once, to others afte
 ``max_in_flight_per_client`` keeps one network's unfamiliar attempts, and
 ``max_in_flight_per_account`` one account's attempts (even with the right password, from
 many addresses), from taking all the others.
+
+A login the directory can answer from its cache of verified logins costs no hash, so it
+takes no verification slot: it starts with ``begin(..., verify=False)`` (locks and
+failure budgets apply, the slot limits do not), asks the cache, and only on a miss asks
+:meth:`~AuthThrottle.verify` for a slot. A miss refused ``busy`` there told the client
+that its password is not the cached one without counting a failure, so such misses are
+counted (``misses``, per pair, network and account like failures, never locking): once
+a budget's misses reach its failure limit, an attempt made while the slots are full is
+refused before the cache is asked, as every attempt was before the cache existed.
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, TypeVar
 
 #: Entries kept per table before the oldest expired ones are pruned; past
@@ -62,6 +71,8 @@ class Attempt:
     account: str
     familiar: bool
     started: float
+    #: Holds a verification slot (False while only the login cache is asked).
+    verifying: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +91,8 @@ class _Count:
     in_flight: int = 0
     locked_until: float = 0.0
     locks: int = 0  # account locks so far (the backoff exponent)
+    verifying: int = 0  # of in_flight, those holding a verification slot
+    misses: int = 0  # cache misses refused busy in this window (never lock)
 
 
 def client_network(address: str, ipv6_prefix: int = 64) -> str:
@@ -132,9 +145,10 @@ class AuthThrottle:
 
     # ------------------------------------------------------------------ one attempt
 
-    def begin(self, client: str, username: str) -> Attempt | Refused:
+    def begin(self, client: str, username: str, *, verify: bool = True) -> Attempt | Refused:
         """Admits a login attempt (counted as a failure until it ends) or refuses it
-        without checking the password."""
+        without checking the password. ``verify=False``: the attempt asks the login
+        cache first and takes no verification slot (see :meth:`verify`)."""
         now = self.clock()
         network = client_network(client, self.ipv6_prefix)
         account = account_key(username)
@@ -142,16 +156,42 @@ class AuthThrottle:
         pair = self._count(self._pairs, (network, account), now)
         acct = self._count(self._accounts, account, now)
         net = self._count(self._clients, network, now)
-        refused = self._check(pair, acct, net, familiar, now)
+        refused = self._check(pair, acct, net, familiar, now, cached=not verify)
         if refused is not None:
             return refused
         for entry in (pair, acct, net):
             entry.in_flight += 1
+        attempt = Attempt(network, account, familiar, now, verifying=False)
+        if verify:
+            self._take_slot(acct, net)
+            attempt = replace(attempt, verifying=True)
+        return attempt
+
+    def verify(self, attempt: Attempt) -> Attempt | Refused:
+        """An attempt begun with ``verify=False`` missed the login cache: it takes a
+        verification slot (the attempt to carry on with) or is refused ``busy`` and ended
+        (its miss counted, see the module's documentation)."""
+        if attempt.verifying:
+            return attempt
+        now = self.clock()
+        pair, acct, net = self._entries(attempt, now)
+        busy = self._busy(acct, net, attempt.familiar)
+        if busy is not None:
+            for entry in (pair, acct, net):
+                entry.misses += 1
+            self._end(attempt, now)
+            return busy
+        self._take_slot(acct, net)
+        return replace(attempt, verifying=True)
+
+    def _take_slot(self, acct: _Count, net: _Count) -> None:
+        acct.verifying += 1
+        net.verifying += 1
         self.in_flight += 1
-        return Attempt(network, account, familiar, now)
 
     def _check(
-        self, pair: _Count, acct: _Count, net: _Count, familiar: bool, now: float
+        self, pair: _Count, acct: _Count, net: _Count, familiar: bool, now: float,
+        cached: bool = False,
     ) -> Refused | None:
         locked = max(pair.locked_until, net.locked_until,
                      0.0 if familiar else acct.locked_until) - now
@@ -164,13 +204,21 @@ class AuthThrottle:
             budgets.append((acct, self.account_max_failures))
         if any(e.in_flight >= max(1, limit - e.failures) for e, limit in budgets):
             return Refused("locked", 1.0)
+        busy = self._busy(acct, net, familiar)
+        if busy is not None and cached \
+                and all(e.misses + e.in_flight < limit for e, limit in budgets):
+            return None  # may ask the cache: a hit needs no slot, a miss is counted
+        return busy
+
+    def _busy(self, acct: _Count, net: _Count, familiar: bool) -> Refused | None:
+        """Refused when no verification slot is free for this kind of attempt."""
         if familiar:
             if self.in_flight >= self.max_in_flight \
-                    or acct.in_flight >= self.max_in_flight_per_account:
+                    or acct.verifying >= self.max_in_flight_per_account:
                 return Refused("busy", 0.0)  # a returning user: told at once
         elif self.in_flight >= max(1, self.max_in_flight - self.reserved_for_familiar) \
-                or net.in_flight >= self.max_in_flight_per_client \
-                or acct.in_flight >= self.max_in_flight_per_account:
+                or net.verifying >= self.max_in_flight_per_client \
+                or acct.verifying >= self.max_in_flight_per_account:
             # Answered after busy_delay (nothing is held meanwhile but the connection),
             # so a flood of refused attempts cannot spin at wire speed.
             return Refused("busy", self.busy_delay)
@@ -242,19 +290,26 @@ class AuthThrottle:
         if entry is None:
             entry = table[key] = _Count(first=now)
         elif now - entry.first > self.window and entry.locked_until <= now:
-            entry.failures = 0  # a new window: earlier failures no longer count
+            entry.failures = entry.misses = 0  # a new window: earlier ones no longer count
             entry.first = now
         return entry
 
-    def _end(self, attempt: Attempt, now: float) -> tuple[_Count, _Count, _Count]:
-        entries = (
+    def _entries(self, attempt: Attempt, now: float) -> tuple[_Count, _Count, _Count]:
+        return (
             self._count(self._pairs, (attempt.network, attempt.account), now),
             self._count(self._accounts, attempt.account, now),
             self._count(self._clients, attempt.network, now),
         )
+
+    def _end(self, attempt: Attempt, now: float) -> tuple[_Count, _Count, _Count]:
+        entries = self._entries(attempt, now)
         for entry in entries:
             entry.in_flight = max(0, entry.in_flight - 1)
-        self.in_flight = max(0, self.in_flight - 1)
+        if attempt.verifying:
+            _, acct, net = entries
+            acct.verifying = max(0, acct.verifying - 1)
+            net.verifying = max(0, net.verifying - 1)
+            self.in_flight = max(0, self.in_flight - 1)
         return entries
 
     def _prune(self, now: float) -> None:
@@ -283,6 +338,6 @@ def _prune_table(table: dict[K, _Count], now: float, window: float) -> None:
 def _forget(table: dict[K, _Count]) -> None:
     for key, entry in list(table.items()):
         if entry.in_flight:
-            entry.failures, entry.locked_until, entry.locks = 0, 0.0, 0
+            entry.failures, entry.misses, entry.locked_until, entry.locks = 0, 0, 0.0, 0
         else:
             del table[key]

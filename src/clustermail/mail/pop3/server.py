@@ -26,7 +26,7 @@ from clustermail.mail.net.listener import (
     ListenerLimits,
     is_loopback,
 )
-from clustermail.mail.net.login_guard import guarded_login
+from clustermail.mail.net.login_guard import cache_of, guarded_login
 from clustermail.mail.pop3.protocol import (
     MAX_LINE,
     Action,
@@ -206,7 +206,10 @@ class Pop3Service:
             entry = await directory.authenticate(auth.username, auth.password)
             return entry if entry is not None and entry.enabled else None
 
-        login = await guarded_login(self.throttle, address, auth.username, check)
+        login = await guarded_login(
+            self.throttle, address, auth.username, check,
+            cached=cache_of(directory, auth.username, auth.password),
+        )
         if login.outcome == "locked":
             return session.login_failed("too many failed logins; try again later",
                                         "LOGIN-DELAY")

@@ -28,7 +28,7 @@ from clustermail.mail import metrics
 from clustermail.mail.backends import MailboxRef, MailStoreService
 from clustermail.mail.net.auth_throttle import AuthThrottle
 from clustermail.mail.net.listener import client_address
-from clustermail.mail.net.login_guard import guarded_login
+from clustermail.mail.net.login_guard import cache_of, guarded_login
 from clustermail.mail.queue import dsn
 from clustermail.mail.queue.delivery import LocalResult, deliver_local
 from clustermail.mail.queue.routing import Router, Target
@@ -164,7 +164,10 @@ class SmtpHandler:
             entry = await directory.authenticate(username, password)
             return entry if entry is not None and entry.enabled else None
 
-        login = await guarded_login(self.ctx.throttle, client, username, check)
+        login = await guarded_login(
+            self.ctx.throttle, client, username, check,
+            cached=cache_of(directory, username, password),
+        )
         if login.outcome == "locked":
             return "454 4.7.0 Too many failed logins; try again later"
         if login.outcome == "busy":

@@ -18,7 +18,9 @@ at each online; absent ones leave each database's own setting alone.
 
 Backups (see docs/backup.md): ``backup_path`` (default ``{data}/backups``),
 ``backup_schedule`` (full backups: "daily 02:00" UTC, "every 6h"),
-``backup_incremental_schedule`` and ``backup_keep`` (chains kept by scheduled backups).
+``backup_incremental_schedule``, ``backup_keep`` (chains kept by scheduled backups) and
+``backup_max_rate`` (MB/s, default 50, 0 for unpaced: the pace of every backup the owner
+runs, in a child process of its own).
 While online the resource runs the administrators' store requests (backup, restore of one
 database while the others serve, reset, recovery; :mod:`clustermail.mail.backup.worker`)
 and the schedule, and holds the mail store's admin lock
@@ -592,6 +594,11 @@ def _days(value: PropertyValue) -> str | None:
     return "a number of days >= 0" if not isinstance(value, int | float) or value < 0 else None
 
 
+def _rate(value: PropertyValue) -> str | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+    return None if ok else "a rate in MB/s >= 0 (0: unpaced)"
+
+
 def _schedule(value: PropertyValue) -> str | None:
     try:
         parse_schedule(str(value))
@@ -625,6 +632,7 @@ MAIL_STORE_TYPE = ResourceType(
         "backup_schedule": PropertySpec(PropertyKind.STR, check=_schedule),
         "backup_incremental_schedule": PropertySpec(PropertyKind.STR, check=_schedule),
         "backup_keep": PropertySpec(PropertyKind.INT, check=_positive_int),
+        "backup_max_rate": PropertySpec(PropertyKind.FLOAT, check=_rate),
     },
     check=_backup_rules,
 )

@@ -14,7 +14,7 @@ from clustermail.mail.imap.context import SessionContext
 from clustermail.mail.imap.errors import ParseError
 from clustermail.mail.imap.outcome import AlreadyAnswered, Done, SessionClosed, bad, no
 from clustermail.mail.imap.parser import parse_auth_response
-from clustermail.mail.net.login_guard import guarded_login
+from clustermail.mail.net.login_guard import cache_of, guarded_login
 from clustermail.mail.store import MailboxNotFoundError
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,8 @@ async def authenticate(s: SessionContext, cmd: c.Authenticate) -> Done:
 
 async def _authenticate(s: SessionContext, user: str, password: str) -> Done:
     login = await guarded_login(
-        s.throttle, s.peer, user, lambda: s.authenticator.authenticate(user, password)
+        s.throttle, s.peer, user, lambda: s.authenticator.authenticate(user, password),
+        cached=cache_of(s.authenticator, user, password),
     )
     if login.outcome in ("locked", "busy"):
         no("Too many failed logins; try again later." if login.outcome == "locked"
