@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import binascii
 import enum
+import re
 from base64 import b64decode
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 MAX_LINE = 2048  # RFC 2449 allows 255 octets per command; AUTH responses run longer
 MAX_ARG_DIGITS = 10
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f]")  # control characters other than TAB
 
 
 class State(enum.Enum):
@@ -169,7 +171,7 @@ class Pop3Session:
             return [err("commands are ASCII")]
         if not text.strip():
             return [err("empty command")]
-        if any(ord(c) < 32 and c != "\t" for c in text):
+        if _CONTROL.search(text):
             return [err("control characters in command")]
         keyword, _, rest = text.strip().partition(" ")
         keyword = keyword.upper()

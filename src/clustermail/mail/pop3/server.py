@@ -152,14 +152,16 @@ class Pop3Service:
                     await asyncio.sleep(JUNK_CLOSE_DELAY)
                     return
                 started = time.monotonic()
-                verb = line.split(b" ", 1)[0].strip().decode("ascii", "replace")[:8] or "?"
+                verb = line.split(b" ", 1)[0].strip().decode("ascii", "replace")[:8].upper()
                 if not await self._run(client, client.session.handle(line)):
                     return
-                metrics.command("pop3", verb.upper() if verb.upper() in POP3_VERBS else "OTHER",
+                metrics.command("pop3", verb if verb in POP3_VERBS else "OTHER",
                                 time.monotonic() - started)
                 # Fairness: pipelined lines are read from the buffer without a pause; yield
-                # after each so one client cannot hold the event loop.
-                await asyncio.sleep(0)
+                # after each so one client cannot hold the event loop. With nothing
+                # buffered the next read waits anyway (a yield then costs a loop turn).
+                if conn.pending_input():
+                    await asyncio.sleep(0)
         finally:
             if client.mailbox is not None:
                 self.locks.release(client.mailbox)
