@@ -10,7 +10,11 @@ import poplib
 import socket
 import ssl
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from clustermail.mail.net.listener import RECV_CHUNK
+from clustermail.mail.pop3.protocol import dot_stuff
 from clustermail.mail.pop3.server import INLINE_READ
 from clustermail.metrics import REGISTRY
 from tests.support.mail_fakes import DOMAIN, PASSWORD
@@ -111,3 +115,19 @@ async def test_commands_are_counted(pop3: Pop3) -> None:
 
     await asyncio.to_thread(session)
     assert REGISTRY.get_sample_value("clustermail_commands_total", labels) == before + 2
+
+
+def line_by_line(message: bytes) -> bytes:
+    """RFC 1939 §3 spelled out: every CRLF, CR or LF ends a line; a line starting with
+    "." gets another; a last line without an end gets CRLF; then ".CRLF"."""
+    lines = message.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    return b"".join((b"." + x if x.startswith(b".") else x) + b"\r\n" for x in lines) + b".\r\n"
+
+
+@given(st.lists(st.sampled_from([b"a", b".", b"..", b"\r", b"\n", b"\r\n", b"\r\n."]),
+                max_size=40))
+def test_dot_stuff_fast_path_matches_line_by_line(parts: list[bytes]) -> None:
+    message = b"".join(parts)
+    assert dot_stuff(message) == line_by_line(message)
