@@ -10,6 +10,7 @@ import poplib
 import socket
 import ssl
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -131,3 +132,24 @@ def line_by_line(message: bytes) -> bytes:
 def test_dot_stuff_fast_path_matches_line_by_line(parts: list[bytes]) -> None:
     message = b"".join(parts)
     assert dot_stuff(message) == line_by_line(message)
+
+
+async def test_store_gone_mid_session_closes_and_releases_the_lock(pop3: Pop3) -> None:
+    pop3.deliver(ALICE, b"S: x\r\n\r\nbody\r\n")
+    db = pop3.mail_store.store.database("SG1", "DB1")
+    c = await asyncio.to_thread(login, pop3)
+    db.dismount()  # as a failover's fencing does
+    try:
+        with pytest.raises((poplib.error_proto, OSError, EOFError)):
+            await asyncio.to_thread(c.retr, 1)
+    finally:
+        c.close()
+        db.mount(2)
+
+    def again() -> bytes:
+        c = login(pop3)
+        lines = c.retr(1)[1]
+        c.quit()
+        return b"\r\n".join(lines)
+
+    assert await asyncio.to_thread(again) == b"S: x\r\n\r\nbody"

@@ -214,6 +214,16 @@ class BufferedStreamProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProto
     :meth:`buffer_updated` at once, on the loop's thread; the bytes are copied out there,
     so one buffer per thread serves all its connections."""
 
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        connected: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    ) -> None:
+        super().__init__(reader, connected)
+        self._reader = reader
+        #: See :meth:`Connection.set_line_hook`.
+        self.line_hook: Callable[[bytes], bool] | None = None
+
     def get_buffer(self, sizehint: int) -> memoryview:
         view: memoryview | None = getattr(_recv, "view", None)
         if view is None:
@@ -221,7 +231,18 @@ class BufferedStreamProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProto
         return view
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(bytes(_recv.view[:nbytes]))
+        data = bytes(_recv.view[:nbytes])
+        hook = self.line_hook
+        if (hook is not None and data.find(b"\n") == nbytes - 1 and self._reader_waits()
+                and hook(data)):
+            return
+        self.data_received(data)
+
+    def _reader_waits(self) -> bool:
+        """The session is blocked reading its next line, with nothing buffered."""
+        reader = self._reader
+        return (getattr(reader, "_waiter", None) is not None
+                and not getattr(reader, "_buffer", b"x"))
 
 
 class Connection:
@@ -242,8 +263,10 @@ class Connection:
         writer: asyncio.StreamWriter,
         endpoint: Endpoint,
         idle_timeout: float,
+        protocol: asyncio.BaseProtocol | None = None,
     ) -> None:
         self.reader = reader
+        self._protocol = protocol
         self.writer = writer
         self.endpoint = endpoint
         self.idle_timeout = idle_timeout
@@ -286,6 +309,18 @@ class Connection:
         if self.timed_out:
             return IdleTimeout()
         return ConnectionClosed(str(exc) or type(exc).__name__)
+
+    def touch(self) -> None:
+        """Something was sent or read outside :meth:`send` / :meth:`readline`."""
+        self.last_activity = self._loop.time()
+
+    def set_line_hook(self, hook: Callable[[bytes], bool] | None) -> None:
+        """``hook(line)`` is offered each complete line that arrives alone while the
+        handler waits in :meth:`readline` with nothing buffered; it returns True when it
+        has answered the line (which then never reaches the reader), False to leave it
+        to the handler. It runs in the read callback: no await, no task wake-up."""
+        if isinstance(self._protocol, BufferedStreamProtocol):
+            self._protocol.line_hook = hook
 
     async def readline(self, limit: int) -> bytes:
         """One line including its line ending (LF or CRLF). Raises IdleTimeout,
@@ -406,13 +441,15 @@ class Listener:
 
                 def factory(ep: Endpoint = endpoint) -> asyncio.BaseProtocol:
                     reader = asyncio.StreamReader(limit=READ_LIMIT)
+                    protocol: list[BufferedStreamProtocol] = []
 
                     async def on_connect(
                         r: asyncio.StreamReader, w: asyncio.StreamWriter
                     ) -> None:
-                        await self._serve_stream(handler, ep, r, w)
+                        await self._serve_stream(handler, ep, r, w, protocol.pop())
 
-                    return BufferedStreamProtocol(reader, on_connect)
+                    protocol.append(BufferedStreamProtocol(reader, on_connect))
+                    return protocol[0]
 
                 self._servers.append(await self._create(loop, factory, endpoint))
         except BaseException:
@@ -459,6 +496,7 @@ class Listener:
         endpoint: Endpoint,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        protocol: BufferedStreamProtocol | None = None,
     ) -> None:
         set_nodelay(writer.transport)
         client = client_address(writer.transport)
@@ -471,7 +509,7 @@ class Listener:
         if task is not None:
             self._tasks.add(task)
         self._connections.add(writer)
-        conn = Connection(reader, writer, endpoint, self.limits.idle_timeout)
+        conn = Connection(reader, writer, endpoint, self.limits.idle_timeout, protocol)
         conn.write_stall = min(self.limits.idle_timeout, WRITE_STALL_TIMEOUT)
         try:
             await handler(conn)
@@ -486,6 +524,7 @@ class Listener:
             log_event(f"{self.name}_error", message=f"session failed: {type(exc).__name__}: "
                       f"{exc}", client=client)
         finally:
+            conn.set_line_hook(None)
             self.admission.release(client)
             self._connections.discard(writer)
             if task is not None:

@@ -144,6 +144,10 @@ class Pop3Session:
 
     # ---------------------------------------------------------------- greeting & caps
 
+    def waits_in_transaction(self) -> bool:
+        """Logged in, and no action is being performed by the shell."""
+        return self.state is State.TRANSACTION and not self._busy and not self._auth_pending
+
     def greeting(self) -> Reply:
         return ok(f"{self.settings.hostname} POP3 server ready")
 
