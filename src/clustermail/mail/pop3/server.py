@@ -4,7 +4,8 @@ It reads lines (idle timeout counting complete lines, a pre-login deadline, line
 runs the state machine, and performs its actions: STLS (refused with input pending), login
 against the directory (throttled: :mod:`clustermail.mail.net.login_guard`), the maildrop
 lock (one session per mailbox; ``-ERR [IN-USE]``), reads of the INBOX, and at QUIT the
-deletions (flag \\Deleted, then expunge those UIDs).
+deletions (flag \\Deleted, then expunge those UIDs). Once logged in, a command that needs
+no await is answered in the read callback (:meth:`Pop3Service._answer_now`).
 """
 
 from __future__ import annotations
@@ -180,8 +181,8 @@ class Pop3Service:
     def _answer_now(self, client: _Client, line: bytes) -> bool:
         """A TRANSACTION command answered in the read callback, while the session waits
         for its next line (the line hook of :class:`Connection`): the same state machine
-        and replies as :meth:`_serve`, without a task wake-up and a second loop turn per
-        command — what an asyncio stream costs (the target-3 write-up in
+        and replies as :meth:`_serve`, without the task wake-up and second loop turn per
+        command that an asyncio stream costs (the POP3 RETR profile in
         docs/performance-mail.md). Anything else — a busy session, a long line, a full
         send buffer, a message too large to read on the loop — returns False and goes
         the usual way."""
