@@ -6,7 +6,9 @@ Two ways to serve:
 
 * **stream handlers** (POP3): ``async def handle(conn: Connection)``; the
   :class:`Connection` reads lines with the idle timeout and the protocol's line limit,
-  writes, and upgrades to TLS (STLS) with the plaintext buffer discarded;
+  writes, and upgrades to TLS (STLS) with the plaintext buffer discarded; reads go
+  through :class:`BufferedStreamProtocol`, which can also offer a lone line to a
+  synchronous hook (:meth:`Connection.set_line_hook`);
 * **protocol factories** (SMTP on aiosmtpd): ``factory(endpoint) -> asyncio.Protocol``; the
   protocol calls :meth:`Admission.admit` / :meth:`Admission.release` itself.
 
