@@ -3,11 +3,13 @@ next to aiosmtpd's Sink (no disk: the ceiling) and two peers as private instance
 (Postfix -> LMTP -> Dovecot, Postfix virtual(8) -> Maildir) and Dovecot's POP3.
 
     python -m bench.mail [--messages 1000] [--rounds 3] [--seconds 3] [--no-peers]
+                         [--only smtp|pop3]
 
 SMTP load comes from Postfix's smtp-source (1 and 10 sessions, 2 KB and 20 KB); each cell
 is timed until every message is in the mailbox (ours answers 250 only after the commit,
 so that is when smtp-source ends; the peers are polled). Rounds are interleaved and the
-median round is reported. Writes bench/results/mail.json and docs/performance-mail.md.
+median round is reported. Writes bench/results/mail.json (``--only pop3``: mail-pop3.json,
+our POP3 RETR and Dovecot's, rounds interleaved, nothing else started).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from bench import mail_peers as peers
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("results") / "mail.json"
+POP3_RESULTS = RESULTS.with_name("mail-pop3.json")
 DOC = ROOT / "docs" / "performance-mail.md"
 LOADS = [(1, 2_000), (1, 20_000), (10, 2_000), (10, 20_000)]
 SENDER, RCPT, POP_USER, PASSWORD = "sender@bench.test", "u1@bench.test", "u2@bench.test", "bench"
@@ -239,6 +242,36 @@ def fill_maildir(folder: Path, n: int) -> None:
 # --------------------------------------------------------------------------- run
 
 
+def pop3_cells(tmp: Path, ours: Ours, args: argparse.Namespace,
+               errors: dict[str, str]) -> dict[str, Any]:
+    """POP3 RETR ops/s, ours and Dovecot's, rounds interleaved (medians, and every round)."""
+    fill_ours(ours, 100)
+    ports = {"clustermail": ours.pop3_port}
+    dovecot = None
+    if not args.no_peers:
+        try:
+            port = free_port()
+            dovecot = peers.dovecot_pop3(tmp, port, POP_USER, PASSWORD)
+            fill_maildir(dovecot.folder / "mail" / POP_USER, 100)
+            dovecot.start(port)
+            ports["dovecot"] = port
+        except Exception as exc:
+            errors["dovecot-pop3"] = str(exc)[:500]
+    rounds: dict[str, list[float]] = {name: [] for name in ports}
+    try:
+        for r in range(args.rounds):
+            for name, port in ports.items():
+                rounds[name].append(pop3_retr(port, POP_USER, 100, args.seconds))
+                print(f"round {r + 1} POP3 RETR {name:12} {rounds[name][-1]:8.0f} ops/s",
+                      flush=True)
+    finally:
+        if dovecot is not None:
+            dovecot.stop()
+    cells: dict[str, Any] = {name: round(statistics.median(v)) for name, v in rounds.items()}
+    cells["rounds"] = {name: [round(x) for x in v] for name, v in rounds.items()}
+    return cells
+
+
 def median_by_cell(rounds: list[dict[str, float]]) -> dict[str, float]:
     return {k: round(statistics.median(r[k] for r in rounds if k in r), 1) for k in rounds[0]}
 
@@ -248,9 +281,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="bench-mail-"))
     os.chmod(tmp, 0o755)
-    makers: list[Callable[[Path], Target]] = [Ours, Sink]
-    if not args.no_peers:
-        makers += [PostfixLmtp, PostfixVirtual]
+    makers: list[Callable[[Path], Target]] = [Ours]
+    if args.only != "pop3":
+        makers.append(Sink)
+        if not args.no_peers:
+            makers += [PostfixLmtp, PostfixVirtual]
     targets: list[Target] = []
     results: dict[str, Any] = {"smtp": {}, "pop3": {}, "errors": {}}
     try:
@@ -260,7 +295,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             except Exception as exc:  # a peer that will not start is reported, not fatal
                 results["errors"][getattr(make, "name", str(make))] = str(exc)[:500]
         rounds: dict[str, list[dict[str, float]]] = {t.name: [] for t in targets}
-        for r in range(args.rounds):
+        for r in range(args.rounds if args.only != "pop3" else 0):
             for t in targets:
                 cells: dict[str, float] = {}
                 for sessions, size in LOADS:
@@ -270,24 +305,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                           flush=True)
                 rounds[t.name].append(cells)
         results["smtp"] = {name: median_by_cell(rs) for name, rs in rounds.items() if rs}
-        ours = next(t for t in targets if isinstance(t, Ours))
-        fill_ours(ours, 100)
-        results["pop3"]["clustermail"] = round(statistics.median(
-            pop3_retr(ours.pop3_port, POP_USER, 100, args.seconds) for _ in range(args.rounds)))
-        if not args.no_peers:
-            try:
-                port = free_port()
-                dovecot = peers.dovecot_pop3(tmp, port, POP_USER, PASSWORD)
-                fill_maildir(dovecot.folder / "mail" / POP_USER, 100)
-                dovecot.start(port)
-                try:
-                    results["pop3"]["dovecot"] = round(statistics.median(
-                        pop3_retr(port, POP_USER, 100, args.seconds)
-                        for _ in range(args.rounds)))
-                finally:
-                    dovecot.stop()
-            except Exception as exc:
-                results["errors"]["dovecot-pop3"] = str(exc)[:500]
+        if args.only != "smtp":
+            results["pop3"] = pop3_cells(tmp, next(t for t in targets if isinstance(t, Ours)),
+                                         args, results["errors"])
     finally:
         for t in targets:
             t.stop()
@@ -325,11 +345,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--only", choices=("smtp", "pop3"),
+                        help="run one part (pop3: ours and Dovecot's, nothing else)")
     args = parser.parse_args()
     results = run(args)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(table(results))
+    out = POP3_RESULTS if args.only == "pop3" else RESULTS
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    if args.only != "pop3":
+        print(table(results))
     print("POP3 RETR ops/s:", results["pop3"])
     if results["errors"]:
         print("errors:", json.dumps(results["errors"], indent=2))

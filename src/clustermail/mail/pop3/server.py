@@ -4,12 +4,14 @@ It reads lines (idle timeout counting complete lines, a pre-login deadline, line
 runs the state machine, and performs its actions: STLS (refused with input pending), login
 against the directory (throttled: :mod:`clustermail.mail.net.login_guard`), the maildrop
 lock (one session per mailbox; ``-ERR [IN-USE]``), reads of the INBOX, and at QUIT the
-deletions (flag \\Deleted, then expunge those UIDs).
+deletions (flag \\Deleted, then expunge those UIDs). Once logged in, a command that needs
+no await is answered in the read callback (:meth:`Pop3Service._answer_now`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import time
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from clustermail.logutil import log_event
 from clustermail.mail import metrics
 from clustermail.mail.backends import MailboxRef, MailStoreService
 from clustermail.mail.net.listener import (
+    WRITE_HIGH_WATER,
     AuthThrottle,
     Connection,
     Endpoint,
@@ -28,6 +31,7 @@ from clustermail.mail.net.listener import (
 )
 from clustermail.mail.net.login_guard import cache_of, guarded_login
 from clustermail.mail.pop3.protocol import (
+    MAX_ARG_DIGITS,
     MAX_LINE,
     Action,
     Authenticate,
@@ -60,6 +64,13 @@ JUNK_CLOSE_DELAY = 1.0
 #: Command names counted by name in the metrics (anything else counts as OTHER).
 POP3_VERBS = frozenset({"USER", "PASS", "APOP", "AUTH", "STAT", "LIST", "RETR", "DELE", "NOOP",
                         "RSET", "QUIT", "TOP", "UIDL", "CAPA", "STLS"})
+#: Commands answered in the read callback once logged in (see Pop3Service._answer_now):
+#: in TRANSACTION their only actions are replies and inline reads of a message.
+ANSWER_NOW = frozenset({"STAT", "LIST", "UIDL", "RETR", "TOP", "DELE", "NOOP", "RSET"})
+
+
+def _verb(line: bytes) -> str:
+    return line.split(b" ", 1)[0].strip().decode("ascii", "replace")[:8].upper()
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,17 +163,77 @@ class Pop3Service:
                     await asyncio.sleep(JUNK_CLOSE_DELAY)
                     return
                 started = time.monotonic()
-                verb = line.split(b" ", 1)[0].strip().decode("ascii", "replace")[:8] or "?"
+                verb = _verb(line)
                 if not await self._run(client, client.session.handle(line)):
                     return
-                metrics.command("pop3", verb.upper() if verb.upper() in POP3_VERBS else "OTHER",
+                metrics.command("pop3", verb if verb in POP3_VERBS else "OTHER",
                                 time.monotonic() - started)
                 # Fairness: pipelined lines are read from the buffer without a pause; yield
-                # after each so one client cannot hold the event loop.
-                await asyncio.sleep(0)
+                # after each so one client cannot hold the event loop. With nothing
+                # buffered the next read waits anyway (a yield then costs a loop turn).
+                if conn.pending_input():
+                    await asyncio.sleep(0)
         finally:
+            conn.set_line_hook(None)
             if client.mailbox is not None:
                 self.locks.release(client.mailbox)
+
+    def _answer_now(self, client: _Client, line: bytes) -> bool:
+        """A TRANSACTION command answered in the read callback, while the session waits
+        for its next line (the line hook of :class:`Connection`): the same state machine
+        and replies as :meth:`_serve`, without the task wake-up and second loop turn per
+        command that an asyncio stream costs (the POP3 RETR profile in
+        docs/performance-mail.md). Anything else — a busy session, a long line, a full
+        send buffer, a message too large to read on the loop — returns False and goes
+        the usual way."""
+        conn, session = client.conn, client.session
+        transport = conn.writer.transport
+        if (len(line) > MAX_LINE or not session.waits_in_transaction()
+                or transport.is_closing()
+                or transport.get_write_buffer_size() > WRITE_HIGH_WATER):
+            return False
+        verb = _verb(line)
+        if verb not in ANSWER_NOW or self._too_large(session, verb, line):
+            return False
+        started = time.monotonic()
+        out: list[bytes] = []
+        try:
+            for action in session.handle(line):
+                if isinstance(action, Retrieve):
+                    action, = session.message(action, self._read_inline(client, action))
+                if not isinstance(action, Reply):
+                    raise RuntimeError(f"{verb}: unexpected action {action!r}")
+                out.append(action.data)
+        except Exception as exc:
+            # As Listener does for a handler that raised (a fenced or dismounted store):
+            # logged, and this connection ends; the waiting handler sees the close.
+            log_event("pop3_error", message=f"session failed: {type(exc).__name__}: {exc}",
+                      client=conn.client)
+            transport.abort()
+            return True
+        conn.writer.write(b"".join(out))
+        conn.touch()
+        metrics.command("pop3", verb, time.monotonic() - started)
+        return True
+
+    @staticmethod
+    def _too_large(session: Pop3Session, verb: str, line: bytes) -> bool:
+        """RETR/TOP of a message read off the loop (INLINE_READ)."""
+        if verb not in ("RETR", "TOP") or session.maildrop is None:
+            return False
+        args = line.split()
+        if len(args) < 2 or not args[1].isdigit() or len(args[1]) > MAX_ARG_DIGITS:
+            return False  # the state machine answers -ERR
+        n, sizes = int(args[1]), session.maildrop.sizes
+        return 1 <= n <= len(sizes) and sizes[n - 1] > INLINE_READ
+
+    def _read_inline(self, client: _Client, r: Retrieve) -> bytes | None:
+        db, mailbox = client.db, client.mailbox
+        assert db is not None and mailbox is not None
+        try:
+            return db.fetch_raw(mailbox, INBOX, r.uid)
+        except MessageNotFoundError:
+            return None
 
     async def _run(self, client: _Client, actions: list[Action]) -> bool:
         """Performs actions (and the follow-up actions they produce); False: close."""
@@ -190,6 +261,7 @@ class Pop3Service:
                 pending[:0] = await self._login(client, action)
                 if session.state is State.TRANSACTION:
                     conn.set_deadline(None)
+                    conn.set_line_hook(functools.partial(self._answer_now, client))
             elif isinstance(action, Retrieve):
                 pending[:0] = session.message(action, await self._fetch(client, action))
             elif isinstance(action, Update):

@@ -490,6 +490,15 @@ class MailboxDatabase:
             return messages.recent_among(conn, folders.get(conn, mailbox, folder), uids)
 
     def fetch_raw(self, mailbox: str, folder: str, uid: int) -> bytes:
+        # One statement is its own snapshot: no BEGIN/COMMIT on this hot path (POP3 RETR,
+        # IMAP BODY[]). Only a miss takes the longer path that says what is missing.
+        name = names.normalize(folder)
+        try:
+            found = messages.raw_by_name(self._reader(), mailbox, name, uid)
+        except sqlite3.Error as exc:
+            raise from_sqlite(self.path, exc) from None
+        if found is not None:
+            return found
         with self._read() as conn:
             return messages.raw(conn, folders.get(conn, mailbox, folder), uid)
 

@@ -212,6 +212,18 @@ def raw(conn: sqlite3.Connection, folder: FolderRow, uid: int) -> bytes:
     return bytes(row[0])
 
 
+def raw_by_name(conn: sqlite3.Connection, mailbox: str, folder: str, uid: int) -> bytes | None:
+    """:func:`raw` by mailbox and (normalized) folder name in one statement, so it needs
+    no transaction of its own; None when the mailbox, folder or message is missing."""
+    row = conn.execute(
+        "SELECT b.raw FROM mailbox x JOIN folder f ON f.mailbox_id = x.id "
+        "JOIN message m ON m.folder_id = f.id JOIN body b ON b.id = m.body_id "
+        "WHERE x.name = ? AND f.name = ? AND m.uid = ?",
+        (mailbox, folder, uid),
+    ).fetchone()
+    return None if row is None else bytes(row[0])
+
+
 def raw_range(conn: sqlite3.Connection, folder: FolderRow, uid: int, start: int, end: int) -> bytes:
     """Bytes [start, end) of a message without reading the rest (IMAP partial fetch)."""
     row = conn.execute(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from clustermail.mail.store.errors import InvalidFolderNameError
 
 DELIMITER = "/"
@@ -20,6 +22,7 @@ SPECIAL_FOLDERS: tuple[tuple[str, str | None], ...] = (
 )
 
 
+@functools.lru_cache(maxsize=1024)  # a pure function on every store call's path
 def normalize(name: str) -> str:
     """The canonical form of a folder name, or InvalidFolderNameError saying what is wrong.
     INBOX is case-insensitive (RFC 3501 §5.1), including as the first level of a path."""

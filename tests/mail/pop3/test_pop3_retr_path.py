@@ -1,0 +1,155 @@
+"""The RETR path as a client sees it, on real sockets: dot-stuffing edge cases through
+poplib (both the inline read and the worker-thread read of a large message), pipelined
+input larger than one socket read, a command split across packets, STLS after buffered
+reads, and the command metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import poplib
+import socket
+import ssl
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from clustermail.mail.net.listener import RECV_CHUNK
+from clustermail.mail.pop3.protocol import dot_stuff
+from clustermail.mail.pop3.server import INLINE_READ
+from clustermail.metrics import REGISTRY
+from tests.support.mail_fakes import DOMAIN, PASSWORD
+from tests.support.pop3_service import Pop3
+
+ALICE = f"alice@{DOMAIN}"
+
+#: (stored message, the lines poplib returns after undoing the dot-stuffing)
+EDGE_CASES: list[tuple[bytes, list[bytes]]] = [
+    (b".starts with a dot\r\n\r\nbody\r\n", [b".starts with a dot", b"", b"body"]),
+    (b"S: x\r\n\r\n.\r\n..\r\n...x\r\n", [b"S: x", b"", b".", b"..", b"...x"]),
+    (b"S: x\r\n\r\nno final line end", [b"S: x", b"", b"no final line end"]),
+    (b"S: x\n\n.bare LF\nend\n", [b"S: x", b"", b".bare LF", b"end"]),
+    (b"S: x\r\n\r\nmixed\n.dot\r\n", [b"S: x", b"", b"mixed", b".dot"]),
+]
+
+
+def login(pop3: Pop3) -> poplib.POP3:
+    c = poplib.POP3(pop3.address, pop3.plain, timeout=10)
+    c.user(ALICE)
+    c.pass_(PASSWORD)
+    return c
+
+
+async def test_dot_stuffing_edge_cases_round_trip(pop3: Pop3) -> None:
+    for raw, _ in EDGE_CASES:
+        pop3.deliver(ALICE, raw)
+    big_line = b"." + b"x" * 998 + b"\r\n"
+    big = b"S: big\r\n\r\n" + big_line * (INLINE_READ // len(big_line) + 10)
+    pop3.deliver(ALICE, big)
+
+    def session() -> list[list[bytes]]:
+        c = login(pop3)
+        out = [c.retr(n)[1] for n in range(1, len(EDGE_CASES) + 2)]
+        c.quit()
+        return out
+
+    got = await asyncio.to_thread(session)
+    for (_, expected), lines in zip(EDGE_CASES, got, strict=False):
+        assert lines == expected
+    assert got[-1] == big.split(b"\r\n")[:-1]  # read off the loop, stuffed the same way
+
+
+async def test_pipelined_input_larger_than_one_read(pop3: Pop3) -> None:
+    pop3.deliver(ALICE, b"S: x\r\n\r\n.dot\r\n")
+    count = RECV_CHUNK // len(b"RETR 1\r\n") + 500  # more than one read's worth
+
+    def session() -> bytes:
+        with socket.create_connection((pop3.address, pop3.plain), timeout=10) as s:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            f = s.makefile("rb")
+            f.readline()
+            s.sendall(f"USER {ALICE}\r\nPASS {PASSWORD}\r\n".encode())
+            f.readline(), f.readline()
+            s.sendall(b"RETR 1\r\n" * count + b"QUIT\r\n")
+            return f.read()
+
+    data = await asyncio.to_thread(session)
+    answer = b"+OK 14 octets\r\nS: x\r\n\r\n..dot\r\n.\r\n"
+    assert data.count(answer) == count
+    assert data.endswith(b"signing off\r\n")
+
+
+async def test_command_split_across_packets_and_stls_after(pop3: Pop3) -> None:
+    def session() -> tuple[bytes, bytes]:
+        with socket.create_connection((pop3.address, pop3.plain), timeout=10) as s:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            f = s.makefile("rb")
+            f.readline()
+            for byte in b"NOOP\r\n":  # one byte per packet: an unknown-before-login reply
+                s.sendall(bytes([byte]))
+            noop = f.readline()
+            s.sendall(b"STLS\r\n")
+            assert f.readline().startswith(b"+OK")
+            ctx = ssl.create_default_context()
+            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+            with ctx.wrap_socket(s, server_hostname="mail1") as t:
+                t.sendall(f"USER {ALICE}\r\nPASS {PASSWORD}\r\nSTAT\r\n".encode())
+                tf = t.makefile("rb")
+                tf.readline(), tf.readline()
+                return noop, tf.readline()
+
+    noop, stat = await asyncio.to_thread(session)
+    assert noop.startswith(b"-ERR")
+    assert stat == b"+OK 0 0\r\n"
+
+
+async def test_commands_are_counted(pop3: Pop3) -> None:
+    pop3.deliver(ALICE, b"S: x\r\n\r\nbody\r\n")
+    labels = {"protocol": "pop3", "command": "RETR"}
+    before = REGISTRY.get_sample_value("clustermail_commands_total", labels) or 0.0
+
+    def session() -> None:
+        c = login(pop3)
+        c.retr(1)
+        c.retr(1)
+        c.quit()
+
+    await asyncio.to_thread(session)
+    assert REGISTRY.get_sample_value("clustermail_commands_total", labels) == before + 2
+
+
+def line_by_line(message: bytes) -> bytes:
+    """RFC 1939 §3 spelled out: every CRLF, CR or LF ends a line; a line starting with
+    "." gets another; a last line without an end gets CRLF; then ".CRLF"."""
+    lines = message.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    return b"".join((b"." + x if x.startswith(b".") else x) + b"\r\n" for x in lines) + b".\r\n"
+
+
+@given(st.lists(st.sampled_from([b"a", b".", b"..", b"\r", b"\n", b"\r\n", b"\r\n."]),
+                max_size=40))
+def test_dot_stuff_fast_path_matches_line_by_line(parts: list[bytes]) -> None:
+    message = b"".join(parts)
+    assert dot_stuff(message) == line_by_line(message)
+
+
+async def test_store_gone_mid_session_closes_and_releases_the_lock(pop3: Pop3) -> None:
+    pop3.deliver(ALICE, b"S: x\r\n\r\nbody\r\n")
+    db = pop3.mail_store.store.database("SG1", "DB1")
+    c = await asyncio.to_thread(login, pop3)
+    db.dismount()  # as a failover's fencing does
+    try:
+        with pytest.raises((poplib.error_proto, OSError, EOFError)):
+            await asyncio.to_thread(c.retr, 1)
+    finally:
+        c.close()
+        db.mount(2)
+
+    def again() -> bytes:
+        c = login(pop3)
+        lines = c.retr(1)[1]
+        c.quit()
+        return b"\r\n".join(lines)
+
+    assert await asyncio.to_thread(again) == b"S: x\r\n\r\nbody"
