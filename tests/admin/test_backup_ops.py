@@ -28,6 +28,7 @@ from clustermail.mail.backup.worker import BackupPlan, OwnerSite, RequestWorker
 from clustermail.mail.store import MailboxDatabase
 from clustermail.mail.store.resource import MailStoreResource
 from tests.mail.backup.support import msg, tags
+from tests.support.children import children_running
 from tests.support.directory import directory, last_change, wait_provisioned
 from tests.support.resource_env import Env
 
@@ -403,18 +404,8 @@ async def test_an_offline_reset_drops_the_record_so_the_next_mount_creates_it(
 
 
 def _backup_children() -> list[int]:
-    """This process's backup child processes (by /proc: parent and command line)."""
-    found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_bytes()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rfind(b")") + 2 :].split()[1])
-        if ppid == os.getpid() and b"clustermail.mail.backup.child" in cmdline:
-            found.append(int(entry))
-    return found
+    """This process's backup child processes."""
+    return children_running("clustermail.mail.backup.child")
 
 
 async def test_a_backup_stopped_by_the_offline_leaves_no_process_and_no_set(

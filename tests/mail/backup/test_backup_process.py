@@ -15,6 +15,7 @@ from clustermail.mail.backup import process, sets
 from clustermail.mail.backup.sets import BackupError
 from clustermail.mail.store import MailStore
 from tests.mail.backup.support import A, msg, new_store
+from tests.support.children import children_running
 
 VS = "mail1"
 
@@ -29,20 +30,8 @@ def store(tmp_path: Path) -> MailStore:
 
 
 def _children() -> list[int]:
-    """This process's backup children (by /proc: their parent and command line)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_bytes()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rfind(b")") + 2 :].split()[1])
-        if ppid == os.getpid() and process.CHILD_MODULE.encode() in cmdline:
-            found.append(int(entry))
-    return found
+    """This process's backup child processes."""
+    return children_running(process.CHILD_MODULE)
 
 
 def _leftovers(backups: Path) -> list[str]:

@@ -34,6 +34,7 @@ from clustermail.mail.net.listener import (
     READ_LIMIT,
     Admission,
     AuthThrottle,
+    BufferedStreamProtocol,
     ListenerLimits,
     client_address,
     is_loopback,
@@ -94,16 +95,14 @@ class ImapServer:
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await self._serve(reader, writer, plaintext)
 
-        server = await asyncio.start_server(
-            serve,
-            host,
-            port,
-            ssl=self.tls if implicit_tls else None,
-            reuse_address=True,
+        def factory() -> BufferedStreamProtocol:
             # Unread input the stream holds before it stops reading from the socket (twice
             # this): with the framer's limits, what one client can make the server hold.
-            limit=READ_LIMIT,
-        )
+            # Read into a reused buffer, not a fresh 256 KiB object per read (listener).
+            return BufferedStreamProtocol(asyncio.StreamReader(limit=READ_LIMIT), serve)
+
+        server = await asyncio.get_running_loop().create_server(
+            factory, host, port, ssl=self.tls if implicit_tls else None, reuse_address=True)
         self._servers.append(server)
         return server
 
