@@ -211,8 +211,12 @@ def main() -> None:
     parser.add_argument(
         "--dir", type=Path, default=None, help="where to write (default: a temp dir)"
     )
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"results (default {RESULTS})")
     args = parser.parse_args()
+    if args.dir is not None:
+        args.dir.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="bench-store-", dir=args.dir))
+    load_before = os.getloadavg()
     try:
         cells: list[dict[str, Any]] = []
         for label, size in SIZES.items():
@@ -245,14 +249,15 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
     result = {
         "benchmark": "store",
-        "machine": {"cpus": os.cpu_count(), "load_before": os.getloadavg()},
+        "machine": {"cpus": os.cpu_count(), "load_before": load_before,
+                    "load_after": os.getloadavg()},
         "seconds_per_cell": args.seconds,
         "rounds": args.rounds,
         "deliveries": cells,
         "big_folder": big,
     }
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print()
     print("| size | deliverers | store/s | Maildir+fsync/s | ratio | per commit |")
     print("|---|---|---|---|---|---|")
@@ -264,7 +269,7 @@ def main() -> None:
     print()
     for key, value in big.items():
         print(f"{key}: {value:.1f}")
-    print(f"\nwrote {RESULTS}")
+    print(f"\nwrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -328,3 +328,26 @@ def test_background_checkpoint_and_unclean_mount(
     assert info.unclean and info.seconds >= 0
     assert db.status(A, "INBOX").messages == 40
     assert check(db).ok
+
+
+def test_a_reused_wal_is_checkpointed_per_threshold_written_not_per_commit(
+    db: MailboxDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a checkpoint has reset the WAL, SQLite reuses the file at its old size; a
+    checkpoint (and its fsync of the database file) must still come once per
+    THRESHOLD_BYTES written, not after every commit."""
+    from clustermail.mail.store import checkpoint
+
+    monkeypatch.setattr(checkpoint, "THRESHOLD_BYTES", 64 * 1024)
+    for n in range(20):  # grow the WAL past the threshold, then let it be checkpointed
+        db.deliver_sync(message(n, 20_000), [A])
+    assert db._checkpointer is not None
+    deadline = time.monotonic() + 10
+    while db._checkpointer.checkpoints == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    before, commits = db._checkpointer.checkpoints, db.stats.commits
+    for n in range(20, 220):
+        db.deliver_sync(message(n, 2_000), [A])
+    written = (db.stats.commits - commits) * (2_000 + checkpoint.COMMIT_OVERHEAD)
+    assert db._checkpointer.checkpoints - before <= written // (64 * 1024) + 2
+    assert db.status(A, "INBOX").messages == 220

@@ -37,7 +37,7 @@ from clustermail.mail.store import (
     schema,
     usage,
 )
-from clustermail.mail.store.checkpoint import Checkpointer
+from clustermail.mail.store.checkpoint import WAL_SIZE_LIMIT, Checkpointer
 from clustermail.mail.store.errors import (
     DatabaseOpenError,
     InvalidFolderNameError,
@@ -218,6 +218,7 @@ class MailboxDatabase:
         self._generation += 1
         self._snapshots.clear()
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread does it
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         self._checkpointer = Checkpointer(
             lambda: schema.connect(self.path, create=False), self.path
         )

@@ -74,7 +74,7 @@ class GroupCommitWriter:
         epoch: int,
         on_commit: Callable[[set[str]], None] | None = None,
         clock: Callable[[], float] = time.time,
-        after_commit: Callable[[], None] | None = None,
+        after_commit: Callable[[int], bool] | None = None,
         journal: Journal | None = None,
     ) -> None:
         self._conn = conn
@@ -223,13 +223,15 @@ class GroupCommitWriter:
         self.stats.commits += 1
         self.stats.jobs += len(ready)
         self.stats.largest_batch = max(self.stats.largest_batch, len(ready))
-        if self._after_commit is not None:
-            self._after_commit()
+        finish = self._after_commit is not None and self._after_commit(
+            sum(job.size for job in ready))
         for job, ok, value in results:
             if ok:
                 job.future.set_result(value)
             else:
                 job.future.set_exception(value)
+        if finish:
+            self._finish_checkpoint()
         if self._on_commit is not None and tx.touched:
             try:
                 self._on_commit(tx.touched)
@@ -240,6 +242,15 @@ class GroupCommitWriter:
         if isinstance(exc, sqlite3.Error):
             return from_sqlite(self._path, exc)
         return CommitError(f"{self._path}: transaction failed: {exc!r}")
+
+    def _finish_checkpoint(self) -> None:
+        """Copies the frames committed since the background checkpoint's round, here,
+        between two transactions, so the next one restarts the WAL (checkpoint.py). After
+        answering: the commits it follows do not wait for it."""
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error:
+            log.exception("checkpoint of %s failed", self._path)
 
     def _begin(self) -> None:
         """BEGIN IMMEDIATE, then the fencing check inside the same transaction: after a newer
