@@ -847,13 +847,18 @@ class MailboxDatabase:
         return self._sync(self._expunge(mailbox, folder, uids))
 
     async def claim_recent(self, mailbox: str, folder: str) -> list[int]:
-        """The \\Recent UIDs, cleared so that no other session sees them as recent."""
-        folder_id, uids = await self._async(lambda tx: _claim_recent(tx, mailbox, folder))
+        """The \\Recent UIDs, cleared so that no other session sees them as recent. A flag
+        change (no fsync of its own): a claim lost in a power cut shows \\Recent again."""
+        folder_id, uids = await self._async(
+            lambda tx: _claim_recent(tx, mailbox, folder), durable=False
+        )
         self._snapshots.recent_claimed(folder_id, uids)  # not a modseq change: tell the cache
         return uids
 
     def claim_recent_sync(self, mailbox: str, folder: str) -> list[int]:
-        folder_id, uids = self._sync(lambda tx: _claim_recent(tx, mailbox, folder))
+        folder_id, uids = self._sync(
+            lambda tx: _claim_recent(tx, mailbox, folder), durable=False
+        )
         self._snapshots.recent_claimed(folder_id, uids)
         return uids
 
