@@ -67,11 +67,24 @@ def no_flush(monkeypatch: pytest.MonkeyPatch) -> None:
 # ------------------------------------------------------------------ without a log
 
 
-def test_each_kind_of_batch_commits_under_its_own_synchronous_setting(tmp_path: Path) -> None:
-    path = tmp_path / "w.sqlite"
+def bare_writer(path: Path) -> tuple[GroupCommitWriter, sqlite3.Connection]:
     conn = schema.connect(path, create=True)
     conn.execute("INSERT INTO mount (id, epoch, mounted_at, owner) VALUES (1, 1, 0, 't')")
-    writer = GroupCommitWriter(conn, path, 1)
+    conn.execute("CREATE TABLE t (x INTEGER)")
+    return GroupCommitWriter(conn, path, 1), conn
+
+
+def insert(tx: Tx) -> None:
+    tx.conn.execute("INSERT INTO t VALUES (1)")
+
+
+def insert_and_fail(tx: Tx) -> None:
+    insert(tx)
+    raise ValueError("rolled back to its savepoint")
+
+
+def test_each_kind_of_batch_commits_under_its_own_synchronous_setting(tmp_path: Path) -> None:
+    writer, conn = bare_writer(tmp_path / "w.sqlite")
     try:
         assert writer.submit(synchronous, durable=False).result() == NORMAL
         assert writer.submit(synchronous).result() == FULL
@@ -93,6 +106,24 @@ def test_each_kind_of_batch_commits_under_its_own_synchronous_setting(tmp_path: 
     finally:
         writer.close()
         conn.close()
+
+
+@pytest.mark.parametrize("then", ["durable write", "failed durable write", "nothing"])
+def test_only_a_durable_commit_that_wrote_covers_earlier_flag_changes(
+    tmp_path: Path, no_flush: None, then: str
+) -> None:
+    writer, conn = bare_writer(tmp_path / "w.sqlite")
+    try:
+        writer.submit(insert, durable=False).result()
+        if then == "durable write":
+            writer.submit(insert).result()
+        elif then == "failed durable write":
+            with pytest.raises(ValueError):
+                writer.submit(insert_and_fail).result()  # committed nothing: fsynced nothing
+    finally:
+        writer.close()  # fsyncs what is still unsynced
+        conn.close()
+    assert writer.stats.flushes == (0 if then == "durable write" else 1)
 
 
 def test_flag_changes_are_visible_at_once_and_fsynced_soon_after(tmp_path: Path) -> None:

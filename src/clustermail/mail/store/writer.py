@@ -14,12 +14,11 @@ Durability by kind of batch: a batch of flag changes only (jobs submitted with
 a crash of the process, and only a power cut or OS crash may lose the last such changes. The
 next durable batch's fsync or, at the latest ``FLUSH_AFTER`` seconds after the first of
 them, an fsync of its own make them durable (and the writer's close, before the final
-checkpoint). Without a transaction
-log the connection switches to ``synchronous=NORMAL`` for such a batch (SQLite then fsyncs
-the WAL at the next ``FULL`` commit or checkpoint) and the writer fsyncs the WAL file itself
-when the flush is due; with one, the batch's log record is written without fsync (see
-:meth:`Journal.ship`). Every other batch (deliveries, APPEND, EXPUNGE, COPY, ...) is
-fsynced before any of its callers is answered.
+checkpoint). Without a transaction log the connection switches to ``synchronous=NORMAL``
+for such a batch (SQLite then fsyncs the WAL at the next ``FULL`` commit or checkpoint) and
+the writer fsyncs the WAL file itself when the flush is due; with one, the batch's log
+record is written without fsync (see :meth:`Journal.ship`). Every other batch (deliveries,
+APPEND, EXPUNGE, COPY, ...) is fsynced before any of its callers is answered.
 """
 
 from __future__ import annotations
@@ -256,7 +255,7 @@ class GroupCommitWriter:
         journal = self._journal
         committed = False
         relaxed = not any(job.durable for job in ready)
-        changes = self._conn.total_changes
+        wrote = journal is not None  # its stamp writes in every transaction
         try:
             if journal is not None:
                 journal.acquire()  # held until the commit is in the log (see translog)
@@ -266,7 +265,9 @@ class GroupCommitWriter:
             if journal is not None:
                 journal.before_write()
             for job in ready:
-                results.append(self._apply(tx, job))
+                changes = self._conn.total_changes
+                results.append(result := self._apply(tx, job))
+                wrote = wrote or (result[1] and self._conn.total_changes != changes)
             if journal is not None:
                 journal.stamp(self._conn)
             self._conn.execute("COMMIT")
@@ -289,9 +290,9 @@ class GroupCommitWriter:
         finally:
             if journal is not None:
                 journal.release()
-        if self._conn.total_changes != changes:  # frames written: this commit synced them
+        if wrote:  # the commit wrote WAL frames (and log records)
             if not relaxed:
-                self._unsynced_since = None  # and every earlier one
+                self._unsynced_since = None  # its fsync covered every earlier change too
             elif self._unsynced_since is None:
                 self._unsynced_since = time.monotonic()
         if relaxed:
