@@ -230,6 +230,22 @@ def test_flag_changes_are_logged_unsynced_and_fsynced_by_the_next_durable_commit
         store.dismount()
 
 
+def test_the_writer_fsyncs_logged_flag_changes_within_flush_after(tmp_path: Path) -> None:
+    root = tmp_path / "mail"
+    store = new_store(root)
+    try:
+        db = store.database("SG1", "DB1")
+        journal = db.journal
+        assert journal is not None
+        db.deliver_sync(msg("a"), [A])
+        syncs = journal.log.syncs
+        db.set_flags_sync(A, "INBOX", [1], ["\\Flagged"])
+        wait_for(lambda: db.stats.flushes == 1, "the flush of the flag change")
+        assert journal.log.syncs == syncs + 1 and not journal.unsynced
+    finally:
+        store.dismount()
+
+
 def test_a_reader_of_the_log_fsyncs_it_first(tmp_path: Path, no_flush: None) -> None:
     """A backup copies only what a power cut cannot take back from the log."""
     root = tmp_path / "mail"
