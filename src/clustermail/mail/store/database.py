@@ -326,17 +326,22 @@ class MailboxDatabase:
                 conn.execute("COMMIT")
 
     def _submit(
-        self, apply: Callable[[Tx], T], *, prepare: Callable[[], None] | None = None, size: int = 0
+        self,
+        apply: Callable[[Tx], T],
+        *,
+        prepare: Callable[[], None] | None = None,
+        size: int = 0,
+        durable: bool = True,
     ) -> Future[T]:
         if self._writer is None:
             raise NotMountedError(self.path)
-        return self._writer.submit(apply, prepare=prepare, size=size)
+        return self._writer.submit(apply, prepare=prepare, size=size, durable=durable)
 
-    def _sync(self, apply: Callable[[Tx], T]) -> T:
-        return self._submit(apply).result()
+    def _sync(self, apply: Callable[[Tx], T], *, durable: bool = True) -> T:
+        return self._submit(apply, durable=durable).result()
 
-    async def _async(self, apply: Callable[[Tx], T]) -> T:
-        return await asyncio.wrap_future(self._submit(apply))
+    async def _async(self, apply: Callable[[Tx], T], *, durable: bool = True) -> T:
+        return await asyncio.wrap_future(self._submit(apply, durable=durable))
 
     # ------------------------------------------------------------------ administration
 
@@ -763,9 +768,12 @@ class MailboxDatabase:
         *,
         unchanged_since: int | None = None,
     ) -> StoreResult:
-        """IMAP STORE (mode "set", "add" or "remove"); returns the new modseq and changes."""
+        """IMAP STORE (mode "set", "add" or "remove"); returns the new modseq and changes.
+        Answered once committed, before the commit's fsync (see ``writer``: a flag change
+        lost in a power cut is not a lost message)."""
         return await self._async(
-            self._set_flags(mailbox, folder, uids, flag_names, mode, unchanged_since)
+            self._set_flags(mailbox, folder, uids, flag_names, mode, unchanged_since),
+            durable=False,
         )
 
     def set_flags_sync(
@@ -778,7 +786,10 @@ class MailboxDatabase:
         *,
         unchanged_since: int | None = None,
     ) -> StoreResult:
-        return self._sync(self._set_flags(mailbox, folder, uids, flag_names, mode, unchanged_since))
+        return self._sync(
+            self._set_flags(mailbox, folder, uids, flag_names, mode, unchanged_since),
+            durable=False,
+        )
 
     def _copy(
         self, mailbox: str, source: str, uids: Iterable[int], dest: str, move: bool
@@ -846,13 +857,18 @@ class MailboxDatabase:
         return self._sync(self._expunge(mailbox, folder, uids))
 
     async def claim_recent(self, mailbox: str, folder: str) -> list[int]:
-        """The \\Recent UIDs, cleared so that no other session sees them as recent."""
-        folder_id, uids = await self._async(lambda tx: _claim_recent(tx, mailbox, folder))
+        """The \\Recent UIDs, cleared so that no other session sees them as recent. A flag
+        change (no fsync of its own): a claim lost in a power cut shows \\Recent again."""
+        folder_id, uids = await self._async(
+            lambda tx: _claim_recent(tx, mailbox, folder), durable=False
+        )
         self._snapshots.recent_claimed(folder_id, uids)  # not a modseq change: tell the cache
         return uids
 
     def claim_recent_sync(self, mailbox: str, folder: str) -> list[int]:
-        folder_id, uids = self._sync(lambda tx: _claim_recent(tx, mailbox, folder))
+        folder_id, uids = self._sync(
+            lambda tx: _claim_recent(tx, mailbox, folder), durable=False
+        )
         self._snapshots.recent_claimed(folder_id, uids)
         return uids
 

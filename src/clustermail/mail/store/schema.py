@@ -2,7 +2,8 @@
 
 Each database is one SQLite file in WAL mode with ``synchronous=FULL``: a commit returns
 only after its WAL frames are fsynced, and an unclean shutdown is recovered by SQLite when
-the file is next opened.
+the file is next opened. The writer relaxes this for batches of flag changes alone, and
+with a transaction log the log's fsync stands for the WAL's (see ``writer``).
 """
 
 from __future__ import annotations

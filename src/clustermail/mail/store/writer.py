@@ -8,11 +8,23 @@ transaction that first checks the fencing epoch, commits once (one WAL fsync und
 ``synchronous=FULL``) and only then resolves the futures. A job that raises is rolled back to
 its savepoint alone; a failed epoch check or commit fails the whole batch and nothing of it
 is written.
+
+Durability by kind of batch: a batch of flag changes only (jobs submitted with
+``durable=False``) is committed without an fsync of its own: atomic and in order, it survives
+a crash of the process, and only a power cut or OS crash may lose the last such changes. The
+next durable batch's fsync or, at the latest ``FLUSH_AFTER`` seconds after the first of
+them, an fsync of its own make them durable (and the writer's close, before the final
+checkpoint). Without a transaction log the connection switches to ``synchronous=NORMAL``
+for such a batch (SQLite then fsyncs the WAL at the next ``FULL`` commit or checkpoint) and
+the writer fsyncs the WAL file itself when the flush is due; with one, the batch's log
+record is written without fsync (see :meth:`Journal.ship`). Every other batch (deliveries,
+APPEND, EXPUNGE, COPY, ...) is fsynced before any of its callers is answered.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -39,6 +51,9 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH_JOBS = 1000
 MAX_BATCH_BYTES = 64 * 1024 * 1024
+#: Longest a committed flag change stays without fsync (one more fsync per this interval
+#: at most, however many flag changes it carries).
+FLUSH_AFTER = 0.2
 
 
 @dataclass
@@ -55,6 +70,7 @@ class _Job(Generic[T]):
     apply: Callable[[Tx], T]
     prepare: Callable[[], None] | None
     size: int
+    durable: bool = True  # False: a flag change, committed without its own fsync
     future: Future[T] = field(default_factory=Future)
     started: bool = False  # set running by the preparer
 
@@ -64,6 +80,8 @@ class WriterStats:
     commits: int = 0  # transactions committed
     jobs: int = 0  # jobs committed
     largest_batch: int = 0
+    relaxed_commits: int = 0  # batches of flag changes only, committed without fsync
+    flushes: int = 0  # fsyncs that made such batches durable after the fact
 
 
 class GroupCommitWriter:
@@ -89,6 +107,10 @@ class GroupCommitWriter:
         self._closed = False
         self._busy = False
         self._lock = threading.Lock()
+        #: monotonic time of the first committed change not yet fsynced (None: all are)
+        self._unsynced_since: float | None = None
+        self._synchronous = "FULL"  # the connection's setting without a journal
+        self._wal_fd: int | None = None
         self.fenced: FencedError | None = None
         #: A committed change that could not be logged: no more writes (see translog).
         self.broken: StoreError | None = None
@@ -101,9 +123,16 @@ class GroupCommitWriter:
         self._preparer.start()
 
     def submit(
-        self, apply: Callable[[Tx], T], *, prepare: Callable[[], None] | None = None, size: int = 0
+        self,
+        apply: Callable[[Tx], T],
+        *,
+        prepare: Callable[[], None] | None = None,
+        size: int = 0,
+        durable: bool = True,
     ) -> Future[T]:
-        job: _Job[T] = _Job(apply, prepare, size)
+        """Queue a job. ``durable=False`` only for flag changes: answered after the commit but
+        before its fsync (see the module's docstring)."""
+        job: _Job[T] = _Job(apply, prepare, size, durable)
         with self._lock:
             if self._closed:
                 raise NotMountedError(self._path)
@@ -145,7 +174,13 @@ class GroupCommitWriter:
     def _run(self) -> None:
         stop = False
         while not stop:
-            first = self._queue.get()
+            since = self._unsynced_since
+            wait = None if since is None else max(0.0, since + FLUSH_AFTER - time.monotonic())
+            try:
+                first = self._queue.get(timeout=wait)
+            except queue.Empty:
+                self._flush()
+                continue
             if first is None:
                 break
             batch, size = [first], first.size
@@ -160,6 +195,32 @@ class GroupCommitWriter:
                 batch.append(job)
                 size += job.size
             self._run_batch(batch)
+            since = self._unsynced_since
+            if since is not None and time.monotonic() - since >= FLUSH_AFTER:
+                self._flush()
+        self._flush()  # before the dismount's checkpoint
+        if self._wal_fd is not None:
+            os.close(self._wal_fd)
+            self._wal_fd = None
+
+    def _flush(self) -> None:
+        """Fsync the committed flag changes not yet fsynced."""
+        if self._unsynced_since is None:
+            return
+        self._unsynced_since = None
+        try:
+            if self._journal is not None:
+                self._journal.flush()
+            else:
+                if self._wal_fd is None:
+                    self._wal_fd = os.open(f"{self._path}-wal", os.O_RDONLY)
+                os.fdatasync(self._wal_fd)
+        except BaseException as exc:  # committed, answered, and maybe not durable
+            log.exception("cannot fsync committed flag changes of %s", self._path)
+            with self._lock:
+                self.broken = exc if isinstance(exc, StoreError) else self._wrap(exc)
+            return
+        self.stats.flushes += 1
 
     def _run_batch(self, batch: list[_Job[Any]]) -> None:
         self._busy = True
@@ -193,18 +254,27 @@ class GroupCommitWriter:
         results: list[tuple[_Job[Any], bool, Any]] = []
         journal = self._journal
         committed = False
+        relaxed = not any(job.durable for job in ready)
+        wrote = journal is not None  # its stamp writes in every transaction
         try:
             if journal is not None:
                 journal.acquire()  # held until the commit is in the log (see translog)
+            else:
+                self._set_synchronous("NORMAL" if relaxed else "FULL")
             self._begin()
+            if journal is not None:
+                journal.before_write()
             for job in ready:
-                results.append(self._apply(tx, job))
+                changes = self._conn.total_changes
+                results.append(result := self._apply(tx, job))
+                wrote = wrote or (result[1] and self._conn.total_changes != changes)
             if journal is not None:
                 journal.stamp(self._conn)
             self._conn.execute("COMMIT")
             committed = True
             if journal is not None:
-                journal.ship(tx.now)  # durable in the log before anyone is answered
+                # durable in the log before anyone is answered (flag changes: see _flush)
+                journal.ship(tx.now, sync=not relaxed)
         except BaseException as exc:
             if committed:  # in the database but not in its log: stop taking writes
                 self.broken = exc if isinstance(exc, StoreError) else self._wrap(exc)
@@ -220,6 +290,13 @@ class GroupCommitWriter:
         finally:
             if journal is not None:
                 journal.release()
+        if wrote:  # the commit wrote WAL frames (and log records)
+            if not relaxed:
+                self._unsynced_since = None  # its fsync covered every earlier change too
+            elif self._unsynced_since is None:
+                self._unsynced_since = time.monotonic()
+        if relaxed:
+            self.stats.relaxed_commits += 1
         self.stats.commits += 1
         self.stats.jobs += len(ready)
         self.stats.largest_batch = max(self.stats.largest_batch, len(ready))
@@ -251,6 +328,11 @@ class GroupCommitWriter:
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error:
             log.exception("checkpoint of %s failed", self._path)
+
+    def _set_synchronous(self, mode: str) -> None:
+        if mode != self._synchronous:
+            self._conn.execute(f"PRAGMA synchronous = {mode}")
+            self._synchronous = mode
 
     def _begin(self) -> None:
         """BEGIN IMMEDIATE, then the fencing check inside the same transaction: after a newer

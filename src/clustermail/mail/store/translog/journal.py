@@ -78,15 +78,49 @@ class Journal:
         self._txn = int(row[0])
         return self._txn
 
-    def ship(self, now: float) -> None:
-        """After COMMIT, under the lock: append the new committed frames, fsynced."""
+    def ship(self, now: float, *, sync: bool = True) -> None:
+        """After COMMIT, under the lock: append the new committed frames, fsynced unless
+        ``sync`` is false (a flag change: fsynced by the next durable commit, :meth:`flush`,
+        before the WAL can restart, or when a reader locks the log)."""
         if self._txn is None:
             raise LogError("ship without a counted transaction")
-        self._ship_upto(self._txn, now)
+        self._ship_upto(self._txn, now, sync)
+        if sync:
+            self.log.sync()  # earlier unsynced records, when this commit logged nothing
+
+    @property
+    def unsynced(self) -> bool:
+        """Records of this process are in the log but not yet fsynced."""
+        return self.log.unsynced
+
+    def before_write(self) -> None:
+        """Inside the write transaction, before its first write, under the lock: when the
+        WAL is wholly checkpointed, this transaction restarts it over frames whose records
+        may not be fsynced yet; fsync them first, else a power cut could leave the file
+        with changes (checkpointed and fsynced) that its log lost."""
+        if not self.log.unsynced:
+            return
+        if self._shm_fd is None:
+            self.open_files()
+        assert self._shm_fd is not None
+        try:
+            index = wal.read_index(self._shm_fd)
+        except (OSError, wal.WalFormatError) as exc:
+            raise LogError(f"cannot read the WAL index of {self.database}: {exc}") from None
+        if index is None or index.backfilled >= index.max_frame:
+            self.log.sync()
+
+    def flush(self) -> None:
+        """Fsync what was logged unsynced (the writer, when idle or when it is due)."""
+        self.log.lock()
+        try:
+            self.log.sync()
+        finally:
+            self.log.unlock()
 
     # ------------------------------------------------------------------ shipping
 
-    def _ship_upto(self, txn: int, now: float) -> None:
+    def _ship_upto(self, txn: int, now: float, sync: bool = True) -> None:
         if self._wal_fd is None or self._shm_fd is None:
             self.open_files()
         assert self._wal_fd is not None and self._shm_fd is not None
@@ -129,7 +163,7 @@ class Journal:
                 index.max_frame, data,
             ))
         if records:
-            self.log.append(*records)
+            self.log.append(*records, sync=sync)
 
     def catch_up(self, conn: sqlite3.Connection, now: float) -> int:
         """At mount, under the lock: log what the database committed that its log lacks

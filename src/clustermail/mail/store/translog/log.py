@@ -75,6 +75,9 @@ class DatabaseLog:
         self._seg_fd: int | None = None
         self._tail = EMPTY
         self._held = False
+        #: Records appended with ``sync=False`` and not yet fsynced (this process's only).
+        self.unsynced = False
+        self.syncs = 0  # fdatasyncs of appended records (tests count them)
 
     # ------------------------------------------------------------------ locking
 
@@ -106,7 +109,15 @@ class DatabaseLog:
             self._thread_lock.release()
 
     def __enter__(self) -> DatabaseLog:
+        """The lock for a reader that copies records elsewhere (backups, roll-forward): the
+        log is fsynced first, so that nothing read from it can be lost in a power cut after
+        being copied (another process may have appended without fsync, see ``append``)."""
         self.lock()
+        try:
+            self.sync(always=True)
+        except BaseException:
+            self.unlock()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -126,8 +137,12 @@ class DatabaseLog:
 
     # ------------------------------------------------------------------ appending
 
-    def append(self, *records: Record) -> None:
-        """Append records durably (fsync before returning). The caller holds the lock."""
+    def append(self, *records: Record, sync: bool = True) -> None:
+        """Append records durably (fsync before returning). The caller holds the lock.
+
+        ``sync=False`` (flag changes, see the writer) leaves the fsync to the next durable
+        append, :meth:`sync` or a reader's lock: the records are written in order, and a
+        power cut keeps a prefix of them (a torn or missing record ends the log)."""
         if not self._held:
             raise LogError("append without the log lock")
         for record in records:
@@ -144,8 +159,12 @@ class DatabaseLog:
                 else:
                     assert self._seg_fd is not None
                     os.pwrite(self._seg_fd, data, tail.end)
-                    if self._sync:
+                    if self._sync and sync:
                         os.fdatasync(self._seg_fd)
+                        self.syncs += 1
+                        self.unsynced = False
+                    elif self._sync:
+                        self.unsynced = True
                     segment, end = tail.segment, tail.end + len(data)
             except OSError as exc:
                 raise LogError(f"cannot write the transaction log in {self.directory}: {exc}") \
@@ -154,7 +173,25 @@ class DatabaseLog:
                               record.end_frame, record.time)
             self._write_state()
 
+    def sync(self, *, always: bool = False) -> None:
+        """Fsync the records appended with ``sync=False`` (``always``: whoever wrote them).
+        The caller holds the lock."""
+        if not self._held:
+            raise LogError("sync without the log lock")
+        if not (self.unsynced or always) or not self._sync or self._seg_fd is None:
+            return
+        try:
+            os.fdatasync(self._seg_fd)
+        except OSError as exc:
+            raise LogError(f"cannot fsync the transaction log in {self.directory}: {exc}") \
+                from None
+        self.syncs += 1
+        self.unsynced = False
+
     def _new_segment(self, first_txn: int, data: bytes) -> None:
+        if self._seg_fd is not None and self._sync:
+            os.fdatasync(self._seg_fd)  # records left unsynced come before the new segment's
+            self.unsynced = False
         path = self.directory / segment_name(first_txn)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
