@@ -8,6 +8,7 @@ import itertools
 
 from clustermail.mail.imap import commands as c
 from clustermail.mail.imap import response as r
+from clustermail.mail.imap import search_prefilter
 from clustermail.mail.imap.command_table import SELECTED, CommandFlag, CommandTable
 from clustermail.mail.imap.context import SessionContext
 from clustermail.mail.imap.fetch import (
@@ -103,8 +104,15 @@ def _search_messages(
     db: MailboxDatabase, mailbox: str, view: MailboxView, cmd: c.Search, context: SearchContext
 ) -> list[int]:
     found: list[int] = []
+    pre = search_prefilter.build(cmd.key)
+    maybe = (
+        None if pre is None
+        else search_prefilter.candidates(db, mailbox, view.folder, view.uids, pre)
+    )
     for seq in range(1, view.exists + 1):
         uid = view.uids[seq - 1]
+        if maybe is not None and uid not in maybe:
+            continue  # its raw bytes rule it out: no need to decode it
         msg = SearchMessage(
             view, seq, MessageFetcher(db, mailbox, view.folder, uid, view.uidvalidity)
         )

@@ -1,0 +1,209 @@
+"""A bytes prefilter for SEARCH: which messages a key cannot match, seen from raw bytes.
+
+The evaluator (:mod:`clustermail.mail.imap.search` over
+:class:`clustermail.mail.imap.fetch.SearchMessage`) decodes every message it looks at:
+header fields unfolded with encoded words decoded, bodies parsed by the email package
+with their transfer encodings and charsets undone. That costs tens to hundreds of
+microseconds a message, while most messages of a search do not match. This module
+rules those out with one lower-casing pass and a substring test over the raw bytes,
+and only where that is exact: the message is 7-bit ASCII, its header has no encoded
+word, no body part is base64, quoted-printable or uuencoded, and every charset it names
+decodes ASCII as itself. Then every decoded string SEARCH looks in is a piece of the
+raw message with line breaks taken out, case-folding is ASCII lower-casing, and a
+needle absent from the lowered bytes (line breaks removed) cannot match. Messages that
+are not so plain, and needles with line breaks, are left to the evaluator ("maybe").
+What the prefilter passes is evaluated exactly as before, so results never change.
+Substring tests only: nothing is compiled from what the client sent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from clustermail.mail.imap import search as s
+from clustermail.mail.store import MailboxDatabase
+
+_LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
+_BREAKS = b"\r\n"
+# Charsets that decode 7-bit bytes as the same characters. Python falls back to UTF-8
+# for names it does not know, also ASCII-transparent; the danger is names it knows
+# (UTF-7, UTF-16, ISO-2022-*, EBCDIC...), so anything not listed here is "maybe".
+_PLAIN_CHARSETS = frozenset(
+    [b"us-ascii", b"ascii", b"utf-8", b"utf8", b"latin1", b"latin-1"]
+    + [b"iso-8859-%d" % n for n in range(1, 17)]
+    + [b"windows-%d" % n for n in range(1250, 1259)]
+)
+_PLAIN_ENCODINGS = frozenset([b"7bit", b"8bit", b"binary"])
+# After "charset" (a parameter) or "transfer-encoding" (a field): blanks, "=" or ":",
+# blanks, maybe a quote, then a token that must end at a delimiter (a longer name would
+# be another codec).
+_BLANKS = rb"[ \t\r\n]*"
+_TOKEN = rb'"?([a-z0-9._:+-]+)(?=[";, \t\r\n]|$)'
+_PLAIN_PARAMS = (
+    (b"charset", re.compile(_BLANKS + b"=" + _BLANKS + _TOKEN), _PLAIN_CHARSETS),
+    (b"transfer-encoding", re.compile(_BLANKS + b":" + _BLANKS + _TOKEN), _PLAIN_ENCODINGS),
+)
+
+Scope = Literal["header", "body", "text"]
+
+
+@dataclass(frozen=True, slots=True)
+class Need:
+    """The key can only match if ``needle`` (case-folded, ASCII, no line break) occurs in
+    the message's ``scope``; ``needle`` None: it cannot match a plain (all-ASCII)
+    message at all (a needle that case-folds to non-ASCII text)."""
+
+    scope: Scope
+    needle: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class AllOf:
+    parts: tuple[Prefilter, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    parts: tuple[Prefilter, ...]
+
+
+Prefilter = Need | AllOf | AnyOf
+
+
+def build(key: s.SearchKey) -> Prefilter | None:
+    """A prefilter for ``key``, or None when bytes can rule nothing out (no string key
+    that every match needs)."""
+    match key:
+        case s.HeaderKey(value=value) if value:
+            return _need("header", value)
+        case s.BodyKey(text=text):
+            return _need("body", text)
+        case s.TextKey(text=text):
+            # TEXT looks in "NAME: value" lines: a needle with a colon or a leading blank
+            # could span a field name and its value, which the raw bytes need not show.
+            if ":" in text or text[:1] in (" ", "\t"):
+                return None
+            return _need("text", text)
+        case s.AndKey(keys=keys):
+            parts = tuple(p for p in map(build, keys) if p is not None)
+            if not parts:
+                return None
+            return parts[0] if len(parts) == 1 else AllOf(parts)
+        case s.OrKey(left=left, right=right):
+            a, b = build(left), build(right)
+            return None if a is None or b is None else AnyOf((a, b))
+    return None  # NOT, flags, dates, sizes, numbers: no byte is needed to match them
+
+
+def _need(scope: Scope, text: str) -> Need | None:
+    folded = text.casefold()
+    if not folded.isascii():
+        return Need(scope, None)
+    if "\r" in folded or "\n" in folded:
+        return None
+    return Need(scope, folded.encode("ascii"))
+
+
+def header_only(pre: Prefilter) -> bool:
+    """Whether only header bytes are looked at (then a prefix of a large message will do)."""
+    if isinstance(pre, Need):
+        return pre.scope == "header"
+    return all(header_only(p) for p in pre.parts)
+
+
+class Haystack:
+    """One message's raw bytes, lowered with line breaks removed, computed once per scope."""
+
+    __slots__ = ("raw", "complete", "_head", "_full")
+
+    def __init__(self, raw: bytes, complete: bool = True) -> None:
+        self.raw = raw
+        self.complete = complete  # False: raw is a prefix of a larger message
+        self._head: bytes | None | Literal[False] = False
+        self._full: bytes | None | Literal[False] = False
+
+    def head(self) -> bytes | None:
+        """The lowered header block (to the first blank line), None if it is not plain."""
+        if self._head is False:
+            raw = self.raw
+            end = raw.find(b"\r\n\r\n")
+            if end < 0 and not self.complete:
+                self._head = None  # the header runs past the prefix we have
+            else:
+                block = raw if end < 0 else raw[: end + 2]
+                plain = block.isascii() and (b"?" not in block or b"=?" not in block)
+                self._head = block.translate(_LOWER, _BREAKS) if plain else None
+        return self._head
+
+    def full(self) -> bytes | None:
+        """The whole message lowered, None unless its body parts are plain (the header
+        may hold encoded words: BODY does not decode them)."""
+        if self._full is False:
+            self._full = None
+            if self.complete and self.raw.isascii():
+                lowered = self.raw.translate(_LOWER)
+                if _plain_parts(lowered):
+                    self._full = lowered.translate(None, _BREAKS)
+        return self._full
+
+
+def _plain_parts(data: bytes) -> bool:
+    """Whether every "charset" and "transfer-encoding" in ``data`` (lowered, line breaks
+    kept) names a plain one: the email package then decodes no part (a value it does not
+    know means no decoding, but this test wants one it knows to be plain)."""
+    for word, pattern, plain in _PLAIN_PARAMS:
+        at = data.find(word)
+        while at >= 0:
+            m = pattern.match(data, at + len(word))
+            if m is None or m[1] not in plain:
+                return False
+            at = data.find(word, m.end())
+    return True
+
+
+def maybe(pre: Prefilter, hay: Haystack) -> bool:
+    """False only when the message certainly does not match the key ``pre`` came from."""
+    if isinstance(pre, Need):
+        if pre.scope == "header":
+            data = hay.head()
+        elif pre.scope == "body":
+            data = hay.full()
+        else:  # TEXT: header fields are decoded too
+            data = hay.full() if hay.head() is not None else None
+        if data is None:
+            return True  # not plain: the evaluator decides
+        return pre.needle is not None and pre.needle in data
+    if isinstance(pre, AllOf):
+        return all(maybe(p, hay) for p in pre.parts)
+    return any(maybe(p, hay) for p in pre.parts)
+
+
+#: Whole messages up to this size are read for BODY and TEXT; larger ones go to the
+#: evaluator, which parses them anyway. HEADER reads at most this much of each message.
+WHOLE_LIMIT = 1 << 20
+HEADER_LIMIT = 64 * 1024
+#: UIDs per read snapshot, so that a search of a huge folder does not pin one.
+CHUNK = 4096
+
+
+def candidates(
+    db: MailboxDatabase, mailbox: str, folder: str, uids: Sequence[int], pre: Prefilter
+) -> set[int]:
+    """The UIDs among ``uids`` (ascending) that ``pre`` cannot rule out and the store still
+    holds, from range scans of their raw bytes."""
+    wanted = set(uids)
+    found: set[int] = set()
+    heads = header_only(pre)
+    limit = HEADER_LIMIT if heads else WHOLE_LIMIT
+
+    def visit(uid: int, raw: bytes | None) -> None:
+        if uid in wanted and (raw is None or maybe(pre, Haystack(raw, len(raw) < limit))):
+            found.add(uid)
+
+    for i in range(0, len(uids), CHUNK):
+        chunk = uids[i : i + CHUNK]
+        db.scan_raw(mailbox, folder, chunk[0], chunk[-1], visit, limit=limit, prefix=heads)
+    return found
