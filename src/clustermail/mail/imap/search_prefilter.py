@@ -19,7 +19,9 @@ Substring tests only: nothing is compiled from what the client sent.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -117,25 +119,25 @@ def header_only(pre: Prefilter) -> bool:
 class Haystack:
     """One message's raw bytes, lowered with line breaks removed, computed once per scope."""
 
-    __slots__ = ("raw", "complete", "_head", "_full")
+    __slots__ = ("_full", "_head", "complete", "raw")
 
     def __init__(self, raw: bytes, complete: bool = True) -> None:
         self.raw = raw
         self.complete = complete  # False: raw is a prefix of a larger message
-        self._head: bytes | None | Literal[False] = False
-        self._full: bytes | None | Literal[False] = False
+        self._head: bytes | Literal[False] | None = False
+        self._full: bytes | Literal[False] | None = False
+
+    @classmethod
+    def of_head(cls, head: bytes | None) -> Haystack:
+        """A message known by its header only (from :class:`HeaderCache`)."""
+        hay = cls(b"", complete=False)
+        hay._head = head
+        return hay
 
     def head(self) -> bytes | None:
         """The lowered header block (to the first blank line), None if it is not plain."""
         if self._head is False:
-            raw = self.raw
-            end = raw.find(b"\r\n\r\n")
-            if end < 0 and not self.complete:
-                self._head = None  # the header runs past the prefix we have
-            else:
-                block = raw if end < 0 else raw[: end + 2]
-                plain = block.isascii() and (b"?" not in block or b"=?" not in block)
-                self._head = block.translate(_LOWER, _BREAKS) if plain else None
+            self._head = plain_head(self.raw, self.complete)
         return self._head
 
     def full(self) -> bytes | None:
@@ -148,6 +150,18 @@ class Haystack:
                 if _plain_parts(lowered):
                     self._full = lowered.translate(None, _BREAKS)
         return self._full
+
+
+def plain_head(raw: bytes, complete: bool = True) -> bytes | None:
+    """The header block of ``raw`` (to its first blank line) lowered with line breaks
+    removed; None when it is not plain or, ``raw`` being a prefix, runs past it."""
+    end = raw.find(b"\r\n\r\n")
+    if end < 0 and not complete:
+        return None
+    block = raw if end < 0 else raw[: end + 2]
+    if not block.isascii() or (b"?" in block and b"=?" in block):
+        return None
+    return block.translate(_LOWER, _BREAKS)
 
 
 def _plain_parts(data: bytes) -> bool:
@@ -189,21 +203,119 @@ HEADER_LIMIT = 64 * 1024
 CHUNK = 4096
 
 
+class HeaderCache:
+    """Lowered plain header blocks (None: not plain) of the messages of recently searched
+    folders, shared by all sessions as Dovecot's cache file is: a HEADER search of a
+    folder already seen is then one substring test per message. Keyed by database file,
+    mailbox and UIDVALIDITY, which with the UID never name two different messages;
+    whole folders are dropped, least recently searched first, past ``budget`` bytes."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._folders: OrderedDict[tuple[str, str, int], dict[int, bytes | None]] = (
+            OrderedDict()
+        )
+        self._sizes: dict[tuple[str, str, int], int] = {}
+        self._total = 0
+        self._lock = threading.Lock()
+
+    def folder(self, key: tuple[str, str, int]) -> dict[int, bytes | None]:
+        """The folder's entries (a live dict: read it without the lock, fill it with add)."""
+        with self._lock:
+            entries = self._folders.get(key)
+            if entries is None:
+                entries = self._folders[key] = {}
+                self._sizes[key] = 0
+            self._folders.move_to_end(key)
+            return entries
+
+    def add(self, key: tuple[str, str, int], heads: dict[int, bytes | None]) -> None:
+        """Caches the heads of some of the folder's messages."""
+        cost = sum(64 + (len(h) if h is not None else 0) for h in heads.values())
+        with self._lock:
+            entries = self._folders.get(key)
+            if entries is None or cost > self.budget:
+                return
+            while self._total + cost > self.budget and self._folders:
+                old, dropped = self._folders.popitem(last=False)
+                self._total -= self._sizes.pop(old)
+                dropped.clear()
+                if old == key:
+                    return
+            entries.update(heads)
+            self._sizes[key] += cost
+            self._total += cost
+
+
+#: 32 MiB: some 100,000 headers of a few hundred bytes (every Received: line counts).
+HEADERS = HeaderCache(32 << 20)
+
+
 def candidates(
-    db: MailboxDatabase, mailbox: str, folder: str, uids: Sequence[int], pre: Prefilter
+    db: MailboxDatabase,
+    mailbox: str,
+    folder: str,
+    uids: Sequence[int],
+    pre: Prefilter,
+    uidvalidity: int = 0,
 ) -> set[int]:
-    """The UIDs among ``uids`` (ascending) that ``pre`` cannot rule out and the store still
-    holds, from range scans of their raw bytes."""
-    wanted = set(uids)
-    found: set[int] = set()
+    """The UIDs among ``uids`` (ascending) that ``pre`` cannot rule out, from range scans of
+    their raw bytes (for HEADER keys, from :data:`HEADERS` where it has them). A UID the
+    store no longer holds may or may not be among them."""
     heads = header_only(pre)
     limit = HEADER_LIMIT if heads else WHOLE_LIMIT
+    if not heads:
+        found: set[int] = set()
+        wanted = set(uids)
 
-    def visit(uid: int, raw: bytes | None) -> None:
-        if uid in wanted and (raw is None or maybe(pre, Haystack(raw, len(raw) < limit))):
-            found.add(uid)
+        def visit(uid: int, raw: bytes | None) -> None:
+            if uid in wanted and (raw is None or maybe(pre, Haystack(raw, len(raw) < limit))):
+                found.add(uid)
 
+        _scan(db, mailbox, folder, uids, visit, limit, prefix=False)
+        return found
+    # HEADER keys: from the cached heads, after reading those of the messages not cached.
+    key = (str(db.path), mailbox, uidvalidity)
+    cached = HEADERS.folder(key) if uidvalidity else {}
+    missing = [uid for uid in uids if uid not in cached]
+    read: dict[int, bytes | None] = {}
+    if missing:
+        wanted = set(missing)
+
+        def keep(uid: int, raw: bytes | None) -> None:
+            if uid in wanted:
+                read[uid] = None if raw is None else plain_head(raw, len(raw) < limit)
+
+        _scan(db, mailbox, folder, missing, keep, limit, prefix=True)
+        if uidvalidity:
+            HEADERS.add(key, read)
+    needle = pre.needle if isinstance(pre, Need) else None
+    out: set[int] = set()
+    for uid in uids:
+        if uid in cached:
+            head = cached[uid]
+        elif uid in read:
+            head = read[uid]
+        else:
+            continue  # not in the store any more
+        if needle is not None and head is not None:
+            if needle in head:  # the common case, without the general walk
+                out.add(uid)
+        elif maybe(pre, Haystack.of_head(head)):
+            out.add(uid)
+    return out
+
+
+def _scan(
+    db: MailboxDatabase,
+    mailbox: str,
+    folder: str,
+    uids: Sequence[int],
+    visit: Callable[[int, bytes | None], None],
+    limit: int,
+    *,
+    prefix: bool,
+) -> None:
     for i in range(0, len(uids), CHUNK):
         chunk = uids[i : i + CHUNK]
-        db.scan_raw(mailbox, folder, chunk[0], chunk[-1], visit, limit=limit, prefix=heads)
-    return found
+        db.scan_raw(mailbox, folder, chunk[0], chunk[-1], visit, limit=limit, prefix=prefix)

@@ -107,7 +107,9 @@ def _search_messages(
     pre = search_prefilter.build(cmd.key)
     maybe = (
         None if pre is None
-        else search_prefilter.candidates(db, mailbox, view.folder, view.uids, pre)
+        else search_prefilter.candidates(
+            db, mailbox, view.folder, view.uids, pre, view.uidvalidity
+        )
     )
     for seq in range(1, view.exists + 1):
         uid = view.uids[seq - 1]
