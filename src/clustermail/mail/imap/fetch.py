@@ -272,7 +272,13 @@ class SearchMessage:
     store: flags, sizes and dates come from the listing; headers and text are read (and
     decoded) only when a key needs them."""
 
-    def __init__(self, view: MailboxView, seq: int, fetcher: MessageFetcher) -> None:
+    def __init__(
+        self,
+        view: MailboxView,
+        seq: int,
+        fetcher: MessageFetcher,
+        header_block: bytes | None = None,
+    ) -> None:
         self.view = view
         self.seq = seq
         self.uid = view.uids[seq - 1]
@@ -280,6 +286,9 @@ class SearchMessage:
         self._message: email.message.Message | None = None
         self._headers: list[tuple[str, str]] | None = None
         self._undecoded: list[tuple[str, str]] | None = None
+        # The message's header block when the caller has it (the search prefilter's cache):
+        # it parses to the same fields as the range the structure names.
+        self._block = header_block
 
     @property
     def flags(self) -> set[str]:
@@ -305,9 +314,12 @@ class SearchMessage:
 
     def _raw_fields(self) -> list[tuple[str, str]]:
         if self._undecoded is None:
-            s = self._fetcher.structure
-            start, end, _ = s.messages[""]
-            fields, _ = mime.parse_header(self._fetcher.read(start, end), 0, end - start)
+            if self._block is not None:
+                fields, _ = mime.parse_header(self._block, 0, len(self._block))
+            else:
+                s = self._fetcher.structure
+                start, end, _ = s.messages[""]
+                fields, _ = mime.parse_header(self._fetcher.read(start, end), 0, end - start)
             self._undecoded = [(name.upper(), v) for name, v in fields]
         return self._undecoded
 

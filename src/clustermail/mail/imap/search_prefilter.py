@@ -137,7 +137,7 @@ class Haystack:
     def head(self) -> bytes | None:
         """The lowered header block (to the first blank line), None if it is not plain."""
         if self._head is False:
-            self._head = plain_head(self.raw, self.complete)
+            self._head = plain_head(header_block(self.raw, self.complete))
         return self._head
 
     def full(self) -> bytes | None:
@@ -152,14 +152,19 @@ class Haystack:
         return self._full
 
 
-def plain_head(raw: bytes, complete: bool = True) -> bytes | None:
-    """The header block of ``raw`` (to its first blank line) lowered with line breaks
-    removed; None when it is not plain or, ``raw`` being a prefix, runs past it."""
+def header_block(raw: bytes, complete: bool = True) -> bytes | None:
+    """The header block of ``raw``: up to its first blank line (without it), or all of it
+    when it has none; None when ``raw`` is a prefix that does not reach the blank line.
+    The header fields parsed from it are those parsed from the whole message."""
     end = raw.find(b"\r\n\r\n")
-    if end < 0 and not complete:
-        return None
-    block = raw if end < 0 else raw[: end + 2]
-    if not block.isascii() or (b"?" in block and b"=?" in block):
+    if end < 0:
+        return raw if complete else None
+    return raw[: end + 2]
+
+
+def plain_head(block: bytes | None) -> bytes | None:
+    """A header block lowered with line breaks removed; None when it is not plain."""
+    if block is None or not block.isascii() or (b"?" in block and b"=?" in block):
         return None
     return block.translate(_LOWER, _BREAKS)
 
@@ -203,23 +208,28 @@ HEADER_LIMIT = 64 * 1024
 CHUNK = 4096
 
 
+#: What :class:`HeaderCache` keeps of a message: its header block lowered with line breaks
+#: removed (None: not plain) for the prefilter, and the block itself (None: not read
+#: whole) for the evaluator, so that it need not read the message again.
+Head = tuple[bytes | None, bytes | None]
+
+
 class HeaderCache:
-    """Lowered plain header blocks (None: not plain) of the messages of recently searched
-    folders, shared by all sessions as Dovecot's cache file is: a HEADER search of a
-    folder already seen is then one substring test per message. Keyed by database file,
-    mailbox and UIDVALIDITY, which with the UID never name two different messages;
-    whole folders are dropped, least recently searched first, past ``budget`` bytes."""
+    """The header blocks of the messages of recently searched folders, shared by all
+    sessions as Dovecot's cache file is: a HEADER search of a folder already seen is
+    then a substring test per message, and an exact test from memory for those that
+    pass it. Keyed by database file, mailbox and UIDVALIDITY, which with the UID never
+    name two different messages; whole folders are dropped, least recently searched
+    first, past ``budget`` bytes."""
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
-        self._folders: OrderedDict[tuple[str, str, int], dict[int, bytes | None]] = (
-            OrderedDict()
-        )
+        self._folders: OrderedDict[tuple[str, str, int], dict[int, Head]] = OrderedDict()
         self._sizes: dict[tuple[str, str, int], int] = {}
         self._total = 0
         self._lock = threading.Lock()
 
-    def folder(self, key: tuple[str, str, int]) -> dict[int, bytes | None]:
+    def folder(self, key: tuple[str, str, int]) -> dict[int, Head]:
         """The folder's entries (a live dict: read it without the lock, fill it with add)."""
         with self._lock:
             entries = self._folders.get(key)
@@ -229,9 +239,9 @@ class HeaderCache:
             self._folders.move_to_end(key)
             return entries
 
-    def add(self, key: tuple[str, str, int], heads: dict[int, bytes | None]) -> None:
+    def add(self, key: tuple[str, str, int], heads: dict[int, Head]) -> None:
         """Caches the heads of some of the folder's messages."""
-        cost = sum(64 + (len(h) if h is not None else 0) for h in heads.values())
+        cost = sum(80 + len(a or b"") + len(b or b"") for a, b in heads.values())
         with self._lock:
             entries = self._folders.get(key)
             if entries is None or cost > self.budget:
@@ -247,7 +257,7 @@ class HeaderCache:
             self._total += cost
 
 
-#: 32 MiB: some 100,000 headers of a few hundred bytes (every Received: line counts).
+#: 32 MiB: some 50,000 headers of a few hundred bytes (every Received: line counts).
 HEADERS = HeaderCache(32 << 20)
 
 
@@ -258,19 +268,20 @@ def candidates(
     uids: Sequence[int],
     pre: Prefilter,
     uidvalidity: int = 0,
-) -> set[int]:
+) -> dict[int, bytes | None]:
     """The UIDs among ``uids`` (ascending) that ``pre`` cannot rule out, from range scans of
-    their raw bytes (for HEADER keys, from :data:`HEADERS` where it has them). A UID the
-    store no longer holds may or may not be among them."""
+    their raw bytes (for HEADER keys, from :data:`HEADERS` where it has them), each with
+    its header block when that is at hand (else None). A UID the store no longer holds
+    may or may not be among them."""
     heads = header_only(pre)
     limit = HEADER_LIMIT if heads else WHOLE_LIMIT
     if not heads:
-        found: set[int] = set()
+        found: dict[int, bytes | None] = {}
         wanted = set(uids)
 
         def visit(uid: int, raw: bytes | None) -> None:
             if uid in wanted and (raw is None or maybe(pre, Haystack(raw, len(raw) < limit))):
-                found.add(uid)
+                found[uid] = None
 
         _scan(db, mailbox, folder, uids, visit, limit, prefix=False)
         return found
@@ -278,31 +289,32 @@ def candidates(
     key = (str(db.path), mailbox, uidvalidity)
     cached = HEADERS.folder(key) if uidvalidity else {}
     missing = [uid for uid in uids if uid not in cached]
-    read: dict[int, bytes | None] = {}
+    read: dict[int, Head] = {}
     if missing:
         wanted = set(missing)
 
         def keep(uid: int, raw: bytes | None) -> None:
             if uid in wanted:
-                read[uid] = None if raw is None else plain_head(raw, len(raw) < limit)
+                block = None if raw is None else header_block(raw, len(raw) < limit)
+                read[uid] = (plain_head(block), block)
 
         _scan(db, mailbox, folder, missing, keep, limit, prefix=True)
         if uidvalidity:
             HEADERS.add(key, read)
     needle = pre.needle if isinstance(pre, Need) else None
-    out: set[int] = set()
+    out: dict[int, bytes | None] = {}
     for uid in uids:
-        if uid in cached:
-            head = cached[uid]
-        elif uid in read:
-            head = read[uid]
-        else:
-            continue  # not in the store any more
+        try:  # not "in" then [ ]: another search may drop the folder's entries meanwhile
+            head, block = cached[uid]
+        except KeyError:
+            if uid not in read:
+                continue  # not in the store any more
+            head, block = read[uid]
         if needle is not None and head is not None:
             if needle in head:  # the common case, without the general walk
-                out.add(uid)
+                out[uid] = block
         elif maybe(pre, Haystack.of_head(head)):
-            out.add(uid)
+            out[uid] = block
     return out
 
 

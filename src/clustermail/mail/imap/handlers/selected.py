@@ -116,7 +116,10 @@ def _search_messages(
         if maybe is not None and uid not in maybe:
             continue  # its raw bytes rule it out: no need to decode it
         msg = SearchMessage(
-            view, seq, MessageFetcher(db, mailbox, view.folder, uid, view.uidvalidity)
+            view,
+            seq,
+            MessageFetcher(db, mailbox, view.folder, uid, view.uidvalidity),
+            None if maybe is None else maybe[uid],
         )
         try:
             if matches(cmd.key, msg, context):
