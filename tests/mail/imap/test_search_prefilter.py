@@ -131,6 +131,9 @@ CRITERIA: list[str] = [
     'TEXT "subject: nospace"',
     'TEXT " nospace"',
     'TEXT "world"',
+    'TEXT "hello world"',
+    'BODY "hello world"',
+    'TEXT "abc def"',
     "TEXT tag35",
     "TEXT inner",
     "OR BODY tag07 SUBJECT hello",
@@ -228,6 +231,7 @@ def test_the_edges_do_match(mailbox: tuple[MailboxDatabase, MailboxView]) -> Non
         return check(db, view, parse_command(b"a UID SEARCH " + criteria))
 
     assert found(b'SUBJECT "hello world"') == uids_with(view, b"hello\r\n world")
+    assert found(b'TEXT "hello world"') == uids_with(view, b"hello\r\n world")
     assert found(b'SUBJECT "abc def"') == uids_with(view, b"abc\r\r\n def")
     assert found(b'SUBJECT "secret word"') == uids_with(view, b"secret_word")
     assert found(b"BODY tag99") == uids_with(view, b"b64")

@@ -142,13 +142,14 @@ class Haystack:
 
     def full(self) -> bytes | None:
         """The whole message lowered, None unless its body parts are plain (the header
-        may hold encoded words: BODY does not decode them)."""
+        may hold encoded words: BODY does not decode them). Line breaks stay: a needle
+        without one that a body part holds lies within one line of it."""
         if self._full is False:
             self._full = None
             if self.complete and self.raw.isascii():
-                lowered = self.raw.translate(_LOWER)
+                lowered = self.raw.lower()  # bytes: ASCII letters only
                 if _plain_parts(lowered):
-                    self._full = lowered.translate(None, _BREAKS)
+                    self._full = lowered
         return self._full
 
 
@@ -190,8 +191,12 @@ def maybe(pre: Prefilter, hay: Haystack) -> bool:
             data = hay.head()
         elif pre.scope == "body":
             data = hay.full()
-        else:  # TEXT: header fields are decoded too
-            data = hay.full() if hay.head() is not None else None
+        else:  # TEXT: the header's fields (unfolded) or the body's lines
+            head, data = hay.head(), hay.full()
+            if head is None or data is None:
+                return True
+            if pre.needle is not None and pre.needle in head:
+                return True
         if data is None:
             return True  # not plain: the evaluator decides
         return pre.needle is not None and pre.needle in data
