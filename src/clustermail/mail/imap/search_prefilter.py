@@ -8,12 +8,16 @@ microseconds a message, while most messages of a search do not match. This modul
 rules those out with one lower-casing pass and a substring test over the raw bytes,
 and only where that is exact: the message is 7-bit ASCII, its header has no encoded
 word, no body part is base64, quoted-printable or uuencoded, and every charset it names
-decodes ASCII as itself. Then every decoded string SEARCH looks in is a piece of the
-raw message with line breaks taken out, case-folding is ASCII lower-casing, and a
-needle absent from the lowered bytes (line breaks removed) cannot match. Messages that
-are not so plain, and needles with line breaks, are left to the evaluator ("maybe").
-What the prefilter passes is evaluated exactly as before, so results never change.
-Substring tests only: nothing is compiled from what the client sent.
+decodes ASCII as itself. Then case-folding is ASCII lower-casing, a header field's
+value is a piece of the header block with its line breaks taken out (unfolding), and a
+line of body text is a piece of the message: a needle without line breaks that is in
+neither (lowered) cannot match. Messages that are not so plain, and needles with line
+breaks, are left to the evaluator ("maybe"). What the prefilter passes is evaluated
+exactly as before, so results never change. Substring tests only: nothing is compiled
+from what the client sent.
+
+HEADER keys also keep each message's header block in :data:`HEADERS`, shared by all
+sessions, so that searching a folder again reads nothing from the store.
 """
 
 from __future__ import annotations
@@ -117,7 +121,7 @@ def header_only(pre: Prefilter) -> bool:
 
 
 class Haystack:
-    """One message's raw bytes, lowered with line breaks removed, computed once per scope."""
+    """One message's raw bytes and their lowered forms, each computed once."""
 
     __slots__ = ("_full", "_head", "complete", "raw")
 
