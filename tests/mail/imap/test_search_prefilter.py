@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -320,3 +321,34 @@ def test_the_header_cache_stays_within_its_budget() -> None:
     assert cache.folder(("db", USER, 0)) == {}  # dropped, least recently searched
     cache.add(("db", USER, 9), {1: (None, b"y" * 2000)})  # larger than the budget: skipped
     assert cache._total <= 1000
+
+
+def test_a_second_reader_of_a_folder_waits_for_the_first() -> None:
+    cache = sp.HeaderCache(10_000)
+    key = ("db", USER, 1)
+    done = cache.fill_turn(key)
+    assert done is not None
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(cache.fill_turn, key)
+        assert not waiting.done()  # it waits up to FILL_WAIT for the first reader
+        cache.filled(key, done)
+        assert waiting.result(timeout=sp.FILL_WAIT) is None
+    again = cache.fill_turn(key)
+    assert again is not None
+    cache.filled(key, again)
+
+
+def test_concurrent_first_searches_agree(mailbox: tuple[MailboxDatabase, MailboxView]) -> None:
+    db, view = mailbox
+    context = s.SearchContext(max_seq=view.exists, max_uid=view.max_uid())
+    parsed = [parse_command(b"a UID SEARCH " + x.encode()) for x in CRITERIA if "SUBJECT" in x]
+    cmds = [cmd for cmd in parsed if isinstance(cmd, c.Search)]
+    expected = [reference(db, view, cmd) for cmd in cmds]
+    sp.HEADERS = sp.HeaderCache(sp.HEADERS.budget)
+    with ThreadPoolExecutor(4) as pool:
+        runs = [
+            pool.map(lambda cmd: _search_messages(db, USER, view, cmd, context), cmds)
+            for _ in range(4)
+        ]
+        for run in runs:
+            assert list(run) == expected

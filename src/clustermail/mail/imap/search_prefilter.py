@@ -213,6 +213,8 @@ def maybe(pre: Prefilter, hay: Haystack) -> bool:
 #: evaluator, which parses them anyway. HEADER reads at most this much of each message.
 WHOLE_LIMIT = 1 << 20
 HEADER_LIMIT = 64 * 1024
+#: How long a search waits for another one reading the same folder's heads (seconds).
+FILL_WAIT = 5.0
 #: UIDs per read snapshot, so that a search of a huge folder does not pin one.
 CHUNK = 4096
 
@@ -237,6 +239,25 @@ class HeaderCache:
         self._sizes: dict[tuple[str, str, int], int] = {}
         self._total = 0
         self._lock = threading.Lock()
+        self._filling: dict[tuple[str, str, int], threading.Event] = {}
+
+    def fill_turn(self, key: tuple[str, str, int]) -> threading.Event | None:
+        """An event to set once done when the caller is to read the folder's missing heads;
+        None after waiting (bounded) for another search that was reading them: two sessions
+        searching a new folder at once then read it once."""
+        with self._lock:
+            busy = self._filling.get(key)
+            if busy is None:
+                done = self._filling[key] = threading.Event()
+                return done
+        busy.wait(FILL_WAIT)
+        return None
+
+    def filled(self, key: tuple[str, str, int], done: threading.Event) -> None:
+        with self._lock:
+            if self._filling.get(key) is done:
+                del self._filling[key]
+        done.set()
 
     def folder(self, key: tuple[str, str, int]) -> dict[int, Head]:
         """The folder's entries (a live dict: read it without the lock, fill it with add)."""
@@ -298,18 +319,25 @@ def candidates(
     key = (str(db.path), mailbox, uidvalidity)
     cached = HEADERS.folder(key) if uidvalidity else {}
     missing = [uid for uid in uids if uid not in cached]
+    done = HEADERS.fill_turn(key) if missing and uidvalidity else None
+    if missing and done is None and uidvalidity:
+        missing = [uid for uid in missing if uid not in cached]  # read by the other search
     read: dict[int, Head] = {}
-    if missing:
-        wanted = set(missing)
+    wanted = set(missing)
 
-        def keep(uid: int, raw: bytes | None) -> None:
-            if uid in wanted:
-                block = None if raw is None else header_block(raw, len(raw) < limit)
-                read[uid] = (plain_head(block), block)
+    def keep(uid: int, raw: bytes | None) -> None:
+        if uid in wanted:
+            block = None if raw is None else header_block(raw, len(raw) < limit)
+            read[uid] = (plain_head(block), block)
 
-        _scan(db, mailbox, folder, missing, keep, limit, prefix=True)
-        if uidvalidity:
-            HEADERS.add(key, read)
+    try:
+        if missing:
+            _scan(db, mailbox, folder, missing, keep, limit, prefix=True)
+            if uidvalidity:
+                HEADERS.add(key, read)
+    finally:
+        if done is not None:
+            HEADERS.filled(key, done)
     needle = pre.needle if isinstance(pre, Need) else None
     out: dict[int, bytes | None] = {}
     for uid in uids:
