@@ -104,22 +104,22 @@ def _search_messages(
     db: MailboxDatabase, mailbox: str, view: MailboxView, cmd: c.Search, context: SearchContext
 ) -> list[int]:
     found: list[int] = []
+    # Messages whose raw bytes rule them out are not decoded at all (search_prefilter).
     pre = search_prefilter.build(cmd.key)
-    maybe = (
-        None if pre is None
-        else search_prefilter.candidates(
-            db, mailbox, view.folder, view.uids, pre, view.uidvalidity
-        )
+    passed = (
+        None
+        if pre is None
+        else search_prefilter.candidates(db, mailbox, view.folder, view.uids, pre, view.uidvalidity)
     )
     for seq in range(1, view.exists + 1):
         uid = view.uids[seq - 1]
-        if maybe is not None and uid not in maybe:
-            continue  # its raw bytes rule it out: no need to decode it
+        if passed is not None and uid not in passed:
+            continue
         msg = SearchMessage(
             view,
             seq,
             MessageFetcher(db, mailbox, view.folder, uid, view.uidvalidity),
-            None if maybe is None else maybe[uid],
+            None if passed is None else passed[uid],  # the header block, if at hand
         )
         try:
             if matches(cmd.key, msg, context):
