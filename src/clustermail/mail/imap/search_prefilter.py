@@ -81,10 +81,14 @@ Prefilter = Need | AllOf | AnyOf
 
 def build(key: s.SearchKey) -> Prefilter | None:
     """A prefilter for ``key``, or None when bytes can rule nothing out (no string key
-    that every match needs)."""
+    or header that every match needs)."""
     match key:
-        case s.HeaderKey(value=value) if value:
+        case s.HeaderKey(value=value):
             return _need("header", value)
+        case s.DateKey(field="sent"):
+            # Rules nothing out, but the evaluator then gets the header block (from
+            # HEADERS) instead of reading the message.
+            return EVERY_HEADER
         case s.BodyKey(text=text):
             return _need("body", text)
         case s.TextKey(text=text):
@@ -102,6 +106,11 @@ def build(key: s.SearchKey) -> Prefilter | None:
             a, b = build(left), build(right)
             return None if a is None or b is None else AnyOf((a, b))
     return None  # NOT, flags, dates, sizes, numbers: no byte is needed to match them
+
+
+#: Every message, with its header block: the prefilter of keys that only read headers
+#: without a string to look for (``HEADER name ""``, SENTBEFORE/SENTON/SENTSINCE).
+EVERY_HEADER = Need("header", b"")
 
 
 def _need(scope: Scope, text: str) -> Need | None:
