@@ -3,8 +3,10 @@ they work on the selected mailbox through the session's :class:`MailboxView`."""
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import itertools
+from collections.abc import Iterable
 
 from clustermail.mail.imap import commands as c
 from clustermail.mail.imap import response as r
@@ -111,10 +113,12 @@ def _search_messages(
         if pre is None
         else search_prefilter.candidates(db, mailbox, view.folder, view.uids, pre, view.uidvalidity)
     )
-    for seq in range(1, view.exists + 1):
-        uid = view.uids[seq - 1]
-        if passed is not None and uid not in passed:
-            continue
+    seqs: Iterable[tuple[int, int]] = (
+        enumerate(view.uids, 1)
+        if passed is None
+        else ((bisect.bisect_left(view.uids, uid) + 1, uid) for uid in sorted(passed))
+    )
+    for seq, uid in seqs:
         msg = SearchMessage(
             view,
             seq,
