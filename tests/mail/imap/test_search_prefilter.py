@@ -370,3 +370,17 @@ def test_concurrent_first_searches_agree(mailbox: tuple[MailboxDatabase, Mailbox
         ]
         for run in runs:
             assert list(run) == expected
+
+
+@pytest.mark.parametrize(
+    "criteria",
+    ['SUBJECT "hello world"', "SUBJECT message", 'HEADER X-Custom ""', "SENTON 2-Jan-2024"],
+)
+def test_a_folder_larger_than_the_cache_is_searched_alike(
+    mailbox: tuple[MailboxDatabase, MailboxView], criteria: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A search holds at most the cache's budget of header blocks; past it, the prefilter
+    decides as it reads and the evaluator reads the rest again."""
+    db, view = mailbox
+    monkeypatch.setattr(sp, "HEADERS", sp.HeaderCache(2_000))
+    check(db, view, parse_command(b"a UID SEARCH " + criteria.encode()))

@@ -280,20 +280,24 @@ class HeaderCache:
 
     def add(self, key: tuple[str, str, int], heads: dict[int, Head]) -> None:
         """Caches the heads of some of the folder's messages."""
-        cost = sum(80 + len(a or b"") + len(b or b"") for a, b in heads.values())
+        cost = sum(map(_cost, heads.values()))
         with self._lock:
             entries = self._folders.get(key)
             if entries is None or cost > self.budget:
                 return
             while self._total + cost > self.budget and self._folders:
-                old, dropped = self._folders.popitem(last=False)
+                # Not cleared: a search running on it keeps what it read (entries only grow).
+                old, _ = self._folders.popitem(last=False)
                 self._total -= self._sizes.pop(old)
-                dropped.clear()
                 if old == key:
                     return
             entries.update(heads)
             self._sizes[key] += cost
             self._total += cost
+
+
+def _cost(head: Head) -> int:
+    return 80 + len(head[0] or b"") + len(head[1] or b"")
 
 
 #: 32 MiB: some 50,000 headers of a few hundred bytes (every Received: line counts).
@@ -332,12 +336,21 @@ def candidates(
     if missing and done is None and uidvalidity:
         missing = [uid for uid in missing if uid not in cached]  # read by the other search
     read: dict[int, Head] = {}
+    passed: dict[int, bytes | None] = {}  # decided as read, once ``read`` is full
     wanted = set(missing)
+    room = HEADERS.budget  # what one search may hold: a folder of huge headers is big
 
     def keep(uid: int, raw: bytes | None) -> None:
+        nonlocal room
         if uid in wanted:
             block = None if raw is None else header_block(raw, len(raw) < limit)
-            read[uid] = (plain_head(block), block)
+            head = plain_head(block)
+            cost = _cost((head, block))
+            if cost <= room:
+                room -= cost
+                read[uid] = (head, block)
+            elif maybe(pre, Haystack.of_head(head)):
+                passed[uid] = None  # the evaluator reads it again
 
     try:
         if missing:
@@ -350,11 +363,13 @@ def candidates(
     needle = pre.needle if isinstance(pre, Need) else None
     out: dict[int, bytes | None] = {}
     for uid in uids:
-        try:  # not "in" then [ ]: another search may drop the folder's entries meanwhile
+        try:
             head, block = cached[uid]
         except KeyError:
             if uid not in read:
-                continue  # not in the store any more
+                if uid in passed:
+                    out[uid] = None
+                continue  # else not in the store any more
             head, block = read[uid]
         if needle is not None and head is not None:
             if needle in head:  # the common case, without the general walk
