@@ -155,6 +155,11 @@ CRITERIA: list[str] = [
     'HEADER Date ""',
     'HEADER Content-Transfer-Encoding ""',
     "UNSEEN SENTBEFORE 1-Jan-2025",
+    "UID 3:6 BODY tag07",
+    "UID 4,20:* SUBJECT e",
+    "2:5 TEXT e",
+    "SEEN UID 1:* NOT DELETED SUBJECT b",
+    "UNSEEN OR SUBJECT a BODY b",
 ]
 
 # Needles beyond ASCII, sent as UTF-8 literals.
@@ -384,3 +389,11 @@ def test_a_folder_larger_than_the_cache_is_searched_alike(
     db, view = mailbox
     monkeypatch.setattr(sp, "HEADERS", sp.HeaderCache(2_000))
     check(db, view, parse_command(b"a UID SEARCH " + criteria.encode()))
+
+
+def test_reads_are_grouped_in_ranges() -> None:
+    assert list(sp._runs([])) == []
+    assert list(sp._runs([5])) == [(5, 5)]
+    assert list(sp._runs([1, 2, 3, 60, 200, 201])) == [(1, 60), (200, 201)]
+    n = sp.CHUNK
+    assert list(sp._runs(range(1, 2 * n + 2))) == [(1, n), (n + 1, 2 * n), (2 * n + 1, 2 * n + 1)]

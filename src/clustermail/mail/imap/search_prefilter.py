@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -226,6 +226,8 @@ HEADER_LIMIT = 64 * 1024
 FILL_WAIT = 5.0
 #: UIDs per read snapshot, so that a search of a huge folder does not pin one.
 CHUNK = 4096
+#: A wider gap between UIDs to read starts a new range scan.
+GAP = 64
 
 
 #: What :class:`HeaderCache` keeps of a message: its header block lowered with line breaks
@@ -389,6 +391,21 @@ def _scan(
     *,
     prefix: bool,
 ) -> None:
-    for i in range(0, len(uids), CHUNK):
-        chunk = uids[i : i + CHUNK]
-        db.scan_raw(mailbox, folder, chunk[0], chunk[-1], visit, limit=limit, prefix=prefix)
+    for first, last in _runs(uids):
+        db.scan_raw(mailbox, folder, first, last, visit, limit=limit, prefix=prefix)
+
+
+def _runs(uids: Sequence[int]) -> Iterator[tuple[int, int]]:
+    """UID ranges covering ``uids`` (ascending): at most CHUNK of them per range, and a
+    new range across a gap wider than GAP (the rows in it would be read for nothing)."""
+    if not uids:
+        return
+    first = prev = uids[0]
+    count = 1
+    for uid in uids[1:]:
+        if uid - prev > GAP or count >= CHUNK:
+            yield first, prev
+            first, count = uid, 0
+        prev = uid
+        count += 1
+    yield first, prev

@@ -6,7 +6,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from clustermail.mail.imap import commands as c
 from clustermail.mail.imap import response as r
@@ -25,7 +25,7 @@ from clustermail.mail.imap.fetch import (
 )
 from clustermail.mail.imap.mailbox_view import MailboxView
 from clustermail.mail.imap.outcome import Done, bad, no
-from clustermail.mail.imap.search import SearchContext, matches
+from clustermail.mail.imap.search import AndKey, SearchContext, SearchKey, matches
 from clustermail.mail.imap.sequence import SequenceSet
 from clustermail.mail.store import (
     FolderNotFoundError,
@@ -108,11 +108,10 @@ def _search_messages(
     found: list[int] = []
     # Messages whose raw bytes rule them out are not decoded at all (search_prefilter).
     pre = search_prefilter.build(cmd.key)
-    passed = (
-        None
-        if pre is None
-        else search_prefilter.candidates(db, mailbox, view.folder, view.uids, pre, view.uidvalidity)
-    )
+    passed = None
+    if pre is not None:
+        uids = _cheap_part(cmd.key, view, context)
+        passed = search_prefilter.candidates(db, mailbox, view.folder, uids, pre, view.uidvalidity)
     seqs: Iterable[tuple[int, int]] = (
         enumerate(view.uids, 1)
         if passed is None
@@ -131,6 +130,19 @@ def _search_messages(
         except MessageNotFoundError:
             continue
     return found
+
+
+def _cheap_part(key: SearchKey, view: MailboxView, context: SearchContext) -> Sequence[int]:
+    """The UIDs that pass the flag, number and UID keys ANDed with the rest of ``key``
+    (UNSEEN BODY x, UID 100:200 SUBJECT y): only their bytes need reading."""
+    if not isinstance(key, AndKey):
+        return view.uids
+    mask: Sequence[int] | None = None
+    for part in key.keys:
+        hits = flag_search(part, view, context)
+        if hits is not None:
+            mask = hits if mask is None else [a and b for a, b in zip(mask, hits, strict=True)]
+    return view.uids if mask is None else list(itertools.compress(view.uids, mask))
 
 
 @COMMANDS.command(c.Fetch, SELECTED, USES_SEQS)
