@@ -333,10 +333,10 @@ def candidates(
     # HEADER keys: from the cached heads, after reading those of the messages not cached.
     key = (str(db.path), mailbox, uidvalidity)
     cached = HEADERS.folder(key) if uidvalidity else {}
-    missing = [uid for uid in uids if uid not in cached]
+    missing = sorted(set(uids).difference(cached))  # set operations: no Python loop
     done = HEADERS.fill_turn(key) if missing and uidvalidity else None
     if missing and done is None and uidvalidity:
-        missing = [uid for uid in missing if uid not in cached]  # read by the other search
+        missing = sorted(set(missing).difference(cached))  # read by the other search
     read: dict[int, Head] = {}
     passed: dict[int, bytes | None] = {}  # decided as read, once ``read`` is full
     wanted = set(missing)
@@ -363,6 +363,15 @@ def candidates(
         if done is not None:
             HEADERS.filled(key, done)
     needle = pre.needle if isinstance(pre, Need) else None
+    if needle is not None and not read and not passed:
+        # A folder searched before, one string: the common case, in one comprehension
+        # (a head that is not plain, None, leaves the message to the evaluator).
+        hits = [
+            uid for uid in uids
+            if (entry := cached.get(uid)) is not None
+            and (entry[0] is None or needle in entry[0])
+        ]
+        return {uid: cached[uid][1] for uid in hits}
     out: dict[int, bytes | None] = {}
     for uid in uids:
         try:
