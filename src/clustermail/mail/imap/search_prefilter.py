@@ -328,6 +328,19 @@ def candidates(
             if uid in wanted and (raw is None or maybe(pre, Haystack(raw, len(raw) < limit))):
                 found[uid] = None
 
+        if isinstance(pre, Need) and pre.scope == "body" and pre.needle is not None:
+            body_needle = pre.needle
+
+            def visit(uid: int, raw: bytes | None) -> None:  # BODY x: maybe() inlined
+                if uid not in wanted:
+                    return
+                if raw is None or len(raw) >= limit or not raw.isascii():
+                    found[uid] = None
+                    return
+                lowered = raw.lower()
+                if body_needle in lowered or not _plain_parts(lowered):
+                    found[uid] = None
+
         _scan(db, mailbox, folder, uids, visit, limit, prefix=False)
         return found
     # HEADER keys: from the cached heads, after reading those of the messages not cached.
