@@ -272,13 +272,23 @@ class SearchMessage:
     store: flags, sizes and dates come from the listing; headers and text are read (and
     decoded) only when a key needs them."""
 
-    def __init__(self, view: MailboxView, seq: int, fetcher: MessageFetcher) -> None:
+    def __init__(
+        self,
+        view: MailboxView,
+        seq: int,
+        fetcher: MessageFetcher,
+        header_block: bytes | None = None,
+    ) -> None:
         self.view = view
         self.seq = seq
         self.uid = view.uids[seq - 1]
         self._fetcher = fetcher
         self._message: email.message.Message | None = None
         self._headers: list[tuple[str, str]] | None = None
+        self._undecoded: list[tuple[str, str]] | None = None
+        # The message's header block when the caller has it (the search prefilter's cache):
+        # it parses to the same fields as the range the structure names.
+        self._block = header_block
 
     @property
     def flags(self) -> set[str]:
@@ -302,17 +312,28 @@ class SearchMessage:
         except (TypeError, ValueError, IndexError):
             return _EPOCH
 
+    def _raw_fields(self) -> list[tuple[str, str]]:
+        if self._undecoded is None:
+            if self._block is not None:
+                fields, _ = mime.parse_header(self._block, 0, len(self._block))
+            else:
+                s = self._fetcher.structure
+                start, end, _ = s.messages[""]
+                fields, _ = mime.parse_header(self._fetcher.read(start, end), 0, end - start)
+            self._undecoded = [(name.upper(), v) for name, v in fields]
+        return self._undecoded
+
     def _header_fields(self) -> list[tuple[str, str]]:
         if self._headers is None:
-            s = self._fetcher.structure
-            start, end, _ = s.messages[""]
-            fields, _ = mime.parse_header(self._fetcher.read(start, end), 0, end - start)
-            self._headers = [(name.upper(), decode_header_value(v)) for name, v in fields]
+            self._headers = [(n, decode_header_value(v)) for n, v in self._raw_fields()]
         return self._headers
 
     def header(self, name: str) -> list[str]:
         wanted = name.upper()
-        return [v for n, v in self._header_fields() if n == wanted]
+        if self._headers is not None:
+            return [v for n, v in self._headers if n == wanted]
+        # Decode only the fields asked for: HEADER keys name one.
+        return [decode_header_value(v) for n, v in self._raw_fields() if n == wanted]
 
     def _parsed(self) -> email.message.Message:
         if self._message is None:

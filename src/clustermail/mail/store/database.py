@@ -525,6 +525,25 @@ class MailboxDatabase:
         with self._read() as conn:
             return messages.structures(conn, folders.get(conn, mailbox, folder), first, last)
 
+    def scan_raw(
+        self,
+        mailbox: str,
+        folder: str,
+        first: int,
+        last: int,
+        visit: Callable[[int, bytes | None], None],
+        *,
+        limit: int,
+        prefix: bool = False,
+    ) -> None:
+        """Calls ``visit(uid, raw)`` for each message with a UID in ``first..last``, in UID
+        order, from one snapshot and one scan: see :func:`messages.scan_raw`."""
+        with self._read() as conn:
+            for uid, raw in messages.scan_raw(
+                conn, folders.get(conn, mailbox, folder), first, last, limit, prefix
+            ):
+                visit(uid, raw)
+
     def changes_since(self, mailbox: str, folder: str, modseq: int) -> FolderChanges:
         """New messages, flag changes and expunges after ``modseq`` (any session's)."""
         with self._read() as conn:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal
 
 from clustermail.mail.store import bodies, flags, index, mailboxes, mime, usage
@@ -262,6 +262,29 @@ def structures(
             (folder.id, first, last),
         )
     }
+
+
+def scan_raw(
+    conn: sqlite3.Connection, folder: FolderRow, first: int, last: int, limit: int, prefix: bool
+) -> Iterator[tuple[int, bytes | None]]:
+    """``(uid, bytes)`` of the folder's messages with UIDs in ``first..last``, in UID order,
+    in one range scan (SEARCH reads every message). A message over ``limit`` bytes gives
+    its first ``limit`` bytes when ``prefix`` (read through the blob, not whole), else
+    None."""
+    rows = conn.execute(
+        "SELECT m.uid, b.id, CASE WHEN b.size <= ? THEN b.raw END FROM message m "
+        "JOIN body b ON b.id = m.body_id WHERE m.folder_id = ? AND m.uid BETWEEN ? AND ? "
+        "ORDER BY m.uid",
+        (limit, folder.id, first, last),
+    )
+    for uid, body_id, raw in rows:
+        if raw is not None:
+            yield uid, raw
+        elif prefix:
+            with conn.blobopen("body", "raw", body_id, readonly=True) as blob:
+                yield uid, blob.read(limit)
+        else:
+            yield uid, None
 
 
 def changes_since(conn: sqlite3.Connection, folder: FolderRow, modseq: int) -> FolderChanges:

@@ -3,11 +3,14 @@ they work on the selected mailbox through the session's :class:`MailboxView`."""
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import itertools
+from collections.abc import Iterable, Sequence
 
 from clustermail.mail.imap import commands as c
 from clustermail.mail.imap import response as r
+from clustermail.mail.imap import search_prefilter
 from clustermail.mail.imap.command_table import SELECTED, CommandFlag, CommandTable
 from clustermail.mail.imap.context import SessionContext
 from clustermail.mail.imap.fetch import (
@@ -22,7 +25,7 @@ from clustermail.mail.imap.fetch import (
 )
 from clustermail.mail.imap.mailbox_view import MailboxView
 from clustermail.mail.imap.outcome import Done, bad, no
-from clustermail.mail.imap.search import SearchContext, matches
+from clustermail.mail.imap.search import AndKey, SearchContext, SearchKey, matches
 from clustermail.mail.imap.sequence import SequenceSet
 from clustermail.mail.store import (
     FolderNotFoundError,
@@ -103,10 +106,23 @@ def _search_messages(
     db: MailboxDatabase, mailbox: str, view: MailboxView, cmd: c.Search, context: SearchContext
 ) -> list[int]:
     found: list[int] = []
-    for seq in range(1, view.exists + 1):
-        uid = view.uids[seq - 1]
+    # Messages whose raw bytes rule them out are not decoded at all (search_prefilter).
+    pre = search_prefilter.build(cmd.key)
+    passed = None
+    if pre is not None:
+        uids = _cheap_part(cmd.key, view, context)
+        passed = search_prefilter.candidates(db, mailbox, view.folder, uids, pre, view.uidvalidity)
+    seqs: Iterable[tuple[int, int]] = (
+        enumerate(view.uids, 1)
+        if passed is None
+        else ((bisect.bisect_left(view.uids, uid) + 1, uid) for uid in sorted(passed))
+    )
+    for seq, uid in seqs:
         msg = SearchMessage(
-            view, seq, MessageFetcher(db, mailbox, view.folder, uid, view.uidvalidity)
+            view,
+            seq,
+            MessageFetcher(db, mailbox, view.folder, uid, view.uidvalidity),
+            None if passed is None else passed[uid],  # the header block, if at hand
         )
         try:
             if matches(cmd.key, msg, context):
@@ -114,6 +130,19 @@ def _search_messages(
         except MessageNotFoundError:
             continue
     return found
+
+
+def _cheap_part(key: SearchKey, view: MailboxView, context: SearchContext) -> Sequence[int]:
+    """The UIDs that pass the flag, number and UID keys ANDed with the rest of ``key``
+    (UNSEEN BODY x, UID 100:200 SUBJECT y): only their bytes need reading."""
+    if not isinstance(key, AndKey):
+        return view.uids
+    mask: Sequence[int] | None = None
+    for part in key.keys:
+        hits = flag_search(part, view, context)
+        if hits is not None:
+            mask = hits if mask is None else [a and b for a, b in zip(mask, hits, strict=True)]
+    return view.uids if mask is None else list(itertools.compress(view.uids, mask))
 
 
 @COMMANDS.command(c.Fetch, SELECTED, USES_SEQS)
