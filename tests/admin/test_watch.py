@@ -53,7 +53,8 @@ async def test_status_watch_redraws_until_ctrl_c(tmp_path: Path) -> None:
                 while b"node2 up" not in seen:
                     seen += await proc.stdout.read(4096)
         os.killpg(proc.pid, signal.SIGINT)
-        await asyncio.wait_for(proc.wait(), 30)
+        # Keep reading: a redraw blocked on a full pipe would keep it from exiting.
+        await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 130
     finally:
         if proc.returncode is None:  # a failed wait above: never leave it running

@@ -399,3 +399,27 @@ async def test_a_dead_host_whose_undo_fails_is_held_until_it_is_reverted(
 
     await node1.until(released, "mail1 released once reverted")
     assert not (agent.data_dir / undo.UNDO_DIR / "node1" / "mail1" / "ip.json").exists()
+
+
+async def test_a_stop_finishes_though_an_undo_fails_and_leaves_the_lease_to_expire(
+        node1: Node1, tmp_path: Path) -> None:
+    """A stop always finishes: a dead host whose undo keeps failing is let go when the
+    node stops, but its ownership is not released early (no revoke of the lease)."""
+    agent = node1.agent
+    lvs = await node1.online()
+    undo.record(agent.data_dir, "node1", "mail1", "ip", ["false"], "address 192.0.2.7 on eth9")
+    agent.stopping = True  # a stop is under way (as _request_stop sets it)
+    os.kill(lvs.proc.pid, signal.SIGKILL)
+    async with asyncio.timeout(WAIT):
+        while "mail1" in agent.local:
+            await asyncio.sleep(0.05)
+    assert agent._unreverted == {"mail1"}
+    keeper = agent.keeper
+    assert keeper is not None
+    await agent._shutdown()  # closes node1's store: look through another handle
+    other = await open_store(f"sqlite://{tmp_path}/cluster.db")
+    try:
+        assert await other.get(keys.OWNER + "mail1") is not None  # not revoked: expires
+    finally:
+        await other.close()
+    agent.keeper = None  # shut down already (the fixture's second shutdown is a no-op)

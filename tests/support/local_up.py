@@ -119,7 +119,14 @@ def stop_up(up: subprocess.Popen[str], procs: list[ProcRef], sig: int, *,
             os.killpg(up.pid, sig)
         else:
             up.send_signal(sig)
-        rest, _ = up.communicate(timeout=timeout)
+        try:
+            rest, _ = up.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            out = exc.output.decode(errors="replace") if isinstance(exc.output, bytes) else (
+                exc.output or "")
+            raise AssertionError(f"`up` still running {timeout:g} s after "
+                                 f"{signal.Signals(sig).name}; its last output:\n"
+                                 f"{out[-3000:]}") from None
         left = wait_all_gone(procs, gone_within)
         assert not left, f"still running after {signal.Signals(sig).name}: {left}"
     finally:

@@ -122,6 +122,8 @@ class NodeAgent:
         self.local: dict[str, LocalVS] = {}
         #: vs -> assignment revision we gave up on (don't retry until reassigned)
         self.given_up: dict[str, int] = {}
+        #: Virtual servers let go at a stop with their undo records still failing.
+        self._unreverted: set[str] = set()
         self.leader = Leader(name)
         self.wake = asyncio.Event()
         self.stopping = False
@@ -276,8 +278,14 @@ class NodeAgent:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.keeper is not None:
             # Revoking releases ownership at once: only with every host proven gone.
+            held = sorted(self._unreverted)
+            if held:
+                log_event("left_unreverted", node=self.name,
+                          message=f"{', '.join(held)}: what the resource host left is not "
+                          "reverted; leaving ownership to expire with the lease")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.keeper.stop(revoke=not alive), STORE_EXIT_TIMEOUT)
+                await asyncio.wait_for(self.keeper.stop(revoke=not alive and not held),
+                                       STORE_EXIT_TIMEOUT)
         if self.store is not None:
             with contextlib.suppress(TimeoutError, CoordError):
                 await asyncio.wait_for(self.store.close(), STORE_EXIT_TIMEOUT)
@@ -808,7 +816,12 @@ class NodeAgent:
         # While the dead host still holds its slot, so no new host of this virtual
         # server can start here and write a record we would undo.
         if not await self._undo_before_release(lvs):
-            return  # fenced or stopping meanwhile: that path reverted and let go
+            if self.stopping and self.local.get(lvs.name) is lvs:
+                # The stop must finish: the host is gone, what it left is not reverted.
+                # The lease is then left to expire rather than revoked (_shutdown).
+                del self.local[lvs.name]
+                self._unreverted.add(lvs.name)
+            return  # fenced or lease lost: that path reverted and let go
         del self.local[lvs.name]
         store = self.store
         assert store is not None
