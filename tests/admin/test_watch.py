@@ -16,6 +16,7 @@ from clustermail.cluster import keys
 from clustermail.cluster.records import StatusRecord
 from clustermail.cluster.view import read_view
 from tests.support.cluster_state import apply, config, elect, join, own, sqlite_store
+from tests.support.local_up import WITH_DEFAULT_SIGNALS
 
 
 async def test_picture_shows_nodes_with_their_virtual_servers(tmp_path: Path) -> None:
@@ -38,7 +39,8 @@ async def test_status_watch_redraws_until_ctrl_c(tmp_path: Path) -> None:
         await apply(store, config())
     url = f"sqlite://{tmp_path}/cluster.db"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "clustermail", "status", "--watch", "--store", url,
+        sys.executable, "-c", WITH_DEFAULT_SIGNALS, "-m", "clustermail", "status", "--watch",
+        "--store", url,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         start_new_session=True, env={**os.environ, "COLUMNS": "160", "TERM": "dumb"})
     assert proc.stdout is not None

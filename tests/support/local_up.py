@@ -15,11 +15,13 @@ from clustermail.cluster.proctree import ProcRef, descendants
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: Resets SIGINT to its default before exec: a shell without job control starts
-#: background commands (and so pytest, and so `up`) with SIGINT ignored, and an
-#: ignored SIGINT stays ignored in `up` — as it should for a background job.
-_WITH_DEFAULT_SIGINT = (
+#: Resets SIGINT and SIGHUP to their defaults before exec: a shell without job control
+#: starts background commands (and so pytest, and so `up`) with SIGINT ignored, `nohup`
+#: ignores SIGHUP, and an ignored signal stays ignored in `up` and the CLI — as it
+#: should for a background job. Run as ``python -c WITH_DEFAULT_SIGNALS -m ...``.
+WITH_DEFAULT_SIGNALS = (
     "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "signal.signal(signal.SIGHUP, signal.SIG_DFL); "
     "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
 )
 
@@ -27,7 +29,7 @@ _WITH_DEFAULT_SIGINT = (
 def start_up(data: Path, *extra: str, new_session: bool = False) -> subprocess.Popen[str]:
     """`clustermail up --data DATA` with its output (stdout and stderr) on a pipe."""
     return subprocess.Popen(
-        [sys.executable, "-c", _WITH_DEFAULT_SIGINT, "-m", "clustermail", "up",
+        [sys.executable, "-c", WITH_DEFAULT_SIGNALS, "-m", "clustermail", "up",
          "--data", str(data), *extra],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "COLUMNS": "200"}, start_new_session=new_session,
