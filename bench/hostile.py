@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from bench.mail_server import base_resources
 from clustermail.coord import open_store
 from clustermail.mail.directory import Directory
 from tests.support.hostproc import FAST_POLICY, Host, free_port
@@ -105,11 +106,7 @@ def prepare(root: Path) -> tuple[dict[str, Any], Ports]:
     data = root / "data"
     plain = {"allow_plaintext_on_loopback": True}
     resources: list[dict[str, Any]] = [
-        {"name": "ip", "type": "ip_address", "properties": {"address": ADDRESS}},
-        {"name": "name", "type": "network_name", "properties": {"name": "mail1"},
-         "depends_on": ["ip"]},
-        {"name": "disk", "type": "disk", "properties": {"path": f"{data}/disks/mail1"}},
-        {"name": "store", "type": "mail_store", "depends_on": ["disk"]},
+        *base_resources(ADDRESS, data),
         {"name": "smtp", "type": "smtp", "depends_on": ["store", "ip"], "properties": {
             "port": ports.smtp, "submission_port": ports.submission, "submissions_port": 0,
             **plain}},

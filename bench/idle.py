@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.hostile import ADDRESS, Line, mb, summary
+from bench.mail_server import base_resources
 from clustermail.coord import open_store
 from clustermail.mail.directory import Directory
 from clustermail.mail.directory.passwords import Passwords
@@ -179,11 +180,7 @@ def prepare_ours(root: Path, users: int, sessions: int) -> tuple[dict[str, Any],
     data = root / "data"
     plain = {"allow_plaintext_on_loopback": True}
     resources: list[dict[str, Any]] = [
-        {"name": "ip", "type": "ip_address", "properties": {"address": ADDRESS}},
-        {"name": "name", "type": "network_name", "properties": {"name": "mail1"},
-         "depends_on": ["ip"]},
-        {"name": "disk", "type": "disk", "properties": {"path": f"{data}/disks/mail1"}},
-        {"name": "store", "type": "mail_store", "depends_on": ["disk"]},
+        *base_resources(ADDRESS, data),
         {"name": "smtp", "type": "smtp", "depends_on": ["store", "ip"], "properties": {
             "port": smtp, "submission_port": 0, "submissions_port": 0, **plain}},
         {"name": "imap4", "type": "imap4", "depends_on": ["store", "ip"],

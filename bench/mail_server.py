@@ -12,6 +12,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from clustermail.mail.backends import MailboxRef, RecipientLookup
 from clustermail.mail.net.listener import ListenerLimits
@@ -101,3 +102,15 @@ async def main(disk: Path, address: str, smtp_port: int, pop3_port: int) -> None
 
 if __name__ == "__main__":
     asyncio.run(main(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
+
+
+def base_resources(address: str, data: Path) -> list[dict[str, Any]]:
+    """The resources under a bench virtual server's protocols in a real resource host:
+    its address, name, disk and mail store."""
+    return [
+        {"name": "ip", "type": "ip_address", "properties": {"address": address}},
+        {"name": "name", "type": "network_name", "properties": {"name": "mail1"},
+         "depends_on": ["ip"]},
+        {"name": "disk", "type": "disk", "properties": {"path": f"{data}/disks/mail1"}},
+        {"name": "store", "type": "mail_store", "depends_on": ["disk"]},
+    ]
