@@ -133,6 +133,7 @@ def append_cmd(folder: str, data: bytes, flags: str = "") -> bytes:
 
 def serve_ours(db_path: str, port_file: str) -> None:
     """Child process: our server on a database prepared by the parent."""
+    from clustermail import eventloop
     from clustermail.mail.imap.server import ImapServer
     from clustermail.mail.store import MailboxDatabase
     from tests.support.imap_server import MemoryAuthenticator
@@ -151,7 +152,7 @@ def serve_ours(db_path: str, port_file: str) -> None:
             await asyncio.sleep(1)
 
     parent = os.getppid()
-    asyncio.run(main())
+    eventloop.run(main())
 
 
 def prepare_ours(root: Path, messages: int, big: int) -> Path:

@@ -36,6 +36,7 @@ def user(n: int) -> str:
 
 def serve(root: str, users: int, port_file: str) -> None:
     """Child process: the directory and our IMAP server, as the imap4 resource has them."""
+    from clustermail import eventloop
     from clustermail.coord import open_store
     from clustermail.mail.directory import Directory
     from clustermail.mail.imap.server import ImapServer
@@ -57,7 +58,7 @@ def serve(root: str, users: int, port_file: str) -> None:
         Path(port_file).write_text(str(srv.sockets[0].getsockname()[1]))
         await asyncio.Event().wait()
 
-    asyncio.run(main())
+    eventloop.run(main())
 
 
 async def login(port: int, n: int) -> None:

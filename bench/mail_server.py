@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clustermail import eventloop
 from clustermail.mail.backends import MailboxRef, RecipientLookup
 from clustermail.mail.net.listener import ListenerLimits
 from clustermail.mail.net.tls import ensure_certificate, server_context
@@ -101,7 +102,7 @@ async def main(disk: Path, address: str, smtp_port: int, pop3_port: int) -> None
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
+    eventloop.run(main(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
 
 
 def base_resources(address: str, data: Path) -> list[dict[str, Any]]:

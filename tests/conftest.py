@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from clustermail import eventloop
 from clustermail.coord import Store, open_store
 from tests.support.etcd_server import EtcdCluster
 
@@ -16,6 +18,18 @@ from tests.support.etcd_server import EtcdCluster
 pytest_plugins = ["tests.support.distributions", "tests.support.hostproc"]
 
 BACKENDS = ["sqlite", "etcd"]
+
+
+@pytest.fixture(scope="session")
+def event_loop_policy() -> asyncio.AbstractEventLoopPolicy:
+    """In-process tests run on the loop the resource host runs (:mod:`clustermail.eventloop`;
+    ``CLUSTERMAIL_EVENT_LOOP=asyncio`` for the standard one)."""
+    if eventloop.loop_factory() is None:
+        return asyncio.DefaultEventLoopPolicy()
+    import uvloop
+
+    policy: asyncio.AbstractEventLoopPolicy = uvloop.EventLoopPolicy()
+    return policy
 
 
 @pytest.fixture(autouse=True)

@@ -30,6 +30,7 @@ from clustermail.cluster.records import (
 from clustermail.cluster.timing import DEFAULT_TIMING
 from clustermail.cluster.view import read_view
 from clustermail.coord import EventType, KeyValue, Store, open_store
+from tests.support.agent_loop import event_loop_policy  # noqa: F401  (asyncio, as the agent)
 from tests.support.cluster_state import apply, elect, join
 
 #: Bound on every wait for the agent and its resource host.

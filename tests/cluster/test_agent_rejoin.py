@@ -10,6 +10,7 @@ from clustermail.cluster import keys
 from clustermail.cluster.agent import NodeAgent
 from clustermail.cluster.timing import FAST_TIMING
 from clustermail.coord import open_store
+from tests.support.agent_loop import event_loop_policy  # noqa: F401  (asyncio, as the agent)
 
 WAIT = 10.0
 

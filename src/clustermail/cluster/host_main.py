@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from clustermail import eventloop
 from clustermail.cluster import procutil, resource_types
 from clustermail.cluster.host_output import EventSink, HostLog
 from clustermail.cluster.host_protocol import (
@@ -236,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.preload_types:
         # A type that cannot load is reported when a spec uses it, not here.
         resource_types.load_all()
-    return asyncio.run(amain())
+    return eventloop.run(amain())
 
 
 if __name__ == "__main__":

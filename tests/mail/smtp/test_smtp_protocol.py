@@ -7,6 +7,7 @@ import re
 import smtplib
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -272,6 +273,26 @@ def _plain(user: str, password: str) -> str:
     import base64
 
     return base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+
+
+async def test_clients_gone_right_after_the_greeting_give_their_slots_back(
+    smtp: Running,
+) -> None:
+    """A client that closes as soon as it has read the greeting (a port scanner, a
+    health check) ends its session: its task is cancelled before the read loop, and the
+    connection slot came back only if the transport was closed on EOF."""
+
+    def connect_and_close() -> None:
+        for _ in range(20):
+            with socket.create_connection((smtp.address, smtp.ports.inbound), timeout=10) as s:
+                assert s.makefile("rb").readline().startswith(b"220 ")
+            time.sleep(0.05)  # one at a time: each closes while its greeting is settling
+
+    await run(connect_and_close)
+    admission = smtp.service.listener.admission
+    async with asyncio.timeout(10):
+        while admission.active:
+            await asyncio.sleep(0.02)
 
 
 async def test_every_reply_has_an_enhanced_code(smtp: Running) -> None:

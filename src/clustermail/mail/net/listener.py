@@ -196,9 +196,11 @@ def close_soon(
 ) -> None:
     """Writes ``goodbye`` (if any) and closes; aborts if the close has not finished
     ``grace`` seconds later, so a client that does not read cannot keep the slot."""
-    if goodbye and not transport.is_closing() and isinstance(transport, asyncio.WriteTransport):
+    # Duck-typed: uvloop's transports are not registered as asyncio's Transport classes.
+    write = getattr(transport, "write", None)
+    if goodbye and not transport.is_closing() and write is not None:
         with contextlib.suppress(Exception):
-            transport.write(goodbye)
+            write(goodbye)
     transport.close()
     abort = getattr(transport, "abort", None)
     if abort is not None:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, AnyStr, TypeVar
 
-from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException
 
 from clustermail.mail.net.listener import (
     WRITE_STALL_TIMEOUT,
@@ -80,6 +80,15 @@ def _like(parent: Callable[..., Any]) -> Callable[[F], F]:
         return method
 
     return copy
+
+
+class _StartedTls:
+    """What aiosmtpd reads off its TLS layer once STARTTLS is done: the ``_extra`` details
+    it keeps as ``session.ssl``."""
+
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        keys = ("sslcontext", "peercert", "cipher", "compression", "ssl_object")
+        self._extra = {key: transport.get_extra_info(key) for key in keys}
 
 
 class ClusterSMTP(SMTP):
@@ -138,6 +147,15 @@ class ClusterSMTP(SMTP):
                 self._login_deadline = self.loop.call_later(
                     self.limits.login_timeout, self._ended_by_timeout, "no login in time"
                 )
+
+    def eof_received(self) -> bool | None:
+        """The client closed its side: aiosmtpd cancels the session's task and asks to keep
+        the transport half-open, leaving its close to that task. A task cancelled before
+        its read loop (a client gone right after the greeting) never closed it, and the
+        session kept its connection slot for good; nothing more can arrive, so close now
+        (what is still to be sent is flushed first)."""
+        super().eof_received()
+        return False
 
     def connection_lost(self, error: Exception | None) -> None:
         client, self._admitted = self._admitted, None
@@ -260,6 +278,44 @@ class ClusterSMTP(SMTP):
         return MailEnvelope()
 
     @_like(SMTP.smtp_EHLO)
+    @_like(SMTP.smtp_STARTTLS)
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        """aiosmtpd swaps the socket transport's protocol by hand, which only asyncio's own
+        loop supports; this goes through ``loop.start_tls`` (uvloop too), then lets
+        aiosmtpd's STARTTLS branch of ``connection_made`` reset the session (RFC 3207 4.2)."""
+        if arg:
+            await self.push("501 Syntax: STARTTLS")
+            return
+        if not self.tls_context or self.transport is None:
+            await self.push("454 TLS not available")
+            return
+        plain = self.transport
+        # Nothing more is read as plaintext: the client's TLS hello may follow the 220 at
+        # once, while the reply yields to the loop. What was pipelined after STARTTLS is
+        # dropped, never read as if it had been sent under TLS.
+        plain.pause_reading()  # type: ignore[attr-defined]
+        await self.push("220 Ready to start TLS")
+        self._reader._buffer.clear()  # type: ignore[attr-defined]
+        try:
+            secure = await self.loop.start_tls(
+                plain,  # type: ignore[arg-type]
+                self,
+                self.tls_context,
+                server_side=True,
+                ssl_handshake_timeout=self.limits.line_timeout,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            raise TLSSetupException() from error
+        if secure is None:  # the connection went away during the handshake
+            raise TLSSetupException()
+        self._original_transport = plain
+        self._tls_protocol = _StartedTls(secure)  # type: ignore[assignment]
+        self._transport = secure  # what StreamReaderProtocol itself writes and closes
+        self._over_ssl = True
+        self.connection_made(secure)
+
     async def smtp_EHLO(self, hostname: str) -> None:
         self.errors.junk_command()  # a client needs two (before and after STARTTLS)
         self._in_helo = bool(hostname)  # a syntax error still gets its enhanced code

@@ -36,9 +36,9 @@ async def starttls(s: SessionContext, cmd: c.StartTLS) -> Done:
     buffered = getattr(s.reader, "_buffer", None)
     if isinstance(buffered, bytearray):
         buffered.clear()
-    transport = s.writer.transport
-    if isinstance(transport, asyncio.ReadTransport):
-        transport.pause_reading()  # start_tls resumes it under TLS
+    pause = getattr(s.writer.transport, "pause_reading", None)  # any loop's transport
+    if pause is not None:
+        pause()  # start_tls resumes it under TLS
     s.send(r.tagged(cmd.tag, "OK", "Begin TLS negotiation now."))
     await s.flush()
     try:
