@@ -29,7 +29,8 @@ class FolderRow:
     highestmodseq: int
 
 
-_COLUMNS = "f.id, f.mailbox_id, f.name, f.special_use, f.uidvalidity, f.uidnext, f.highestmodseq"
+COLUMNS = "f.id, f.mailbox_id, f.name, f.special_use, f.uidvalidity, f.uidnext, f.highestmodseq"
+_COLUMNS = COLUMNS
 
 
 def next_uidvalidity(conn: sqlite3.Connection, now: float) -> int:

@@ -32,6 +32,9 @@ _COLUMNS = (
 )
 
 
+_COLUMNS_M = ", ".join(f"m.{c.strip()}" for c in _COLUMNS.split(","))
+
+
 def _row(
     r: tuple[int, str, int, int, int, int | None, int | None, int | None, float | None],
 ) -> MailboxRow:
@@ -41,6 +44,21 @@ def _row(
 def find(conn: sqlite3.Connection, name: str) -> MailboxRow | None:
     r = conn.execute(f"SELECT {_COLUMNS} FROM mailbox WHERE name = ?", (name,)).fetchone()
     return None if r is None else _row(r)
+
+
+def find_with_folder(
+    conn: sqlite3.Connection, name: str, folder: str
+) -> tuple[MailboxRow, folders.FolderRow | None] | None:
+    """The mailbox and its (normalized) ``folder``, in one statement (delivery's hot path):
+    None without the mailbox; (row, None) when it has no such folder."""
+    r = conn.execute(
+        f"SELECT {_COLUMNS_M}, {folders.COLUMNS} FROM mailbox m "
+        "LEFT JOIN folder f ON f.mailbox_id = m.id AND f.name = ? WHERE m.name = ?",
+        (folder, name),
+    ).fetchone()
+    if r is None:
+        return None
+    return _row(r[:9]), (None if r[9] is None else folders.FolderRow(*r[9:]))
 
 
 def get(conn: sqlite3.Connection, name: str) -> MailboxRow:

@@ -28,10 +28,14 @@ def _uid_list(uids: Iterable[int]) -> str:
 
 
 def insert(
-    conn: sqlite3.Connection, folder: FolderRow, entries: Sequence[NewMessage]
+    conn: sqlite3.Connection,
+    folder: FolderRow,
+    entries: Sequence[NewMessage],
+    charged: int | None = None,
 ) -> tuple[list[int], int]:
     """Append messages with fresh UIDs (from UIDNEXT) under one new modseq; returns
-    (uids, modseq). The caller has already counted the body references."""
+    (uids, modseq). The caller has already counted the body references. ``charged``: what
+    the entries charge the quota (usage.charges), when the caller already knows it."""
     first, modseq = folder.uidnext, folder.highestmodseq + 1
     uids = list(range(first, first + len(entries)))
     conn.executemany(
@@ -52,7 +56,8 @@ def insert(
         "UPDATE folder SET uidnext = ?, highestmodseq = ? WHERE id = ?",
         (first + len(entries), modseq, folder.id),
     )
-    charged = usage.charges(conn, ((e[0], e[4]) for e in entries))
+    if charged is None:
+        charged = usage.charges(conn, ((e[0], e[4]) for e in entries))
     mailboxes.adjust_usage(conn, folder.mailbox_id, charged, len(entries))
     return uids, modseq
 
