@@ -23,6 +23,8 @@ APPEND, EXPUNGE, COPY, ...) is fsynced before any of its callers is answered.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import queue
@@ -73,6 +75,9 @@ class _Job(Generic[T]):
     durable: bool = True  # False: a flag change, committed without its own fsync
     future: Future[T] = field(default_factory=Future)
     started: bool = False  # set running by the preparer
+    #: submit_async: the caller's loop and the future it awaits (resolved from ``future``)
+    loop: asyncio.AbstractEventLoop | None = None
+    waiter: asyncio.Future[T] | None = None
 
 
 @dataclass
@@ -133,6 +138,29 @@ class GroupCommitWriter:
         """Queue a job. ``durable=False`` only for flag changes: answered after the commit but
         before its fsync (see the module's docstring)."""
         job: _Job[T] = _Job(apply, prepare, size, durable)
+        self._enqueue(job)
+        return job.future
+
+    def submit_async(
+        self,
+        apply: Callable[[Tx], T],
+        *,
+        prepare: Callable[[], None] | None = None,
+        size: int = 0,
+        durable: bool = True,
+    ) -> asyncio.Future[T]:
+        """:meth:`submit` for a caller on an event loop. Unlike ``asyncio.wrap_future`` of
+        each job's future, the writer wakes each loop once per batch for all of its jobs
+        (one ``call_soon_threadsafe``, i.e. one self-pipe write, not one per job).
+        Cancelling the returned future before the job started means it never runs."""
+        loop = asyncio.get_running_loop()
+        job: _Job[T] = _Job(apply, prepare, size, durable, loop=loop, waiter=loop.create_future())
+        assert job.waiter is not None
+        job.waiter.add_done_callback(lambda w: w.cancelled() and job.future.cancel())
+        self._enqueue(job)
+        return job.waiter
+
+    def _enqueue(self, job: _Job[Any]) -> None:
         with self._lock:
             if self._closed:
                 raise NotMountedError(self._path)
@@ -142,8 +170,7 @@ class GroupCommitWriter:
                 raise self.broken
             # The preparer thread only pays off while the writer is busy (then the analysis
             # overlaps its fsync); an idle writer prepares the job itself, saving a hand-off.
-            (self._to_prepare if prepare is not None and self._busy else self._queue).put(job)
-        return job.future
+            (self._to_prepare if job.prepare is not None and self._busy else self._queue).put(job)
 
     def close(self) -> None:
         """Run what is queued, then stop the thread."""
@@ -157,6 +184,22 @@ class GroupCommitWriter:
 
     # ------------------------------------------------------------------- writer thread
 
+    @staticmethod
+    def _settle(outcomes: list[tuple[_Job[Any], bool, Any]]) -> None:
+        """Resolve the jobs' futures, then wake each waiting event loop once for all of its
+        jobs (see submit_async)."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Job[Any]]] = {}
+        for job, ok, value in outcomes:
+            if ok:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(value)
+            if job.loop is not None:
+                by_loop.setdefault(job.loop, []).append(job)
+        for loop, jobs in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody awaits these
+                loop.call_soon_threadsafe(_copy_outcomes, jobs)
+
     def _prepare_loop(self) -> None:
         while (job := self._to_prepare.get()) is not None:
             if not job.future.set_running_or_notify_cancel():
@@ -165,7 +208,7 @@ class GroupCommitWriter:
             try:
                 job.prepare()
             except BaseException as exc:
-                job.future.set_exception(exc)  # handed to the caller
+                self._settle([(job, False, exc)])  # handed to the caller
                 continue
             job.started = True
             self._queue.put(job)
@@ -242,7 +285,7 @@ class GroupCommitWriter:
                 try:
                     job.prepare()
                 except BaseException as exc:
-                    job.future.set_exception(exc)  # handed to the caller
+                    self._settle([(job, False, exc)])  # handed to the caller
                     continue
             ready.append(job)
         return ready
@@ -284,8 +327,7 @@ class GroupCommitWriter:
                 except sqlite3.Error:
                     log.exception("rollback failed on %s", self._path)
             error = exc if isinstance(exc, StoreError) else self._wrap(exc)
-            for job in ready:
-                job.future.set_exception(error)
+            self._settle([(job, False, error) for job in ready])
             return
         finally:
             if journal is not None:
@@ -302,11 +344,7 @@ class GroupCommitWriter:
         self.stats.largest_batch = max(self.stats.largest_batch, len(ready))
         finish = self._after_commit is not None and self._after_commit(
             sum(job.size for job in ready))
-        for job, ok, value in results:
-            if ok:
-                job.future.set_result(value)
-            else:
-                job.future.set_exception(value)
+        self._settle(results)
         if finish:
             self._finish_checkpoint()
         if self._on_commit is not None and tx.touched:
@@ -357,3 +395,16 @@ class GroupCommitWriter:
             return job, False, exc
         conn.execute("RELEASE job")
         return job, True, value
+
+
+def _copy_outcomes(jobs: list[_Job[Any]]) -> None:
+    """On the caller's loop: hand each job's outcome to the future its caller awaits."""
+    for job in jobs:
+        waiter = job.waiter
+        if waiter is None or waiter.done():  # cancelled while it ran: the outcome is dropped
+            continue
+        exc = job.future.exception()
+        if exc is not None:
+            waiter.set_exception(exc)
+        else:
+            waiter.set_result(job.future.result())
