@@ -3,11 +3,11 @@
 Callers (asyncio or threads) queue a job and wait on a future. Jobs with a ``prepare`` step
 (MIME analysis of a delivery) pass a preparer thread first, so that CPU work overlaps the
 writer's fsync of the previous batch (sqlite3 releases the GIL while it syncs). The writer
-takes everything queued, runs each job in its own SAVEPOINT inside one ``BEGIN IMMEDIATE``
-transaction that first checks the fencing epoch, commits once (one WAL fsync under
-``synchronous=FULL``) and only then resolves the futures. A job that raises is rolled back to
-its savepoint alone; a failed epoch check or commit fails the whole batch and nothing of it
-is written.
+takes everything queued, runs each job in its own SAVEPOINT (see ``_apply``) inside one
+``BEGIN IMMEDIATE`` transaction that first checks the fencing epoch, commits once (one WAL
+fsync under ``synchronous=FULL``) and only then resolves the futures. A job that raises is
+rolled back alone; a failed epoch check or commit fails the whole batch and nothing of it is
+written.
 
 Durability by kind of batch: a batch of flag changes only (jobs submitted with
 ``durable=False``) is committed without an fsync of its own: atomic and in order, it survives
@@ -304,12 +304,12 @@ class GroupCommitWriter:
                 journal.acquire()  # held until the commit is in the log (see translog)
             else:
                 self._set_synchronous("NORMAL" if relaxed else "FULL")
-            self._begin()
-            if journal is not None:
-                journal.before_write()
+            self._begin_write()
+            kept = False  # a job of this transaction succeeded: later ones need a savepoint
             for job in ready:
                 changes = self._conn.total_changes
-                results.append(result := self._apply(tx, job))
+                results.append(result := self._apply(tx, job, savepoint=kept))
+                kept = kept or result[1]
                 wrote = wrote or (result[1] and self._conn.total_changes != changes)
             if journal is not None:
                 journal.stamp(self._conn)
@@ -382,18 +382,36 @@ class GroupCommitWriter:
             self.fenced = FencedError(self._path, self._epoch, current)
             raise self.fenced
 
-    def _apply(self, tx: Tx, job: _Job[Any]) -> tuple[_Job[Any], bool, Any]:
+    def _begin_write(self) -> None:
+        self._begin()
+        if self._journal is not None:
+            self._journal.before_write()
+
+    def _apply(
+        self, tx: Tx, job: _Job[Any], *, savepoint: bool
+    ) -> tuple[_Job[Any], bool, Any]:
+        """Run one job; if it raises, undo it alone. Jobs after the first that succeeded run
+        in a SAVEPOINT; one before it has nothing to keep, so it runs bare and a failure
+        rolls the whole transaction back and begins it again (the fencing check included):
+        two statements fewer for the common batch, e.g. a single delivery's."""
         conn = self._conn
-        conn.execute("SAVEPOINT job")
+        if savepoint:
+            conn.execute("SAVEPOINT job")
         try:
             value = job.apply(tx)
         except Exception as exc:
-            conn.execute("ROLLBACK TO job")
-            conn.execute("RELEASE job")
+            if savepoint:
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+            else:
+                if conn.in_transaction:  # some errors (SQLITE_FULL, ...) already ended it
+                    conn.execute("ROLLBACK")
+                self._begin_write()
             if isinstance(exc, sqlite3.Error):
                 exc = from_sqlite(self._path, exc)
             return job, False, exc
-        conn.execute("RELEASE job")
+        if savepoint:
+            conn.execute("RELEASE job")
         return job, True, value
 
 
