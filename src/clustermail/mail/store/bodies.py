@@ -44,8 +44,8 @@ def prepare(raw: bytes, max_bytes: int) -> PreparedMessage:
     check_size(len(raw), max_bytes)
     data = mime.normalize_newlines(bytes(raw))
     check_size(len(data), max_bytes)
-    structure = mime.analyze(data)
-    return PreparedMessage(data, hashlib.sha256(data).digest(), structure.to_json())
+    _, structure = mime.analyze_with_json(data)
+    return PreparedMessage(data, hashlib.sha256(data).digest(), structure)
 
 
 def add(conn: sqlite3.Connection, message: PreparedMessage, refs: int = 1) -> int:
