@@ -7,7 +7,16 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from clustermail.mail.store import bodies, flags, folders, mailboxes, messages, names, quota
+from clustermail.mail.store import (
+    bodies,
+    flags,
+    folders,
+    index,
+    mailboxes,
+    messages,
+    names,
+    quota,
+)
 from clustermail.mail.store.bodies import PreparedMessage
 from clustermail.mail.store.types import (
     DatabaseSettings,
@@ -41,7 +50,8 @@ def deliver(
                 )
             )
             continue
-        box, row = found
+        box, row, known_chunk = found
+        last_chunk: index.LastChunk | index.ReadIt = known_chunk
         limits = box.limits(settings)
         decision = quota.delivery_decision(
             box.used_bytes, message.charged, limits, full_is_permanent=settings.quota_full_permanent
@@ -53,13 +63,17 @@ def deliver(
             continue
         # A missing target folder (e.g. a filing rule's folder was deleted): INBOX gets it.
         if row is None:
-            row = folders.get(conn, rcpt, names.INBOX)
+            row, last_chunk = folders.get(conn, rcpt, names.INBOX), index.READ_IT
         if body_id is None:
             body_id, charged = bodies.add_charged(conn, message)
         else:
             bodies.reference(conn, [body_id])
         (uid,), _ = messages.insert(
-            conn, row, [(body_id, flag_mask | flags.RECENT, None, date, message.size)], charged
+            conn,
+            row,
+            [(body_id, flag_mask | flags.RECENT, None, date, message.size)],
+            charged,
+            last_chunk,
         )
         results.append(
             RecipientResult(

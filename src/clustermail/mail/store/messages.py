@@ -32,10 +32,12 @@ def insert(
     folder: FolderRow,
     entries: Sequence[NewMessage],
     charged: int | None = None,
+    last_chunk: index.LastChunk | index.ReadIt = index.READ_IT,
 ) -> tuple[list[int], int]:
     """Append messages with fresh UIDs (from UIDNEXT) under one new modseq; returns
     (uids, modseq). The caller has already counted the body references. ``charged``: what
-    the entries charge the quota (usage.charges), when the caller already knows it."""
+    the entries charge the quota (usage.charges), and ``last_chunk`` the folder's last index
+    chunk, when the caller already knows them."""
     first, modseq = folder.uidnext, folder.highestmodseq + 1
     uids = list(range(first, first + len(entries)))
     conn.executemany(
@@ -51,6 +53,7 @@ def insert(
         conn,
         folder.id,
         [(uid, f, s, modseq, d) for uid, (_, f, _, d, s) in zip(uids, entries, strict=True)],
+        last_chunk,
     )
     conn.execute(
         "UPDATE folder SET uidnext = ?, highestmodseq = ? WHERE id = ?",
