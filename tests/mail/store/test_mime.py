@@ -347,6 +347,21 @@ def test_digest_defaults_to_message_rfc822() -> None:
 def test_normalize_newlines() -> None:
     assert mime.normalize_newlines(b"a\nb\r\nc\n") == b"a\r\nb\r\nc\r\n"
     assert mime.normalize_newlines(b"a\r\nb") == b"a\r\nb"
+    assert mime.normalize_newlines(b"\na") == b"\r\na"
+    assert mime.normalize_newlines(b"a\r\r\n\r") == b"a\r\r\n\r"
+
+
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"x", b"\n\r"]), max_size=30))
+def test_normalize_newlines_leaves_exactly_the_crlf_only_messages_alone(
+    pieces: list[bytes],
+) -> None:
+    raw = b"".join(pieces)
+    expected = (
+        raw
+        if raw.count(b"\n") == raw.count(b"\r\n")
+        else raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    )
+    assert mime.normalize_newlines(raw) == expected
 
 
 def test_json_round_trip() -> None:
