@@ -168,6 +168,8 @@ def load(conn: sqlite3.Connection, folder_id: int) -> FolderListing:
 
 
 class ReadIt(enum.Enum):
+    """The caller does not know the folder's last chunk: :func:`append` reads it."""
+
     READ_IT = 0
 
 
