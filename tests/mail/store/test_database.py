@@ -24,6 +24,7 @@ from clustermail.mail.store import (
     QuotaState,
     check,
     flags,
+    index,
     uidl,
 )
 from tests.support.mail_data import USERS, message
@@ -367,3 +368,17 @@ def test_the_wal_restarts_under_a_steady_stream_of_commits(
     wal = Path(str(db_path) + "-wal").stat().st_size
     assert wal < 2 * 1024 * 1024, f"the WAL grew to {wal} bytes"
     assert db.status(A, "INBOX").messages == 300
+
+
+async def test_deliveries_across_index_chunks_keep_the_index_true(db: MailboxDatabase) -> None:
+    """Delivery reads the folder's last index chunk with its mailbox and folder rows: past
+    several chunk boundaries, in batches and alone, the index still matches the table."""
+    total = 2 * index.CHUNK_ENTRIES + 7
+    for n in range(index.CHUNK_ENTRIES - 3):
+        db.deliver_sync(message(n), [A, B])
+    await asyncio.gather(
+        *(db.deliver(message(n), [A, B], "Nope") for n in range(index.CHUNK_ENTRIES - 3, total))
+    )
+    for box in (A, B):
+        assert list(db.list_messages(box, "INBOX").uids) == list(range(1, total + 1))
+    assert not db.check_sync().problems

@@ -7,6 +7,7 @@ import email.mime.multipart
 import email.mime.text
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -346,6 +347,21 @@ def test_digest_defaults_to_message_rfc822() -> None:
 def test_normalize_newlines() -> None:
     assert mime.normalize_newlines(b"a\nb\r\nc\n") == b"a\r\nb\r\nc\r\n"
     assert mime.normalize_newlines(b"a\r\nb") == b"a\r\nb"
+    assert mime.normalize_newlines(b"\na") == b"\r\na"
+    assert mime.normalize_newlines(b"a\r\r\n\r") == b"a\r\r\n\r"
+
+
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"x", b"\n\r"]), max_size=30))
+def test_normalize_newlines_leaves_exactly_the_crlf_only_messages_alone(
+    pieces: list[bytes],
+) -> None:
+    raw = b"".join(pieces)
+    expected = (
+        raw
+        if raw.count(b"\n") == raw.count(b"\r\n")
+        else raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    )
+    assert mime.normalize_newlines(raw) == expected
 
 
 def test_json_round_trip() -> None:
@@ -400,3 +416,20 @@ def _header(s: mime.MessageStructure, num: str) -> slice:
 
 def _is_multipart(header: bytes) -> bool:
     return b"multipart/" in header.lower()
+
+
+@pytest.mark.parametrize("parts", [1, 3, 400])
+@pytest.mark.parametrize("floor", [64 * 1024, 1, 2000])
+def test_analyze_with_json_gives_the_structure_and_its_json(parts: int, floor: int) -> None:
+    """The JSON a delivery stores is the one the size check encoded, whichever of the three
+    outcomes (whole, body as one part, opaque) the budget allows."""
+    body = "".join(f"--b\r\nContent-Type: text/plain\r\n\r\npart {n}\r\n" for n in range(parts))
+    raw = (
+        "From: a@example.test\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="b"\r\n\r\n' + body + "--b--\r\n"
+    ).encode()
+    limits = mime.MimeLimits(structure_floor=floor, max_structure_bytes=max(floor, 1))
+    structure, text = mime.analyze_with_json(raw, limits)
+    assert structure == mime.analyze(raw, limits)
+    assert text == structure.to_json()
+    assert mime.MessageStructure.from_json(text) == structure

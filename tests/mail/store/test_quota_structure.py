@@ -96,3 +96,24 @@ def test_a_database_written_before_is_counted_again_at_mount(
         conn.execute("UPDATE mailbox SET used_bytes = 7 WHERE name = ?", (A,))
     db.mount(3)
     assert db.quota(A).used_bytes == 7
+
+
+def test_a_delivery_charges_what_the_stored_body_holds(db: MailboxDatabase, db_path: Path) -> None:
+    """Delivery takes each copy's charge from the stored body row (one statement with its
+    INSERT): a body already stored with another structure (written by an earlier analysis)
+    is charged as stored, so usage stays what check computes, for every recipient."""
+    raw = many_parts(5)
+    db.deliver_sync(raw, [A])
+    with sqlite3.connect(db_path) as conn:  # as an earlier version of the analysis left it
+        conn.execute("UPDATE body SET structure = structure || '          '")
+        conn.execute("UPDATE mailbox SET used_bytes = used_bytes + 10 WHERE name = ?", (A,))
+    stored = stored_structure_bytes(db_path)[len(raw)]
+    assert stored == charge(raw) - len(raw) + 10
+    db.create_folder_sync(B, "Filed")
+    result = db.deliver_sync(raw, [A, B], "Filed")  # A has no such folder: INBOX gets it
+    assert [(r.mailbox, r.folder, r.uid) for r in result.delivered] == [
+        (A, "INBOX", 2), (B, "Filed", 1)
+    ]
+    assert db.quota(A).used_bytes == 2 * (len(raw) + stored)
+    assert db.quota(B).used_bytes == len(raw) + stored
+    assert not db.check_sync().problems

@@ -44,19 +44,29 @@ def prepare(raw: bytes, max_bytes: int) -> PreparedMessage:
     check_size(len(raw), max_bytes)
     data = mime.normalize_newlines(bytes(raw))
     check_size(len(data), max_bytes)
-    structure = mime.analyze(data)
-    return PreparedMessage(data, hashlib.sha256(data).digest(), structure.to_json())
+    _, structure = mime.analyze_with_json(data)
+    return PreparedMessage(data, hashlib.sha256(data).digest(), structure)
 
 
 def add(conn: sqlite3.Connection, message: PreparedMessage, refs: int = 1) -> int:
     """The body id of ``message``, stored now if this database does not hold it yet, with
     ``refs`` more references."""
+    return add_charged(conn, message, refs)[0]
+
+
+def add_charged(
+    conn: sqlite3.Connection, message: PreparedMessage, refs: int = 1
+) -> tuple[int, int]:
+    """:func:`add`, also returning what one copy of the stored body charges a quota (see
+    usage.charge): read from the stored row, which an earlier delivery of the same bytes
+    may have written, in the same statement (delivery's hot path)."""
     row = conn.execute(
         "INSERT INTO body (digest, size, refcount, structure, raw) VALUES (?, ?, ?, ?, ?) "
-        "ON CONFLICT (digest) DO UPDATE SET refcount = refcount + excluded.refcount RETURNING id",
+        "ON CONFLICT (digest) DO UPDATE SET refcount = refcount + excluded.refcount "
+        "RETURNING id, length(CAST(structure AS BLOB))",
         (message.digest, message.size, refs, message.structure, message.raw),
     ).fetchone()
-    return int(row[0])
+    return int(row[0]), message.size + int(row[1])
 
 
 def reference(conn: sqlite3.Connection, body_ids: Iterable[int]) -> None:

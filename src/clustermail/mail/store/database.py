@@ -7,7 +7,6 @@ writes are ``async`` and resolve after the commit; ``*_sync`` twins serve tools 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
@@ -340,8 +339,17 @@ class MailboxDatabase:
     def _sync(self, apply: Callable[[Tx], T], *, durable: bool = True) -> T:
         return self._submit(apply, durable=durable).result()
 
-    async def _async(self, apply: Callable[[Tx], T], *, durable: bool = True) -> T:
-        return await asyncio.wrap_future(self._submit(apply, durable=durable))
+    async def _async(
+        self,
+        apply: Callable[[Tx], T],
+        *,
+        prepare: Callable[[], None] | None = None,
+        size: int = 0,
+        durable: bool = True,
+    ) -> T:
+        if self._writer is None:
+            raise NotMountedError(self.path)
+        return await self._writer.submit_async(apply, prepare=prepare, size=size, durable=durable)
 
     # ------------------------------------------------------------------ administration
 
@@ -571,7 +579,8 @@ class MailboxDatabase:
         folder: str,
         internaldate: int | None,
         flag_names: Iterable[str],
-    ) -> Future[DeliveryResult]:
+    ) -> tuple[Callable[[Tx], DeliveryResult], Callable[[], None], int]:
+        """The delivery's (apply, prepare, size), for _submit or _async."""
         settings = self._settings
         bodies.check_size(len(message), settings.max_message_bytes)  # before queueing 50 MB
         mask, _ = flags.parse_flags(flag_names)
@@ -588,7 +597,7 @@ class MailboxDatabase:
             tx.touched.update(r.mailbox for r in result.delivered)
             return result
 
-        return self._submit(apply, prepare=prepare, size=len(message))
+        return apply, prepare, len(message)
 
     async def deliver(
         self,
@@ -603,9 +612,10 @@ class MailboxDatabase:
         (fsync) with a result per recipient (delivered, or refused with an enhanced status
         code: 5.1.1 unknown mailbox, 5.2.2/4.2.2 over quota). MessageTooLargeError when the
         message exceeds the database's maximum size."""
-        return await asyncio.wrap_future(
-            self._delivery_job(message, recipients, folder, internaldate, flag_names)
+        apply, prepare, size = self._delivery_job(
+            message, recipients, folder, internaldate, flag_names
         )
+        return await self._async(apply, prepare=prepare, size=size)
 
     def deliver_sync(
         self,
@@ -616,7 +626,10 @@ class MailboxDatabase:
         internaldate: int | None = None,
         flag_names: Iterable[str] = (),
     ) -> DeliveryResult:
-        return self._delivery_job(message, recipients, folder, internaldate, flag_names).result()
+        apply, prepare, size = self._delivery_job(
+            message, recipients, folder, internaldate, flag_names
+        )
+        return self._submit(apply, prepare=prepare, size=size).result()
 
     # ------------------------------------------------------------------ folder writes
 
@@ -697,7 +710,8 @@ class MailboxDatabase:
         message: bytes,
         flag_names: Iterable[str],
         internaldate: int | None,
-    ) -> Future[AppendResult]:
+    ) -> tuple[Callable[[Tx], AppendResult], Callable[[], None], int]:
+        """The APPEND's (apply, prepare, size), for _submit or _async."""
         settings = self._settings
         bodies.check_size(len(message), settings.max_message_bytes)
         mask, keywords = flags.parse_flags(flag_names)
@@ -728,7 +742,7 @@ class MailboxDatabase:
             tx.touched.add(mailbox)
             return AppendResult(row.uidvalidity, uid, modseq)
 
-        return self._submit(apply, prepare=prepare, size=len(message))
+        return apply, prepare, len(message)
 
     async def append(
         self,
@@ -741,9 +755,8 @@ class MailboxDatabase:
     ) -> AppendResult:
         """IMAP APPEND: returns UIDPLUS APPENDUID data after the commit. QuotaExceededError
         when the mailbox would exceed its prohibit-receive limit."""
-        return await asyncio.wrap_future(
-            self._append(mailbox, folder, message, flag_names, internaldate)
-        )
+        apply, prepare, size = self._append(mailbox, folder, message, flag_names, internaldate)
+        return await self._async(apply, prepare=prepare, size=size)
 
     def append_sync(
         self,
@@ -754,7 +767,8 @@ class MailboxDatabase:
         flag_names: Iterable[str] = (),
         internaldate: int | None = None,
     ) -> AppendResult:
-        return self._append(mailbox, folder, message, flag_names, internaldate).result()
+        apply, prepare, size = self._append(mailbox, folder, message, flag_names, internaldate)
+        return self._submit(apply, prepare=prepare, size=size).result()
 
     def _set_flags(
         self,

@@ -7,7 +7,16 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from clustermail.mail.store import bodies, flags, folders, mailboxes, messages, names, quota
+from clustermail.mail.store import (
+    bodies,
+    flags,
+    folders,
+    index,
+    mailboxes,
+    messages,
+    names,
+    quota,
+)
 from clustermail.mail.store.bodies import PreparedMessage
 from clustermail.mail.store.types import (
     DatabaseSettings,
@@ -30,16 +39,19 @@ def deliver(
     target = names.normalize(folder)
     date = int(now) if internaldate is None else internaldate
     body_id: int | None = None
+    charged = 0  # what one copy charges a quota, from the stored body (see bodies.add_charged)
     results: list[RecipientResult] = []
     for rcpt in dict.fromkeys(recipients):  # each mailbox once, in order
-        box = mailboxes.find(conn, rcpt)
-        if box is None:
+        found = mailboxes.find_with_folder(conn, rcpt, target)
+        if found is None:
             results.append(
                 RecipientResult(
                     rcpt, DeliveryStatus.REFUSED, "5.1.1", "no such mailbox in this database"
                 )
             )
             continue
+        box, row, known_chunk = found
+        last_chunk: index.LastChunk | index.ReadIt = known_chunk
         limits = box.limits(settings)
         decision = quota.delivery_decision(
             box.used_bytes, message.charged, limits, full_is_permanent=settings.quota_full_permanent
@@ -50,13 +62,18 @@ def deliver(
             )
             continue
         # A missing target folder (e.g. a filing rule's folder was deleted): INBOX gets it.
-        row = folders.find_in(conn, box.id, target) or folders.get(conn, rcpt, names.INBOX)
+        if row is None:
+            row, last_chunk = folders.get(conn, rcpt, names.INBOX), index.READ_IT
         if body_id is None:
-            body_id = bodies.add(conn, message)
+            body_id, charged = bodies.add_charged(conn, message)
         else:
             bodies.reference(conn, [body_id])
         (uid,), _ = messages.insert(
-            conn, row, [(body_id, flag_mask | flags.RECENT, None, date, message.size)]
+            conn,
+            row,
+            [(body_id, flag_mask | flags.RECENT, None, date, message.size)],
+            charged,
+            last_chunk,
         )
         results.append(
             RecipientResult(

@@ -29,7 +29,7 @@ class FolderRow:
     highestmodseq: int
 
 
-_COLUMNS = "f.id, f.mailbox_id, f.name, f.special_use, f.uidvalidity, f.uidnext, f.highestmodseq"
+COLUMNS = "f.id, f.mailbox_id, f.name, f.special_use, f.uidvalidity, f.uidnext, f.highestmodseq"
 
 
 def next_uidvalidity(conn: sqlite3.Connection, now: float) -> int:
@@ -57,7 +57,7 @@ def insert(
 
 def find(conn: sqlite3.Connection, mailbox: str, folder: str) -> FolderRow | None:
     r = conn.execute(
-        f"SELECT {_COLUMNS} FROM folder f JOIN mailbox m ON m.id = f.mailbox_id "
+        f"SELECT {COLUMNS} FROM folder f JOIN mailbox m ON m.id = f.mailbox_id "
         "WHERE m.name = ? AND f.name = ?",
         (mailbox, folder),
     ).fetchone()
@@ -67,7 +67,7 @@ def find(conn: sqlite3.Connection, mailbox: str, folder: str) -> FolderRow | Non
 def find_in(conn: sqlite3.Connection, mailbox_id: int, folder: str) -> FolderRow | None:
     """Like find, for a caller that already has the mailbox id (delivery's hot path)."""
     r = conn.execute(
-        f"SELECT {_COLUMNS} FROM folder f WHERE f.mailbox_id = ? AND f.name = ?",
+        f"SELECT {COLUMNS} FROM folder f WHERE f.mailbox_id = ? AND f.name = ?",
         (mailbox_id, folder),
     ).fetchone()
     return None if r is None else FolderRow(*r)

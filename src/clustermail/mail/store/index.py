@@ -12,6 +12,7 @@ modseqs u64[n] | internal dates i64[n].
 from __future__ import annotations
 
 import bisect
+import enum
 import sqlite3
 import sys
 from array import array
@@ -166,14 +167,44 @@ def load(conn: sqlite3.Connection, folder_id: int) -> FolderListing:
     return FolderListing(columns, keywords)
 
 
-def append(conn: sqlite3.Connection, folder_id: int, rows: Sequence[Row]) -> None:
-    """Add rows whose UIDs are above every UID in the folder (UIDs only grow)."""
+class ReadIt(enum.Enum):
+    """The caller does not know the folder's last chunk: :func:`append` reads it."""
+
+    READ_IT = 0
+
+
+READ_IT = ReadIt.READ_IT
+#: The folder's last chunk, (id, data), as a caller read it in the same transaction; None:
+#: the folder has no chunk.
+LastChunk = tuple[int, bytes] | None
+#: What the last chunk of a folder is, for a caller that reads it with other columns (one
+#: statement less per delivery): the id and data of the chunk with the highest first_uid.
+LAST_CHUNK_JOIN = (
+    "LEFT JOIN folder_chunk c ON c.id = (SELECT id FROM folder_chunk "
+    "WHERE folder_id = f.id ORDER BY first_uid DESC LIMIT 1)"
+)
+
+
+def append(
+    conn: sqlite3.Connection,
+    folder_id: int,
+    rows: Sequence[Row],
+    last_chunk: LastChunk | ReadIt = READ_IT,
+) -> None:
+    """Add rows whose UIDs are above every UID in the folder (UIDs only grow).
+    ``last_chunk``: the folder's last chunk if the caller read it in this transaction
+    (LAST_CHUNK_JOIN), else read here."""
     if not rows:
         return
-    last = conn.execute(
-        "SELECT id, data FROM folder_chunk WHERE folder_id = ? ORDER BY first_uid DESC LIMIT 1",
-        (folder_id,),
-    ).fetchone()
+    last = (
+        conn.execute(
+            "SELECT id, data FROM folder_chunk WHERE folder_id = ? ORDER BY first_uid DESC "
+            "LIMIT 1",
+            (folder_id,),
+        ).fetchone()
+        if last_chunk is READ_IT
+        else last_chunk
+    )
     i = 0
     if last is not None and len(last[1]) // ENTRY_BYTES < CHUNK_ENTRIES:
         chunk = Columns.decode(last[1])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from clustermail.mail.store import folders, names, quota
+from clustermail.mail.store import folders, index, names, quota
 from clustermail.mail.store.errors import MailboxExistsError, MailboxNotFoundError
 from clustermail.mail.store.quota import QuotaLimits
 from clustermail.mail.store.types import DatabaseSettings, QuotaReport
@@ -32,6 +32,9 @@ _COLUMNS = (
 )
 
 
+_COLUMNS_M = ", ".join(f"m.{c.strip()}" for c in _COLUMNS.split(","))
+
+
 def _row(
     r: tuple[int, str, int, int, int, int | None, int | None, int | None, float | None],
 ) -> MailboxRow:
@@ -41,6 +44,25 @@ def _row(
 def find(conn: sqlite3.Connection, name: str) -> MailboxRow | None:
     r = conn.execute(f"SELECT {_COLUMNS} FROM mailbox WHERE name = ?", (name,)).fetchone()
     return None if r is None else _row(r)
+
+
+def find_with_folder(
+    conn: sqlite3.Connection, name: str, folder: str
+) -> tuple[MailboxRow, folders.FolderRow | None, index.LastChunk] | None:
+    """The mailbox, its (normalized) ``folder`` and that folder's last index chunk, in one
+    statement (delivery's hot path): None without the mailbox; (row, None, None) when it
+    has no such folder."""
+    r = conn.execute(
+        f"SELECT {_COLUMNS_M}, {folders.COLUMNS}, c.id, c.data FROM mailbox m "
+        f"LEFT JOIN folder f ON f.mailbox_id = m.id AND f.name = ? {index.LAST_CHUNK_JOIN} "
+        "WHERE m.name = ?",
+        (folder, name),
+    ).fetchone()
+    if r is None:
+        return None
+    if r[9] is None:
+        return _row(r[:9]), None, None
+    return _row(r[:9]), folders.FolderRow(*r[9:16]), None if r[16] is None else (r[16], r[17])
 
 
 def get(conn: sqlite3.Connection, name: str) -> MailboxRow:

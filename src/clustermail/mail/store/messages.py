@@ -28,10 +28,16 @@ def _uid_list(uids: Iterable[int]) -> str:
 
 
 def insert(
-    conn: sqlite3.Connection, folder: FolderRow, entries: Sequence[NewMessage]
+    conn: sqlite3.Connection,
+    folder: FolderRow,
+    entries: Sequence[NewMessage],
+    charged: int | None = None,
+    last_chunk: index.LastChunk | index.ReadIt = index.READ_IT,
 ) -> tuple[list[int], int]:
     """Append messages with fresh UIDs (from UIDNEXT) under one new modseq; returns
-    (uids, modseq). The caller has already counted the body references."""
+    (uids, modseq). The caller has already counted the body references. ``charged``: what
+    the entries charge the quota (usage.charges), and ``last_chunk`` the folder's last index
+    chunk, when the caller already knows them."""
     first, modseq = folder.uidnext, folder.highestmodseq + 1
     uids = list(range(first, first + len(entries)))
     conn.executemany(
@@ -47,12 +53,14 @@ def insert(
         conn,
         folder.id,
         [(uid, f, s, modseq, d) for uid, (_, f, _, d, s) in zip(uids, entries, strict=True)],
+        last_chunk,
     )
     conn.execute(
         "UPDATE folder SET uidnext = ?, highestmodseq = ? WHERE id = ?",
         (first + len(entries), modseq, folder.id),
     )
-    charged = usage.charges(conn, ((e[0], e[4]) for e in entries))
+    if charged is None:
+        charged = usage.charges(conn, ((e[0], e[4]) for e in entries))
     mailboxes.adjust_usage(conn, folder.mailbox_id, charged, len(entries))
     return uids, modseq
 

@@ -3,11 +3,11 @@
 Callers (asyncio or threads) queue a job and wait on a future. Jobs with a ``prepare`` step
 (MIME analysis of a delivery) pass a preparer thread first, so that CPU work overlaps the
 writer's fsync of the previous batch (sqlite3 releases the GIL while it syncs). The writer
-takes everything queued, runs each job in its own SAVEPOINT inside one ``BEGIN IMMEDIATE``
-transaction that first checks the fencing epoch, commits once (one WAL fsync under
-``synchronous=FULL``) and only then resolves the futures. A job that raises is rolled back to
-its savepoint alone; a failed epoch check or commit fails the whole batch and nothing of it
-is written.
+takes everything queued, runs each job in its own SAVEPOINT (see ``_apply``) inside one
+``BEGIN IMMEDIATE`` transaction that first checks the fencing epoch, commits once (one WAL
+fsync under ``synchronous=FULL``) and only then resolves the futures. A job that raises is
+rolled back alone; a failed epoch check or commit fails the whole batch and nothing of it is
+written.
 
 Durability by kind of batch: a batch of flag changes only (jobs submitted with
 ``durable=False``) is committed without an fsync of its own: atomic and in order, it survives
@@ -23,6 +23,8 @@ APPEND, EXPUNGE, COPY, ...) is fsynced before any of its callers is answered.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import queue
@@ -73,6 +75,9 @@ class _Job(Generic[T]):
     durable: bool = True  # False: a flag change, committed without its own fsync
     future: Future[T] = field(default_factory=Future)
     started: bool = False  # set running by the preparer
+    #: submit_async: the caller's loop and the future it awaits (resolved from ``future``)
+    loop: asyncio.AbstractEventLoop | None = None
+    waiter: asyncio.Future[T] | None = None
 
 
 @dataclass
@@ -133,6 +138,29 @@ class GroupCommitWriter:
         """Queue a job. ``durable=False`` only for flag changes: answered after the commit but
         before its fsync (see the module's docstring)."""
         job: _Job[T] = _Job(apply, prepare, size, durable)
+        self._enqueue(job)
+        return job.future
+
+    def submit_async(
+        self,
+        apply: Callable[[Tx], T],
+        *,
+        prepare: Callable[[], None] | None = None,
+        size: int = 0,
+        durable: bool = True,
+    ) -> asyncio.Future[T]:
+        """:meth:`submit` for a caller on an event loop. Unlike ``asyncio.wrap_future`` of
+        each job's future, the writer wakes each loop once per batch for all of its jobs
+        (one ``call_soon_threadsafe``, i.e. one self-pipe write, not one per job).
+        Cancelling the returned future before the job started means it never runs."""
+        loop = asyncio.get_running_loop()
+        job: _Job[T] = _Job(apply, prepare, size, durable, loop=loop, waiter=loop.create_future())
+        assert job.waiter is not None
+        job.waiter.add_done_callback(lambda w: w.cancelled() and job.future.cancel())
+        self._enqueue(job)
+        return job.waiter
+
+    def _enqueue(self, job: _Job[Any]) -> None:
         with self._lock:
             if self._closed:
                 raise NotMountedError(self._path)
@@ -142,8 +170,7 @@ class GroupCommitWriter:
                 raise self.broken
             # The preparer thread only pays off while the writer is busy (then the analysis
             # overlaps its fsync); an idle writer prepares the job itself, saving a hand-off.
-            (self._to_prepare if prepare is not None and self._busy else self._queue).put(job)
-        return job.future
+            (self._to_prepare if job.prepare is not None and self._busy else self._queue).put(job)
 
     def close(self) -> None:
         """Run what is queued, then stop the thread."""
@@ -157,6 +184,22 @@ class GroupCommitWriter:
 
     # ------------------------------------------------------------------- writer thread
 
+    @staticmethod
+    def _settle(outcomes: list[tuple[_Job[Any], bool, Any]]) -> None:
+        """Resolve the jobs' futures, then wake each waiting event loop once for all of its
+        jobs (see submit_async)."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Job[Any]]] = {}
+        for job, ok, value in outcomes:
+            if ok:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(value)
+            if job.loop is not None:
+                by_loop.setdefault(job.loop, []).append(job)
+        for loop, jobs in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody awaits these
+                loop.call_soon_threadsafe(_copy_outcomes, jobs)
+
     def _prepare_loop(self) -> None:
         while (job := self._to_prepare.get()) is not None:
             if not job.future.set_running_or_notify_cancel():
@@ -165,7 +208,7 @@ class GroupCommitWriter:
             try:
                 job.prepare()
             except BaseException as exc:
-                job.future.set_exception(exc)  # handed to the caller
+                self._settle([(job, False, exc)])  # handed to the caller
                 continue
             job.started = True
             self._queue.put(job)
@@ -242,7 +285,7 @@ class GroupCommitWriter:
                 try:
                     job.prepare()
                 except BaseException as exc:
-                    job.future.set_exception(exc)  # handed to the caller
+                    self._settle([(job, False, exc)])  # handed to the caller
                     continue
             ready.append(job)
         return ready
@@ -261,12 +304,12 @@ class GroupCommitWriter:
                 journal.acquire()  # held until the commit is in the log (see translog)
             else:
                 self._set_synchronous("NORMAL" if relaxed else "FULL")
-            self._begin()
-            if journal is not None:
-                journal.before_write()
+            self._begin_write()
+            kept = False  # a job of this transaction succeeded: later ones need a savepoint
             for job in ready:
                 changes = self._conn.total_changes
-                results.append(result := self._apply(tx, job))
+                results.append(result := self._apply(tx, job, savepoint=kept))
+                kept = kept or result[1]
                 wrote = wrote or (result[1] and self._conn.total_changes != changes)
             if journal is not None:
                 journal.stamp(self._conn)
@@ -284,8 +327,7 @@ class GroupCommitWriter:
                 except sqlite3.Error:
                     log.exception("rollback failed on %s", self._path)
             error = exc if isinstance(exc, StoreError) else self._wrap(exc)
-            for job in ready:
-                job.future.set_exception(error)
+            self._settle([(job, False, error) for job in ready])
             return
         finally:
             if journal is not None:
@@ -302,11 +344,7 @@ class GroupCommitWriter:
         self.stats.largest_batch = max(self.stats.largest_batch, len(ready))
         finish = self._after_commit is not None and self._after_commit(
             sum(job.size for job in ready))
-        for job, ok, value in results:
-            if ok:
-                job.future.set_result(value)
-            else:
-                job.future.set_exception(value)
+        self._settle(results)
         if finish:
             self._finish_checkpoint()
         if self._on_commit is not None and tx.touched:
@@ -344,16 +382,47 @@ class GroupCommitWriter:
             self.fenced = FencedError(self._path, self._epoch, current)
             raise self.fenced
 
-    def _apply(self, tx: Tx, job: _Job[Any]) -> tuple[_Job[Any], bool, Any]:
+    def _begin_write(self) -> None:
+        self._begin()
+        if self._journal is not None:
+            self._journal.before_write()
+
+    def _apply(
+        self, tx: Tx, job: _Job[Any], *, savepoint: bool
+    ) -> tuple[_Job[Any], bool, Any]:
+        """Run one job; if it raises, undo it alone. Jobs after the first that succeeded run
+        in a SAVEPOINT; one before it has nothing to keep, so it runs bare and a failure
+        rolls the whole transaction back and begins it again (the fencing check included):
+        two statements fewer for the common batch, e.g. a single delivery's."""
         conn = self._conn
-        conn.execute("SAVEPOINT job")
+        if savepoint:
+            conn.execute("SAVEPOINT job")
         try:
             value = job.apply(tx)
         except Exception as exc:
-            conn.execute("ROLLBACK TO job")
-            conn.execute("RELEASE job")
+            if savepoint:
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+            else:
+                if conn.in_transaction:  # some errors (SQLITE_FULL, ...) already ended it
+                    conn.execute("ROLLBACK")
+                self._begin_write()
             if isinstance(exc, sqlite3.Error):
                 exc = from_sqlite(self._path, exc)
             return job, False, exc
-        conn.execute("RELEASE job")
+        if savepoint:
+            conn.execute("RELEASE job")
         return job, True, value
+
+
+def _copy_outcomes(jobs: list[_Job[Any]]) -> None:
+    """On the caller's loop: hand each job's outcome to the future its caller awaits."""
+    for job in jobs:
+        waiter = job.waiter
+        if waiter is None or waiter.done():  # cancelled while it ran: the outcome is dropped
+            continue
+        exc = job.future.exception()
+        if exc is not None:
+            waiter.set_exception(exc)
+        else:
+            waiter.set_result(job.future.result())
