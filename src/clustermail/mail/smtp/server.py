@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, AnyStr, TypeVar
 
-from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, TLSSetupException
 
 from clustermail.mail.net.listener import (
     WRITE_STALL_TIMEOUT,
@@ -41,6 +41,7 @@ from clustermail.mail.net.listener import (
     set_nodelay,
 )
 from clustermail.mail.queue.runner import QueueRunner
+from clustermail.mail.smtp.data import DOT_LINE, DataSection, DataState
 from clustermail.mail.smtp.handler import MailEnvelope, SmtpContext, SmtpHandler
 from clustermail.mail.smtp.policy import SessionErrors, SmtpLimits
 from clustermail.mail.smtp.replies import with_enhanced
@@ -343,15 +344,61 @@ class ClusterSMTP(SMTP):
 
     @_like(SMTP.smtp_DATA)
     async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA, the section read in chunks (:mod:`.data`), not line by line."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
         reader: Any = self._reader
-        reader._limit = self.limits.max_line_length
+        reader._limit = self.limits.max_line_length  # the longest chunk held at once
         self._in_data = True
         self._stop_line_deadline()
         try:
-            await super().smtp_DATA(arg)
+            section = await self._read_data()
         finally:
             self._in_data = False
             reader._limit = COMMAND_LINE_LIMIT
+        if section is None:
+            return  # the connection is gone
+        if section.state is DataState.TOO_LONG:
+            await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
+        elif section.state is DataState.TOO_MUCH:
+            await self.push("552 Error: Too much mail data")
+        if section.state is not DataState.NOMINAL:
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            return
+        content = section.message()
+        self.envelope.content = content
+        self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push("250 OK" if status is MISSING else status)
+
+    async def _read_data(self) -> DataSection | None:
+        """Reads up to each ``.<CRLF>`` until the one on a line of its own."""
+        section = DataSection(self.data_size_limit, self.line_length_limit)
+        reader = self._reader
+        while self.transport is not None:
+            try:
+                chunk = await reader.readuntil(DOT_LINE)
+            except asyncio.LimitOverrunError as error:
+                # No dot line within the limit: take what cannot be part of one.
+                section.feed(await reader.read(error.consumed))
+                continue
+            except asyncio.IncompleteReadError:
+                return None  # end of stream (eof_received ends the session)
+            except asyncio.CancelledError:
+                self._writer.close()  # as aiosmtpd: the connection went during DATA
+                raise
+            if section.feed(chunk):
+                return section
+        return None
 
     # Postfix's junk commands (NOOP, RSET, VRFY; here EHLO, HELO and HELP too): past the
     # limit, each counts as an error.
