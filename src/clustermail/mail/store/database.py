@@ -28,6 +28,7 @@ from clustermail.mail.store import (
     flags,
     folders,
     index,
+    loop_handoff,
     mailboxes,
     messages,
     mime,
@@ -341,7 +342,8 @@ class MailboxDatabase:
         return self._submit(apply, durable=durable).result()
 
     async def _async(self, apply: Callable[[Tx], T], *, durable: bool = True) -> T:
-        return await asyncio.wrap_future(self._submit(apply, durable=durable))
+        # One loop wake-up per batch of results, not one per job (loop_handoff).
+        return await loop_handoff.wait(self._submit(apply, durable=durable))
 
     # ------------------------------------------------------------------ administration
 
