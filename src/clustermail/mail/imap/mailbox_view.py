@@ -107,6 +107,9 @@ class MailboxView:
         self.keywords: dict[int, str] = dict(listing.keywords)
         self.recent: set[int] = set()
         self.pending_expunge: set[int] = set()
+        #: The store's change count (``MailboxDatabase.change_count``) read before the view
+        #: was last brought up to date; while the store's is the same, nothing is new.
+        self.change_count = -1
         # Keywords announced in FLAGS; a new one is announced again before it is used.
         self.known_keywords: set[str] = set()
         for text in self.keywords.values():
