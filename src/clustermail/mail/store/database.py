@@ -505,6 +505,14 @@ class MailboxDatabase:
         caller and kept current from the change log: SELECT reads only the folder row when
         nothing changed. Immutable; :meth:`FolderSnapshot.listing` gives a private copy."""
         claims = self._snapshots.claims  # before the read: see SnapshotCache.get
+        # The common case, an unchanged folder: its row alone, in one statement (its own
+        # snapshot, no BEGIN/COMMIT), matches the cached snapshot.
+        try:
+            row = folders.find(self._reader(), mailbox, names.normalize(folder))
+        except sqlite3.Error as exc:
+            raise from_sqlite(self.path, exc) from None
+        if row is not None and (snap := self._snapshots.cached(row)) is not None:
+            return snap
         with self._read() as conn:
             return self._snapshots.get(conn, folders.get(conn, mailbox, folder), claims)
 

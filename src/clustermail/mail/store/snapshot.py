@@ -205,6 +205,15 @@ class SnapshotCache:
         """Read before the transaction a snapshot is built in (see :meth:`get`)."""
         return self._claims
 
+    def cached(self, row: FolderRow) -> FolderSnapshot | None:
+        """The cached snapshot if it is still current for ``row`` (no read needed)."""
+        with self._lock:
+            old = self._snapshots.get(row.id)
+            if old is None or not old.matches(row):
+                return None
+            self._snapshots.move_to_end(row.id)
+            return old
+
     def get(self, conn: sqlite3.Connection, row: FolderRow, claims: int) -> FolderSnapshot:
         """The snapshot for ``row``, read in the caller's transaction, which began after
         ``claims`` was read from :attr:`claims`."""
