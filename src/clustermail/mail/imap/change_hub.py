@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable
 
 from clustermail.mail.store import MailboxDatabase
+from clustermail.mail.store.loop_handoff import LoopHandoff
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,12 @@ class ChangeHub:
     ) -> Callable[[], None]:
         key = (id(db), mailbox)
         if id(db) not in self._dbs:
+            handoff = LoopHandoff.of(self._loop)
 
             def listener(touched: frozenset[str], dbid: int = id(db)) -> None:
-                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
-                    self._loop.call_soon_threadsafe(self._dispatch, dbid, touched)
+                # Through the loop's handoff: the same wake-up as the batch's answers,
+                # and after them (they were posted first).
+                handoff.post(lambda: self._dispatch(dbid, touched))
 
             db.add_listener(listener)
             self._dbs[id(db)] = (db, listener)

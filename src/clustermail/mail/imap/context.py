@@ -58,6 +58,9 @@ ERROR_SLEEP_TIME = 1.0
 #: gets a slow server instead of all of its CPU.
 DISCARD_RATE = 256 * 1024
 _READ_SIZE = 65536
+#: A deadline timer firing this close before the deadline counts as on time (the loop may
+#: run timers up to its clock resolution early).
+_TIMER_SLACK = 0.001
 
 
 class WriteTimeout(SessionClosed):
@@ -161,6 +164,10 @@ class SessionContext:
         #: When reading the next command times out: fixed from the connect until login,
         #: then restarted by each complete command (a byte trickle does not restart it).
         self.deadline = loop.time() + config.login_timeout
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # when _deadline_timer fires
+        self._reading: asyncio.Task[Any] | None = None  # the task in a read from the client
+        self._read_timed_out = False
 
     # ------------------------------------------------------------------ connection
 
@@ -218,6 +225,11 @@ class SessionContext:
             self.writer.write(b"".join(self._out))
             self._out.clear()
             self._out_size = 0
+        if not self.writer.transport.get_write_buffer_size():
+            # All sent: the transport cannot have paused writing, so drain() does not wait
+            # (it still raises a connection error); no timer needed.
+            await self.writer.drain()
+            return
         try:
             async with asyncio.timeout(self.config.write_timeout):  # no task: drain()
                 await self.writer.drain()  # returns at once unless the buffer is full
@@ -245,16 +257,58 @@ class SessionContext:
             event = self.framer.next_event()
             if event is not None:
                 return event
-            left = self.deadline - loop.time()
-            if left <= 0:
+            if self.deadline - loop.time() <= 0:
                 raise TimeoutError
-            async with asyncio.timeout(left):  # not wait_for: no task per read
-                data = await self.reader.read(_READ_SIZE)
+            data = await self._read_until_deadline(loop)
             if not data:
                 return None
             self.framer.feed(data)
             if self.framer.discarding:  # the rest of an overlong line: at DISCARD_RATE
                 await asyncio.sleep(len(data) / self.config.discard_rate)
+
+    async def _read_until_deadline(self, loop: asyncio.AbstractEventLoop) -> bytes:
+        """One read from the client, cancelled (TimeoutError) once :attr:`deadline` passes.
+        One timer serves many reads: it is armed for the deadline and, when it fires before
+        a later deadline, moved on (restart_timer only sets the attribute). A timer per read
+        (``asyncio.timeout``) cost a heap entry and a cancellation per command."""
+        timer = self._deadline_timer
+        if timer is None or self._timer_at > self.deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer_at = self.deadline
+            self._deadline_timer = loop.call_at(self.deadline, self._deadline_passed, loop)
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        self._reading = task
+        try:
+            return await self.reader.read(_READ_SIZE)
+        except asyncio.CancelledError:
+            if self._read_timed_out:
+                self._read_timed_out = False
+                if task.uncancel() <= cancelling:  # ours alone (as asyncio.timeout decides)
+                    raise TimeoutError from None
+            raise
+        finally:
+            self._reading = None
+
+    def _deadline_passed(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._deadline_timer = None
+        task = self._reading
+        if task is None:
+            return  # a command runs: the next read arms the timer again
+        if loop.time() < self.deadline - _TIMER_SLACK:  # the deadline moved on meanwhile
+            self._timer_at = self.deadline
+            self._deadline_timer = loop.call_at(self.deadline, self._deadline_passed, loop)
+            return
+        self._read_timed_out = True
+        task.cancel()
+
+    def stop_timer(self) -> None:
+        """The connection is over: drop the read deadline's timer."""
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
 
     async def offload(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Runs ``fn`` in the server's worker threads: work that grows with message sizes
@@ -326,6 +380,12 @@ class SessionContext:
         if view is None or db is None or mailbox is None:
             return
         self.dirty = False
+        # Nothing committed since the view was last brought up to date: nothing to read
+        # (the count is raised before a commit's callers are answered, see change_count).
+        # Expunges held back earlier may still be due.
+        count = db.change_count
+        if count == view.change_count and not (allow_expunge and view.pending_expunge):
+            return
         try:
             changes = db.changes_since(mailbox, view.folder, view.modseq)
         except (FolderNotFoundError, MailboxNotFoundError):
@@ -344,6 +404,7 @@ class SessionContext:
                 claimed = await db.claim_recent(mailbox, view.folder)
         for line in view.sync(changes, listing, claimed, allow_expunge=allow_expunge):
             self.send(line)
+        view.change_count = count
 
     def expunge_now(self, view: MailboxView, uids: Iterable[int]) -> None:
         """Reports messages the running command expunged: at once if the command table

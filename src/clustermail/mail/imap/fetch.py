@@ -162,6 +162,9 @@ class MessageFetcher:
 
     def section(self, section: c.Section, partial: c.Partial | None) -> bytes | None:
         """The bytes of a body section (``None`` when the message has no such part)."""
+        if not section.part and not section.text:
+            # BODY[]: the whole message is the stored bytes; no structure to read.
+            return _clip(self.raw(), partial)
         num = ".".join(str(p) for p in section.part)
         s = self.structure
         if section.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):

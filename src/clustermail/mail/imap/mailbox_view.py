@@ -18,12 +18,16 @@ import functools
 from array import array
 from collections.abc import Iterable, Iterator
 from itertools import compress
+from typing import TypeAlias
 
 from clustermail.mail.imap import response as r
 from clustermail.mail.store import FolderChanges, FolderListing
 from clustermail.mail.store import flags as f
 from clustermail.mail.store.index import Columns
 from clustermail.mail.store.snapshot import FolderSnapshot
+
+#: A column of the view: an array of its own, or a read-only view of a snapshot's.
+Column: TypeAlias = "array[int] | memoryview"
 
 #: Flags a client may store; PERMANENTFLAGS adds ``\\*`` (new keywords allowed).
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -74,11 +78,14 @@ def flag_lines(keywords: tuple[str, ...], read_only: bool) -> tuple[bytes, bytes
     )
 
 
-def _low_bytes(flags: array[int]) -> bytes:
+def _low_bytes(flags: Column) -> bytes:
     # The arrays are native uint32; the low byte is every 4th byte from the start on
     # little-endian machines (all we run on), from offset 3 on big-endian ones.
     data = flags.tobytes()
     return data[::4] if array("I", [1]).tobytes()[0] == 1 else data[3::4]
+
+
+_EMPTY = FolderListing(Columns(), {})  # only read (copied) by MailboxView.__init__
 
 
 class MailboxView:
@@ -100,13 +107,18 @@ class MailboxView:
         self.modseq = modseq
         self.read_only = read_only
         cols = listing.columns
-        self.uids: array[int] = array("I", cols.uids)
-        self.flags: array[int] = array("I", cols.flags)
-        self.sizes: array[int] = array("I", cols.sizes)
-        self.dates: array[int] = array("q", cols.dates)
+        # Arrays of the view's own, or (from_snapshot) read-only views of a shared
+        # snapshot's columns until the first change copies them (_own).
+        self.uids: Column = array("I", cols.uids)
+        self.flags: Column = array("I", cols.flags)
+        self.sizes: Column = array("I", cols.sizes)
+        self.dates: Column = array("q", cols.dates)
         self.keywords: dict[int, str] = dict(listing.keywords)
         self.recent: set[int] = set()
         self.pending_expunge: set[int] = set()
+        #: The store's change count (``MailboxDatabase.change_count``) read before the view
+        #: was last brought up to date; while the store's is the same, nothing is new.
+        self.change_count = -1
         # Keywords announced in FLAGS; a new one is announced again before it is used.
         self.known_keywords: set[str] = set()
         for text in self.keywords.values():
@@ -114,25 +126,45 @@ class MailboxView:
 
     @classmethod
     def from_snapshot(cls, folder: str, snap: FolderSnapshot, *, read_only: bool) -> MailboxView:
-        """A view of its own of a shared snapshot: the columns are copied once, here."""
+        """A view of a shared snapshot. Its columns are copied at the view's first change,
+        not here: a SELECT that only reads (or is followed by another SELECT) copies
+        nothing."""
         view = cls(
             folder,
-            FolderListing(Columns(), {}),
+            _EMPTY,
             uidvalidity=snap.uidvalidity,
             uidnext=snap.uidnext,
             modseq=snap.highestmodseq,
             read_only=read_only,
         )
-        cols = snap.columns()
-        view.uids, view.flags, view.sizes, view.dates = (
-            cols.uids,
-            cols.flags,
-            cols.sizes,
-            cols.dates,
-        )
+        view.uids, view.flags, view.sizes, view.dates = snap.column_views()
         view.keywords = dict(snap.keywords)
         view.known_keywords = set(snap.keyword_names)
         return view
+
+    def _own(self) -> tuple[array[int], array[int], array[int], array[int]]:
+        """The columns as arrays of the view's own, to change: a shared snapshot's are
+        copied first (the snapshot is every session's and never changes)."""
+        uids, flag_words, sizes, dates = self.uids, self.flags, self.sizes, self.dates
+        if (
+            isinstance(uids, array)
+            and isinstance(flag_words, array)
+            and isinstance(sizes, array)
+            and isinstance(dates, array)
+        ):
+            return uids, flag_words, sizes, dates
+        owned = []
+        for code, column in (
+            ("I", self.uids), ("I", self.flags), ("I", self.sizes), ("q", self.dates)
+        ):
+            if isinstance(column, array):
+                owned.append(column)
+            else:
+                arr = array(code)
+                arr.frombytes(column.obj)
+                owned.append(arr)
+        self.uids, self.flags, self.sizes, self.dates = owned
+        return owned[0], owned[1], owned[2], owned[3]
 
     # ------------------------------------------------------------------ queries
 
@@ -208,7 +240,7 @@ class MailboxView:
         seq = self.seq_of(uid)
         if seq is None:
             return None
-        self.flags[seq - 1] = mask
+        self._own()[1][seq - 1] = mask
         if keywords:
             self.keywords[uid] = keywords
         else:
@@ -274,6 +306,7 @@ class MailboxView:
         return out
 
     def _append_new(self, listing: FolderListing) -> None:
+        uids, flag_words, sizes, dates = self._own()
         top = self.max_uid()
         cols = listing.columns
         start = bisect.bisect_right(cols.uids, top)
@@ -281,10 +314,10 @@ class MailboxView:
             uid = cols.uids[i]
             if uid in self.pending_expunge:
                 continue
-            self.uids.append(uid)
-            self.flags.append(cols.flags[i] & _STORED)
-            self.sizes.append(cols.sizes[i])
-            self.dates.append(cols.dates[i])
+            uids.append(uid)
+            flag_words.append(cols.flags[i] & _STORED)
+            sizes.append(cols.sizes[i])
+            dates.append(cols.dates[i])
             kw = listing.keywords.get(uid)
             if kw:
                 self.keywords[uid] = kw
@@ -306,12 +339,13 @@ class MailboxView:
         # each EXPUNGE names the number the client has at that moment.
         seqs = sorted((s for s in map(self.seq_of, self.pending_expunge) if s), reverse=True)
         self.pending_expunge.clear()
+        columns = self._own() if seqs else ()
         recent_before = len(self.recent)
         out = []
         for seq in seqs:
             i = seq - 1
             uid = self.uids[i]
-            for arr in (self.uids, self.flags, self.sizes, self.dates):
+            for arr in columns:
                 del arr[i]
             self.keywords.pop(uid, None)
             self.recent.discard(uid)

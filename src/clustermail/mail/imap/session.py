@@ -123,6 +123,7 @@ class ImapSession(SessionContext):
         self.writer.close()
 
     async def close(self) -> None:
+        self.stop_timer()
         self.unselect()
         self.logged_out()
         wait = min(5.0, self.config.write_timeout)

@@ -115,6 +115,7 @@ class MailboxDatabase:
         self._epoch: int | None = None
         self._local = threading.local()
         self._generation = 0
+        self._changes = 0  # see change_count
         self._snapshots = SnapshotCache()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -140,6 +141,19 @@ class MailboxDatabase:
         change it could not log); None while it is healthy."""
         writer = self._writer
         return None if writer is None else (writer.fenced or writer.broken)
+
+    @property
+    def change_count(self) -> int:
+        """Counts commits (and mounts, dismounts): raised after each commit, before any of
+        its callers is answered. A reader that saw the same count before its last read of
+        the store has nothing new to read (IMAP sessions skip looking for news then)."""
+        return self._changes
+
+    def _after_commit(self, size: int) -> bool:
+        # In the writer thread, between the COMMIT and the answers (GroupCommitWriter).
+        self._changes += 1
+        checkpointer = self._checkpointer
+        return checkpointer is not None and checkpointer.poke(size)
 
     @property
     def stats(self) -> WriterStats:
@@ -215,6 +229,7 @@ class MailboxDatabase:
             raise
         self._epoch = epoch
         self._generation += 1
+        self._changes += 1
         self._snapshots.clear()
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread does it
         conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
@@ -228,7 +243,7 @@ class MailboxDatabase:
             # file that lost its last commits in a crash is rolled forward at mount.
             conn.execute("PRAGMA synchronous = NORMAL")
         self._writer = GroupCommitWriter(
-            conn, self.path, epoch, self._notify, self._clock, self._checkpointer.poke, journal
+            conn, self.path, epoch, self._notify, self._clock, self._after_commit, journal
         )
         return MountInfo(self.path, epoch, time.perf_counter() - started, unclean)
 
@@ -261,6 +276,7 @@ class MailboxDatabase:
                 reader.close()
             self._readers.clear()
         self._generation += 1
+        self._changes += 1
         self._snapshots.clear()
 
     def _record_dismount(self, journal: Journal) -> None:
@@ -495,6 +511,14 @@ class MailboxDatabase:
         caller and kept current from the change log: SELECT reads only the folder row when
         nothing changed. Immutable; :meth:`FolderSnapshot.listing` gives a private copy."""
         claims = self._snapshots.claims  # before the read: see SnapshotCache.get
+        # The common case, an unchanged folder: its row alone, in one statement (its own
+        # snapshot, no BEGIN/COMMIT), matches the cached snapshot.
+        try:
+            row = folders.find(self._reader(), mailbox, names.normalize(folder))
+        except sqlite3.Error as exc:
+            raise from_sqlite(self.path, exc) from None
+        if row is not None and (snap := self._snapshots.cached(row)) is not None:
+            return snap
         with self._read() as conn:
             return self._snapshots.get(conn, folders.get(conn, mailbox, folder), claims)
 

@@ -87,6 +87,17 @@ class FolderSnapshot:
             arr.frombytes(data)
         return cols
 
+    def column_views(self) -> tuple[memoryview, memoryview, memoryview, memoryview]:
+        """UIDs, flags, sizes and dates as read-only typed views of the snapshot's own
+        bytes: no copy, for a reader that copies only once it changes something."""
+        uids, flag_words, sizes, _, dates = self._data
+        return (
+            memoryview(uids).cast("I"),
+            memoryview(flag_words).cast("I"),
+            memoryview(sizes).cast("I"),
+            memoryview(dates).cast("q"),
+        )
+
     def listing(self) -> FolderListing:
         """A private :class:`FolderListing` copy."""
         return FolderListing(self.columns(), dict(self.keywords))
@@ -193,6 +204,15 @@ class SnapshotCache:
     def claims(self) -> int:
         """Read before the transaction a snapshot is built in (see :meth:`get`)."""
         return self._claims
+
+    def cached(self, row: FolderRow) -> FolderSnapshot | None:
+        """The cached snapshot if it is still current for ``row`` (no read needed)."""
+        with self._lock:
+            old = self._snapshots.get(row.id)
+            if old is None or not old.matches(row):
+                return None
+            self._snapshots.move_to_end(row.id)
+            return old
 
     def get(self, conn: sqlite3.Connection, row: FolderRow, claims: int) -> FolderSnapshot:
         """The snapshot for ``row``, read in the caller's transaction, which began after

@@ -24,7 +24,7 @@ APPEND, EXPUNGE, COPY, ...) is fsynced before any of its callers is answered.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import os
 import queue
@@ -44,6 +44,7 @@ from clustermail.mail.store.errors import (
     StoreError,
     from_sqlite,
 )
+from clustermail.mail.store.loop_handoff import LoopHandoff
 
 if TYPE_CHECKING:
     from clustermail.mail.store.translog.journal import Journal
@@ -197,8 +198,9 @@ class GroupCommitWriter:
             if job.loop is not None:
                 by_loop.setdefault(job.loop, []).append(job)
         for loop, jobs in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody awaits these
-                loop.call_soon_threadsafe(_copy_outcomes, jobs)
+            # The loop's handoff, which commit notifications take too (ChangeHub): they
+            # arrive after the answers of their batch. A closed loop drops them.
+            LoopHandoff.of(loop).post(functools.partial(_copy_outcomes, jobs))
 
     def _prepare_loop(self) -> None:
         while (job := self._to_prepare.get()) is not None:

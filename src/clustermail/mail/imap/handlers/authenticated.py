@@ -51,8 +51,10 @@ async def select(s: SessionContext, cmd: c.Select) -> Done:
         s.send(_CLOSED)
     folder = names.normalize(cmd.mailbox)
     # The shared snapshot is current as of this read; the session gets its own copy.
+    changes = db.change_count  # before the read: a commit meanwhile is looked at later
     snap = db.folder_snapshot(mailbox, folder)
     view = MailboxView.from_snapshot(folder, snap, read_only=cmd.read_only)
+    view.change_count = changes
     fresh = True  # nothing awaited since the read
     if not snap.recent:
         view.recent = set()

@@ -1,0 +1,187 @@
+"""When a session learns of changes: a command looks for news only when something was
+committed since it last looked (MailboxDatabase.change_count), yet every change answered
+to anyone before a command starts is reported by it, held-back expunges come when they are
+allowed, and a view that reads a shared snapshot in place never changes it."""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+
+from clustermail.mail.imap.mailbox_view import MailboxView
+from clustermail.mail.imap.session import SessionConfig
+from clustermail.mail.store import MailboxDatabase
+from clustermail.mail.store import flags as f
+from tests.support.imap_server import PASSWORD, USERS, ServerThread
+
+ALICE = USERS[0]
+
+
+def msg(n: int) -> bytes:
+    return (
+        f"From: s{n}@example.test\r\nTo: {ALICE}\r\nSubject: m{n}\r\n"
+        f"Message-ID: <{n}@example.test>\r\n\r\nbody {n}\r\n"
+    ).encode()
+
+
+class Client:
+    """A raw line client: the exact untagged responses of each command."""
+
+    def __init__(self, server: ServerThread) -> None:
+        self.sock = socket.create_connection((server.host, server.port), timeout=10)
+        self.file = self.sock.makefile("rb")
+        self.n = 0
+        assert self.file.readline().startswith(b"* OK")
+        self.cmd(f'LOGIN "{ALICE}" "{PASSWORD}"')
+
+    def cmd(self, text: str) -> list[bytes]:
+        self.n += 1
+        tag = b"t%d" % self.n
+        self.sock.sendall(tag + b" " + text.encode() + b"\r\n")
+        out: list[bytes] = []
+        while True:
+            line = self.file.readline()
+            assert line, "connection closed"
+            if line.startswith(tag + b" "):
+                assert line.startswith(tag + b" OK"), line
+                return out
+            out.append(line.rstrip(b"\r\n"))
+
+    def close(self) -> None:
+        self.cmd("LOGOUT")
+        self.file.close()
+        self.sock.close()
+
+
+def fetches(lines: list[bytes]) -> dict[int, bytes]:
+    out = {}
+    for line in lines:
+        m = re.match(rb"\* (\d+) FETCH \(FLAGS \((.*)\)\)$", line)
+        if m:
+            out[int(m.group(1))] = m.group(2)
+    return out
+
+
+def test_nothing_committed_nothing_sent(server: ServerThread, db: MailboxDatabase) -> None:
+    for n in range(3):
+        db.deliver_sync(msg(n), [ALICE])
+    a = Client(server)
+    a.cmd("SELECT INBOX")
+    assert a.cmd("NOOP") == [] and a.cmd("NOOP") == []
+    a.close()
+
+
+def test_change_answered_elsewhere_is_seen_by_the_next_command(
+    server: ServerThread, db: MailboxDatabase
+) -> None:
+    """A change acknowledged to its caller (here a thread, no IMAP session and no hub
+    notification to wait for) is in the very next command's answer, every time."""
+    for n in range(3):
+        db.deliver_sync(msg(n), [ALICE])
+    a = Client(server)
+    a.cmd("SELECT INBOX")
+    for round_ in range(20):
+        add = round_ % 2 == 0
+        db.set_flags_sync(ALICE, "INBOX", [2], ["\\Flagged"], "add" if add else "remove")
+        got = fetches(a.cmd("NOOP"))
+        assert (b"\\Flagged" in got[2]) == add, (round_, got)
+    db.deliver_sync(msg(9), [ALICE])
+    assert b"* 4 EXISTS" in a.cmd("NOOP")
+    a.close()
+
+
+def test_own_store_and_other_sessions(server: ServerThread, db: MailboxDatabase) -> None:
+    for n in range(3):
+        db.deliver_sync(msg(n), [ALICE])
+    db.claim_recent_sync(ALICE, "INBOX")  # no \Recent in the FLAGS compared below
+    a, b = Client(server), Client(server)
+    a.cmd("SELECT INBOX")
+    b.cmd("SELECT INBOX")
+    assert a.cmd("STORE 1 +FLAGS.SILENT (\\Flagged)") == []
+    assert a.cmd("NOOP") == []  # its own change is not reported back to it
+    assert fetches(b.cmd("NOOP")) == {1: b"\\Flagged"}
+    # Both store in the same moment: each learns of the other's change, not its own.
+    assert a.cmd("STORE 2 +FLAGS.SILENT (\\Seen)") == []
+    assert fetches(b.cmd("STORE 3 +FLAGS.SILENT (\\Answered)")) == {2: b"\\Seen"}
+    assert fetches(a.cmd("NOOP")) == {3: b"\\Answered"}
+    assert a.cmd("NOOP") == [] and b.cmd("NOOP") == []
+    a.close()
+    b.close()
+
+
+def test_held_back_expunge_comes_at_the_next_allowed_moment(
+    server: ServerThread, db: MailboxDatabase
+) -> None:
+    """FETCH must not announce an expunge (RFC 3501 §7.4.1); the NOOP after it must, even
+    though nothing was committed between the two."""
+    for n in range(3):
+        db.deliver_sync(msg(n), [ALICE])
+    db.claim_recent_sync(ALICE, "INBOX")
+    a, b = Client(server), Client(server)
+    a.cmd("SELECT INBOX")
+    b.cmd("SELECT INBOX")
+    b.cmd("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    assert b.cmd("EXPUNGE") == [b"* 1 EXPUNGE"]
+    during = a.cmd("FETCH 1:* (FLAGS)")
+    assert not any(b"EXPUNGE" in line for line in during)
+    assert a.cmd("NOOP") == [b"* 1 EXPUNGE"]
+    assert a.cmd("NOOP") == []
+    a.close()
+    b.close()
+
+
+def test_recent_goes_to_one_session(server: ServerThread, db: MailboxDatabase) -> None:
+    db.deliver_sync(msg(1), [ALICE])
+    a, b = Client(server), Client(server)
+    assert b"* 1 RECENT" in a.cmd("SELECT INBOX")
+    assert b"* 0 RECENT" in b.cmd("SELECT INBOX")
+    db.deliver_sync(msg(2), [ALICE])
+    got_a, got_b = a.cmd("NOOP"), b.cmd("NOOP")
+    assert b"* 2 EXISTS" in got_a and b"* 2 EXISTS" in got_b
+    assert b"* 2 RECENT" in got_a and b"* 0 RECENT" in got_b  # a claimed the new one
+    b.cmd("STORE 2 +FLAGS.SILENT (\\Deleted)")
+    b.cmd("EXPUNGE")
+    assert a.cmd("NOOP") == [b"* 2 EXPUNGE", b"* 1 RECENT"]
+    assert a.cmd("NOOP") == [] and b.cmd("NOOP") == []
+    a.close()
+    b.close()
+
+
+def test_views_of_one_snapshot_stay_apart(db: MailboxDatabase) -> None:
+    for n in range(5):
+        db.deliver_sync(msg(n), [ALICE])
+    db.claim_recent_sync(ALICE, "INBOX")
+    snap = db.folder_snapshot(ALICE, "INBOX")
+    before = [bytes(v) for v in snap.column_views()]
+    one = MailboxView.from_snapshot("INBOX", snap, read_only=False)
+    two = MailboxView.from_snapshot("INBOX", snap, read_only=False)
+    one.set_flags(1, f.SEEN | f.FLAGGED, "work")
+    one.expunge_now([3])
+    assert list(one.uids) == [1, 2, 4, 5] and one.mask_at(1) == f.SEEN | f.FLAGGED
+    assert list(two.uids) == [1, 2, 3, 4, 5] and two.mask_at(1) == 0
+    assert two.keywords == {} and two.flag_list(1) == []
+    assert [bytes(v) for v in snap.column_views()] == before
+    assert db.folder_snapshot(ALICE, "INBOX") is snap  # nothing was committed
+
+
+def test_read_deadline_restarts_with_each_command(db: MailboxDatabase) -> None:
+    srv = ServerThread(db, USERS, config=SessionConfig(idle_timeout=1.0))
+    try:
+        with socket.create_connection((srv.host, srv.port), timeout=5) as s:
+            f_ = s.makefile("rb")
+            f_.readline()
+            s.sendall(f"a LOGIN {ALICE} {PASSWORD}\r\n".encode())
+            assert f_.readline().startswith(b"a OK")
+            started = time.monotonic()
+            for n in range(6):  # 1.5 s in all: longer than the timeout, never idle that long
+                time.sleep(0.25)
+                s.sendall(b"n%d NOOP\r\n" % n)
+                assert f_.readline().startswith(b"n%d OK" % n)
+            idle_from = time.monotonic()
+            assert idle_from - started > 1.0
+            assert f_.readline().startswith(b"* BYE")
+            assert f_.readline() == b""
+            assert 0.9 < time.monotonic() - idle_from < 6
+    finally:
+        srv.stop()
