@@ -252,10 +252,11 @@ class ClusterSMTP(SMTP):
             data = status
         self._writer.write(data + b"\r\n")
         await drain_watched(self._writer, min(self.limits.timeout, WRITE_STALL_TIMEOUT))
-        if final:
+        if final and self._reader._buffer:  # type: ignore[attr-defined]
             # Fairness: pipelined commands are read from the buffer without a pause, so a
             # client that pipelines thousands would hold the event loop until its buffer
-            # ran dry; each session yields after each answer instead.
+            # ran dry; each session yields after each answer instead. (With nothing
+            # buffered, the next read waits anyway.)
             await asyncio.sleep(0)
         self.errors.replied(text)
         if final and self.errors.exhausted():
