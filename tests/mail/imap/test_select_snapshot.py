@@ -6,51 +6,13 @@ from __future__ import annotations
 
 import random
 import re
-import socket
 
 from clustermail.mail.imap.mailbox_view import MailboxView
 from clustermail.mail.store import MailboxDatabase, folders, schema
 from clustermail.mail.store import flags as f
 from clustermail.mail.store.snapshot import SnapshotCache
-from tests.support.imap_server import PASSWORD, USERS, ServerThread
-
-ALICE = USERS[0]
-
-
-def msg(n: int) -> bytes:
-    return (
-        f"From: s{n}@example.test\r\nTo: {ALICE}\r\nSubject: m{n}\r\n"
-        f"Message-ID: <{n}@example.test>\r\n\r\nbody {n}\r\n"
-    ).encode()
-
-
-class Client:
-    """A raw line client: the exact untagged responses of each command."""
-
-    def __init__(self, server: ServerThread) -> None:
-        self.sock = socket.create_connection((server.host, server.port), timeout=10)
-        self.file = self.sock.makefile("rb")
-        self.n = 0
-        assert self.file.readline().startswith(b"* OK")
-        self.cmd(f'LOGIN "{ALICE}" "{PASSWORD}"')
-
-    def cmd(self, text: str) -> list[bytes]:
-        self.n += 1
-        tag = b"t%d" % self.n
-        self.sock.sendall(tag + b" " + text.encode() + b"\r\n")
-        out: list[bytes] = []
-        while True:
-            line = self.file.readline()
-            assert line, "connection closed"
-            if line.startswith(tag + b" "):
-                assert line.startswith(tag + b" OK"), line
-                return out
-            out.append(line.rstrip(b"\r\n"))
-
-    def close(self) -> None:
-        self.cmd("LOGOUT")
-        self.file.close()
-        self.sock.close()
+from tests.support.imap_lines import ALICE, Client, msg
+from tests.support.imap_server import ServerThread
 
 
 def number(lines: list[bytes], word: bytes) -> int | None:
