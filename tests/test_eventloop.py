@@ -24,3 +24,11 @@ def test_the_standard_loop_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
     loop_type = eventloop.run(_loop_type())
     assert not issubclass(loop_type, uvloop.Loop)
     assert issubclass(loop_type, asyncio.BaseEventLoop)
+
+
+def test_an_unknown_choice_is_said_and_runs_uvloop(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv(eventloop.ENV, "tokio")
+    assert issubclass(eventloop.run(_loop_type()), uvloop.Loop)
+    assert "'tokio' is neither 'uvloop' nor 'asyncio'" in caplog.text

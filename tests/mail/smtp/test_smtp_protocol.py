@@ -295,6 +295,18 @@ async def test_clients_gone_right_after_the_greeting_give_their_slots_back(
             await asyncio.sleep(0.02)
 
 
+async def test_help_names_each_overridden_command_with_its_own_syntax(smtp: Running) -> None:
+    def help_lines() -> dict[str, bytes]:
+        with smtplib.SMTP(smtp.address, smtp.ports.inbound, timeout=10) as c:
+            c.ehlo("x")
+            return {cmd: c.docmd("HELP", cmd)[1] for cmd in ("EHLO", "STARTTLS", "DATA")}
+
+    got = await run(help_lines)
+    assert b"EHLO hostname" in got["EHLO"]
+    assert b"STARTTLS" in got["STARTTLS"] and b"EHLO" not in got["STARTTLS"]
+    assert b"DATA" in got["DATA"]
+
+
 async def test_every_reply_has_an_enhanced_code(smtp: Running) -> None:
     commands = [b"NOOP", b"MAIL FROM:<a@b.test>", b"HELO", b"EHLO x", b"RSET", b"VRFY alice",
                 b"HELP", b"BOGUS", b"RCPT TO:<a@b.test>", b"DATA", b"MAIL FROM:<a@b.test> X=Y",

@@ -1,15 +1,11 @@
 """Results of writer jobs reach the event loop through one handoff: in order, one wake-up
-for a burst, and a cancelled waiter's job never runs."""
+for a burst (a cancelled waiter's job: tests/mail/store/test_writer_batches.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from pathlib import Path
 
-import pytest
-
-from clustermail.mail.store import MailboxDatabase
 from clustermail.mail.store.loop_handoff import LoopHandoff
 
 
@@ -55,34 +51,3 @@ def test_one_handoff_per_loop() -> None:
         assert LoopHandoff.of(loop) is LoopHandoff.of(loop)
 
     asyncio.run(main())
-
-
-def test_cancelled_waiter_cancels_a_job_not_started(tmp_path: Path) -> None:
-    db = MailboxDatabase(tmp_path / "db.sqlite")
-    db.mount(1)
-    db.create_mailbox_sync("u")
-    ran: list[str] = []
-    gate, started = threading.Event(), threading.Event()
-
-    def slow(tx: object) -> None:
-        started.set()
-        gate.wait(10)
-
-    async def main() -> None:
-        blocker = db._submit(slow)  # holds the writer: the next job waits in the queue
-        assert await asyncio.to_thread(started.wait, 10)
-        waiter = asyncio.ensure_future(db._async(lambda tx: ran.append("ran")))
-        await asyncio.sleep(0.05)
-        waiter.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiter
-        gate.set()
-        await asyncio.wrap_future(blocker)
-        await db._async(lambda tx: None)  # the writer has taken everything queued
-
-    try:
-        asyncio.run(main())
-    finally:
-        gate.set()
-        db.dismount()
-    assert ran == []

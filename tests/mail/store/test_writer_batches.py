@@ -130,10 +130,9 @@ def test_the_transaction_begun_again_after_a_failure_checks_the_epoch(
     assert rows(tmp_path / "w.sqlite") == [1]
 
 
-async def test_async_callers_sharing_a_batch_each_get_their_own_outcome(
-    writer: tuple[GroupCommitWriter, sqlite3.Connection], tmp_path: Path
-) -> None:
-    w, _ = writer
+async def hold_writer(w: GroupCommitWriter) -> tuple[asyncio.Future[None], threading.Event]:
+    """A job that holds the writer until ``release`` is set, once it runs: what is
+    submitted meanwhile waits in the queue and goes in the next batch together."""
     entered, release = threading.Event(), threading.Event()
 
     def hold(tx: Tx) -> None:
@@ -142,6 +141,14 @@ async def test_async_callers_sharing_a_batch_each_get_their_own_outcome(
 
     holder = w.submit_async(hold)
     await asyncio.wait_for(asyncio.to_thread(entered.wait, TIMEOUT), TIMEOUT)
+    return holder, release
+
+
+async def test_async_callers_sharing_a_batch_each_get_their_own_outcome(
+    writer: tuple[GroupCommitWriter, sqlite3.Connection], tmp_path: Path
+) -> None:
+    w, _ = writer
+    holder, release = await hold_writer(w)
     waiters = [w.submit_async(put_then_fail(x) if x % 3 == 0 else put(x)) for x in range(10)]
     release.set()
     await asyncio.wait_for(holder, TIMEOUT)
@@ -161,14 +168,7 @@ async def test_an_async_job_cancelled_before_it_started_never_runs(
     writer: tuple[GroupCommitWriter, sqlite3.Connection], tmp_path: Path
 ) -> None:
     w, _ = writer
-    entered, release = threading.Event(), threading.Event()
-
-    def hold(tx: Tx) -> None:
-        entered.set()
-        assert release.wait(TIMEOUT)
-
-    holder = w.submit_async(hold)
-    await asyncio.wait_for(asyncio.to_thread(entered.wait, TIMEOUT), TIMEOUT)
+    holder, release = await hold_writer(w)
     cancelled, kept = w.submit_async(put(1)), w.submit_async(put(2))
     cancelled.cancel()
     await asyncio.sleep(0)  # the cancellation reaches the job's own future

@@ -125,7 +125,7 @@ class ProcessResource(Resource):
             stderr=asyncio.subprocess.STDOUT,
             env=self._env(),
             cwd=self.cwd,
-            start_new_session=True,  # its own process group, as a group it is stopped
+            start_new_session=True,  # a process group of its own: stopped as a group
             preexec_fn=procutil.child_preexec(),
         )
         procutil.live_groups.add(proc.pid)

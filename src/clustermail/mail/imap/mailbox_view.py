@@ -143,28 +143,21 @@ class MailboxView:
         return view
 
     def _own(self) -> tuple[array[int], array[int], array[int], array[int]]:
-        """The columns as arrays of the view's own, to change: a shared snapshot's are
-        copied first (the snapshot is every session's and never changes)."""
-        uids, flag_words, sizes, dates = self.uids, self.flags, self.sizes, self.dates
-        if (
-            isinstance(uids, array)
-            and isinstance(flag_words, array)
-            and isinstance(sizes, array)
-            and isinstance(dates, array)
-        ):
-            return uids, flag_words, sizes, dates
-        owned = []
-        for code, column in (
-            ("I", self.uids), ("I", self.flags), ("I", self.sizes), ("q", self.dates)
-        ):
-            if isinstance(column, array):
-                owned.append(column)
-            else:
-                arr = array(code)
-                arr.frombytes(column.obj)
-                owned.append(arr)
-        self.uids, self.flags, self.sizes, self.dates = owned
-        return owned[0], owned[1], owned[2], owned[3]
+        """The columns as arrays of the view's own, to change: a shared snapshot's (all
+        four, see from_snapshot) are copied first; the snapshot is every session's."""
+        if isinstance(self.uids, memoryview):
+            copies = []
+            columns = (self.uids, self.flags, self.sizes, self.dates)
+            for code, column in zip("IIIq", columns, strict=True):
+                assert isinstance(column, memoryview)
+                owned = array(code)
+                owned.frombytes(column.obj)  # the snapshot's bytes
+                copies.append(owned)
+            self.uids, self.flags, self.sizes, self.dates = copies
+            return copies[0], copies[1], copies[2], copies[3]
+        assert isinstance(self.flags, array) and isinstance(self.sizes, array)
+        assert isinstance(self.dates, array)
+        return self.uids, self.flags, self.sizes, self.dates
 
     # ------------------------------------------------------------------ queries
 

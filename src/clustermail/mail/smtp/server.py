@@ -279,7 +279,6 @@ class ClusterSMTP(SMTP):
     def _create_envelope(self) -> Envelope:
         return MailEnvelope()
 
-    @_like(SMTP.smtp_EHLO)
     @_like(SMTP.smtp_STARTTLS)
     async def smtp_STARTTLS(self, arg: str) -> None:
         """aiosmtpd swaps the socket transport's protocol by hand, which only asyncio's own
@@ -318,6 +317,7 @@ class ClusterSMTP(SMTP):
         self._over_ssl = True
         self.connection_made(secure)
 
+    @_like(SMTP.smtp_EHLO)
     async def smtp_EHLO(self, hostname: str) -> None:
         self.errors.junk_command()  # a client needs two (before and after STARTTLS)
         self._in_helo = bool(hostname)  # a syntax error still gets its enhanced code
