@@ -34,9 +34,15 @@ def examples(n: int) -> settings:
 
 def same(raw: bytes, limits: mime.MimeLimits = mime.LIMITS) -> None:
     ours = mime.analyze_with_json(raw, limits)
-    theirs = ref.analyze_with_json(raw, ref.MimeLimits(**asdict(limits)))
-    assert ours[1] == theirs[1], raw
     assert ours[0].to_json() == ours[1]
+    try:
+        theirs = ref.analyze_with_json(raw, ref.MimeLimits(**asdict(limits)))
+    except TypeError:
+        # The reference's one crash: a multipart boundary in RFC 2231 pieces that the
+        # email package cannot order. The analysis now reads it as no boundary.
+        assert b"boundary*" in raw.lower(), raw
+        return
+    assert ours[1] == theirs[1], raw
 
 
 # --------------------------------------------------------------------------- pieces
@@ -83,6 +89,12 @@ TEXT_VALUES = [
     b"7bit", b"BASE64", b"quoted-printable", b"<id@x>", b"en, de", b",", b"en",
     b"Mon, 1 Jan 2024 00:00:00 +0000", b"a\rb", b"\x00",
 ]  # fmt: skip
+SIMPLE_ADDRESSES = [
+    b"a@b.test", b"<a@b.test>", b"Alice <alice@x.test>", b'"Bob Q. Public" <bob@y.test>',
+    b"Joe Q. Public <joe@x.test>", b'"" <e@e>', b"x.y+z@[1.2.3.4]", b"a b c d e f g <h@i>",
+    b"\xc3\xa9t\xc3\xa9 <u@v>", b"<a@b>",
+]  # fmt: skip
+GOOD_NAMES = [n for n in FIELD_NAMES if n and b" " not in n and b":" not in n and n.isascii()]
 EOLS = [b"\r\n"] * 8 + [b"\n", b"\r", b"\r\r\n", b"\n\r"]
 BOUNDARIES = [b"B", b"B", b"<B>", b"\"B\"", b"B1", b"B2", b"", b"B "]
 
@@ -91,8 +103,14 @@ pick = st.sampled_from
 
 @st.composite
 def address_value(draw: st.DrawFn) -> bytes:
-    pieces = draw(st.lists(pick(ADDRESS_PIECES), max_size=6))
-    seps = draw(st.lists(pick([b", ", b",", b" ", b"", b" ,\r\n\t"]), min_size=len(pieces)))
+    if draw(st.booleans()):  # a list the fast path takes, or nearly
+        pieces = draw(st.lists(pick(SIMPLE_ADDRESSES), max_size=6))
+        seps = [b", "] * len(pieces)
+        if pieces and draw(st.booleans()):
+            seps[draw(st.integers(0, len(pieces) - 1))] = draw(pick(ADDRESS_PIECES))
+    else:
+        pieces = draw(st.lists(pick(ADDRESS_PIECES), max_size=6))
+        seps = draw(st.lists(pick([b", ", b",", b" ", b"", b" ,\r\n\t"]), min_size=len(pieces)))
     return b"".join(p + s for p, s in zip(pieces, seps, strict=False))
 
 
@@ -102,8 +120,10 @@ def content_value(draw: st.DrawFn, kinds: list[bytes]) -> bytes:
 
 
 @st.composite
-def field(draw: st.DrawFn, ctype: bytes | None = None) -> bytes:
-    name = draw(pick(FIELD_NAMES))
+def field(draw: st.DrawFn, ctype: bytes | None = None, clean: bool = False) -> bytes:
+    """A header field; ``clean``: a well-formed name and CRLF line ends (the fast path's
+    header blocks), whatever the value."""
+    name = draw(pick(GOOD_NAMES if clean else FIELD_NAMES))
     low = name.lower()
     if ctype is not None:
         name, value = b"Content-Type", ctype
@@ -117,15 +137,19 @@ def field(draw: st.DrawFn, ctype: bytes | None = None) -> bytes:
         value = draw(pick(TEXT_VALUES))
     if value and draw(st.integers(0, 4)) == 0:  # fold somewhere
         at = draw(st.integers(0, len(value)))
-        value = value[:at] + draw(pick([b"\r\n ", b"\r\n\t", b"\n ", b"\r\n"])) + value[at:]
+        folds = [b"\r\n ", b"\r\n\t"] if clean else [b"\r\n ", b"\r\n\t", b"\n ", b"\r\n"]
+        value = value[:at] + draw(pick(folds)) + value[at:]
     spacing = draw(pick([b": ", b":", b" : ", b":\t", b":  "]))
-    return name + spacing + value + draw(pick(EOLS))
+    return name + spacing + value + (b"\r\n" if clean else draw(pick(EOLS)))
 
 
 @st.composite
-def entity(draw: st.DrawFn, depth: int = 0) -> bytes:
+def entity(draw: st.DrawFn, depth: int = 0, clean: bool | None = None) -> bytes:
     """A header block and a body: multipart (children recursively) or message/rfc822
-    (a message inside) or text, with broken parts here and there."""
+    (a message inside) or text, with broken parts here and there. ``clean`` (drawn when
+    None): header blocks of well-formed CRLF lines, the fast path's."""
+    if clean is None:
+        clean = draw(st.booleans())
     kind = draw(pick(["text", "text", "multipart", "message", "other"]) if depth < 3 else
                 pick(["text", "other"]))  # fmt: skip
     boundary = draw(pick(BOUNDARIES))
@@ -138,21 +162,21 @@ def entity(draw: st.DrawFn, depth: int = 0) -> bytes:
         )
     elif kind == "message":
         ctype = b"message/rfc822"
-    fields = draw(st.lists(field(), max_size=6))
+    fields = draw(st.lists(field(clean=clean), max_size=6))
     if ctype is not None:
-        fields.insert(draw(st.integers(0, len(fields))), draw(field(ctype)))
-    blank = draw(pick([b"\r\n"] * 6 + [b"\n", b"", b"\r\n\r\n"]))
+        fields.insert(draw(st.integers(0, len(fields))), draw(field(ctype, clean)))
+    blank = b"\r\n" if clean else draw(pick([b"\r\n"] * 6 + [b"\n", b"", b"\r\n\r\n"]))
     head = b"".join(fields) + blank
     if kind == "multipart":
         delim = b"--" + boundary.strip(b'"<> ')
-        children = draw(st.lists(entity(depth + 1), max_size=4))
+        children = draw(st.lists(entity(depth + 1, clean), max_size=4))
         body = draw(pick([b"", b"preamble\r\n"]))
         for child in children:
             body += delim + draw(pick([b"\r\n", b"\n", b" \r\n", b"x\r\n"])) + child + b"\r\n"
         body += draw(pick([delim + b"--\r\n", delim + b"--", b"", delim + b"\r\n"]))
         body += draw(pick([b"", b"epilogue\r\n"]))
     elif kind == "message":
-        body = draw(entity(depth + 1))
+        body = draw(entity(depth + 1, clean))
     else:
         body = draw(pick([b"", b"line\r\n", b"a\r\nb\r\nc", b"\xff\xfe\r\n", b"x" * 100]))
     return head + body
@@ -234,6 +258,15 @@ def test_corpus_under_limits(name: str, lim: mime.MimeLimits) -> None:
     same(CORPUS[name], lim)
 
 
+def test_a_boundary_in_rfc2231_pieces_it_cannot_order_is_no_boundary() -> None:
+    """The implementation before the fast paths raised TypeError here (from the email
+    package), failing the delivery; now the multipart is unusable: text/plain."""
+    raw = b"Content-Type: multipart/mixed; boundary*=utf-8''x; boundary*0=x\r\n\r\n--x\r\n"
+    with pytest.raises(TypeError):
+        ref.analyze(raw)
+    assert mime.analyze(raw).body[:3] == ["TEXT", "PLAIN", ["CHARSET", "US-ASCII"]]
+
+
 def test_the_benchmark_messages_take_the_fast_paths() -> None:
     """What the delivery benchmarks send is what the fast paths are for: a change that
     sends them down the general path is a performance bug."""
@@ -301,10 +334,14 @@ def test_content_fields(ctype: bytes | None, dsp: bytes | None, default: str) ->
     h = dict((k.lower(), v) for k, v in fields)
     m = ref._mime(fields, default)
     dsp_type = m.get_content_disposition() if dsp is not None else None
+    try:
+        boundary = m.get_boundary()
+    except TypeError:  # see same()
+        boundary = None
     expected = (
         m.get_content_type(),
         ref._params(m, "content-type"),
-        m.get_boundary(),
+        boundary,
         dsp_type or "",
         ref._params(m, "content-disposition") if dsp_type else None,
     )

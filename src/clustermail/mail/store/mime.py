@@ -288,10 +288,8 @@ def split_multipart(
 
 
 def _first(fields: list[tuple[str, str]]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name, value in fields:
-        out.setdefault(name.lower(), value)
-    return out
+    """Each field's first value, by lower-case name (read backwards: the first one wins)."""
+    return {name.lower(): value for name, value in reversed(fields)}
 
 
 def envelope(fields: list[tuple[str, str]], max_addresses: int | None = None) -> list[IMAPValue]:
@@ -469,10 +467,17 @@ def _content(h: dict[str, str], fields: list[tuple[str, str]], default_type: str
     return (
         m.get_content_type(),
         _params(m, "content-type"),
-        m.get_boundary(),
+        _boundary(m),
         dsp_type or "",
         _params(m, "content-disposition") if dsp_type else None,
     )
+
+
+def _boundary(m: email.message.Message) -> str | None:
+    try:
+        return m.get_boundary()
+    except Exception:  # RFC 2231 pieces it cannot order ("boundary*=..; boundary*0=.."):
+        return None  # no usable boundary, as for _params
 
 
 def _params(m: email.message.Message, header: str) -> list[IMAPValue] | None:
@@ -583,9 +588,7 @@ class _Analyzer:
         own = _join(num, 1) if top else num
         if top:
             self.parts[own] = (header_start, body_start, end)
-        if maintype == "text" and not any(
-            isinstance(p, str) and p == "CHARSET" for p in (params or [])[::2]
-        ):
+        if maintype == "text" and "CHARSET" not in (params or [])[::2]:  # names are str
             params = ["CHARSET", "US-ASCII", *(params or [])]
         enc = (h.get("content-transfer-encoding") or "7BIT").upper() or "7BIT"
         out: list[IMAPValue] = [

@@ -54,7 +54,9 @@ def header_fields(
         return None
     # Decoding the block at once gives what decoding each field does: a field ends at a
     # CRLF, and ASCII bytes never belong to a multibyte sequence.
-    text = _FOLD.sub("", block.decode("utf-8", "surrogateescape"))
+    text = block.decode("utf-8", "surrogateescape")
+    if "\r\n " in text or "\r\n\t" in text:
+        text = _FOLD.sub("", text)
     pairs = _FIELD_LINE.findall(text)
     if len(pairs) != text.count("\n"):
         return None
