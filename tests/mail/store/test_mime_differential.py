@@ -106,7 +106,8 @@ def address_value(draw: st.DrawFn) -> bytes:
     if draw(st.booleans()):  # a list the fast path takes, or nearly
         pieces = draw(st.lists(pick(SIMPLE_ADDRESSES), max_size=6))
         seps = [b", "] * len(pieces)
-        if pieces and draw(st.booleans()):
+        spoil = draw(st.booleans())
+        if pieces and spoil:
             seps[draw(st.integers(0, len(pieces) - 1))] = draw(pick(ADDRESS_PIECES))
     else:
         pieces = draw(st.lists(pick(ADDRESS_PIECES), max_size=6))
