@@ -221,6 +221,8 @@ CORPUS = {
     "no header": b"just a body\r\n",
     "continuation first": b" folded\r\nSubject: x\r\n\r\nbody\r\n",
     "not a field": b"Subject: x\r\nnot a field\r\nTo: a@b\r\n\r\nbody\r\n",
+    "colon on a continuation": b"T \r\n :, \r\n\r\n",  # not a field, even unfolded
+    "after a bad line": b"A: x\r\nbad\r\n y\r\nB: z\r\n\r\nbody\r\n",
     "empty": b"",
     "blank only": b"\r\n\r\n",
     "many parts": b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + b"--b\r\n\r\nx\r\n" * 2000,
@@ -358,3 +360,24 @@ def test_header_blocks(fields: list[bytes], blank: bytes, max_lines: int, skip: 
     assert mime.parse_header(raw, skip, len(raw), max_lines) == ref.parse_header(
         raw, skip, len(raw), max_lines
     )
+
+
+HEADER_LINES = [
+    b"Subject: x", b"To: a@b.test", b"Content-Type: text/plain; charset=utf-8", b"X-A:",
+    b"X-B :y", b"X-C\t: z", b" folded", b"\tfolded", b"  ", b" :, ", b"T ", b"no colon",
+    b": empty name", b"T : x", b"Bad Name: x", b"\xc3\xa9: x", b"X: \xc3\xa9", b"X: \xff",
+    b"X:\x00", b"From: A <a@b>", b" <c@d>", b"Content-Type: multipart/mixed;", b' boundary="B"',
+    b"-", b"\x7f: x", b"~: x",
+]  # fmt: skip
+
+
+@examples(1000)
+@given(st.lists(pick(HEADER_LINES), max_size=8), st.integers(1, 10), st.binary(max_size=3))
+def test_crlf_header_lines(lines: list[bytes], max_lines: int, tail: bytes) -> None:
+    """Header blocks of CRLF lines, the fast path's, with lines that are not fields,
+    continuations where none may be, names with spaces: as the general path reads them."""
+    raw = b"".join(line + b"\r\n" for line in lines) + b"\r\n--B\r\nbody\r\n" + tail
+    assert mime.parse_header(raw, 0, len(raw), max_lines) == ref.parse_header(
+        raw, 0, len(raw), max_lines
+    )
+    same(raw)

@@ -28,10 +28,10 @@ IMAPValue: TypeAlias = "str | int | list[IMAPValue] | None"
 
 # --------------------------------------------------------------------------- header blocks
 
-_FOLD = re.compile(r"\r\n(?=[ \t])")
-#: One whole field line of an unfolded block (RFC 5322 ftext name); ``^`` keeps a match
-#: from starting inside a line, so one match per line means every line is a field.
-_FIELD_LINE = re.compile(r"^([!-9;-~]+)[ \t]*:([^\r\n]*)\r\n", re.M)
+#: One whole field: its first line (an RFC 5322 ftext name, its colon on that line) and
+#: its continuation lines. ``^`` keeps a match from starting inside a line, so one match
+#: per line that is not a continuation means every field is well formed.
+_FIELD = re.compile(r"^([!-9;-~]+)[ \t]*:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)\r\n", re.M)
 
 
 def header_fields(
@@ -54,13 +54,14 @@ def header_fields(
         return None
     # Decoding the block at once gives what decoding each field does: a field ends at a
     # CRLF, and ASCII bytes never belong to a multibyte sequence.
-    text = block.decode("utf-8", "surrogateescape")
-    if "\r\n " in text or "\r\n\t" in text:
-        text = _FOLD.sub("", text)
-    pairs = _FIELD_LINE.findall(text)
-    if len(pairs) != text.count("\n"):
+    pairs = _FIELD.findall(block.decode("utf-8", "surrogateescape"))
+    folds = block.count(b"\r\n ") + block.count(b"\r\n\t")
+    if len(pairs) != lines - folds:
         return None
-    return [(name, value.strip(" \t")) for name, value in pairs], stop + 4
+    return [
+        (name, (value.replace("\r\n", "") if folds else value).strip(" \t"))
+        for name, value in pairs
+    ], stop + 4
 
 
 # --------------------------------------------------------------------------- addresses
