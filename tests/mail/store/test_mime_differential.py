@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,6 +23,8 @@ from tests.mail.store import mime_reference as ref
 from tests.mail.store import test_mime
 
 SCALE = int(os.environ.get("CLUSTERMAIL_FUZZ_SCALE", "1"))
+#: The messages the IMAP reference tests compare with Dovecot.
+EML = Path(__file__).parents[1] / "imap" / "reference" / "corpus" / "messages"
 
 
 def examples(n: int) -> settings:
@@ -235,6 +238,9 @@ CORPUS = {
         b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i)
         for i in range(60)
     ),
+    **{f"eml {p.name}": p.read_bytes() for p in sorted(EML.glob("*.eml"))},
+    **{f"eml {p.name} crlf": mime.normalize_newlines(p.read_bytes())
+       for p in sorted(EML.glob("*.eml"))},
 }  # fmt: skip
 
 
