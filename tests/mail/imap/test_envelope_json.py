@@ -234,3 +234,21 @@ def test_fetch_all_envelopes_cold_matches_one_at_a_time(
         assert together == c.cmd("FETCH 1:* (FLAGS ENVELOPE)")  # warm: from the cache
     finally:
         c.close()
+
+
+def test_the_skeleton_map_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(envelope_json, "_TEMPLATES", {})
+    monkeypatch.setattr(envelope_json, "MAX_TEMPLATES", 3)
+    for n in range(10):  # n addresses in To: a skeleton of its own each
+        to: list[mime.IMAPValue] | None = [[f"n{i}", None, "m", "h"] for i in range(n)] or None
+        envelope: list[mime.IMAPValue] = ["d", "s", None, None, None, to, None, None, None, None]
+        text = json.dumps(envelope, separators=(",", ":"))
+        assert envelope_json.render(text) == r.render_envelope(envelope)
+        assert len(envelope_json._TEMPLATES) <= 3
+    # Too long a skeleton to keep: translated each time.
+    long_to: list[mime.IMAPValue] = [[f"n{i}", None, "m", "h"] for i in range(40)]
+    envelope = ["d", "s", None, None, None, long_to, None, None, None, None]
+    for separators in ((",", ":"), (", ", ": ")):  # spaces too (an older layout's)
+        text = json.dumps(envelope, separators=separators)
+        assert envelope_json.render(text) == r.render_envelope(envelope)
+    assert all(len(k) <= envelope_json.MAX_SKELETON for k in envelope_json._TEMPLATES)

@@ -31,10 +31,12 @@ from clustermail.mail.imap import response as r
 PREFIX = '{"v":1,"envelope":'
 SUFFIX = ',"body":'
 
-#: Translated skeletons: the pieces of IMAP text between the strings. Envelopes with many
-#: addresses make long skeletons; those are translated each time, not kept.
+#: Translated skeletons: the pieces of IMAP text between the strings (None: not an
+#: envelope's). A mailbox has a few dozen (they differ by the number of addresses in each
+#: field); the map is emptied when full, so made-up ones cost time, not memory (at most
+#: ~4 MB). Envelopes with many addresses make long skeletons, translated each time.
 _TEMPLATES: dict[tuple[str, ...], list[str] | None] = {}
-MAX_TEMPLATES = 4096
+MAX_TEMPLATES = 512
 MAX_SKELETON = 64
 _SKELETON_CHARS = "[],nul "
 
