@@ -9,7 +9,7 @@ import json
 import re
 import socket
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -120,7 +120,7 @@ def _text(tokens: list[str]) -> st.SearchStrategy[str]:
     return short | st.text(st.sampled_from(tokens[:4]), min_size=1020, max_size=1030)
 
 
-def _envelopes(text: st.SearchStrategy[str]) -> st.SearchStrategy[list[mime.IMAPValue]]:
+def _envelopes(text: st.SearchStrategy[str | bytes]) -> st.SearchStrategy[list[mime.IMAPValue]]:
     nstring = st.none() | text
     addresses = st.none() | st.lists(st.lists(nstring, min_size=4, max_size=4), max_size=3)
     return st.tuples(
@@ -252,3 +252,68 @@ def test_the_skeleton_map_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None
         text = json.dumps(envelope, separators=separators)
         assert envelope_json.render(text) == r.render_envelope(envelope)
     assert all(len(k) <= envelope_json.MAX_SKELETON for k in envelope_json._TEMPLATES)
+
+
+# ------------------------------------------- render_envelope against its first form
+
+
+def _reference_envelope(envelope: Sequence[r.Nested]) -> bytes:
+    """render_envelope as it was first written (the general nstring for every field),
+    kept as the oracle of the quicker one."""
+    if isinstance(envelope, str | bytes) or len(envelope) != 10:
+        raise r.RenderError("an ENVELOPE has exactly 10 fields")
+    out: list[bytes] = []
+    for i, item in enumerate(envelope):
+        if i in (2, 3, 4, 5, 6, 7):
+            out.append(_reference_addresses(item))
+        else:
+            out.append(r.nstring(_reference_text(item, "ENVELOPE field")))
+    return b"(" + b" ".join(out) + b")"
+
+
+def _reference_text(value: r.Nested, what: str) -> str | bytes | None:
+    if value is None or isinstance(value, str | bytes):
+        return value
+    raise r.RenderError(f"{what} must be a string or None, got {type(value).__name__}")
+
+
+def _reference_addresses(value: r.Nested) -> bytes:
+    if value is None or (isinstance(value, Sequence) and len(value) == 0):
+        return b"NIL"
+    if isinstance(value, str | bytes | int):
+        raise r.RenderError("an address list must be None or a list of addresses")
+    parts: list[bytes] = []
+    for address in value:
+        if isinstance(address, str | bytes | int) or address is None or len(address) != 4:
+            raise r.RenderError("an address is [name, adl, mailbox, host]")
+        parts.append(
+            b"(" + b" ".join(r.nstring(_reference_text(f, "address field")) for f in address)
+            + b")"
+        )
+    return b"(" + b"".join(parts) + b")"
+
+
+def _outcome(render: Callable[[Sequence[r.Nested]], bytes], value: object) -> object:
+    try:
+        return render(value)  # type: ignore[arg-type]
+    except (r.RenderError, TypeError, ValueError) as exc:
+        return type(exc), str(exc)
+
+
+_ANY_TEXT = _text(_PLAIN + _ODD) | st.binary(max_size=6) | st.text(max_size=6)
+_SHAPED = st.recursive(
+    st.none() | st.integers(0, 3) | st.booleans() | _ANY_TEXT,
+    lambda inner: st.lists(inner, min_size=0, max_size=5) | st.tuples(inner, inner, inner, inner),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    _envelopes(_ANY_TEXT)
+    | st.lists(_SHAPED, min_size=10, max_size=10)
+    | st.lists(_SHAPED, max_size=11)
+    | _SHAPED
+)
+def test_render_envelope_matches_its_first_form(value: object) -> None:
+    assert _outcome(r.render_envelope, value) == _outcome(_reference_envelope, value)
