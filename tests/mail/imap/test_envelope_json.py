@@ -103,8 +103,11 @@ def test_other_layouts_and_non_envelopes_are_left_to_the_parser() -> None:
         '["a,null,null,null,null,null,null,null,null,null]',  # unbalanced quote
         '"just a string"',
         "",
+        "[" * 100_000 + "]" * 100_000,  # deeper than the parser goes
+        '["a",null,[1.5],null,null,null,null,null,null,null]',  # TypeError from len()
     ):
         assert envelope_json.render(text) is None, text
+        assert imap_fetch._envelope_from_text(envelope_json.PREFIX + text + ',"body":[]}') is None
 
 
 # ------------------------------------------------------------------- random data

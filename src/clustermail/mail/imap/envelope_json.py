@@ -85,7 +85,7 @@ def _translate(skeleton: tuple[str, ...]) -> list[str] | None:
         if not isinstance(value, list):
             return None
         rendered = r.render_envelope(value).decode("ascii")
-    except (ValueError, r.RenderError):
+    except (ValueError, RecursionError, r.RenderError):  # RenderError is a ValueError too
         return None
     pieces = rendered.split('"')
     if len(pieces) != 2 * len(skeleton) - 1 or any(pieces[1::2]):

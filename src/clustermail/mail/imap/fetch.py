@@ -158,8 +158,8 @@ def _envelope_from_text(structure: str) -> bytes | None:
         if not isinstance(envelope, list):
             return None
         return r.render_envelope(envelope)
-    except (ValueError, r.RenderError):
-        return None  # the full parse says what is wrong with it
+    except (ValueError, TypeError, RecursionError):
+        return None  # not an envelope: the full parse and render fail as they always did
 
 
 def prefetcher(
