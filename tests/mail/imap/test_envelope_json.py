@@ -132,9 +132,9 @@ def _envelopes(text: st.SearchStrategy[str | bytes]) -> st.SearchStrategy[list[m
     ).map(list)  # fmt: skip
 
 
-_JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(0, 9) | _text(_PLAIN + _ODD),
-    lambda inner: st.lists(inner, max_size=11),
+_JSON: st.SearchStrategy[object] = st.recursive(
+    st.none() | st.booleans() | st.integers(0, 9) | _text(_PLAIN + _ODD) | st.just([]),
+    lambda inner: st.lists(inner, min_size=1, max_size=11),
     max_leaves=30,
 )
 
@@ -304,9 +304,9 @@ def _outcome(render: Callable[[Sequence[r.Nested]], bytes], value: object) -> ob
 
 
 _ANY_TEXT = _text(_PLAIN + _ODD) | st.binary(max_size=6) | st.text(max_size=6)
-_SHAPED = st.recursive(
-    st.none() | st.integers(0, 3) | st.booleans() | _ANY_TEXT,
-    lambda inner: st.lists(inner, min_size=0, max_size=5) | st.tuples(inner, inner, inner, inner),
+_SHAPED: st.SearchStrategy[object] = st.recursive(
+    st.none() | st.integers(0, 3) | st.booleans() | _ANY_TEXT | st.just([]),
+    lambda inner: st.lists(inner, min_size=1, max_size=5) | st.tuples(inner, inner, inner, inner),
     max_leaves=20,
 )
 
