@@ -255,6 +255,11 @@ def test_the_skeleton_map_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None
         text = json.dumps(envelope, separators=separators)
         assert envelope_json.render(text) == r.render_envelope(envelope)
     assert all(len(k) <= envelope_json.MAX_SKELETON for k in envelope_json._TEMPLATES)
+    deep = "[" * 5000 + "]" * 5000  # one long piece: not kept either
+    assert envelope_json.render(deep) is None
+    assert all(
+        sum(map(len, k)) <= envelope_json.MAX_SKELETON_CHARS for k in envelope_json._TEMPLATES
+    )
 
 
 # ------------------------------------------- render_envelope against its first form

@@ -33,11 +33,12 @@ SUFFIX = ',"body":'
 
 #: Translated skeletons: the pieces of IMAP text between the strings (None: not an
 #: envelope's). A mailbox has a few dozen (they differ by the number of addresses in each
-#: field); the map is emptied when full, so made-up ones cost time, not memory (at most
-#: ~4 MB). Envelopes with many addresses make long skeletons, translated each time.
+#: field); the map is emptied when full, so made-up ones cost time, not memory (a few
+#: MB at most). Long skeletons (many addresses) are translated each time, not kept.
 _TEMPLATES: dict[tuple[str, ...], list[str] | None] = {}
 MAX_TEMPLATES = 512
-MAX_SKELETON = 64
+MAX_SKELETON = 64  # pieces
+MAX_SKELETON_CHARS = 1024
 _SKELETON_CHARS = "[],nul "
 
 
@@ -65,7 +66,7 @@ def render(text: str) -> bytes | None:
         if skeleton in _TEMPLATES:
             return None  # known not to be an envelope
         template = _translate(skeleton)
-        if len(skeleton) <= MAX_SKELETON:
+        if len(skeleton) <= MAX_SKELETON and sum(map(len, skeleton)) <= MAX_SKELETON_CHARS:
             if len(_TEMPLATES) >= MAX_TEMPLATES:
                 _TEMPLATES.clear()
             _TEMPLATES[skeleton] = template
