@@ -14,13 +14,15 @@ import email.errors
 import email.header
 import email.message
 import email.utils
+import json
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from email.policy import compat32
 
 from clustermail.mail.imap import commands as c
+from clustermail.mail.imap import envelope_json
 from clustermail.mail.imap import response as r
 from clustermail.mail.imap import search as s
 from clustermail.mail.imap.mailbox_view import MailboxView
@@ -65,6 +67,17 @@ class _Lru:
             if len(self.data) > self.size:
                 self.data.popitem(last=False)
 
+    def absent(self, keys: Iterable[tuple[str, str, int, int, str]]) -> list[int]:
+        """The UIDs of the ``keys`` not cached (one lock for a whole FETCH chunk)."""
+        with self._lock:
+            return [key[3] for key in keys if key not in self.data]
+
+    def put_many(self, items: Iterable[tuple[tuple[str, str, int, int, str], object]]) -> None:
+        with self._lock:
+            self.data.update(items)
+            while len(self.data) > self.size:
+                self.data.popitem(last=False)
+
 
 #: Parsed structures and rendered ENVELOPE/BODYSTRUCTURE of recently fetched messages,
 #: shared by all sessions (like Dovecot's cache file): keyed by database file, mailbox,
@@ -104,6 +117,65 @@ def prefetch_structures(
     for uid, structure in db.fetch_structures(mailbox, folder, first, last).items():
         if uid in missing:
             _CACHE.put((*key, uid, ""), structure)
+
+
+def prefetch_envelopes(
+    db: MailboxDatabase, mailbox: str, folder: str, uidvalidity: int, uids: Sequence[int]
+) -> None:
+    """Puts the rendered ENVELOPEs of ``uids`` that are not cached yet into the shared
+    cache from one range scan, reading only the envelope out of each stored structure
+    (:mod:`envelope_json`): a new client's FETCH 1:* (FLAGS ENVELOPE). A message whose
+    structure does not read that way is left to :meth:`MessageFetcher.rendered`."""
+    if not uidvalidity or not uids:
+        return
+    path = str(db.path)
+    missing = _CACHE.absent((path, mailbox, uidvalidity, u, "ENVELOPE") for u in uids)
+    if not missing:
+        return
+    first, last = min(missing), max(missing)
+    if last - first + 1 > 4 * len(missing):
+        return  # sparse: the range would read mostly messages nobody asked for
+    wanted = set(missing)
+    done: list[tuple[tuple[str, str, int, int, str], object]] = []
+    for uid, structure in db.fetch_structure_texts(mailbox, folder, first, last):
+        if uid not in wanted:
+            continue
+        data = _envelope_from_text(structure)
+        if data is not None:
+            done.append(((path, mailbox, uidvalidity, uid, "ENVELOPE"), data))
+    _CACHE.put_many(done)
+
+
+def _envelope_from_text(structure: str) -> bytes | None:
+    text = envelope_json.envelope_text(structure)
+    if text is None:
+        return None
+    data = envelope_json.render(text)
+    if data is not None:
+        return data
+    try:  # escapes or 8-bit text: parse the envelope alone, render it the usual way
+        envelope = json.loads(text)
+        if not isinstance(envelope, list):
+            return None
+        return r.render_envelope(envelope)
+    except (ValueError, TypeError, RecursionError):
+        return None  # not an envelope: the full parse and render fail as they always did
+
+
+def prefetcher(
+    items: Sequence[c.FetchItem],
+) -> Callable[[MailboxDatabase, str, str, int, Sequence[int]], None] | None:
+    """How a FETCH of many messages loads what ``items`` need ahead, a chunk at a time:
+    rendered ENVELOPEs alone when that is all it needs of the structure, else whole
+    structures; None when it needs nothing of the message."""
+    if not needs_structure(items):
+        return None
+    if all(
+        isinstance(i, c.FetchAttribute) and (i.name == "ENVELOPE" or i.name not in _STRUCTURE_ITEMS)
+        for i in items
+    ):
+        return prefetch_envelopes
+    return prefetch_structures
 
 
 class MessageFetcher:

@@ -557,6 +557,14 @@ class MailboxDatabase:
         with self._read() as conn:
             return messages.structures(conn, folders.get(conn, mailbox, folder), first, last)
 
+    def fetch_structure_texts(
+        self, mailbox: str, folder: str, first: int, last: int
+    ) -> list[tuple[int, str]]:
+        """``(uid, structure JSON)`` for the messages with UIDs in ``first..last`` (one
+        scan), as stored: :meth:`~mime.MessageStructure.to_json`'s text."""
+        with self._read() as conn:
+            return messages.structure_texts(conn, folders.get(conn, mailbox, folder), first, last)
+
     def scan_raw(
         self,
         mailbox: str,

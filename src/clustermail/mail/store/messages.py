@@ -272,6 +272,18 @@ def structures(
     }
 
 
+def structure_texts(
+    conn: sqlite3.Connection, folder: FolderRow, first: int, last: int
+) -> list[tuple[int, str]]:
+    """``(uid, structure JSON)`` of the folder's messages with UIDs in ``first..last``, in
+    one range scan and unparsed: FETCH ENVELOPE reads just the envelope out of the text."""
+    return conn.execute(
+        "SELECT m.uid, b.structure FROM message m JOIN body b ON b.id = m.body_id "
+        "WHERE m.folder_id = ? AND m.uid BETWEEN ? AND ?",
+        (folder.id, first, last),
+    ).fetchall()
+
+
 def scan_raw(
     conn: sqlite3.Connection, folder: FolderRow, first: int, last: int, limit: int, prefix: bool
 ) -> Iterator[tuple[int, bytes | None]]:

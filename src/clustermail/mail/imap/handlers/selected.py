@@ -20,7 +20,7 @@ from clustermail.mail.imap.fetch import (
     fetch_parts,
     flag_search,
     needs_structure,
-    prefetch_structures,
+    prefetcher,
     sets_seen,
 )
 from clustermail.mail.imap.mailbox_view import MailboxView
@@ -164,11 +164,11 @@ async def fetch(s: SessionContext, cmd: c.Fetch) -> Done:
     asked_flags = any(isinstance(i, c.FetchAttribute) and i.name == "FLAGS" for i in cmd.items)
     missing = False
     reads_message = needs_structure(cmd.items)
-    prefetch = len(seqs) > 1 and reads_message
+    prefetch = prefetcher(cmd.items) if len(seqs) > 1 else None
     for n, seq in enumerate(seqs):
-        if prefetch and n % PREFETCH == 0:
+        if prefetch is not None and n % PREFETCH == 0:
             chunk = [view.uids[x - 1] for x in seqs[n : n + PREFETCH]]
-            prefetch_structures(db, mailbox, view.folder, view.uidvalidity, chunk)
+            prefetch(db, mailbox, view.folder, view.uidvalidity, chunk)
         uid = view.uids[seq - 1]
         fetcher = MessageFetcher(db, mailbox, view.folder, uid, view.uidvalidity)
         try:
