@@ -7,6 +7,7 @@ writes are ``async`` and resolve after the commit; ``*_sync`` twins serve tools 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -47,6 +48,7 @@ from clustermail.mail.store.errors import (
     StoreError,
     from_sqlite,
 )
+from clustermail.mail.store.flag_log import FlagLog
 from clustermail.mail.store.index import FolderListing
 from clustermail.mail.store.messages import FlagMode
 from clustermail.mail.store.quota import Decision, QuotaLimits
@@ -117,6 +119,7 @@ class MailboxDatabase:
         self._generation = 0
         self._changes = 0  # see change_count
         self._snapshots = SnapshotCache()
+        self._flag_log = FlagLog()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._listeners: list[Listener] = []
@@ -231,6 +234,7 @@ class MailboxDatabase:
         self._generation += 1
         self._changes += 1
         self._snapshots.clear()
+        self._flag_log.clear()
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread does it
         conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         self._checkpointer = Checkpointer(
@@ -278,6 +282,7 @@ class MailboxDatabase:
         self._generation += 1
         self._changes += 1
         self._snapshots.clear()
+        self._flag_log.clear()
 
     def _record_dismount(self, journal: Journal) -> None:
         try:
@@ -465,6 +470,7 @@ class MailboxDatabase:
         if repair:
             report = self._sync(lambda tx: check.run(tx.conn, self.path, repair=True, now=tx.now))
             self._snapshots.clear()  # a repair may change listings without a new modseq
+            self._flag_log.clear()
             return report
         with self._read() as conn:
             return check.run(conn, self.path, repair=False, now=self._clock())
@@ -577,7 +583,17 @@ class MailboxDatabase:
                 visit(uid, raw)
 
     def changes_since(self, mailbox: str, folder: str, modseq: int) -> FolderChanges:
-        """New messages, flag changes and expunges after ``modseq`` (any session's)."""
+        """New messages, flag changes and expunges after ``modseq`` (any session's). When
+        everything since was a recent flag change, from memory (see ``flag_log``): one read
+        of the folder row."""
+        conn = self._reader()
+        try:
+            row = folders.get(conn, mailbox, folder)
+        except sqlite3.Error as exc:
+            raise from_sqlite(self.path, exc) from None
+        changed = self._flag_log.since(row.id, row.uidvalidity, modseq, row.highestmodseq)
+        if changed is not None:
+            return FolderChanges(row.uidvalidity, row.highestmodseq, row.uidnext, changed, [])
         with self._read() as conn:
             return messages.changes_since(conn, folders.get(conn, mailbox, folder), modseq)
 
@@ -806,11 +822,18 @@ class MailboxDatabase:
         mask, keywords = flags.parse_flags(flag_names)
         wanted = list(uids)
 
+        flag_log = self._flag_log
+
         def apply(tx: Tx) -> StoreResult:
             row = folders.get(tx.conn, mailbox, folder)
             result = messages.set_flags(tx.conn, row, wanted, mask, keywords, mode, unchanged_since)
             if result.changed:
                 tx.touched.add(mailbox)
+                tx.committed.append(
+                    functools.partial(
+                        flag_log.record, row.id, row.uidvalidity, result.modseq, result.changed
+                    )
+                )
             return result
 
         return apply
@@ -917,22 +940,27 @@ class MailboxDatabase:
         """The \\Recent UIDs, cleared so that no other session sees them as recent. A flag
         change (no fsync of its own): a claim lost in a power cut shows \\Recent again."""
         folder_id, uids = await self._async(
-            lambda tx: _claim_recent(tx, mailbox, folder), durable=False
+            lambda tx: _claim_recent(tx, mailbox, folder, self._flag_log), durable=False
         )
         self._snapshots.recent_claimed(folder_id, uids)  # not a modseq change: tell the cache
         return uids
 
     def claim_recent_sync(self, mailbox: str, folder: str) -> list[int]:
         folder_id, uids = self._sync(
-            lambda tx: _claim_recent(tx, mailbox, folder), durable=False
+            lambda tx: _claim_recent(tx, mailbox, folder, self._flag_log), durable=False
         )
         self._snapshots.recent_claimed(folder_id, uids)
         return uids
 
 
-def _claim_recent(tx: Tx, mailbox: str, folder: str) -> tuple[int, list[int]]:
+def _claim_recent(tx: Tx, mailbox: str, folder: str, flag_log: FlagLog) -> tuple[int, list[int]]:
     row = folders.get(tx.conn, mailbox, folder)
-    return row.id, messages.claim_recent(tx.conn, row)
+    uids = messages.claim_recent(tx.conn, row)
+    if uids:
+        tx.committed.append(
+            functools.partial(flag_log.recent_claimed, row.id, row.uidvalidity, uids)
+        )
+    return row.id, uids
 
 
 def _check_room(box: mailboxes.MailboxRow, size: int, settings: DatabaseSettings) -> None:

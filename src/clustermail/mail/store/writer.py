@@ -66,6 +66,9 @@ class Tx:
     conn: sqlite3.Connection
     now: float
     touched: set[str] = field(default_factory=set)  # mailboxes changed (for listeners)
+    #: run once the transaction is committed (and logged), before anyone is answered;
+    #: a job that fails takes its own back
+    committed: list[Callable[[], None]] = field(default_factory=list)
 
 
 @dataclass
@@ -334,6 +337,11 @@ class GroupCommitWriter:
         finally:
             if journal is not None:
                 journal.release()
+        for hook in tx.committed:
+            try:
+                hook()
+            except Exception:
+                log.exception("commit hook failed")
         if wrote:  # the commit wrote WAL frames (and log records)
             if not relaxed:
                 self._unsynced_since = None  # its fsync covered every earlier change too
@@ -397,11 +405,13 @@ class GroupCommitWriter:
         rolls the whole transaction back and begins it again (the fencing check included):
         two statements fewer for the common batch, e.g. a single delivery's."""
         conn = self._conn
+        hooks = len(tx.committed)
         if savepoint:
             conn.execute("SAVEPOINT job")
         try:
             value = job.apply(tx)
         except Exception as exc:
+            del tx.committed[hooks:]
             if savepoint:
                 conn.execute("ROLLBACK TO job")
                 conn.execute("RELEASE job")
