@@ -55,6 +55,20 @@ def test_anything_memory_cannot_vouch_for_goes_to_the_database() -> None:
     assert log.since(1, 7, 16, 17) is None
 
 
+def test_latest_answers_a_reader_that_saw_every_other_commit() -> None:
+    log = FlagLog(keep=3)
+    assert log.latest(7, 10) == (10, [])  # nothing recorded: the folder did not change
+    log.record(1, 7, 11, [change(5, 1, 11)])
+    log.record(1, 7, 12, [change(5, 4, 12)])
+    assert log.latest(7, 10) == (12, [change(5, 4, 12)])
+    assert log.latest(7, 12) == (12, [])
+    assert log.latest(7, 15) == (15, [])  # the reader is ahead (it read the database)
+    for modseq in range(13, 16):
+        log.record(1, 7, modseq, [change(modseq, 1, modseq)])
+    assert log.latest(7, 11) is None  # 12 fell out of memory
+    assert log.latest(7, 12) == (15, [change(m, 1, m) for m in (13, 14, 15)])
+
+
 def reference(db_path: Path, mailbox: str, folder: str, modseq: int) -> FolderChanges:
     """What the change log in the file says, read on a connection of its own."""
     conn = schema.connect(db_path, create=False)
@@ -73,7 +87,11 @@ def test_changes_since_matches_the_database_through_every_kind_of_write(
         db.deliver_sync(message(n), [A])
     db.claim_recent_sync(A, "INBOX")
     answered = db._flag_log.answered
-    marks = [db.changes_since(A, "INBOX", 0).highestmodseq]
+    start = db.changes_since(A, "INBOX", 0)
+    marks = [start.highestmodseq]
+    uidvalidity, uidnext = start.uidvalidity, [start.uidnext]
+    readers = [{"modseq": start.highestmodseq, "seen": db.change_count} for _ in range(3)]
+    fast = [0]
     for step in range(300):
         uids = list(db.list_messages(A, "INBOX").uids)
         x = rnd.random()
@@ -93,7 +111,23 @@ def test_changes_since_matches_the_database_through_every_kind_of_write(
         marks.append(top)
         for since in {*rnd.sample(marks, min(4, len(marks))), top - 1, top - 5}:
             assert db.changes_since(A, "INBOX", since) == reference(db_path, A, "INBOX", since)
+        # readers as an IMAP session is one: they look now and then, as it syncs
+        for reader in readers:
+            if rnd.random() < 0.5:
+                continue
+            count = db.change_count
+            want = reference(db_path, A, "INBOX", reader["modseq"])
+            got = db.flag_changes_since(uidvalidity, reader["modseq"], reader["seen"])
+            if got is None:
+                got = (want.highestmodseq, want.changed)
+            else:
+                fast[0] += 1
+                assert want.expunged == [] and want.uidnext == uidnext[0]
+            assert got == (want.highestmodseq, want.changed)
+            reader.update(modseq=got[0], seen=count)
+        uidnext[0] = reference(db_path, A, "INBOX", 0).uidnext
     assert db._flag_log.answered > answered + 100  # memory did answer most of them
+    assert fast[0] > 100
 
 
 def test_a_folder_made_again_never_sees_the_old_folders_changes(

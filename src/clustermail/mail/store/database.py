@@ -61,6 +61,7 @@ from clustermail.mail.store.types import (
     CopyResult,
     DatabaseSettings,
     DeliveryResult,
+    FlagChange,
     FolderChanges,
     FolderInfo,
     FolderStatus,
@@ -118,6 +119,8 @@ class MailboxDatabase:
         self._local = threading.local()
         self._generation = 0
         self._changes = 0  # see change_count
+        #: change_count of the last commit that was not a flag change (mounts count too)
+        self._other_change = 0
         self._snapshots = SnapshotCache()
         self._flag_log = FlagLog()
         self._readers: list[sqlite3.Connection] = []
@@ -152,8 +155,12 @@ class MailboxDatabase:
         the store has nothing new to read (IMAP sessions skip looking for news then)."""
         return self._changes
 
-    def _after_commit(self, size: int) -> bool:
-        # In the writer thread, between the COMMIT and the answers (GroupCommitWriter).
+    def _after_commit(self, size: int, flag_only: bool) -> bool:
+        # In the writer thread, between the COMMIT (and its hooks) and the answers
+        # (GroupCommitWriter); flag_only: a batch of set_flags and claim_recent jobs only,
+        # each recorded in the flag log by its hook.
+        if not flag_only:
+            self._other_change = self._changes + 1  # before the count that makes it visible
         self._changes += 1
         checkpointer = self._checkpointer
         return checkpointer is not None and checkpointer.poke(size)
@@ -233,6 +240,7 @@ class MailboxDatabase:
         self._epoch = epoch
         self._generation += 1
         self._changes += 1
+        self._other_change = self._changes
         self._snapshots.clear()
         self._flag_log.clear()
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread does it
@@ -281,6 +289,7 @@ class MailboxDatabase:
             self._readers.clear()
         self._generation += 1
         self._changes += 1
+        self._other_change = self._changes
         self._snapshots.clear()
         self._flag_log.clear()
 
@@ -596,6 +605,19 @@ class MailboxDatabase:
             return FolderChanges(row.uidvalidity, row.highestmodseq, row.uidnext, changed, [])
         with self._read() as conn:
             return messages.changes_since(conn, folders.get(conn, mailbox, folder), modseq)
+
+    def flag_changes_since(
+        self, uidvalidity: int, modseq: int, seen: int
+    ) -> tuple[int, list[FlagChange]] | None:
+        """For a reader that looked at the folder (UIDVALIDITY) when :attr:`change_count` was
+        ``seen``, up to ``modseq``: when every commit since was a flag change, the folder's
+        HIGHESTMODSEQ and the messages changed after ``modseq`` (latest change of each, in
+        UID order), from memory without reading the database; else None (ask
+        :meth:`changes_since`). Commits after the caller's :attr:`change_count` may be in
+        the answer already (its next look finds nothing more)."""
+        if self._other_change > seen:
+            return None
+        return self._flag_log.latest(uidvalidity, modseq)
 
     def mailbox_digests(self, mailbox: str) -> list[bytes]:
         """SHA-256 of every message in the mailbox (any folder): what a merge from a

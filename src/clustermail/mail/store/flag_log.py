@@ -8,8 +8,13 @@ between: a delivery, an expunge, a copy) starts the folder's entries over. So wh
 entries cover every modseq after a reader's up to the folder's HIGHESTMODSEQ, every
 change since was a flag change recorded here, and :meth:`FlagLog.since` answers what
 ``messages.changes_since`` would; otherwise it answers None and the reader asks the
-database. Entries are keyed by folder id and UIDVALIDITY (never reused in a database), so
-a folder deleted and made again under the same id never matches old entries. The one
+database. Entries are keyed by UIDVALIDITY (never reused in a database) and carry the
+folder id, so a folder deleted and made again under the same id never matches old entries.
+
+A reader that knows every commit since its last look was a flag change (the database
+counts commits of other kinds, see ``MailboxDatabase.flag_changes_since``) need not even
+read the folder row: the folder's HIGHESTMODSEQ is then its last recorded modseq
+(:meth:`FlagLog.latest`). The one
 write that changes flags without a new modseq, a claim of \\Recent, is applied to the
 entries too (:meth:`FlagLog.recent_claimed`, after its commit like a record).
 """
@@ -27,37 +32,45 @@ from clustermail.mail.store.types import FlagChange
 KEEP = 256
 
 
+class _Entries:
+    __slots__ = ("folder_id", "items")
+
+    def __init__(self, folder_id: int, keep: int) -> None:
+        self.folder_id = folder_id
+        #: (modseq, changes) for consecutive modseqs
+        self.items: deque[tuple[int, Sequence[FlagChange]]] = deque(maxlen=keep)
+
+
 class FlagLog:
     def __init__(self, keep: int = KEEP) -> None:
         self._keep = keep
         self._lock = threading.Lock()
-        #: (folder id, uidvalidity) -> (modseq, changes) for consecutive modseqs
-        self._folders: dict[tuple[int, int], deque[tuple[int, Sequence[FlagChange]]]] = {}
-        self.answered = 0  # calls of since() answered from memory
+        self._folders: dict[int, _Entries] = {}  # by UIDVALIDITY
+        self.answered = 0  # questions answered from memory
 
     def record(
         self, folder_id: int, uidvalidity: int, modseq: int, changes: Sequence[FlagChange]
     ) -> None:
         """A committed flag change of the folder under ``modseq`` (writer thread)."""
-        key = (folder_id, uidvalidity)
         with self._lock:
-            entries = self._folders.get(key)
-            if entries is None:
-                entries = self._folders[key] = deque(maxlen=self._keep)
-            elif entries and entries[-1][0] != modseq - 1:
-                entries.clear()  # modseqs in between went to other writes
-            entries.append((modseq, changes))
+            entries = self._folders.get(uidvalidity)
+            if entries is None or entries.folder_id != folder_id:
+                entries = self._folders[uidvalidity] = _Entries(folder_id, self._keep)
+            elif entries.items and entries.items[-1][0] != modseq - 1:
+                entries.items.clear()  # modseqs in between went to other writes
+            entries.items.append((modseq, changes))
 
     def recent_claimed(self, folder_id: int, uidvalidity: int, uids: Sequence[int]) -> None:
         """A committed claim cleared \\Recent of ``uids``: as in the message table."""
         claimed = set(uids)
         with self._lock:
-            entries = self._folders.get((folder_id, uidvalidity))
-            if not entries or not claimed:
+            entries = self._folders.get(uidvalidity)
+            if entries is None or entries.folder_id != folder_id or not claimed:
                 return
-            for i, (modseq, changes) in enumerate(entries):
+            items = entries.items
+            for i, (modseq, changes) in enumerate(items):
                 if any(c.uid in claimed and c.flags & RECENT for c in changes):
-                    entries[i] = (modseq, [
+                    items[i] = (modseq, [
                         FlagChange(c.uid, c.flags & ~RECENT, c.keywords, c.modseq)
                         if c.uid in claimed else c
                         for c in changes
@@ -72,19 +85,40 @@ class FlagLog:
         if highestmodseq <= modseq:
             return []
         with self._lock:
-            entries = self._folders.get((folder_id, uidvalidity))
-            if not entries or entries[0][0] > modseq + 1 or entries[-1][0] < highestmodseq:
+            entries = self._folders.get(uidvalidity)
+            if entries is None or entries.folder_id != folder_id:
                 return None
-            latest: dict[int, FlagChange] = {}
-            # newest first: stop once past the reader's modseq
-            for seq, changes in reversed(entries):
-                if seq > highestmodseq:
-                    continue  # committed after the caller read the folder row
-                if seq <= modseq:
-                    break
-                for change in changes:
-                    latest.setdefault(change.uid, change)
-            self.answered += 1
+            return self._collect(entries.items, modseq, highestmodseq)
+
+    def latest(self, uidvalidity: int, modseq: int) -> tuple[int, list[FlagChange]] | None:
+        """(HIGHESTMODSEQ, changes after ``modseq``) of the folder, for a caller that knows
+        every commit since it last read the folder was a flag change recorded here (then
+        the folder's modseqs after ``modseq`` are all here); None when some fell out of
+        memory."""
+        with self._lock:
+            entries = self._folders.get(uidvalidity)
+            if entries is None or not entries.items or entries.items[-1][0] <= modseq:
+                self.answered += 1
+                return modseq, []  # nothing recorded since: the folder did not change
+            highest = entries.items[-1][0]
+            changed = self._collect(entries.items, modseq, highest)
+        return None if changed is None else (highest, changed)
+
+    def _collect(
+        self, items: deque[tuple[int, Sequence[FlagChange]]], modseq: int, highest: int
+    ) -> list[FlagChange] | None:
+        if not items or items[0][0] > modseq + 1 or items[-1][0] < highest:
+            return None
+        latest: dict[int, FlagChange] = {}
+        # newest first: stop once past the reader's modseq
+        for seq, changes in reversed(items):
+            if seq > highest:
+                continue  # committed after the caller read the folder row
+            if seq <= modseq:
+                break
+            for change in changes:
+                latest.setdefault(change.uid, change)
+        self.answered += 1
         return [latest[uid] for uid in sorted(latest)]
 
     def clear(self) -> None:

@@ -101,7 +101,7 @@ class GroupCommitWriter:
         epoch: int,
         on_commit: Callable[[set[str]], None] | None = None,
         clock: Callable[[], float] = time.time,
-        after_commit: Callable[[int], bool] | None = None,
+        after_commit: Callable[[int, bool], bool] | None = None,
         journal: Journal | None = None,
     ) -> None:
         self._conn = conn
@@ -353,7 +353,7 @@ class GroupCommitWriter:
         self.stats.jobs += len(ready)
         self.stats.largest_batch = max(self.stats.largest_batch, len(ready))
         finish = self._after_commit is not None and self._after_commit(
-            sum(job.size for job in ready))
+            sum(job.size for job in ready), relaxed)
         self._settle(results)
         if finish:
             self._finish_checkpoint()
