@@ -69,6 +69,40 @@ def test_latest_answers_a_reader_that_saw_every_other_commit() -> None:
     assert log.latest(7, 12) == (15, [change(m, 1, m) for m in (13, 14, 15)])
 
 
+def test_memory_stays_bounded_and_says_when_it_forgets_a_folder() -> None:
+    forgotten: list[int] = []
+    log = FlagLog(folders=2, on_forget=lambda: forgotten.append(1))
+    log.record(1, 7, 11, [change(5, 1, 11)])
+    log.record(2, 8, 21, [change(5, 1, 21)])
+    log.record(1, 7, 12, [change(6, 1, 12)])  # folder 7 used last: 8 goes first
+    assert forgotten == []
+    log.record(3, 9, 31, [change(5, 1, 31)])
+    assert forgotten == [1]
+    assert log.since(2, 8, 20, 21) is None and log.since(1, 7, 10, 12) is not None
+
+
+def test_a_forgotten_folder_sends_readers_to_the_database(tmp_path: Path) -> None:
+    """With room for one folder, a STORE in another makes the database forget the first:
+    a reader of the first that looked before must read the database, not take its folder
+    for unchanged."""
+    (tmp_path / "d").mkdir()
+    db = MailboxDatabase(tmp_path / "d" / "db.sqlite")
+    db._flag_log = FlagLog(folders=1, on_forget=db._flag_log_forgot)
+    db.mount(1)
+    try:
+        db.create_mailbox_sync(A)
+        db.deliver_sync(message(1), [A])
+        db.deliver_sync(message(2), [A], "Archive")
+        inbox = db.changes_since(A, "INBOX", 0)
+        seen = db.change_count
+        db.set_flags_sync(A, "INBOX", [1], ["\\Seen"], "add")
+        db.set_flags_sync(A, "Archive", [1], ["\\Seen"], "add")  # INBOX forgotten
+        assert db.flag_changes_since(inbox.uidvalidity, inbox.highestmodseq, seen) is None
+        assert len(db.changes_since(A, "INBOX", inbox.highestmodseq).changed) == 1
+    finally:
+        db.dismount()
+
+
 def reference(db_path: Path, mailbox: str, folder: str, modseq: int) -> FolderChanges:
     """What the change log in the file says, read on a connection of its own."""
     conn = schema.connect(db_path, create=False)

@@ -122,7 +122,8 @@ class MailboxDatabase:
         #: change_count of the last commit that was not a flag change (mounts count too)
         self._other_change = 0
         self._snapshots = SnapshotCache()
-        self._flag_log = FlagLog()
+        # a folder forgotten in a commit's hooks: that commit counts as another kind
+        self._flag_log = FlagLog(on_forget=self._flag_log_forgot)
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._listeners: list[Listener] = []
@@ -154,6 +155,9 @@ class MailboxDatabase:
         its callers is answered. A reader that saw the same count before its last read of
         the store has nothing new to read (IMAP sessions skip looking for news then)."""
         return self._changes
+
+    def _flag_log_forgot(self) -> None:
+        self._other_change = self._changes + 1  # the commit whose hooks run now
 
     def _after_commit(self, size: int, flag_only: bool) -> bool:
         # In the writer thread, between the COMMIT (and its hooks) and the answers

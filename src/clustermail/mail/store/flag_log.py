@@ -22,14 +22,20 @@ entries too (:meth:`FlagLog.recent_claimed`, after its commit like a record).
 from __future__ import annotations
 
 import threading
-from collections import deque
-from collections.abc import Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
 
 from clustermail.mail.store.flags import RECENT
 from clustermail.mail.store.types import FlagChange
 
 #: Flag-change commits kept per folder: a session that is further behind reads the database.
-KEEP = 256
+KEEP = 128
+#: Folders kept, those with the latest flag changes (memory stays bounded: ~20 MB at most).
+FOLDERS = 1024
+
+
+def _nothing() -> None:
+    pass
 
 
 class _Entries:
@@ -42,10 +48,18 @@ class _Entries:
 
 
 class FlagLog:
-    def __init__(self, keep: int = KEEP) -> None:
+    """``on_forget`` is called (in the writer thread, inside a commit's hooks) when a
+    folder's entries are dropped to make room: :meth:`latest` would then take the folder
+    for unchanged, so its caller must stop relying on it (see the database)."""
+
+    def __init__(
+        self, keep: int = KEEP, folders: int = FOLDERS, on_forget: Callable[[], None] = _nothing
+    ) -> None:
         self._keep = keep
+        self._max_folders = folders
+        self._on_forget = on_forget
         self._lock = threading.Lock()
-        self._folders: dict[int, _Entries] = {}  # by UIDVALIDITY
+        self._folders: OrderedDict[int, _Entries] = OrderedDict()  # by UIDVALIDITY, LRU
         self.answered = 0  # questions answered from memory
 
     def record(
@@ -56,8 +70,12 @@ class FlagLog:
             entries = self._folders.get(uidvalidity)
             if entries is None or entries.folder_id != folder_id:
                 entries = self._folders[uidvalidity] = _Entries(folder_id, self._keep)
+                if len(self._folders) > self._max_folders:
+                    self._folders.popitem(last=False)
+                    self._on_forget()
             elif entries.items and entries.items[-1][0] != modseq - 1:
                 entries.items.clear()  # modseqs in between went to other writes
+            self._folders.move_to_end(uidvalidity)
             entries.items.append((modseq, changes))
 
     def recent_claimed(self, folder_id: int, uidvalidity: int, uids: Sequence[int]) -> None:
