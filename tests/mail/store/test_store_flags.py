@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from clustermail.mail.store import MailboxDatabase, folders, messages, schema
+from clustermail.mail.store import MailboxDatabase, folders, index, messages, schema
 from tests.support.mail_data import USERS, message
 
 A = USERS[0]
@@ -65,3 +65,30 @@ def test_system_flag_stores_change_what_the_general_path_changes(tmp_path: Path)
     finally:
         for db in dbs:
             db.dismount()
+
+
+def test_one_message_index_update_patches_the_right_entry(tmp_path: Path) -> None:
+    """index.update of a single UID (patched in place) across chunk boundaries, for a UID
+    that is not there, and against updating the same UIDs two at a time (decoded)."""
+    conn = schema.connect(tmp_path / "i.sqlite", create=True)
+    try:
+        rows = [(uid, 0, 100 + uid, 1, 0) for uid in range(1, 400) if uid % 7]  # gaps
+        index.append(conn, 1, rows)
+        index.append(conn, 2, rows)
+        present = [r[0] for r in rows]
+        picked = [1, 2, 119, 120, 121, 122, 240, 241, present[-1], 7, 400]  # 7, 400: absent
+        for n, uid in enumerate(picked):
+            index.update(conn, 1, {uid: (n + 1, 1000 + n)})
+        for a, b in zip(picked[::2], [*picked[1::2], 10_000], strict=True):
+            na, nb = picked.index(a), picked.index(b) if b in picked else 0
+            index.update(conn, 2, {a: (na + 1, 1000 + na), b: (nb + 1, 1000 + nb)})
+        one, two = index.load(conn, 1), index.load(conn, 2)
+        assert list(one.uids) == present == list(two.uids)
+        assert list(one.flags) == list(two.flags) and list(one.modseqs) == list(two.modseqs)
+        assert list(one.sizes) == [r[2] for r in rows]
+        for n, uid in enumerate(picked):
+            if uid in present:
+                i = present.index(uid)
+                assert (one.flags[i], one.modseqs[i]) == (n + 1, 1000 + n)
+    finally:
+        conn.close()
