@@ -241,3 +241,37 @@ def test_commit_hooks_run_after_the_commit_only_for_jobs_that_kept_their_writes(
     finally:
         w.close()
         conn.close()
+
+
+def test_after_commit_hears_which_commits_were_flag_changes_alone(tmp_path: Path) -> None:
+    """What the database's readers rely on to skip the folder row: a batch of flag
+    changes (durable=False) whose hooks all ran; anything else, or a failed hook, not."""
+    path = tmp_path / "w.sqlite"
+    conn = schema.connect(path, create=True)
+    conn.execute("INSERT INTO mount (id, epoch, mounted_at, owner) VALUES (1, 1, 0, 't')")
+    conn.execute("CREATE TABLE t (x INTEGER)")
+    heard: list[bool] = []
+
+    def after_commit(size: int, flag_only: bool) -> bool:
+        heard.append(flag_only)
+        return False
+
+    def write(tx: Tx) -> None:
+        tx.conn.execute("INSERT INTO t VALUES (1)")
+
+    def write_with_failing_hook(tx: Tx) -> None:
+        tx.conn.execute("INSERT INTO t VALUES (2)")
+        def hook() -> None:
+            raise RuntimeError("hook fails")
+
+        tx.committed.append(hook)
+
+    w = GroupCommitWriter(conn, path, 1, after_commit=after_commit)
+    try:
+        w.submit(write, durable=False).result(TIMEOUT)
+        w.submit(write).result(TIMEOUT)
+        w.submit(write_with_failing_hook, durable=False).result(TIMEOUT)
+        assert heard == [True, False, False]
+    finally:
+        w.close()
+        conn.close()

@@ -101,6 +101,8 @@ class GroupCommitWriter:
         epoch: int,
         on_commit: Callable[[set[str]], None] | None = None,
         clock: Callable[[], float] = time.time,
+        #: after each commit, before the answers: (bytes of its jobs, whether it held flag
+        #: changes only, every commit hook run); True asks for the writer's checkpoint
         after_commit: Callable[[int, bool], bool] | None = None,
         journal: Journal | None = None,
     ) -> None:
@@ -337,11 +339,13 @@ class GroupCommitWriter:
         finally:
             if journal is not None:
                 journal.release()
+        flag_only = relaxed  # what after_commit is told: flag changes, every hook run
         for hook in tx.committed:
             try:
                 hook()
             except Exception:
                 log.exception("commit hook failed")
+                flag_only = False
         if wrote:  # the commit wrote WAL frames (and log records)
             if not relaxed:
                 self._unsynced_since = None  # its fsync covered every earlier change too
@@ -353,7 +357,7 @@ class GroupCommitWriter:
         self.stats.jobs += len(ready)
         self.stats.largest_batch = max(self.stats.largest_batch, len(ready))
         finish = self._after_commit is not None and self._after_commit(
-            sum(job.size for job in ready), relaxed)
+            sum(job.size for job in ready), flag_only)
         self._settle(results)
         if finish:
             self._finish_checkpoint()
