@@ -14,9 +14,11 @@ folder id, so a folder deleted and made again under the same id never matches ol
 A reader that knows every commit since its last look was a flag change (the database
 counts commits of other kinds, see ``MailboxDatabase.flag_changes_since``) need not even
 read the folder row: the folder's HIGHESTMODSEQ is then its last recorded modseq
-(:meth:`FlagLog.latest`). The one
-write that changes flags without a new modseq, a claim of \\Recent, is applied to the
-entries too (:meth:`FlagLog.recent_claimed`, after its commit like a record).
+(:meth:`FlagLog.latest`).
+
+The one write that changes flags without a new modseq, a claim of \\Recent, is applied
+to the entries too (:meth:`FlagLog.recent_claimed`, after its commit like a record).
+Memory is bounded (:data:`KEEP` changes per folder, :data:`FOLDERS` folders).
 """
 
 from __future__ import annotations
@@ -88,11 +90,13 @@ class FlagLog:
             items = entries.items
             for i, (modseq, changes) in enumerate(items):
                 if any(c.uid in claimed and c.flags & RECENT for c in changes):
-                    items[i] = (modseq, [
+                    cleared = [
                         FlagChange(c.uid, c.flags & ~RECENT, c.keywords, c.modseq)
-                        if c.uid in claimed else c
+                        if c.uid in claimed
+                        else c
                         for c in changes
-                    ])
+                    ]
+                    items[i] = (modseq, cleared)
 
     def since(
         self, folder_id: int, uidvalidity: int, modseq: int, highestmodseq: int

@@ -142,7 +142,9 @@ class GroupCommitWriter:
         durable: bool = True,
     ) -> Future[T]:
         """Queue a job. ``durable=False`` only for flag changes: answered after the commit but
-        before its fsync (see the module's docstring)."""
+        before its fsync (see the module's docstring); ``after_commit`` reports a batch of
+        such jobs as flag changes alone, which the database's readers rely on (each of its
+        flag changes is in the flag log: ``MailboxDatabase.flag_changes_since``)."""
         job: _Job[T] = _Job(apply, prepare, size, durable)
         self._enqueue(job)
         return job.future
