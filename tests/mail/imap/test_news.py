@@ -148,3 +148,44 @@ def test_read_deadline_restarts_with_each_command(db: MailboxDatabase) -> None:
             assert 0.9 < time.monotonic() - idle_from < 6
     finally:
         srv.stop()
+
+
+def test_flag_news_from_memory_and_from_the_store_agree(
+    server: ServerThread, db: MailboxDatabase
+) -> None:
+    """Other sessions' STOREs reach a session from the store's memory of recent flag
+    changes (flag_log) until another kind of commit, or more changes than it keeps, send
+    it to the change log in the file: either way its view ends as the store's flags."""
+    for n in range(6):
+        db.deliver_sync(msg(n), [ALICE])
+    db.claim_recent_sync(ALICE, "INBOX")
+    a, b = Client(server), Client(server)
+    a.cmd("SELECT INBOX")
+    b.cmd("SELECT INBOX")
+
+    def view_of(c: Client) -> dict[int, bytes]:
+        return fetches(c.cmd("FETCH 1:* (FLAGS)"))
+
+    def store_flags() -> dict[int, bytes]:
+        listing = db.list_messages(ALICE, "INBOX")
+        keywords = listing.keywords
+        return {
+            seq: " ".join(f.flag_names(word & ~f.RECENT, keywords.get(uid))).encode()
+            for seq, (uid, word) in enumerate(zip(listing.uids, listing.flags, strict=True), 1)
+        }
+
+    answered = db._flag_log.answered
+    for round_ in range(720):
+        # message 1 changes once early in the long gap, then only the others do
+        seq = round_ % 5 + 2 if 101 < round_ < 700 else 1 if round_ == 101 else round_ % 6 + 1
+        sign = "+" if round_ % 4 < 2 and round_ != 101 else "-"
+        b.cmd(f"STORE {seq} {sign}FLAGS.SILENT (\\Flagged $Tag)")
+        if round_ == 50:
+            db.create_folder_sync(ALICE, "Elsewhere")  # another kind of commit
+        # from 100 to 700, more changes than memory keeps (flag_log.KEEP)
+        if round_ % 10 == 0 and not 100 < round_ < 700:
+            a.cmd("NOOP")
+            assert view_of(a) == store_flags(), round_
+    assert db._flag_log.answered > answered
+    a.close()
+    b.close()

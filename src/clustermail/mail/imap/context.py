@@ -31,7 +31,12 @@ from clustermail.mail.imap.outcome import SessionClosed, bad, no
 from clustermail.mail.imap.sequence import SequenceSet
 from clustermail.mail.imap.user_connections import UserConnections
 from clustermail.mail.net.listener import AuthThrottle
-from clustermail.mail.store import FolderNotFoundError, MailboxDatabase, MailboxNotFoundError
+from clustermail.mail.store import (
+    FolderChanges,
+    FolderNotFoundError,
+    MailboxDatabase,
+    MailboxNotFoundError,
+)
 from clustermail.mail.store import flags as store_flags
 
 _FLUSH_AT = 256 * 1024  # write out long FETCH/SEARCH answers in pieces of about this size
@@ -386,8 +391,13 @@ class SessionContext:
         count = db.change_count
         if count == view.change_count and not (allow_expunge and view.pending_expunge):
             return
+        # Only flag changes since the last look (other sessions' STOREs): from memory.
+        recent = db.flag_changes_since(view.uidvalidity, view.modseq, view.change_count)
         try:
-            changes = db.changes_since(mailbox, view.folder, view.modseq)
+            if recent is not None:
+                changes = FolderChanges(view.uidvalidity, recent[0], view.uidnext, recent[1], [])
+            else:
+                changes = db.changes_since(mailbox, view.folder, view.modseq)
         except (FolderNotFoundError, MailboxNotFoundError):
             self.send(r.untagged_status("BYE", "Selected mailbox was deleted, have to disconnect."))
             raise SessionClosed from None

@@ -7,6 +7,7 @@ writes are ``async`` and resolve after the commit; ``*_sync`` twins serve tools 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -47,6 +48,7 @@ from clustermail.mail.store.errors import (
     StoreError,
     from_sqlite,
 )
+from clustermail.mail.store.flag_log import FlagLog
 from clustermail.mail.store.index import FolderListing
 from clustermail.mail.store.messages import FlagMode
 from clustermail.mail.store.quota import Decision, QuotaLimits
@@ -59,6 +61,7 @@ from clustermail.mail.store.types import (
     CopyResult,
     DatabaseSettings,
     DeliveryResult,
+    FlagChange,
     FolderChanges,
     FolderInfo,
     FolderStatus,
@@ -116,7 +119,11 @@ class MailboxDatabase:
         self._local = threading.local()
         self._generation = 0
         self._changes = 0  # see change_count
+        #: change_count of the last commit that was not a flag change (mounts count too)
+        self._other_change = 0
         self._snapshots = SnapshotCache()
+        # a folder forgotten in a commit's hooks: that commit counts as another kind
+        self._flag_log = FlagLog(on_forget=self._flag_log_forgot)
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._listeners: list[Listener] = []
@@ -149,8 +156,15 @@ class MailboxDatabase:
         the store has nothing new to read (IMAP sessions skip looking for news then)."""
         return self._changes
 
-    def _after_commit(self, size: int) -> bool:
-        # In the writer thread, between the COMMIT and the answers (GroupCommitWriter).
+    def _flag_log_forgot(self) -> None:
+        self._other_change = self._changes + 1  # the commit whose hooks run now
+
+    def _after_commit(self, size: int, flag_only: bool) -> bool:
+        # In the writer thread, between the COMMIT (and its hooks) and the answers
+        # (GroupCommitWriter); flag_only: a batch of set_flags and claim_recent jobs only,
+        # each recorded in the flag log by its hook.
+        if not flag_only:
+            self._other_change = self._changes + 1  # before the count that makes it visible
         self._changes += 1
         checkpointer = self._checkpointer
         return checkpointer is not None and checkpointer.poke(size)
@@ -230,7 +244,9 @@ class MailboxDatabase:
         self._epoch = epoch
         self._generation += 1
         self._changes += 1
+        self._other_change = self._changes
         self._snapshots.clear()
+        self._flag_log.clear()
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread does it
         conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         self._checkpointer = Checkpointer(
@@ -277,7 +293,9 @@ class MailboxDatabase:
             self._readers.clear()
         self._generation += 1
         self._changes += 1
+        self._other_change = self._changes
         self._snapshots.clear()
+        self._flag_log.clear()
 
     def _record_dismount(self, journal: Journal) -> None:
         try:
@@ -465,6 +483,7 @@ class MailboxDatabase:
         if repair:
             report = self._sync(lambda tx: check.run(tx.conn, self.path, repair=True, now=tx.now))
             self._snapshots.clear()  # a repair may change listings without a new modseq
+            self._flag_log.clear()
             return report
         with self._read() as conn:
             return check.run(conn, self.path, repair=False, now=self._clock())
@@ -585,9 +604,32 @@ class MailboxDatabase:
                 visit(uid, raw)
 
     def changes_since(self, mailbox: str, folder: str, modseq: int) -> FolderChanges:
-        """New messages, flag changes and expunges after ``modseq`` (any session's)."""
+        """New messages, flag changes and expunges after ``modseq`` (any session's). When
+        everything since was a recent flag change, from memory (see ``flag_log``): one read
+        of the folder row."""
+        conn = self._reader()
+        try:
+            row = folders.get(conn, mailbox, folder)
+        except sqlite3.Error as exc:
+            raise from_sqlite(self.path, exc) from None
+        changed = self._flag_log.since(row.id, row.uidvalidity, modseq, row.highestmodseq)
+        if changed is not None:
+            return FolderChanges(row.uidvalidity, row.highestmodseq, row.uidnext, changed, [])
         with self._read() as conn:
             return messages.changes_since(conn, folders.get(conn, mailbox, folder), modseq)
+
+    def flag_changes_since(
+        self, uidvalidity: int, modseq: int, seen: int
+    ) -> tuple[int, list[FlagChange]] | None:
+        """For a reader that looked at the folder (UIDVALIDITY) when :attr:`change_count` was
+        ``seen``, up to ``modseq``: when every commit since was a flag change, the folder's
+        HIGHESTMODSEQ and the messages changed after ``modseq`` (latest change of each, in
+        UID order), from memory without reading the database; else None (ask
+        :meth:`changes_since`). Commits after the caller's :attr:`change_count` may be in
+        the answer already (its next look finds nothing more)."""
+        if self._other_change > seen:
+            return None
+        return self._flag_log.latest(uidvalidity, modseq)
 
     def mailbox_digests(self, mailbox: str) -> list[bytes]:
         """SHA-256 of every message in the mailbox (any folder): what a merge from a
@@ -814,11 +856,18 @@ class MailboxDatabase:
         mask, keywords = flags.parse_flags(flag_names)
         wanted = list(uids)
 
+        flag_log = self._flag_log
+
         def apply(tx: Tx) -> StoreResult:
             row = folders.get(tx.conn, mailbox, folder)
             result = messages.set_flags(tx.conn, row, wanted, mask, keywords, mode, unchanged_since)
             if result.changed:
                 tx.touched.add(mailbox)
+                tx.committed.append(
+                    functools.partial(
+                        flag_log.record, row.id, row.uidvalidity, result.modseq, result.changed
+                    )
+                )
             return result
 
         return apply
@@ -925,22 +974,27 @@ class MailboxDatabase:
         """The \\Recent UIDs, cleared so that no other session sees them as recent. A flag
         change (no fsync of its own): a claim lost in a power cut shows \\Recent again."""
         folder_id, uids = await self._async(
-            lambda tx: _claim_recent(tx, mailbox, folder), durable=False
+            lambda tx: _claim_recent(tx, mailbox, folder, self._flag_log), durable=False
         )
         self._snapshots.recent_claimed(folder_id, uids)  # not a modseq change: tell the cache
         return uids
 
     def claim_recent_sync(self, mailbox: str, folder: str) -> list[int]:
         folder_id, uids = self._sync(
-            lambda tx: _claim_recent(tx, mailbox, folder), durable=False
+            lambda tx: _claim_recent(tx, mailbox, folder, self._flag_log), durable=False
         )
         self._snapshots.recent_claimed(folder_id, uids)
         return uids
 
 
-def _claim_recent(tx: Tx, mailbox: str, folder: str) -> tuple[int, list[int]]:
+def _claim_recent(tx: Tx, mailbox: str, folder: str, flag_log: FlagLog) -> tuple[int, list[int]]:
     row = folders.get(tx.conn, mailbox, folder)
-    return row.id, messages.claim_recent(tx.conn, row)
+    uids = messages.claim_recent(tx.conn, row)
+    if uids:
+        tx.committed.append(
+            functools.partial(flag_log.recent_claimed, row.id, row.uidvalidity, uids)
+        )
+    return row.id, uids
 
 
 def _check_room(box: mailboxes.MailboxRow, size: int, settings: DatabaseSettings) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import enum
 import sqlite3
+import struct
 import sys
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
@@ -248,12 +249,39 @@ def _chunks_for(
 
 def update(conn: sqlite3.Connection, folder_id: int, changes: dict[int, tuple[int, int]]) -> None:
     """Set (flags, modseq) of the given UIDs."""
+    if len(changes) == 1 and not _SWAP:
+        [(uid, (flags, modseq))] = changes.items()
+        _update_one(conn, folder_id, uid, flags, modseq)
+        return
     for chunk_id, chunk, uids in _chunks_for(conn, folder_id, sorted(changes)):
         for uid in uids:
             pos = chunk.position(uid)
             if pos is not None:
                 chunk.flags[pos], chunk.modseqs[pos] = changes[uid]
         conn.execute("UPDATE folder_chunk SET data = ? WHERE id = ?", (chunk.encode(), chunk_id))
+
+
+def _update_one(
+    conn: sqlite3.Connection, folder_id: int, uid: int, flags: int, modseq: int
+) -> None:
+    """:func:`update` of one message (a STORE's usual case), patched into the chunk's bytes
+    in place rather than decoded and encoded again (little-endian hosts)."""
+    found = conn.execute(
+        "SELECT id, data FROM folder_chunk WHERE folder_id = ? AND first_uid <= ? "
+        "ORDER BY first_uid DESC LIMIT 1",
+        (folder_id, uid),
+    ).fetchone()
+    if found is None:
+        return
+    data = bytearray(found[1])
+    n = len(data) // ENTRY_BYTES
+    with memoryview(data) as view, view[: 4 * n].cast("I") as uids:
+        pos = bisect.bisect_left(uids, uid)
+        if pos >= n or uids[pos] != uid:
+            return
+    struct.pack_into("<I", data, 4 * n + 4 * pos, flags)  # after the uids
+    struct.pack_into("<Q", data, 12 * n + 8 * pos, modseq)  # after uids, flags, sizes
+    conn.execute("UPDATE folder_chunk SET data = ? WHERE id = ?", (bytes(data), found[0]))
 
 
 def remove(conn: sqlite3.Connection, folder_id: int, uids: Iterable[int]) -> None:

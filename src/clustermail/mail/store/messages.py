@@ -99,7 +99,14 @@ def set_flags(
     whose flags do not change keep their modseq."""
     mask &= ~flags.RECENT  # \\Recent is not a client-settable flag
     modseq = folder.highestmodseq + 1
-    changed: list[FlagChange] = []
+    if not keywords and unchanged_since is None:
+        changed = _set_system_flags(conn, folder, uids, mask, mode, modseq)
+        if not changed:
+            return StoreResult(folder.highestmodseq, [], [])
+        index.update(conn, folder.id, {c.uid: (c.flags, modseq) for c in changed})
+        conn.execute("UPDATE folder SET highestmodseq = ? WHERE id = ?", (modseq, folder.id))
+        return StoreResult(modseq, changed, [])
+    changed = []
     failed: list[int] = []
     for uid, _, old, old_kw, _, _, old_modseq in rows(conn, folder, uids):
         if unchanged_since is not None and old_modseq > unchanged_since:
@@ -124,6 +131,43 @@ def set_flags(
     index.update(conn, folder.id, {c.uid: (c.flags, modseq) for c in changed})
     conn.execute("UPDATE folder SET highestmodseq = ? WHERE id = ?", (modseq, folder.id))
     return StoreResult(modseq, changed, failed)
+
+
+# STORE of system flags only (no keywords named, no UNCHANGEDSINCE): one UPDATE that
+# changes the messages whose flags differ and returns them, where the general path reads
+# the rows first. "set" also drops keywords, as the general path does.
+_SYSTEM_FLAG_UPDATES: dict[FlagMode, tuple[str, str]] = {
+    "add": ("flags = flags | :mask", "flags & :mask != :mask"),
+    "remove": ("flags = flags & ~:mask", "flags & :mask != 0"),
+    "set": (
+        f"flags = (flags & {flags.RECENT}) | :mask, keywords = NULL",
+        f"(flags != ((flags & {flags.RECENT}) | :mask) OR keywords IS NOT NULL)",
+    ),
+}
+
+
+def _set_system_flags(
+    conn: sqlite3.Connection,
+    folder: FolderRow,
+    uids: Iterable[int],
+    mask: int,
+    mode: FlagMode,
+    modseq: int,
+) -> list[FlagChange]:
+    assignment, differs = _SYSTEM_FLAG_UPDATES[mode]
+    wanted = sorted({int(u) for u in uids})
+    uid_arg: int | str
+    if len(wanted) == 1:
+        where, uid_arg = "uid = :uids", wanted[0]
+    else:
+        where, uid_arg = "uid IN (SELECT value FROM json_each(:uids))", json.dumps(wanted)
+    found = conn.execute(
+        f"UPDATE message SET {assignment}, modseq = :modseq "
+        f"WHERE folder_id = :folder AND {where} AND {differs} RETURNING uid, flags, keywords",
+        {"mask": mask, "modseq": modseq, "folder": folder.id, "uids": uid_arg},
+    ).fetchall()
+    found.sort()
+    return [FlagChange(uid, new, kw, modseq) for uid, new, kw in found]
 
 
 def remove(

@@ -66,6 +66,9 @@ class Tx:
     conn: sqlite3.Connection
     now: float
     touched: set[str] = field(default_factory=set)  # mailboxes changed (for listeners)
+    #: run once the transaction is committed (and logged), before anyone is answered;
+    #: a job that fails takes its own back
+    committed: list[Callable[[], None]] = field(default_factory=list)
 
 
 @dataclass
@@ -98,7 +101,9 @@ class GroupCommitWriter:
         epoch: int,
         on_commit: Callable[[set[str]], None] | None = None,
         clock: Callable[[], float] = time.time,
-        after_commit: Callable[[int], bool] | None = None,
+        #: after each commit, before the answers: (bytes of its jobs, whether it held flag
+        #: changes only, every commit hook run); True asks for the writer's checkpoint
+        after_commit: Callable[[int, bool], bool] | None = None,
         journal: Journal | None = None,
     ) -> None:
         self._conn = conn
@@ -137,7 +142,9 @@ class GroupCommitWriter:
         durable: bool = True,
     ) -> Future[T]:
         """Queue a job. ``durable=False`` only for flag changes: answered after the commit but
-        before its fsync (see the module's docstring)."""
+        before its fsync (see the module's docstring); ``after_commit`` reports a batch of
+        such jobs as flag changes alone, which the database's readers rely on (each of its
+        flag changes is in the flag log: ``MailboxDatabase.flag_changes_since``)."""
         job: _Job[T] = _Job(apply, prepare, size, durable)
         self._enqueue(job)
         return job.future
@@ -334,6 +341,13 @@ class GroupCommitWriter:
         finally:
             if journal is not None:
                 journal.release()
+        flag_only = relaxed  # what after_commit is told: flag changes, every hook run
+        for hook in tx.committed:
+            try:
+                hook()
+            except Exception:
+                log.exception("commit hook failed")
+                flag_only = False
         if wrote:  # the commit wrote WAL frames (and log records)
             if not relaxed:
                 self._unsynced_since = None  # its fsync covered every earlier change too
@@ -345,7 +359,7 @@ class GroupCommitWriter:
         self.stats.jobs += len(ready)
         self.stats.largest_batch = max(self.stats.largest_batch, len(ready))
         finish = self._after_commit is not None and self._after_commit(
-            sum(job.size for job in ready))
+            sum(job.size for job in ready), flag_only)
         self._settle(results)
         if finish:
             self._finish_checkpoint()
@@ -397,11 +411,13 @@ class GroupCommitWriter:
         rolls the whole transaction back and begins it again (the fencing check included):
         two statements fewer for the common batch, e.g. a single delivery's."""
         conn = self._conn
+        hooks = len(tx.committed)
         if savepoint:
             conn.execute("SAVEPOINT job")
         try:
             value = job.apply(tx)
         except Exception as exc:
+            del tx.committed[hooks:]
             if savepoint:
                 conn.execute("ROLLBACK TO job")
                 conn.execute("RELEASE job")

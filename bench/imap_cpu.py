@@ -1,0 +1,165 @@
+"""Server CPU per IMAP operation: bench/imap.py's client and workloads against our server
+alone, with what the server process spent (user + system time from ``/proc``) divided by
+the operations it served, for its event loop's thread and for all its other threads.
+
+    python -m bench.imap_cpu [--workloads store,mixed,append] [--ops 2000]
+                             [--messages 10000] [--sessions 10] [--src DIR]
+
+On a shared machine rates move more from run to run than most changes do; CPU per
+operation much less. Compare two versions of the code by running them alternately in
+the same minutes: ``--src`` runs the server from another source tree (a checkout of the
+version to compare with; the client and the prepared mailbox stay this tree's). Each
+workload runs once unmeasured (warm-up), then measured; ``--sessions`` sessions with
+INBOX selected each send ``--ops`` commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.imap import Client, append_cmd, message, prepare_ours
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(the main thread's, the other threads') user + system seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    main = other = 0.0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            raw = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except FileNotFoundError:
+            continue  # a thread that just ended
+        fields = raw.rsplit(")", 1)[1].split()
+        spent = (int(fields[11]) + int(fields[12])) / tick
+        if int(tid) == pid:
+            main += spent
+        else:
+            other += spent
+    return main, other
+
+
+def workload(name: str, messages: int) -> Callable[[random.Random], bytes]:
+    """bench/imap.py's commands for ``name``."""
+
+    def store(r: random.Random) -> bytes:
+        return b"STORE %d +FLAGS.SILENT (\\Flagged)" % r.randint(1, messages)
+
+    def append(r: random.Random) -> bytes:
+        return append_cmd("Sent", message(r.randint(0, 10**6)))
+
+    def mixed(r: random.Random) -> bytes:
+        x = r.random()
+        if x < 0.6:
+            return b"FETCH %d BODY.PEEK[]" % r.randint(1, messages)
+        if x < 0.8:
+            return b"STORE %d +FLAGS.SILENT (\\Answered)" % r.randint(1, messages)
+        if x < 0.9:
+            return b"UID SEARCH UNSEEN"
+        return append(r)
+
+    return {"store": store, "append": append, "mixed": mixed}[name]
+
+
+async def measure(
+    port: int, pid: int, make: Callable[[random.Random], bytes], sessions: int, ops: int
+) -> tuple[float, float, float]:
+    """(ops/s, main thread µs/op, other threads µs/op) of one measured round."""
+    clients = [await Client.connect(port) for _ in range(sessions)]
+    for c in clients:
+        await c.cmd(b"SELECT INBOX")
+
+    async def worker(c: Client, seed: int) -> None:
+        rnd = random.Random(seed)
+        for _ in range(ops):
+            await c.cmd(make(rnd))
+
+    await asyncio.gather(*(worker(c, 1000 + i) for i, c in enumerate(clients)))  # warm-up
+    main0, other0 = cpu_seconds(pid)
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(c, i) for i, c in enumerate(clients)))
+    elapsed = time.perf_counter() - started
+    main1, other1 = cpu_seconds(pid)
+    for c in clients:
+        await c.close()
+    n = sessions * ops
+    return n / elapsed, (main1 - main0) / n * 1e6, (other1 - other0) / n * 1e6
+
+
+def positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {text!r}")
+    return int(text)
+
+
+def workloads(text: str) -> list[str]:
+    names = [w for w in text.split(",") if w]
+    unknown = [w for w in names if w not in ("store", "mixed", "append")]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"workloads are store, mixed and append, got {text!r}"
+        )
+    return names
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workloads", type=workloads, default=["store", "mixed"])
+    parser.add_argument("--ops", type=positive, default=2000, help="per session")
+    parser.add_argument("--messages", type=positive, default=10_000)
+    parser.add_argument("--sessions", type=positive, default=10)
+    parser.add_argument("--src", type=Path, help="run the server from this source tree")
+    args = parser.parse_args()
+    if args.src is not None and not (args.src / "src" / "clustermail").is_dir():
+        parser.error(f"--src: {args.src} holds no src/clustermail")
+    env = dict(os.environ)
+    cwd = Path(__file__).parent.parent
+    if args.src is not None:
+        cwd = args.src.resolve()
+        env["PYTHONPATH"] = f"{cwd / 'src'}{os.pathsep}{cwd}"
+    with tempfile.TemporaryDirectory() as tmp:
+        db = prepare_ours(Path(tmp), args.messages, 0)
+        port_file = Path(tmp) / "port"
+        server = subprocess.Popen(
+            [sys.executable, "-m", "bench.imap", "--serve", str(db), str(port_file)],
+            cwd=cwd,
+            env=env,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not port_file.exists() or not port_file.read_text():
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit("the server did not start")
+                time.sleep(0.05)
+            port = int(port_file.read_text())
+            for name in args.workloads:
+                rate, main_us, other_us = asyncio.run(
+                    measure(
+                        port,
+                        server.pid,
+                        workload(name, args.messages),
+                        args.sessions,
+                        args.ops,
+                    )
+                )
+                print(
+                    f"{name}: {rate:,.0f} ops/s, server CPU {main_us + other_us:.0f} µs/op "
+                    f"(event loop {main_us:.0f}, other threads {other_us:.0f}), "
+                    f"load {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
+        finally:
+            server.terminate()
+            server.wait(10)
+
+
+if __name__ == "__main__":
+    main()
