@@ -358,7 +358,7 @@ def render_fetch(seq: int, items: Sequence[tuple[str, Value]]) -> bytes:
 
 def fetch_line(seq: int, parts: Sequence[bytes]) -> bytes:
     """``* seq FETCH (part part ...)`` from parts already rendered as ``NAME value``."""
-    return b"* %d FETCH (" % seq + b" ".join(parts) + b")\r\n"
+    return b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts))  # one copy of a message part
 
 
 # ----------------------------------------------------------- status responses
