@@ -244,9 +244,9 @@ def fetch_parts(
     for item in items:
         if isinstance(item, c.BodySection):
             # A part the message does not have is empty, as Dovecot answers (not NIL).
-            data = fetcher.section(item.section, item.partial) or b""
+            body = fetcher.section(item.section, item.partial) or b""
             # One copy of the message here (a literal, then the name before it, took two).
-            out.append(b"%s {%d}\r\n%s" % (_section_name(item), len(data), data))
+            out.append(b"%s {%d}\r\n%s" % (_section_name(item), len(body), body))
             continue
         name = item.name
         if name == "UID":

@@ -566,12 +566,13 @@ def _fetch(uid: bool) -> Callable[[Reader], c.Fetch]:
             r.list_of(modifier, "FETCH modifiers", allow_empty=False)
             if vanished and changed_since is None:
                 raise r.fail("VANISHED needs CHANGEDSINCE")
-        elif r.eof() and len(r.buf) - items_at <= FETCH_ITEMS_KEY:
+        parsed = tuple(items)
+        if changed_since is None and r.eof() and len(r.buf) - items_at <= FETCH_ITEMS_KEY:
             if len(_FETCH_ITEMS) >= FETCH_ITEMS_CACHED:
                 _FETCH_ITEMS.clear()
-            _FETCH_ITEMS[r.buf[items_at:]] = tuple(items)
+            _FETCH_ITEMS[r.buf[items_at:]] = parsed
         return c.Fetch(
-            _tag(r), seq, tuple(items), uid=uid, changed_since=changed_since, vanished=vanished
+            _tag(r), seq, parsed, uid=uid, changed_since=changed_since, vanished=vanished
         )
 
     return parse
