@@ -98,3 +98,29 @@ def test_body_answers_are_the_stored_bytes_exactly(
         assert answer(sock, file, b"u", b"FETCH 1 BODY.PEEK[] (CHANGEDSINCE 1)").startswith(
             b"u BAD ")
         assert answer(sock, file, b"v", b"FETCH 1 BODY.PEEK[] junk").startswith(b"v BAD ")
+
+
+def test_body_of_a_message_expunged_meanwhile_is_a_no(
+    server: ServerThread, db: MailboxDatabase
+) -> None:
+    for raw in VARIED[:2]:
+        db.deliver_sync(raw, [ALICE])
+    sessions = [socket.create_connection((server.host, server.port), timeout=10)
+                for _ in range(2)]
+    try:
+        (a, b), (fa, fb) = sessions, [s.makefile("rb") for s in sessions]
+        for sock, file in ((a, fa), (b, fb)):
+            file.readline()
+            answer(sock, file, b"l", f'LOGIN "{ALICE}" "{PASSWORD}"'.encode())
+            answer(sock, file, b"s", b"SELECT INBOX")
+        answer(b, fb, b"d", b"STORE 1 +FLAGS.SILENT (\\Deleted)")
+        assert answer(b, fb, b"e", b"EXPUNGE").startswith(b"* 1 EXPUNGE\r\n")
+        gone = b" NO [EXPUNGEISSUED] Some of the requested messages no longer exist.\r\n"
+        # The view of A still has message 1 (FETCH does not announce expunges).
+        assert answer(a, fa, b"f", b"FETCH 1 BODY.PEEK[]") == b"f" + gone
+        stored = normalize_newlines(VARIED[1])
+        assert answer(a, fa, b"g", b"FETCH 2 BODY.PEEK[]") == (
+            b"* 2 FETCH (BODY[] {%d}\r\n%s)\r\ng OK Fetch completed.\r\n" % (len(stored), stored))
+    finally:
+        for sock in sessions:
+            sock.close()

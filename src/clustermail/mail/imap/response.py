@@ -39,6 +39,7 @@ extensible=False)`` drops every extension field: that is FETCH ``BODY``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -373,6 +374,7 @@ def _clean_text(text: str) -> bytes:
     return data.replace(b"\r", b" ").replace(b"\n", b" ").replace(b"\x00", b" ")
 
 
+@functools.lru_cache(maxsize=256)  # pure; most answers are a few fixed texts
 def _resp_text(text: str, code: str | None) -> bytes:
     body = _clean_text(text) or b"done"
     if code is not None:

@@ -154,6 +154,9 @@ async def fetch(s: SessionContext, cmd: c.Fetch) -> Done:
     seen_now: set[int] = set()
     items = cmd.items
     if _peek_of_whole(items):  # BODY.PEEK[] alone, the common single-message read
+        if len(seqs) == 1 and view.sizes[seqs[0] - 1] < OFFLOAD_FETCH_AT:
+            _send_whole(s, db, mailbox, view, seqs[0], cmd.uid)
+            return _FETCHED
         asked_flags, reads_message = False, True
     else:
         asked_flags, reads_message = _asks_flags(items), needs_structure(items)
@@ -186,6 +189,21 @@ async def fetch(s: SessionContext, cmd: c.Fetch) -> Done:
 
 
 _FETCHED = Done("Fetch completed.")
+
+
+def _send_whole(
+    s: SessionContext, db: MailboxDatabase, mailbox: str, view: MailboxView, seq: int, uid: bool
+) -> None:
+    """``FETCH n BODY.PEEK[]`` of one message: its stored bytes, read on the loop, as
+    :func:`fetch_parts` and :func:`response.fetch_line` would put them (``UID`` first for
+    UID FETCH), copied once; the message gone is the tagged NO of the general path."""
+    number = view.uids[seq - 1]
+    try:
+        body = db.fetch_raw(mailbox, view.folder, number)
+    except MessageNotFoundError:
+        no("Some of the requested messages no longer exist.", r.EXPUNGEISSUED)
+    s.send(b"* %d FETCH (%sBODY[] {%d}\r\n%s)\r\n"
+           % (seq, b"UID %d " % number if uid else b"", len(body), body))
 
 
 def _peek_of_whole(items: Sequence[c.FetchItem]) -> bool:
