@@ -70,7 +70,15 @@ def children(parent: int, name: str) -> list[int]:
 
 
 def master_pid(run_dir: Path) -> int:
-    return int((run_dir / "master.pid").read_text().strip())
+    """The PID Dovecot's master writes once it runs (it may answer on its port first)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return int((run_dir / "master.pid").read_text().strip())
+        except (OSError, ValueError):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no Dovecot master.pid in {run_dir}") from None
+            time.sleep(0.05)
 
 
 # --------------------------------------------------------------------------- POP3
@@ -126,11 +134,9 @@ def pop3_cells(tmp: Path, args: argparse.Namespace) -> dict[str, list[Cell]]:
 # --------------------------------------------------------------------------- IMAP
 
 
-async def imap_cell(port: int, pids: Pids, messages: int, ops: int, seed: int) -> Cell:
-    clients = [await imap.Client.connect(port) for _ in range(SESSIONS)]
-    for c in clients:
-        await c.cmd(b"SELECT INBOX")
-
+async def imap_cell(
+    clients: list[imap.Client], pids: Pids, messages: int, ops: int, seed: int
+) -> Cell:
     async def worker(c: imap.Client, rnd: random.Random, n: int) -> None:
         for _ in range(n):
             await c.cmd(b"FETCH %d BODY.PEEK[]" % rnd.randint(1, messages))
@@ -141,8 +147,6 @@ async def imap_cell(port: int, pids: Pids, messages: int, ops: int, seed: int) -
     cpu0, started = cpu_seconds(servers), time.perf_counter()
     await asyncio.gather(*(worker(c, r, ops) for c, r in zip(clients, rnds, strict=True)))
     elapsed, used = time.perf_counter() - started, cpu_seconds(servers) - cpu0
-    for c in clients:
-        await c.close()
     return SESSIONS * ops / elapsed, used / (SESSIONS * ops) * 1e6
 
 
@@ -158,12 +162,22 @@ async def imap_cells(tmp: Path, args: argparse.Namespace) -> dict[str, list[Cell
             await box.fill(args.messages, SESSIONS)
             master = master_pid(box.server.root / "run")
             targets[f"dovecot-{fmt}"] = (box.port, functools.partial(children, master, "imap"))
+        # One set of sessions per server for all rounds (Dovecot limits the connections
+        # of one user from one address to ten, and a closed one may still count a while).
+        sessions: dict[str, list[imap.Client]] = {}
+        for name, (port, _) in targets.items():
+            sessions[name] = [await imap.Client.connect(port) for _ in range(SESSIONS)]
+            for c in sessions[name]:
+                await c.cmd(b"SELECT INBOX")
         cells: dict[str, list[Cell]] = {name: [] for name in targets}
         for r in range(args.rounds):
-            for name, (port, pids) in targets.items():
-                cells[name].append(await imap_cell(port, pids, args.messages, args.ops,
-                                                   1000 * r))
+            for name, (_, pids) in targets.items():
+                cells[name].append(await imap_cell(sessions[name], pids, args.messages,
+                                                   args.ops, 1000 * r))
                 report(f"round {r + 1} IMAP FETCH BODY.PEEK[]", name, cells[name][-1])
+        for clients in sessions.values():
+            for c in clients:
+                await c.close()
         return cells
     finally:
         for box in boxes:
