@@ -517,3 +517,38 @@ def test_auth_responses() -> None:
     assert parse_auth_response(b"*") is None
     with pytest.raises(ParseError, match="base64"):
         parse_auth_response(b"not base64!")
+
+
+def test_fetch_items_parsed_once_answer_as_parsed_anew() -> None:
+    from clustermail.mail.imap import parser
+
+    parser._FETCH_ITEMS.clear()
+    first = parse_command(b"a FETCH 7 (BODY.PEEK[HEADER.FIELDS (Subject)] FLAGS)")
+    again = parse_command(b"b UID FETCH 9:* (BODY.PEEK[HEADER.FIELDS (Subject)] FLAGS)")
+    assert isinstance(first, c.Fetch) and isinstance(again, c.Fetch)
+    assert again.items is first.items  # from the kept list
+    assert (again.tag, again.uid, again.sequence_set) == ("b", True, SequenceSet.parse("9:*"))
+    assert first.items == (
+        c.BodySection(c.Section(text="HEADER.FIELDS", fields=("SUBJECT",)), peek=True),
+        c.FetchAttribute("FLAGS"),
+    )
+    # The same items followed by more are parsed, not taken from the kept list.
+    modified = parse_command(b"c FETCH 1 (BODY.PEEK[HEADER.FIELDS (Subject)] FLAGS) "
+                             b"(CHANGEDSINCE 5)")
+    assert isinstance(modified, c.Fetch) and modified.changed_since == 5
+    with pytest.raises(ParseError):
+        parse_command(b"d FETCH 1 (BODY.PEEK[HEADER.FIELDS (Subject)] FLAGS) junk")
+    with pytest.raises(ParseError):
+        parse_command(b"e FETCH 0 (BODY.PEEK[HEADER.FIELDS (Subject)] FLAGS)")
+
+
+def test_fetch_items_kept_are_bounded() -> None:
+    from clustermail.mail.imap import parser
+
+    for n in range(parser.FETCH_ITEMS_CACHED + 10):
+        parse_command(b"a FETCH 1 BODY.PEEK[]<0.%d>" % (n + 1))
+        assert len(parser._FETCH_ITEMS) <= parser.FETCH_ITEMS_CACHED
+    fields = " ".join(f"X-Field-{n}" for n in range(30)).encode()
+    parser._FETCH_ITEMS.clear()
+    parse_command(b"a FETCH 1 BODY.PEEK[HEADER.FIELDS (" + fields + b")]")
+    assert not parser._FETCH_ITEMS  # longer than FETCH_ITEMS_KEY: parsed every time

@@ -1,5 +1,6 @@
 """The RETR path as a client sees it, on real sockets: dot-stuffing edge cases through
-poplib (both the inline read and the worker-thread read of a large message), pipelined
+poplib (both the inline read and the worker-thread read of a large message), the short
+way of a plain ``RETR n`` against the state machine's answers byte for byte, pipelined
 input larger than one socket read, a command split across packets, STLS after buffered
 reads, and the command metrics."""
 
@@ -15,8 +16,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from clustermail.mail.net.listener import RECV_CHUNK
-from clustermail.mail.pop3.protocol import dot_stuff
+from clustermail.mail.pop3.protocol import (
+    Maildrop,
+    Pop3Session,
+    Pop3Settings,
+    Retrieve,
+    dot_stuff,
+)
 from clustermail.mail.pop3.server import INLINE_READ
+from clustermail.mail.store.mime import normalize_newlines
 from clustermail.metrics import REGISTRY
 from tests.support.mail_fakes import DOMAIN, PASSWORD
 from tests.support.pop3_service import Pop3
@@ -153,3 +161,114 @@ async def test_store_gone_mid_session_closes_and_releases_the_lock(pop3: Pop3) -
         return b"\r\n".join(lines)
 
     assert await asyncio.to_thread(again) == b"S: x\r\n\r\nbody"
+
+
+#: Stored messages for the byte-for-byte comparison: leading dots, dot lines, no final
+#: line end, bare LF (stored as CRLF), bare CR (stored as it is), 8-bit, one byte.
+VARIED: list[bytes] = [
+    b".starts with a dot\r\n\r\n.\r\n..\r\n",
+    b"S: x\r\n\r\nno final line end",
+    b"S: x\r\n\r\nends in a dot line\r\n.",
+    b"S: x\n\n.bare LF\nend\n",
+    b"S: x\r\n\r\nbare\rCR\r\n.dot\r",
+    "S: caf\u00e9\r\n\r\n\u00fcber \xff\r\n".encode("latin-1") + b"\x80\x00\r\n",
+    b"x",
+]
+
+
+def exchange(pop3: Pop3, chunks: list[bytes]) -> list[bytes]:
+    """Logs in, then sends each chunk alone and reads its answers (one per line in it)."""
+    with socket.create_connection((pop3.address, pop3.plain), timeout=10) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(f"USER {ALICE}\r\n".encode())
+        f.readline()
+        s.sendall(f"PASS {PASSWORD}\r\n".encode())
+        assert f.readline().startswith(b"+OK")
+        out = []
+        for chunk in chunks:
+            s.sendall(chunk)
+            for _ in range(chunk.count(b"\n")):
+                first = f.readline()
+                answer = first
+                if first.startswith(b"+OK") and b"octets" in first:
+                    while (line := f.readline()) != b".\r\n":
+                        answer += line
+                    answer += line
+                out.append(answer)
+        s.sendall(b"QUIT\r\n")
+        return out
+
+
+async def test_plain_retr_short_way_answers_byte_for_byte_as_the_state_machine(
+    pop3: Pop3,
+) -> None:
+    for raw in VARIED:
+        pop3.deliver(ALICE, raw)
+    count = len(VARIED)
+    # "RETR n" alone takes the short way (Pop3Session.retrieve_now); "retr  n" (two spaces)
+    # goes through Pop3Session.handle in the read callback; "RETR n" pipelined with NOOP
+    # goes through the session's coroutine.
+    chunks: list[bytes] = []
+    for n in range(1, count + 1):
+        chunks += [b"RETR %d\r\n" % n, b"retr  %d\r\n" % n, b"RETR %d\r\nNOOP\r\n" % n]
+    for bad in (b"0", b"%d" % (count + 1), b"99999999999", b"x"):  # the errors, both ways
+        chunks += [b"RETR " + bad + b"\r\n", b"RETR  " + bad + b"\r\n"]
+    chunks += [b"DELE 1\r\n", b"RETR 1\r\n", b"RETR  1\r\n"]
+    got = await asyncio.to_thread(exchange, pop3, chunks)
+    answers = iter(got)
+    for raw in VARIED:
+        stored = normalize_newlines(raw)
+        expected = b"+OK %d octets\r\n" % len(stored) + line_by_line(stored)
+        short, general, pipelined, noop = (next(answers) for _ in range(4))
+        assert short == general == pipelined == expected
+        assert noop == b"+OK\r\n"
+    for _ in range(4):
+        short, general = next(answers), next(answers)
+        assert short.startswith(b"-ERR ") and short == general
+    assert next(answers) == b"+OK message 1 deleted\r\n"
+    short, general = next(answers), next(answers)
+    assert short == general == b"-ERR message 1 is deleted\r\n"
+
+
+def in_transaction(sizes: tuple[int, ...]) -> Pop3Session:
+    session = Pop3Session(Pop3Settings(plaintext_allowed=True))
+    session.login_succeeded(Maildrop(7, tuple(range(10, 10 + len(sizes))), sizes))
+    return session
+
+
+@given(st.binary(max_size=20) | st.from_regex(rb"\A(?i:retr) {1,2}[0-9+ -]{0,12}\r?\n?\Z"),
+       st.sets(st.integers(1, 5), max_size=3))
+def test_retrieve_now_is_handle_for_the_lines_it_takes(line: bytes, deleted: set[int]) -> None:
+    sizes = (10, 300, 20, 5000, 1)
+    short, general = in_transaction(sizes), in_transaction(sizes)
+    short.deleted, general.deleted = set(deleted), set(deleted)
+    taken = short.retrieve_now(line, 1000)
+    if taken is not None:
+        assert general.handle(line) == [taken]
+        assert taken.size <= 1000
+        # Busy until the message is given back: nothing else is taken meanwhile.
+        assert not short.waits_in_transaction()
+        assert short.retrieve_now(b"RETR 1\r\n", 1000) is None
+        assert short.message_reply(taken, b"body") == b"+OK %d octets\r\nbody\r\n.\r\n" % (
+            taken.size)
+        assert short.waits_in_transaction()
+    else:
+        assert short.waits_in_transaction()  # untouched: handle() answers the line
+
+
+@given(st.binary(max_size=60), st.binary(max_size=20))
+def test_dot_stuff_after_a_head_is_the_head_then_the_stuffed_message(
+    message: bytes, head: bytes
+) -> None:
+    assert dot_stuff(message, None, head) == head + line_by_line(message)
+
+
+def test_retrieve_now_leaves_large_messages_and_other_states_alone() -> None:
+    session = in_transaction((2000,))
+    assert session.retrieve_now(b"RETR 1\r\n", 1999) is None
+    assert session.retrieve_now(b"RETR 1\r\n", 2000) == Retrieve(10, 2000, None)
+    assert session.retrieve_now(b"RETR 1\r\n", 2000) is None  # busy now
+    fresh = Pop3Session(Pop3Settings(plaintext_allowed=True))
+    assert fresh.retrieve_now(b"RETR 1\r\n", 2000) is None  # not logged in

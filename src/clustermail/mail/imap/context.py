@@ -230,10 +230,12 @@ class SessionContext:
             self.writer.write(b"".join(self._out))
             self._out.clear()
             self._out_size = 0
-        if not self.writer.transport.get_write_buffer_size():
-            # All sent: the transport cannot have paused writing, so drain() does not wait
-            # (it still raises a connection error); no timer needed.
-            await self.writer.drain()
+        transport = self.writer.transport
+        if not transport.get_write_buffer_size():
+            # All sent: the transport cannot have paused writing, so drain() does not wait;
+            # it raises a connection error, which an open transport has not seen. No timer.
+            if transport.is_closing():
+                await self.writer.drain()
             return
         try:
             async with asyncio.timeout(self.config.write_timeout):  # no task: drain()
@@ -445,6 +447,10 @@ class SessionContext:
         if uid:
             return list(view.seqs_for_uids(seqset.intervals(view.max_uid())))
         n = view.exists
+        if len(seqset.ranges) == 1:  # one message number, the common case, in short
+            only = seqset.ranges[0]
+            if only.start is not None and only.start == only.end and 1 <= only.start <= n:
+                return [only.start]
         for rng in seqset.ranges:
             for bound in (rng.start, rng.end):
                 if (bound is None and n == 0) or (bound is not None and bound > n):

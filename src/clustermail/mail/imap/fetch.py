@@ -260,6 +260,13 @@ class MessageFetcher:
         return self.read(start, end) if end > start else b""
 
 
+def _section_name(item: c.BodySection) -> bytes:
+    """The item's name in the response (``BODY[]`` for the whole message, the common one)."""
+    if item.partial is None and not item.section.part and not item.section.text:
+        return b"BODY[]"
+    return item.response_name().encode("ascii")
+
+
 def _clip(data: bytes, partial: c.Partial | None) -> bytes:
     if partial is None:
         return data
@@ -308,9 +315,10 @@ def fetch_parts(
         out.append(b"UID %d" % view.uids[i])
     for item in items:
         if isinstance(item, c.BodySection):
-            data = fetcher.section(item.section, item.partial)
             # A part the message does not have is empty, as Dovecot answers (not NIL).
-            out.append(item.response_name().encode("ascii") + b" " + r.literal(data or b""))
+            body = fetcher.section(item.section, item.partial) or b""
+            # One copy of the message here (a literal, then the name before it, took two).
+            out.append(b"%s {%d}\r\n%s" % (_section_name(item), len(body), body))
             continue
         name = item.name
         if name == "UID":

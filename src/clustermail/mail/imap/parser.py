@@ -516,11 +516,26 @@ def _section(r: Reader) -> c.Section:
     return c.Section(part, _SECTION_TEXTS[text], tuple(fields))
 
 
+#: FETCH item lists already parsed, by their bytes (the rest of a command after its
+#: sequence set, without modifiers): clients send the same few lists again and again, and
+#: parsing ``BODY.PEEK[]`` took most of a single-message FETCH's parse. The items are
+#: immutable, so commands may share them. Bounded: filled up to FETCH_ITEMS_CACHED
+#: lists of at most FETCH_ITEMS_KEY bytes, then emptied and filled again.
+_FETCH_ITEMS: dict[bytes, tuple[c.FetchItem, ...]] = {}
+FETCH_ITEMS_CACHED = 256
+FETCH_ITEMS_KEY = 200
+
+
 def _fetch(uid: bool) -> Callable[[Reader], c.Fetch]:
     def parse(r: Reader) -> c.Fetch:
         r.sp("sequence set")
         seq = r.sequence_set()
         r.sp("FETCH items")
+        items_at = r.pos
+        known = _FETCH_ITEMS.get(r.buf[items_at:])
+        if known is not None:
+            r.pos = len(r.buf)
+            return c.Fetch(_tag(r), seq, known, uid=uid)
         items: list[c.FetchItem] = []
         if r.peek() == 0x28:
             r.list_of(lambda: items.append(_fetch_att(r)), "FETCH items", allow_empty=False)
@@ -551,8 +566,13 @@ def _fetch(uid: bool) -> Callable[[Reader], c.Fetch]:
             r.list_of(modifier, "FETCH modifiers", allow_empty=False)
             if vanished and changed_since is None:
                 raise r.fail("VANISHED needs CHANGEDSINCE")
+        parsed = tuple(items)
+        if changed_since is None and r.eof() and len(r.buf) - items_at <= FETCH_ITEMS_KEY:
+            if len(_FETCH_ITEMS) >= FETCH_ITEMS_CACHED:
+                _FETCH_ITEMS.clear()
+            _FETCH_ITEMS[r.buf[items_at:]] = parsed
         return c.Fetch(
-            _tag(r), seq, tuple(items), uid=uid, changed_since=changed_since, vanished=vanished
+            _tag(r), seq, parsed, uid=uid, changed_since=changed_since, vanished=vanished
         )
 
     return parse

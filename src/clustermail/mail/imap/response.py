@@ -39,6 +39,7 @@ extensible=False)`` drops every extension field: that is FETCH ``BODY``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -380,7 +381,7 @@ def render_fetch(seq: int, items: Sequence[tuple[str, Value]]) -> bytes:
 
 def fetch_line(seq: int, parts: Sequence[bytes]) -> bytes:
     """``* seq FETCH (part part ...)`` from parts already rendered as ``NAME value``."""
-    return b"* %d FETCH (" % seq + b" ".join(parts) + b")\r\n"
+    return b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts))  # one copy of a message part
 
 
 # ----------------------------------------------------------- status responses
@@ -395,6 +396,7 @@ def _clean_text(text: str) -> bytes:
     return data.replace(b"\r", b" ").replace(b"\n", b" ").replace(b"\x00", b" ")
 
 
+@functools.lru_cache(maxsize=256)  # pure; most answers are a few fixed texts
 def _resp_text(text: str, code: str | None) -> bytes:
     body = _clean_text(text) or b"done"
     if code is not None:

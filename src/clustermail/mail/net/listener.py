@@ -216,7 +216,8 @@ class BufferedStreamProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProto
     with mmap, mremap and munmap: three system calls per command, the largest cost after
     send() in the POP3 RETR profile. The transport fills the buffer and calls
     :meth:`buffer_updated` at once, on the loop's thread; the bytes are copied out there,
-    so one buffer per thread serves all its connections."""
+    so one buffer per thread serves all its connections. (uvloop, which reads into a
+    reused buffer of its own, calls :meth:`data_received` directly.)"""
 
     def __init__(
         self,
@@ -235,12 +236,17 @@ class BufferedStreamProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProto
         return view
 
     def buffer_updated(self, nbytes: int) -> None:
-        data = bytes(_recv.view[:nbytes])
+        self.data_received(bytes(_recv.view[:nbytes]))
+
+    def data_received(self, data: bytes) -> None:
+        # uvloop never calls get_buffer/buffer_updated on a protocol that is also an
+        # asyncio.Protocol (as every StreamReaderProtocol is): it calls this directly,
+        # so the line hook is offered here, on both loops.
         hook = self.line_hook
-        if (hook is not None and data.find(b"\n") == nbytes - 1 and self._reader_waits()
+        if (hook is not None and data.find(b"\n") == len(data) - 1 and self._reader_waits()
                 and hook(data)):
             return
-        self.data_received(data)
+        super().data_received(data)
 
     def _reader_waits(self) -> bool:
         """The session is blocked reading its next line, with nothing buffered."""

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 MAX_LINE = 2048  # RFC 2449 allows 255 octets per command; AUTH responses run longer
 MAX_ARG_DIGITS = 10
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f]")  # control characters other than TAB
+#: A plain ``RETR n`` line: :meth:`Pop3Session.retrieve_now` takes it without the general
+#: parse (any other spelling, such as extra spaces, goes through :meth:`Pop3Session.handle`).
+_PLAIN_RETR = re.compile(rb"RETR ([0-9]{1,%d})\r?\n" % MAX_ARG_DIGITS, re.IGNORECASE)
 
 
 class State(enum.Enum):
@@ -99,24 +102,28 @@ def multiline(first: str, lines: list[str]) -> Reply:
 
 
 def _bare_line_end(message: bytes) -> bool:
-    """Whether a CR or LF is not part of a CRLF. (CRLF cannot overlap itself, so what
-    is left once every CRLF is removed holds exactly the bare ones; one pass and two
-    memchr scans, where counting CR, LF and CRLF took three passes.)"""
-    rest = message.replace(b"\r\n", b"")
-    return b"\r" in rest or b"\n" in rest
+    """Whether a CR or LF is not part of a CRLF. Each CRLF holds one CR and one LF, and
+    CRLF cannot overlap itself, so the CRs and LFs number exactly twice the CRLFs when
+    none is bare: a deletion and a count, two C passes with no per-line work (removing
+    every CRLF and looking for what was left took a copy and two scans more)."""
+    return len(message) - len(message.translate(None, b"\r\n")) != 2 * message.count(b"\r\n")
 
 
-def dot_stuff(message: bytes, top_lines: int | None = None) -> bytes:
+def dot_stuff(message: bytes, top_lines: int | None = None, head: bytes = b"") -> bytes:
     """The message as a multi-line response body: CRLF lines, leading dots doubled,
-    the terminating ``.CRLF`` added. With ``top_lines``: the header, the blank line
-    and that many body lines (TOP)."""
+    the terminating ``.CRLF`` added, all after ``head`` (the status line). With
+    ``top_lines``: the header, the blank line and that many body lines (TOP)."""
     if top_lines is None and not _bare_line_end(message):
-        # The common case (stored messages have CRLF line endings): no per-line work.
-        body = message if message.endswith(b"\r\n") or not message else message + b"\r\n"
-        body = body.replace(b"\r\n.", b"\r\n..")
-        if body.startswith(b"."):
-            body = b"." + body
-        return body + b".\r\n"
+        # The common case (stored messages have CRLF line endings): no per-line work,
+        # and one copy of the message (the join; replace returns it as it is when no
+        # line starts with a dot).
+        body = message.replace(b"\r\n.", b"\r\n..")
+        return b"".join((
+            head,
+            b"." if body.startswith(b".") else b"",
+            body,
+            b"\r\n.\r\n" if body and not body.endswith(b"\r\n") else b".\r\n",
+        ))
     text = message.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     lines = text.split(b"\n")
     if lines and lines[-1] == b"":
@@ -128,7 +135,7 @@ def dot_stuff(message: bytes, top_lines: int | None = None) -> bytes:
         except ValueError:
             pass  # no body: the whole header
     stuffed = [b"." + line if line.startswith(b".") else line for line in lines]
-    return b"".join(line + b"\r\n" for line in stuffed) + b".\r\n"
+    return head + b"".join(line + b"\r\n" for line in stuffed) + b".\r\n"
 
 
 @dataclass
@@ -366,13 +373,32 @@ class Pop3Session:
         self._busy = True
         return [Retrieve(md.uids[n - 1], md.sizes[n - 1], int(args[1]))]
 
+    def retrieve_now(self, line: bytes, max_size: int) -> Retrieve | None:
+        """:meth:`handle`'s answer to a plain ``RETR n`` line, taken the short way (the
+        shell's per-command path): the same :class:`Retrieve` when the session waits in
+        TRANSACTION and message ``n`` is there, not deleted and at most ``max_size``
+        octets. None for anything else, which :meth:`handle` then answers."""
+        match = _PLAIN_RETR.fullmatch(line)
+        if match is None or not self.waits_in_transaction():
+            return None
+        md = self.maildrop
+        assert md is not None
+        n = int(match[1])
+        if not 1 <= n <= len(md.uids) or n in self.deleted or md.sizes[n - 1] > max_size:
+            return None
+        self._busy = True
+        return Retrieve(md.uids[n - 1], md.sizes[n - 1], None)
+
     def message(self, retrieve: Retrieve, raw: bytes | None) -> list[Action]:
         """The shell fetched the message (None: it has gone, e.g. expunged over IMAP)."""
+        return [Reply(self.message_reply(retrieve, raw))]
+
+    def message_reply(self, retrieve: Retrieve, raw: bytes | None) -> bytes:
+        """:meth:`message`'s reply as bytes."""
         self._busy = False
         if raw is None:
-            return [err("message was removed by another session", "SYS/PERM")]
-        head = f"+OK {retrieve.size} octets\r\n".encode()
-        return [Reply(head + dot_stuff(raw, retrieve.top_lines))]
+            return err("message was removed by another session", "SYS/PERM").data
+        return dot_stuff(raw, retrieve.top_lines, b"+OK %d octets\r\n" % retrieve.size)
 
     def _cmd_dele(self, args: list[str]) -> list[Action]:
         n = self._number(args[0])

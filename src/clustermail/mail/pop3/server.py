@@ -192,18 +192,17 @@ class Pop3Service:
                 or transport.is_closing()
                 or transport.get_write_buffer_size() > WRITE_HIGH_WATER):
             return False
-        verb = _verb(line)
-        if verb not in ANSWER_NOW or self._too_large(session, verb, line):
-            return False
         started = time.monotonic()
-        out: list[bytes] = []
         try:
-            for action in session.handle(line):
-                if isinstance(action, Retrieve):
-                    action, = session.message(action, self._read_inline(client, action))
-                if not isinstance(action, Reply):
-                    raise RuntimeError(f"{verb}: unexpected action {action!r}")
-                out.append(action.data)
+            retrieve = session.retrieve_now(line, INLINE_READ)
+            if retrieve is not None:  # RETR n, the command this path is for, in short
+                verb = "RETR"
+                data = session.message_reply(retrieve, self._read_inline(client, retrieve))
+            else:
+                verb = _verb(line)
+                if verb not in ANSWER_NOW or self._too_large(session, verb, line):
+                    return False
+                data = self._replies(client, verb, line)
         except Exception as exc:
             # As Listener does for a handler that raised (a fenced or dismounted store):
             # logged, and this connection ends; the waiting handler sees the close.
@@ -211,10 +210,22 @@ class Pop3Service:
                       client=conn.client)
             transport.abort()
             return True
-        conn.writer.write(b"".join(out))
+        transport.write(data)
         conn.touch()
         metrics.command("pop3", verb, time.monotonic() - started)
         return True
+
+    def _replies(self, client: _Client, verb: str, line: bytes) -> bytes:
+        """The state machine's answer to ``line``, reading a message inline if need be."""
+        session = client.session
+        out: list[bytes] = []
+        for action in session.handle(line):
+            if isinstance(action, Retrieve):
+                action, = session.message(action, self._read_inline(client, action))
+            if not isinstance(action, Reply):
+                raise RuntimeError(f"{verb}: unexpected action {action!r}")
+            out.append(action.data)
+        return b"".join(out)
 
     @staticmethod
     def _too_large(session: Pop3Session, verb: str, line: bytes) -> bool:

@@ -152,19 +152,18 @@ async def fetch(s: SessionContext, cmd: c.Fetch) -> Done:
         bad("CHANGEDSINCE needs CONDSTORE, which is not enabled.")
     seqs = s.resolve(cmd.sequence_set, cmd.uid)
     seen_now: set[int] = set()
-    if sets_seen(cmd.items) and not view.read_only:
-        unseen = [
-            view.uids[n - 1]
-            for n in seqs
-            if not view.flags[n - 1] & store_flags.SEEN
-            and view.uids[n - 1] not in view.pending_expunge
-        ]
-        if unseen:  # the implicit \Seen of BODY[] (RFC 3501 §6.4.5)
-            seen_now = await _change_flags(s, view, unseen, ["\\Seen"], "add")
-    asked_flags = any(isinstance(i, c.FetchAttribute) and i.name == "FLAGS" for i in cmd.items)
+    items = cmd.items
+    if _peek_of_whole(items):  # BODY.PEEK[] alone, the common single-message read
+        if len(seqs) == 1 and view.sizes[seqs[0] - 1] < OFFLOAD_FETCH_AT:
+            _send_whole(s, db, mailbox, view, seqs[0], cmd.uid)
+            return _FETCHED
+        asked_flags, reads_message = False, True
+    else:
+        asked_flags, reads_message = _asks_flags(items), needs_structure(items)
+        if sets_seen(items) and not view.read_only:
+            seen_now = await _implicit_seen(s, view, seqs)
     missing = False
-    reads_message = needs_structure(cmd.items)
-    prefetch = prefetcher(cmd.items) if len(seqs) > 1 else None
+    prefetch = prefetcher(items) if len(seqs) > 1 else None
     for n, seq in enumerate(seqs):
         if prefetch is not None and n % PREFETCH == 0:
             chunk = [view.uids[x - 1] for x in seqs[n : n + PREFETCH]]
@@ -173,10 +172,10 @@ async def fetch(s: SessionContext, cmd: c.Fetch) -> Done:
         fetcher = MessageFetcher(db, mailbox, view.folder, uid, view.uidvalidity)
         try:
             if reads_message and view.sizes[seq - 1] >= OFFLOAD_FETCH_AT:
-                parts = await s.offload(fetch_parts, fetcher, view, seq, cmd.items,
+                parts = await s.offload(fetch_parts, fetcher, view, seq, items,
                                         with_uid=cmd.uid)
             else:
-                parts = fetch_parts(fetcher, view, seq, cmd.items, with_uid=cmd.uid)
+                parts = fetch_parts(fetcher, view, seq, items, with_uid=cmd.uid)
         except MessageNotFoundError:
             missing = True
             continue
@@ -186,7 +185,49 @@ async def fetch(s: SessionContext, cmd: c.Fetch) -> Done:
         await s.maybe_flush()
     if missing:
         no("Some of the requested messages no longer exist.", r.EXPUNGEISSUED)
-    return Done("Fetch completed.")
+    return _FETCHED
+
+
+_FETCHED = Done("Fetch completed.")
+
+
+def _send_whole(
+    s: SessionContext, db: MailboxDatabase, mailbox: str, view: MailboxView, seq: int, uid: bool
+) -> None:
+    """``FETCH n BODY.PEEK[]`` of one message: its stored bytes, read on the loop, as
+    :func:`fetch_parts` and :func:`response.fetch_line` would put them (``UID`` first for
+    UID FETCH), copied once; the message gone is the tagged NO of the general path."""
+    number = view.uids[seq - 1]
+    try:
+        body = db.fetch_raw(mailbox, view.folder, number)
+    except MessageNotFoundError:
+        no("Some of the requested messages no longer exist.", r.EXPUNGEISSUED)
+    s.send(b"* %d FETCH (%sBODY[] {%d}\r\n%s)\r\n"
+           % (seq, b"UID %d " % number if uid else b"", len(body), body))
+
+
+def _peek_of_whole(items: Sequence[c.FetchItem]) -> bool:
+    """Just BODY.PEEK[]: no flags to set, and the message's bytes are the answer."""
+    if len(items) != 1:
+        return False
+    item = items[0]
+    return (isinstance(item, c.BodySection) and item.peek and item.partial is None
+            and not item.section.part and not item.section.text)
+
+
+def _asks_flags(items: Sequence[c.FetchItem]) -> bool:
+    return any(isinstance(i, c.FetchAttribute) and i.name == "FLAGS" for i in items)
+
+
+async def _implicit_seen(s: SessionContext, view: MailboxView, seqs: list[int]) -> set[int]:
+    """Sets the \\Seen of BODY[] (RFC 3501 §6.4.5) on the messages that lack it; the
+    sequence numbers whose flags changed."""
+    unseen = [
+        view.uids[n - 1]
+        for n in seqs
+        if not view.flags[n - 1] & store_flags.SEEN and view.uids[n - 1] not in view.pending_expunge
+    ]
+    return await _change_flags(s, view, unseen, ["\\Seen"], "add") if unseen else set()
 
 
 @COMMANDS.command(c.Store, SELECTED, USES_SEQS)
