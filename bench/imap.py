@@ -128,6 +128,30 @@ def append_cmd(folder: str, data: bytes, flags: str = "") -> bytes:
     )
 
 
+def workload(name: str, messages: int) -> Callable[[random.Random], bytes]:
+    """The commands of the STORE, APPEND and mixed workloads (bench.imap_cpu runs them
+    too): a single-message STORE, an APPEND to Sent, and 60 % FETCH BODY.PEEK[], 20 %
+    STORE, 10 % UID SEARCH UNSEEN, 10 % APPEND."""
+
+    def store(r: random.Random) -> bytes:
+        return b"STORE %d +FLAGS.SILENT (\\Flagged)" % r.randint(1, messages)
+
+    def append(r: random.Random) -> bytes:
+        return append_cmd("Sent", message(r.randint(0, 10**6)))
+
+    def mixed(r: random.Random) -> bytes:
+        x = r.random()
+        if x < 0.6:
+            return b"FETCH %d BODY.PEEK[]" % r.randint(1, messages)
+        if x < 0.8:
+            return b"STORE %d +FLAGS.SILENT (\\Answered)" % r.randint(1, messages)
+        if x < 0.9:
+            return b"UID SEARCH UNSEEN"
+        return append(r)
+
+    return {"store": store, "append": append, "mixed": mixed}[name]
+
+
 # --------------------------------------------------------------------------- servers
 
 
@@ -328,22 +352,9 @@ async def run_suite(
     await rate(
         "search_body_ops", lambda r: b"UID SEARCH BODY tag%02d" % r.randrange(TAGS), search_ops
     )()
-    await rate(
-        "store_ops", lambda r: b"STORE %d +FLAGS.SILENT (\\Flagged)" % r.randint(1, messages)
-    )()
-    await rate("append_ops", lambda r: append_cmd("Sent", message(r.randint(0, 10**6))))()
-
-    def mixed(r: random.Random) -> bytes:
-        x = r.random()
-        if x < 0.6:
-            return b"FETCH %d BODY.PEEK[]" % r.randint(1, messages)
-        if x < 0.8:
-            return b"STORE %d +FLAGS.SILENT (\\Answered)" % r.randint(1, messages)
-        if x < 0.9:
-            return b"UID SEARCH UNSEEN"
-        return append_cmd("Sent", message(r.randint(0, 10**6)))
-
-    await rate("mixed_ops", mixed)()
+    await rate("store_ops", workload("store", messages))()
+    await rate("append_ops", workload("append", messages))()
+    await rate("mixed_ops", workload("mixed", messages))()
     for c in clients:
         await c.close()
     res["idle_wakeup_ms"] = await idle_latency(port, idle_rounds)

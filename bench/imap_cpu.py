@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.imap import Client, append_cmd, message, prepare_ours
+from bench.imap import Client, prepare_ours, workload
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
@@ -45,28 +45,6 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
         else:
             other += spent
     return main, other
-
-
-def workload(name: str, messages: int) -> Callable[[random.Random], bytes]:
-    """bench/imap.py's commands for ``name``."""
-
-    def store(r: random.Random) -> bytes:
-        return b"STORE %d +FLAGS.SILENT (\\Flagged)" % r.randint(1, messages)
-
-    def append(r: random.Random) -> bytes:
-        return append_cmd("Sent", message(r.randint(0, 10**6)))
-
-    def mixed(r: random.Random) -> bytes:
-        x = r.random()
-        if x < 0.6:
-            return b"FETCH %d BODY.PEEK[]" % r.randint(1, messages)
-        if x < 0.8:
-            return b"STORE %d +FLAGS.SILENT (\\Answered)" % r.randint(1, messages)
-        if x < 0.9:
-            return b"UID SEARCH UNSEEN"
-        return append(r)
-
-    return {"store": store, "append": append, "mixed": mixed}[name]
 
 
 async def measure(

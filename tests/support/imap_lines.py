@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 
 from tests.support.imap_server import PASSWORD, USERS, ServerThread
@@ -15,6 +16,9 @@ def msg(n: int) -> bytes:
         f"From: s{n}@example.test\r\nTo: {ALICE}\r\nSubject: m{n}\r\n"
         f"Message-ID: <{n}@example.test>\r\n\r\nbody {n}\r\n"
     ).encode()
+
+
+_LITERAL = re.compile(rb"\{(\d+)\}\r\n$")
 
 
 class Client:
@@ -35,6 +39,8 @@ class Client:
         while True:
             line = self.file.readline()
             assert line, "connection closed"
+            while (m := _LITERAL.search(line)) is not None:  # long strings go as literals
+                line += self.file.read(int(m.group(1))) + self.file.readline()
             if line.startswith(tag + b" "):
                 assert line.startswith(tag + b" OK"), line
                 return out

@@ -6,8 +6,6 @@ through a server on a real database, old-layout rows included."""
 from __future__ import annotations
 
 import json
-import re
-import socket
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -20,7 +18,8 @@ from clustermail.mail.imap import envelope_json
 from clustermail.mail.imap import fetch as imap_fetch
 from clustermail.mail.imap import response as r
 from clustermail.mail.store import MailboxDatabase, mime
-from tests.support.imap_server import PASSWORD, USERS, ServerThread
+from tests.support.imap_lines import Client
+from tests.support.imap_server import USERS, ServerThread
 
 ALICE = USERS[0]
 CORPUS_DIR = Path(__file__).parent / "reference" / "corpus" / "messages"
@@ -183,35 +182,6 @@ def test_random_json_is_rendered_only_when_it_is_an_envelope(value: object) -> N
 # ----------------------------------------------------------------- end to end
 
 
-class _Client:
-    """A raw client that reads literals too (long ENVELOPE strings go as literals)."""
-
-    def __init__(self, server: ServerThread) -> None:
-        self.sock = socket.create_connection((server.host, server.port), timeout=10)
-        self.file = self.sock.makefile("rb")
-        self.n = 0
-        assert self.file.readline().startswith(b"* OK")
-        self.cmd(f'LOGIN "{ALICE}" "{PASSWORD}"')
-
-    def cmd(self, text: str) -> list[bytes]:
-        self.n += 1
-        tag = b"t%d" % self.n
-        self.sock.sendall(tag + b" " + text.encode() + b"\r\n")
-        out: list[bytes] = []
-        while True:
-            line = self.file.readline()
-            while (m := re.search(rb"\{(\d+)\}\r\n$", line)) is not None:
-                line += self.file.read(int(m.group(1))) + self.file.readline()
-            if line.startswith(tag + b" "):
-                assert line.startswith(tag + b" OK"), line
-                return out
-            out.append(line)
-
-    def close(self) -> None:
-        self.cmd("LOGOUT")
-        self.sock.close()
-
-
 def test_fetch_all_envelopes_cold_matches_one_at_a_time(
     server: ServerThread, db: MailboxDatabase
 ) -> None:
@@ -224,7 +194,7 @@ def test_fetch_all_envelopes_cold_matches_one_at_a_time(
         spaced = json.dumps(json.loads(text))
         conn.execute("UPDATE body SET structure = ? WHERE id = ?", (spaced, body_id))
     conn.close()
-    c = _Client(server)
+    c = Client(server)
     try:
         c.cmd("SELECT INBOX")
         imap_fetch._CACHE.data.clear()
