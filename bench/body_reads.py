@@ -204,9 +204,15 @@ def summary(cells: dict[str, list[Cell]]) -> dict[str, Any]:
     ours = out.get("clustermail")
     for name, cell in out.items():
         if ours is not None and name != "clustermail":
-            cell["ours_rate_ratio"] = round(ours["ops_per_s"] / cell["ops_per_s"], 2)
-            cell["ours_cpu_ratio"] = round(cell["cpu_us_per_op"] / ours["cpu_us_per_op"], 2)
+            # None where a side measured nothing: CPU time counts in clock ticks (10 ms),
+            # which a short run may not reach.
+            cell["ours_rate_ratio"] = _ratio(ours["ops_per_s"], cell["ops_per_s"])
+            cell["ours_cpu_ratio"] = _ratio(cell["cpu_us_per_op"], ours["cpu_us_per_op"])
     return out
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 2) if b else None
 
 
 def formats(text: str) -> list[str]:

@@ -28,6 +28,13 @@ def test_summary_gives_medians_and_ratios_ours_over_theirs() -> None:
     assert out["dovecot-maildir"]["ours_cpu_ratio"] == 0.5  # theirs ÷ ours: above 1 we spend less
 
 
+def test_a_side_that_measured_no_cpu_time_gives_no_ratio() -> None:
+    """CPU time comes in 10 ms ticks: a short run may see none (it divided by zero)."""
+    out = summary({"clustermail": [(100.0, 0.0)], "dovecot-maildir": [(400.0, 10.0)]})
+    assert out["dovecot-maildir"]["ours_cpu_ratio"] is None
+    assert out["dovecot-maildir"]["ours_rate_ratio"] == 0.25
+
+
 def test_unknown_format_is_refused_with_the_choices() -> None:
     assert formats("maildir,sdbox") == ["maildir", "sdbox"]
     with pytest.raises(argparse.ArgumentTypeError, match="sdbox, mdbox, maildir"):

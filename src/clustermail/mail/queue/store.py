@@ -382,7 +382,7 @@ class Queue:
     async def _write(self, apply: Callable[[Tx], T], size: int = 0) -> T:
         if self._writer is None:
             raise QueueError(f"queue {self.path} is not open")
-        return await asyncio.wrap_future(self._writer.submit(apply, size=size))
+        return await self._writer.submit_async(apply, size=size)
 
     async def enqueue(self, message: NewMessage) -> str:
         """Stores a message durably (after the commit); returns its queue id."""
