@@ -81,6 +81,30 @@ def test_memory_stays_bounded_and_says_when_it_forgets_a_folder() -> None:
     assert log.since(2, 8, 20, 21) is None and log.since(1, 7, 10, 12) is not None
 
 
+def test_memory_is_bounded_by_the_changes_kept_not_only_the_commits() -> None:
+    """A client setting the flags of whole large folders again and again: a commit too
+    large is not kept (and readers are told, as for a forgotten folder), a folder keeps
+    at most half of all the changes, and the folders together at most all of them."""
+    forgotten: list[int] = []
+    log = FlagLog(on_forget=lambda: forgotten.append(1), changes=64)
+    log.record(1, 7, 11, [change(u, 1, 11) for u in range(1, 4)])
+    assert log.since(1, 7, 10, 11) is not None
+    log.record(1, 7, 12, [change(u, 1, 12) for u in range(1, 6)])  # 5 > 64 // 16
+    assert forgotten == [1]
+    assert log.since(1, 7, 10, 12) is None and log.latest(7, 10) == (10, [])
+    for modseq in range(13, 25):  # 3 changes each: 36 > 64 // 2
+        log.record(1, 7, modseq, [change(u, 1, modseq) for u in range(1, 4)])
+    assert log._total <= 32
+    assert log.since(1, 7, 12, 24) is None  # its oldest went first
+    assert log.since(1, 7, 14, 24) is not None
+    for folder in range(2, 6):  # other folders: the least recently changed goes
+        for modseq in range(1, 5):
+            log.record(folder, 100 + folder, modseq, [change(u, 1, modseq) for u in (1, 2, 3)])
+    assert log._total <= 64
+    assert log.since(1, 7, 14, 24) is None and len(forgotten) > 1
+    assert log.since(5, 105, 0, 4) is not None
+
+
 def test_a_forgotten_folder_sends_readers_to_the_database(tmp_path: Path) -> None:
     """With room for one folder, a STORE in another makes the database forget the first:
     a reader of the first that looked before must read the database, not take its folder

@@ -18,7 +18,9 @@ read the folder row: the folder's HIGHESTMODSEQ is then its last recorded modseq
 
 The one write that changes flags without a new modseq, a claim of \\Recent, is applied
 to the entries too (:meth:`FlagLog.recent_claimed`, after its commit like a record).
-Memory is bounded (:data:`KEEP` changes per folder, :data:`FOLDERS` folders).
+Memory is bounded (:data:`KEEP` commits per folder, :data:`FOLDERS` folders, and
+:data:`CHANGES` changed messages in all: a client setting the flags of whole large
+folders again and again must not grow it).
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ from clustermail.mail.store.types import FlagChange
 
 #: Flag-change commits kept per folder: a session that is further behind reads the database.
 KEEP = 128
-#: Folders kept, those with the latest flag changes (memory stays bounded: ~20 MB at most).
+#: Folders kept, those with the latest flag changes.
 FOLDERS = 1024
+#: Changed messages kept in all folders (~150 bytes each: ~10 MB at most). A commit that
+#: changed more than a sixteenth of this (a STORE of a whole large folder) is not kept.
+CHANGES = 65_536
 
 
 def _nothing() -> None:
@@ -41,12 +46,13 @@ def _nothing() -> None:
 
 
 class _Entries:
-    __slots__ = ("folder_id", "items")
+    __slots__ = ("count", "folder_id", "items")
 
-    def __init__(self, folder_id: int, keep: int) -> None:
+    def __init__(self, folder_id: int) -> None:
         self.folder_id = folder_id
         #: (modseq, changes) for consecutive modseqs
-        self.items: deque[tuple[int, Sequence[FlagChange]]] = deque(maxlen=keep)
+        self.items: deque[tuple[int, Sequence[FlagChange]]] = deque()
+        self.count = 0  # changes in items
 
 
 class FlagLog:
@@ -55,10 +61,16 @@ class FlagLog:
     for unchanged, so its caller must stop relying on it (see the database)."""
 
     def __init__(
-        self, keep: int = KEEP, folders: int = FOLDERS, on_forget: Callable[[], None] = _nothing
+        self,
+        keep: int = KEEP,
+        folders: int = FOLDERS,
+        on_forget: Callable[[], None] = _nothing,
+        changes: int = CHANGES,
     ) -> None:
         self._keep = keep
         self._max_folders = folders
+        self._max_changes = changes
+        self._total = 0  # changes kept in all folders
         self._on_forget = on_forget
         self._lock = threading.Lock()
         self._folders: OrderedDict[int, _Entries] = OrderedDict()  # by UIDVALIDITY, LRU
@@ -70,15 +82,37 @@ class FlagLog:
         """A committed flag change of the folder under ``modseq`` (writer thread)."""
         with self._lock:
             entries = self._folders.get(uidvalidity)
+            if len(changes) > self._max_changes // 16:
+                # Too large to keep: the folder's readers ask the database from now on
+                # (forgetting it tells those who rely on :meth:`latest`).
+                if entries is not None:
+                    self._forget(uidvalidity)
+                self._on_forget()
+                return
             if entries is None or entries.folder_id != folder_id:
-                entries = self._folders[uidvalidity] = _Entries(folder_id, self._keep)
-                if len(self._folders) > self._max_folders:
-                    self._folders.popitem(last=False)
-                    self._on_forget()
+                if entries is not None:
+                    self._forget(uidvalidity)
+                entries = self._folders[uidvalidity] = _Entries(folder_id)
             elif entries.items and entries.items[-1][0] != modseq - 1:
-                entries.items.clear()  # modseqs in between went to other writes
+                self._total -= entries.count  # modseqs in between went to other writes
+                entries.items.clear()
+                entries.count = 0
             self._folders.move_to_end(uidvalidity)
             entries.items.append((modseq, changes))
+            entries.count += len(changes)
+            self._total += len(changes)
+            # Its oldest commits go first (a reader further behind asks the database): at
+            # most KEEP of them, and at most half of all the changes kept.
+            while len(entries.items) > self._keep or entries.count > self._max_changes // 2:
+                _, dropped = entries.items.popleft()
+                entries.count -= len(dropped)
+                self._total -= len(dropped)
+            while len(self._folders) > self._max_folders or self._total > self._max_changes:
+                self._forget(next(iter(self._folders)))  # the least recently changed
+                self._on_forget()
+
+    def _forget(self, uidvalidity: int) -> None:
+        self._total -= self._folders.pop(uidvalidity).count
 
     def recent_claimed(self, folder_id: int, uidvalidity: int, uids: Sequence[int]) -> None:
         """A committed claim cleared \\Recent of ``uids``: as in the message table."""
@@ -146,3 +180,4 @@ class FlagLog:
     def clear(self) -> None:
         with self._lock:
             self._folders.clear()
+            self._total = 0
