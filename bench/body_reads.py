@@ -21,7 +21,6 @@ import functools
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -85,24 +84,11 @@ def master_pid(run_dir: Path) -> int:
 
 
 def pop3_cell(port: int, pids: Pids, seconds: float) -> Cell:
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        f = s.makefile("rb")
-        f.readline()
-        s.sendall(f"USER {mail.POP_USER}\r\nPASS {mail.PASSWORD}\r\n".encode())
-        assert f.readline().startswith(b"+OK")
-        assert f.readline().startswith(b"+OK")
+    def meter() -> Callable[[], float]:
         servers = pids()  # Dovecot's pop3 process exists once logged in
-        cpu0, ops, started = cpu_seconds(servers), 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - started) < seconds:
-            s.sendall(b"RETR %d\r\n" % (ops % 100 + 1))
-            assert f.readline().startswith(b"+OK")
-            while f.readline() != b".\r\n":
-                pass
-            ops += 1
-        used = cpu_seconds(servers) - cpu0
-        s.sendall(b"QUIT\r\n")
-    return ops / elapsed, used / ops * 1e6
+        return lambda: cpu_seconds(servers)
+
+    return mail.pop3_retr(port, mail.POP_USER, 100, seconds, meter)
 
 
 def pop3_cells(tmp: Path, args: argparse.Namespace) -> dict[str, list[Cell]]:

@@ -191,7 +191,16 @@ def smtp_cell(target: Target, sessions: int, size: int, messages: int) -> float:
     return messages / (time.perf_counter() - started)
 
 
-def pop3_retr(port: int, user: str, count: int, seconds: float) -> float:
+def pop3_retr(
+    port: int,
+    user: str,
+    count: int,
+    seconds: float,
+    logged_in: Callable[[], Callable[[], float]] | None = None,
+) -> tuple[float, float]:
+    """RETR of messages 1..count in turn over one session for ``seconds``: (ops/s, and
+    µs per RETR of what ``logged_in`` measures; called once the session is logged in, it
+    returns the meter, e.g. the server's CPU seconds — 0 without one)."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         f = s.makefile("rb")
@@ -200,17 +209,17 @@ def pop3_retr(port: int, user: str, count: int, seconds: float) -> float:
         assert f.readline().startswith(b"+OK")
         reply = f.readline()
         assert reply.startswith(b"+OK"), reply
-        ops, n = 0, 0
-        started = time.perf_counter()
+        meter = logged_in() if logged_in is not None else (lambda: 0.0)
+        used, ops, started = meter(), 0, time.perf_counter()
         while (elapsed := time.perf_counter() - started) < seconds:
-            s.sendall(b"RETR %d\r\n" % (n % count + 1))
+            s.sendall(b"RETR %d\r\n" % (ops % count + 1))
             assert f.readline().startswith(b"+OK")
             while f.readline() != b".\r\n":
                 pass
             ops += 1
-            n += 1
+        used = meter() - used
         s.sendall(b"QUIT\r\n")
-        return ops / elapsed
+        return ops / elapsed, used / ops * 1e6
 
 
 def message(i: int, size: int = 2000) -> bytes:
@@ -261,7 +270,7 @@ def pop3_cells(tmp: Path, ours: Ours, args: argparse.Namespace,
     try:
         for r in range(args.rounds):
             for name, port in ports.items():
-                rounds[name].append(pop3_retr(port, POP_USER, 100, args.seconds))
+                rounds[name].append(pop3_retr(port, POP_USER, 100, args.seconds)[0])
                 print(f"round {r + 1} POP3 RETR {name:12} {rounds[name][-1]:8.0f} ops/s",
                       flush=True)
     finally:

@@ -260,9 +260,14 @@ class MessageFetcher:
         return self.read(start, end) if end > start else b""
 
 
+def whole_message(item: c.BodySection) -> bool:
+    """``BODY[]`` or ``BODY.PEEK[]``: all of the message, no part, no range."""
+    return item.partial is None and not item.section.part and not item.section.text
+
+
 def _section_name(item: c.BodySection) -> bytes:
     """The item's name in the response (``BODY[]`` for the whole message, the common one)."""
-    if item.partial is None and not item.section.part and not item.section.text:
+    if whole_message(item):
         return b"BODY[]"
     return item.response_name().encode("ascii")
 

@@ -22,6 +22,7 @@ from clustermail.mail.imap.fetch import (
     needs_structure,
     prefetcher,
     sets_seen,
+    whole_message,
 )
 from clustermail.mail.imap.mailbox_view import MailboxView
 from clustermail.mail.imap.outcome import Done, bad, no
@@ -211,8 +212,7 @@ def _peek_of_whole(items: Sequence[c.FetchItem]) -> bool:
     if len(items) != 1:
         return False
     item = items[0]
-    return (isinstance(item, c.BodySection) and item.peek and item.partial is None
-            and not item.section.part and not item.section.text)
+    return isinstance(item, c.BodySection) and item.peek and whole_message(item)
 
 
 def _asks_flags(items: Sequence[c.FetchItem]) -> bool:
