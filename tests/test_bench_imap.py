@@ -85,4 +85,10 @@ def test_a_tiny_run_measures_every_workload_on_every_server(tmp_path: Path) -> N
         assert len(before) == len(after) == 3
     table = doc.read_text()
     assert "| workload | ours | Dovecot sdbox | Dovecot mdbox | Dovecot maildir | target |" in table
-    assert table.count("\n| ") == len(ROWS) + 1  # the header row and one per workload
+    rates = [key for _, key, higher, _ in ROWS if higher]
+    for server in servers:  # server CPU per operation of every rate workload
+        assert set(results["cpu_us"][server]) == set(rates)
+        assert all(v >= 0 for v in results["cpu_us"][server].values())
+    main = table[: table.index("| server CPU per operation")]
+    assert main.count("\n| ") == len(ROWS) + 1  # the header row and one per workload
+    assert table.count("\n| ") == len(ROWS) + 1 + len(rates) + 1  # and the CPU table

@@ -1,0 +1,50 @@
+"""CPU time of benchmarked servers from /proc: user + system seconds of given processes,
+and the worker processes of a Dovecot master (its ``imap`` or ``pop3`` children)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system seconds of every thread of ``pids`` (a process that ended: 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        total += int(fields[11]) + int(fields[12])
+    return total / TICK
+
+
+def children(parent: int, name: str) -> list[int]:
+    """Processes called ``name`` whose parent is ``parent`` (a Dovecot master)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        if comm == name and int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            out.append(int(entry))
+    return out
+
+
+def master_pid(run_dir: Path) -> int:
+    """The PID Dovecot's master writes once it runs (it may answer on its port first)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return int((run_dir / "master.pid").read_text().strip())
+        except (OSError, ValueError):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no Dovecot master.pid in {run_dir}") from None
+            time.sleep(0.05)
