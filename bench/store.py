@@ -73,14 +73,21 @@ def store_rate(root: Path, size: int, lanes: int, seconds: float) -> dict[str, f
     tpl = template(size)
     asyncio.run(delivery_cell(db, tpl, lanes, 0.2))  # warm-up
     before = db.stats.commits, db.stats.jobs
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     done = asyncio.run(delivery_cell(db, tpl, lanes, seconds))
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     commits, jobs = db.stats.commits - before[0], db.stats.jobs - before[1]
     db.dismount()
     for suffix in ("", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
-    return {"rate": done / elapsed, "per_commit": jobs / max(1, commits)}
+    return {"rate": done / elapsed, "per_commit": jobs / max(1, commits)} | spent(
+        cpu, elapsed, done)
+
+
+def spent(cpu: float, elapsed: float, done: int) -> dict[str, float]:
+    """The process's CPU (every thread, user + system) per delivery, and how many cores
+    it kept busy: what bounds a cell that is not waiting on the disk."""
+    return {"cpu_us": cpu / max(1, done) * 1e6, "cores": cpu / elapsed}
 
 
 # --------------------------------------------------------------------------- the baseline
@@ -123,15 +130,15 @@ def maildir_rate(root: Path, size: int, lanes: int, seconds: float) -> dict[str,
             n += 1
         counts[i] = n
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     threads = [threading.Thread(target=lane, args=(i,)) for i in range(lanes)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     shutil.rmtree(base)
-    return {"rate": sum(counts) / elapsed}
+    return {"rate": sum(counts) / elapsed} | spent(cpu, elapsed, sum(counts))
 
 
 # --------------------------------------------------------------------------- 100 000 messages
@@ -222,11 +229,20 @@ def main() -> None:
         for label, size in SIZES.items():
             for lanes in CONCURRENCY:
                 store, maildir, batch = [], [], []
+                used: dict[str, list[float]] = {
+                    f"{name}_{what}": []
+                    for name in ("store", "maildir")
+                    for what in ("cpu_us", "cores")
+                }
                 for _ in range(args.rounds):
                     s = store_rate(root, size, lanes, args.seconds)
                     store.append(s["rate"])
                     batch.append(s["per_commit"])
-                    maildir.append(maildir_rate(root, size, lanes, args.seconds)["rate"])
+                    m = maildir_rate(root, size, lanes, args.seconds)
+                    maildir.append(m["rate"])
+                    for name, got in (("store", s), ("maildir", m)):
+                        used[f"{name}_cpu_us"].append(got["cpu_us"])
+                        used[f"{name}_cores"].append(got["cores"])
                 cell: dict[str, Any] = {
                     "size": label,
                     "deliverers": lanes,
@@ -235,13 +251,15 @@ def main() -> None:
                     "deliveries_per_commit": statistics.median(batch),
                     "store_rounds": store,
                     "maildir_rounds": maildir,
-                }
+                } | {key: statistics.median(values) for key, values in used.items()}
                 cell["ratio"] = cell["store_per_s"] / cell["maildir_per_s"]
                 cells.append(cell)
                 print(
                     f"{label:>6} x{lanes:<3} store {cell['store_per_s']:8.0f}/s  "
                     f"maildir {cell['maildir_per_s']:8.0f}/s  ratio {cell['ratio']:.2f}  "
-                    f"({cell['deliveries_per_commit']:.1f} per commit)",
+                    f"({cell['deliveries_per_commit']:.1f} per commit)  CPU per delivery "
+                    f"{cell['store_cpu_us']:.0f} / {cell['maildir_cpu_us']:.0f} µs, cores "
+                    f"{cell['store_cores']:.2f} / {cell['maildir_cores']:.2f}",
                     flush=True,
                 )
         big = big_folder(root, args.big)
@@ -259,12 +277,17 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print()
-    print("| size | deliverers | store/s | Maildir+fsync/s | ratio | per commit |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| size | deliverers | store/s | Maildir+fsync/s | ratio | per commit "
+        "| CPU µs per delivery (store / Maildir) | cores busy (store / Maildir) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for c in cells:
         print(
             f"| {c['size']} | {c['deliverers']} | {c['store_per_s']:.0f} "
-            f"| {c['maildir_per_s']:.0f} | {c['ratio']:.2f}x | {c['deliveries_per_commit']:.1f} |"
+            f"| {c['maildir_per_s']:.0f} | {c['ratio']:.2f}x | {c['deliveries_per_commit']:.1f} "
+            f"| {c['store_cpu_us']:.0f} / {c['maildir_cpu_us']:.0f} "
+            f"| {c['store_cores']:.2f} / {c['maildir_cores']:.2f} |"
         )
     print()
     for key, value in big.items():

@@ -1,0 +1,29 @@
+"""bench/store.py: one tiny run writes every cell, with the CPU each side spent."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_a_tiny_run_reports_rates_and_cpu_per_delivery(tmp_path: Path) -> None:
+    out = tmp_path / "store.json"
+    got = subprocess.run(
+        [sys.executable, "-m", "bench.store", "--seconds", "0.2", "--rounds", "1",
+         "--big", "50", "--dir", str(tmp_path), "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert got.returncode == 0, got.stderr[-3000:]
+    cells = json.loads(out.read_text())["deliveries"]
+    assert {(c["size"], c["deliverers"]) for c in cells} == {
+        (size, lanes) for size in ("2KB", "20KB", "200KB") for lanes in (1, 10)}
+    for c in cells:
+        assert c["store_per_s"] > 0 and c["maildir_per_s"] > 0
+        # CPU per delivery and cores busy, both sides: a delivery costs some CPU
+        assert c["store_cpu_us"] > 0 and c["maildir_cpu_us"] > 0
+        assert c["store_cores"] > 0 and c["maildir_cores"] > 0
+    assert "| CPU µs per delivery (store / Maildir) |" in got.stdout
