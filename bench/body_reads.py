@@ -2,9 +2,11 @@
 
     python -m bench.body_reads [--rounds 3] [--seconds 3] [--messages 10000] [--ops 500]
                                [--formats maildir,sdbox] [--only pop3|imap]
+                               [--pop3-placement shared|split|any]
 
 POP3: one session sending ``RETR n`` over 100 messages of 2 KB (bench.mail's client and
-corpus) to our POP3 service and to Dovecot's (Maildir). IMAP: 10 sessions each sending
+corpus) to our POP3 service and to Dovecot's (Maildir), the client and the server on one
+CPU unless told otherwise (bench.mail.PLACEMENTS). IMAP: 10 sessions each sending
 ``--ops`` ``FETCH n BODY.PEEK[]`` of random messages of a ``--messages`` INBOX
 (bench.imap's corpus, ~4.5 KB each) to our IMAP server and to Dovecot on each of
 ``--formats``. Rounds are interleaved (ours, then each peer, again). Each cell gives the
@@ -32,63 +34,20 @@ from typing import Any
 
 from bench import imap, mail
 from bench import mail_peers as peers
+from bench.procs import children, cpu_seconds, master_pid
 
 RESULTS = Path(__file__).with_name("results") / "body-reads.json"
 SESSIONS = 10
-TICK = os.sysconf("SC_CLK_TCK")
 
 Cell = tuple[float, float]  # ops/s, server CPU µs per op
 Pids = Callable[[], list[int]]
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # ended meanwhile
-        total += int(fields[11]) + int(fields[12])
-    return total / TICK
-
-
-def children(parent: int, name: str) -> list[int]:
-    """Processes called ``name`` whose parent is ``parent`` (a Dovecot master)."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        if comm == name and int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-            out.append(int(entry))
-    return out
-
-
-def master_pid(run_dir: Path) -> int:
-    """The PID Dovecot's master writes once it runs (it may answer on its port first)."""
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            return int((run_dir / "master.pid").read_text().strip())
-        except (OSError, ValueError):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no Dovecot master.pid in {run_dir}") from None
-            time.sleep(0.05)
-
-
 # --------------------------------------------------------------------------- POP3
 
 
-def pop3_cell(port: int, pids: Pids, seconds: float) -> Cell:
-    def meter() -> Callable[[], float]:
-        servers = pids()  # Dovecot's pop3 process exists once logged in
-        return lambda: cpu_seconds(servers)
-
-    return mail.pop3_retr(port, mail.POP_USER, 100, seconds, meter)
+def pop3_cell(port: int, pids: Pids, seconds: float, placement: str) -> Cell:
+    return mail.pop3_retr(port, mail.POP_USER, 100, seconds, pids, placement)
 
 
 def pop3_cells(tmp: Path, args: argparse.Namespace) -> dict[str, list[Cell]]:
@@ -108,7 +67,7 @@ def pop3_cells(tmp: Path, args: argparse.Namespace) -> dict[str, list[Cell]]:
         cells: dict[str, list[Cell]] = {name: [] for name in targets}
         for r in range(args.rounds):
             for name, (port, pids) in targets.items():
-                cells[name].append(pop3_cell(port, pids, args.seconds))
+                cells[name].append(pop3_cell(port, pids, args.seconds, args.pop3_placement))
                 report(f"round {r + 1} POP3 RETR", name, cells[name][-1])
         return cells
     finally:
@@ -218,6 +177,8 @@ def main() -> None:
     parser.add_argument("--ops", type=imap.positive, default=500, help="per IMAP session")
     parser.add_argument("--formats", type=formats, default=["maildir", "sdbox"],
                         help="Dovecot's (POP3 runs against maildir when listed)")
+    parser.add_argument("--pop3-placement", choices=mail.PLACEMENTS, default="shared",
+                        help="POP3 client and server on one CPU (default), two, or any")
     parser.add_argument("--only", choices=("pop3", "imap"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -233,7 +194,8 @@ def main() -> None:
         results["imap_fetch_body_peek"] = summary(asyncio.run(imap_cells(tmp / "imap", args)))
     results["meta"] = {
         "rounds": args.rounds, "seconds": args.seconds, "messages": args.messages,
-        "ops": args.ops, "sessions": SESSIONS, "cpus": os.cpu_count(),
+        "ops": args.ops,
+        "pop3_placement": args.pop3_placement, "sessions": SESSIONS, "cpus": os.cpu_count(),
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,

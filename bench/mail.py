@@ -3,13 +3,14 @@ next to aiosmtpd's Sink (no disk: the ceiling) and two peers as private instance
 (Postfix -> LMTP -> Dovecot, Postfix virtual(8) -> Maildir) and Dovecot's POP3.
 
     python -m bench.mail [--messages 1000] [--rounds 3] [--seconds 3] [--no-peers]
-                         [--only smtp|pop3]
+                         [--only smtp|pop3] [--pop3-placement shared|split|any]
 
 SMTP load comes from Postfix's smtp-source (1 and 10 sessions, 2 KB and 20 KB); each cell
 is timed until every message is in the mailbox (ours answers 250 only after the commit,
 so that is when smtp-source ends; the peers are polled). Rounds are interleaved and the
 median round is reported. Writes bench/results/mail.json (``--only pop3``: mail-pop3.json,
-our POP3 RETR and Dovecot's, rounds interleaved, nothing else started).
+our POP3 RETR and Dovecot's, rounds interleaved, nothing else started). The POP3 client
+and each server share one CPU while timed unless told otherwise (see PLACEMENTS).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import mail_peers as peers
+from bench import procs
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("results") / "mail.json"
@@ -191,16 +193,43 @@ def smtp_cell(target: Target, sessions: int, size: int, messages: int) -> float:
     return messages / (time.perf_counter() - started)
 
 
+#: Where the POP3 client and the server run: ``shared``, both on one CPU; ``split``, on
+#: two; ``any``, where the scheduler puts them. On a virtual machine, one session's round
+#: trips between two CPUs cost a wake-up of an idle CPU each way (tens of microseconds,
+#: partly charged to the processes), and the scheduler chooses differently from run to
+#: run and between two servers in the same minute: the rates of ``any`` swing by 3-4x
+#: (docs/performance-mail.md). ``shared`` measures the servers' own work.
+PLACEMENTS = ("shared", "split", "any")
+
+
+def placement_cpus(placement: str) -> tuple[set[int], set[int]] | None:
+    """(client's CPUs, server's CPUs) for a placement; None for ``any``."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if placement == "any":
+        return None
+    if placement == "split":
+        if len(cpus) < 2:
+            raise ValueError("placement 'split' needs two CPUs")
+        return {cpus[0]}, {cpus[-1]}
+    return {cpus[-1]}, {cpus[-1]}
+
+
 def pop3_retr(
     port: int,
     user: str,
     count: int,
     seconds: float,
-    logged_in: Callable[[], Callable[[], float]] | None = None,
+    servers: Callable[[], list[int]] | None = None,
+    placement: str = "any",
 ) -> tuple[float, float]:
-    """RETR of messages 1..count in turn over one session for ``seconds``: (ops/s, and
-    µs per RETR of what ``logged_in`` measures; called once the session is logged in, it
-    returns the meter, e.g. the server's CPU seconds — 0 without one)."""
+    """RETR of messages 1..count in turn over one session for ``seconds``: ops/s, and
+    the CPU time per RETR (µs, user + system) of the processes ``servers`` lists once
+    the session is logged in (0 without). Those processes and this thread run as
+    ``placement`` says (:data:`PLACEMENTS`) for the timed part."""
+    chosen = placement_cpus(placement)
+    if chosen is not None and servers is None:
+        raise ValueError(f"placement {placement!r} needs the server's processes")
+    mine = os.sched_getaffinity(0)
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         f = s.makefile("rb")
@@ -209,15 +238,22 @@ def pop3_retr(
         assert f.readline().startswith(b"+OK")
         reply = f.readline()
         assert reply.startswith(b"+OK"), reply
-        meter = logged_in() if logged_in is not None else (lambda: 0.0)
-        used, ops, started = meter(), 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - started) < seconds:
-            s.sendall(b"RETR %d\r\n" % (ops % count + 1))
-            assert f.readline().startswith(b"+OK")
-            while f.readline() != b".\r\n":
-                pass
-            ops += 1
-        used = meter() - used
+        pids = servers() if servers is not None else []  # Dovecot's exists once logged in
+        try:
+            if chosen is not None:
+                procs.pin([0], chosen[0])
+                procs.pin(pids, chosen[1])
+            used, ops, started = procs.cpu_seconds(pids), 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - started) < seconds:
+                s.sendall(b"RETR %d\r\n" % (ops % count + 1))
+                assert f.readline().startswith(b"+OK")
+                while f.readline() != b".\r\n":
+                    pass
+                ops += 1
+            used = procs.cpu_seconds(pids) - used
+        finally:
+            if chosen is not None:
+                procs.pin([0, *pids], mine)
         s.sendall(b"QUIT\r\n")
         return ops / elapsed, used / ops * 1e6
 
@@ -253,9 +289,12 @@ def fill_maildir(folder: Path, n: int) -> None:
 
 def pop3_cells(tmp: Path, ours: Ours, args: argparse.Namespace,
                errors: dict[str, str]) -> dict[str, Any]:
-    """POP3 RETR ops/s, ours and Dovecot's, rounds interleaved (medians, and every round)."""
+    """POP3 RETR ops/s, ours and Dovecot's, rounds interleaved (medians, and every round),
+    with each server's CPU time per RETR, client and server placed as ``--pop3-placement``
+    says."""
     fill_ours(ours, 100)
-    ports = {"clustermail": ours.pop3_port}
+    targets: dict[str, tuple[int, Callable[[], list[int]]]] = {
+        "clustermail": (ours.pop3_port, lambda: [ours.proc.pid])}
     dovecot = None
     if not args.no_peers:
         try:
@@ -263,21 +302,28 @@ def pop3_cells(tmp: Path, ours: Ours, args: argparse.Namespace,
             dovecot = peers.dovecot_pop3(tmp, port, POP_USER, PASSWORD)
             fill_maildir(dovecot.folder / "mail" / POP_USER, 100)
             dovecot.start(port)
-            ports["dovecot"] = port
+            master = procs.master_pid(dovecot.folder / "run")
+            targets["dovecot"] = (port, lambda: procs.children(master, "pop3"))
         except Exception as exc:
             errors["dovecot-pop3"] = str(exc)[:500]
-    rounds: dict[str, list[float]] = {name: [] for name in ports}
+    rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
     try:
         for r in range(args.rounds):
-            for name, port in ports.items():
-                rounds[name].append(pop3_retr(port, POP_USER, 100, args.seconds)[0])
-                print(f"round {r + 1} POP3 RETR {name:12} {rounds[name][-1]:8.0f} ops/s",
-                      flush=True)
+            for name, (port, servers) in targets.items():
+                rounds[name].append(pop3_retr(port, POP_USER, 100, args.seconds, servers,
+                                              args.pop3_placement))
+                rate, cpu = rounds[name][-1]
+                print(f"round {r + 1} POP3 RETR {name:12} {rate:8.0f} ops/s {cpu:6.1f} µs "
+                      f"server CPU/RETR ({args.pop3_placement})", flush=True)
     finally:
         if dovecot is not None:
             dovecot.stop()
-    cells: dict[str, Any] = {name: round(statistics.median(v)) for name, v in rounds.items()}
-    cells["rounds"] = {name: [round(x) for x in v] for name, v in rounds.items()}
+    cells: dict[str, Any] = {name: round(statistics.median(c[0] for c in v))
+                             for name, v in rounds.items()}
+    cells["rounds"] = {name: [round(c[0]) for c in v] for name, v in rounds.items()}
+    cells["server_cpu_us_per_retr"] = {name: round(statistics.median(c[1] for c in v), 1)
+                                       for name, v in rounds.items()}
+    cells["placement"] = args.pop3_placement
     return cells
 
 
@@ -322,7 +368,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             t.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     results["settings"] = {"messages": args.messages, "rounds": args.rounds,
-                           "pop3_seconds": args.seconds, "cpus": os.cpu_count(),
+                           "pop3_seconds": args.seconds,
+                           "pop3_placement": args.pop3_placement, "cpus": os.cpu_count(),
                            "python": platform.python_version(),
                            "load_before": [round(x, 2) for x in load_before],
                            "load_after": [round(x, 2) for x in os.getloadavg()]}
@@ -354,6 +401,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--pop3-placement", choices=PLACEMENTS, default="shared",
+                        help="POP3 client and server on one CPU (default), two, or any")
     parser.add_argument("--only", choices=("smtp", "pop3"),
                         help="run one part (pop3: ours and Dovecot's, nothing else)")
     args = parser.parse_args()

@@ -1,0 +1,68 @@
+"""Server processes seen from /proc, for the benches that measure a server's CPU time per
+operation (bench.mail's POP3 cell, bench.body_reads): CPU seconds, a Dovecot master's
+children, and the pinning of a client and its server to chosen CPUs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of the processes (all their threads)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        total += int(fields[11]) + int(fields[12])
+    return total / TICK
+
+
+def children(parent: int, name: str) -> list[int]:
+    """Processes called ``name`` whose parent is ``parent`` (a Dovecot master)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        if comm == name and int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            out.append(int(entry))
+    return out
+
+
+def master_pid(run_dir: Path) -> int:
+    """The PID Dovecot's master writes once it runs (it may answer on its port first)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return int((run_dir / "master.pid").read_text().strip())
+        except (OSError, ValueError):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no Dovecot master.pid in {run_dir}") from None
+            time.sleep(0.05)
+
+
+def pin(pids: list[int], cpus: set[int]) -> None:
+    """Every thread of the processes may run on ``cpus`` only (0 in ``pids``: the caller's
+    thread)."""
+    for pid in pids:
+        if pid == 0:
+            os.sched_setaffinity(0, cpus)
+            continue
+        try:
+            threads = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue  # ended meanwhile
+        for tid in threads:
+            with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                os.sched_setaffinity(tid, cpus)
