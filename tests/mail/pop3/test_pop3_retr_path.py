@@ -142,6 +142,20 @@ def test_dot_stuff_fast_path_matches_line_by_line(parts: list[bytes]) -> None:
     assert dot_stuff(message) == line_by_line(message)
 
 
+@pytest.mark.parametrize("message", [
+    b"a\r\nb\r\n",  # clean, nothing to stuff: the message as it is
+    b".a\r\n.b\r\n..\r\n",  # clean, dots to stuff
+    b"a\r\n.b\r\nc\rd\r\n",  # a line to stuff, then a bare CR
+    b"a\r\n.b\r\nc\nd",  # a line to stuff, then a bare LF
+    b"a\r\n.b\r",  # a bare CR at the end, after a line to stuff
+    b"\na\r\n",  # a bare LF first
+    b"a\r\r\n.b\r\n",  # a bare CR before a line to stuff
+])
+def test_dot_stuff_checks_line_ends_after_the_first_line_to_stuff(message: bytes) -> None:
+    assert dot_stuff(message) == line_by_line(message)
+    assert dot_stuff(message, None, b"+OK\r\n") == b"+OK\r\n" + line_by_line(message)
+
+
 async def test_store_gone_mid_session_closes_and_releases_the_lock(pop3: Pop3) -> None:
     pop3.deliver(ALICE, b"S: x\r\n\r\nbody\r\n")
     db = pop3.mail_store.store.database("SG1", "DB1")

@@ -101,23 +101,37 @@ def multiline(first: str, lines: list[str]) -> Reply:
     return Reply(f"+OK {first}\r\n{body}.\r\n".encode("utf-8", "replace"))
 
 
-def _bare_line_end(message: bytes) -> bool:
-    """Whether a CR or LF is not part of a CRLF. Each CRLF holds one CR and one LF, and
-    CRLF cannot overlap itself, so the CRs and LFs number exactly twice the CRLFs when
-    none is bare: a deletion and a count, two C passes with no per-line work (removing
-    every CRLF and looking for what was left took a copy and two scans more)."""
-    return len(message) - len(message.translate(None, b"\r\n")) != 2 * message.count(b"\r\n")
+#: A bare CR, or a CRLF before a dot (a line to stuff): the first CR that needs work.
+#: Every pattern here begins with one literal byte, which the regular-expression engine
+#: skips to without trying the pattern at each position.
+_CR_WORK = re.compile(rb"\r(?:\n\.|(?!\n))")
+_BARE_CR = re.compile(rb"\r(?!\n)")
+_BARE_LF = re.compile(rb"\n(?<!\r\n)")
+
+
+def _crlf_stuffed(message: bytes) -> bytes | None:
+    """``message`` with a dot doubled after every CRLF that one follows, when every CR
+    and LF in it is part of a CRLF; else None. Two scans in C and no copy for the usual
+    message (CRLF lines, none starting with a dot): cheaper than counting CR, LF and
+    CRLF, and than a replace that finds nothing."""
+    if _BARE_LF.search(message) is not None:
+        return None
+    found = _CR_WORK.search(message)
+    if found is None:
+        return message
+    if found.end() - found.start() == 1 or _BARE_CR.search(message, found.end()) is not None:
+        return None  # a bare CR, here or after the first line to stuff
+    return message.replace(b"\r\n.", b"\r\n..")
 
 
 def dot_stuff(message: bytes, top_lines: int | None = None, head: bytes = b"") -> bytes:
     """The message as a multi-line response body: CRLF lines, leading dots doubled,
     the terminating ``.CRLF`` added, all after ``head`` (the status line). With
     ``top_lines``: the header, the blank line and that many body lines (TOP)."""
-    if top_lines is None and not _bare_line_end(message):
+    body = _crlf_stuffed(message) if top_lines is None else None
+    if body is not None:
         # The common case (stored messages have CRLF line endings): no per-line work,
-        # and one copy of the message (the join; replace returns it as it is when no
-        # line starts with a dot).
-        body = message.replace(b"\r\n.", b"\r\n..")
+        # and one copy of the message (the join).
         return b"".join((
             head,
             b"." if body.startswith(b".") else b"",
