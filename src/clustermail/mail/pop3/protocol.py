@@ -162,6 +162,9 @@ class Pop3Session:
     deleted: set[int] = field(default_factory=set)  # 1-based message numbers
     _auth_pending: bool = False  # AUTH PLAIN sent without initial response: "+ " was sent
     _busy: bool = False  # an Authenticate/Retrieve/Update is being performed by the shell
+    #: retrieve_now's answers by message number (the maildrop is fixed for the session):
+    #: building a frozen dataclass costs more than the rest of the command's parse.
+    _retrieves: dict[int, Retrieve] = field(default_factory=dict)
 
     # ---------------------------------------------------------------- greeting & caps
 
@@ -400,8 +403,11 @@ class Pop3Session:
         n = int(match[1])
         if not 1 <= n <= len(md.uids) or n in self.deleted or md.sizes[n - 1] > max_size:
             return None
+        retrieve = self._retrieves.get(n)
+        if retrieve is None:
+            retrieve = self._retrieves[n] = Retrieve(md.uids[n - 1], md.sizes[n - 1], None)
         self._busy = True
-        return Retrieve(md.uids[n - 1], md.sizes[n - 1], None)
+        return retrieve
 
     def message(self, retrieve: Retrieve, raw: bytes | None) -> list[Action]:
         """The shell fetched the message (None: it has gone, e.g. expunged over IMAP)."""
