@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from bench import procs
 from bench.body_reads import formats, summary
+from bench.mail import placement_cpus
 from tests.mail.imap.reference import dovecot
 
 ROOT = Path(__file__).parent.parent
@@ -39,6 +42,29 @@ def test_unknown_format_is_refused_with_the_choices() -> None:
     assert formats("maildir,sdbox") == ["maildir", "sdbox"]
     with pytest.raises(argparse.ArgumentTypeError, match="sdbox, mdbox, maildir"):
         formats("mbox")
+
+
+def test_pop3_placements_pin_to_one_cpu_or_two() -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    assert placement_cpus("any") is None
+    assert placement_cpus("shared") == ({cpus[-1]}, {cpus[-1]})
+    if len(cpus) > 1:
+        assert placement_cpus("split") == ({cpus[0]}, {cpus[-1]})
+
+
+def test_pin_moves_every_thread_of_a_process_and_back() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                            stdin=subprocess.PIPE)
+    try:
+        cpus = os.sched_getaffinity(0)
+        one = {min(cpus)}
+        procs.pin([proc.pid], one)
+        assert os.sched_getaffinity(proc.pid) == one
+        procs.pin([proc.pid], cpus)
+        assert os.sched_getaffinity(proc.pid) == cpus
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_bad_arguments_are_a_usage_error() -> None:
