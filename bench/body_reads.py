@@ -34,7 +34,7 @@ from typing import Any
 
 from bench import imap, mail
 from bench import mail_peers as peers
-from bench.procs import children, cpu_seconds, master_pid
+from bench.proc_cpu import children, cpu_seconds, master_pid
 
 RESULTS = Path(__file__).with_name("results") / "body-reads.json"
 SESSIONS = 10

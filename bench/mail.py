@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import mail_peers as peers
-from bench import procs
+from bench import proc_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("results") / "mail.json"
@@ -241,19 +241,19 @@ def pop3_retr(
         pids = servers() if servers is not None else []  # Dovecot's exists once logged in
         try:
             if chosen is not None:
-                procs.pin([0], chosen[0])
-                procs.pin(pids, chosen[1])
-            used, ops, started = procs.cpu_seconds(pids), 0, time.perf_counter()
+                proc_cpu.pin([0], chosen[0])
+                proc_cpu.pin(pids, chosen[1])
+            used, ops, started = proc_cpu.cpu_seconds(pids), 0, time.perf_counter()
             while (elapsed := time.perf_counter() - started) < seconds:
                 s.sendall(b"RETR %d\r\n" % (ops % count + 1))
                 assert f.readline().startswith(b"+OK")
                 while f.readline() != b".\r\n":
                     pass
                 ops += 1
-            used = procs.cpu_seconds(pids) - used
+            used = proc_cpu.cpu_seconds(pids) - used
         finally:
             if chosen is not None:
-                procs.pin([0, *pids], mine)
+                proc_cpu.pin([0, *pids], mine)
         s.sendall(b"QUIT\r\n")
         return ops / elapsed, used / ops * 1e6
 
@@ -302,8 +302,8 @@ def pop3_cells(tmp: Path, ours: Ours, args: argparse.Namespace,
             dovecot = peers.dovecot_pop3(tmp, port, POP_USER, PASSWORD)
             fill_maildir(dovecot.folder / "mail" / POP_USER, 100)
             dovecot.start(port)
-            master = procs.master_pid(dovecot.folder / "run")
-            targets["dovecot"] = (port, lambda: procs.children(master, "pop3"))
+            master = proc_cpu.master_pid(dovecot.folder / "run")
+            targets["dovecot"] = (port, lambda: proc_cpu.children(master, "pop3"))
         except Exception as exc:
             errors["dovecot-pop3"] = str(exc)[:500]
     rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}

@@ -1,8 +1,10 @@
 """CPU time of benchmarked servers from /proc: user + system seconds of given processes,
-and the worker processes of a Dovecot master (its ``imap`` or ``pop3`` children)."""
+the worker processes of a Dovecot master (its ``imap`` or ``pop3`` children), and the
+pinning of processes to chosen CPUs."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -48,3 +50,19 @@ def master_pid(run_dir: Path) -> int:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no Dovecot master.pid in {run_dir}") from None
             time.sleep(0.05)
+
+
+def pin(pids: list[int], cpus: set[int]) -> None:
+    """Every thread of the processes may run on ``cpus`` only (0 in ``pids``: the caller's
+    thread)."""
+    for pid in pids:
+        if pid == 0:
+            os.sched_setaffinity(0, cpus)
+            continue
+        try:
+            threads = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue  # ended meanwhile
+        for tid in threads:
+            with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                os.sched_setaffinity(tid, cpus)

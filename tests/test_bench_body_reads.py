@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import procs
+from bench import proc_cpu
 from bench.body_reads import formats, summary
 from bench.mail import placement_cpus
 from tests.mail.imap.reference import dovecot
@@ -58,9 +58,9 @@ def test_pin_moves_every_thread_of_a_process_and_back() -> None:
     try:
         cpus = os.sched_getaffinity(0)
         one = {min(cpus)}
-        procs.pin([proc.pid], one)
+        proc_cpu.pin([proc.pid], one)
         assert os.sched_getaffinity(proc.pid) == one
-        procs.pin([proc.pid], cpus)
+        proc_cpu.pin([proc.pid], cpus)
         assert os.sched_getaffinity(proc.pid) == cpus
     finally:
         proc.kill()
