@@ -197,13 +197,7 @@ class Pop3Service:
             retrieve = session.retrieve_now(line, INLINE_READ)
             if retrieve is not None:  # RETR n, the command this path is for, in short
                 verb = "RETR"
-                db, mailbox = client.db, client.mailbox
-                assert db is not None and mailbox is not None
-                try:
-                    raw: bytes | None = db.fetch_raw(mailbox, INBOX, retrieve.uid)
-                except MessageNotFoundError:
-                    raw = None
-                data = session.message_reply(retrieve, raw)
+                data = session.message_reply(retrieve, self._read_inline(client, retrieve))
             else:
                 verb = _verb(line)
                 if verb not in ANSWER_NOW or self._too_large(session, verb, line):
