@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -28,32 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.imap import FORMATS, RESULTS, Client, DovecotBox, Ours, formats, load, positive
+from bench.proc_cpu import tree_cpu
 
 COMMAND = b"FETCH 1:* (FLAGS ENVELOPE)"
-
-
-def proc_stat(pid: int) -> tuple[int, float]:
-    """(parent pid, user + system CPU seconds) of a process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu(root: int) -> float:
-    """CPU seconds of ``root`` and every process below it."""
-    parents: dict[int, int] = {}
-    cpu: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)], cpu[int(entry.name)] = proc_stat(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                continue  # gone meanwhile
-    total, todo = 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        total += cpu.get(pid, 0.0)
-        todo += [p for p, parent in parents.items() if parent == pid]
-    return total
 
 
 def rss_mb(pid: int) -> float:

@@ -24,6 +24,32 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / TICK
 
 
+def tree_cpu(root: int) -> float:
+    """CPU seconds of ``root`` and every process below it, with those of the children
+    each has reaped (a Postfix master's short-lived workers, a Dovecot master's ended
+    sessions): user + system, and the reaped children's user + system."""
+    parents: dict[int, int] = {}
+    spent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        parents[int(entry)] = int(fields[1])
+        spent[int(entry)] = sum(int(f) for f in fields[11:15])
+    below: dict[int, list[int]] = {}
+    for pid, parent in parents.items():
+        below.setdefault(parent, []).append(pid)
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += spent.get(pid, 0)
+        todo += below.get(pid, [])
+    return total / TICK
+
+
 def children(parent: int, name: str) -> list[int]:
     """Processes called ``name`` whose parent is ``parent`` (a Dovecot master)."""
     out = []
