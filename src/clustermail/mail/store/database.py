@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -859,8 +859,21 @@ class MailboxDatabase:
         flag_log = self._flag_log
 
         def apply(tx: Tx) -> StoreResult:
-            row = folders.get(tx.conn, mailbox, folder)
-            result = messages.set_flags(tx.conn, row, wanted, mask, keywords, mode, unchanged_since)
+            # Flag changes of one folder follow each other in a batch (ten sessions'
+            # STOREs): the folder row and the index chunk the previous one left are still
+            # true while nothing else wrote since (the writer's count of changed rows).
+            key = ("set_flags", mailbox, folder)
+            memo: _FlagMemo | None = tx.memo.get(key)
+            if memo is not None and memo.stamp == tx.conn.total_changes:
+                row, last_chunk = memo.row, memo.last_chunk
+            else:
+                row, last_chunk = folders.get(tx.conn, mailbox, folder), []
+            result = messages.set_flags(
+                tx.conn, row, wanted, mask, keywords, mode, unchanged_since, last_chunk
+            )
+            if result.modseq != row.highestmodseq:
+                row = replace(row, highestmodseq=result.modseq)
+            tx.memo[key] = _FlagMemo(tx.conn.total_changes, row, last_chunk)
             if result.changed:
                 tx.touched.add(mailbox)
                 tx.committed.append(
@@ -995,6 +1008,16 @@ def _claim_recent(tx: Tx, mailbox: str, folder: str, flag_log: FlagLog) -> tuple
             functools.partial(flag_log.recent_claimed, row.id, row.uidvalidity, uids)
         )
     return row.id, uids
+
+
+@dataclass(frozen=True, slots=True)
+class _FlagMemo:
+    """What a committed-to-be flag change leaves for the next one of its folder in the same
+    transaction: valid while ``conn.total_changes`` is still ``stamp``."""
+
+    stamp: int
+    row: folders.FolderRow
+    last_chunk: list[index.PatchedChunk]
 
 
 def _check_room(box: mailboxes.MailboxRow, size: int, settings: DatabaseSettings) -> None:

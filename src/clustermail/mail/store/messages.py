@@ -93,17 +93,18 @@ def set_flags(
     keywords: frozenset[str],
     mode: FlagMode,
     unchanged_since: int | None = None,
+    last_chunk: list[index.PatchedChunk] | None = None,
 ) -> StoreResult:
     """STORE: change flags of the given UIDs under one new modseq. Messages whose modseq is
     above ``unchanged_since`` (CONDSTORE) are left alone and reported as failed; messages
-    whose flags do not change keep their modseq."""
+    whose flags do not change keep their modseq. ``last_chunk``: see ``index.update``."""
     mask &= ~flags.RECENT  # \\Recent is not a client-settable flag
     modseq = folder.highestmodseq + 1
     if not keywords and unchanged_since is None:
         changed = _set_system_flags(conn, folder, uids, mask, mode, modseq)
         if not changed:
             return StoreResult(folder.highestmodseq, [], [])
-        index.update(conn, folder.id, {c.uid: (c.flags, modseq) for c in changed})
+        index.update(conn, folder.id, {c.uid: (c.flags, modseq) for c in changed}, last_chunk)
         conn.execute("UPDATE folder SET highestmodseq = ? WHERE id = ?", (modseq, folder.id))
         return StoreResult(modseq, changed, [])
     changed = []
@@ -128,7 +129,7 @@ def set_flags(
         "UPDATE message SET flags = ?, keywords = ?, modseq = ? WHERE folder_id = ? AND uid = ?",
         [(c.flags, c.keywords, modseq, folder.id, c.uid) for c in changed],
     )
-    index.update(conn, folder.id, {c.uid: (c.flags, modseq) for c in changed})
+    index.update(conn, folder.id, {c.uid: (c.flags, modseq) for c in changed}, last_chunk)
     conn.execute("UPDATE folder SET highestmodseq = ? WHERE id = ?", (modseq, folder.id))
     return StoreResult(modseq, changed, failed)
 

@@ -69,19 +69,45 @@ class Tx:
     #: run once the transaction is committed (and logged), before anyone is answered;
     #: a job that fails takes its own back
     committed: list[Callable[[], None]] = field(default_factory=list)
+    #: what a job read or wrote, for the next job of the transaction to reuse; its owner
+    #: proves it still true (e.g. ``conn.total_changes`` unchanged since: no write at all,
+    #: not even a rolled-back one, came in between)
+    memo: dict[object, Any] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Job(Generic[T]):
     apply: Callable[[Tx], T]
     prepare: Callable[[], None] | None
     size: int
     durable: bool = True  # False: a flag change, committed without its own fsync
-    future: Future[T] = field(default_factory=Future)
+    #: submit: the future a thread waits on (None for submit_async's jobs)
+    future: Future[T] | None = None
     started: bool = False  # set running by the preparer
-    #: submit_async: the caller's loop and the future it awaits (resolved from ``future``)
+    #: submit_async: the caller's loop and the future it awaits, resolved on that loop
+    #: from ``outcome`` (no thread-safe future in between: its lock and condition cost
+    #: more than the rest of the hand-off)
     loop: asyncio.AbstractEventLoop | None = None
     waiter: asyncio.Future[T] | None = None
+    outcome: tuple[bool, Any] | None = None  # (ok, value or exception)
+
+    def start(self) -> bool:
+        """In the preparer or writer thread: False when the caller cancelled the job
+        before it started (it never runs), else it is running from now on."""
+        if self.future is not None:
+            return self.future.set_running_or_notify_cancel()
+        assert self.waiter is not None
+        # Read across threads: the loop sets the state under the GIL; a cancellation just
+        # after this look comes too late, as with a running thread job.
+        return not self.waiter.cancelled()
+
+    def resolve(self, ok: bool, value: Any) -> None:
+        if self.future is None:
+            self.outcome = (ok, value)
+        elif ok:
+            self.future.set_result(value)
+        else:
+            self.future.set_exception(value)
 
 
 @dataclass
@@ -145,9 +171,9 @@ class GroupCommitWriter:
         before its fsync (see the module's docstring); ``after_commit`` reports a batch of
         such jobs as flag changes alone, which the database's readers rely on (each of its
         flag changes is in the flag log: ``MailboxDatabase.flag_changes_since``)."""
-        job: _Job[T] = _Job(apply, prepare, size, durable)
-        self._enqueue(job)
-        return job.future
+        future: Future[T] = Future()
+        self._enqueue(_Job(apply, prepare, size, durable, future=future))
+        return future
 
     def submit_async(
         self,
@@ -162,11 +188,9 @@ class GroupCommitWriter:
         (one ``call_soon_threadsafe``, i.e. one self-pipe write, not one per job).
         Cancelling the returned future before the job started means it never runs."""
         loop = asyncio.get_running_loop()
-        job: _Job[T] = _Job(apply, prepare, size, durable, loop=loop, waiter=loop.create_future())
-        assert job.waiter is not None
-        job.waiter.add_done_callback(lambda w: w.cancelled() and job.future.cancel())
-        self._enqueue(job)
-        return job.waiter
+        waiter: asyncio.Future[T] = loop.create_future()
+        self._enqueue(_Job(apply, prepare, size, durable, loop=loop, waiter=waiter))
+        return waiter
 
     def _enqueue(self, job: _Job[Any]) -> None:
         with self._lock:
@@ -198,10 +222,7 @@ class GroupCommitWriter:
         jobs (see submit_async)."""
         by_loop: dict[asyncio.AbstractEventLoop, list[_Job[Any]]] = {}
         for job, ok, value in outcomes:
-            if ok:
-                job.future.set_result(value)
-            else:
-                job.future.set_exception(value)
+            job.resolve(ok, value)
             if job.loop is not None:
                 by_loop.setdefault(job.loop, []).append(job)
         for loop, jobs in by_loop.items():
@@ -211,7 +232,7 @@ class GroupCommitWriter:
 
     def _prepare_loop(self) -> None:
         while (job := self._to_prepare.get()) is not None:
-            if not job.future.set_running_or_notify_cancel():
+            if not job.start():
                 continue  # cancelled before it started: never runs
             assert job.prepare is not None
             try:
@@ -288,7 +309,7 @@ class GroupCommitWriter:
             if job.started:
                 ready.append(job)
                 continue
-            if not job.future.set_running_or_notify_cancel():
+            if not job.start():
                 continue  # cancelled before it started: never runs
             if job.prepare is not None:
                 try:
@@ -436,11 +457,10 @@ class GroupCommitWriter:
 def _copy_outcomes(jobs: list[_Job[Any]]) -> None:
     """On the caller's loop: hand each job's outcome to the future its caller awaits."""
     for job in jobs:
-        waiter = job.waiter
-        if waiter is None or waiter.done():  # cancelled while it ran: the outcome is dropped
-            continue
-        exc = job.future.exception()
-        if exc is not None:
-            waiter.set_exception(exc)
+        waiter, outcome = job.waiter, job.outcome
+        if waiter is None or outcome is None or waiter.done():
+            continue  # cancelled while it ran: the outcome is dropped
+        if outcome[0]:
+            waiter.set_result(outcome[1])
         else:
-            waiter.set_result(job.future.result())
+            waiter.set_exception(outcome[1])
