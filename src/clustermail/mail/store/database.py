@@ -871,8 +871,11 @@ class MailboxDatabase:
             result = messages.set_flags(
                 tx.conn, row, wanted, mask, keywords, mode, unchanged_since, last_chunk
             )
-            if result.modseq != row.highestmodseq:
-                row = replace(row, highestmodseq=result.modseq)
+            if result.modseq != row.highestmodseq:  # (a dataclasses.replace costs more)
+                row = folders.FolderRow(
+                    row.id, row.mailbox_id, row.name, row.special_use, row.uidvalidity,
+                    row.uidnext, result.modseq,
+                )
             tx.memo[key] = _FlagMemo(tx.conn.total_changes, row, last_chunk)
             if result.changed:
                 tx.touched.add(mailbox)
