@@ -310,7 +310,8 @@ def _update_one(
     n = len(data) // ENTRY_BYTES
     struct.pack_into("<I", data, 4 * n + 4 * pos, flags)  # after the uids
     struct.pack_into("<Q", data, 12 * n + 8 * pos, modseq)  # after uids, flags, sizes
-    conn.execute("UPDATE folder_chunk SET data = ? WHERE id = ?", (bytes(data), chunk_id))
+    # (sqlite3 copies a bound buffer: the bytearray itself goes, and stays ours to patch)
+    conn.execute("UPDATE folder_chunk SET data = ? WHERE id = ?", (data, chunk_id))
     return PatchedChunk(folder_id, chunk_id, data)
 
 
