@@ -315,6 +315,49 @@ def _update_one(
     return PatchedChunk(folder_id, chunk_id, data)
 
 
+#: One message's entry can be patched in a chunk's bytes (little-endian hosts).
+PATCHES_IN_PLACE = not _SWAP
+
+
+def patch(
+    conn: sqlite3.Connection,
+    folder_id: int,
+    chunks: dict[int, bytearray],
+    uid: int,
+    flags: int,
+    modseq: int,
+) -> int | None:
+    """Set one message's (flags, modseq) in ``chunks`` (chunk id → its bytes, read here
+    when the UID is in none of them yet) without writing them; the chunk's id, None if
+    the UID is in no chunk. The caller writes the chunks it patched, and vouches that
+    nothing else wrote them meanwhile (``PATCHES_IN_PLACE`` hosts only)."""
+    held = next(
+        ((cid, at) for cid, data in chunks.items() if (at := _position(data, uid)) is not None),
+        None,
+    )
+    if held is not None:
+        chunk_id, pos = held
+        data = chunks[chunk_id]
+    else:
+        found = conn.execute(
+            "SELECT id, data FROM folder_chunk WHERE folder_id = ? AND first_uid <= ? "
+            "ORDER BY first_uid DESC LIMIT 1",
+            (folder_id, uid),
+        ).fetchone()
+        if found is None or found[0] in chunks:  # (in a chunk held here: it is not there)
+            return None
+        chunk_id, data = found[0], bytearray(found[1])
+        at = _position(data, uid)
+        if at is None:
+            return None
+        pos = at
+        chunks[chunk_id] = data
+    n = len(data) // ENTRY_BYTES
+    struct.pack_into("<I", data, 4 * n + 4 * pos, flags)
+    struct.pack_into("<Q", data, 12 * n + 8 * pos, modseq)
+    return chunk_id
+
+
 def _position(data: bytearray, uid: int) -> int | None:
     """Where ``uid`` is in a chunk's encoded bytes, if it is there."""
     n = len(data) // ENTRY_BYTES

@@ -134,6 +134,17 @@ def set_flags(
     return StoreResult(modseq, changed, failed)
 
 
+def set_system_flags_unindexed(
+    conn: sqlite3.Connection, folder: FolderRow, uid: int, mask: int, mode: FlagMode
+) -> StoreResult:
+    """:func:`set_flags` of one message's system flags, leaving its index entry and the
+    folder's HIGHESTMODSEQ to the caller (who writes them before the COMMIT)."""
+    mask &= ~flags.RECENT
+    modseq = folder.highestmodseq + 1
+    changed = _set_system_flags(conn, folder, [uid], mask, mode, modseq)
+    return StoreResult(modseq if changed else folder.highestmodseq, changed, [])
+
+
 # STORE of system flags only (no keywords named, no UNCHANGEDSINCE): one UPDATE that
 # changes the messages whose flags differ and returns them, where the general path reads
 # the rows first. "set" also drops keywords, as the general path does.

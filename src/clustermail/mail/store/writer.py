@@ -73,6 +73,14 @@ class Tx:
     #: proves it still true (e.g. ``conn.total_changes`` unchanged since: no write at all,
     #: not even a rolled-back one, came in between)
     memo: dict[object, Any] = field(default_factory=dict)
+    #: the group (see ``submit``) of the job after this one in the batch, None if none
+    next_group: object | None = None
+    #: writes a job of ``group`` left for the next job of its group to extend: (group,
+    #: write them). The writer writes them, outside any job's savepoint, once the next job
+    #: is of another group or after a job that failed, and before COMMIT; a failure there
+    #: fails the whole batch. A job sets this only as its last step (after its last
+    #: statement succeeded), so a job that fails never leaves any.
+    pending: tuple[object, Callable[[], None]] | None = None
 
 
 @dataclass(eq=False)
@@ -81,6 +89,7 @@ class _Job(Generic[T]):
     prepare: Callable[[], None] | None
     size: int
     durable: bool = True  # False: a flag change, committed without its own fsync
+    group: object | None = None  # see submit
     #: submit: the future a thread waits on (None for submit_async's jobs)
     future: Future[T] | None = None
     started: bool = False  # set running by the preparer
@@ -166,13 +175,17 @@ class GroupCommitWriter:
         prepare: Callable[[], None] | None = None,
         size: int = 0,
         durable: bool = True,
+        group: object | None = None,
     ) -> Future[T]:
         """Queue a job. ``durable=False`` only for flag changes: answered after the commit but
         before its fsync (see the module's docstring); ``after_commit`` reports a batch of
         such jobs as flag changes alone, which the database's readers rely on (each of its
-        flag changes is in the flag log: ``MailboxDatabase.flag_changes_since``)."""
+        flag changes is in the flag log: ``MailboxDatabase.flag_changes_since``).
+        ``group``: jobs of one group that follow each other in a batch may leave writes
+        for the next one to extend (:attr:`Tx.pending`: one write of a folder's row for
+        ten flag changes, not ten)."""
         future: Future[T] = Future()
-        self._enqueue(_Job(apply, prepare, size, durable, future=future))
+        self._enqueue(_Job(apply, prepare, size, durable, group, future=future))
         return future
 
     def submit_async(
@@ -182,6 +195,7 @@ class GroupCommitWriter:
         prepare: Callable[[], None] | None = None,
         size: int = 0,
         durable: bool = True,
+        group: object | None = None,
     ) -> asyncio.Future[T]:
         """:meth:`submit` for a caller on an event loop. Unlike ``asyncio.wrap_future`` of
         each job's future, the writer wakes each loop once per batch for all of its jobs
@@ -189,7 +203,7 @@ class GroupCommitWriter:
         Cancelling the returned future before the job started means it never runs."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[T] = loop.create_future()
-        self._enqueue(_Job(apply, prepare, size, durable, loop=loop, waiter=waiter))
+        self._enqueue(_Job(apply, prepare, size, durable, group, loop=loop, waiter=waiter))
         return waiter
 
     def _enqueue(self, job: _Job[Any]) -> None:
@@ -336,10 +350,16 @@ class GroupCommitWriter:
                 self._set_synchronous("NORMAL" if relaxed else "FULL")
             self._begin_write()
             kept = False  # a job of this transaction succeeded: later ones need a savepoint
-            for job in ready:
+            last = len(ready) - 1
+            for i, job in enumerate(ready):
+                tx.next_group = ready[i + 1].group if i < last else None
                 changes = self._conn.total_changes
                 results.append(result := self._apply(tx, job, savepoint=kept))
                 kept = kept or result[1]
+                pending = tx.pending
+                if pending is not None and (not result[1] or tx.next_group != pending[0]):
+                    tx.pending = None
+                    pending[1]()  # raises: the whole batch fails
                 wrote = wrote or (result[1] and self._conn.total_changes != changes)
             if journal is not None:
                 journal.stamp(self._conn)
