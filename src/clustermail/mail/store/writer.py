@@ -19,6 +19,14 @@ for such a batch (SQLite then fsyncs the WAL at the next ``FULL`` commit or chec
 the writer fsyncs the WAL file itself when the flush is due; with one, the batch's log
 record is written without fsync (see :meth:`Journal.ship`). Every other batch (deliveries,
 APPEND, EXPUNGE, COPY, ...) is fsynced before any of its callers is answered.
+
+Job groups: jobs submitted with the same ``group`` that follow each other in a batch may
+leave writes for the next one to extend (:attr:`Tx.pending`): a run of one-message flag
+changes of one folder writes its index chunks and the folder's HIGHESTMODSEQ once, not once
+per change. The writer writes what is pending outside any job's savepoint, before a job of
+another group, after a job that failed and before COMMIT, so every other job reads the
+folder as written, a failed job's rollback never takes another job's writes with it, and a
+commit holds them all; a failure there fails the whole batch, as a failed COMMIT does.
 """
 
 from __future__ import annotations
