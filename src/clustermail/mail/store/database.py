@@ -878,12 +878,15 @@ class MailboxDatabase:
             memo: _FlagMemo | None = tx.memo.get(key)
             if memo is None or memo.stamp != conn.total_changes:
                 assert tx.pending is None  # the writer wrote it, or nothing else ran since
-                memo = _FlagMemo(conn.total_changes, folders.get(conn, mailbox, folder))
+                row = folders.get(conn, mailbox, folder)
+                memo = _FlagMemo(conn.total_changes, row, row.highestmodseq)
             row = memo.row
             if deferrable:
                 # One message, system flags: its index entry and the folder's HIGHESTMODSEQ
                 # are written once for the run of such changes (see Tx.pending).
-                result = messages.set_system_flags_unindexed(conn, row, wanted[0], mask, mode)
+                result = messages.set_system_flags_unindexed(
+                    conn, row.id, memo.modseq, wanted[0], mask, mode
+                )
                 memo.last_chunk.clear()
                 for change in result.changed:
                     chunk = index.patch(
@@ -893,14 +896,13 @@ class MailboxDatabase:
                         memo.dirty.add(chunk)
             else:
                 memo.chunks.clear()
+                if memo.modseq != row.highestmodseq:
+                    row = replace(row, highestmodseq=memo.modseq)
                 result = messages.set_flags(
                     conn, row, wanted, mask, keywords, mode, unchanged_since, memo.last_chunk
                 )
-            if result.modseq != row.highestmodseq:  # (a dataclasses.replace costs more)
-                memo.row = folders.FolderRow(
-                    row.id, row.mailbox_id, row.name, row.special_use, row.uidvalidity,
-                    row.uidnext, result.modseq,
-                )
+            if result.modseq != memo.modseq:
+                memo.modseq = result.modseq
                 memo.unwritten_modseq = deferrable
             memo.stamp = conn.total_changes
             tx.memo[key] = memo
@@ -1044,7 +1046,8 @@ class _FlagMemo:
     valid while ``conn.total_changes`` is still ``stamp`` (no write at all since)."""
 
     stamp: int
-    row: folders.FolderRow  # HIGHESTMODSEQ as the last change left it
+    row: folders.FolderRow  # as read (its HIGHESTMODSEQ then)
+    modseq: int  # the folder's HIGHESTMODSEQ as the last change left it
     #: the chunk the last written one-message change patched (see index.update)
     last_chunk: list[index.PatchedChunk] = field(default_factory=list)
     #: chunks read, and patched in memory by changes whose index writes are pending
@@ -1061,8 +1064,7 @@ class _FlagMemo:
         self.dirty.clear()
         if self.unwritten_modseq:
             conn.execute(
-                "UPDATE folder SET highestmodseq = ? WHERE id = ?",
-                (self.row.highestmodseq, self.row.id),
+                "UPDATE folder SET highestmodseq = ? WHERE id = ?", (self.modseq, self.row.id)
             )
             self.unwritten_modseq = False
 

@@ -101,7 +101,7 @@ def set_flags(
     mask &= ~flags.RECENT  # \\Recent is not a client-settable flag
     modseq = folder.highestmodseq + 1
     if not keywords and unchanged_since is None:
-        changed = _set_system_flags(conn, folder, uids, mask, mode, modseq)
+        changed = _set_system_flags(conn, folder.id, uids, mask, mode, modseq)
         if not changed:
             return StoreResult(folder.highestmodseq, [], [])
         index.update(conn, folder.id, {c.uid: (c.flags, modseq) for c in changed}, last_chunk)
@@ -135,14 +135,20 @@ def set_flags(
 
 
 def set_system_flags_unindexed(
-    conn: sqlite3.Connection, folder: FolderRow, uid: int, mask: int, mode: FlagMode
+    conn: sqlite3.Connection,
+    folder_id: int,
+    highestmodseq: int,
+    uid: int,
+    mask: int,
+    mode: FlagMode,
 ) -> StoreResult:
-    """:func:`set_flags` of one message's system flags, leaving its index entry and the
-    folder's HIGHESTMODSEQ to the caller (who writes them before the COMMIT)."""
+    """:func:`set_flags` of one message's system flags in a folder whose HIGHESTMODSEQ is
+    ``highestmodseq``, leaving its index entry and the folder's new HIGHESTMODSEQ to the
+    caller (who writes them before the COMMIT)."""
     mask &= ~flags.RECENT
-    modseq = folder.highestmodseq + 1
-    changed = _set_system_flags(conn, folder, [uid], mask, mode, modseq)
-    return StoreResult(modseq if changed else folder.highestmodseq, changed, [])
+    modseq = highestmodseq + 1
+    changed = _set_system_flags(conn, folder_id, [uid], mask, mode, modseq)
+    return StoreResult(modseq if changed else highestmodseq, changed, [])
 
 
 # STORE of system flags only (no keywords named, no UNCHANGEDSINCE): one UPDATE that
@@ -160,7 +166,7 @@ _SYSTEM_FLAG_UPDATES: dict[FlagMode, tuple[str, str]] = {
 
 def _set_system_flags(
     conn: sqlite3.Connection,
-    folder: FolderRow,
+    folder_id: int,
     uids: Iterable[int],
     mask: int,
     mode: FlagMode,
@@ -176,7 +182,7 @@ def _set_system_flags(
     found = conn.execute(
         f"UPDATE message SET {assignment}, modseq = :modseq "
         f"WHERE folder_id = :folder AND {where} AND {differs} RETURNING uid, flags, keywords",
-        {"mask": mask, "modseq": modseq, "folder": folder.id, "uids": uid_arg},
+        {"mask": mask, "modseq": modseq, "folder": folder_id, "uids": uid_arg},
     ).fetchall()
     found.sort()
     return [FlagChange(uid, new, kw, modseq) for uid, new, kw in found]
