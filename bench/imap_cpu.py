@@ -11,6 +11,14 @@ the same minutes: ``--src`` runs the server from another source tree (a checkout
 version to compare with; the client and the prepared mailbox stay this tree's). Each
 workload runs once unmeasured (warm-up), then measured; ``--sessions`` sessions with
 INBOX selected each send ``--ops`` commands.
+
+The STORE workload here is not bench/imap.py's (random messages, ``+FLAGS`` only, where
+after the warm-up most STOREs find \\Flagged already set and change nothing): every
+STORE of it changes a flag. Session *i* owns the messages *i*, *i* + sessions, … and
+walks them in turn, toggling \\Flagged on each (``+FLAGS.SILENT`` where it is unset,
+``-FLAGS.SILENT`` where it is set: the prepared mailbox has none set), so the CPU per
+operation is that of a STORE that commits a change and tells the other sessions of it.
+The mixed and APPEND workloads are bench/imap.py's.
 """
 
 from __future__ import annotations
@@ -47,20 +55,50 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return main, other
 
 
+Make = Callable[[random.Random], bytes]
+
+
+def toggling_store(session: int, sessions: int, messages: int) -> Make:
+    """Session ``session``'s STOREs: each toggles \\Flagged on its next own message."""
+    own = list(range(session + 1, messages + 1, sessions)) or [1]
+    flagged: set[int] = set()
+    turn = 0
+
+    def store(_: random.Random) -> bytes:
+        nonlocal turn
+        n = own[turn % len(own)]
+        turn += 1
+        sign = b"-" if n in flagged else b"+"
+        flagged.symmetric_difference_update((n,))
+        return b"STORE %d %sFLAGS.SILENT (\\Flagged)" % (n, sign)
+
+    return store
+
+
+def session_workloads(name: str, sessions: int, messages: int) -> list[Make]:
+    """One command maker per session (a maker may keep state across both rounds)."""
+    if name == "store":
+        return [toggling_store(i, sessions, messages) for i in range(sessions)]
+    return [workload(name, messages)] * sessions
+
+
 async def measure(
-    port: int, pid: int, make: Callable[[random.Random], bytes], sessions: int, ops: int
+    port: int, pid: int, makers: list[Make], ops: int
 ) -> tuple[float, float, float]:
     """(ops/s, main thread µs/op, other threads µs/op) of one measured round."""
+    sessions = len(makers)
     clients = [await Client.connect(port) for _ in range(sessions)]
     for c in clients:
         await c.cmd(b"SELECT INBOX")
 
     async def worker(c: Client, seed: int) -> None:
         rnd = random.Random(seed)
+        make = makers[seed % sessions]
         for _ in range(ops):
             await c.cmd(make(rnd))
 
-    await asyncio.gather(*(worker(c, 1000 + i) for i, c in enumerate(clients)))  # warm-up
+    # warm-up (seeds ≡ i mod sessions keep each client on its own maker)
+    await asyncio.gather(*(worker(c, 1000 * sessions + i) for i, c in enumerate(clients)))
     main0, other0 = cpu_seconds(pid)
     started = time.perf_counter()
     await asyncio.gather(*(worker(c, i) for i, c in enumerate(clients)))
@@ -123,8 +161,7 @@ def main() -> None:
                     measure(
                         port,
                         server.pid,
-                        workload(name, args.messages),
-                        args.sessions,
+                        session_workloads(name, args.sessions, args.messages),
                         args.ops,
                     )
                 )

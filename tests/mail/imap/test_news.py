@@ -189,3 +189,36 @@ def test_flag_news_from_memory_and_from_the_store_agree(
     assert db._flag_log.answered > answered
     a.close()
     b.close()
+
+
+def test_views_find_messages_past_gaps_and_take_news_in_one_pass(db: MailboxDatabase) -> None:
+    """seq_of looks where a UID is when nothing above it was expunged, else bisects; sync
+    applies other sessions' flag changes (keywords too) to a view still reading the shared
+    snapshot, which stays as it was."""
+    for n in range(12):
+        db.deliver_sync(msg(n), [ALICE])
+    db.claim_recent_sync(ALICE, "INBOX")
+    db.set_flags_sync(ALICE, "INBOX", [2, 3, 9], ["\\Deleted"], "add")
+    db.expunge_sync(ALICE, "INBOX", [2, 3, 9])  # gaps below and above other messages
+    snap = db.folder_snapshot(ALICE, "INBOX")
+    before = [bytes(v) for v in snap.column_views()]
+    view = MailboxView.from_snapshot("INBOX", snap, read_only=False)
+    uids = list(view.uids)
+    assert uids == [1, 4, 5, 6, 7, 8, 10, 11, 12]
+    for seq, uid in enumerate(uids, 1):
+        assert view.seq_of(uid) == seq
+    for uid in (0, 2, 3, 9, 13, 2**32 - 1):
+        assert view.seq_of(uid) is None
+    first = db.set_flags_sync(ALICE, "INBOX", [4, 10], ["\\Flagged"], "add")
+    db.set_flags_sync(ALICE, "INBOX", [11], ["$Work"], "add")
+    changes = db.changes_since(ALICE, "INBOX", first.modseq - 1)
+    lines = view.sync(changes, None, [], allow_expunge=True)
+    assert lines[0].startswith(b"* FLAGS (") and b"$Work" in lines[0]
+    assert lines[-3:] == [
+        b"* 2 FETCH (FLAGS (\\Flagged))\r\n",
+        b"* 7 FETCH (FLAGS (\\Flagged))\r\n",
+        b"* 8 FETCH (FLAGS ($Work))\r\n",
+    ]
+    assert view.mask_at(2) == f.FLAGGED and view.keywords == {11: "$Work"}
+    assert view.sync(changes, None, [], allow_expunge=True) == []  # nothing new the second time
+    assert [bytes(v) for v in snap.column_views()] == before

@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from clustermail.mail.imap import commands as c
 from clustermail.mail.imap import search as s
 from clustermail.mail.imap.errors import ParseError
+from clustermail.mail.imap.lexer import Reader
 from clustermail.mail.imap.parser import (
     MAX_SEARCH_DEPTH,
     parse_auth_response,
@@ -552,3 +555,40 @@ def test_fetch_items_kept_are_bounded() -> None:
     parser._FETCH_ITEMS.clear()
     parse_command(b"a FETCH 1 BODY.PEEK[HEADER.FIELDS (" + fields + b")]")
     assert not parser._FETCH_ITEMS  # longer than FETCH_ITEMS_KEY: parsed every time
+
+
+_FLAG_PIECES = [b"\\Seen", b"\\seen", b"\\FLAGGED", b"\\Recent", b"$Work", b"kw", b"\\", b"\\*",
+                b"a]b", b"x%", b"\"q\"", b"{3}", b"\x7f", b"\xc3\xa9", b"NIL"]
+
+
+@given(
+    st.lists(st.sampled_from(_FLAG_PIECES), max_size=5),
+    st.sampled_from([b" ", b"  ", b"\t", b""]),
+    st.sampled_from([b"(", b"((", b""]),
+    st.sampled_from([b")", b"))", b") ", b""]),
+)
+def test_simple_flag_lists_read_in_one_match_as_token_by_token(
+    pieces: list[bytes], sep: bytes, opening: bytes, closing: bytes
+) -> None:
+    """STORE's flag list ending the command: the one-match reading accepts only what the
+    token-by-token reading accepts, with the same flags, and leaves anything else to it."""
+    raw = opening + sep.join(pieces) + closing
+    fast = Reader(raw).simple_flag_list_to_end()
+    general = Reader(raw)
+    try:
+        want: tuple[str, ...] | None = general.flag_list()
+        general.end()
+    except ParseError:
+        want = None
+    if fast is not None:
+        assert fast == want
+    parsed = _outcome(b"a STORE 1 +FLAGS.SILENT " + raw)
+    if want is not None:
+        assert parsed == c.Store("a", S("1"), "add", want, silent=True)
+
+
+def _outcome(raw: bytes) -> object:
+    try:
+        return parse_command(raw)
+    except ParseError as exc:
+        return str(exc)

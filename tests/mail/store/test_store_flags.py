@@ -4,10 +4,14 @@ same messages and modseqs, and keep the folder index true."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+import threading
 from pathlib import Path
+from typing import Any
 
-from clustermail.mail.store import MailboxDatabase, folders, index, messages, schema
+from clustermail.mail.store import CopyResult, MailboxDatabase, folders, index, messages, schema
+from clustermail.mail.store.writer import Tx
 from tests.support.mail_data import USERS, message
 
 A = USERS[0]
@@ -92,3 +96,96 @@ def test_one_message_index_update_patches_the_right_entry(tmp_path: Path) -> Non
                 assert (one.flags[i], one.modseqs[i]) == (n + 1, 1000 + n)
     finally:
         conn.close()
+
+
+async def test_flag_changes_sharing_a_transaction_match_one_transaction_each(
+    tmp_path: Path,
+) -> None:
+    """Flag changes of one folder in one batch reuse the folder row and index chunk the
+    previous one wrote (while nothing else wrote since): with copies in, expunges,
+    keyword changes, failing jobs and other folders' changes in between, the batch leaves
+    the same rows, modseqs and index as the same changes each committed alone."""
+    dbs = []
+    for name in ("batched", "alone"):
+        (tmp_path / name).mkdir()
+        db = MailboxDatabase(tmp_path / name / "db.sqlite")
+        db.mount(1)
+        db.create_mailbox_sync(A)
+        for n in range(300):  # three index chunks
+            db.deliver_sync(message(n), [A])
+        db.copy_sync(A, "INBOX", range(1, 40), "Archive")
+        dbs.append(db)
+    batched, alone = dbs
+    rnd = random.Random(5)
+    steps: list[tuple[str, object]] = []
+    for _ in range(120):
+        x = rnd.random()
+        uid = rnd.choice([*range(1, 300, 7), *range(110, 130), 999])  # 999: no such message
+        if x < 0.05:
+            steps.append(("copy", rnd.randint(1, 39)))  # a new message in INBOX
+        elif x < 0.08:
+            steps.append(("expunge", uid))
+        elif x < 0.12:
+            steps.append(("missing folder", uid))
+        elif x < 0.18:
+            steps.append(("keyword", uid))
+        elif x < 0.25:
+            steps.append(("archive", rnd.randint(1, 45)))
+        else:
+            steps.append((rnd.choice(["add", "remove", "set"]), uid))
+
+    def run(db: MailboxDatabase, step: tuple[str, object]) -> Any:
+        kind, arg = step
+        assert isinstance(arg, int)
+        if kind == "copy":
+            return db.copy(A, "Archive", [arg], "INBOX")
+        if kind == "expunge":
+            return db.expunge(A, "INBOX", [arg])
+        if kind == "missing folder":
+            return db.set_flags(A, "Nope", [arg], ["\\Seen"], "add")
+        if kind == "keyword":
+            return db.set_flags(A, "INBOX", [arg], ["$Work"], "add")
+        if kind == "archive":
+            return db.set_flags(A, "Archive", [arg], ["\\Flagged"], "add")
+        return db.set_flags(A, "INBOX", [arg], ["\\Flagged"], kind)  # type: ignore[arg-type]
+
+    try:
+        entered, release = threading.Event(), threading.Event()
+
+        def hold(tx: Tx) -> None:
+            entered.set()
+            assert release.wait(10)
+
+        holder = batched._submit(hold)  # the steps queue behind it: one batch
+        assert await asyncio.to_thread(entered.wait, 10)
+        pending = [asyncio.ensure_future(run(batched, step)) for step in steps]
+        await asyncio.sleep(0)  # every step submitted
+        release.set()
+        await asyncio.to_thread(holder.result, 10)
+        got = await asyncio.gather(*pending, return_exceptions=True)
+        assert batched.stats.largest_batch >= len(steps)
+        want = []
+        for step in steps:
+            try:
+                want.append(await run(alone, step))
+            except Exception as exc:
+                want.append(exc)
+        for a, b in zip(got, want, strict=True):
+            assert type(a) is type(b)
+            if isinstance(a, CopyResult) and isinstance(b, CopyResult):
+                assert (a.source_uids, a.dest_uids) == (b.source_uids, b.dest_uids)
+            elif not isinstance(a, Exception):
+                assert a == b  # StoreResult (modseq, changes), expunged UIDs
+        for folder in ("INBOX", "Archive"):
+            first, second = (db.list_messages(A, folder) for db in dbs)
+            assert list(first.uids) == list(second.uids)
+            assert list(first.flags) == list(second.flags)
+            assert list(first.modseqs) == list(second.modseqs)
+            assert first.keywords == second.keywords
+        assert table(batched.path) == table(alone.path)
+        for db in dbs:
+            report = db.check_sync()
+            assert report.ok, report.problems
+    finally:
+        for db in dbs:
+            db.dismount()

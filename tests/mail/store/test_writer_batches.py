@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from clustermail.mail.store import schema
+from clustermail.mail.store.errors import StoreError
 from clustermail.mail.store.writer import GroupCommitWriter, Tx
 
 TIMEOUT = 10.0
@@ -177,3 +178,82 @@ async def test_an_async_job_cancelled_before_it_started_never_runs(
     assert await asyncio.wait_for(kept, TIMEOUT) == 2
     assert cancelled.cancelled()
     assert rows(tmp_path / "w.sqlite") == [2]
+
+
+def deferred(x: int) -> Callable[[Tx], int]:
+    """A job of group "g" that leaves its row for a pending write (Tx.pending), valid while
+    nothing else wrote, as the store's run of one-message flag changes does."""
+
+    def apply(tx: Tx) -> int:
+        memo = tx.memo.get("g")
+        if memo is None or memo[0] != tx.conn.total_changes:
+            assert tx.pending is None  # the writer wrote what was pending first
+            memo = tx.memo["g"] = [tx.conn.total_changes, []]
+        memo[1].append(x)
+
+        def write() -> None:
+            tx.conn.executemany("INSERT INTO t VALUES (?)", [(v,) for v in memo[1]])
+            memo[1].clear()
+
+        tx.pending = ("g", write)
+        return x
+
+    return apply
+
+
+def test_pending_writes_land_before_other_jobs_after_failures_and_before_commit(
+    writer: tuple[GroupCommitWriter, sqlite3.Connection], tmp_path: Path
+) -> None:
+    w, _ = writer
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(tx: Tx) -> None:
+        entered.set()
+        assert release.wait(TIMEOUT)
+
+    def later_sees(x: int) -> Callable[[Tx], int]:
+        def apply(tx: Tx) -> int:  # another job reads what the group's jobs wrote
+            got = [r[0] for r in tx.conn.execute("SELECT x FROM t ORDER BY x")]
+            tx.conn.execute("INSERT INTO t VALUES (?)", (x,))
+            return len(got)
+
+        return apply
+
+    holder = w.submit(hold)
+    assert entered.wait(TIMEOUT)
+    futures = [
+        w.submit(deferred(1), group="g"),
+        w.submit(deferred(2), group="g"),
+        w.submit(put_then_fail(3), group="g"),  # wrote, then failed: pending written first
+        w.submit(deferred(4), group="g"),
+        w.submit(later_sees(100)),  # a job of no group: what is pending is written before
+        w.submit(deferred(5), group="g"),
+        w.submit(deferred(6), group="g"),  # the last: written before COMMIT
+    ]
+    release.set()
+    holder.result(TIMEOUT)
+    assert [f.result(TIMEOUT) for f in futures if f is not futures[2]] == [1, 2, 4, 3, 5, 6]
+    with pytest.raises(ValueError):
+        futures[2].result(TIMEOUT)
+    assert rows(tmp_path / "w.sqlite") == [1, 2, 4, 5, 6, 100]
+    assert w.stats.largest_batch >= 7
+
+
+def test_a_failing_pending_write_fails_the_whole_batch(
+    writer: tuple[GroupCommitWriter, sqlite3.Connection], tmp_path: Path
+) -> None:
+    w, _ = writer
+
+    def duplicate(tx: Tx) -> int:  # its pending write breaks the UNIQUE constraint
+        def write() -> None:
+            tx.conn.executemany("INSERT INTO t VALUES (?)", [(7,), (7,)])
+
+        tx.pending = ("g", write)
+        return 7
+
+    futures = one_batch(w, [put(1), duplicate, put(2)])
+    for f in futures:
+        with pytest.raises(StoreError):
+            f.result(TIMEOUT)
+    assert rows(tmp_path / "w.sqlite") == []
+    assert w.submit(put(3)).result(TIMEOUT) == 3  # the writer goes on

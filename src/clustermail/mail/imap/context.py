@@ -414,8 +414,9 @@ class SessionContext:
             listing = db.folder_snapshot(mailbox, view.folder).listing()
             if not view.read_only and any(ch.flags & store_flags.RECENT for ch in new):
                 claimed = await db.claim_recent(mailbox, view.folder)
-        for line in view.sync(changes, listing, claimed, allow_expunge=allow_expunge):
-            self.send(line)
+        lines = view.sync(changes, listing, claimed, allow_expunge=allow_expunge)
+        self._out += lines
+        self._out_size += sum(map(len, lines))
         view.change_count = count
 
     def expunge_now(self, view: MailboxView, uids: Iterable[int]) -> None:

@@ -39,6 +39,9 @@ _LITERAL_RE = re.compile(rb"(~?)\{([0-9]+)(\+?)\}\r?\n")
 _NUMBER_RE = re.compile(rb"[0-9]+")
 _SEQSET_RE = re.compile(rb"[0-9*:,]+")
 _FLAG_RE = re.compile(rb"\\?" + _char_class(ATOM_CHARS) + b"+")
+_SIMPLE_FLAG_LIST_RE = re.compile(
+    rb"\((" + _FLAG_RE.pattern + rb"(?: " + _FLAG_RE.pattern + rb")*)?\)"
+)
 
 MAX_NUMBER = 0xFFFFFFFF  # RFC 3501 number: unsigned 32-bit
 MAX_NUMBER64 = 0x7FFFFFFFFFFFFFFF  # RFC 9051 number64 / RFC 7162 mod-sequence
@@ -46,6 +49,16 @@ MAX_NUMBER64 = 0x7FFFFFFFFFFFFFFF  # RFC 9051 number64 / RFC 7162 mod-sequence
 _SYSTEM_FLAGS = {
     f.upper(): f for f in ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", "\\Recent")
 }
+
+
+def flag_name(raw: bytes) -> str:
+    """A flag as read: system flags in their usual case (``\\seen`` is ``\\Seen``)."""
+    name = raw.decode("ascii")
+    if name.startswith("\\"):
+        return _SYSTEM_FLAGS.get(name.upper(), name)
+    return name
+
+
 _MONTHS = {
     m: i + 1
     for i, m in enumerate(
@@ -312,10 +325,18 @@ class Reader:
                 return
 
     def flag(self, what: str = "flag") -> str:
-        raw = self.token(_FLAG_RE, what).decode("ascii")
-        if raw.startswith("\\"):
-            return _SYSTEM_FLAGS.get(raw.upper(), raw)
-        return raw
+        return flag_name(self.token(_FLAG_RE, what))
+
+    def simple_flag_list_to_end(self) -> tuple[str, ...] | None:
+        """``(flag *(SP flag))`` or ``()`` ending the command, in one match (STORE's usual
+        form); None, having read nothing, for anything else (then the caller reads it
+        token by token, with that path's errors)."""
+        m = _SIMPLE_FLAG_LIST_RE.fullmatch(self.buf, self.pos)
+        if m is None:
+            return None
+        self.pos = len(self.buf)
+        inner = m.group(1)
+        return tuple(map(flag_name, inner.split(b" "))) if inner else ()
 
     def flag_list(self, what: str = "flag list") -> tuple[str, ...]:
         flags: list[str] = []

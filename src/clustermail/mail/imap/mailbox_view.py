@@ -183,8 +183,16 @@ class MailboxView:
         return None if i < 0 else i + 1
 
     def seq_of(self, uid: int) -> int | None:
-        i = bisect.bisect_left(self.uids, uid)
-        return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
+        uids = self.uids
+        n = len(uids)
+        if n:
+            # Where the UID is when no message above it was expunged (the usual case: one
+            # look instead of a bisection of Python ints).
+            i = n - 1 - (uids[n - 1] - uid)
+            if 0 <= i < n and uids[i] == uid:
+                return i + 1
+        i = bisect.bisect_left(uids, uid)
+        return i + 1 if i < n and uids[i] == uid else None
 
     def uid_at(self, seq: int) -> int:
         return self.uids[seq - 1]
@@ -268,27 +276,40 @@ class MailboxView:
             out += self._apply_expunges()
         top = self.max_uid()
         flag_updates: list[int] = []
+        with_keywords: list[str] = []  # the keywords of updated messages that have some
         had_new = False
+        # Each other session's STORE comes through here for every session watching the
+        # folder: the loop is written for that (one bisection at most, the columns owned
+        # once, no call per message).
+        pending, keywords, seq_of = self.pending_expunge, self.keywords, self.seq_of
+        flag_column: Column | None = None
         for change in changes.changed:
-            if change.uid > top:
+            uid = change.uid
+            if uid > top:
                 had_new = True
                 continue
-            if change.uid in self.pending_expunge:
+            if uid in pending:
                 continue
-            seq = self.seq_of(change.uid)
+            seq = seq_of(uid)
             if seq is None:
                 continue
             mask = change.flags & _STORED
-            if self.flags[seq - 1] & _STORED != mask or self.keywords.get(change.uid) != (
-                change.keywords or None
-            ):
-                self.set_flags(change.uid, mask, change.keywords)
+            kw = change.keywords or None
+            if flag_column is None:
+                flag_column = self.flags
+            if flag_column[seq - 1] & _STORED != mask or keywords.get(uid) != kw:
+                if isinstance(flag_column, memoryview):
+                    flag_column = self._own()[1]
+                flag_column[seq - 1] = mask
+                if kw:
+                    keywords[uid] = kw
+                    with_keywords.append(kw)
+                else:
+                    keywords.pop(uid, None)
                 flag_updates.append(seq)
         if had_new and listing is not None:
             self._append_new(listing)
-        if flag_updates and any(
-            self.new_keywords(self.keywords.get(self.uids[s - 1], "").split()) for s in flag_updates
-        ):
+        if with_keywords and any(self.new_keywords(kw.split()) for kw in with_keywords):
             out += self.flags_announcement()
         if had_new:
             out.append(r.exists(len(self.uids)))

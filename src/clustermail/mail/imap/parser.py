@@ -432,7 +432,8 @@ def _store(uid: bool) -> Callable[[Reader], c.Store]:
         silent = m.group(2) is not None
         r.sp("flags")
         if r.peek() == 0x28:
-            flags = r.flag_list()
+            simple = r.simple_flag_list_to_end()
+            flags = r.flag_list() if simple is None else simple
         else:
             items = [r.flag()]
             while r.next_is_sp():

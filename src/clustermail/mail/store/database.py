@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -365,10 +365,13 @@ class MailboxDatabase:
         prepare: Callable[[], None] | None = None,
         size: int = 0,
         durable: bool = True,
+        group: object | None = None,
     ) -> Future[T]:
         if self._writer is None:
             raise NotMountedError(self.path)
-        return self._writer.submit(apply, prepare=prepare, size=size, durable=durable)
+        return self._writer.submit(
+            apply, prepare=prepare, size=size, durable=durable, group=group
+        )
 
     def _sync(self, apply: Callable[[Tx], T], *, durable: bool = True) -> T:
         return self._submit(apply, durable=durable).result()
@@ -380,10 +383,13 @@ class MailboxDatabase:
         prepare: Callable[[], None] | None = None,
         size: int = 0,
         durable: bool = True,
+        group: object | None = None,
     ) -> T:
         if self._writer is None:
             raise NotMountedError(self.path)
-        return await self._writer.submit_async(apply, prepare=prepare, size=size, durable=durable)
+        return await self._writer.submit_async(
+            apply, prepare=prepare, size=size, durable=durable, group=group
+        )
 
     # ------------------------------------------------------------------ administration
 
@@ -852,15 +858,54 @@ class MailboxDatabase:
         flag_names: Iterable[str],
         mode: FlagMode,
         unchanged_since: int | None,
-    ) -> Callable[[Tx], StoreResult]:
+    ) -> tuple[Callable[[Tx], StoreResult], object | None]:
+        """The job and its writer group (see ``GroupCommitWriter.submit``)."""
         mask, keywords = flags.parse_flags(flag_names)
         wanted = list(uids)
+        deferrable = (
+            len(wanted) == 1 and not keywords and unchanged_since is None
+            and index.PATCHES_IN_PLACE
+        )
 
         flag_log = self._flag_log
+        key = ("set_flags", mailbox, folder)
 
         def apply(tx: Tx) -> StoreResult:
-            row = folders.get(tx.conn, mailbox, folder)
-            result = messages.set_flags(tx.conn, row, wanted, mask, keywords, mode, unchanged_since)
+            # Flag changes of one folder follow each other in a batch (ten sessions'
+            # STOREs): the folder row and the index chunks the previous one left are still
+            # true while nothing else wrote since (the writer's count of changed rows).
+            conn = tx.conn
+            memo: _FlagMemo | None = tx.memo.get(key)
+            if memo is None or memo.stamp != conn.total_changes:
+                assert tx.pending is None  # the writer wrote it, or nothing else ran since
+                row = folders.get(conn, mailbox, folder)
+                memo = _FlagMemo(conn.total_changes, row, row.highestmodseq)
+            row = memo.row
+            if deferrable:
+                # One message, system flags: its index entry and the folder's HIGHESTMODSEQ
+                # are written once for the run of such changes (see Tx.pending).
+                result = messages.set_system_flags_unindexed(
+                    conn, row.id, memo.modseq, wanted[0], mask, mode
+                )
+                memo.last_chunk.clear()
+                for change in result.changed:
+                    chunk = index.patch(
+                        conn, row.id, memo.chunks, change.uid, change.flags, result.modseq
+                    )
+                    if chunk is not None:
+                        memo.dirty.add(chunk)
+            else:
+                memo.chunks.clear()
+                if memo.modseq != row.highestmodseq:
+                    row = replace(row, highestmodseq=memo.modseq)
+                result = messages.set_flags(
+                    conn, row, wanted, mask, keywords, mode, unchanged_since, memo.last_chunk
+                )
+            if result.modseq != memo.modseq:
+                memo.modseq = result.modseq
+                memo.unwritten_modseq = deferrable
+            memo.stamp = conn.total_changes
+            tx.memo[key] = memo
             if result.changed:
                 tx.touched.add(mailbox)
                 tx.committed.append(
@@ -868,9 +913,11 @@ class MailboxDatabase:
                         flag_log.record, row.id, row.uidvalidity, result.modseq, result.changed
                     )
                 )
+            if memo.dirty or memo.unwritten_modseq:
+                tx.pending = (key, functools.partial(memo.write, conn))  # the last step
             return result
 
-        return apply
+        return apply, (key if deferrable else None)
 
     async def set_flags(
         self,
@@ -885,10 +932,8 @@ class MailboxDatabase:
         """IMAP STORE (mode "set", "add" or "remove"); returns the new modseq and changes.
         Answered once committed, before the commit's fsync (see ``writer``: a flag change
         lost in a power cut is not a lost message)."""
-        return await self._async(
-            self._set_flags(mailbox, folder, uids, flag_names, mode, unchanged_since),
-            durable=False,
-        )
+        apply, group = self._set_flags(mailbox, folder, uids, flag_names, mode, unchanged_since)
+        return await self._async(apply, durable=False, group=group)
 
     def set_flags_sync(
         self,
@@ -900,10 +945,8 @@ class MailboxDatabase:
         *,
         unchanged_since: int | None = None,
     ) -> StoreResult:
-        return self._sync(
-            self._set_flags(mailbox, folder, uids, flag_names, mode, unchanged_since),
-            durable=False,
-        )
+        apply, group = self._set_flags(mailbox, folder, uids, flag_names, mode, unchanged_since)
+        return self._submit(apply, durable=False, group=group).result()
 
     def _copy(
         self, mailbox: str, source: str, uids: Iterable[int], dest: str, move: bool
@@ -995,6 +1038,35 @@ def _claim_recent(tx: Tx, mailbox: str, folder: str, flag_log: FlagLog) -> tuple
             functools.partial(flag_log.recent_claimed, row.id, row.uidvalidity, uids)
         )
     return row.id, uids
+
+
+@dataclass(slots=True)
+class _FlagMemo:
+    """What a flag change leaves for the next one of its folder in the same transaction:
+    valid while ``conn.total_changes`` is still ``stamp`` (no write at all since)."""
+
+    stamp: int
+    row: folders.FolderRow  # as read (its HIGHESTMODSEQ then)
+    modseq: int  # the folder's HIGHESTMODSEQ as the last change left it
+    #: the chunk the last written one-message change patched (see index.update)
+    last_chunk: list[index.PatchedChunk] = field(default_factory=list)
+    #: chunks read, and patched in memory by changes whose index writes are pending
+    chunks: dict[int, bytearray] = field(default_factory=dict)
+    dirty: set[int] = field(default_factory=set)  # those of ``chunks`` not written yet
+    unwritten_modseq: bool = False  # ``row``'s HIGHESTMODSEQ not written yet
+
+    def write(self, conn: sqlite3.Connection) -> None:
+        """The pending writes (Tx.pending): patched chunks, then the folder's row."""
+        for chunk_id in sorted(self.dirty):
+            conn.execute(
+                "UPDATE folder_chunk SET data = ? WHERE id = ?", (self.chunks[chunk_id], chunk_id)
+            )
+        self.dirty.clear()
+        if self.unwritten_modseq:
+            conn.execute(
+                "UPDATE folder SET highestmodseq = ? WHERE id = ?", (self.modseq, self.row.id)
+            )
+            self.unwritten_modseq = False
 
 
 def _check_room(box: mailboxes.MailboxRow, size: int, settings: DatabaseSettings) -> None:

@@ -247,12 +247,32 @@ def _chunks_for(
         i = max(j, i + 1)
 
 
-def update(conn: sqlite3.Connection, folder_id: int, changes: dict[int, tuple[int, int]]) -> None:
-    """Set (flags, modseq) of the given UIDs."""
+class PatchedChunk(NamedTuple):
+    """A chunk's bytes as :func:`update` last wrote them (its caller keeps it for the next
+    one-message update of the same folder, and vouches that nothing else wrote since)."""
+
+    folder_id: int
+    chunk_id: int
+    data: bytearray
+
+
+def update(
+    conn: sqlite3.Connection,
+    folder_id: int,
+    changes: dict[int, tuple[int, int]],
+    last: list[PatchedChunk] | None = None,
+) -> None:
+    """Set (flags, modseq) of the given UIDs. ``last`` (one-message updates): holds the chunk
+    the previous update wrote, to patch again without reading it when it holds the UID;
+    it is replaced by the chunk this update wrote (emptied when it wrote none)."""
     if len(changes) == 1 and not _SWAP:
         [(uid, (flags, modseq))] = changes.items()
-        _update_one(conn, folder_id, uid, flags, modseq)
+        patched = _update_one(conn, folder_id, uid, flags, modseq, last[0] if last else None)
+        if last is not None:
+            last[:] = [] if patched is None else [patched]
         return
+    if last is not None:
+        last.clear()
     for chunk_id, chunk, uids in _chunks_for(conn, folder_id, sorted(changes)):
         for uid in uids:
             pos = chunk.position(uid)
@@ -262,26 +282,88 @@ def update(conn: sqlite3.Connection, folder_id: int, changes: dict[int, tuple[in
 
 
 def _update_one(
-    conn: sqlite3.Connection, folder_id: int, uid: int, flags: int, modseq: int
-) -> None:
+    conn: sqlite3.Connection,
+    folder_id: int,
+    uid: int,
+    flags: int,
+    modseq: int,
+    last: PatchedChunk | None,
+) -> PatchedChunk | None:
     """:func:`update` of one message (a STORE's usual case), patched into the chunk's bytes
-    in place rather than decoded and encoded again (little-endian hosts)."""
-    found = conn.execute(
-        "SELECT id, data FROM folder_chunk WHERE folder_id = ? AND first_uid <= ? "
-        "ORDER BY first_uid DESC LIMIT 1",
-        (folder_id, uid),
-    ).fetchone()
-    if found is None:
-        return
-    data = bytearray(found[1])
+    in place rather than decoded and encoded again (little-endian hosts). A UID is in one
+    chunk only, so a ``last`` chunk that holds it is the one the query would find."""
+    if last is not None and last.folder_id == folder_id and (
+        pos := _position(last.data, uid)
+    ) is not None:
+        chunk_id, data = last.chunk_id, last.data
+    else:
+        found = conn.execute(
+            "SELECT id, data FROM folder_chunk WHERE folder_id = ? AND first_uid <= ? "
+            "ORDER BY first_uid DESC LIMIT 1",
+            (folder_id, uid),
+        ).fetchone()
+        if found is None:
+            return None
+        chunk_id, data = found[0], bytearray(found[1])
+        if (pos := _position(data, uid)) is None:
+            return None
+    n = len(data) // ENTRY_BYTES
+    struct.pack_into("<I", data, 4 * n + 4 * pos, flags)  # after the uids
+    struct.pack_into("<Q", data, 12 * n + 8 * pos, modseq)  # after uids, flags, sizes
+    # (sqlite3 copies a bound buffer: the bytearray itself goes, and stays ours to patch)
+    conn.execute("UPDATE folder_chunk SET data = ? WHERE id = ?", (data, chunk_id))
+    return PatchedChunk(folder_id, chunk_id, data)
+
+
+#: One message's entry can be patched in a chunk's bytes (little-endian hosts).
+PATCHES_IN_PLACE = not _SWAP
+
+
+def patch(
+    conn: sqlite3.Connection,
+    folder_id: int,
+    chunks: dict[int, bytearray],
+    uid: int,
+    flags: int,
+    modseq: int,
+) -> int | None:
+    """Set one message's (flags, modseq) in ``chunks`` (chunk id → its bytes, read here
+    when the UID is in none of them yet) without writing them; the chunk's id, None if
+    the UID is in no chunk. The caller writes the chunks it patched, and vouches that
+    nothing else wrote them meanwhile (``PATCHES_IN_PLACE`` hosts only)."""
+    held = next(
+        ((cid, at) for cid, data in chunks.items() if (at := _position(data, uid)) is not None),
+        None,
+    )
+    if held is not None:
+        chunk_id, pos = held
+        data = chunks[chunk_id]
+    else:
+        found = conn.execute(
+            "SELECT id, data FROM folder_chunk WHERE folder_id = ? AND first_uid <= ? "
+            "ORDER BY first_uid DESC LIMIT 1",
+            (folder_id, uid),
+        ).fetchone()
+        if found is None or found[0] in chunks:  # (in a chunk held here: it is not there)
+            return None
+        chunk_id, data = found[0], bytearray(found[1])
+        at = _position(data, uid)
+        if at is None:
+            return None
+        pos = at
+        chunks[chunk_id] = data
+    n = len(data) // ENTRY_BYTES
+    struct.pack_into("<I", data, 4 * n + 4 * pos, flags)
+    struct.pack_into("<Q", data, 12 * n + 8 * pos, modseq)
+    return chunk_id
+
+
+def _position(data: bytearray, uid: int) -> int | None:
+    """Where ``uid`` is in a chunk's encoded bytes, if it is there."""
     n = len(data) // ENTRY_BYTES
     with memoryview(data) as view, view[: 4 * n].cast("I") as uids:
         pos = bisect.bisect_left(uids, uid)
-        if pos >= n or uids[pos] != uid:
-            return
-    struct.pack_into("<I", data, 4 * n + 4 * pos, flags)  # after the uids
-    struct.pack_into("<Q", data, 12 * n + 8 * pos, modseq)  # after uids, flags, sizes
-    conn.execute("UPDATE folder_chunk SET data = ? WHERE id = ?", (bytes(data), found[0]))
+        return pos if pos < n and uids[pos] == uid else None
 
 
 def remove(conn: sqlite3.Connection, folder_id: int, uids: Iterable[int]) -> None:

@@ -93,17 +93,18 @@ def set_flags(
     keywords: frozenset[str],
     mode: FlagMode,
     unchanged_since: int | None = None,
+    last_chunk: list[index.PatchedChunk] | None = None,
 ) -> StoreResult:
     """STORE: change flags of the given UIDs under one new modseq. Messages whose modseq is
     above ``unchanged_since`` (CONDSTORE) are left alone and reported as failed; messages
-    whose flags do not change keep their modseq."""
+    whose flags do not change keep their modseq. ``last_chunk``: see ``index.update``."""
     mask &= ~flags.RECENT  # \\Recent is not a client-settable flag
     modseq = folder.highestmodseq + 1
     if not keywords and unchanged_since is None:
-        changed = _set_system_flags(conn, folder, uids, mask, mode, modseq)
+        changed = _set_system_flags(conn, folder.id, uids, mask, mode, modseq)
         if not changed:
             return StoreResult(folder.highestmodseq, [], [])
-        index.update(conn, folder.id, {c.uid: (c.flags, modseq) for c in changed})
+        index.update(conn, folder.id, {c.uid: (c.flags, modseq) for c in changed}, last_chunk)
         conn.execute("UPDATE folder SET highestmodseq = ? WHERE id = ?", (modseq, folder.id))
         return StoreResult(modseq, changed, [])
     changed = []
@@ -128,9 +129,26 @@ def set_flags(
         "UPDATE message SET flags = ?, keywords = ?, modseq = ? WHERE folder_id = ? AND uid = ?",
         [(c.flags, c.keywords, modseq, folder.id, c.uid) for c in changed],
     )
-    index.update(conn, folder.id, {c.uid: (c.flags, modseq) for c in changed})
+    index.update(conn, folder.id, {c.uid: (c.flags, modseq) for c in changed}, last_chunk)
     conn.execute("UPDATE folder SET highestmodseq = ? WHERE id = ?", (modseq, folder.id))
     return StoreResult(modseq, changed, failed)
+
+
+def set_system_flags_unindexed(
+    conn: sqlite3.Connection,
+    folder_id: int,
+    highestmodseq: int,
+    uid: int,
+    mask: int,
+    mode: FlagMode,
+) -> StoreResult:
+    """:func:`set_flags` of one message's system flags in a folder whose HIGHESTMODSEQ is
+    ``highestmodseq``, leaving its index entry and the folder's new HIGHESTMODSEQ to the
+    caller (who writes them before the COMMIT)."""
+    mask &= ~flags.RECENT
+    modseq = highestmodseq + 1
+    changed = _set_system_flags(conn, folder_id, [uid], mask, mode, modseq)
+    return StoreResult(modseq if changed else highestmodseq, changed, [])
 
 
 # STORE of system flags only (no keywords named, no UNCHANGEDSINCE): one UPDATE that
@@ -148,7 +166,7 @@ _SYSTEM_FLAG_UPDATES: dict[FlagMode, tuple[str, str]] = {
 
 def _set_system_flags(
     conn: sqlite3.Connection,
-    folder: FolderRow,
+    folder_id: int,
     uids: Iterable[int],
     mask: int,
     mode: FlagMode,
@@ -164,7 +182,7 @@ def _set_system_flags(
     found = conn.execute(
         f"UPDATE message SET {assignment}, modseq = :modseq "
         f"WHERE folder_id = :folder AND {where} AND {differs} RETURNING uid, flags, keywords",
-        {"mask": mask, "modseq": modseq, "folder": folder.id, "uids": uid_arg},
+        {"mask": mask, "modseq": modseq, "folder": folder_id, "uids": uid_arg},
     ).fetchall()
     found.sort()
     return [FlagChange(uid, new, kw, modseq) for uid, new, kw in found]

@@ -19,6 +19,14 @@ for such a batch (SQLite then fsyncs the WAL at the next ``FULL`` commit or chec
 the writer fsyncs the WAL file itself when the flush is due; with one, the batch's log
 record is written without fsync (see :meth:`Journal.ship`). Every other batch (deliveries,
 APPEND, EXPUNGE, COPY, ...) is fsynced before any of its callers is answered.
+
+Job groups: jobs submitted with the same ``group`` that follow each other in a batch may
+leave writes for the next one to extend (:attr:`Tx.pending`): a run of one-message flag
+changes of one folder writes its index chunks and the folder's HIGHESTMODSEQ once, not once
+per change. The writer writes what is pending outside any job's savepoint, before a job of
+another group, after a job that failed and before COMMIT, so every other job reads the
+folder as written, a failed job's rollback never takes another job's writes with it, and a
+commit holds them all; a failure there fails the whole batch, as a failed COMMIT does.
 """
 
 from __future__ import annotations
@@ -69,19 +77,54 @@ class Tx:
     #: run once the transaction is committed (and logged), before anyone is answered;
     #: a job that fails takes its own back
     committed: list[Callable[[], None]] = field(default_factory=list)
+    #: what a job read or wrote, for the next job of the transaction to reuse; its owner
+    #: proves it still true (e.g. ``conn.total_changes`` unchanged since: no write at all,
+    #: not even a rolled-back one, came in between)
+    memo: dict[object, Any] = field(default_factory=dict)
+    #: the group (see ``submit``) of the job after this one in the batch, None if none
+    next_group: object | None = None
+    #: writes a job of ``group`` left for the next job of its group to extend: (group,
+    #: write them). The writer writes them, outside any job's savepoint, once the next job
+    #: is of another group or after a job that failed, and before COMMIT; a failure there
+    #: fails the whole batch. A job sets this only as its last step (after its last
+    #: statement succeeded), so a job that fails never leaves any.
+    pending: tuple[object, Callable[[], None]] | None = None
 
 
-@dataclass
+@dataclass(eq=False)
 class _Job(Generic[T]):
     apply: Callable[[Tx], T]
     prepare: Callable[[], None] | None
     size: int
     durable: bool = True  # False: a flag change, committed without its own fsync
-    future: Future[T] = field(default_factory=Future)
+    group: object | None = None  # see submit
+    #: submit: the future a thread waits on (None for submit_async's jobs)
+    future: Future[T] | None = None
     started: bool = False  # set running by the preparer
-    #: submit_async: the caller's loop and the future it awaits (resolved from ``future``)
+    #: submit_async: the caller's loop and the future it awaits, resolved on that loop
+    #: from ``outcome`` (no thread-safe future in between: its lock and condition cost
+    #: more than the rest of the hand-off)
     loop: asyncio.AbstractEventLoop | None = None
     waiter: asyncio.Future[T] | None = None
+    outcome: tuple[bool, Any] | None = None  # (ok, value or exception)
+
+    def start(self) -> bool:
+        """In the preparer or writer thread: False when the caller cancelled the job
+        before it started (it never runs), else it is running from now on."""
+        if self.future is not None:
+            return self.future.set_running_or_notify_cancel()
+        assert self.waiter is not None
+        # Read across threads: the loop sets the state under the GIL; a cancellation just
+        # after this look comes too late, as with a running thread job.
+        return not self.waiter.cancelled()
+
+    def resolve(self, ok: bool, value: Any) -> None:
+        if self.future is None:
+            self.outcome = (ok, value)
+        elif ok:
+            self.future.set_result(value)
+        else:
+            self.future.set_exception(value)
 
 
 @dataclass
@@ -140,14 +183,18 @@ class GroupCommitWriter:
         prepare: Callable[[], None] | None = None,
         size: int = 0,
         durable: bool = True,
+        group: object | None = None,
     ) -> Future[T]:
         """Queue a job. ``durable=False`` only for flag changes: answered after the commit but
         before its fsync (see the module's docstring); ``after_commit`` reports a batch of
         such jobs as flag changes alone, which the database's readers rely on (each of its
-        flag changes is in the flag log: ``MailboxDatabase.flag_changes_since``)."""
-        job: _Job[T] = _Job(apply, prepare, size, durable)
-        self._enqueue(job)
-        return job.future
+        flag changes is in the flag log: ``MailboxDatabase.flag_changes_since``).
+        ``group``: jobs of one group that follow each other in a batch may leave writes
+        for the next one to extend (:attr:`Tx.pending`: one write of a folder's row for
+        ten flag changes, not ten)."""
+        future: Future[T] = Future()
+        self._enqueue(_Job(apply, prepare, size, durable, group, future=future))
+        return future
 
     def submit_async(
         self,
@@ -156,17 +203,16 @@ class GroupCommitWriter:
         prepare: Callable[[], None] | None = None,
         size: int = 0,
         durable: bool = True,
+        group: object | None = None,
     ) -> asyncio.Future[T]:
         """:meth:`submit` for a caller on an event loop. Unlike ``asyncio.wrap_future`` of
         each job's future, the writer wakes each loop once per batch for all of its jobs
         (one ``call_soon_threadsafe``, i.e. one self-pipe write, not one per job).
         Cancelling the returned future before the job started means it never runs."""
         loop = asyncio.get_running_loop()
-        job: _Job[T] = _Job(apply, prepare, size, durable, loop=loop, waiter=loop.create_future())
-        assert job.waiter is not None
-        job.waiter.add_done_callback(lambda w: w.cancelled() and job.future.cancel())
-        self._enqueue(job)
-        return job.waiter
+        waiter: asyncio.Future[T] = loop.create_future()
+        self._enqueue(_Job(apply, prepare, size, durable, group, loop=loop, waiter=waiter))
+        return waiter
 
     def _enqueue(self, job: _Job[Any]) -> None:
         with self._lock:
@@ -198,10 +244,7 @@ class GroupCommitWriter:
         jobs (see submit_async)."""
         by_loop: dict[asyncio.AbstractEventLoop, list[_Job[Any]]] = {}
         for job, ok, value in outcomes:
-            if ok:
-                job.future.set_result(value)
-            else:
-                job.future.set_exception(value)
+            job.resolve(ok, value)
             if job.loop is not None:
                 by_loop.setdefault(job.loop, []).append(job)
         for loop, jobs in by_loop.items():
@@ -211,7 +254,7 @@ class GroupCommitWriter:
 
     def _prepare_loop(self) -> None:
         while (job := self._to_prepare.get()) is not None:
-            if not job.future.set_running_or_notify_cancel():
+            if not job.start():
                 continue  # cancelled before it started: never runs
             assert job.prepare is not None
             try:
@@ -288,7 +331,7 @@ class GroupCommitWriter:
             if job.started:
                 ready.append(job)
                 continue
-            if not job.future.set_running_or_notify_cancel():
+            if not job.start():
                 continue  # cancelled before it started: never runs
             if job.prepare is not None:
                 try:
@@ -315,10 +358,16 @@ class GroupCommitWriter:
                 self._set_synchronous("NORMAL" if relaxed else "FULL")
             self._begin_write()
             kept = False  # a job of this transaction succeeded: later ones need a savepoint
-            for job in ready:
+            last = len(ready) - 1
+            for i, job in enumerate(ready):
+                tx.next_group = ready[i + 1].group if i < last else None
                 changes = self._conn.total_changes
                 results.append(result := self._apply(tx, job, savepoint=kept))
                 kept = kept or result[1]
+                pending = tx.pending
+                if pending is not None and (not result[1] or tx.next_group != pending[0]):
+                    tx.pending = None
+                    pending[1]()  # raises: the whole batch fails
                 wrote = wrote or (result[1] and self._conn.total_changes != changes)
             if journal is not None:
                 journal.stamp(self._conn)
@@ -436,11 +485,10 @@ class GroupCommitWriter:
 def _copy_outcomes(jobs: list[_Job[Any]]) -> None:
     """On the caller's loop: hand each job's outcome to the future its caller awaits."""
     for job in jobs:
-        waiter = job.waiter
-        if waiter is None or waiter.done():  # cancelled while it ran: the outcome is dropped
-            continue
-        exc = job.future.exception()
-        if exc is not None:
-            waiter.set_exception(exc)
+        waiter, outcome = job.waiter, job.outcome
+        if waiter is None or outcome is None or waiter.done():
+            continue  # cancelled while it ran: the outcome is dropped
+        if outcome[0]:
+            waiter.set_result(outcome[1])
         else:
-            waiter.set_result(job.future.result())
+            waiter.set_exception(outcome[1])
