@@ -406,6 +406,38 @@ async def test_idle_clients_and_connection_limits(tmp_path: object,
         s.mail_store.close()
 
 
+async def test_idle_timeout_counts_from_the_last_command(tmp_path: object,
+                                                        directory: FakeDirectory) -> None:
+    """Every complete command moves the idle deadline (the timer is not restarted per
+    command, so this checks the deadline it keeps): a session that goes on talking for
+    several timeouts stays, and once it is silent it is told why and closed."""
+    from pathlib import Path
+
+    s = await start_smtp(Path(str(tmp_path)) / "d", directory, limits=SmtpLimits(timeout=0.6))
+
+    def session() -> tuple[list[bytes], bytes, float]:
+        with socket.create_connection((s.address, s.ports.inbound), timeout=10) as sock:
+            f = sock.makefile("rb")
+            f.readline()
+            replies = []
+            for _ in range(8):  # 8 × 0.2 s: well past the 0.6 s timeout
+                sock.sendall(b"NOOP\r\n")
+                replies.append(f.readline())
+                time.sleep(0.2)
+            silent = time.monotonic()
+            goodbye = f.readline()
+            return replies, goodbye, time.monotonic() - silent
+
+    try:
+        replies, goodbye, waited = await run(session)
+        assert all(r.startswith(b"250 ") for r in replies)
+        assert goodbye.startswith(b"421 4.4.2") and b"timeout exceeded" in goodbye
+        assert 0.3 < waited < 5  # the timeout ran from the last NOOP (sent 0.2 s before)
+    finally:
+        await s.stop()
+        s.mail_store.close()
+
+
 async def test_offline_ends_open_sessions(tmp_path: object, directory: FakeDirectory) -> None:
     from pathlib import Path
 

@@ -63,7 +63,10 @@ async def deliver_local(
         for r in outcome.recipients:
             results[r.mailbox] = (r.delivered, r.code, r.reason)
 
-    await asyncio.gather(*(one(db, ids) for db, ids in groups.values()))
+    if len(groups) == 1:  # the usual case: no task per database (gather makes one each)
+        await one(*next(iter(groups.values())))
+    else:
+        await asyncio.gather(*(one(db, ids) for db, ids in groups.values()))
     return [
         LocalResult(e.address, *results.get(e.mailbox_id, (False, "4.3.0", "not delivered")))
         for e in entries

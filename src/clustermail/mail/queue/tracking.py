@@ -125,7 +125,16 @@ class TrackingLog:
 
 
 def _day(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
+    """The UTC day of ``ts``; the last one is kept (every record asks, and it is
+    formatted once a day instead of once a message)."""
+    global _last_day
+    number = int(ts // 86400)
+    if _last_day[0] != number:
+        _last_day = (number, datetime.fromtimestamp(number * 86400, UTC).strftime("%Y-%m-%d"))
+    return _last_day[1]
+
+
+_last_day: tuple[int, str] = (-1 << 62, "")
 
 
 @dataclass(frozen=True, slots=True)

@@ -121,6 +121,9 @@ class ClusterSMTP(SMTP):
         self._in_data = False  # DATA lines have the idle timeout and the size limit
         self._line_bytes = 0  # bytes received since the last line end
         self._resume: asyncio.TimerHandle | None = None
+        self._idle_deadline = 0.0  # the idle timeout's deadline (loop time) ...
+        self._idle_fires = 0.0  # ... and when its timer fires, while _idle_armed
+        self._idle_armed = False
 
     def close(self) -> None:
         """Ends the session now (the resource goes offline)."""
@@ -218,6 +221,28 @@ class ClusterSMTP(SMTP):
             self._line_deadline.cancel()
             self._line_deadline = None
 
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd's idle timeout, restarted by every complete command: aiosmtpd cancels
+        its timer and starts another each time (four per message). Here the timer only
+        moves the deadline; a timer that fires before it starts one for the rest."""
+        deadline = self.loop.time() + (duration or self._timeout_duration)
+        self._idle_deadline = deadline
+        if self._idle_armed and self._idle_fires <= deadline:
+            return  # armed, and it fires before the deadline: it looks again then
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+        self._idle_armed, self._idle_fires = True, deadline
+        self._timeout_handle = self.loop.call_at(deadline, self._idle_check)
+
+    def _idle_check(self) -> None:
+        deadline = self._idle_deadline
+        if self.loop.time() < deadline:  # a command came since this timer was started
+            self._idle_fires = deadline
+            self._timeout_handle = self.loop.call_at(deadline, self._idle_check)
+            return
+        self._idle_armed = False
+        self._timeout_cb()
+
     def _timeout_cb(self) -> None:
         """aiosmtpd's idle timeout (reset by complete commands only) closes gracefully;
         here it says why and aborts if the client does not read the goodbye."""
@@ -250,8 +275,12 @@ class ClusterSMTP(SMTP):
             data = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii", "replace")
         else:
             data = status
-        self._writer.write(data + b"\r\n")
-        await drain_watched(self._writer, min(self.limits.timeout, WRITE_STALL_TIMEOUT))
+        writer = self._writer
+        writer.write(data + b"\r\n")
+        transport = writer.transport
+        if transport.get_write_buffer_size() or transport.is_closing():
+            # Only then can the drain wait or raise: the reply went out at once otherwise.
+            await drain_watched(writer, min(self.limits.timeout, WRITE_STALL_TIMEOUT))
         if final and self._reader._buffer:  # type: ignore[attr-defined]
             # Fairness: pipelined commands are read from the buffer without a pause, so a
             # client that pipelines thousands would hold the event loop until its buffer
