@@ -1,8 +1,10 @@
 """The per-message shortcuts of the SMTP path give what the general code they replace
-gives: control characters, the Received date, the tracking day, queue ids."""
+gives: control characters, domains, the Received date, the tracking day and line, queue
+ids."""
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import unicodedata
@@ -10,7 +12,7 @@ from datetime import UTC, datetime
 from email.utils import formatdate
 
 from clustermail.mail.queue.store import new_queue_id
-from clustermail.mail.queue.tracking import _day
+from clustermail.mail.queue.tracking import TrackingEvent, _day
 from clustermail.mail.smtp import policy
 
 
@@ -42,3 +44,26 @@ def test_queue_ids_are_16_hex_digits_and_differ() -> None:
     ids = {new_queue_id() for _ in range(10_000)}
     assert len(ids) == 10_000
     assert all(re.fullmatch(r"[0-9A-F]{16}", i) for i in ids)
+
+
+def test_ascii_domains_checked_as_through_the_idna_codec() -> None:
+    def through_idna(domain: str) -> bool:
+        try:
+            return policy._DOMAIN.match(domain.encode("idna").decode()) is not None
+        except UnicodeError:
+            return False
+
+    long, too_long = "x" * 63, "x" * 64
+    for domain in ("b", "b.", ".b", "b..c", f"{long}.c", f"{too_long}.c", too_long, "-b.c",
+                   "b-.c", "b_c", f"c.{too_long}", "xn--bcher-kva.example", "B.EXAMPLE"):
+        assert policy.valid_address(f"a@{domain}") is through_idna(domain), domain
+    assert policy.valid_address("a@bücher.example")  # not ASCII: through the codec
+    assert not policy.valid_address("a@b\u00ad\u200b..example")
+
+
+def test_tracking_line_leaves_out_only_the_missing_optional_fields() -> None:
+    tracked = TrackingEvent(1.5, "receive", "vs", None, "<m@x>", "", ["a@b"], 10, "2.0.0")
+    assert json.loads(tracked.to_json()) == {
+        "time": 1.5, "event": "receive", "vs": "vs", "message_id": "<m@x>", "sender": "",
+        "recipients": ["a@b"], "size": 10, "result": "2.0.0", "detail": "",
+    }

@@ -127,6 +127,8 @@ def valid_address(address: str) -> bool:
         return False
     if domain.startswith("[") and domain.endswith("]"):
         return True
+    if domain.isascii():  # the IDNA codec leaves ASCII as it is (or refuses what _DOMAIN does)
+        return _DOMAIN.match(domain) is not None
     try:
         ascii_domain = domain.encode("idna").decode()
     except UnicodeError:
