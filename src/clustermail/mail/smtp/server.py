@@ -41,7 +41,7 @@ from clustermail.mail.net.listener import (
     set_nodelay,
 )
 from clustermail.mail.queue.runner import QueueRunner
-from clustermail.mail.smtp.data import DOT_LINE, DataSection, DataState
+from clustermail.mail.smtp.data import DOT_LINE, END, DataSection, DataState
 from clustermail.mail.smtp.handler import MailEnvelope, SmtpContext, SmtpHandler
 from clustermail.mail.smtp.policy import SessionErrors, SmtpLimits
 from clustermail.mail.smtp.replies import with_enhanced
@@ -411,21 +411,36 @@ class ClusterSMTP(SMTP):
         await self.push("250 OK" if status is MISSING else status)
 
     async def _read_data(self) -> DataSection | None:
-        """Reads up to each ``.<CRLF>`` until the one on a line of its own."""
+        """Reads up to each ``.<CRLF>`` until the one on a line of its own; when the
+        reader already holds the section's end (within the reader's limit), up to it at
+        once: lines that end in a full stop (prose) are not a read each then."""
         section = DataSection(self.data_size_limit, self.line_length_limit)
         reader = self._reader
+        limit = self.line_length_limit
+        clean = 0  # the buffered bytes known to hold no <CRLF>.<CRLF> (each searched once)
         while self.transport is not None:
+            buffered: bytearray = reader._buffer  # type: ignore[attr-defined]
             try:
-                chunk = await reader.readuntil(DOT_LINE)
+                end = section.end_in(buffered, max(0, clean - len(END) + 1))
+                if 0 < end <= limit:
+                    chunk = await reader.readexactly(end)  # buffered: returns at once
+                else:
+                    # Clean up to the end found past the limit, or all of it: the next
+                    # search must not skip an end (what follows it is the next command).
+                    clean = end - len(END) if end else len(buffered)
+                    chunk = await reader.readuntil(DOT_LINE)
             except asyncio.LimitOverrunError as error:
                 # No dot line within the limit: take what cannot be part of one.
-                section.feed(await reader.read(error.consumed))
+                chunk = await reader.read(error.consumed)
+                clean -= len(chunk)
+                section.feed(chunk)
                 continue
             except asyncio.IncompleteReadError:
                 return None  # end of stream (eof_received ends the session)
             except asyncio.CancelledError:
                 self._writer.close()  # as aiosmtpd: the connection went during DATA
                 raise
+            clean -= len(chunk)
             if section.feed(chunk):
                 return section
         return None
