@@ -2,8 +2,9 @@
 
 aiosmtpd reads DATA one line at a time (one ``readuntil`` and a few list operations per
 line: 300 awaits for a 20 KB message, the largest cost of ingesting it). The server reads
-up to each ``.<CRLF>`` instead (:meth:`ClusterSMTP.smtp_DATA`), and :class:`DataSection`
-does the rest without I/O, with aiosmtpd's rules: the section ends at a line holding a
+up to the section's end at once when it has arrived (:meth:`DataSection.end_in`), else up
+to each ``.<CRLF>`` (:meth:`ClusterSMTP.smtp_DATA`), and :class:`DataSection` does the
+rest without I/O, with aiosmtpd's rules: the section ends at a line holding a
 lone dot (RFC 5321 4.1.1.4), a line longer than ``line_limit`` (CRLF included) makes it
 "too long" (500), more than ``size_limit`` bytes make it "too much" (552), whichever comes
 first; past either the bytes are read and dropped. Every byte is looked at a constant
