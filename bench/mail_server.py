@@ -8,6 +8,7 @@ prints one line "ready" once it listens."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from clustermail.mail.queue.tracking import TrackingLog
 from clustermail.mail.smtp.handler import SmtpContext
 from clustermail.mail.smtp.policy import SmtpLimits
 from clustermail.mail.smtp.server import SmtpPorts, SmtpService
-from clustermail.mail.store import MailboxDatabase, MailStore
+from clustermail.mail.store import MailboxDatabase, MailStore, StoreError
 
 DOMAIN = "bench.test"
 USERS = [f"u{i}@{DOMAIN}" for i in range(1, 11)]
@@ -80,6 +81,16 @@ class BenchMailStore:
 
     def database_for(self, entry: MailboxRef) -> MailboxDatabase:
         return self.store.database(entry.storage_group, entry.database)
+
+    async def mailbox_database(self, entry: MailboxRef) -> MailboxDatabase:
+        """What the mail_store resource does (MailStoreResource.mailbox_database), so that
+        delivery here takes the resource host's path: it creates a mailbox the directory
+        has homed here before the database holds it."""
+        db = self.database_for(entry)
+        if not await asyncio.to_thread(db.has_mailbox, entry.mailbox_id):
+            with contextlib.suppress(StoreError):
+                await asyncio.to_thread(db.create_mailbox_sync, entry.mailbox_id)
+        return db
 
 
 async def main(disk: Path, address: str, smtp_port: int, pop3_port: int) -> None:

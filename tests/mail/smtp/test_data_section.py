@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clustermail.mail.smtp.data import DOT_LINE, DataSection, DataState
+from clustermail.mail.smtp.data import DOT_LINE, END, DataSection, DataState
 
 
 def by_lines(stream: bytes, size_limit: int, line_limit: int) -> tuple[int, DataState, bytes]:
@@ -69,6 +69,69 @@ def test_chunks_end_and_read_as_lines_do(parts: list[bytes], size_limit: int,
         assert got[1:] == expected[1:]
     else:
         assert got[1] is not DataState.NOMINAL  # refused either way (500 or 552)
+
+
+def by_reader(stream: bytes, size_limit: int, line_limit: int, reader_limit: int,
+              arrivals: list[int]) -> tuple[int, DataState, bytes]:
+    """What ClusterSMTP._read_data does, with the stream arriving in pieces of the given
+    sizes: up to the end at once when the buffer holds it within the limit (searching
+    each buffered byte once), else asyncio's readuntil(DOT_LINE), which waits for more
+    or gives up past the limit."""
+    section = DataSection(size_limit, line_limit)
+    sizes = iter(arrivals)
+    pos, arrived, clean = 0, min(len(stream), next(sizes, len(stream))), 0
+    while True:
+        buffered = stream[pos:arrived]
+        end = section.end_in(bytearray(buffered), max(0, clean - len(END) + 1))
+        if 0 < end <= reader_limit:
+            chunk = buffered[:end]
+        else:
+            clean = end - len(END) if end else len(buffered)
+            while True:  # readuntil(DOT_LINE)
+                buffered = stream[pos:arrived]
+                found = buffered.find(DOT_LINE)
+                if 0 <= found <= reader_limit:
+                    chunk = buffered[:found + len(DOT_LINE)]
+                    break
+                if found > reader_limit or len(buffered) + 1 - len(DOT_LINE) > reader_limit:
+                    chunk = buffered[:found if found >= 0 else len(buffered) + 1 - 3]
+                    break
+                assert arrived < len(stream), "the end of the section was missed"
+                arrived = min(len(stream), arrived + next(sizes, len(stream)))
+        pos += len(chunk)
+        clean -= len(chunk)
+        if section.feed(chunk):
+            message = section.message() if section.state is DataState.NOMINAL else b""
+            return pos, section.state, message
+
+
+@settings(max_examples=600, deadline=None)
+@given(pieces, st.integers(10, 400), st.integers(4, 120), st.integers(8, 200),
+       st.lists(st.integers(1, 90), max_size=40))
+def test_the_server_reads_up_to_the_end_as_lines_do(
+    parts: list[bytes], size_limit: int, line_limit: int, reader_limit: int,
+    arrivals: list[int],
+) -> None:
+    """The read up to a buffered end ends where the lines say, however the bytes arrive,
+    and never past the first end: what follows (here more dot lines) is not the message."""
+    stream = b"".join(parts) + b"\r\n.\r\nRSET\r\n\r\n.\r\n.\r\nQUIT\r\n"
+    expected = by_lines(stream, size_limit, line_limit)
+    got = by_reader(stream, size_limit, line_limit, reader_limit, arrivals)
+    assert got[0] == expected[0]
+    if expected[1] is DataState.NOMINAL:
+        assert got[1:] == expected[1:]
+    else:
+        assert got[1] is not DataState.NOMINAL
+
+
+def test_the_end_found_in_what_is_buffered() -> None:
+    section = DataSection(1000, 1000)
+    assert section.end_in(bytearray(b".\r\nQUIT\r\n")) == 3  # an empty message
+    assert section.end_in(bytearray(b"a.\r\nb.\r\n.\r\nQUIT\r\n")) == 11
+    assert section.end_in(bytearray(b"a.\r\nb.\r\n.\r\n"), start=9) == 0  # searched
+    assert not section.feed(b"x\r")  # a CRLF split: the end begins in what was fed
+    assert section.end_in(bytearray(b"\n.\r\n")) == 4
+    assert section.end_in(bytearray(b".\r\n")) == 0  # after a lone CR, not a line end
 
 
 def test_an_empty_message_and_dot_stuffing() -> None:

@@ -194,6 +194,45 @@ async def test_auth_login_mechanism(smtp: Running) -> None:
     assert code == 235 and text.startswith(b"2.7.0")
 
 
+async def test_data_ends_at_the_first_lone_dot_however_it_arrives(smtp: Running) -> None:
+    """Prose (lines ending in a full stop), a one-line message, dot-stuffing, and bytes
+    after the end that look like another message: each section ends at its lone dot,
+    whether it comes in one write with what follows or a byte at a time."""
+    prose = b"".join(b"Sentence number %d ends here.\r\n" % i for i in range(40))
+    bodies = [b"Subject: prose\r\n\r\n" + prose, b"Subject: one line.\r\n",
+              b"Subject: dots\r\n\r\n..\r\n...leading.\r\n."[:-1] + b"\r\n"]
+    tail = b"MAIL FROM:<a@elsewhere.test>\r\nRCPT TO:<" + ALICE.encode() + b">\r\n"
+
+    def session(byte_at_a_time: bool) -> list[bytes]:
+        with socket.create_connection((smtp.address, smtp.ports.inbound), timeout=10) as sock:
+            f = sock.makefile("rb")
+            f.readline()
+            sock.sendall(b"EHLO x\r\n")
+            while not f.readline().startswith(b"250 "):
+                pass
+            replies = []
+            for body in bodies:
+                sock.sendall(tail + b"DATA\r\n")
+                replies += [f.readline(), f.readline(), f.readline()]
+                stuffed = body.replace(b"\r\n.", b"\r\n..")
+                data = stuffed + b".\r\nNOOP\r\n"  # the next command in the same write
+                if byte_at_a_time:
+                    for i in range(len(data)):
+                        sock.send(data[i:i + 1])
+                else:
+                    sock.sendall(data)
+                replies += [f.readline(), f.readline()]
+            return replies
+
+    for byte_at_a_time in (False, True):
+        replies = await asyncio.to_thread(session, byte_at_a_time)
+        assert [r[:3] for r in replies] == [b"250", b"250", b"354", b"250", b"250"] * 3
+    stored = inbox(smtp, ALICE)
+    assert len(stored) == 6
+    for got, body in zip(stored, bodies * 2, strict=True):
+        assert got.endswith(b"\r\n" + body)  # after the Received field
+
+
 async def test_bare_lf_long_lines_and_size(tmp_path: object, directory: FakeDirectory) -> None:
     from pathlib import Path
 
@@ -401,6 +440,38 @@ async def test_idle_clients_and_connection_limits(tmp_path: object,
         assert (await run(limits)).startswith(b"421 4.7.0")
         await asyncio.sleep(0.2)
         assert s.service.listener.admission.active == 0
+    finally:
+        await s.stop()
+        s.mail_store.close()
+
+
+async def test_idle_timeout_counts_from_the_last_command(tmp_path: object,
+                                                        directory: FakeDirectory) -> None:
+    """Every complete command moves the idle deadline (the timer is not restarted per
+    command, so this checks the deadline it keeps): a session that goes on talking for
+    several timeouts stays, and once it is silent it is told why and closed."""
+    from pathlib import Path
+
+    s = await start_smtp(Path(str(tmp_path)) / "d", directory, limits=SmtpLimits(timeout=0.6))
+
+    def session() -> tuple[list[bytes], bytes, float]:
+        with socket.create_connection((s.address, s.ports.inbound), timeout=10) as sock:
+            f = sock.makefile("rb")
+            f.readline()
+            replies = []
+            for _ in range(8):  # 8 × 0.2 s: well past the 0.6 s timeout
+                sock.sendall(b"NOOP\r\n")
+                replies.append(f.readline())
+                time.sleep(0.2)
+            silent = time.monotonic()
+            goodbye = f.readline()
+            return replies, goodbye, time.monotonic() - silent
+
+    try:
+        replies, goodbye, waited = await run(session)
+        assert all(r.startswith(b"250 ") for r in replies)
+        assert goodbye.startswith(b"421 4.4.2") and b"timeout exceeded" in goodbye
+        assert 0.3 < waited < 5  # the timeout ran from the last NOOP (sent 0.2 s before)
     finally:
         await s.stop()
         s.mail_store.close()

@@ -188,6 +188,38 @@ async def test_mailbox_database_creates_a_mailbox_not_applied_yet(
         await owner.close()
 
 
+async def test_delivery_creates_a_mailbox_not_applied_yet(
+    tmp_path: Path, coord: tuple[Store, Directory]
+) -> None:
+    """Delivery does not look for each mailbox first: the store refuses a missing one
+    (5.1.1), which is then created and delivered to, in the same call."""
+    from clustermail.mail.backends import MailStoreService
+    from clustermail.mail.queue.delivery import deliver_local
+
+    owner = Owner(tmp_path, epoch=3)
+    await owner.online()
+    try:
+        service = owner.mail
+        assert isinstance(service, MailStoreService)  # as the protocol resources find it
+        known = MailboxEntry("known@example.test", "", "mail1", "SG1", "DB1", "x")
+        await owner.mail.mailbox_database(known)
+        fresh = MailboxEntry("fresh@example.test", "", "mail1", "SG1", "DB1", "y")
+        elsewhere = MailboxEntry("far@example.test", "", "mail2", "SG1", "DB1", "z")
+        message = b"Subject: hi\r\n\r\nhello\r\n"
+        results = await deliver_local(service, message, [known, fresh, elsewhere])
+        assert [(r.address, r.delivered, r.code) for r in results] == [
+            ("known@example.test", True, "2.0.0"),
+            ("fresh@example.test", True, "2.0.0"),
+            ("far@example.test", False, "4.3.0"),  # homed on another virtual server
+        ]
+        db = owner.mail.database_for(fresh)
+        for entry in (known, fresh):
+            uids = db.list_messages(entry.mailbox_id, "INBOX").uids
+            assert [db.fetch_raw(entry.mailbox_id, "INBOX", u) for u in uids] == [message]
+    finally:
+        await owner.close()
+
+
 async def test_refuses_an_older_epoch(tmp_path: Path, coord: tuple[Store, Directory]) -> None:
     newer = Owner(tmp_path, epoch=9)
     await newer.online()

@@ -59,10 +59,11 @@ class Router:
     async def is_local_domain(self, address: str) -> bool:
         return await self.directory.is_local_domain(domain_of(address))
 
-    async def targets(self, address: str) -> list[Target]:
+    async def targets(self, address: str, *, local: bool | None = None) -> list[Target]:
         """The final recipients of an address of a local domain ([] if unknown), or the
-        address itself routed outside."""
-        if not await self.is_local_domain(address):
+        address itself routed outside. ``local``: :meth:`is_local_domain` of the address,
+        when the caller has just asked it (SMTP's RCPT)."""
+        if not (await self.is_local_domain(address) if local is None else local):
             return [Target(address, EXTERNAL)]
         return [Target(e.address, self._route(e), e) for e in await self.directory.resolve(address)]
 

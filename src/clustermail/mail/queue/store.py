@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 import sqlite3
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +89,11 @@ def queue_path(disk: Path) -> Path:
 
 
 def new_queue_id() -> str:
-    return uuid.uuid4().hex[:16].upper()
+    """16 hex digits, 64 random bits. Not uuid4: its ``os.urandom`` is a system call that
+    drops the GIL once per SMTP transaction (the envelope gets its id when it is created);
+    the ``random`` module's generator is seeded from the system's and reseeded in a forked
+    child, and the id only has to be unlikely to repeat, not secret."""
+    return f"{random.getrandbits(64):016X}"
 
 
 def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:

@@ -43,9 +43,18 @@ class TrackingEvent:
     client: str | None = None
 
     def to_json(self) -> str:
-        # Not dataclasses.asdict: its deep copy showed in the SMTP profile.
-        fields = {name: getattr(self, name) for name in self.__slots__}
-        return json.dumps({k: v for k, v in fields.items() if v is not None})
+        # Not dataclasses.asdict: its deep copy showed in the SMTP profile. Only the
+        # optional fields can be None (and are then left out).
+        fields: dict[str, object] = {"time": self.time, "event": self.event, "vs": self.vs}
+        if self.queue_id is not None:
+            fields["queue_id"] = self.queue_id
+        if self.message_id is not None:
+            fields["message_id"] = self.message_id
+        fields.update(sender=self.sender, recipients=self.recipients, size=self.size,
+                      result=self.result, detail=self.detail)
+        if self.client is not None:
+            fields["client"] = self.client
+        return json.dumps(fields)
 
 
 class TrackingLog:
@@ -125,7 +134,16 @@ class TrackingLog:
 
 
 def _day(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
+    """The UTC day of ``ts``; the last one is kept (every record asks, and it is
+    formatted once a day instead of once a message)."""
+    global _last_day
+    number = int(ts // 86400)
+    if _last_day[0] != number:
+        _last_day = (number, datetime.fromtimestamp(number * 86400, UTC).strftime("%Y-%m-%d"))
+    return _last_day[1]
+
+
+_last_day: tuple[int, str] = (-1 << 62, "")
 
 
 @dataclass(frozen=True, slots=True)

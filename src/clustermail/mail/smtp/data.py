@@ -2,8 +2,9 @@
 
 aiosmtpd reads DATA one line at a time (one ``readuntil`` and a few list operations per
 line: 300 awaits for a 20 KB message, the largest cost of ingesting it). The server reads
-up to each ``.<CRLF>`` instead (:meth:`ClusterSMTP.smtp_DATA`), and :class:`DataSection`
-does the rest without I/O, with aiosmtpd's rules: the section ends at a line holding a
+up to the section's end at once when it has arrived (:meth:`DataSection.end_in`), else up
+to each ``.<CRLF>`` (:meth:`ClusterSMTP.smtp_DATA`), and :class:`DataSection` does the
+rest without I/O, with aiosmtpd's rules: the section ends at a line holding a
 lone dot (RFC 5321 4.1.1.4), a line longer than ``line_limit`` (CRLF included) makes it
 "too long" (500), more than ``size_limit`` bytes make it "too much" (552), whichever comes
 first; past either the bytes are read and dropped. Every byte is looked at a constant
@@ -16,6 +17,8 @@ from enum import Enum
 
 #: What each chunk is read up to; the section ends where it follows a line end.
 DOT_LINE = b".\r\n"
+#: The section's end: a dot line after a line end.
+END = b"\r\n" + DOT_LINE
 
 
 class DataState(Enum):
@@ -47,6 +50,22 @@ class DataSection:
                 return True
         self._add(chunk)
         return False
+
+    def end_in(self, data: bytes | bytearray, start: int = 0) -> int:
+        """How many bytes of ``data`` (what follows the bytes fed so far) make up the rest
+        of the section, its final dot line included; 0 if its end is not in ``data``
+        (searched from ``start``: the caller knows the bytes before it hold no
+        ``<CRLF>.<CRLF>``). Feeding them ends the section. The end may begin in the last
+        two bytes fed (a dot line right after a line end fed before, or a CRLF split
+        between the two); it cannot begin earlier, as what was fed ends at a dot line or
+        is what asyncio's ``readuntil`` gives up on, which keeps any such start in the
+        reader."""
+        if self._tail == b"\r\n" and data.startswith(DOT_LINE):
+            return len(DOT_LINE)
+        if self._tail.endswith(b"\r") and data.startswith(b"\n" + DOT_LINE):
+            return 1 + len(DOT_LINE)
+        found = data.find(END, start)
+        return found + len(END) if found >= 0 else 0
 
     def message(self) -> bytes:
         """The message, dot-stuffing undone (RFC 5321 4.5.2); only in state NOMINAL."""

@@ -281,7 +281,7 @@ class SmtpHandler:
             local = await router.is_local_domain(address)
             if not policy.relay_allowed(local, _authenticated(session) is not None):
                 return f"554 5.7.1 <{address}>: Relay access denied"
-            targets = await router.targets(address)
+            targets = await router.targets(address, local=local)
         except Exception as exc:
             log_event("smtp_error", message=f"directory: {exc}", vs=self.ctx.vs)
             return "451 4.3.0 Directory unavailable; try again later"

@@ -4,7 +4,6 @@ and the error budget of a session."""
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from email.utils import formatdate, getaddresses
 
@@ -42,6 +41,8 @@ LINE_TIMEOUT = 60.0
 _RECEIVED = re.compile(rb"^received:", re.IGNORECASE | re.MULTILINE)
 _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(.*?)\r?$", re.IGNORECASE | re.MULTILINE)
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
+#: Unicode's control characters (category Cc: C0, DEL and C1), all of them.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _DOMAIN = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
                      r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
@@ -108,12 +109,12 @@ def bare_line_ending(data: bytes) -> str | None:
 
 def has_control(text: str) -> bool:
     """A control character (C0, DEL, C1): never part of an address."""
-    return any(unicodedata.category(c) == "Cc" for c in text)
+    return _CONTROL.search(text) is not None
 
 
 def printable(text: str, limit: int = 254) -> str:
     """``text`` safe to echo in a reply: controls shown as ``?``, cut to ``limit``."""
-    return "".join("?" if unicodedata.category(c) == "Cc" else c for c in text[:limit])
+    return _CONTROL.sub("?", text[:limit])
 
 
 def valid_address(address: str) -> bool:
@@ -126,6 +127,8 @@ def valid_address(address: str) -> bool:
         return False
     if domain.startswith("[") and domain.endswith("]"):
         return True
+    if domain.isascii():  # the IDNA codec leaves ASCII as it is (or refuses what _DOMAIN does)
+        return _DOMAIN.match(domain) is not None
     try:
         ascii_domain = domain.encode("idna").decode()
     except UnicodeError:
@@ -208,8 +211,20 @@ def received_header(
     line += f"with {protocol} id {queue_id}"
     if recipient is not None:
         line += f"\r\n\tfor <{recipient}>"
-    line += f"; {formatdate(now, usegmt=True)}\r\n"
+    line += f"; {_date(now)}\r\n"
     return line.encode("utf-8", "replace")
+
+
+def _date(now: float) -> str:
+    """The RFC 5322 date of ``now``, formatted once per second (not once per message)."""
+    global _last_date
+    second = int(now // 1)
+    if _last_date[0] != second:
+        _last_date = (second, formatdate(second, usegmt=True))
+    return _last_date[1]
+
+
+_last_date: tuple[int, str] = (-1 << 62, "")
 
 
 def protocol_name(*, esmtp: bool, tls: bool, authenticated: bool, utf8: bool) -> str:

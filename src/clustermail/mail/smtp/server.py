@@ -41,7 +41,7 @@ from clustermail.mail.net.listener import (
     set_nodelay,
 )
 from clustermail.mail.queue.runner import QueueRunner
-from clustermail.mail.smtp.data import DOT_LINE, DataSection, DataState
+from clustermail.mail.smtp.data import DOT_LINE, END, DataSection, DataState
 from clustermail.mail.smtp.handler import MailEnvelope, SmtpContext, SmtpHandler
 from clustermail.mail.smtp.policy import SessionErrors, SmtpLimits
 from clustermail.mail.smtp.replies import with_enhanced
@@ -121,6 +121,9 @@ class ClusterSMTP(SMTP):
         self._in_data = False  # DATA lines have the idle timeout and the size limit
         self._line_bytes = 0  # bytes received since the last line end
         self._resume: asyncio.TimerHandle | None = None
+        self._idle_deadline = 0.0  # the idle timeout's deadline (loop time) ...
+        self._idle_fires = 0.0  # ... and when its timer fires, while _idle_armed
+        self._idle_armed = False
 
     def close(self) -> None:
         """Ends the session now (the resource goes offline)."""
@@ -218,6 +221,28 @@ class ClusterSMTP(SMTP):
             self._line_deadline.cancel()
             self._line_deadline = None
 
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd's idle timeout, restarted by every complete command: aiosmtpd cancels
+        its timer and starts another each time (four per message). Here the timer only
+        moves the deadline; a timer that fires before it starts one for the rest."""
+        deadline = self.loop.time() + (duration or self._timeout_duration)
+        self._idle_deadline = deadline
+        if self._idle_armed and self._idle_fires <= deadline:
+            return  # armed, and it fires before the deadline: it looks again then
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+        self._idle_armed, self._idle_fires = True, deadline
+        self._timeout_handle = self.loop.call_at(deadline, self._idle_check)
+
+    def _idle_check(self) -> None:
+        deadline = self._idle_deadline
+        if self.loop.time() < deadline:  # a command came since this timer was started
+            self._idle_fires = deadline
+            self._timeout_handle = self.loop.call_at(deadline, self._idle_check)
+            return
+        self._idle_armed = False
+        self._timeout_cb()
+
     def _timeout_cb(self) -> None:
         """aiosmtpd's idle timeout (reset by complete commands only) closes gracefully;
         here it says why and aborts if the client does not read the goodbye."""
@@ -250,8 +275,12 @@ class ClusterSMTP(SMTP):
             data = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii", "replace")
         else:
             data = status
-        self._writer.write(data + b"\r\n")
-        await drain_watched(self._writer, min(self.limits.timeout, WRITE_STALL_TIMEOUT))
+        writer = self._writer
+        writer.write(data + b"\r\n")
+        transport = writer.transport
+        if transport.get_write_buffer_size() or transport.is_closing():
+            # Only then can the drain wait or raise: the reply went out at once otherwise.
+            await drain_watched(writer, min(self.limits.timeout, WRITE_STALL_TIMEOUT))
         if final and self._reader._buffer:  # type: ignore[attr-defined]
             # Fairness: pipelined commands are read from the buffer without a pause, so a
             # client that pipelines thousands would hold the event loop until its buffer
@@ -382,21 +411,36 @@ class ClusterSMTP(SMTP):
         await self.push("250 OK" if status is MISSING else status)
 
     async def _read_data(self) -> DataSection | None:
-        """Reads up to each ``.<CRLF>`` until the one on a line of its own."""
+        """Reads up to each ``.<CRLF>`` until the one on a line of its own; when the
+        reader already holds the section's end (within the reader's limit), up to it at
+        once: lines that end in a full stop (prose) are not a read each then."""
         section = DataSection(self.data_size_limit, self.line_length_limit)
         reader = self._reader
+        limit = self.line_length_limit
+        clean = 0  # the buffered bytes known to hold no <CRLF>.<CRLF> (each searched once)
         while self.transport is not None:
+            buffered: bytearray = reader._buffer  # type: ignore[attr-defined]
             try:
-                chunk = await reader.readuntil(DOT_LINE)
+                end = section.end_in(buffered, max(0, clean - len(END) + 1))
+                if 0 < end <= limit:
+                    chunk = await reader.readexactly(end)  # buffered: returns at once
+                else:
+                    # Clean up to the end found past the limit, or all of it: the next
+                    # search must not skip an end (what follows it is the next command).
+                    clean = end - len(END) if end else len(buffered)
+                    chunk = await reader.readuntil(DOT_LINE)
             except asyncio.LimitOverrunError as error:
                 # No dot line within the limit: take what cannot be part of one.
-                section.feed(await reader.read(error.consumed))
+                chunk = await reader.read(error.consumed)
+                clean -= len(chunk)
+                section.feed(chunk)
                 continue
             except asyncio.IncompleteReadError:
                 return None  # end of stream (eof_received ends the session)
             except asyncio.CancelledError:
                 self._writer.close()  # as aiosmtpd: the connection went during DATA
                 raise
+            clean -= len(chunk)
             if section.feed(chunk):
                 return section
         return None
