@@ -29,6 +29,20 @@ def table(path: Path) -> list[tuple[int, int, str | None, int]]:
         conn.close()
 
 
+def assert_same_and_sound(one: MailboxDatabase, other: MailboxDatabase, folders: list[str]) -> None:
+    """The two databases hold the same rows and folder indexes, and each passes its check."""
+    assert table(one.path) == table(other.path)
+    for folder in folders:
+        first, second = one.list_messages(A, folder), other.list_messages(A, folder)
+        assert list(first.uids) == list(second.uids)
+        assert list(first.flags) == list(second.flags)
+        assert list(first.modseqs) == list(second.modseqs)
+        assert first.keywords == second.keywords
+    for db in (one, other):
+        report = db.check_sync()
+        assert report.ok, report.problems
+
+
 def test_system_flag_stores_change_what_the_general_path_changes(tmp_path: Path) -> None:
     dbs = []
     for name in ("short", "general"):
@@ -59,13 +73,7 @@ def test_system_flag_stores_change_what_the_general_path_changes(tmp_path: Path)
                 A, "INBOX", uids, names, mode, unchanged_since=ALWAYS  # type: ignore[arg-type]
             )
             assert got == want
-        assert table(short.path) == table(general.path)
-        first, second = (db.list_messages(A, "INBOX") for db in dbs)  # the folder index
-        assert list(first.flags) == list(second.flags)
-        assert list(first.modseqs) == list(second.modseqs)
-        for db in dbs:
-            report = db.check_sync()
-            assert report.ok, report.problems
+        assert_same_and_sound(short, general, ["INBOX"])
     finally:
         for db in dbs:
             db.dismount()
@@ -176,16 +184,7 @@ async def test_flag_changes_sharing_a_transaction_match_one_transaction_each(
                 assert (a.source_uids, a.dest_uids) == (b.source_uids, b.dest_uids)
             elif not isinstance(a, Exception):
                 assert a == b  # StoreResult (modseq, changes), expunged UIDs
-        for folder in ("INBOX", "Archive"):
-            first, second = (db.list_messages(A, folder) for db in dbs)
-            assert list(first.uids) == list(second.uids)
-            assert list(first.flags) == list(second.flags)
-            assert list(first.modseqs) == list(second.modseqs)
-            assert first.keywords == second.keywords
-        assert table(batched.path) == table(alone.path)
-        for db in dbs:
-            report = db.check_sync()
-            assert report.ok, report.problems
+        assert_same_and_sound(batched, alone, ["INBOX", "Archive"])
     finally:
         for db in dbs:
             db.dismount()

@@ -297,19 +297,11 @@ def _update_one(
     ) is not None:
         chunk_id, data = last.chunk_id, last.data
     else:
-        found = conn.execute(
-            "SELECT id, data FROM folder_chunk WHERE folder_id = ? AND first_uid <= ? "
-            "ORDER BY first_uid DESC LIMIT 1",
-            (folder_id, uid),
-        ).fetchone()
+        found = _chunk_holding(conn, folder_id, uid)
         if found is None:
             return None
-        chunk_id, data = found[0], bytearray(found[1])
-        if (pos := _position(data, uid)) is None:
-            return None
-    n = len(data) // ENTRY_BYTES
-    struct.pack_into("<I", data, 4 * n + 4 * pos, flags)  # after the uids
-    struct.pack_into("<Q", data, 12 * n + 8 * pos, modseq)  # after uids, flags, sizes
+        chunk_id, data, pos = found
+    _set_entry(data, pos, flags, modseq)
     # (sqlite3 copies a bound buffer: the bytearray itself goes, and stays ours to patch)
     conn.execute("UPDATE folder_chunk SET data = ? WHERE id = ?", (data, chunk_id))
     return PatchedChunk(folder_id, chunk_id, data)
@@ -339,23 +331,36 @@ def patch(
         chunk_id, pos = held
         data = chunks[chunk_id]
     else:
-        found = conn.execute(
-            "SELECT id, data FROM folder_chunk WHERE folder_id = ? AND first_uid <= ? "
-            "ORDER BY first_uid DESC LIMIT 1",
-            (folder_id, uid),
-        ).fetchone()
+        found = _chunk_holding(conn, folder_id, uid)
         if found is None or found[0] in chunks:  # (in a chunk held here: it is not there)
             return None
-        chunk_id, data = found[0], bytearray(found[1])
-        at = _position(data, uid)
-        if at is None:
-            return None
-        pos = at
+        chunk_id, data, pos = found
         chunks[chunk_id] = data
-    n = len(data) // ENTRY_BYTES
-    struct.pack_into("<I", data, 4 * n + 4 * pos, flags)
-    struct.pack_into("<Q", data, 12 * n + 8 * pos, modseq)
+    _set_entry(data, pos, flags, modseq)
     return chunk_id
+
+
+def _chunk_holding(
+    conn: sqlite3.Connection, folder_id: int, uid: int
+) -> tuple[int, bytearray, int] | None:
+    """(id, bytes, position) of the stored chunk holding ``uid``; None if none does."""
+    found = conn.execute(
+        "SELECT id, data FROM folder_chunk WHERE folder_id = ? AND first_uid <= ? "
+        "ORDER BY first_uid DESC LIMIT 1",
+        (folder_id, uid),
+    ).fetchone()
+    if found is None:
+        return None
+    data = bytearray(found[1])
+    pos = _position(data, uid)
+    return None if pos is None else (found[0], data, pos)
+
+
+def _set_entry(data: bytearray, pos: int, flags: int, modseq: int) -> None:
+    """One entry's flags and modseq, in a chunk's encoded bytes."""
+    n = len(data) // ENTRY_BYTES
+    struct.pack_into("<I", data, 4 * n + 4 * pos, flags)  # after the uids
+    struct.pack_into("<Q", data, 12 * n + 8 * pos, modseq)  # after uids, flags, sizes
 
 
 def _position(data: bytearray, uid: int) -> int | None:
