@@ -35,25 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.imap import Client, prepare_ours, workload
-
-
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(the main thread's, the other threads') user + system seconds."""
-    tick = os.sysconf("SC_CLK_TCK")
-    main = other = 0.0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            raw = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-        except FileNotFoundError:
-            continue  # a thread that just ended
-        fields = raw.rsplit(")", 1)[1].split()
-        spent = (int(fields[11]) + int(fields[12])) / tick
-        if int(tid) == pid:
-            main += spent
-        else:
-            other += spent
-    return main, other
-
+from bench.proc_cpu import main_and_other_threads
 
 Make = Callable[[random.Random], bytes]
 
@@ -99,11 +81,11 @@ async def measure(
 
     # warm-up (seeds ≡ i mod sessions keep each client on its own maker)
     await asyncio.gather(*(worker(c, 1000 * sessions + i) for i, c in enumerate(clients)))
-    main0, other0 = cpu_seconds(pid)
+    main0, other0 = main_and_other_threads(pid)
     started = time.perf_counter()
     await asyncio.gather(*(worker(c, i) for i, c in enumerate(clients)))
     elapsed = time.perf_counter() - started
-    main1, other1 = cpu_seconds(pid)
+    main1, other1 = main_and_other_threads(pid)
     for c in clients:
         await c.close()
     n = sessions * ops

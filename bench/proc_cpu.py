@@ -24,6 +24,22 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / TICK
 
 
+def main_and_other_threads(pid: int) -> tuple[float, float]:
+    """(the main thread's, the other threads') user + system seconds: an event loop's
+    thread apart from the writer and other threads of a server process."""
+    main = other = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue  # a thread that just ended
+        if int(tid) == pid:
+            main += int(fields[11]) + int(fields[12])
+        else:
+            other += int(fields[11]) + int(fields[12])
+    return main / TICK, other / TICK
+
+
 def tree_cpu(root: int) -> float:
     """CPU seconds of ``root`` and every process below it, with those of the children
     each has reaped (a Postfix master's short-lived workers, a Dovecot master's ended

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.imap_cpu import cpu_seconds, positive
+from bench.imap_cpu import positive
+from bench.mail import free_port
+from bench.proc_cpu import main_and_other_threads
 
 ROOT = Path(__file__).resolve().parent.parent
 WARM_UP = 300
@@ -56,12 +57,6 @@ def trees(text: str) -> list[Path]:
     return out or [ROOT]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def source(port: int, sessions: int, kb: int, messages: int) -> None:
     subprocess.run(
         ["smtp-source", "-d", "-s", str(sessions), "-m", str(messages), "-l", str(kb * 1024),
@@ -86,11 +81,11 @@ def measure(tree: Path, bench: Path, sessions: int, kb: int, messages: int
             if server.stdout.readline().strip() != b"ready":
                 raise SystemExit(f"the server from {tree} did not start")
             source(port, sessions, kb, WARM_UP)
-            main0, other0 = cpu_seconds(server.pid)
+            main0, other0 = main_and_other_threads(server.pid)
             started = time.perf_counter()
             source(port, sessions, kb, messages)  # returns after the last 250 (durable)
             elapsed = time.perf_counter() - started
-            main1, other1 = cpu_seconds(server.pid)
+            main1, other1 = main_and_other_threads(server.pid)
         finally:
             server.terminate()
             server.wait(10)
