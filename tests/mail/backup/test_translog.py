@@ -231,8 +231,13 @@ def test_a_log_that_cannot_be_written_stops_writes_unacknowledged(tmp_path: Path
     os.close(seg_fd)  # the log's disk goes away
     fd = os.open(os.devnull, os.O_RDONLY)  # hold the number: writes to it fail
     try:
+        seen = db.change_count
         with pytest.raises(LogError):
             db.deliver_sync(msg("lost"), [A])
+        # Committed before its log failed: in the file, and readers are told (an IMAP
+        # session looks for news by the change count).
+        assert db.change_count > seen
+        assert len(db.list_messages(A, "INBOX")) == 2
         with pytest.raises(LogError):
             db.deliver_sync(msg("refused"), [A])  # no more writes once one failed
     finally:

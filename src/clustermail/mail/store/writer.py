@@ -379,6 +379,7 @@ class GroupCommitWriter:
         except BaseException as exc:
             if committed:  # in the database but not in its log: stop taking writes
                 self.broken = exc if isinstance(exc, StoreError) else self._wrap(exc)
+                self._committed_unlogged(tx, ready)
             if self._conn.in_transaction:
                 try:
                     self._conn.execute("ROLLBACK")
@@ -417,6 +418,19 @@ class GroupCommitWriter:
                 self._on_commit(tx.touched)
             except Exception:
                 log.exception("commit listener failed")
+
+    def _committed_unlogged(self, tx: Tx, ready: list[_Job[Any]]) -> None:
+        """A commit its log lost (its callers get the error): the change is in the
+        database all the same, so its readers are told as for any commit — counted as not
+        only flag changes (its hooks, the flag log's records, do not run: readers ask the
+        database) and its mailboxes' listeners woken."""
+        try:
+            if self._after_commit is not None:
+                self._after_commit(sum(job.size for job in ready), False)
+            if self._on_commit is not None and tx.touched:
+                self._on_commit(tx.touched)
+        except Exception:
+            log.exception("telling readers of an unlogged commit failed")
 
     def _wrap(self, exc: BaseException) -> StoreError:
         if isinstance(exc, sqlite3.Error):
