@@ -335,6 +335,9 @@ def test_untagged_data() -> None:
     assert r.search_data([1], highest_modseq=9) == b"* SEARCH 1 (MODSEQ 9)\r\n"
     # Past the shared cache of decimal forms, and growing it, give the same text.
     assert r.search_data([5000, 4_000_000_000, 7]) == b"* SEARCH 5000 4000000000 7\r\n"
+    # Out of order (results come ascending; any order still answers right): a number
+    # past the table before the last one.
+    assert r.search_data([3, 200_000, 5]) == b"* SEARCH 3 200000 5\r\n"
     assert r.search_data(iter(range(1, 40_001))) == (
         b"* SEARCH " + " ".join(map(str, range(1, 40_001))).encode() + b"\r\n"
     )

@@ -534,26 +534,25 @@ def flags_data(flags: Iterable[str]) -> bytes:
     return b"* FLAGS " + flag_list(flags) + CRLF
 
 
-#: Decimal forms of small numbers, shared by all sessions: a 10 000-hit SEARCH reply
-#: (UNSEEN in a big mailbox) is then one C-level join, twice as fast as formatting.
-_DECIMALS: list[bytes] = []
+#: " n" for small numbers n, shared by all sessions: a 10 000-hit SEARCH reply (UNSEEN in
+#: a big mailbox) is then one C-level join, several times faster than formatting.
+_SPACED: list[bytes] = []
 _MAX_CACHED_DECIMAL = 1 << 17  # ~6 MB at most
-
-
-def _decimals(numbers: list[int]) -> Iterable[bytes]:
-    top = max(numbers, default=0)
-    if top >= _MAX_CACHED_DECIMAL:
-        return (b"%d" % n for n in numbers)
-    if top >= len(_DECIMALS):
-        end = min(_MAX_CACHED_DECIMAL, max(top + 1, 2 * len(_DECIMALS), 1024))
-        _DECIMALS.extend(b"%d" % n for n in range(len(_DECIMALS), end))
-    return map(_DECIMALS.__getitem__, numbers)
 
 
 def search_data(numbers: Iterable[int], *, highest_modseq: int | None = None) -> bytes:
     """``* SEARCH 2 3 5``; with CONDSTORE, ``(MODSEQ n)`` at the end."""
     found = list(numbers)
-    line = b" ".join([b"* SEARCH", *_decimals(found)])
+    # Results come in ascending order: the last is the largest (any other order still
+    # answers right, by the IndexError below). Numbers are never negative.
+    top = found[-1] if found else 0
+    if len(_SPACED) <= top < _MAX_CACHED_DECIMAL:
+        end = min(_MAX_CACHED_DECIMAL, max(top + 1, 2 * len(_SPACED), 1024))
+        _SPACED.extend(b" %d" % n for n in range(len(_SPACED), end))
+    try:
+        line = b"* SEARCH" + b"".join(map(_SPACED.__getitem__, found))
+    except IndexError:  # a number past the table
+        line = b" ".join([b"* SEARCH", *(b"%d" % n for n in found)])
     if highest_modseq is not None:
         line += b" (MODSEQ %d)" % highest_modseq
     return line + CRLF
