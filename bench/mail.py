@@ -307,14 +307,19 @@ def pop3_cells(tmp: Path, ours: Ours, args: argparse.Namespace,
         except Exception as exc:
             errors["dovecot-pop3"] = str(exc)[:500]
     rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
+    loads: dict[str, list[list[float]]] = {}
     try:
         for r in range(args.rounds):
             for name, (port, servers) in targets.items():
+                before = round(os.getloadavg()[0], 2)
                 rounds[name].append(pop3_retr(port, POP_USER, 100, args.seconds, servers,
                                               args.pop3_placement))
+                after = round(os.getloadavg()[0], 2)
+                loads.setdefault(name, []).append([before, after])
                 rate, cpu = rounds[name][-1]
                 print(f"round {r + 1} POP3 RETR {name:12} {rate:8.0f} ops/s {cpu:6.1f} µs "
-                      f"server CPU/RETR ({args.pop3_placement})", flush=True)
+                      f"server CPU/RETR ({args.pop3_placement}, load {before:.1f}→{after:.1f})",
+                      flush=True)
     finally:
         if dovecot is not None:
             dovecot.stop()
@@ -324,6 +329,7 @@ def pop3_cells(tmp: Path, ours: Ours, args: argparse.Namespace,
     cells["server_cpu_us_per_retr"] = {name: round(statistics.median(c[1] for c in v), 1)
                                        for name, v in rounds.items()}
     cells["placement"] = args.pop3_placement
+    cells["load"] = loads  # the 1-minute load average before and after each round
     return cells
 
 
@@ -350,16 +356,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             except Exception as exc:  # a peer that will not start is reported, not fatal
                 results["errors"][getattr(make, "name", str(make))] = str(exc)[:500]
         rounds: dict[str, list[dict[str, float]]] = {t.name: [] for t in targets}
+        #: the 1-minute load average before and after each cell, round by round
+        loads: dict[str, dict[str, list[list[float]]]] = {t.name: {} for t in targets}
         for r in range(args.rounds if args.only != "pop3" else 0):
             for t in targets:
                 cells: dict[str, float] = {}
                 for sessions, size in LOADS:
                     key = f"{sessions}x{size // 1000}KB"
+                    before = round(os.getloadavg()[0], 2)
                     cells[key] = smtp_cell(t, sessions, size, args.messages)
-                    print(f"round {r + 1} {t.name:22} {key:8} {cells[key]:8.0f} msg/s",
-                          flush=True)
+                    after = round(os.getloadavg()[0], 2)
+                    loads[t.name].setdefault(key, []).append([before, after])
+                    print(f"round {r + 1} {t.name:22} {key:8} {cells[key]:8.0f} msg/s "
+                          f"(load {before:.1f}→{after:.1f})", flush=True)
                 rounds[t.name].append(cells)
         results["smtp"] = {name: median_by_cell(rs) for name, rs in rounds.items() if rs}
+        results["smtp_load"] = {name: cells for name, cells in loads.items() if cells}
         if args.only != "smtp":
             results["pop3"] = pop3_cells(tmp, next(t for t in targets if isinstance(t, Ours)),
                                          args, results["errors"])

@@ -234,12 +234,15 @@ def main() -> None:
                     for name in ("store", "maildir")
                     for what in ("cpu_us", "cores")
                 }
+                load: list[list[float]] = []  # 1-minute load average before/after each round
                 for _ in range(args.rounds):
+                    before = round(os.getloadavg()[0], 2)
                     s = store_rate(root, size, lanes, args.seconds)
                     store.append(s["rate"])
                     batch.append(s["per_commit"])
                     m = maildir_rate(root, size, lanes, args.seconds)
                     maildir.append(m["rate"])
+                    load.append([before, round(os.getloadavg()[0], 2)])
                     for name, got in (("store", s), ("maildir", m)):
                         used[f"{name}_cpu_us"].append(got["cpu_us"])
                         used[f"{name}_cores"].append(got["cores"])
@@ -251,6 +254,7 @@ def main() -> None:
                     "deliveries_per_commit": statistics.median(batch),
                     "store_rounds": store,
                     "maildir_rounds": maildir,
+                    "load": load,
                 } | {key: statistics.median(values) for key, values in used.items()}
                 cell["ratio"] = cell["store_per_s"] / cell["maildir_per_s"]
                 cells.append(cell)

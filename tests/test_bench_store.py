@@ -26,4 +26,5 @@ def test_a_tiny_run_reports_rates_and_cpu_per_delivery(tmp_path: Path) -> None:
         # CPU per delivery and cores busy, both sides: a delivery costs some CPU
         assert c["store_cpu_us"] > 0 and c["maildir_cpu_us"] > 0
         assert c["store_cores"] > 0 and c["maildir_cores"] > 0
+        assert len(c["load"]) == 1 and all(len(pair) == 2 for pair in c["load"])  # per round
     assert "| CPU µs per delivery (store / Maildir) |" in got.stdout
