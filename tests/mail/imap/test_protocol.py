@@ -252,6 +252,45 @@ def test_idle_sessions_time_out(db: MailboxDatabase) -> None:
         srv.stop()
 
 
+def test_an_idling_session_gets_keepalives_which_do_not_extend_its_timeout(
+    db: MailboxDatabase,
+) -> None:
+    """Dovecot's "* OK Still here" every imap_idle_notify_interval: NAT boxes keep the
+    connection and the client sees a dead one; the inactivity deadline stays."""
+    config = SessionConfig(idle_timeout=1.5, idle_keepalive=0.2)
+    srv = ServerThread(db, USERS, config=config)
+    try:
+        with socket.create_connection((srv.host, srv.port), timeout=5) as s:
+            f = s.makefile("rb")
+            f.readline()
+            s.sendall(f"a LOGIN {ALICE} {PASSWORD}\r\nb SELECT INBOX\r\n".encode())
+            while not f.readline().startswith(b"b OK"):
+                pass
+            s.sendall(b"c IDLE\r\n")
+            assert f.readline().startswith(b"+ idling")
+            started = time.monotonic()
+            assert f.readline() == b"* OK Still here\r\n"
+            assert f.readline() == b"* OK Still here\r\n"
+            s.sendall(b"DONE\r\n")  # IDLE still ends as usual
+            assert f.readline().startswith(b"c OK")
+            s.sendall(b"d IDLE\r\n")
+            assert f.readline().startswith(b"+ idling")
+            lines = []
+            while line := f.readline():  # until the server closes the connection
+                lines.append(line)
+            elapsed = time.monotonic() - started
+        assert lines[-1].startswith(b"* BYE")
+        assert lines.count(b"* OK Still here\r\n") >= 4  # ~1.5 s of IDLE, every 0.2 s
+        assert elapsed < 5  # the keepalives did not hold the session open
+    finally:
+        srv.stop()
+
+
+def test_idle_keepalive_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="idle_keepalive"):
+        SessionConfig(idle_keepalive=0)
+
+
 def test_append_limit_and_literal_plus(server: ServerThread, db: MailboxDatabase) -> None:
     db.update_settings_sync(max_message_bytes=1000)
     with socket.create_connection((server.host, server.port), timeout=5) as s:

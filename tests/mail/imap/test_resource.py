@@ -145,6 +145,7 @@ def test_imap4_properties_in_a_cluster_file() -> None:
         "hostname": "mail.example.test", "max_connections": 500,
         "max_connections_per_client": 20, "idle_timeout": 1800.0, "login_timeout": 30.0,
         "write_timeout": 120.0, "max_line_length": 8192, "max_userip_connections": 20,
+        "idle_keepalive": 60.0,
     }))
     assert ok.virtual_servers[0].resource("imap") is not None
     with pytest.raises(ConfigError) as info:
@@ -157,18 +158,21 @@ def test_imap4_properties_in_a_cluster_file() -> None:
     with pytest.raises(ConfigError) as info:
         config_from_dict(config({
             "max_line_length": 100, "login_timeout": 0, "max_userip_connections": 0,
+            "idle_keepalive": 0,
         }))
     text = str(info.value)
     assert "max_line_length" in text and "from 4096 to 1048576" in text
     assert "login_timeout" in text and "max_userip_connections" in text
+    assert "idle_keepalive" in text
 
 
 def test_limits_reach_the_server(tmp_path: Path) -> None:
     resource = Env(tmp_path).make(Imap4Resource, "imap", {
         "login_timeout": 5, "write_timeout": 7.5, "max_line_length": 8192,
-        "max_userip_connections": 3,
+        "max_userip_connections": 3, "idle_keepalive": 30,
     })
     assert (resource.login_timeout, resource.write_timeout) == (5.0, 7.5)
+    assert resource.idle_keepalive == 30.0
     assert resource.framing.max_line == 8192 and resource.max_userip == 3
     with pytest.raises(PropertyError, match="max_line_length"):
         Env(tmp_path).make(Imap4Resource, "imap", {"max_line_length": 10_000_000})

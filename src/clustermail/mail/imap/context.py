@@ -26,6 +26,7 @@ from clustermail.mail.imap.framing import (
     FramingError,
     FramingLimits,
 )
+from clustermail.mail.imap.idle_timeout import KEEPALIVE as IDLE_KEEPALIVE
 from clustermail.mail.imap.mailbox_view import MailboxView
 from clustermail.mail.imap.outcome import SessionClosed, bad, no
 from clustermail.mail.imap.sequence import SequenceSet
@@ -88,6 +89,9 @@ MailboxLocator = Callable[
 class SessionConfig:
     #: After login: seconds without a complete command (RFC 3501 §5.4), IDLE included.
     idle_timeout: float = idle_timeout.DEFAULT
+    #: Seconds between the ``* OK Still here`` an idling session gets (Dovecot's
+    #: imap_idle_notify_interval, 2 minutes).
+    idle_keepalive: float = IDLE_KEEPALIVE
     #: Before login: seconds from connect; commands do not extend it.
     login_timeout: float = LOGIN_TIMEOUT
     write_timeout: float = WRITE_TIMEOUT
@@ -106,6 +110,7 @@ class SessionConfig:
     def __post_init__(self) -> None:
         for name in (
             "idle_timeout",
+            "idle_keepalive",
             "login_timeout",
             "write_timeout",
             "max_userip_connections",

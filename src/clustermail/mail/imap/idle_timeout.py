@@ -1,4 +1,5 @@
-"""The session inactivity timeout (IDLE included): its default and the values accepted.
+"""The session inactivity timeout (IDLE included) and IDLE's keepalive interval: their
+defaults and the values accepted.
 
 The ``imap4`` resource reads its ``idle_timeout`` property with
 ``properties.number("idle_timeout", DEFAULT, minimum=MINIMUM)``; the configuration
@@ -14,6 +15,9 @@ from clustermail.cluster.model import PropertyValue
 DEFAULT = 30 * 60.0
 #: Shorter timeouts than the RFC's are allowed (tests use them), but a timer is needed.
 MINIMUM = 0.1
+#: Seconds between the keepalives (``* OK Still here``) of an idling session: Dovecot's
+#: imap_idle_notify_interval. Same minimum.
+KEEPALIVE = 120.0
 
 
 def check_idle_timeout(value: PropertyValue) -> str | None:

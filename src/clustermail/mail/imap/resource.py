@@ -2,7 +2,9 @@
 
 Properties: ``port`` (143), ``tls_port`` (993; 0 turns implicit TLS off),
 ``allow_plaintext_on_loopback`` (false), ``idle_timeout`` (seconds, at least 1800
-by RFC 3501; smaller values are for tests), ``login_timeout`` (60 s from the connect
+by RFC 3501; smaller values are for tests), ``idle_keepalive`` (120 s between the
+``* OK Still here`` an idling session gets, Dovecot's ``imap_idle_notify_interval``),
+``login_timeout`` (60 s from the connect
 to the login), ``write_timeout`` (60 s a write may wait for a client that does not
 read), ``max_line_length`` (65536, Dovecot's ``imap_max_line_length``),
 ``max_userip_connections`` (10, Dovecot's ``mail_max_userip_connections``),
@@ -83,6 +85,9 @@ class Imap4Resource(Resource):
         self.write_timeout = properties.number(
             "write_timeout", WRITE_TIMEOUT, minimum=idle_timeout.MINIMUM
         )
+        self.idle_keepalive = properties.number(
+            "idle_keepalive", idle_timeout.KEEPALIVE, minimum=idle_timeout.MINIMUM
+        )
         line = properties.integer("max_line_length", FramingLimits().max_line, minimum=1)
         problem = _line_length(line)
         if problem is not None:
@@ -113,6 +118,7 @@ class Imap4Resource(Resource):
             allow_plaintext_on_loopback=self.allow_plaintext,
             config=SessionConfig(
                 idle_timeout=self.idle_timeout,
+                idle_keepalive=self.idle_keepalive,
                 login_timeout=self.login_timeout,
                 write_timeout=self.write_timeout,
                 max_userip_connections=self.max_userip,
@@ -178,6 +184,7 @@ IMAP4_TYPE = ResourceType(
         "idle_timeout": PropertySpec(PropertyKind.FLOAT, check=idle_timeout.check_idle_timeout),
         "login_timeout": PropertySpec(PropertyKind.FLOAT, check=idle_timeout.check_idle_timeout),
         "write_timeout": PropertySpec(PropertyKind.FLOAT, check=idle_timeout.check_idle_timeout),
+        "idle_keepalive": PropertySpec(PropertyKind.FLOAT, check=idle_timeout.check_idle_timeout),
         "max_line_length": PropertySpec(PropertyKind.INT, check=_line_length),
         "max_userip_connections": PropertySpec(PropertyKind.INT, check=pr.above_zero),
         "max_bad_commands": PropertySpec(PropertyKind.INT, check=pr.above_zero),

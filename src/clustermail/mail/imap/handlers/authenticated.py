@@ -211,6 +211,8 @@ async def idle(s: SessionContext, cmd: c.Idle) -> Done:
     await s.flush()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + s.config.idle_timeout
+    keepalive = s.config.idle_keepalive
+    next_keepalive = loop.time() + keepalive
     s.framer.line_mode = True
     try:
         while True:
@@ -221,10 +223,21 @@ async def idle(s: SessionContext, cmd: c.Idle) -> Done:
             if s.view is not None and s.dirty:
                 await s.sync(allow_expunge=True)
                 await s.flush()
-            left = deadline - loop.time()
+            now = loop.time()
+            left = deadline - now
             if left <= 0:
                 raise TimeoutError
-            data = await _read_or_change(s, left)
+            if now >= next_keepalive:
+                # Dovecot's "Still here": NAT boxes and firewalls that drop quiet
+                # connections keep this one, and the client sees a dead one. It does not
+                # move the inactivity deadline (RFC 2177: the client re-IDLEs in time).
+                s.send(IDLE_KEEPALIVE)
+                await s.flush()
+                next_keepalive = now + keepalive
+            try:
+                data = await _read_or_change(s, min(left, next_keepalive - now))
+            except TimeoutError:
+                continue  # the deadline or a keepalive: both looked at above
             if data is None:
                 continue
             if not data:
@@ -239,6 +252,10 @@ async def idle(s: SessionContext, cmd: c.Idle) -> Done:
     except ParseError:
         bad("Expected DONE.")
     return Done("Idle completed.")
+
+
+#: The untagged answer an idling session gets every ``idle_keepalive`` seconds.
+IDLE_KEEPALIVE = b"* OK Still here\r\n"
 
 
 async def _read_or_change(s: SessionContext, timeout: float) -> bytes | None:
