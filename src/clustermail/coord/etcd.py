@@ -791,6 +791,11 @@ class EtcdStore(Store):
                 if created.compact_revision:
                     raise Compacted(next_rev or 0, int(created.compact_revision))
                 if created.canceled:
+                    if next_rev is None and created.header.revision:
+                        # "Now" is when the watch was first asked for: the stream made
+                        # again (a fresh token, another member) resumes from there, so
+                        # a change made meanwhile is not missed.
+                        next_rev = int(created.header.revision) + 1
                     reason = created.cancel_reason or "watch cancelled by etcd"
                     if token is not None and not fresh_token and (
                             _INVALID_TOKEN in reason or _OLD_AUTH_REVISION in reason
