@@ -227,6 +227,11 @@ class SessionContext:
         self._out.append(data)
         self._out_size += len(data)
 
+    def send_all(self, lines: list[bytes]) -> None:
+        """:meth:`send` of each line, in one step (a sync's untagged answers)."""
+        self._out += lines
+        self._out_size += sum(map(len, lines))
+
     async def flush(self) -> None:
         """Sends what is buffered. A client that does not read it within the write
         timeout has its connection aborted (:class:`WriteTimeout`): a full send buffer
@@ -419,9 +424,7 @@ class SessionContext:
             listing = db.folder_snapshot(mailbox, view.folder).listing()
             if not view.read_only and any(ch.flags & store_flags.RECENT for ch in new):
                 claimed = await db.claim_recent(mailbox, view.folder)
-        lines = view.sync(changes, listing, claimed, allow_expunge=allow_expunge)
-        self._out += lines
-        self._out_size += sum(map(len, lines))
+        self.send_all(view.sync(changes, listing, claimed, allow_expunge=allow_expunge))
         view.change_count = count
 
     def expunge_now(self, view: MailboxView, uids: Iterable[int]) -> None:

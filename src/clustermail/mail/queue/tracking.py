@@ -43,18 +43,10 @@ class TrackingEvent:
     client: str | None = None
 
     def to_json(self) -> str:
-        # Not dataclasses.asdict: its deep copy showed in the SMTP profile. Only the
-        # optional fields can be None (and are then left out).
-        fields: dict[str, object] = {"time": self.time, "event": self.event, "vs": self.vs}
-        if self.queue_id is not None:
-            fields["queue_id"] = self.queue_id
-        if self.message_id is not None:
-            fields["message_id"] = self.message_id
-        fields.update(sender=self.sender, recipients=self.recipients, size=self.size,
-                      result=self.result, detail=self.detail)
-        if self.client is not None:
-            fields["client"] = self.client
-        return json.dumps(fields)
+        # Not dataclasses.asdict: its deep copy showed in the SMTP profile. Every field,
+        # so that one added later is written too; None ones are left out.
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        return json.dumps({k: v for k, v in fields.items() if v is not None})
 
 
 class TrackingLog:
