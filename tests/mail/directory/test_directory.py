@@ -273,3 +273,33 @@ async def test_cache_follows_writes(d: Directory, store: Store, ns: str) -> None
     assert cache.live
     assert addresses(await reader.resolve("dave@example.test")) == ["dave@example.test"]
     await reader.close()
+
+
+async def test_a_no_from_a_cache_behind_the_store_is_asked_of_the_store(
+        d: Directory, store: Store, ns: str) -> None:
+    """The cache trails the store by the watch delay: a mailbox, domain or password made
+    a moment ago must not be refused for good (5.1.1, a relay refusal, a bounce of a
+    queued message, a failed login) because the cache has not seen it yet."""
+    reader = make(store, ns)
+    cache = await reader.start_cache()
+    await cache.close()
+    cache.live = True  # a cache that no longer follows: as far behind as a watch can be
+    await d.add_domain("new.test")
+    await d.add_mailbox("dave@example.test", password="pw-dave", server="mail1")
+    await d.set_password("alice@example.test", "new-pw")
+    assert cache.get("domains/new.test") is None  # the cache does not know them
+    assert await reader.is_local_domain("new.test")
+    assert addresses(await reader.resolve("dave@example.test")) == ["dave@example.test"]
+    entry = await reader.mailbox("dave@example.test")
+    assert entry is not None and entry.address == "dave@example.test"
+    assert await reader.authenticate("dave@example.test", "pw-dave") is not None
+    assert await reader.authenticate("alice@example.test", "new-pw") is not None
+    # A yes is the cache's until it hears (as with Dovecot's auth cache): the old
+    # password, a mailbox removed since.
+    assert await reader.authenticate("alice@example.test", "pw-alice") is not None
+    assert await reader.authenticate("alice@example.test", "wrong") is None
+    await d.remove_mailbox("carol@example.test")
+    assert addresses(await reader.resolve("carol@example.test")) == ["carol@example.test"]
+    assert await reader.resolve("nobody@example.test") == []
+    assert not await reader.is_local_domain("nowhere.test")
+    await reader.close()

@@ -5,7 +5,9 @@ write helpers every change goes through.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
+from typing import TypeVar
 
 from clustermail.coord import Compare, Delete, Put, Store, TxnOp
 from clustermail.mail import keys
@@ -26,6 +28,10 @@ from clustermail.mail.directory.passwords import Passwords
 CAS_ATTEMPTS = 20
 
 Ops = list[TxnOp]
+T = TypeVar("T")
+
+#: Set while a lookup must read the store itself, not the cache (per task).
+_FROM_STORE: ContextVar[bool] = ContextVar("directory_from_store", default=False)
 
 
 class DirectoryAccess:
@@ -63,22 +69,47 @@ class DirectoryAccess:
         if cache is not None:
             await cache.close()
 
+    def _cached(self) -> DirectoryCache | None:
+        """The cache when this lookup reads it (live, and not asked of the store)."""
+        cache = self.cache
+        return cache if cache is not None and cache.live and not _FROM_STORE.get() else None
+
+    async def _confirmed(self, ask: Callable[[], Awaitable[T]], negative: Callable[[T], bool]
+                         ) -> T:
+        """``ask()``, asked again of the store when the cache answered no. The cache is
+        behind the store by the watch delay, and a no becomes a permanent refusal (5.1.1,
+        a bounce, a failed login) of an entry created or changed a moment ago: a no costs
+        a store read, a yes none (Postfix's proxymap does not cache a no either)."""
+        answer = await ask()
+        if not negative(answer) or self._cached() is None:
+            return answer
+        return await self._from_store(ask)
+
+    @staticmethod
+    async def _from_store(ask: Callable[[], Awaitable[T]]) -> T:
+        """``ask()`` with every read made of the store (not the cache)."""
+        token = _FROM_STORE.set(True)
+        try:
+            return await ask()
+        finally:
+            _FROM_STORE.reset(token)
+
     # ================================================================== low-level reads
 
     def _key(self, sub: str, name: str) -> str:
         return self.prefix + sub + name
 
     async def _get(self, sub: str, name: str) -> bytes | None:
-        cache = self.cache
-        if cache is not None and cache.live:
+        cache = self._cached()
+        if cache is not None:
             return cache.get(sub + name)
         kv = await self.store.get(self._key(sub, name))
         return None if kv is None else kv.value
 
     async def _items(self, sub: str) -> list[tuple[str, bytes]]:
         """(name, value) of every record under ``sub``, sorted by name."""
-        cache = self.cache
-        if cache is not None and cache.live:
+        cache = self._cached()
+        if cache is not None:
             return [(k[len(sub) :], v) for k, v in cache.items(sub)]
         result = await self.store.range(self.prefix + sub)
         n = len(self.prefix) + len(sub)

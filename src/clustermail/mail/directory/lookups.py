@@ -23,6 +23,9 @@ class Lookups(DirectoryAccess):
             name = normalize_domain(domain)
         except ValueError:
             return False
+        return await self._confirmed(lambda: self._has_domain(name), _no)
+
+    async def _has_domain(self, name: str) -> bool:
         return await self._get(m.DOMAINS, name) is not None
 
     async def resolve(self, address: str) -> list[MailboxEntry]:
@@ -31,6 +34,9 @@ class Lookups(DirectoryAccess):
         an unknown local part. [] when nobody would get it. Raises
         InvalidAddressError for a malformed address."""
         addr = parse_address(address)
+        return await self._confirmed(lambda: self._resolve(addr), _no)
+
+    async def _resolve(self, addr: Address) -> list[MailboxEntry]:
         if await self._domain_entry(addr.domain) is None:
             return []
         found: dict[str, MailboxEntry] = {}
@@ -74,6 +80,9 @@ class Lookups(DirectoryAccess):
         """The mailbox an address names (directly, through an alias, or by its base
         without the ``+tag``), enabled or not; None for groups and unknown addresses."""
         addr = parse_address(address)
+        return await self._confirmed(lambda: self._mailbox(addr), _no)
+
+    async def _mailbox(self, addr: Address) -> MailboxEntry | None:
         record = await self._find(addr)
         if record is None:
             return None
@@ -122,6 +131,12 @@ class Lookups(DirectoryAccess):
                 and self.auth_cache.hit(username, password, entry.password_hash, now)):
             return entry  # verified against this very hash less than a TTL ago
         ok = await self.passwords.verify(None if entry is None else entry.password_hash, password)
+        if not (ok and entry is not None and entry.enabled) and self._cached() is not None:
+            # The cache may not hold the mailbox yet, or still its old password or state.
+            fresh = await self._from_store(lambda: self._login_mailbox(username))
+            if fresh is not None and fresh != entry:
+                entry = fresh
+                ok = await self.passwords.verify(entry.password_hash, password)
         if entry is None or not ok or not entry.enabled:
             return None
         if self.passwords.needs_rehash(entry.password_hash):
@@ -160,3 +175,8 @@ class Lookups(DirectoryAccess):
         except ValueError:
             return False
         return key in await self.send_as(mailbox)
+
+
+def _no(answer: object) -> bool:
+    """A lookup's negative answer (False, [], None): see DirectoryAccess._confirmed."""
+    return not answer
