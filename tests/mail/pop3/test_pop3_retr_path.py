@@ -140,6 +140,15 @@ def line_by_line(message: bytes) -> bytes:
 def test_dot_stuff_fast_path_matches_line_by_line(parts: list[bytes]) -> None:
     message = b"".join(parts)
     assert dot_stuff(message) == line_by_line(message)
+    if b"\n" not in message.replace(b"\r\n", b""):  # the store's (stored=True): no bare LF
+        assert dot_stuff(message, stored=True) == line_by_line(message)
+
+
+def test_a_stored_message_is_not_scanned_for_bare_lfs() -> None:
+    """The store never keeps a bare LF, so RETR does not look for one on every message
+    (one scan fewer); where it stuffs a line it still checks, and goes line by line."""
+    assert dot_stuff(b"a\nb\r\n", stored=True) == b"a\nb\r\n.\r\n"
+    assert dot_stuff(b"a\nb\r\n.c\r\n", stored=True) == line_by_line(b"a\nb\r\n.c\r\n")
 
 
 @pytest.mark.parametrize("message", [
@@ -154,6 +163,8 @@ def test_dot_stuff_fast_path_matches_line_by_line(parts: list[bytes]) -> None:
 def test_dot_stuff_checks_line_ends_after_the_first_line_to_stuff(message: bytes) -> None:
     assert dot_stuff(message) == line_by_line(message)
     assert dot_stuff(message, None, b"+OK\r\n") == b"+OK\r\n" + line_by_line(message)
+    if b"\n" not in message.replace(b"\r\n", b"") or b"\r\n." in message:
+        assert dot_stuff(message, stored=True) == line_by_line(message)
 
 
 async def test_store_gone_mid_session_closes_and_releases_the_lock(pop3: Pop3) -> None:

@@ -109,26 +109,32 @@ _BARE_CR = re.compile(rb"\r(?!\n)")
 _BARE_LF = re.compile(rb"\n(?<!\r\n)")
 
 
-def _crlf_stuffed(message: bytes) -> bytes | None:
+def _crlf_stuffed(message: bytes, stored: bool) -> bytes | None:
     """``message`` with a dot doubled after every CRLF that one follows, when every CR
-    and LF in it is part of a CRLF; else None. Two scans in C and no copy for the usual
-    message (CRLF lines, none starting with a dot): cheaper than counting CR, LF and
-    CRLF, and than a replace that finds nothing."""
-    if _BARE_LF.search(message) is not None:
+    and LF in it is part of a CRLF; else None. No copy for the usual message (CRLF
+    lines, none starting with a dot). ``stored``: the message comes from the store,
+    which keeps no bare LF (every body is CRLF-normalized before it is written), so the
+    scan for one is left out — one scan in C per RETR instead of two."""
+    if not stored and _BARE_LF.search(message) is not None:
         return None
     found = _CR_WORK.search(message)
     if found is None:
         return message
     if found.end() - found.start() == 1 or _BARE_CR.search(message, found.end()) is not None:
         return None  # a bare CR, here or after the first line to stuff
+    if stored and message.count(b"\n") != message.count(b"\r\n"):
+        return None  # a bare LF where the store promised none: line by line, exactly
     return message.replace(b"\r\n.", b"\r\n..")
 
 
-def dot_stuff(message: bytes, top_lines: int | None = None, head: bytes = b"") -> bytes:
+def dot_stuff(message: bytes, top_lines: int | None = None, head: bytes = b"",
+              *, stored: bool = False) -> bytes:
     """The message as a multi-line response body: CRLF lines, leading dots doubled,
     the terminating ``.CRLF`` added, all after ``head`` (the status line). With
-    ``top_lines``: the header, the blank line and that many body lines (TOP)."""
-    body = _crlf_stuffed(message) if top_lines is None else None
+    ``top_lines``: the header, the blank line and that many body lines (TOP).
+    ``stored``: the message is the store's (no bare LF, see :func:`_crlf_stuffed`); a
+    bare LF not before a dot is then sent as it is."""
+    body = _crlf_stuffed(message, stored) if top_lines is None else None
     if body is not None:
         # The common case (stored messages have CRLF line endings): no per-line work,
         # and one copy of the message (the join).
@@ -418,7 +424,8 @@ class Pop3Session:
         self._busy = False
         if raw is None:
             return err("message was removed by another session", "SYS/PERM").data
-        return dot_stuff(raw, retrieve.top_lines, b"+OK %d octets\r\n" % retrieve.size)
+        return dot_stuff(raw, retrieve.top_lines, b"+OK %d octets\r\n" % retrieve.size,
+                         stored=True)
 
     def _cmd_dele(self, args: list[str]) -> list[Action]:
         n = self._number(args[0])
