@@ -248,6 +248,26 @@ class MailboxView:
             self.keywords.pop(uid, None)
         return seq
 
+    def unchanged_by(self, seqs: Iterable[int], mask: int, keywords: frozenset[str],
+                     mode: str) -> bool:
+        """Whether storing ``mask`` and ``keywords`` (``mode``: ``set``, ``add`` or
+        ``remove``, as the store takes them) on these messages would change none of them,
+        as this view holds them."""
+        flags, uids, held = self.flags, self.uids, self.keywords
+        for seq in seqs:
+            old = flags[seq - 1] & _STORED
+            text = held.get(uids[seq - 1])
+            kw = frozenset(text.split()) if text else frozenset()
+            if mode == "add":
+                same = old | mask == old and keywords <= kw
+            elif mode == "remove":
+                same = not old & mask and not keywords & kw
+            else:
+                same = old == mask and kw == keywords
+            if not same:
+                return False
+        return True
+
     def new_keywords(self, keywords: Iterable[str]) -> bool:
         """Remember keywords; True when one of them was not announced in FLAGS yet."""
         fresh = set(keywords) - self.known_keywords
