@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import socket
 
+from clustermail.mail.store import MailboxDatabase
 from tests.support.imap_server import PASSWORD, USERS, ServerThread
 
 ALICE = USERS[0]
@@ -50,3 +51,25 @@ class Client:
         self.cmd("LOGOUT")
         self.file.close()
         self.sock.close()
+
+
+def fetches(lines: list[bytes]) -> dict[int, bytes]:
+    """Sequence number -> flag list of the ``* n FETCH (FLAGS (...))`` lines."""
+    out = {}
+    for line in lines:
+        m = re.match(rb"\* (\d+) FETCH \(FLAGS \((.*)\)\)$", line)
+        if m:
+            out[int(m.group(1))] = m.group(2)
+    return out
+
+
+def two_sessions(server: ServerThread, db: MailboxDatabase, messages: int) -> tuple[Client, Client]:
+    """``messages`` messages in ALICE's INBOX (none \\Recent, so FLAGS compare plainly)
+    and two sessions with it selected."""
+    for n in range(messages):
+        db.deliver_sync(msg(n), [ALICE])
+    db.claim_recent_sync(ALICE, "INBOX")
+    a, b = Client(server), Client(server)
+    a.cmd("SELECT INBOX")
+    b.cmd("SELECT INBOX")
+    return a, b

@@ -5,7 +5,6 @@ allowed, and a view that reads a shared snapshot in place never changes it."""
 
 from __future__ import annotations
 
-import re
 import socket
 import time
 
@@ -13,17 +12,8 @@ from clustermail.mail.imap.mailbox_view import MailboxView
 from clustermail.mail.imap.session import SessionConfig
 from clustermail.mail.store import MailboxDatabase
 from clustermail.mail.store import flags as f
-from tests.support.imap_lines import ALICE, Client, msg
+from tests.support.imap_lines import ALICE, Client, fetches, msg, two_sessions
 from tests.support.imap_server import PASSWORD, USERS, ServerThread
-
-
-def fetches(lines: list[bytes]) -> dict[int, bytes]:
-    out = {}
-    for line in lines:
-        m = re.match(rb"\* (\d+) FETCH \(FLAGS \((.*)\)\)$", line)
-        if m:
-            out[int(m.group(1))] = m.group(2)
-    return out
 
 
 def test_nothing_committed_nothing_sent(server: ServerThread, db: MailboxDatabase) -> None:
@@ -55,12 +45,7 @@ def test_change_answered_elsewhere_is_seen_by_the_next_command(
 
 
 def test_own_store_and_other_sessions(server: ServerThread, db: MailboxDatabase) -> None:
-    for n in range(3):
-        db.deliver_sync(msg(n), [ALICE])
-    db.claim_recent_sync(ALICE, "INBOX")  # no \Recent in the FLAGS compared below
-    a, b = Client(server), Client(server)
-    a.cmd("SELECT INBOX")
-    b.cmd("SELECT INBOX")
+    a, b = two_sessions(server, db, 3)
     assert a.cmd("STORE 1 +FLAGS.SILENT (\\Flagged)") == []
     assert a.cmd("NOOP") == []  # its own change is not reported back to it
     assert fetches(b.cmd("NOOP")) == {1: b"\\Flagged"}
@@ -78,12 +63,7 @@ def test_held_back_expunge_comes_at_the_next_allowed_moment(
 ) -> None:
     """FETCH must not announce an expunge (RFC 3501 §7.4.1); the NOOP after it must, even
     though nothing was committed between the two."""
-    for n in range(3):
-        db.deliver_sync(msg(n), [ALICE])
-    db.claim_recent_sync(ALICE, "INBOX")
-    a, b = Client(server), Client(server)
-    a.cmd("SELECT INBOX")
-    b.cmd("SELECT INBOX")
+    a, b = two_sessions(server, db, 3)
     b.cmd("STORE 1 +FLAGS.SILENT (\\Deleted)")
     assert b.cmd("EXPUNGE") == [b"* 1 EXPUNGE"]
     during = a.cmd("FETCH 1:* (FLAGS)")
@@ -156,12 +136,7 @@ def test_flag_news_from_memory_and_from_the_store_agree(
     """Other sessions' STOREs reach a session from the store's memory of recent flag
     changes (flag_log) until another kind of commit, or more changes than it keeps, send
     it to the change log in the file: either way its view ends as the store's flags."""
-    for n in range(6):
-        db.deliver_sync(msg(n), [ALICE])
-    db.claim_recent_sync(ALICE, "INBOX")
-    a, b = Client(server), Client(server)
-    a.cmd("SELECT INBOX")
-    b.cmd("SELECT INBOX")
+    a, b = two_sessions(server, db, 6)
 
     def view_of(c: Client) -> dict[int, bytes]:
         return fetches(c.cmd("FETCH 1:* (FLAGS)"))

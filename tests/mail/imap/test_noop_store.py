@@ -4,17 +4,10 @@ never taken for a no-op."""
 
 from __future__ import annotations
 
-import re
-
 from clustermail.mail.store import MailboxDatabase
 from clustermail.mail.store import flags as f
-from tests.support.imap_lines import ALICE, Client, msg
+from tests.support.imap_lines import ALICE, Client, fetches, msg, two_sessions
 from tests.support.imap_server import ServerThread
-
-
-def fetches(lines: list[bytes]) -> dict[int, bytes]:
-    return {int(m[1]): m[2] for line in lines
-            if (m := re.match(rb"\* (\d+) FETCH \(FLAGS \((.*)\)\)$", line))}
 
 
 def stored(db: MailboxDatabase) -> list[str]:
@@ -49,12 +42,7 @@ def test_a_change_made_elsewhere_meanwhile_is_not_taken_for_a_no_op(
         server: ServerThread, db: MailboxDatabase) -> None:
     """The session's view still says \\Flagged when another writer has just removed it:
     the STORE looks for news first, so it writes, and the flag is there afterwards."""
-    for n in range(2):
-        db.deliver_sync(msg(n), [ALICE])
-    db.claim_recent_sync(ALICE, "INBOX")
-    a, b = Client(server), Client(server)
-    a.cmd("SELECT INBOX")
-    b.cmd("SELECT INBOX")
+    a, b = two_sessions(server, db, 2)
     for round_ in range(20):
         assert a.cmd("STORE 1 +FLAGS.SILENT (\\Flagged)") == []
         assert fetches(b.cmd("FETCH 1 (FLAGS)")) == {1: b"\\Flagged"}, round_  # b's view
