@@ -232,7 +232,7 @@ async def _implicit_seen(s: SessionContext, view: MailboxView, seqs: list[int]) 
 
 @COMMANDS.command(c.Store, SELECTED, USES_SEQS)
 async def store(s: SessionContext, cmd: c.Store) -> Done:
-    _db, _mailbox, view = s.selected()
+    db, _mailbox, view = s.selected()
     if cmd.unchanged_since is not None:
         bad("UNCHANGEDSINCE needs CONDSTORE, which is not enabled.")
     if view.read_only:
@@ -241,7 +241,6 @@ async def store(s: SessionContext, cmd: c.Store) -> Done:
     flags = list(cmd.flags)
     mask, keywords_set = store_flags.parse_flags(flags)  # BAD for an invalid flag up front
     mode = _STORE_MODES[cmd.mode]
-    db = s.require()[0]
     if db.change_count != view.change_count:
         # Other sessions' changes first (flag news from memory; expunges stay deferred,
         # so the sequence numbers resolved above still hold): then the view is exact.
