@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,7 @@ class StaticDirectory:
         e = self.entries.get(username.lower())
         return e if e is not None and password == PASSWORD else None
 
-    async def send_as(self, mailbox: str) -> set[str]:
+    async def send_as(self, mailbox: str, *, covering: Collection[str] = ()) -> set[str]:
         return {mailbox}
 
 

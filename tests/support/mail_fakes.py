@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,7 +79,7 @@ class FakeDirectory:
             return None
         return entry
 
-    async def send_as(self, mailbox: str) -> set[str]:
+    async def send_as(self, mailbox: str, *, covering: Collection[str] = ()) -> set[str]:
         out = {mailbox}
         for alias, targets in self.aliases.items():
             if targets == [mailbox]:

@@ -13,6 +13,7 @@ them from the :class:`MailStoreService` it depends on, as SMTP and POP3 find the
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Protocol, runtime_checkable
 
 from clustermail.mail.store import MailboxDatabase, MailStore
@@ -43,7 +44,7 @@ class RecipientLookup(Protocol):
     async def is_local_domain(self, domain: str) -> bool: ...
     async def mailbox(self, address: str) -> MailboxRef | None: ...
     async def authenticate(self, username: str, password: str) -> MailboxRef | None: ...
-    async def send_as(self, mailbox: str) -> set[str]: ...
+    async def send_as(self, mailbox: str, *, covering: Collection[str] = ()) -> set[str]: ...
 
 
 @runtime_checkable

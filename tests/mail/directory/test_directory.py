@@ -294,6 +294,10 @@ async def test_a_no_from_a_cache_behind_the_store_is_asked_of_the_store(
     assert entry is not None and entry.address == "dave@example.test"
     assert await reader.authenticate("dave@example.test", "pw-dave") is not None
     assert await reader.authenticate("alice@example.test", "new-pw") is not None
+    await d.add_alias("boss@example.test", "alice@example.test")
+    assert "boss@example.test" not in await reader.send_as("alice@example.test")
+    assert "boss@example.test" in await reader.send_as("alice@example.test",
+                                                       covering=["Boss@example.test"])
     # A yes is the cache's until it hears (as with Dovecot's auth cache): the old
     # password, a mailbox removed since.
     assert await reader.authenticate("alice@example.test", "pw-alice") is not None

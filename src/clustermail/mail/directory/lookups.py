@@ -5,6 +5,7 @@ addresses a mailbox may send as. Reads only (a login may upgrade an old password
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import replace
 
 from clustermail.coord import Compare, Put
@@ -154,9 +155,16 @@ class Lookups(DirectoryAccess):
             [Put(key, replace(entry, password_hash=new).to_json())],
         )
 
-    async def send_as(self, mailbox: str) -> set[str]:
+    async def send_as(self, mailbox: str, *, covering: Collection[str] = ()) -> set[str]:
         """Lookup keys (:attr:`Address.key`, lowercased local part) of the addresses
-        ``mailbox`` may send as: its own and its aliases'. Empty for unknown mailboxes."""
+        ``mailbox`` may send as: its own and its aliases'. Empty for unknown mailboxes.
+        ``covering``: the addresses the caller is about to check (a sender); when the
+        cache's answer lacks one, the store is asked (an alias made a moment ago)."""
+        need = {a.lower() for a in covering}
+        return await self._confirmed(lambda: self._send_as(mailbox),
+                                     lambda keys: not need <= {k.lower() for k in keys})
+
+    async def _send_as(self, mailbox: str) -> set[str]:
         entry = await self.mailbox(mailbox)
         if entry is None:
             return set()

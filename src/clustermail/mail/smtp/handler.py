@@ -239,7 +239,8 @@ class SmtpHandler:
             return "553 5.1.7 Bad sender address syntax"
         if user is not None:
             try:
-                allowed = await self.ctx.router.directory.send_as(user.address)
+                allowed = await self.ctx.router.directory.send_as(
+                    user.address, covering=[address])
             except Exception as exc:
                 log_event("smtp_error", message=f"directory: {exc}", vs=self.ctx.vs)
                 return "451 4.3.0 Directory unavailable; try again later"
@@ -402,7 +403,8 @@ class SmtpHandler:
         if not found:
             return None  # no From: at all (rare; nothing to impersonate)
         try:
-            allowed = await self.ctx.router.directory.send_as(user.address)
+            allowed = await self.ctx.router.directory.send_as(user.address,
+                                                              covering=found)
         except Exception as exc:
             log_event("smtp_error", message=f"directory: {exc}", vs=self.ctx.vs)
             return "451 4.3.0 Directory unavailable; try again later"
