@@ -60,7 +60,8 @@ class CommandMetrics(Collector):
     count, bucket and sum agree."""
 
     def __init__(self) -> None:
-        #: (protocol, COMMAND) -> [sum of seconds, count per bucket..., count over all].
+        #: (protocol, COMMAND) -> [sum of seconds, count per bucket (not cumulative),
+        #: count above the largest bound].
         self._rows: dict[tuple[str, str], list[float]] = {}
 
     def observe(self, protocol: str, name: str, seconds: float) -> None:
