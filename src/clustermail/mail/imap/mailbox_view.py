@@ -24,6 +24,7 @@ from clustermail.mail.imap import response as r
 from clustermail.mail.store import FolderChanges, FolderListing
 from clustermail.mail.store import flags as f
 from clustermail.mail.store.index import Columns
+from clustermail.mail.store.messages import FlagMode
 from clustermail.mail.store.snapshot import FolderSnapshot
 
 #: A column of the view: an array of its own, or a read-only view of a snapshot's.
@@ -249,7 +250,7 @@ class MailboxView:
         return seq
 
     def unchanged_by(self, seqs: Iterable[int], mask: int, keywords: frozenset[str],
-                     mode: str) -> bool:
+                     mode: FlagMode) -> bool:
         """Whether storing ``mask`` and ``keywords`` (``mode``: ``set``, ``add`` or
         ``remove``, as the store takes them) on these messages would change none of them,
         as this view holds them."""

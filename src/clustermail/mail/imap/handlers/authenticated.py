@@ -231,7 +231,7 @@ async def idle(s: SessionContext, cmd: c.Idle) -> Done:
                 # Dovecot's "Still here": NAT boxes and firewalls that drop quiet
                 # connections keep this one, and the client sees a dead one. It does not
                 # move the inactivity deadline (RFC 2177: the client re-IDLEs in time).
-                s.send(IDLE_KEEPALIVE)
+                s.send(STILL_HERE)
                 await s.flush()
                 next_keepalive = now + keepalive
             try:
@@ -255,7 +255,7 @@ async def idle(s: SessionContext, cmd: c.Idle) -> Done:
 
 
 #: The untagged answer an idling session gets every ``idle_keepalive`` seconds.
-IDLE_KEEPALIVE = b"* OK Still here\r\n"
+STILL_HERE = b"* OK Still here\r\n"
 
 
 async def _read_or_change(s: SessionContext, timeout: float) -> bytes | None:

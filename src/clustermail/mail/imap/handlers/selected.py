@@ -239,7 +239,7 @@ async def store(s: SessionContext, cmd: c.Store) -> Done:
         no("Mailbox is read-only.", r.READ_ONLY)
     seqs = s.resolve(cmd.sequence_set, cmd.uid)
     flags = list(cmd.flags)
-    mask, keywords_set = store_flags.parse_flags(flags)  # BAD for an invalid flag up front
+    mask, keywords = store_flags.parse_flags(flags)  # BAD for an invalid flag up front
     mode = _STORE_MODES[cmd.mode]
     if db.change_count != view.change_count:
         # Other sessions' changes first (flag news from memory; expunges stay deferred,
@@ -248,11 +248,10 @@ async def store(s: SessionContext, cmd: c.Store) -> Done:
     kept = [n for n in seqs if view.uids[n - 1] not in view.pending_expunge]
     changed: set[int] = set()
     if kept and not (db.change_count == view.change_count
-                     and view.unchanged_by(kept, mask, keywords_set, mode)):
+                     and view.unchanged_by(kept, mask, keywords, mode)):
         # A STORE that would change nothing — the view holds every commit so far — is
         # not written (no writer job, no commit), as Dovecot drops a no-op flag update.
         changed = await _change_flags(s, view, [view.uids[n - 1] for n in kept], flags, mode)
-    keywords = [f for f in flags if not f.startswith("\\")]
     if keywords and cmd.mode != "remove" and view.new_keywords(keywords):
         for line in view.flags_announcement():
             s.send(line)
