@@ -22,12 +22,12 @@ test: $(STAMP)
 	./scripts/install-system-deps.sh
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
 
 # The fast inner loop: everything but the tests that start a whole cluster of processes.
 unit: $(STAMP)
 	./scripts/install-system-deps.sh
-	$(BIN)/pytest -q -m "not e2e"
+	$(BIN)/pytest -q -n 2 -m "not e2e"
 
 bench: $(STAMP)
 	./scripts/install-system-deps.sh --bench

@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,35 @@ from tests.support.etcd_server import EtcdCluster
 pytest_plugins = ["tests.support.distributions", "tests.support.hostproc"]
 
 BACKENDS = ["sqlite", "etcd"]
+#: Tests that start a whole cluster of processes (node agents, or etcd members): marked
+#: ``e2e`` here, and run one at a time on one pytest-xdist worker (below).
+E2E_PATHS = ("tests/e2e/", "tests/coord/test_etcd_cluster.py")
+
+
+def _is_e2e(nodeid: str) -> bool:
+    return nodeid.startswith(E2E_PATHS)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _is_e2e(item.nodeid):
+            item.add_marker(pytest.mark.e2e)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``make test`` runs two pytest-xdist workers: every ``e2e`` test goes to one of
+    them, one after another, while the other worker (and then both) run the rest. Two
+    clusters at once on two cores would time each other's failovers out; one cluster
+    beside in-process tests does not. (xdist's own ``--dist loadgroup`` cannot group by a
+    marker added at collection on pytest 9.2: it rewrites a node id pytest no longer
+    reads.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class E2EApart(LoadScopeScheduling):  # type: ignore[misc]  # xdist has no type hints
+        def _split_scope(self, nodeid: str) -> str:
+            return "e2e" if _is_e2e(nodeid) else nodeid
+
+    return E2EApart(config, log)
 
 
 @pytest.fixture(scope="session")

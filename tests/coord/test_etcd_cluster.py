@@ -17,8 +17,6 @@ from clustermail.coord import Compare, Event, Put, Store, StoreUnavailable
 from clustermail.coord.etcd import EtcdStore
 from tests.support.etcd_server import EtcdCluster
 
-pytestmark = pytest.mark.e2e  # a whole etcd cluster of processes
-
 REPO = Path(__file__).resolve().parents[2]
 #: After a leader SIGKILL the survivors elect a new leader in ~0.5-1 s here;
 #: each operation must work again well within this bound.

@@ -1,6 +1,7 @@
 """End-to-end fixtures: each test gets its own store (a fresh etcd for the etcd backend).
 
-Every test in this folder is marked ``e2e`` (`pytest -m "not e2e"` leaves them out).
+Every test in this folder is marked ``e2e`` (`pytest -m "not e2e"` leaves them out; the
+root conftest marks them).
 """
 
 from __future__ import annotations
@@ -11,15 +12,6 @@ from pathlib import Path
 import pytest
 
 from tests.support.etcd_server import EtcdCluster
-
-HERE = Path(__file__).parent
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Called with the whole session's items, not only this folder's.
-    for item in items:
-        if HERE in item.path.parents:
-            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(params=["sqlite", "etcd"])

@@ -136,6 +136,45 @@ def banner(address: str, port: int, timeout: float = 1.0) -> str | None:
         return None
 
 
+def _file_id(path: Path) -> str | None:
+    """``path`` as /proc/locks names a file (``MAJOR:MINOR:INODE``), None if it is gone."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+
+
+def sqlite_write_locks(pid: int, db: Path) -> list[str]:
+    """The write locks ``pid`` holds on the SQLite file ``db`` or its ``-shm`` (a write
+    transaction, a checkpoint, a WAL restart), from /proc/locks."""
+    files = {_file_id(db), _file_id(Path(f"{db}-shm"))} - {None}
+    held = []
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        # "N: POSIX ADVISORY WRITE PID MAJ:MIN:INODE START END"; "N: -> ..." waits for one.
+        if (len(fields) >= 6 and fields[1] != "->" and fields[3] == "WRITE"
+                and fields[4] == str(pid) and fields[5] in files):
+            held.append(line)
+    return held
+
+
+def freeze_outside_writes(pid: int, db: Path, attempts: int = 500) -> None:
+    """SIGSTOP of ``pid`` at a moment it holds no write lock on the SQLite store ``db``.
+    A process frozen inside a write holds the file's lock, and that stalls every node
+    (docs/architecture.md, "A stalled store fences everyone"): a frozen *node* is the
+    subject of the tests that call this, so a freeze that caught a write is undone
+    (SIGCONT) and tried again a few milliseconds later."""
+    for _ in range(attempts):
+        os.kill(pid, signal.SIGSTOP)
+        if not sqlite_write_locks(pid, db):
+            return
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} held a write lock on {db} at every one of "
+                         f"{attempts} tries")
+
+
 class LocalCluster:
     def __init__(self, tmp: Path, store_url: str, config_toml: str,
                  env: dict[str, str] | None = None) -> None:
@@ -187,7 +226,12 @@ class LocalCluster:
             self.start_node(f"node{n}")
 
     def signal_node(self, name: str, sig: int) -> None:
-        os.kill(self.procs[name].pid, sig)
+        """``sig`` to the node's agent; SIGSTOP lands outside a write to a SQLite store."""
+        pid = self.procs[name].pid
+        if sig == signal.SIGSTOP and self.store_url.startswith("sqlite://"):
+            freeze_outside_writes(pid, Path(self.store_url.removeprefix("sqlite://")))
+        else:
+            os.kill(pid, sig)
 
     def kill_node(self, name: str) -> None:
         """kill -9 of the node's agent: its resource hosts die with it (parent death)."""

@@ -35,7 +35,7 @@ from tests.e2e.harness import (
     mail_port,
     mail_resources,
 )
-from tests.support.local_up import read_until
+from tests.support.local_up import WITH_DEFAULT_SIGNALS, read_until
 
 pytestmark = pytest.mark.e2e
 
@@ -229,7 +229,8 @@ def test_console_in_a_browser(tmp_path: Path, browser: WebDriver, shots: Path) -
     data = tmp_path / "data"
     data.mkdir()
     (data / "cluster.toml").write_text(console_toml(base, port))
-    up = subprocess.Popen([sys.executable, "-m", "clustermail", "up", "--data", str(data)],
+    up = subprocess.Popen([sys.executable, "-c", WITH_DEFAULT_SIGNALS,
+                           "-m", "clustermail", "up", "--data", str(data)],
                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           env={**os.environ, "COLUMNS": "200"}, start_new_session=True)
     try:

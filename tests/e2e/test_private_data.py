@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from tests.e2e.harness import ROOT, cluster_toml, free_addresses, mail_port
-from tests.support.local_up import cli, read_until
+from tests.support.local_up import WITH_DEFAULT_SIGNALS, cli, read_until
 
 
 def loose_umask() -> None:
@@ -39,7 +39,8 @@ def test_up_keeps_everything_private(tmp_path: Path) -> None:
     (data / "cluster.toml").write_text(cluster_toml(base, port, nodes=2, servers=1, mail=True))
     (data / "cluster.toml").chmod(0o600)  # the administrator's file (`up` writes its own 0600)
     up = subprocess.Popen(
-        [sys.executable, "-m", "clustermail", "up", "--data", str(data)],
+        [sys.executable, "-c", WITH_DEFAULT_SIGNALS, "-m", "clustermail", "up", "--data",
+         str(data)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "COLUMNS": "200"}, preexec_fn=loose_umask,
     )

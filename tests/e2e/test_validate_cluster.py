@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.harness import cluster_toml, free_addresses
+from tests.e2e.harness import cluster_toml, free_addresses, freeze_outside_writes
 from tests.support.local_up import cli, read_until, start_up
 
 NODES = ["node1", "node2", "node3", "node4"]
@@ -75,7 +75,7 @@ def test_validate_cluster_asks_every_node_and_disturbs_nothing(tmp_path: Path) -
 
         # A frozen node agent: a failure line after the timeout, not a hang.
         pid = node_pids(data)["node4"]
-        os.kill(pid, signal.SIGSTOP)
+        freeze_outside_writes(pid, data / "cluster.db")  # `up`'s store: data/cluster.db
         try:
             started = time.monotonic()
             out = cli(data, "validate", "--cluster", "--json", "--timeout", "8")
