@@ -98,18 +98,21 @@ def kill_all(refs: list[ProcRef]) -> None:
 
 
 def node_agents_on(data: Path) -> list[int]:
-    """PIDs of `node run` processes whose command line names ``data``."""
-    found = []
+    """PIDs of `node run` processes whose command line names ``data``. A child an agent
+    is starting (forked, not yet exec'd) still shows the agent's command line: it is
+    left out by its parent, which is one of them."""
+    found: dict[int, int] = {}  # pid -> parent pid
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
+            stat = (entry / "stat").read_text()
         except OSError:
             continue
         if b"node" in argv and b"run" in argv and str(data).encode() in argv:
-            found.append(int(entry.name))
-    return found
+            found[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return [pid for pid, parent in found.items() if parent not in found]
 
 
 def stop_up(up: subprocess.Popen[str], procs: list[ProcRef], sig: int, *,
