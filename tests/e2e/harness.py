@@ -159,6 +159,16 @@ def sqlite_write_locks(pid: int, db: Path) -> list[str]:
     return held
 
 
+def _wait_stopped(pid: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state in ("T", "t"):
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"process {pid} did not stop within {timeout} s of SIGSTOP")
+
+
 def freeze_outside_writes(pid: int, db: Path, attempts: int = 500) -> None:
     """SIGSTOP of ``pid`` at a moment it holds no write lock on the SQLite store ``db``.
     A process frozen inside a write holds the file's lock, and that stalls every node
@@ -167,6 +177,7 @@ def freeze_outside_writes(pid: int, db: Path, attempts: int = 500) -> None:
     (SIGCONT) and tried again a few milliseconds later."""
     for _ in range(attempts):
         os.kill(pid, signal.SIGSTOP)
+        _wait_stopped(pid)  # the signal is delivered when it is next scheduled
         if not sqlite_write_locks(pid, db):
             return
         os.kill(pid, signal.SIGCONT)
