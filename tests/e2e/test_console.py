@@ -262,14 +262,12 @@ def test_console_in_a_browser(tmp_path: Path, browser: WebDriver, shots: Path) -
         mail1 = browser.find_element(By.ID, "vs-mail1")
         Select(mail1.find_element(By.CSS_SELECTOR, ".move-target")).select_by_value("node4")
         mail1.find_element(By.CSS_SELECTOR, "[data-action=move]").click()
-        wait(browser, "the confirmation", lambda: browser.find_element(By.ID, "confirm")
-             .is_displayed())
-        browser.find_element(By.ID, "confirm-ok").click()
+        confirm(browser)
         wait(browser, "mail1 online on node4", lambda: card(browser, "mail1") == {
             "state": "online", "owner": "node4", "node": "node-node4"})
 
         # Explain it.
-        browser.find_element(By.CSS_SELECTOR, "#vs-mail1 [data-action=explain]").click()
+        click(browser, "#vs-mail1 [data-action=explain]")  # the card redraws on every status
         wait(browser, "the explanation", lambda: "candidates, in the order tried"
              in browser.find_element(By.ID, "explain-text").text)
         shot("moved-and-explained")
