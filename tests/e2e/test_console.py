@@ -250,6 +250,10 @@ def test_console_in_a_browser(tmp_path: Path, browser: WebDriver, shots: Path) -
                                             "node": "node-node3"}
         shot("cluster")
 
+        # mail1's move target, chosen now, outlives the redraws of the steps below.
+        Select(browser.find_element(By.CSS_SELECTOR, "#vs-mail1 .move-target")
+               ).select_by_value("node4")
+
         # IMAP4 and POP3 of mail3, disabled and enabled from the page; mail3 stays where
         # it is (a resource held offline is not a failure).
         at_home = {"state": "online", "owner": "node3", "node": "node-node3"}
@@ -258,10 +262,11 @@ def test_console_in_a_browser(tmp_path: Path, browser: WebDriver, shots: Path) -
         toggle_protocol(browser, (f"{base}.13", mail_port(port, "pop3")), "pop3", "+OK")
         wait(browser, "mail3 online on node3 again", lambda: card(browser, "mail3") == at_home)
 
-        # Move mail1 to node4 from the page, confirm, and watch it arrive.
-        mail1 = browser.find_element(By.ID, "vs-mail1")
-        Select(mail1.find_element(By.CSS_SELECTOR, ".move-target")).select_by_value("node4")
-        mail1.find_element(By.CSS_SELECTOR, "[data-action=move]").click()
+        # Move mail1 to node4 from the page (the target chosen before the toggles, every
+        # card since redrawn), confirm, and watch it arrive.
+        assert Select(browser.find_element(By.CSS_SELECTOR, "#vs-mail1 .move-target")
+                      ).first_selected_option.get_attribute("value") == "node4"
+        click(browser, "#vs-mail1 [data-action=move]")
         confirm(browser)
         wait(browser, "mail1 online on node4", lambda: card(browser, "mail1") == {
             "state": "online", "owner": "node4", "node": "node-node4"})

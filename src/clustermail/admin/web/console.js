@@ -4,7 +4,9 @@
 "use strict";
 
 const API = "/api/v1";
-const state = { me: null, csrf: null, status: null, owners: {}, samples: [], source: null };
+// moveTo: each card's chosen move target, kept across the redraws every status brings.
+const state = { me: null, csrf: null, status: null, owners: {}, samples: [], source: null,
+  moveTo: {} };
 const $ = (sel, root = document) => root.querySelector(sel);
 
 function el(tag, attrs = {}, ...children) {
@@ -168,6 +170,10 @@ function vsCard(vs, nodes, detail) {
     disabled: op },
   el("option", { value: "", text: "best node" }),
   nodes.filter((n) => n.name !== vs.owner).map((n) => el("option", { value: n.name, text: n.name })));
+  if ([...target.options].some((o) => o.value === state.moveTo[vs.name])) {
+    target.value = state.moveTo[vs.name];
+  }
+  target.addEventListener("change", () => { state.moveTo[vs.name] = target.value; });
   const button = (label, action, handler) => {
     const b = el("button", { class: "small", "data-action": action, disabled: op, text: label });
     b.addEventListener("click", handler);
