@@ -174,17 +174,27 @@ def resource_badge(driver: WebDriver, vs: str, resource: str) -> str | None:
     return text
 
 
-def click(driver: WebDriver, css: str) -> None:
-    """Clicks what ``css`` finds; the page redraws on every status, so a button found
-    just before a redraw is looked up again."""
+def redrawn(driver: WebDriver, what: str, action: Callable[[], object]) -> None:
+    """``action()`` on elements it looks up; the page redraws on every status, so one
+    found just before a redraw is looked up again."""
     def attempt() -> bool:
         try:
-            driver.find_element(By.CSS_SELECTOR, css).click()
+            action()
         except (NoSuchElementException, StaleElementReferenceException):
             return False
         return True
 
-    wait(driver, f"{css} to click", attempt)
+    wait(driver, what, attempt)
+
+
+def click(driver: WebDriver, css: str) -> None:
+    redrawn(driver, f"{css} to click", lambda: driver.find_element(By.CSS_SELECTOR, css).click())
+
+
+def chosen(driver: WebDriver, css: str) -> str | None:
+    """The value of the option chosen in the drop-down ``css`` finds."""
+    return Select(driver.find_element(By.CSS_SELECTOR, css)).first_selected_option \
+        .get_attribute("value")
 
 
 def confirm(driver: WebDriver) -> None:
@@ -251,8 +261,8 @@ def test_console_in_a_browser(tmp_path: Path, browser: WebDriver, shots: Path) -
         shot("cluster")
 
         # mail1's move target, chosen now, outlives the redraws of the steps below.
-        Select(browser.find_element(By.CSS_SELECTOR, "#vs-mail1 .move-target")
-               ).select_by_value("node4")
+        redrawn(browser, "node4 chosen", lambda: Select(browser.find_element(
+            By.CSS_SELECTOR, "#vs-mail1 .move-target")).select_by_value("node4"))
 
         # IMAP4 and POP3 of mail3, disabled and enabled from the page; mail3 stays where
         # it is (a resource held offline is not a failure).
@@ -264,8 +274,8 @@ def test_console_in_a_browser(tmp_path: Path, browser: WebDriver, shots: Path) -
 
         # Move mail1 to node4 from the page (the target chosen before the toggles, every
         # card since redrawn), confirm, and watch it arrive.
-        assert Select(browser.find_element(By.CSS_SELECTOR, "#vs-mail1 .move-target")
-                      ).first_selected_option.get_attribute("value") == "node4"
+        assert wait(browser, "mail1's move target", lambda: chosen(
+            browser, "#vs-mail1 .move-target")) == "node4"
         click(browser, "#vs-mail1 [data-action=move]")
         confirm(browser)
         wait(browser, "mail1 online on node4", lambda: card(browser, "mail1") == {
