@@ -35,7 +35,7 @@ from tests.e2e.harness import (
     mail_port,
     mail_resources,
 )
-from tests.support.local_up import WITH_DEFAULT_SIGNALS, read_until
+from tests.support.local_up import read_until, start_up
 
 pytestmark = pytest.mark.e2e
 
@@ -239,10 +239,7 @@ def test_console_in_a_browser(tmp_path: Path, browser: WebDriver, shots: Path) -
     data = tmp_path / "data"
     data.mkdir()
     (data / "cluster.toml").write_text(console_toml(base, port))
-    up = subprocess.Popen([sys.executable, "-c", WITH_DEFAULT_SIGNALS,
-                           "-m", "clustermail", "up", "--data", str(data)],
-                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env={**os.environ, "COLUMNS": "200"}, start_new_session=True)
+    up = start_up(data, new_session=True)
     try:
         out = read_until(up, "console: ", timeout=90)
         url = f"http://{base}.10:{port + 1}/console/"

@@ -9,12 +9,10 @@ import os
 import signal
 import smtplib
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.e2e.harness import ROOT, cluster_toml, free_addresses, mail_port
-from tests.support.local_up import WITH_DEFAULT_SIGNALS, cli, read_until
+from tests.e2e.harness import cluster_toml, free_addresses, mail_port
+from tests.support.local_up import cli, read_until, start_up
 
 
 def loose_umask() -> None:
@@ -38,12 +36,7 @@ def test_up_keeps_everything_private(tmp_path: Path) -> None:
     data.chmod(0o755)
     (data / "cluster.toml").write_text(cluster_toml(base, port, nodes=2, servers=1, mail=True))
     (data / "cluster.toml").chmod(0o600)  # the administrator's file (`up` writes its own 0600)
-    up = subprocess.Popen(
-        [sys.executable, "-c", WITH_DEFAULT_SIGNALS, "-m", "clustermail", "up", "--data",
-         str(data)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "COLUMNS": "200"}, preexec_fn=loose_umask,
-    )
+    up = start_up(data, preexec_fn=loose_umask)
     try:
         out = read_until(up, "Ctrl-C stops the cluster")
         assert "took group and others' access away from 1 file(s) and folder(s)" in out

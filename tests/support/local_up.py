@@ -9,9 +9,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from clustermail.cluster.proctree import ProcRef, descendants
+from clustermail.cluster.proctree import ProcRef, descendants, parent_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,13 +27,15 @@ WITH_DEFAULT_SIGNALS = (
 )
 
 
-def start_up(data: Path, *extra: str, new_session: bool = False) -> subprocess.Popen[str]:
+def start_up(data: Path, *extra: str, new_session: bool = False,
+             preexec_fn: Callable[[], None] | None = None) -> subprocess.Popen[str]:
     """`clustermail up --data DATA` with its output (stdout and stderr) on a pipe."""
     return subprocess.Popen(
         [sys.executable, "-c", WITH_DEFAULT_SIGNALS, "-m", "clustermail", "up",
          "--data", str(data), *extra],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "COLUMNS": "200"}, start_new_session=new_session,
+        preexec_fn=preexec_fn,
     )
 
 
@@ -101,18 +104,17 @@ def node_agents_on(data: Path) -> list[int]:
     """PIDs of `node run` processes whose command line names ``data``. A child an agent
     is starting (forked, not yet exec'd) still shows the agent's command line: it is
     left out by its parent, which is one of them."""
-    found: dict[int, int] = {}  # pid -> parent pid
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
-            stat = (entry / "stat").read_text()
         except OSError:
             continue
         if b"node" in argv and b"run" in argv and str(data).encode() in argv:
-            found[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    return [pid for pid, parent in found.items() if parent not in found]
+            found.append(int(entry.name))
+    return [pid for pid in found if parent_of(pid) not in found]
 
 
 def stop_up(up: subprocess.Popen[str], procs: list[ProcRef], sig: int, *,
