@@ -32,7 +32,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -179,14 +179,8 @@ class NodeAgent:
                 self._supervised_at = time.monotonic()
                 self._tasks.append(loop.create_task(self._watchdog(), name="watchdog"))
             self.notifier.ready(f"{self.name} joined the cluster")
-            while True:
-                if self.stopping and not self.local:
-                    break
-                await self._cycle()
-                self.wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(1.0):
-                        await self.wake.wait()
+            await run_cycles(self._cycle, self.wake,
+                             until=lambda: self.stopping and not self.local)
             return 0
         finally:
             await self._shutdown()
@@ -877,6 +871,26 @@ class NodeAgent:
             if self.store is not None:
                 with contextlib.suppress(CoordError):
                     await eventlog.append(self.store, entry)
+
+
+#: Seconds between two cycles when nothing wakes the agent sooner.
+IDLE_CYCLE = 1.0
+
+
+async def run_cycles(cycle: Callable[[], Awaitable[None]], wake: asyncio.Event, *,
+                     until: Callable[[], bool], idle: float = IDLE_CYCLE) -> None:
+    """Runs ``cycle`` until ``until()``: again as soon as ``wake`` is set, else after
+    ``idle`` seconds. The event is cleared before each cycle reads the store, not
+    after it: a change that lands while a cycle runs (the leader's own placement, a
+    host's event) starts the next cycle at once. Cleared after, such a change was
+    lost and waited out the idle second: a leader that placed a failed-over virtual
+    server on itself started it a second late."""
+    while not until():
+        wake.clear()
+        await cycle()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(idle):
+                await wake.wait()
 
 
 #: Pause after the first failed attempt to rejoin; each failure adds as much,
