@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.machine import loadavg
 from clustermail.coord import Compare, EventType, Put, open_store
 from tests.support.etcd_server import EtcdCluster
 
@@ -172,11 +173,17 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     results = []
+
+    def cell(name: str, url: str) -> None:
+        before = loadavg()
+        out = run_backend(name, url, args.seconds, log)
+        results.append({**out, "loadavg_before": before, "loadavg_after": loadavg()})
+
     with tempfile.TemporaryDirectory() as tmp:
-        results.append(run_backend("sqlite", f"sqlite://{tmp}/cluster.db", args.seconds, log))
+        cell("sqlite", f"sqlite://{tmp}/cluster.db")
         etcd = EtcdCluster.start(Path(tmp) / "etcd", members=1, fast=False)
         try:
-            results.append(run_backend("etcd", etcd.url, args.seconds, log))
+            cell("etcd", etcd.url)
         finally:
             etcd.stop()
     doc = {"benchmark": "coord", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -31,7 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.machine import loadavg
 from clustermail.admin import intents
+from clustermail.cluster.host_pool import SPARE_DELAY
 from tests.e2e.harness import LocalCluster, banner, cluster_toml, free_addresses, owners
 from tests.support.etcd_server import EtcdCluster
 
@@ -78,12 +80,12 @@ STORES = {
 }
 
 
-#: Seconds between a restarted node being back and the next kill.
-DWELL = 2.0
+#: Seconds between a restarted node being back (or a move done) and the next kill
+#: (or move): a node keeps one warm spare resource host, started SPARE_DELAY after it
+#: joined or used its spare, and a host's start (Python and its imports) takes up to
+#: ~1 s on a slow machine. Each run then meets the standby a long-running cluster has.
+DWELL = SPARE_DELAY + 3.0
 
-
-def loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 async def run_one(store_url: str, profile: str, runs: int, moves_runs: int,
@@ -96,6 +98,7 @@ async def run_one(store_url: str, profile: str, runs: int, moves_runs: int,
             c.start_all()
             status = await c.wait_for(lambda s: all(owners(s).values()), timeout=60,
                                       what="all virtual servers online")
+            await asyncio.sleep(DWELL)  # the standby's spare host, as in a running cluster
             failovers: list[float] = []
             moves: list[float] = []
             aborted = ""
@@ -118,6 +121,7 @@ async def run_one(store_url: str, profile: str, runs: int, moves_runs: int,
                 assert c.store is not None
                 for i in range(moves_runs):
                     status = await c.wait_for(settled, timeout=60, what="a settled cluster")
+                    await asyncio.sleep(DWELL)  # the target's spare host, used two moves ago
                     owner = owners(status)["mail3"]
                     target = "node4" if owner == "node3" else "node3"
                     t0 = time.monotonic()

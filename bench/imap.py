@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import proc_cpu
+from bench.machine import loadavg
 
 RESULTS = Path(__file__).parent / "results"
 DOCS = Path(__file__).parent.parent / "docs" / "performance-imap.md"
@@ -586,15 +587,12 @@ def write_report(path: Path, report_text: str) -> None:
     path.write_text(merge_report(old, report_text))
 
 
-def load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
 
 async def measure(
     server: Ours | DovecotBox, args: argparse.Namespace, results: dict[str, Any]
 ) -> None:
     """One server's cell: the suite, with the load average before and after it."""
-    before = load()
+    before = loadavg()
     used: dict[str, float] = {}
     got = await run_suite(
         server.port,
@@ -610,7 +608,7 @@ async def measure(
     if isinstance(server, Ours) and args.big:
         got["big_select_ms"] = await big_select(server.port)
     results[server.name] = got
-    results["load"][server.name] = [before, load()]
+    results["load"][server.name] = [before, loadavg()]
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:

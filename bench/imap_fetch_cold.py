@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.imap import FORMATS, RESULTS, Client, DovecotBox, Ours, formats, load, positive
+from bench.imap import FORMATS, RESULTS, Client, DovecotBox, Ours, formats, positive
+from bench.machine import loadavg
 from bench.proc_cpu import tree_cpu
 
 COMMAND = b"FETCH 1:* (FLAGS ENVELOPE)"
@@ -71,7 +72,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             ours = Ours(Path(tmp), args.messages, 0)
             try:
                 runs.append(await one_run(ours.port, ours.proc.pid, memory=True) | {
-                    "load": load()[0]
+                    "load": loadavg()[0]
                 })  # fmt: skip
             finally:
                 ours.stop()
@@ -86,11 +87,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 await box.fill(args.messages, 10)
                 cold.append(await one_run(box.port, master_pid(box), memory=False))
-                cold[-1]["load"] = load()[0]
+                cold[-1]["load"] = loadavg()[0]
                 await asyncio.to_thread(box.server.stop)
                 await asyncio.to_thread(box.server.start)
                 again.append(await one_run(box.port, master_pid(box), memory=False))
-                again[-1]["load"] = load()[0]
+                again[-1]["load"] = loadavg()[0]
             finally:
                 box.stop()
         results[f"dovecot-{fmt}"] = {"runs": cold, "median": summary(cold)}

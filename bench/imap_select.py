@@ -21,7 +21,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.imap import FORMATS, RESULTS, Client, DovecotBox, Ours, latencies, load
+from bench.imap import FORMATS, RESULTS, Client, DovecotBox, Ours, latencies
+from bench.machine import loadavg
 
 
 async def select_latencies(port: int, sessions: int, rounds: int) -> dict[str, float]:
@@ -39,10 +40,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"params": vars(args) | {"out": str(args.out)}, "servers": {}, "load": {}}
 
     async def measure(server: Ours | DovecotBox) -> None:
-        before = load()
+        before = loadavg()
         got = await select_latencies(server.port, args.sessions, args.rounds)
         out["servers"][server.name] = got
-        out["load"][server.name] = [before, load()]
+        out["load"][server.name] = [before, loadavg()]
 
     with tempfile.TemporaryDirectory() as tmp:
         ours = Ours(Path(tmp), args.messages, 0)

@@ -51,6 +51,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from bench.machine import loadavg
+
 RESULTS = Path(__file__).parent / "results"
 PROFILES = ("default", "fast")
 FAULTS = ("power-off", "partition")
@@ -242,9 +244,6 @@ def markdown_table(cells: list[dict[str, Any]]) -> str:
 
 # --------------------------------------------------------------------------- the lab
 
-
-def loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 class LabBench:
