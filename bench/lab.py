@@ -52,6 +52,7 @@ from types import FrameType
 from typing import Any
 
 from bench.machine import loadavg
+from clustermail.cluster.host_pool import SPARE_DELAY
 
 RESULTS = Path(__file__).parent / "results"
 PROFILES = ("default", "fast")
@@ -63,9 +64,10 @@ PROBE_TIMEOUT = 0.5
 #: Bounds of the waits of one run.
 FAILOVER_TIMEOUT = 60.0
 SETTLE_TIMEOUT = 120.0
-#: Seconds a settled cluster is left alone before the next fault (the restarted
-#: machine's standby resource host warms up as a long-running standby's has).
-DWELL = 3.0
+#: Seconds a settled cluster is left alone before the next fault: the restarted
+#: machine starts its spare resource host SPARE_DELAY after joining, and a host's
+#: start takes up to ~1 s; then it is the warm standby a long-running cluster has.
+DWELL = SPARE_DELAY + 3.0
 STATUS_INTERVAL = 0.1
 STORE_CALL_TIMEOUT = 5.0
 #: Failovers per period a virtual server may make before it stays failed: more than
