@@ -87,7 +87,6 @@ STORES = {
 DWELL = SPARE_DELAY + 3.0
 
 
-
 async def run_one(store_url: str, profile: str, runs: int, moves_runs: int,
                   log: Any) -> dict[str, Any]:
     base, port = free_addresses()

@@ -587,7 +587,6 @@ def write_report(path: Path, report_text: str) -> None:
     path.write_text(merge_report(old, report_text))
 
 
-
 async def measure(
     server: Ours | DovecotBox, args: argparse.Namespace, results: dict[str, Any]
 ) -> None:

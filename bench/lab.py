@@ -247,7 +247,6 @@ def markdown_table(cells: list[dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------- the lab
 
 
-
 class LabBench:
     """One lab (one timing profile) and the faults run against it."""
 
