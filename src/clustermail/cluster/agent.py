@@ -879,15 +879,17 @@ IDLE_CYCLE = 1.0
 
 async def run_cycles(cycle: Callable[[], Awaitable[None]], wake: asyncio.Event, *,
                      until: Callable[[], bool], idle: float = IDLE_CYCLE) -> None:
-    """Runs ``cycle`` until ``until()``: again as soon as ``wake`` is set, else after
-    ``idle`` seconds. The event is cleared before each cycle reads the store, not
-    after it: a change that lands while a cycle runs (the leader's own placement, a
-    host's event) starts the next cycle at once. Cleared after, such a change was
-    lost and waited out the idle second: a leader that placed a failed-over virtual
-    server on itself started it a second late."""
+    """Runs ``cycle`` until ``until()`` holds (asked before each cycle and after it):
+    again as soon as ``wake`` is set, else after ``idle`` seconds. The event is cleared
+    before each cycle reads the store, not after it: a change that lands while a cycle
+    runs (the leader's own placement, a host's event) starts the next cycle at once.
+    Cleared after, such a change was lost and waited out the idle second: a leader
+    that placed a failed-over virtual server on itself started it a second late."""
     while not until():
         wake.clear()
         await cycle()
+        if until():
+            return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(idle):
                 await wake.wait()
