@@ -1,5 +1,6 @@
 """The etcd backend on a 3-member etcd cluster on loopback: the leader is killed
-(SIGKILL) under load, and several OS processes race for one key."""
+(SIGKILL) under load, a follower freezes under a lease keeper, and several OS
+processes race for one key."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from clustermail.cluster.timing import DEFAULT_TIMING, FAST_TIMING, LeaseTiming
 from clustermail.coord import Compare, Event, Put, Store, StoreUnavailable
 from clustermail.coord.etcd import EtcdStore
+from clustermail.coord.lease import LeaseKeeper
 from tests.support.etcd_server import EtcdCluster
 
 REPO = Path(__file__).resolve().parents[2]
@@ -142,6 +145,45 @@ async def test_operations_continue_when_the_leader_is_killed(etcd3: EtcdCluster)
         assert last == {kv.key: kv.mod_revision for kv in final.kvs}
         watch_task.cancel()
     finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("timing", [DEFAULT_TIMING, FAST_TIMING], ids=lambda t: t.profile)
+async def test_lease_keeper_moves_off_a_frozen_member(
+    etcd3: EtcdCluster, timing: LeaseTiming
+) -> None:
+    """A frozen or partitioned member keeps its TCP connection looking healthy, so a
+    renewal sent to it hangs. The keeper must renew through another member before its
+    deadline; fencing a healthy node because one etcd member froze is a failover for
+    nothing (the lab saw it whenever a machine holding a member was cut off)."""
+    frozen = (etcd3.leader_index() + 1) % 3  # a follower: the cluster keeps quorum
+    # The frozen member's endpoint first: the store is talking to it when it freezes.
+    endpoints = [etcd3.endpoints[frozen]] + [
+        e for i, e in enumerate(etcd3.endpoints) if i != frozen
+    ]
+    store = await EtcdStore.connect(endpoints)
+    keeper: LeaseKeeper | None = None
+    try:
+        lease = await store.grant(timing.ttl)
+        await store.put("node/me", "alive", lease=lease.id)
+        keeper = LeaseKeeper(store, lease, renew_interval=timing.renew_interval,
+                             safety_margin=timing.safety_margin)
+        renewed = asyncio.Event()
+        keeper.on_renewed = lambda _rtt: renewed.set()
+        keeper.start()
+        async with asyncio.timeout(RECOVERY):
+            await renewed.wait()
+        before = keeper.renewals
+        etcd3.pause_member(frozen)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(3 * lease.ttl):
+                await keeper.lost.wait()
+        assert keeper.renewals > before + 3, keeper.reason
+        assert await store.get("node/me") is not None  # the store kept the lease too
+    finally:
+        etcd3.resume_member(frozen)
+        if keeper is not None:
+            await keeper.stop()
         await store.close()
 
 

@@ -251,6 +251,9 @@ class Store(abc.ABC):
 
     #: The URL this store was opened from (for messages).
     url: str
+    #: How many servers a call can go to. With more than one, a call its caller gave up
+    #: on sends the next call to another (a frozen server answers nothing, ever).
+    endpoint_count: int = 1
 
     @abc.abstractmethod
     async def get(self, key: str) -> KeyValue | None:

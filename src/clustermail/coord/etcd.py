@@ -7,7 +7,8 @@ lacks:
 
 * **Endpoint lists.** One gRPC channel per endpoint; a call goes to the current
   endpoint, skipping ones whose channel is known to be down, and a failure moves
-  the next call to the next endpoint (etcd's own clientv3 does the same).
+  the next call to the next endpoint (etcd's own clientv3 does the same). So does a
+  call its caller cancelled: a frozen member is only ever seen as slow.
 * **Bounded retries.** Every attempt has a deadline. Reads and other idempotent
   calls are retried on any transport failure; writes (put, delete, txn, grant,
   compact) only when the request certainly never reached a server that could
@@ -342,6 +343,7 @@ class EtcdStore(Store):
             )
         self._endpoints = [_Endpoint(h, int(p), tls) for h, p in endpoints]
         self._names = ",".join(e.name for e in self._endpoints)
+        self.endpoint_count = len(self._endpoints)
         scheme = "etcd" if credentials is None else "etcds"
         self.url = url or f"{scheme}://{self._names}"
         self._timeout = timeout
@@ -437,6 +439,12 @@ class EtcdStore(Store):
                     token = await self._token_for(endpoint)
                     sent = True
                     return await fn(endpoint)
+            except asyncio.CancelledError:
+                # The caller stopped waiting (its own deadline, e.g. a lease keeper's):
+                # to it this endpoint did not answer in time, which is all a frozen or
+                # partitioned member ever shows, since its connection still looks up.
+                self._failed(index)
+                raise
             except (rpc.AioRpcError, TimeoutError) as exc:
                 last = exc
                 if _token_rejected(exc):

@@ -7,6 +7,13 @@ plus the TTL, minus a safety margin. Measuring from the send time (not the
 reply) keeps the local deadline earlier than the store's. A timer fires at
 that deadline whatever the renewal calls are doing, so a hung call can never
 delay the fence.
+
+When the store has several endpoints (etcd members), no renewal attempt may
+spend the whole budget on one of them: a frozen or partitioned member keeps its
+connection looking healthy and answers nothing. An attempt then gets half the
+time left before ``safe_until`` (at least a renew interval); giving up on it
+moves the store to its next endpoint, and the retry still has the other half.
+With one endpoint there is nowhere else to go, and an attempt may take it all.
 """
 
 from __future__ import annotations
@@ -105,8 +112,11 @@ class LeaseKeeper:
             if budget <= 0:
                 self._deadline_passed()
                 return
+            attempt = budget
+            if self.store.endpoint_count > 1:
+                attempt = min(budget, max(self.renew_interval, budget / 2))
             try:
-                ttl = await asyncio.wait_for(self.store.keep_alive_once(self.lease.id), budget)
+                ttl = await asyncio.wait_for(self.store.keep_alive_once(self.lease.id), attempt)
             except LeaseNotFound:
                 self._lose(f"lease {self.lease.id:x} expired or was revoked in the store")
                 return
