@@ -112,7 +112,7 @@ def test_interface_mode_command_lines() -> None:
     on, off = interface_commands("10.99.0.50", 24, "vA", True)
     assert on == [
         ["ip", "addr", "add", "10.99.0.50/24", "dev", "vA"],
-        ["arping", "-U", "-c", "1", "-I", "vA", "-s", "10.99.0.50", "10.99.0.50"],
+        ["arping", "-U", "-c", "3", "-I", "vA", "-s", "10.99.0.50", "10.99.0.50"],
     ]
     assert off == [["ip", "addr", "del", "10.99.0.50/24", "dev", "vA"]]
     on, _ = interface_commands("10.99.0.50", 24, "vA", False)

@@ -6,9 +6,16 @@ Properties:
 * ``mode`` — ``"loopback"`` (default) or ``"interface"``.
   - loopback: the address is already local (all of 127.0.0.0/8 is, on Linux);
     the resource claims it by proving it can bind it. Needs no root.
-  - interface: online runs ``ip addr add ADDR/PREFIX dev IFACE`` and sends a
-    gratuitous ARP (``arping -U``) so clients drop the old owner's MAC at once
-    (without it they kept it for 30 s in our measurements); offline deletes it.
+  - interface: online runs ``ip addr add ADDR/PREFIX dev IFACE`` and announces
+    the address by gratuitous ARP (``arping -U``) so clients drop the old owner's
+    MAC at once (without it they kept it for 30 s in our measurements); offline
+    deletes it. The announcer runs in the background, as Pacemaker's IPaddr2 and
+    keepalived send theirs: arping's first packet leaves at once, but it then
+    waits a second for replies an unsolicited ARP never gets, and awaiting that
+    put a second into every failover. It repeats the announcement
+    (:data:`ARP_COUNT` packets, one a second) in case the first is lost, and it
+    is killed with the host's other children: on offline, and at once when the
+    host fences, so an old owner never announces an address it gave up.
 * ``interface`` (interface mode, required), ``prefix`` (default 24 / 64),
   ``arp`` (default true). The commands run in the resource host's own network
   namespace — the one its services listen in.
@@ -21,7 +28,7 @@ import ipaddress
 import socket
 from collections.abc import Mapping
 
-from clustermail.cluster import undo
+from clustermail.cluster import procutil, undo
 from clustermail.cluster.model import PropertyValue
 from clustermail.cluster.resource_schema import PropertyKind, PropertySpec, ResourceType
 from clustermail.cluster.resources.base import (
@@ -33,6 +40,8 @@ from clustermail.cluster.resources.base import (
 )
 
 COMMAND_TIMEOUT = 10.0
+#: Gratuitous ARPs sent per bring-up, a second apart (keepalived and IPaddr2 send 5).
+ARP_COUNT = 3
 #: What `ip addr del` says when the address is not there (old and new iproute2).
 _GONE = ("Cannot assign requested address", "Address not found")
 
@@ -54,7 +63,8 @@ def interface_commands(
     """The command lines that put the address on and take it off (pure)."""
     on = [["ip", "addr", "add", f"{address}/{prefix}", "dev", interface]]
     if arp and ":" not in address:  # IPv6 announces itself (unsolicited NA), not ARP
-        on.append(["arping", "-U", "-c", "1", "-I", interface, "-s", address, address])
+        on.append(["arping", "-U", "-c", str(ARP_COUNT), "-I", interface, "-s", address,
+                   address])
     off = [["ip", "addr", "del", f"{address}/{prefix}", "dev", interface]]
     return on, off
 
@@ -89,6 +99,8 @@ class IpAddressResource(Resource):
                 properties.boolean("arp", True),
             )
         self._online = False
+        self._announcer: asyncio.subprocess.Process | None = None
+        self._reaper: asyncio.Task[None] | None = None
 
     async def online(self) -> None:
         if self.mode == "interface":
@@ -102,10 +114,8 @@ class IpAddressResource(Resource):
             out = await _run(add)
             if out is not None and "File exists" not in out:
                 raise ResourceError(f"{self.ctx.resource}: cannot add {self.address}: {out}")
-            for cmd in announce:
-                out = await _run(cmd)
-                if out is not None:
-                    self.ctx.log.warning(f"gratuitous ARP for {self.address} failed: {out}")
+            if announce:
+                await self._start_announcer(announce[0])
         reason = bindable(self.address)
         if reason is not None:
             raise ResourceError(
@@ -115,8 +125,55 @@ class IpAddressResource(Resource):
             )
         self._online = True
 
+    async def _start_announcer(self, cmd: list[str]) -> None:
+        """Starts the gratuitous ARPs and returns: see the module doc."""
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *cmd,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # in live_groups: a fencing host kills it at once
+                preexec_fn=procutil.child_preexec(),
+            )
+        except OSError as exc:
+            self.ctx.log.warning(f"gratuitous ARP for {self.address} failed: "
+                                 f"{cmd[0]}: {exc.strerror or exc}")
+            return
+        procutil.live_groups.add(proc.pid)
+        self._announcer = proc
+        self._reaper = asyncio.get_running_loop().create_task(self._reap_announcer(proc))
+
+    async def _reap_announcer(self, proc: asyncio.subprocess.Process) -> None:
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), COMMAND_TIMEOUT)
+        except TimeoutError:
+            procutil.kill_group(proc.pid)
+            await proc.wait()
+            out = f"no end within {COMMAND_TIMEOUT:g} s".encode()
+        procutil.live_groups.discard(proc.pid)
+        if proc.returncode != 0:
+            text = out.decode(errors="replace").strip() or f"exit code {proc.returncode}"
+            self.ctx.log.warning(f"gratuitous ARP for {self.address} failed: {text}")
+
+    async def _stop_announcer(self) -> None:
+        proc, reaper = self._announcer, self._reaper
+        self._announcer = self._reaper = None
+        if proc is None:
+            return
+        # Killed here, not by the reaper: a task cancelled before it first ran never
+        # runs its clean-up.
+        if proc.returncode is None:
+            procutil.kill_group(proc.pid)
+        if reaper is not None:
+            reaper.cancel()
+            await asyncio.gather(reaper, return_exceptions=True)
+        await proc.wait()
+        procutil.live_groups.discard(proc.pid)
+
     async def offline(self) -> None:
         self._online = False
+        await self._stop_announcer()  # never an announcement of an address we dropped
         if self.mode == "interface":
             for cmd in self._off:
                 out = await _run(cmd)
