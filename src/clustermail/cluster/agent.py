@@ -135,7 +135,8 @@ class NodeAgent:
         self.rejoin_max_delay = REJOIN_MAX_DELAY
         #: Failed attempts to rejoin since the node started.
         self.rejoin_failures = 0
-        self.hosts = HostPool(data_dir, name, keep_spare=lambda: not self.stopping)
+        self.hosts = HostPool(data_dir, name, keep_spare=lambda: not self.stopping,
+                              store_scheme=store_url.partition("://")[0])
         self._log_queue: asyncio.Queue[eventlog.LogEntry] = asyncio.Queue()
         #: Kills of hung hosts under way (referenced so they are not collected).
         self._kills: set[asyncio.Task[None]] = set()

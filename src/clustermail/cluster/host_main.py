@@ -37,6 +37,7 @@ from clustermail.cluster.host_protocol import (
 )
 from clustermail.cluster.resource_host import ResourceHost, reject
 from clustermail.cluster.resources.base import StoreHandle
+from clustermail.coord.opener import preload_backend
 from clustermail.logutil import setup as setup_process_log
 from clustermail.private_files import restrict_umask
 
@@ -226,6 +227,12 @@ def main(argv: list[str] | None = None) -> int:
         help="import every registered resource type before waiting for the spec "
         "(a warm spare host starts faster)",
     )
+    parser.add_argument(
+        "--preload-store",
+        metavar="SCHEME",
+        help="import the coordination store backend of this URL scheme (sqlite, etcd, "
+        "etcds) before waiting for the spec: the first resources need the store",
+    )
     args = parser.parse_args(argv)
     restrict_umask()  # inherited from the agent already; explicit for any other caller
     setup_process_log()
@@ -237,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.preload_types:
         # A type that cannot load is reported when a spec uses it, not here.
         resource_types.load_all()
+    if args.preload_store:
+        preload_backend(args.preload_store)
     return eventloop.run(amain())
 
 

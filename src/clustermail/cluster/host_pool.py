@@ -141,8 +141,9 @@ class HostProcess:
         return code
 
 
-async def start_host(data_dir: Path, node: str) -> HostProcess:
-    """A new resource host, importing every resource type while it waits for its spec."""
+async def start_host(data_dir: Path, node: str, store_scheme: str = "") -> HostProcess:
+    """A new resource host, importing every resource type (and the backend of the
+    store, if ``store_scheme`` names one) while it waits for its spec."""
     logs = make_private_dir(data_dir / "logs")
     # One log per node: a spare host does not know yet which virtual server it
     # will run; its JSON lines name the virtual server once it does.
@@ -154,6 +155,7 @@ async def start_host(data_dir: Path, node: str) -> HostProcess:
             "--parent-pid",
             str(os.getpid()),
             "--preload-types",
+            *(["--preload-store", store_scheme] if store_scheme else []),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=err,
@@ -165,9 +167,11 @@ class HostPool:
     """Hands out resource host processes, keeping one spare started ahead of need
     while ``keep_spare()`` says so (not while the node is stopping)."""
 
-    def __init__(self, data_dir: Path, node: str, keep_spare: Callable[[], bool]) -> None:
+    def __init__(self, data_dir: Path, node: str, keep_spare: Callable[[], bool],
+                 store_scheme: str = "") -> None:
         self.data_dir = data_dir
         self.node = node
+        self.store_scheme = store_scheme
         self._keep_spare = keep_spare
         self._spare: HostProcess | None = None
         self._refill_task: asyncio.Task[None] | None = None
@@ -180,7 +184,7 @@ class HostPool:
         """The spare if it is alive, else a new host; a new spare follows later."""
         spare, self._spare = self._spare, None
         if spare is None or spare.returncode is not None:
-            spare = await start_host(self.data_dir, self.node)
+            spare = await start_host(self.data_dir, self.node, self.store_scheme)
         self.refill()
         return spare
 
@@ -190,7 +194,7 @@ class HostPool:
         await asyncio.sleep(SPARE_DELAY)
         if self._spare is None and self._keep_spare():
             with contextlib.suppress(OSError):
-                self._spare = await start_host(self.data_dir, self.node)
+                self._spare = await start_host(self.data_dir, self.node, self.store_scheme)
 
     def close(self) -> None:
         """Stops refilling and kills the spare."""
