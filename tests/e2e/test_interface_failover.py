@@ -28,18 +28,12 @@ from typing import Any
 import pytest
 
 from tests.e2e.harness import LocalCluster, owners
+from tests.support.iproute import ip
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("arping") is None,
     reason="needs root, iproute2 and arping (iputils-arping)",
 )
-
-
-def ip(*args: str) -> str:
-    run = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
-    if run.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)}: {run.stderr.strip()}")
-    return run.stdout
 
 
 @dataclass

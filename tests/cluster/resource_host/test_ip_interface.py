@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.iproute import ip
+
 ROOT = Path(__file__).resolve().parents[3]
 
 pytestmark = pytest.mark.skipif(
@@ -27,13 +29,6 @@ pytestmark = pytest.mark.skipif(
 
 VIP = "10.231.0.10"
 STALE_MAC = "02:00:00:00:00:99"
-
-
-def ip(*args: str) -> str:
-    run = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
-    if run.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)}: {run.stderr.strip()}")
-    return run.stdout
 
 
 @dataclass
