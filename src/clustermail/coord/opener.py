@@ -41,4 +41,3 @@ def preload_backend(scheme: str) -> None:
     for otherwise. An unknown scheme is left for ``open_store`` to refuse."""
     for module in BACKEND_MODULES.get(scheme, ()):
         importlib.import_module(module)
-
