@@ -187,6 +187,39 @@ async def test_lease_keeper_moves_off_a_frozen_member(
         await store.close()
 
 
+async def test_a_watch_leaves_a_frozen_member_once_a_call_gives_up_on_it(
+    etcd3: EtcdCluster,
+) -> None:
+    """A frozen member keeps its watch streams open and silent: alone, the stream's
+    idle probe notices after two timeouts (4 s). A call to that member given up on
+    (a lease keeper's renewal) makes its watches probe at once: the change made
+    meanwhile arrives in about a quarter of a timeout, through another member."""
+    frozen = (etcd3.leader_index() + 1) % 3
+    endpoints = [etcd3.endpoints[frozen]] + [
+        e for i, e in enumerate(etcd3.endpoints) if i != frozen
+    ]
+    store = await EtcdStore.connect(endpoints)  # 2 s per attempt, as the agents use
+    writer = await EtcdStore.connect([e for i, e in enumerate(etcd3.endpoints) if i != frozen])
+    try:
+        start = await store.put("w/0", "before")
+        watch = store.watch("w/", start)
+        assert (await anext(watch)).key == "w/0"  # the stream is on the frozen member
+        pending = asyncio.ensure_future(anext(watch))
+        etcd3.pause_member(frozen)
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(store.get("w/0"), 0.3)  # given up on, as a keeper does
+        await writer.put("w/1", "while frozen")
+        async with asyncio.timeout(RECOVERY):
+            event = await pending
+        assert event.key == "w/1"
+        assert time.monotonic() - t0 < 2.0  # < one timeout: not the 4 s idle probe
+    finally:
+        etcd3.resume_member(frozen)
+        await writer.close()
+        await store.close()
+
+
 async def test_lost_quorum_is_unavailable_promptly_then_recovers(etcd3: EtcdCluster) -> None:
     store = await EtcdStore.connect(etcd3.endpoints, timeout=1.0)
     try:

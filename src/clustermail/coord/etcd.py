@@ -8,7 +8,8 @@ lacks:
 * **Endpoint lists.** One gRPC channel per endpoint; a call goes to the current
   endpoint, skipping ones whose channel is known to be down, and a failure moves
   the next call to the next endpoint (etcd's own clientv3 does the same). So does a
-  call its caller cancelled: a frozen member is only ever seen as slow.
+  call its caller cancelled: a frozen member is only ever seen as slow. Either also
+  makes the watch streams on that member probe it at once.
 * **Bounded retries.** Every attempt has a deadline. Reads and other idempotent
   calls are retried on any transport failure; writes (put, delete, txn, grant,
   compact) only when the request certainly never reached a server that could
@@ -318,6 +319,19 @@ class _Endpoint:
         self.leasestub: Any = rpc.LeaseStub(self.channel)
         self.watchstub: Any = rpc.WatchStub(self.channel)
         self.authstub: Any = rpc.AuthStub(self.channel)
+        #: Resolved when a call to this member failed or was given up on: the watch
+        #: streams on it probe at once instead of after their idle timeout.
+        self._suspect: asyncio.Future[None] | None = None
+
+    def suspicion(self) -> asyncio.Future[None]:
+        if self._suspect is None:
+            self._suspect = asyncio.get_running_loop().create_future()
+        return self._suspect
+
+    def suspect(self) -> None:
+        fut, self._suspect = self._suspect, None
+        if fut is not None and not fut.done():
+            fut.set_result(None)
 
     async def close(self) -> None:
         await self.channel.close()
@@ -401,7 +415,9 @@ class EtcdStore(Store):
         return self._current
 
     def _failed(self, index: int) -> None:
-        # The next call starts at the next endpoint.
+        # The next call starts at the next endpoint, and the watches on this one check
+        # it now: a frozen member's streams stay open and silent.
+        self._endpoints[index].suspect()
         if self._current == index:
             self._current = (index + 1) % len(self._endpoints)
 
@@ -873,6 +889,7 @@ class _WatchStream:
     def __init__(self, store: EtcdStore, endpoint: _Endpoint) -> None:
         self._store = store
         self._timeout = store._timeout
+        self._endpoint = endpoint
         self._call: Any = endpoint.watchstub.Watch(metadata=store._metadata())
         store._calls.add(self._call)
         self._reader: asyncio.Task[Any] | None = None
@@ -893,28 +910,37 @@ class _WatchStream:
 
         After ``timeout`` seconds without a response it asks etcd for a progress
         notification; no answer within another ``timeout`` means the stream (or
-        the member) is dead, raised as TimeoutError so the watch resumes."""
-        resp = await self._read(self._timeout)
-        if resp is not _IDLE:
+        the member) is dead, raised as TimeoutError so the watch resumes. When a
+        call to the same member fails or is given up on meanwhile, it asks at once
+        and waits :data:`SUSPECT_PROBE` of the timeout."""
+        resp = await self._read(self._timeout, suspect=True)
+        if resp is not _IDLE and resp is not _SUSPECT:
             return resp
-        async with asyncio.timeout(self._timeout):
+        wait = self._timeout if resp is _IDLE else self._timeout * SUSPECT_PROBE
+        # Bounded by the same wait: a write to a frozen member hangs too.
+        async with asyncio.timeout(wait):
             await self._call.write(rpc.WatchRequest(progress_request=rpc.WatchProgressRequest()))
-        resp = await self._read(self._timeout)
+        resp = await self._read(wait)
         if resp is _IDLE:
             raise TimeoutError
         return resp
 
-    async def _read(self, timeout: float) -> Any:
-        """A response, or _IDLE after ``timeout`` seconds; _StreamBroken at the end.
-        The pending read survives an idle timeout (cancelling it would cancel
-        the whole call), and is reused by the next _read."""
+    async def _read(self, timeout: float, *, suspect: bool = False) -> Any:
+        """A response, or _IDLE after ``timeout`` seconds (with ``suspect``, _SUSPECT
+        as soon as the member is suspected); _StreamBroken at the end. The pending
+        read survives an idle timeout (cancelling it would cancel the whole call),
+        and is reused by the next _read."""
         if self._reader is None:
             self._reader = asyncio.ensure_future(self._call.read())
             self._store._tasks.add(self._reader)
             self._reader.add_done_callback(self._store._tasks.discard)
-        done, _ = await asyncio.wait({self._reader}, timeout=timeout)
-        if not done:
-            return _IDLE
+        waits: set[asyncio.Future[Any]] = {self._reader}
+        if suspect:
+            waits.add(self._endpoint.suspicion())
+        done, _ = await asyncio.wait(waits, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if self._reader not in done:
+            return _SUSPECT if done else _IDLE
         reader, self._reader = self._reader, None
         if reader.cancelled():  # by close(): not a cancellation of our caller
             raise _StreamBroken("watch stream cancelled")
@@ -935,3 +961,8 @@ class _WatchStream:
 
 
 _IDLE: Any = object()
+_SUSPECT: Any = object()
+#: The share of the timeout a suspected member's watch stream gets to answer a
+#: progress request (a healthy member answers in milliseconds; a false suspicion
+#: costs a resumed stream, never an event).
+SUSPECT_PROBE = 0.25
