@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from clustermail.coord import open_store
+from tests.e2e.harness import free_addresses
 from tests.support.directory import directory
 from tests.support.hostproc import FAST_POLICY, StartHost, free_port
 from tests.support.mail_fakes import DOMAIN, PASSWORD
@@ -48,6 +49,13 @@ def spec(tmp: Path, vs: str, address: str, ports: dict[str, int], *, epoch: int 
         r["policy"] = FAST_POLICY
     return {"vs": vs, "node": "node1", "epoch": epoch, "store": f"sqlite://{tmp}/cluster.db",
             "data_dir": str(data), "resources": res, "offline_resources": []}
+
+
+def addresses() -> tuple[str, str]:
+    """Two loopback addresses of a /24 no other test uses: ports picked free on them
+    cannot be taken meanwhile by another test's server (they bind other addresses)."""
+    base, _ = free_addresses()
+    return f"{base}.11", f"{base}.12"
 
 
 def ports(address: str) -> dict[str, int]:
@@ -110,52 +118,54 @@ def pop3_count(address: str, port: int, user: str, password: str = PASSWORD) -> 
 @pytest.mark.timeout(90)
 def test_routing_between_two_resource_hosts(tmp_path: Path, start_host: StartHost) -> None:
     add_users(tmp_path, {ALICE: "mail1", CAROL: "mail2"})
-    p1, p2 = ports("127.0.0.11"), ports("127.0.0.12")
+    a1, a2 = addresses()
+    p1, p2 = ports(a1), ports(a2)
     publish_config(tmp_path, {"mail1": p1, "mail2": p2})
-    host1 = start_host(spec(tmp_path, "mail1", "127.0.0.11", p1))
+    host1 = start_host(spec(tmp_path, "mail1", a1, p1))
     host1.events.resource("pop3", "online", timeout=30)
 
     # mail2 is down: the message for carol waits in mail1's queue
-    with smtplib.SMTP("127.0.0.11", p1["smtp"], timeout=10) as c:
+    with smtplib.SMTP(a1, p1["smtp"], timeout=10) as c:
         c.sendmail("x@elsewhere.test", [CAROL, ALICE], b"Subject: hop\r\n\r\nhello\r\n")
-    assert pop3_count("127.0.0.11", p1["pop3"], ALICE) == 1
+    assert pop3_count(a1, p1["pop3"], ALICE) == 1
     time.sleep(0.5)
 
-    host2 = start_host(spec(tmp_path, "mail2", "127.0.0.12", p2))
+    host2 = start_host(spec(tmp_path, "mail2", a2, p2))
     host2.events.resource("pop3", "online", timeout=30)
-    assert eventually(lambda: pop3_count("127.0.0.12", p2["pop3"], CAROL) == 1)
+    assert eventually(lambda: pop3_count(a2, p2["pop3"], CAROL) == 1)
 
     # the other way round, and a live removal of pop3 from mail2 (smtp keeps serving)
-    with smtplib.SMTP("127.0.0.12", p2["smtp"], timeout=10) as c:
+    with smtplib.SMTP(a2, p2["smtp"], timeout=10) as c:
         c.sendmail("y@elsewhere.test", [ALICE], b"Subject: back\r\n\r\nhi\r\n")
-    assert eventually(lambda: pop3_count("127.0.0.11", p1["pop3"], ALICE) == 2)
-    without_pop3 = spec(tmp_path, "mail2", "127.0.0.12", p2, pop3=False)
+    assert eventually(lambda: pop3_count(a1, p1["pop3"], ALICE) == 2)
+    without_pop3 = spec(tmp_path, "mail2", a2, p2, pop3=False)
     host2.send({"cmd": "update", "spec": without_pop3})
     host2.events.resource("pop3", "offline", timeout=30)
     with pytest.raises(OSError):
-        pop3_count("127.0.0.12", p2["pop3"], CAROL)
-    with smtplib.SMTP("127.0.0.12", p2["smtp"], timeout=10) as c:
+        pop3_count(a2, p2["pop3"], CAROL)
+    with smtplib.SMTP(a2, p2["smtp"], timeout=10) as c:
         assert c.noop()[0] == 250
 
 
 @pytest.mark.timeout(90)
 def test_submission_with_the_directory(tmp_path: Path, start_host: StartHost) -> None:
     add_users(tmp_path, {ALICE: "mail1", CAROL: "mail2"}, {f"al@{DOMAIN}": ALICE})
-    p1, p2 = ports("127.0.0.11"), ports("127.0.0.12")
+    a1, a2 = addresses()
+    p1, p2 = ports(a1), ports(a2)
     publish_config(tmp_path, {"mail1": p1, "mail2": p2})
-    host1 = start_host(spec(tmp_path, "mail1", "127.0.0.11", p1))
-    host2 = start_host(spec(tmp_path, "mail2", "127.0.0.12", p2))
+    host1 = start_host(spec(tmp_path, "mail1", a1, p1))
+    host2 = start_host(spec(tmp_path, "mail2", a2, p2))
     host1.events.resource("pop3", "online", timeout=30)
     host2.events.resource("pop3", "online", timeout=30)
 
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-    with smtplib.SMTP("127.0.0.11", p1["submission"], timeout=10) as c:
+    with smtplib.SMTP(a1, p1["submission"], timeout=10) as c:
         c.starttls(context=ctx)
         c.login(ALICE, PASSWORD)
         assert c.sendmail(f"al@{DOMAIN}", [CAROL, ALICE], b"Subject: real\r\n\r\nhi\r\n") == {}
         assert c.mail(CAROL)[0] == 553  # not alice's address
-    assert pop3_count("127.0.0.11", p1["pop3"], ALICE) == 1
-    assert eventually(lambda: pop3_count("127.0.0.12", p2["pop3"], CAROL) == 1)
+    assert pop3_count(a1, p1["pop3"], ALICE) == 1
+    assert eventually(lambda: pop3_count(a2, p2["pop3"], CAROL) == 1)
     tracking = list((tmp_path / "data" / "disks" / "mail1" / "tracking").glob("*.jsonl"))
     assert tracking and json.loads(tracking[0].read_text().splitlines()[0])["sender"]
