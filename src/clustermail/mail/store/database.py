@@ -52,6 +52,7 @@ from clustermail.mail.store.flag_log import FlagLog
 from clustermail.mail.store.index import FolderListing
 from clustermail.mail.store.messages import FlagMode
 from clustermail.mail.store.quota import Decision, QuotaLimits
+from clustermail.mail.store.readers import HeldReader
 from clustermail.mail.store.snapshot import FolderSnapshot, SnapshotCache
 from clustermail.mail.store.translog.errors import DatabaseBehindLogError
 from clustermail.mail.store.translog.journal import Journal
@@ -124,7 +125,7 @@ class MailboxDatabase:
         self._snapshots = SnapshotCache()
         # a folder forgotten in a commit's hooks: that commit counts as another kind
         self._flag_log = FlagLog(on_forget=self._flag_log_forgot)
-        self._readers: list[sqlite3.Connection] = []
+        self._readers: list[HeldReader] = []
         self._readers_lock = threading.Lock()
         self._listeners: list[Listener] = []
 
@@ -165,6 +166,7 @@ class MailboxDatabase:
         # each recorded in the flag log by its hook.
         if not flag_only:
             self._other_change = self._changes + 1  # before the count that makes it visible
+        self._release_readers()  # before the count: a reader that sees it reads the commit
         self._changes += 1
         checkpointer = self._checkpointer
         return checkpointer is not None and checkpointer.poke(size)
@@ -259,7 +261,8 @@ class MailboxDatabase:
             # file that lost its last commits in a crash is rolled forward at mount.
             conn.execute("PRAGMA synchronous = NORMAL")
         self._writer = GroupCommitWriter(
-            conn, self.path, epoch, self._notify, self._clock, self._after_commit, journal
+            conn, self.path, epoch, self._notify, self._clock, self._after_commit, journal,
+            before_write=self._release_readers,
         )
         return MountInfo(self.path, epoch, time.perf_counter() - started, unclean)
 
@@ -277,6 +280,7 @@ class MailboxDatabase:
         try:
             if journal is not None:
                 journal.acquire()  # no other process's commit is between its COMMIT and log
+            self._release_readers()  # a held snapshot would make TRUNCATE wait
             try:
                 if writer.fenced is None:
                     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -332,31 +336,42 @@ class MailboxDatabase:
         for listener in list(self._listeners):
             listener(frozen)
 
-    def _reader(self) -> sqlite3.Connection:
+    def _reader(self) -> HeldReader:
         if self._writer is None:
             raise NotMountedError(self.path)
-        cached = getattr(self._local, "conn", None)
+        cached = getattr(self._local, "reader", None)
         if cached is not None and cached[0] == self._generation:
-            conn: sqlite3.Connection = cached[1]
-            return conn
-        conn = schema.connect(self.path, create=False)
+            reader: HeldReader = cached[1]
+            return reader
+        reader = HeldReader(schema.connect(self.path, create=False))
         with self._readers_lock:
-            self._readers.append(conn)
-        self._local.conn = (self._generation, conn)
-        return conn
+            self._readers.append(reader)
+        self._local.reader = (self._generation, reader)
+        return reader
+
+    def _release_readers(self) -> None:
+        """Ends the readers' held snapshots (see ``readers``): the writer thread, after each
+        commit and before each write."""
+        for reader in tuple(self._readers):
+            reader.release()
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        """One consistent snapshot for the reads of one call."""
-        conn = self._reader()
+        """One consistent snapshot for the reads of one call: the thread's held one while
+        no commit happened since it began (see ``readers``)."""
+        reader = self._reader()
         try:
-            conn.execute("BEGIN")
-            yield conn
+            conn = reader.enter()
         except sqlite3.Error as exc:
             raise from_sqlite(self.path, exc) from None
+        failed = False
+        try:
+            yield conn
+        except sqlite3.Error as exc:
+            failed = True
+            raise from_sqlite(self.path, exc) from None
         finally:
-            if conn.in_transaction:
-                conn.execute("COMMIT")
+            reader.exit(failed)
 
     def _submit(
         self,
@@ -536,15 +551,11 @@ class MailboxDatabase:
         caller and kept current from the change log: SELECT reads only the folder row when
         nothing changed. Immutable; :meth:`FolderSnapshot.listing` gives a private copy."""
         claims = self._snapshots.claims  # before the read: see SnapshotCache.get
-        # The common case, an unchanged folder: its row alone, in one statement (its own
-        # snapshot, no BEGIN/COMMIT), matches the cached snapshot.
-        try:
-            row = folders.find(self._reader(), mailbox, names.normalize(folder))
-        except sqlite3.Error as exc:
-            raise from_sqlite(self.path, exc) from None
-        if row is not None and (snap := self._snapshots.cached(row)) is not None:
-            return snap
+        # The common case, an unchanged folder: its row alone matches the cached snapshot.
         with self._read() as conn:
+            row = folders.find(conn, mailbox, names.normalize(folder))
+            if row is not None and (snap := self._snapshots.cached(row)) is not None:
+                return snap
             return self._snapshots.get(conn, folders.get(conn, mailbox, folder), claims)
 
     def recent_among(self, mailbox: str, folder: str, uids: Iterable[int]) -> list[int]:
@@ -553,13 +564,22 @@ class MailboxDatabase:
             return messages.recent_among(conn, folders.get(conn, mailbox, folder), uids)
 
     def fetch_raw(self, mailbox: str, folder: str, uid: int) -> bytes:
-        # One statement is its own snapshot: no BEGIN/COMMIT on this hot path (POP3 RETR,
-        # IMAP BODY[]). Only a miss takes the longer path that says what is missing.
+        # The hot path of POP3 RETR and IMAP BODY[]: one statement in the held snapshot,
+        # without _read's generator. Only a miss takes the path that says what is missing.
         name = names.normalize(folder)
+        reader = self._reader()
         try:
-            found = messages.raw_by_name(self._reader(), mailbox, name, uid)
+            conn = reader.enter()
         except sqlite3.Error as exc:
             raise from_sqlite(self.path, exc) from None
+        failed = True
+        try:
+            found = messages.raw_by_name(conn, mailbox, name, uid)
+            failed = False
+        except sqlite3.Error as exc:
+            raise from_sqlite(self.path, exc) from None
+        finally:
+            reader.exit(failed)
         if found is not None:
             return found
         with self._read() as conn:
@@ -613,16 +633,12 @@ class MailboxDatabase:
         """New messages, flag changes and expunges after ``modseq`` (any session's). When
         everything since was a recent flag change, from memory (see ``flag_log``): one read
         of the folder row."""
-        conn = self._reader()
-        try:
-            row = folders.get(conn, mailbox, folder)
-        except sqlite3.Error as exc:
-            raise from_sqlite(self.path, exc) from None
-        changed = self._flag_log.since(row.id, row.uidvalidity, modseq, row.highestmodseq)
-        if changed is not None:
-            return FolderChanges(row.uidvalidity, row.highestmodseq, row.uidnext, changed, [])
         with self._read() as conn:
-            return messages.changes_since(conn, folders.get(conn, mailbox, folder), modseq)
+            row = folders.get(conn, mailbox, folder)
+            changed = self._flag_log.since(row.id, row.uidvalidity, modseq, row.highestmodseq)
+            if changed is not None:
+                return FolderChanges(row.uidvalidity, row.highestmodseq, row.uidnext, changed, [])
+            return messages.changes_since(conn, row, modseq)
 
     def flag_changes_since(
         self, uidvalidity: int, modseq: int, seen: int

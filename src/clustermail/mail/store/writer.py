@@ -148,8 +148,12 @@ class GroupCommitWriter:
         #: changes only, every commit hook run); True asks for the writer's checkpoint
         after_commit: Callable[[int, bool], bool] | None = None,
         journal: Journal | None = None,
+        #: before each write transaction begins (the database ends its readers' held
+        #: snapshots, so the write can restart a checkpointed WAL: see ``readers``)
+        before_write: Callable[[], None] | None = None,
     ) -> None:
         self._conn = conn
+        self._before_write = before_write
         self._path = path
         self._epoch = epoch
         self._on_commit = on_commit
@@ -462,6 +466,8 @@ class GroupCommitWriter:
             raise self.fenced
 
     def _begin_write(self) -> None:
+        if self._before_write is not None:
+            self._before_write()
         self._begin()
         if self._journal is not None:
             self._journal.before_write()
