@@ -28,7 +28,8 @@ from clustermail.coord import (
 )
 from clustermail.coord.api import Op, Target
 from clustermail.coord.etcd import EtcdStore
-from tests.support.etcd_server import EtcdCluster, free_ports
+from tests.support.etcd_server import EtcdCluster
+from tests.support.ports import free_ports
 
 # ---------------------------------------------------------------- fixtures, helpers
 

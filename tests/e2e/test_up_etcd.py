@@ -16,7 +16,7 @@ import pytest
 
 from clustermail.cluster.proctree import ProcRef, descendants
 from tests.e2e.harness import cluster_toml, free_addresses
-from tests.support.etcd_server import EtcdCluster, free_ports
+from tests.support.etcd_server import EtcdCluster
 from tests.support.local_up import (
     cli,
     cluster_processes,
@@ -27,6 +27,7 @@ from tests.support.local_up import (
     stop_up,
     wait_all_gone,
 )
+from tests.support.ports import free_ports
 
 pytestmark = pytest.mark.e2e
 

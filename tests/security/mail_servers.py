@@ -30,7 +30,8 @@ from clustermail.mail.queue.tracking import TrackingLog
 from clustermail.mail.smtp.handler import SmtpContext
 from clustermail.mail.smtp.policy import SmtpLimits
 from clustermail.mail.smtp.server import SmtpPorts, SmtpService
-from tests.support.mail_fakes import DOMAIN, PASSWORD, FakeDirectory, FakeMailStore, free_port
+from tests.support.mail_fakes import DOMAIN, PASSWORD, FakeDirectory, FakeMailStore
+from tests.support.ports import free_port
 
 ALICE, BOB = f"alice@{DOMAIN}", f"bob@{DOMAIN}"
 ALIAS = f"al@{DOMAIN}"  # an alias of alice

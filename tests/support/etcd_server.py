@@ -15,13 +15,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.ports import free_ports
 
 HOST = "127.0.0.1"
 #: Bounds for waiting on etcd; generous for a loaded 2-core CI machine.
@@ -63,20 +64,6 @@ def etcd_binary() -> str:
             "(apt-get install -y etcd-server etcd-client)"
         )
     return path
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports: all sockets stay bound until every port is chosen."""
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((HOST, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @dataclass

@@ -41,13 +41,6 @@ FAST_POLICY: dict[str, object] = {
 WAIT = 10.0
 
 
-def free_port(address: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((address, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def banner_command(address: str, port: int, name: str) -> list[str]:
     return [sys.executable, "-m", "clustermail.cluster.banner",
             "--address", address, "--port", str(port), "--name", name]

@@ -5,7 +5,6 @@ service in-process on real sockets."""
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from clustermail.mail.smtp.handler import SmtpContext
 from clustermail.mail.smtp.policy import SmtpLimits
 from clustermail.mail.smtp.server import SmtpPorts, SmtpService
 from clustermail.mail.store import MailboxDatabase, MailStore
+from tests.support.ports import free_port
 
 DOMAIN = "example.test"
 PASSWORD = "secret-pw"
@@ -111,13 +111,6 @@ class FakeMailStore:
 
     def close(self) -> None:
         self.store.dismount()
-
-
-def free_port(address: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((address, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

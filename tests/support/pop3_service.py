@@ -9,7 +9,8 @@ from pathlib import Path
 from clustermail.mail.net.listener import AuthThrottle, ListenerLimits
 from clustermail.mail.net.tls import ensure_certificate, server_context
 from clustermail.mail.pop3.server import Pop3Ports, Pop3Service
-from tests.support.mail_fakes import DOMAIN, FakeDirectory, FakeMailStore, free_port
+from tests.support.mail_fakes import DOMAIN, FakeDirectory, FakeMailStore
+from tests.support.ports import free_port
 
 
 @dataclass

@@ -72,8 +72,9 @@ from clustermail.cluster.sd_notify import Notifier
 from clustermail.cluster.supervision import KILL_GRACE, offline_budget
 from clustermail.cluster.timing import LeaseTiming
 from clustermail.cluster.view import ClusterView, read_view
-from clustermail.coord import Compare, CoordError, Delete, Put, Store, open_store
+from clustermail.coord import Compare, CoordError, Delete, InvalidStoreURL, Put, Store, open_store
 from clustermail.coord.lease import LeaseKeeper
+from clustermail.coord.url import parse_store_url
 from clustermail.logutil import log_event
 from clustermail.private_files import UnsafePathError, check_data_dir, restrict_umask
 
@@ -136,7 +137,7 @@ class NodeAgent:
         #: Failed attempts to rejoin since the node started.
         self.rejoin_failures = 0
         self.hosts = HostPool(data_dir, name, keep_spare=lambda: not self.stopping,
-                              store_scheme=store_url.partition("://")[0])
+                              store_scheme=_scheme_of(store_url))
         self._log_queue: asyncio.Queue[eventlog.LogEntry] = asyncio.Queue()
         #: Kills of hung hosts under way (referenced so they are not collected).
         self._kills: set[asyncio.Task[None]] = set()
@@ -915,3 +916,10 @@ class AgentError(Exception):
     """A node agent cannot run (e.g. its name is not in the configuration)."""
 
 
+def _scheme_of(store_url: str) -> str:
+    """The store URL's scheme, for the spare hosts' preload; "" for a URL that does not
+    parse (opening the store reports what is wrong with it)."""
+    try:
+        return parse_store_url(store_url).scheme
+    except InvalidStoreURL:
+        return ""

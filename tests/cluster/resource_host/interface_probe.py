@@ -29,9 +29,9 @@ async def main(tmp: str, interface: str, address: str, end: str) -> None:
     if end == "offline":
         await ip.offline()
     else:
-        async with asyncio.timeout(10):
-            while procutil.live_groups:  # the announcer ends by itself (~ARP_COUNT s)
-                await asyncio.sleep(0.05)
+        reaper = ip._reaper  # the announcer ends by itself (~ARP_COUNT s); its reaper then
+        assert reaper is not None
+        await asyncio.wait_for(asyncio.shield(reaper), 10)
         await ip.offline()
     report = {
         "left": sorted(procutil.live_groups),

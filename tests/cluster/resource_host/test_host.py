@@ -22,13 +22,13 @@ from tests.support.hostproc import (
     EventStream,
     StartHost,
     connect_refused,
-    free_port,
     mail1_spec,
     process_resource,
     read_banner,
     states,
     store_get,
 )
+from tests.support.ports import free_port
 
 ADDRESS = "127.0.0.11"
 

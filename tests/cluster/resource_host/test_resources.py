@@ -38,7 +38,7 @@ from clustermail.cluster.resources.ip_address import IpAddressResource, interfac
 from clustermail.cluster.resources.network_name import NetworkNameResource, name_key
 from clustermail.cluster.resources.process import ProcessResource
 from clustermail.coord import open_store
-from tests.support.hostproc import free_port
+from tests.support.ports import free_port
 from tests.support.resource_env import Env
 
 ADDRESS = "127.0.0.11"

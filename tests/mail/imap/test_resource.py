@@ -19,7 +19,7 @@ from clustermail.mail.imap.resource import Imap4Resource
 from clustermail.mail.net.auth_throttle import Refused
 from clustermail.mail.net.listener import shared_throttle
 from clustermail.mail.store import MailboxDatabase
-from tests.mail.imap.reference.dovecot import free_port
+from tests.support.ports import free_port
 from tests.support.resource_env import Env
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from clustermail.mail.net.listener import Connection, Endpoint, Listener, ListenerLimits
-from tests.support.mail_fakes import free_port
+from tests.support.ports import free_port
 
 
 async def test_a_lone_line_goes_to_the_hook_and_the_rest_to_the_handler() -> None:

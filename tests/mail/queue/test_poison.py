@@ -31,7 +31,8 @@ from clustermail.mail.queue.store import (
     read_messages,
 )
 from clustermail.mail.queue.tracking import Query, log_files, search
-from tests.support.mail_fakes import DOMAIN, FakeDirectory, Running, free_port, start_smtp
+from tests.support.mail_fakes import DOMAIN, FakeDirectory, Running, start_smtp
+from tests.support.ports import free_port
 
 ALICE = f"alice@{DOMAIN}"
 BODY = b"From: alice@example.test\r\nSubject: poison\r\nMessage-ID: <p1@t>\r\n\r\nhello\r\n"

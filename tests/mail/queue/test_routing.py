@@ -18,7 +18,8 @@ from clustermail.mail.queue.schedule import RetryPolicy
 from clustermail.mail.queue.store import connect, read_messages
 from clustermail.mail.queue.tracking import Query, log_files, search
 from clustermail.mail.smtp.server import SmtpPorts
-from tests.support.mail_fakes import DOMAIN, FakeDirectory, Running, free_port, start_smtp
+from tests.support.mail_fakes import DOMAIN, FakeDirectory, Running, start_smtp
+from tests.support.ports import free_port
 
 ALICE, CAROL = f"alice@{DOMAIN}", f"carol@{DOMAIN}"
 MESSAGE = f"From: {ALICE}\r\nSubject: across\r\nMessage-ID: <x1@t>\r\n\r\nhello\r\n".encode()

@@ -20,8 +20,9 @@ import pytest
 from clustermail.coord import open_store
 from tests.e2e.harness import free_addresses
 from tests.support.directory import directory
-from tests.support.hostproc import FAST_POLICY, StartHost, free_port
+from tests.support.hostproc import FAST_POLICY, StartHost
 from tests.support.mail_fakes import DOMAIN, PASSWORD
+from tests.support.ports import free_port
 
 ALICE, CAROL = f"alice@{DOMAIN}", f"carol@{DOMAIN}"
 

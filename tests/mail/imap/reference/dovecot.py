@@ -19,6 +19,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from tests.support.ports import free_port
+
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 SPECIAL = (
     ("Sent", "\\Sent"),
@@ -31,12 +33,6 @@ SPECIAL = (
 
 def available() -> bool:
     return Path(DOVECOT).exists()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 class Dovecot:
