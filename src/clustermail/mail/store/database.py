@@ -14,9 +14,8 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -262,7 +261,7 @@ class MailboxDatabase:
             conn.execute("PRAGMA synchronous = NORMAL")
         self._writer = GroupCommitWriter(
             conn, self.path, epoch, self._notify, self._clock, self._after_commit, journal,
-            before_write=self._release_readers,
+            release_readers=self._release_readers,
         )
         return MountInfo(self.path, epoch, time.perf_counter() - started, unclean)
 
@@ -343,35 +342,28 @@ class MailboxDatabase:
         if cached is not None and cached[0] == self._generation:
             reader: HeldReader = cached[1]
             return reader
-        reader = HeldReader(schema.connect(self.path, create=False))
+        reader = HeldReader(schema.connect(self.path, create=False), self._wrap_error)
         with self._readers_lock:
             self._readers.append(reader)
         self._local.reader = (self._generation, reader)
         return reader
 
-    def _release_readers(self) -> None:
-        """Ends the readers' held snapshots (see ``readers``): the writer thread, after each
-        commit and before each write."""
-        for reader in tuple(self._readers):
-            reader.release()
+    def _wrap_error(self, exc: sqlite3.Error) -> StoreError:
+        return from_sqlite(self.path, exc)
 
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        """One consistent snapshot for the reads of one call: the thread's held one while
-        no commit happened since it began (see ``readers``)."""
-        reader = self._reader()
-        try:
-            conn = reader.enter()
-        except sqlite3.Error as exc:
-            raise from_sqlite(self.path, exc) from None
-        failed = False
-        try:
-            yield conn
-        except sqlite3.Error as exc:
-            failed = True
-            raise from_sqlite(self.path, exc) from None
-        finally:
-            reader.exit(failed)
+    def _release_readers(self, wait: float = 0.0) -> None:
+        """Ends the readers' held snapshots (see ``readers``): the writer thread, after each
+        commit and before each write, and around its checkpoint waiting at most ``wait``
+        seconds in all for reads under way."""
+        deadline = time.monotonic() + wait
+        for reader in tuple(self._readers):
+            reader.release(max(0.0, deadline - time.monotonic()) if wait > 0 else 0.0)
+
+    def _read(self) -> HeldReader:
+        """``with self._read() as conn``: one consistent snapshot for the reads of one
+        call — the thread's held one while no commit happened since it began (see
+        ``readers``); an SQLite error comes out as the store's error naming the file."""
+        return self._reader()
 
     def _submit(
         self,
@@ -564,22 +556,11 @@ class MailboxDatabase:
             return messages.recent_among(conn, folders.get(conn, mailbox, folder), uids)
 
     def fetch_raw(self, mailbox: str, folder: str, uid: int) -> bytes:
-        # The hot path of POP3 RETR and IMAP BODY[]: one statement in the held snapshot,
-        # without _read's generator. Only a miss takes the path that says what is missing.
+        # The hot path of POP3 RETR and IMAP BODY[]: one statement in the held snapshot.
+        # Only a miss takes the path that says what is missing.
         name = names.normalize(folder)
-        reader = self._reader()
-        try:
-            conn = reader.enter()
-        except sqlite3.Error as exc:
-            raise from_sqlite(self.path, exc) from None
-        failed = True
-        try:
+        with self._read() as conn:
             found = messages.raw_by_name(conn, mailbox, name, uid)
-            failed = False
-        except sqlite3.Error as exc:
-            raise from_sqlite(self.path, exc) from None
-        finally:
-            reader.exit(failed)
         if found is not None:
             return found
         with self._read() as conn:

@@ -15,25 +15,36 @@ checkpointed holds a WAL read mark, which stops the next write from restarting t
 at its start; released then, the WAL restarts as it did with per-statement reads.
 
 The reader thread and the writer thread meet only through :attr:`HeldReader.lock`: the
-writer never waits for it (a reader inside a long scan would stall every commit) — if a
-read is under way it marks the reader stale, and the reader ends its transaction when
-the outermost read finishes, or at the start of the next one.
+writer does not wait for it around commits (a reader inside a long scan would stall
+every commit) — if a read is under way it marks the reader stale, and the reader ends
+its transaction when the outermost read finishes, or at the start of the next one. A
+read under way can last much longer than its statements (a thread waiting for the
+interpreter lock holds its snapshot meanwhile), and a snapshot older than the last
+commit stops a checkpoint short; so around the writer's own checkpoint, which lets the
+next write restart the WAL and runs at most once per few megabytes written, the writer
+waits a few milliseconds for reads under way to end.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
+from types import TracebackType
 
 
 class HeldReader:
-    """One thread's connection; :meth:`enter`/:meth:`exit` bracket each read (nested reads
-    share the outer one's snapshot), :meth:`release` may be called from any thread."""
+    """One thread's connection; :meth:`enter`/:meth:`exit` (or ``with``) bracket each read
+    (nested reads share the outer one's snapshot), :meth:`release` may be called from
+    any thread. ``with`` raises what ``wrap`` makes of an SQLite error (the store's own
+    errors, naming the file)."""
 
-    __slots__ = ("conn", "depth", "lock", "stale")
+    __slots__ = ("conn", "depth", "lock", "stale", "wrap")
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection,
+                 wrap: Callable[[sqlite3.Error], Exception] = lambda exc: exc) -> None:
         self.conn = conn
+        self.wrap = wrap
         self.lock = threading.RLock()
         #: a commit happened while a read was under way: end the transaction after it
         self.stale = False
@@ -70,10 +81,26 @@ class HeldReader:
         finally:
             self.lock.release()
 
-    def release(self) -> None:
+    def __enter__(self) -> sqlite3.Connection:
+        try:
+            return self.enter()
+        except sqlite3.Error as exc:
+            raise self.wrap(exc) from None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        # A class, not a generator-based context manager: ~1 µs less per read.
+        failed = isinstance(exc, sqlite3.Error)
+        self.exit(failed)
+        if failed:
+            assert isinstance(exc, sqlite3.Error)
+            raise self.wrap(exc) from None
+
+    def release(self, wait: float = 0.0) -> None:
         """Ends the held snapshot (the writer, after a commit and before a write), or,
-        with a read under way, marks it stale for the reader to end. Never waits."""
-        if not self.lock.acquire(blocking=False):
+        with a read under way, marks it stale for the reader to end. Waits at most
+        ``wait`` seconds for a read under way to end (by default not at all)."""
+        if not (self.lock.acquire(timeout=wait) if wait > 0 else self.lock.acquire(False)):
             self.stale = True
             return
         try:

@@ -65,6 +65,9 @@ MAX_BATCH_BYTES = 64 * 1024 * 1024
 #: Longest a committed flag change stays without fsync (one more fsync per this interval
 #: at most, however many flag changes it carries).
 FLUSH_AFTER = 0.2
+#: Around the writer's own checkpoint (once per few MB written), the longest it waits in
+#: all for reads under way to end their snapshots (see ``readers``).
+READER_WAIT = 0.005
 
 
 @dataclass
@@ -148,12 +151,13 @@ class GroupCommitWriter:
         #: changes only, every commit hook run); True asks for the writer's checkpoint
         after_commit: Callable[[int, bool], bool] | None = None,
         journal: Journal | None = None,
-        #: before each write transaction begins (the database ends its readers' held
-        #: snapshots, so the write can restart a checkpointed WAL: see ``readers``)
-        before_write: Callable[[], None] | None = None,
+        #: ends the database's readers' held snapshots (see ``readers``): before each write
+        #: transaction begins, so it can restart a checkpointed WAL, and after the writer's
+        #: own checkpoint, so readers move off the WAL frames it copied
+        release_readers: Callable[[float], None] | None = None,
     ) -> None:
         self._conn = conn
-        self._before_write = before_write
+        self._release_readers = release_readers
         self._path = path
         self._epoch = epoch
         self._on_commit = on_commit
@@ -445,10 +449,15 @@ class GroupCommitWriter:
         """Copies the frames committed since the background checkpoint's round, here,
         between two transactions, so the next one restarts the WAL (checkpoint.py). After
         answering: the commits it follows do not wait for it."""
+        release = self._release_readers
+        if release is not None:
+            release(READER_WAIT)  # a snapshot before the last commit would stop the copy short
         try:
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error:
             log.exception("checkpoint of %s failed", self._path)
+        if release is not None:
+            release(READER_WAIT)  # off the copied frames: the next write restarts the WAL
 
     def _set_synchronous(self, mode: str) -> None:
         if mode != self._synchronous:
@@ -466,8 +475,8 @@ class GroupCommitWriter:
             raise self.fenced
 
     def _begin_write(self) -> None:
-        if self._before_write is not None:
-            self._before_write()
+        if self._release_readers is not None:
+            self._release_readers(0.0)
         self._begin()
         if self._journal is not None:
             self._journal.before_write()
