@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.coord
 	$(BIN)/python -m bench.failover
 	$(BIN)/python -m bench.store
+	$(BIN)/python -m bench.wal_readers
 	$(BIN)/python -m bench.mail
 	$(BIN)/python -m bench.imap
 	$(BIN)/python -m bench.backup
