@@ -60,7 +60,8 @@ from typing import Any, cast
 from bench.mail_server import base_resources
 from clustermail.coord import open_store
 from clustermail.mail.directory import Directory
-from tests.support.hostproc import FAST_POLICY, Host, free_port
+from tests.support.hostproc import FAST_POLICY, Host
+from tests.support.ports import free_port
 
 RESULTS = Path(__file__).parent / "results"
 KINDS = ["baseline", "slowloris", "non-reading", "pre-login", "guessing", "oversized-lines",

@@ -63,7 +63,8 @@ from bench.mail_server import base_resources
 from clustermail.coord import open_store
 from clustermail.mail.directory import Directory
 from clustermail.mail.directory.passwords import Passwords
-from tests.support.hostproc import FAST_POLICY, Host, free_port
+from tests.support.hostproc import FAST_POLICY, Host
+from tests.support.ports import free_port
 
 RESULTS = Path(__file__).parent / "results"
 DOMAIN = "idle.test"
