@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from pathlib import Path
 
 from clustermail.admin import local, sample_cluster
 from clustermail.admin.validate import run_checks
 from clustermail.admin.validate_report import Check
+from clustermail.cluster.timing import FAST_TIMING
 from clustermail.coord import open_store
+from tests.support.etcd_server import EtcdCluster
 
 
-async def applied(tmp_path: Path) -> str:
-    url = f"sqlite://{tmp_path}/cluster.db"
+async def applied(tmp_path: Path, url: str | None = None, *, fast: bool = False) -> str:
+    url = url or f"sqlite://{tmp_path}/cluster.db"
+    config = sample_cluster.sample_config()
+    if fast:
+        config = dataclasses.replace(config, timing=FAST_TIMING)
     async with await open_store(url) as store:
-        await local.apply_config(store, sample_cluster.sample_config())
+        await local.apply_config(store, config)
     return url
 
 
@@ -26,6 +32,7 @@ async def test_a_healthy_machine_passes(tmp_path: Path) -> None:
     checks = await run_checks(await applied(tmp_path), "node1", tmp_path)
     got = results(checks)
     assert got["store"] == got["store latency"] == got["configuration"] == "pass"
+    assert got["lease TTL"] == "pass"
     assert got["mail1 ports"] == got["mail1 disk"] == "pass"
     assert "fail" not in got.values(), checks
 
@@ -57,3 +64,20 @@ def test_bad_arguments_get_one_clear_line(tmp_path: Path) -> None:
         out = cli(tmp_path, "validate", *args)
         assert out.returncode == 2 and says in out.stderr, (args, out.stderr)
         assert "Traceback" not in out.stderr and out.stdout == ""
+
+
+async def test_an_etcd_that_lengthens_the_lease_is_warned_of(tmp_path: Path) -> None:
+    """etcd with its default election timeout (1 s) raises a TTL under 1.5 s to 2 s: the
+    fast profile's 1 s lease, and its failover time, would double without a word."""
+    etcd = EtcdCluster.start(tmp_path, 1, fast=False)
+    try:
+        url = await applied(tmp_path, etcd.url, fast=True)
+        checks = {c.name: c for c in await run_checks(url, None, tmp_path)}
+        lease = checks["lease TTL"]
+        assert lease.result == "warn" and "2 s lease for the 1 s asked" in lease.detail
+        # the default profile's 2 s is granted as asked
+        await applied(tmp_path, etcd.url)
+        checks = {c.name: c for c in await run_checks(url, None, tmp_path)}
+        assert checks["lease TTL"].result == "pass"
+    finally:
+        etcd.stop()

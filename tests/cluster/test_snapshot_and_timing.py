@@ -16,6 +16,7 @@ from clustermail.cluster.timing import (
     LeaseTiming,
     TimingError,
     custom_timing,
+    lease_raised,
 )
 from tests.support.banner_cluster import banner_cluster_config
 
@@ -134,3 +135,10 @@ def test_unsafe_timing_names_the_numbers(ttl: float, renew: float, margin: float
     with pytest.raises(TimingError) as info:
         LeaseTiming(ttl, renew, margin)
     assert message in str(info.value)
+
+
+def test_a_longer_lease_than_asked_is_told_with_both_numbers() -> None:
+    assert lease_raised(2.0, 2.0) is None and lease_raised(1.0, 1.0) is None
+    said = lease_raised(1.0, 2.0)
+    assert said is not None and "2 s lease for the 1 s asked" in said
+    assert "election" in said

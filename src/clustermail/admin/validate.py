@@ -34,7 +34,7 @@ from rich.table import Table
 from clustermail.admin.common import Add, store_url
 from clustermail.admin.errors import AdminError
 from clustermail.admin.validate_report import Check, as_json, exit_code, rows, summary, verdict
-from clustermail.admin.validate_store import STORE_TIMEOUT, latency
+from clustermail.admin.validate_store import STORE_TIMEOUT, latency, lease_ttl
 from clustermail.admin.validate_trial import Site, trial_checks
 from clustermail.cluster.hostspec import substitute
 from clustermail.cluster.model import ClusterConfig
@@ -60,6 +60,9 @@ async def run_checks(store_url: str, node: str | None, data_dir: Path) -> list[C
         view = await asyncio.wait_for(read_view(store), STORE_TIMEOUT)
         reservations = {} if view.cluster_config is None else await asyncio.wait_for(
             reservations_of(store, view.cluster_config, data_dir, node), STORE_TIMEOUT)
+        if view.cluster_config is not None:
+            checks.append(await asyncio.wait_for(
+                lease_ttl(store, view.cluster_config.timing), STORE_TIMEOUT))
     except (CoordError, TimeoutError) as exc:
         checks.append(Check("store", "fail", f"reading the cluster failed: {exc or 'timed out'}"))
         return checks

@@ -8,6 +8,7 @@ import statistics
 import time
 
 from clustermail.admin.validate_report import Check
+from clustermail.cluster.timing import LeaseTiming, lease_raised
 from clustermail.coord import Store
 
 #: Seconds allowed for reaching the store and each read of it.
@@ -27,3 +28,17 @@ async def latency(store: Store, reads: int = 10) -> Check:
                  f"{worst * 1000:.1f} ms over {reads}"
                  + ("" if result == "pass" else f" (over {LATENCY_WARN * 1000:.0f} ms: leases "
                     "and failover will be slow)"))
+
+
+async def lease_ttl(store: Store, timing: LeaseTiming) -> Check:
+    """Grants (and revokes) a lease of the cluster's TTL: the store may grant longer
+    (etcd: whole seconds, at least 1.5 election timeouts), and failover then takes that."""
+    lease = await store.grant(timing.ttl)
+    try:
+        raised = lease_raised(timing.ttl, lease.ttl)
+    finally:
+        await store.revoke(lease.id)
+    if raised is not None:
+        return Check("lease TTL", "warn", raised)
+    return Check("lease TTL", "pass", f"{lease.ttl:g} s granted as asked "
+                 f"({timing.profile} timing)")

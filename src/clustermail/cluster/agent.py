@@ -70,7 +70,7 @@ from clustermail.cluster.records import (
 )
 from clustermail.cluster.sd_notify import Notifier
 from clustermail.cluster.supervision import KILL_GRACE, offline_budget
-from clustermail.cluster.timing import LeaseTiming
+from clustermail.cluster.timing import LeaseTiming, lease_raised
 from clustermail.cluster.view import ClusterView, read_view
 from clustermail.coord import Compare, CoordError, Delete, InvalidStoreURL, Put, Store, open_store
 from clustermail.coord.lease import LeaseKeeper
@@ -332,6 +332,9 @@ class NodeAgent:
         await self.store.put(keys.NODES + self.name, record.to_store(), lease=lease.id)
         self.keeper.start()
         await self._log("node_up", f"{self.name} joined the cluster (pid {os.getpid()})")
+        if (raised := lease_raised(timing.ttl, lease.ttl)) is not None:
+            log_event("lease_ttl_raised", level="warning", node=self.name, message=raised)
+            await self._log("lease_ttl_raised", raised)
 
     def _fence(self, reason: str) -> None:
         """Lease lost: kill every resource host now, synchronously, then rejoin."""

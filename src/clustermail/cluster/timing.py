@@ -121,6 +121,19 @@ FAST_TIMING = LeaseTiming(ttl=1.0, renew_interval=0.15, safety_margin=0.25, prof
 PROFILES: dict[str, LeaseTiming] = {"default": DEFAULT_TIMING, "fast": FAST_TIMING}
 
 
+def lease_raised(asked: float, granted: float) -> str | None:
+    """What to tell the operator when the store granted a longer lease than the timing
+    asks for (etcd counts whole seconds and raises a TTL under 1.5 election timeouts to
+    that): a failed node then holds its virtual servers that much longer. The agent's
+    own deadlines still follow the shorter TTL, which is the safe side. None when not."""
+    if granted <= asked + 1e-6:
+        return None
+    return (f"the store granted a {granted:g} s lease for the {asked:g} s asked: a failed "
+            f"node's virtual servers move after ~{granted:g} s, not {asked:g} s (etcd "
+            "raises a TTL under 1.5 election timeouts to that: lower --election-timeout, "
+            "or use a timing profile with a longer TTL)")
+
+
 def custom_timing(ttl: float, renew_interval: float, safety_margin: float) -> LeaseTiming:
     """Explicit timings; raises :class:`TimingError` naming the numbers when unsafe."""
     return LeaseTiming(
