@@ -78,6 +78,8 @@ class HeldReader:
                 self.stale = False
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK" if failed else "COMMIT")
+        except sqlite3.Error:
+            self.stale = True  # the read itself succeeded: the next enter tries again
         finally:
             self.lock.release()
 
