@@ -352,6 +352,35 @@ async def test_a_take_whose_lease_is_lost_meanwhile_starts_no_host(
     assert "waiting for node1's lease on it to expire" in agent.last_reason
 
 
+async def test_a_host_killed_at_a_fence_is_gone_before_it_starts_here_again(
+        node1: Node1) -> None:
+    """Found by the fault campaign: an etcd leader frozen for 6 s let every lease
+    expire; node2 fenced (SIGKILL to its host), rejoined, was still mail2's assigned
+    owner and started a new host 70 ms later — which mounted the disk 143 ms before
+    the killed host had exited. A fenced host now holds back its virtual server's
+    next start here until it is seen to exit."""
+    agent = node1.agent
+    lvs = await node1.online()
+    old_host = lvs.proc
+    # A host that takes its time to be gone after the fence's SIGKILL (under load, a
+    # large process): the kill lands half a second late.
+    real_kill = old_host.kill
+    loop = asyncio.get_running_loop()
+    old_host.kill = lambda: loop.call_later(0.5, real_kill)  # type: ignore[assignment,method-assign]
+    old = agent.keeper
+    assert old is not None
+    await node1.store.revoke(old.id)  # as the store expired it: the owner key is gone
+    await _lose_lease_and_rejoin(agent)
+    await agent._cycle()
+    assert "mail1" not in agent.local, "started again beside the host the fence killed"
+    assert f"waiting for its resource host {old_host.pid}, killed at the fence" in (
+        agent.last_reason)
+    assert alive(old_host.pid)
+    await node1.until(node1.is_online, "mail1 online again once the old host exited")
+    assert node1.local().proc is not old_host
+    assert old_host.returncode is not None and not alive(old_host.pid)
+
+
 async def test_every_renewal_reaches_the_host_at_once(node1: Node1) -> None:
     """After a store stall a renewal can land just before the deadline; the host must
     hear of it then, not on the deadline feeder's next tick (the fault campaign saw

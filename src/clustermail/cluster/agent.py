@@ -141,6 +141,10 @@ class NodeAgent:
         self._log_queue: asyncio.Queue[eventlog.LogEntry] = asyncio.Queue()
         #: Kills of hung hosts under way (referenced so they are not collected).
         self._kills: set[asyncio.Task[None]] = set()
+        #: Hosts a fence killed that have not been seen to exit, by virtual server: none
+        #: of these is started here again before (a new incarnation may be assigned it
+        #: at once, and a SIGKILLed process takes a while to be gone).
+        self._fenced_hosts: dict[str, HostProcess] = {}
         self.counters = NodeCounters()
         self._metrics_server: asyncio.Server | None = None
         #: systemd's notification socket (`node run` under Type=notify), if any.
@@ -341,6 +345,7 @@ class NodeAgent:
         self.counters.fenced += 1
         for lvs in self.local.values():
             lvs.proc.kill()
+            self._fenced_hosts[lvs.name] = lvs.proc
         log_event("fenced", node=self.name, message=f"fenced: {reason}; killed {len(self.local)} "
                   "resource host(s)")
         self.local.clear()
@@ -616,6 +621,13 @@ class NodeAgent:
         assert self.store is not None
         if self.given_up.get(vs) == assign_rev:
             return None
+        fenced = self._fenced_hosts.get(vs)
+        if fenced is not None:
+            if fenced.returncode is None:
+                # Its exit wakes the agent (_on_host_exit): the take is tried again then.
+                return (f"{vs}: waiting for its resource host {fenced.pid}, killed at the "
+                        "fence, to exit before starting it here again")
+            del self._fenced_hosts[vs]
         # The take is bound to this lease; if it is lost while we await (the store
         # stalled, the agent starved) a rejoin may install a new one, and a host
         # started then would serve under a key that expires with the old lease.
@@ -811,7 +823,11 @@ class NodeAgent:
 
     async def _on_host_exit(self, lvs: LocalVS) -> None:
         if self.local.get(lvs.name) is not lvs:
-            return  # fenced: already forgotten (and undone)
+            # Fenced: already forgotten (and undone); a take of it waits for this exit.
+            if self._fenced_hosts.get(lvs.name) is lvs.proc:
+                del self._fenced_hosts[lvs.name]
+                self.wake.set()
+            return
         # While the dead host still holds its slot, so no new host of this virtual
         # server can start here and write a record we would undo.
         if not await self._undo_before_release(lvs):
