@@ -116,7 +116,11 @@ class LeaseKeeper:
             if self.store.endpoint_count > 1:
                 attempt = min(budget, max(self.renew_interval, budget / 2))
             try:
-                ttl = await asyncio.wait_for(self.store.keep_alive_once(self.lease.id), attempt)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancel
+                # that lands as the renewal completes (gh-86296), and stop() then waited
+                # forever for a keeper that went on renewing.
+                async with asyncio.timeout(attempt):
+                    ttl = await self.store.keep_alive_once(self.lease.id)
             except LeaseNotFound:
                 self._lose(f"lease {self.lease.id:x} expired or was revoked in the store")
                 return
