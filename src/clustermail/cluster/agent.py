@@ -337,8 +337,7 @@ class NodeAgent:
         self.keeper.start()
         await self._log("node_up", f"{self.name} joined the cluster (pid {os.getpid()})")
         if (raised := lease_raised(timing.ttl, lease.ttl)) is not None:
-            log_event("lease_ttl_raised", level="warning", node=self.name, message=raised)
-            await self._log("lease_ttl_raised", raised)
+            await self._log("lease_ttl_raised", raised, level="warning")
 
     def _fence(self, reason: str) -> None:
         """Lease lost: kill every resource host now, synchronously, then rejoin."""

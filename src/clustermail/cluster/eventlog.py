@@ -124,12 +124,14 @@ def make(node: str, event: str, message: str, **kw: Any) -> LogEntry:
     return LogEntry(time=time.time(), node=node, event=event, message=message, **kw)
 
 
-def note(node: str, event: str, message: str, **kw: Any) -> LogEntry:
-    """A new entry, already written to this process's log; the caller appends it
-    to the store (at once, or later from a queue: entries carry their own time)."""
+def note(node: str, event: str, message: str, *, level: str = "info", **kw: Any) -> LogEntry:
+    """A new entry, already written to this process's log (at ``level``: the cluster
+    log has no levels); the caller appends it to the store (at once, or later from a
+    queue: entries carry their own time)."""
     entry = make(node, event, message, **kw)
-    log_event(event, message=message, node=node, vs=entry.vs, resource=entry.resource,
-              correlation=entry.correlation, extra=entry.extra or None)
+    log_event(event, message=message, level=level, node=node, vs=entry.vs,
+              resource=entry.resource, correlation=entry.correlation,
+              extra=entry.extra or None)
     return entry
 
 

@@ -17,7 +17,7 @@ A = USERS[0]
 
 
 def _reader(db: MailboxDatabase) -> HeldReader:
-    reader = db._reader()
+    reader = db._read()
     assert isinstance(reader, HeldReader)
     return reader
 

@@ -335,7 +335,10 @@ class MailboxDatabase:
         for listener in list(self._listeners):
             listener(frozen)
 
-    def _reader(self) -> HeldReader:
+    def _read(self) -> HeldReader:
+        """``with self._read() as conn``: one consistent snapshot for the reads of one
+        call — the thread's held one while no commit happened since it began (see
+        ``readers``); an SQLite error comes out as the store's error naming the file."""
         if self._writer is None:
             raise NotMountedError(self.path)
         cached = getattr(self._local, "reader", None)
@@ -355,15 +358,14 @@ class MailboxDatabase:
         """Ends the readers' held snapshots (see ``readers``): the writer thread, after each
         commit and before each write, and around its checkpoint waiting at most ``wait``
         seconds in all for reads under way."""
+        if wait <= 0:  # after each commit and before each write: never waits
+            for reader in tuple(self._readers):
+                reader.release()
+            return
         deadline = time.monotonic() + wait
         for reader in tuple(self._readers):
-            reader.release(max(0.0, deadline - time.monotonic()) if wait > 0 else 0.0)
+            reader.release(max(0.0, deadline - time.monotonic()))
 
-    def _read(self) -> HeldReader:
-        """``with self._read() as conn``: one consistent snapshot for the reads of one
-        call — the thread's held one while no commit happened since it began (see
-        ``readers``); an SQLite error comes out as the store's error naming the file."""
-        return self._reader()
 
     def _submit(
         self,
