@@ -255,7 +255,8 @@ async def run_on_owner(
     try:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.get(), timeout=1.0)
+                async with asyncio.timeout(1.0):
+                    await changed.get()
             found = await rq.read(store, vs, request.id)
             if found is None:
                 raise AdminError(f"the {op} request {request.id} of {vs} was deleted")

@@ -51,18 +51,22 @@ async def run_checks(store_url: str, node: str | None, data_dir: Path) -> list[C
     checks: list[Check] = []
     started = time.monotonic()
     try:
-        store = await asyncio.wait_for(open_store(store_url), STORE_TIMEOUT)
+        async with asyncio.timeout(STORE_TIMEOUT):
+            store = await open_store(store_url)
     except (CoordError, TimeoutError) as exc:
         return [Check("store", "fail", f"cannot reach {store_url}: {exc or 'timed out'}")]
     try:
         checks.append(Check("store", "pass", f"reached in {time.monotonic() - started:.3f} s"))
         checks.append(await latency(store))
-        view = await asyncio.wait_for(read_view(store), STORE_TIMEOUT)
-        reservations = {} if view.cluster_config is None else await asyncio.wait_for(
-            reservations_of(store, view.cluster_config, data_dir, node), STORE_TIMEOUT)
+        async with asyncio.timeout(STORE_TIMEOUT):
+            view = await read_view(store)
+        reservations = {}
         if view.cluster_config is not None:
-            checks.append(await asyncio.wait_for(
-                lease_ttl(store, view.cluster_config.timing), STORE_TIMEOUT))
+            async with asyncio.timeout(STORE_TIMEOUT):
+                reservations = await reservations_of(store, view.cluster_config, data_dir, node)
+        if view.cluster_config is not None:
+            async with asyncio.timeout(STORE_TIMEOUT):
+                checks.append(await lease_ttl(store, view.cluster_config.timing))
     except (CoordError, TimeoutError) as exc:
         checks.append(Check("store", "fail", f"reading the cluster failed: {exc or 'timed out'}"))
         return checks

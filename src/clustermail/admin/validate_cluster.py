@@ -57,7 +57,8 @@ class _Tracked:
 async def validate_cluster(store_url: str, timeout: float = DEFAULT_TIMEOUT) -> ClusterReport:
     started = time.monotonic()
     try:
-        store = await asyncio.wait_for(open_store(store_url), STORE_TIMEOUT)
+        async with asyncio.timeout(STORE_TIMEOUT):
+            store = await open_store(store_url)
     except (CoordError, TimeoutError) as exc:
         return ClusterReport((Check("store", FAIL,
                                     f"cannot reach {store_url}: {exc or 'timed out'}"),))
@@ -69,13 +70,15 @@ async def validate_cluster(store_url: str, timeout: float = DEFAULT_TIMEOUT) -> 
         return ClusterReport(tuple(checks))
     finally:
         with contextlib.suppress(CoordError, TimeoutError):
-            await asyncio.wait_for(store.close(), STORE_TIMEOUT)
+            async with asyncio.timeout(STORE_TIMEOUT):
+                await store.close()
 
 
 async def _validate(store: Store, timeout: float, checks: list[Check]) -> ClusterReport:
     here = await latency(store)
     checks.append(Check("store latency (here)", here.result, here.detail))
-    view = await asyncio.wait_for(read_view(store), STORE_TIMEOUT)
+    async with asyncio.timeout(STORE_TIMEOUT):
+        view = await read_view(store)
     config = view.cluster_config
     if config is None:
         error = view.config_error or "no configuration is applied (clustermail config apply)"

@@ -272,7 +272,8 @@ class NodeAgent:
                       f"{SHUTDOWN_REAP_TIMEOUT:g} s after SIGKILL; leaving its ownership to "
                       "expire with the lease (its own watchdog stops it at the deadline)")
         with contextlib.suppress(TimeoutError, CoordError):
-            await asyncio.wait_for(self._flush_log(), 2.0)
+            async with asyncio.timeout(2.0):
+                await self._flush_log()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -284,11 +285,12 @@ class NodeAgent:
                           message=f"{', '.join(held)}: what the resource host left is not "
                           "reverted; leaving ownership to expire with the lease")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.keeper.stop(revoke=not alive and not held),
-                                       STORE_EXIT_TIMEOUT)
+                async with asyncio.timeout(STORE_EXIT_TIMEOUT):
+                    await self.keeper.stop(revoke=not alive and not held)
         if self.store is not None:
             with contextlib.suppress(TimeoutError, CoordError):
-                await asyncio.wait_for(self.store.close(), STORE_EXIT_TIMEOUT)
+                async with asyncio.timeout(STORE_EXIT_TIMEOUT):
+                    await self.store.close()
 
     async def _wait_for_config(self) -> ClusterView | None:
         assert self.store is not None

@@ -95,7 +95,8 @@ class HostProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGTERM)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._proc.wait(), grace)
+                async with asyncio.timeout(grace):
+                    await self._proc.wait()
         self.kill()
         await self._proc.wait()
 

@@ -208,7 +208,8 @@ class ResourceHost:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             procutil.kill_all_groups()  # nothing may outlive the host
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.store.close(), CLOSE_TIMEOUT)
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await self.store.close()
             self.watchdog.stop()  # only now: the children are gone
             return code
         finally:

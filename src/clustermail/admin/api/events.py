@@ -118,7 +118,8 @@ async def stream_events(call: Call) -> web.StreamResponse:
     try:
         while True:
             try:
-                kind, data = await asyncio.wait_for(queue.get(), KEEPALIVE)
+                async with asyncio.timeout(KEEPALIVE):
+                    kind, data = await queue.get()
             except TimeoutError:
                 await response.write(b": keepalive\n\n")
                 continue

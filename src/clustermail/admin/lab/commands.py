@@ -187,7 +187,8 @@ async def wait_etcd(state: LabState, console: Console) -> None:
 
 async def open_lab_store(state: LabState) -> Store:
     try:
-        return await asyncio.wait_for(open_store(state.store_url), STORE_TIMEOUT)
+        async with asyncio.timeout(STORE_TIMEOUT):
+            return await open_store(state.store_url)
     except TimeoutError:
         raise AdminError(f"the lab's store {state.store_url} did not answer in "
                          f"{STORE_TIMEOUT:.0f} s") from None
@@ -264,7 +265,8 @@ async def status_data(state: LabState) -> dict[str, Any]:
     try:
         store = await open_lab_store(state)
         try:
-            cluster = build_status(await asyncio.wait_for(read_view(store), STORE_TIMEOUT))
+            async with asyncio.timeout(STORE_TIMEOUT):
+                cluster = build_status(await read_view(store))
         finally:
             await store.close()
     except (CoordError, AdminError, TimeoutError) as exc:

@@ -146,7 +146,8 @@ class IpAddressResource(Resource):
 
     async def _reap_announcer(self, proc: asyncio.subprocess.Process) -> None:
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(), COMMAND_TIMEOUT)
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                out, _ = await proc.communicate()
         except TimeoutError:
             procutil.kill_group(proc.pid)
             await proc.wait()
@@ -200,7 +201,8 @@ async def _run(cmd: list[str]) -> str | None:
     except OSError as exc:
         return f"{cmd[0]}: {exc.strerror or exc}"
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), COMMAND_TIMEOUT)
+        async with asyncio.timeout(COMMAND_TIMEOUT):
+            out, _ = await proc.communicate()
     except TimeoutError:
         proc.kill()
         await proc.wait()

@@ -78,7 +78,8 @@ def _argv(props: Properties, key: str, owner: str) -> list[str] | None:
 
 async def tcp_connects(host: str, port: int, timeout: float = CONNECT_TIMEOUT) -> bool:
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(host, port)
     except (OSError, TimeoutError):
         return False
     writer.close()
@@ -152,7 +153,8 @@ class ProcessResource(Resource):
             ) from exc
         if self.tcp_check is None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(proc.wait()), self.start_grace)
+                async with asyncio.timeout(self.start_grace):
+                    await asyncio.shield(proc.wait())
             if proc.returncode is not None:
                 raise ResourceError(self._exited(proc.returncode, "within its start grace"))
             return
@@ -185,7 +187,8 @@ class ProcessResource(Resource):
         if proc is not None and proc.returncode is None:
             procutil.kill_group(proc.pid, signal.SIGTERM)
             try:
-                await asyncio.wait_for(asyncio.shield(proc.wait()), self.stop_timeout)
+                async with asyncio.timeout(self.stop_timeout):
+                    await asyncio.shield(proc.wait())
             except TimeoutError:
                 self.ctx.log.warning(
                     f"pid {proc.pid} still running {self.stop_timeout:g} s after SIGTERM: SIGKILL"
@@ -198,7 +201,8 @@ class ProcessResource(Resource):
             # The whole group: helpers the service forked go too.
             procutil.kill_group(proc.pid, signal.SIGKILL)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), TERMINATE_WAIT)
+                async with asyncio.timeout(TERMINATE_WAIT):
+                    await proc.wait()
             procutil.live_groups.discard(proc.pid)
         log, self._log = self._log, None
         if log is not None:
@@ -225,7 +229,8 @@ class ProcessResource(Resource):
             self.ctx.log.error(f"cannot run the health command: {exc}")
             return False
         try:
-            code = await asyncio.wait_for(proc.wait(), self.health_timeout)
+            async with asyncio.timeout(self.health_timeout):
+                code = await proc.wait()
         except TimeoutError:
             self.ctx.log.error(f"health command gave no answer within {self.health_timeout:g} s")
             code = -1

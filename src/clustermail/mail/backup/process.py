@@ -105,7 +105,8 @@ async def run_child(spec: BackupSpec, progress: Progress | None,
             await proc.stdin.drain()
         outcome = await _follow(proc, proc.stdout, progress)
         try:
-            await asyncio.wait_for(proc.wait(), EXIT_WAIT)
+            async with asyncio.timeout(EXIT_WAIT):
+                await proc.wait()
         except TimeoutError:
             raise BackupError(f"the backup process {proc.pid} did not exit after its "
                               f"result: stopped it") from None
@@ -144,7 +145,8 @@ async def _follow(proc: asyncio.subprocess.Process, stdout: asyncio.StreamReader
     """Reads the child's lines until its result (returned) or the end of its output."""
     while True:
         try:
-            line = await asyncio.wait_for(stdout.readline(), SILENCE)
+            async with asyncio.timeout(SILENCE):
+                line = await stdout.readline()
         except TimeoutError:
             raise BackupError(f"the backup process {proc.pid} wrote nothing for "
                               f"{SILENCE:.0f} s: stopped it") from None
@@ -179,11 +181,13 @@ async def stop(proc: asyncio.subprocess.Process) -> None:
         if not procutil.is_stopped(proc.pid):
             procutil.kill_pid(proc.pid, signal.SIGTERM)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), TERM_GRACE)
+                async with asyncio.timeout(TERM_GRACE):
+                    await proc.wait()
         if proc.returncode is None:
             procutil.kill_pid(proc.pid, signal.SIGKILL)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), KILL_WAIT)
+                async with asyncio.timeout(KILL_WAIT):
+                    await proc.wait()
     except BaseException:
         if proc.returncode is None:
             procutil.kill_pid(proc.pid, signal.SIGKILL)
@@ -199,7 +203,8 @@ async def _tail(stream: asyncio.StreamReader) -> bytes:
 
 async def _stderr(task: asyncio.Task[bytes]) -> str:
     try:
-        return (await asyncio.wait_for(task, 1.0)).decode(errors="replace").strip()
+        async with asyncio.timeout(1.0):
+            return (await task).decode(errors="replace").strip()
     except (TimeoutError, asyncio.CancelledError):
         return ""
 

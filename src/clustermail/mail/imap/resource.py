@@ -155,13 +155,13 @@ class Imap4Resource(Resource):
         if not await self.quick_check() or self.address is None:
             return False
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.address, self.port), 5
-            )
+            async with asyncio.timeout(5):
+                reader, writer = await asyncio.open_connection(self.address, self.port)
         except (OSError, TimeoutError):
             return False
         try:
-            greeting = await asyncio.wait_for(reader.readline(), 5)
+            async with asyncio.timeout(5):
+                greeting = await reader.readline()
             return greeting.startswith(b"* OK")
         except (OSError, TimeoutError):
             return False

@@ -115,7 +115,8 @@ class ImapServer:
                 with contextlib.suppress(OSError, TimeoutError):
                     writer.write(b"* BYE [UNAVAILABLE] Too many connections, try again later.\r\n")
                     writer.close()
-                    await asyncio.wait_for(writer.wait_closed(), 5)
+                    async with asyncio.timeout(5):
+                        await writer.wait_closed()
             finally:
                 writer.transport.abort()
             return
@@ -170,7 +171,8 @@ class ImapServer:
                 task.cancel()
         for server in servers:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 5)
+                async with asyncio.timeout(5):
+                    await server.wait_closed()
         if self._hub is not None:
             self._hub.close()
             self._hub = None

@@ -132,10 +132,12 @@ class ImapSession(SessionContext):
                 if self._out and not self.writer.is_closing():
                     self.writer.write(b"".join(self._out))
                     self._out.clear()
-                    await asyncio.wait_for(self.writer.drain(), wait)
+                    async with asyncio.timeout(wait):
+                        await self.writer.drain()
             with contextlib.suppress(Exception):
                 self.writer.close()
-                await asyncio.wait_for(self.writer.wait_closed(), wait)
+                async with asyncio.timeout(wait):
+                    await self.writer.wait_closed()
         finally:
             # A graceful close waits for the send buffer to drain; a client that does not
             # read would keep the socket (and its buffer) forever. No-op once closed.

@@ -42,7 +42,8 @@ async def starttls(s: SessionContext, cmd: c.StartTLS) -> Done:
     s.send(r.tagged(cmd.tag, "OK", "Begin TLS negotiation now."))
     await s.flush()
     try:
-        await asyncio.wait_for(s.writer.start_tls(s.tls), 30)
+        async with asyncio.timeout(30):
+            await s.writer.start_tls(s.tls)
     except (OSError, ssl.SSLError, TimeoutError):
         raise SessionClosed from None
     raise AlreadyAnswered
