@@ -240,8 +240,49 @@ async def test_keep_alive_extends_a_lease(store: Store, ns: str) -> None:
     assert await store.get(ns + "node") is not None
 
 
-async def test_lease_keeper_keeps_alive_and_reports_loss(store: Store, ns: str) -> None:
+async def test_a_lease_its_peers_expire_goes_at_its_ttl_and_never_before(
+    store: Store, ns: str
+) -> None:
+    # A node agent's lease: its peers call expire_overdue, where the store (etcd) would
+    # only expire it a backstop later; the SQLite store expires it on time itself.
+    lease = await store.grant(1, peers_expire=True)
+    assert lease.ttl >= 1
+    await store.put(ns + "node", "alive", lease=lease.id)
+    deadline = time.monotonic() + lease.ttl * 2.5
+    while time.monotonic() < deadline:  # renewed: never overdue
+        sent = time.monotonic()
+        assert await store.keep_alive_once(lease.id) == lease.ttl + lease.backstop
+        assert not await store.expire_overdue(lease.id, lease.backstop)
+        await asyncio.sleep(lease.ttl / 4)
+    revoked = False
+    limit = time.monotonic() + lease.ttl + lease.backstop + WAIT
+    while await store.get(ns + "node") is not None and time.monotonic() < limit:
+        if await store.expire_overdue(lease.id, lease.backstop):
+            # The store's clock said more than the TTL passed since the last renewal
+            # it received, which was sent no earlier than `sent`.
+            assert time.monotonic() - sent >= lease.ttl
+            revoked = True
+        await asyncio.sleep(0.02)
+    assert await store.get(ns + "node") is None
+    assert revoked == (lease.backstop > 0)  # etcd: gone before its own expiry
+    assert not await store.expire_overdue(lease.id, lease.backstop)  # gone: nothing to do
+
+
+async def test_a_plain_lease_is_never_expired_by_peers(store: Store, ns: str) -> None:
     lease = await store.grant(1)
+    assert lease.backstop == 0
+    await store.put(ns + "plain", "x", lease=lease.id)
+    # Whatever backstop a confused caller names, a lease granted without one is the
+    # store's to expire: etcd's answer for it is never read as overdue.
+    assert not await store.expire_overdue(lease.id, 1)
+    assert await store.get(ns + "plain") is not None
+
+
+@pytest.mark.parametrize("peers_expire", [False, True])
+async def test_lease_keeper_keeps_alive_and_reports_loss(
+    store: Store, ns: str, peers_expire: bool
+) -> None:
+    lease = await store.grant(1, peers_expire=peers_expire)
     await store.put(ns + "node", "alive", lease=lease.id)
     reasons: list[str] = []
     keeper = LeaseKeeper(
@@ -259,6 +300,8 @@ async def test_lease_keeper_keeps_alive_and_reports_loss(store: Store, ns: str) 
         # Every move of the deadline is told at once, in order, and is the deadline.
         assert len(extended) >= 3 and extended == sorted(extended)
         assert extended[-1] == keeper.safe_until
+        # The deadline follows the TTL the peers expire the lease at, not the backstop.
+        assert keeper.safe_until - time.monotonic() <= lease.ttl - keeper.safety_margin
         await store.revoke(lease.id)  # somebody else kills the lease
         await asyncio.wait_for(keeper.lost.wait(), lease.ttl + WAIT)
         assert reasons and "expired or was revoked" in reasons[0]

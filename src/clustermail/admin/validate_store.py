@@ -31,9 +31,10 @@ async def latency(store: Store, reads: int = 10) -> Check:
 
 
 async def lease_ttl(store: Store, timing: LeaseTiming) -> Check:
-    """Grants (and revokes) a lease of the cluster's TTL: the store may grant longer
-    (etcd: whole seconds, at least 1.5 election timeouts), and failover then takes that."""
-    lease = await store.grant(timing.ttl)
+    """Grants (and revokes) a lease of the cluster's TTL as a node agent does: the store
+    may grant longer (etcd: whole seconds, at least 1.5 election timeouts), and failover
+    then takes that."""
+    lease = await store.grant(timing.ttl, peers_expire=True)
     try:
         raised = lease_raised(timing.ttl, lease.ttl)
     finally:

@@ -59,6 +59,7 @@ from clustermail.cluster.leader import Leader
 from clustermail.cluster.metrics import HostedGroup, NodeCounters, NodeState
 from clustermail.cluster.metrics import serve as serve_metrics
 from clustermail.cluster.model import DEFAULT_HOST_TIMEOUT
+from clustermail.cluster.peer_expiry import expire_overdue_peers, watched_peers
 from clustermail.cluster.records import (
     EpochRecord,
     GiveUpRecord,
@@ -146,6 +147,9 @@ class NodeAgent:
         #: at once, and a SIGKILLed process takes a while to be gone).
         self._fenced_hosts: dict[str, HostProcess] = {}
         self.counters = NodeCounters()
+        #: The nodes whose leases this agent asks about (``peer_expiry``), as of the last
+        #: cycle.
+        self._watched: list[tuple[str, NodeRecord]] = []
         self._metrics_server: asyncio.Server | None = None
         #: systemd's notification socket (`node run` under Type=notify), if any.
         self.notifier = Notifier()
@@ -176,6 +180,9 @@ class NodeAgent:
             self._tasks.append(loop.create_task(self._watch_loop(), name="watch"))
             self._tasks.append(loop.create_task(self._deadline_feeder(), name="deadline"))
             self._tasks.append(loop.create_task(self._supervise(), name="supervise"))
+            self._tasks.append(loop.create_task(expire_overdue_peers(
+                self.store, lambda: self._watched, self.timing.peer_check_interval,
+                self._peer_expired), name="peer expiry"))
             if self.request_handlers:
                 worker = node_requests.NodeRequestWorker(
                     node_requests.NodeContext(self.store, self.name, self.data_dir),
@@ -320,7 +327,7 @@ class NodeAgent:
         assert self.store is not None and self.timing is not None
         timing = self.timing
         granted_at = time.monotonic()
-        lease = await self.store.grant(timing.ttl)
+        lease = await self.store.grant(timing.ttl, peers_expire=True)
         self.keeper = LeaseKeeper(
             self.store,
             lease,
@@ -334,12 +341,18 @@ class NodeAgent:
         # deadline (after a store stall) must reach the hosts before it passes.
         self.keeper.on_extended = self._tell_hosts
         record = NodeRecord(pid=os.getpid(), host=socket.gethostname(), started=time.time(),
-                            lease=lease.id, draining=self.draining)
+                            lease=lease.id, draining=self.draining, backstop=lease.backstop)
         await self.store.put(keys.NODES + self.name, record.to_store(), lease=lease.id)
         self.keeper.start()
         await self._log("node_up", f"{self.name} joined the cluster (pid {os.getpid()})")
         if (raised := lease_raised(timing.ttl, lease.ttl)) is not None:
             await self._log("lease_ttl_raised", raised, level="warning")
+
+    async def _peer_expired(self, name: str, record: NodeRecord) -> None:
+        self.wake.set()
+        await self._log("peer_lease_expired",
+                        f"{name}'s lease {record.lease:x} went unrenewed for its TTL: revoked "
+                        f"it ({record.backstop:g} s before the store would have)")
 
     def _fence(self, reason: str) -> None:
         """Lease lost: kill every resource host now, synchronously, then rejoin."""
@@ -500,6 +513,8 @@ class NodeAgent:
             return
         try:
             view = await read_view(self.store)
+            self._watched = watched_peers(view.nodes, view.leader,
+                                          {o.node for o in view.owner.values()}, self.name)
             reasons: list[str] = []
             if view.cluster_config is not None and view.config_revision != self._config_rev:
                 self._config_rev = view.config_revision
@@ -573,8 +588,9 @@ class NodeAgent:
             try:
                 record = NodeRecord.from_store(kv.key, kv.value)
             except RecordError:
+                assert self.keeper is not None
                 record = NodeRecord(pid=os.getpid(), host=socket.gethostname(),
-                                    lease=self._my_lease())
+                                    lease=self._my_lease(), backstop=self.keeper.lease.backstop)
             await self.store.txn(
                 [Compare.lease_is(kv.key, self._my_lease())],
                 [Put(kv.key, replace(record, draining=True).to_store(), lease=self._my_lease())],

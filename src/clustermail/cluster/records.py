@@ -244,17 +244,22 @@ class NodeRecord:
     lease: int = 0
     #: The node is stopping: placement treats it as down and moves its virtual servers.
     draining: bool = False
+    #: The lease's backstop (``coord.Lease.backstop``): when > 0, the other nodes revoke
+    #: the lease once it is overdue, before the store would.
+    backstop: float = 0.0
     extra: Mapping[str, object] = field(default_factory=dict, hash=False)
 
     @classmethod
     def from_store(cls, key: str, value: bytes) -> NodeRecord:
         f = _Fields.load(key, value)
         return cls(pid=f.integer("pid"), host=f.text("host"), started=f.number("started"),
-                   lease=f.integer("lease"), draining=f.boolean("draining"), extra=f.extra())
+                   lease=f.integer("lease"), draining=f.boolean("draining"),
+                   backstop=f.number("backstop"), extra=f.extra())
 
     def to_store(self) -> bytes:
         return _dump({"pid": self.pid, "host": self.host, "started": self.started,
-                      "lease": self.lease, "draining": self.draining}, self.extra)
+                      "lease": self.lease, "draining": self.draining,
+                      "backstop": self.backstop or None}, self.extra)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,8 @@ lease, ``ttl`` after the last renewal. Failover time is therefore about
 profiles are chosen from the failover targets:
 
 * ``default``: ttl 2 s → failover p50 ≈ 2.5 s, p99 ≤ 5 s on one machine;
-* ``fast``: ttl 1 s → failover p99 ≤ 1.5 s (embedded store; etcd rounds a TTL
-  up to its minimum, 1.5 s with its default election timeout).
+* ``fast``: ttl 1 s → failover p99 ≤ 1.5 s (etcd rounds a TTL up to its
+  minimum, 2 s with its default election timeout of 1 s).
 
 The rule checked at load time: one renewal plus one retry plus the margin must
 fit inside the TTL, otherwise a single slow renewal would fence a healthy node.
@@ -103,6 +103,12 @@ class LeaseTiming:
         a healthy host would fence. A quarter of the margin still leaves three quarters
         of it before the store can expire the lease."""
         return self.safety_margin / 4
+
+    @property
+    def peer_check_interval(self) -> float:
+        """How often each node asks the store whether another node's lease went
+        unrenewed for its TTL (``peer_expiry``): what it adds to a failover at most."""
+        return self.renew_interval / 3
 
     def to_dict(self) -> str | dict[str, float]:
         """A profile name when it is an unchanged profile, else the three numbers."""

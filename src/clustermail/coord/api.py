@@ -117,6 +117,9 @@ class Lease:
     id: int
     #: The TTL the store granted (a backend may round up the requested TTL).
     ttl: float
+    #: Seconds the store itself keeps the lease beyond ``ttl`` when its holder's peers
+    #: are to revoke it once overdue (``grant(..., peers_expire=True)``); 0 otherwise.
+    backstop: float = 0.0
 
 
 # --------------------------------------------------------------------------- txn
@@ -296,12 +299,22 @@ class Store(abc.ABC):
     # -- leases
 
     @abc.abstractmethod
-    async def grant(self, ttl: float) -> Lease:
-        """Creates a lease that expires ``ttl`` seconds from now unless kept alive."""
+    async def grant(self, ttl: float, *, peers_expire: bool = False) -> Lease:
+        """Creates a lease that expires ``ttl`` seconds from now unless kept alive.
+
+        ``peers_expire``: the holder's peers call :meth:`expire_overdue` on it, so a
+        backend whose own expiry is coarse (etcd looks every 500 ms) may grant a longer
+        lease (``ttl`` + ``backstop``) and leave the exact expiry to them."""
+
+    async def expire_overdue(self, lease_id: int, backstop: float) -> bool:
+        """Revokes a lease granted with ``peers_expire`` once more than its ``ttl`` has
+        passed since its last renewal, by the store's own clock; True when it did. A
+        backend that expires leases on time itself has nothing to do."""
+        return False
 
     @abc.abstractmethod
     async def keep_alive_once(self, lease_id: int) -> float:
-        """Renews a lease to its full TTL; returns the TTL.
+        """Renews a lease to its full TTL; returns the TTL (with its backstop).
         Raises :class:`LeaseNotFound` when the lease has expired or was revoked."""
 
     @abc.abstractmethod

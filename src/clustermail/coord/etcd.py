@@ -114,6 +114,8 @@ _COMPARE_RESULT = {Op.EQ: 0, Op.GT: 1, Op.LT: 2, Op.NE: 3}
 _COMPACTED = "required revision has been compacted"
 _FUTURE_REVISION = "required revision is a future revision"
 _LEASE_NOT_FOUND = "requested lease not found"
+#: Seconds etcd keeps a lease its holder's peers expire beyond its TTL (see ``grant``).
+_BACKSTOP = 1
 # etcd's answers about authentication (rpctypes in etcd's api/v3rpc).
 _AUTH_FAILED = "authentication failed"
 _AUTH_NOT_ENABLED = "authentication is not enabled"
@@ -371,6 +373,8 @@ class EtcdStore(Store):
         #: Live watch streams and their reader tasks, cancelled by close().
         self._calls: set[Any] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: etcd's smallest lease TTL, once a ``peers_expire`` grant has learnt it.
+        self._min_ttl: int | None = None
 
     @classmethod
     async def connect(cls, endpoints: Sequence[tuple[str, int]], *, timeout: float = 2.0,
@@ -700,9 +704,24 @@ class EtcdStore(Store):
 
     # ------------------------------------------------------------------ leases
 
-    async def grant(self, ttl: float) -> Lease:
+    async def grant(self, ttl: float, *, peers_expire: bool = False) -> Lease:
         # etcd counts whole seconds and may raise the TTL to its minimum.
         seconds = max(1, math.ceil(ttl))
+        if not peers_expire:
+            resp = await self._grant(seconds)
+            return Lease(int(resp.ID), float(resp.TTL))
+        # etcd looks for expired leases only every 500 ms: the lease gets one more second
+        # than asked, and the holder's peers revoke it on time (``expire_overdue``). Its
+        # TTL is still raised to etcd's minimum, learnt once from a lease of 1 s.
+        if self._min_ttl is None:
+            probe = await self._grant(1)
+            self._min_ttl = int(probe.TTL)
+            await self.revoke(int(probe.ID))
+        seconds = max(seconds, self._min_ttl)
+        resp = await self._grant(seconds + _BACKSTOP)
+        return Lease(int(resp.ID), float(resp.TTL) - _BACKSTOP, backstop=_BACKSTOP)
+
+    async def _grant(self, seconds: int) -> Any:
         req = rpc.LeaseGrantRequest(TTL=seconds)
 
         async def go(c: Any) -> Any:
@@ -716,7 +735,7 @@ class EtcdStore(Store):
             raise self._final(what, exc) from None
         if resp.error:
             raise CoordError(f"etcd at {self._names} refused to {what}: {resp.error}")
-        return Lease(int(resp.ID), float(resp.TTL))
+        return resp
 
     async def keep_alive_once(self, lease_id: int) -> float:
         req = rpc.LeaseKeepAliveRequest(ID=lease_id)
@@ -769,6 +788,34 @@ class EtcdStore(Store):
                 return None
             raise self._final(what, exc) from None
         return None if resp.TTL < 0 else float(resp.TTL)
+
+    async def expire_overdue(self, lease_id: int, backstop: float) -> bool:
+        # The leader answers with the seconds left, truncated (int64 of a Go duration):
+        # fewer than the backstop means more than the holder's TTL has passed since the
+        # leader last renewed the lease. The holder measures its own deadline from the
+        # send time of a renewal it saw answered, which the leader received no earlier,
+        # so it has fenced itself by then, with its safety margin to spare. A leader
+        # elected since extends every lease first, and a follower forwards the question
+        # to the leader: neither can answer "overdue" early. The revocation goes to the
+        # member that answered, as etcd's own expiry would: a deposed leader that still
+        # thinks a lease overdue cannot commit it, where a retry on another member could.
+        ask = rpc.LeaseTimeToLiveRequest(ID=lease_id)
+        revoke = rpc.LeaseRevokeRequest(ID=lease_id)
+
+        async def go(c: Any) -> bool:
+            resp = await c.leasestub.LeaseTimeToLive(ask, **self._timeout_kw())
+            if not 0 <= resp.TTL < backstop or resp.grantedTTL <= backstop:
+                return False
+            await c.leasestub.LeaseRevoke(revoke, **self._timeout_kw())
+            return True
+
+        what = f"expire lease {lease_id:x} if overdue"
+        try:
+            return await self._call(what, go, idempotent=True)
+        except rpc.AioRpcError as exc:
+            if _LEASE_NOT_FOUND in (exc.details() or ""):
+                return False  # expired or revoked already
+            raise self._final(what, exc) from None
 
     # ------------------------------------------------------------------ watches
 

@@ -120,7 +120,9 @@ class LeaseKeeper:
                 # that lands as the renewal completes (gh-86296), and stop() then waited
                 # forever for a keeper that went on renewing.
                 async with asyncio.timeout(attempt):
-                    ttl = await self.store.keep_alive_once(self.lease.id)
+                    # The store's TTL includes any backstop: our peers expire the lease
+                    # at its TTL without it (``Store.expire_overdue``).
+                    ttl = await self.store.keep_alive_once(self.lease.id) - self.lease.backstop
             except LeaseNotFound:
                 self._lose(f"lease {self.lease.id:x} expired or was revoked in the store")
                 return

@@ -426,7 +426,8 @@ class SqliteStore(Store):
 
     # ------------------------------------------------------------------ leases
 
-    async def grant(self, ttl: float) -> Lease:
+    async def grant(self, ttl: float, *, peers_expire: bool = False) -> Lease:
+        # Every poll expires leases on time here: peers have nothing to add.
         if ttl <= 0:
             raise ValueError("a lease TTL must be positive")
 
