@@ -244,8 +244,8 @@ class NodeRecord:
     lease: int = 0
     #: The node is stopping: placement treats it as down and moves its virtual servers.
     draining: bool = False
-    #: The lease's backstop (``coord.Lease.backstop``): when > 0, the other nodes revoke
-    #: the lease once it is overdue, before the store would.
+    #: The lease's backstop (``coord.Lease.backstop``): when > 0, the leader's agent (or
+    #: its deputy) revokes the lease once it is overdue, before the store would.
     backstop: float = 0.0
     extra: Mapping[str, object] = field(default_factory=dict, hash=False)
 

@@ -106,8 +106,9 @@ class LeaseTiming:
 
     @property
     def peer_check_interval(self) -> float:
-        """How often each node asks the store whether another node's lease went
-        unrenewed for its TTL (``peer_expiry``): what it adds to a failover at most."""
+        """How often the leader's agent (and its deputy) asks the store whether a node's
+        lease went unrenewed for its TTL (``peer_expiry``): what it adds to a failover
+        at most."""
         return self.renew_interval / 3
 
     def to_dict(self) -> str | dict[str, float]:
