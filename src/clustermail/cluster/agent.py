@@ -59,7 +59,7 @@ from clustermail.cluster.leader import Leader
 from clustermail.cluster.metrics import HostedGroup, NodeCounters, NodeState
 from clustermail.cluster.metrics import serve as serve_metrics
 from clustermail.cluster.model import DEFAULT_HOST_TIMEOUT
-from clustermail.cluster.peer_expiry import expire_overdue_peers, watched_peers
+from clustermail.cluster.peer_expiry import Watched, expire_overdue_peers, watched_leases
 from clustermail.cluster.records import (
     EpochRecord,
     GiveUpRecord,
@@ -149,7 +149,7 @@ class NodeAgent:
         self.counters = NodeCounters()
         #: The nodes whose leases this agent asks about (``peer_expiry``), as of the last
         #: cycle.
-        self._watched: list[tuple[str, NodeRecord]] = []
+        self._watched: list[Watched] = []
         self._metrics_server: asyncio.Server | None = None
         #: systemd's notification socket (`node run` under Type=notify), if any.
         self.notifier = Notifier()
@@ -348,11 +348,11 @@ class NodeAgent:
         if (raised := lease_raised(timing.ttl, lease.ttl)) is not None:
             await self._log("lease_ttl_raised", raised, level="warning")
 
-    async def _peer_expired(self, name: str, record: NodeRecord) -> None:
+    async def _peer_expired(self, w: Watched) -> None:
         self.wake.set()
         await self._log("peer_lease_expired",
-                        f"{name}'s lease {record.lease:x} went unrenewed for its TTL: revoked "
-                        f"it ({record.backstop:g} s before the store would have)")
+                        f"{w.node}'s lease {w.lease:x} went unrenewed for its TTL: revoked "
+                        f"it ({w.backstop:g} s before the store would have)")
 
     def _fence(self, reason: str) -> None:
         """Lease lost: kill every resource host now, synchronously, then rejoin."""
@@ -513,8 +513,10 @@ class NodeAgent:
             return
         try:
             view = await read_view(self.store)
-            self._watched = watched_peers(view.nodes, view.leader,
-                                          {o.node for o in view.owner.values()}, self.name)
+            self._watched = watched_leases(
+                view.nodes, view.leader, view.lease_of(keys.LEADER),
+                [(o.node, view.lease_of(keys.OWNER + vs)) for vs, o in view.owner.items()],
+                self.name)
             reasons: list[str] = []
             if view.cluster_config is not None and view.config_revision != self._config_rev:
                 self._config_rev = view.config_revision

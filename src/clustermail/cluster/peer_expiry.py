@@ -9,8 +9,9 @@ whether the lease went unrenewed for its TTL, and revokes it when it did
 be gone or wedged, the store still expires the lease, a backstop later.
 
 Only the leases whose loss starts a failover are asked about, each by one node: the
-leader asks about every other node that owns a virtual server (it places them), and
-a deputy — the first other node by name — asks about the leader's. Asking about
+leader asks about the leases other nodes' ownership keys are bound to (it places
+their virtual servers), and a deputy — the first other node by name — asks about the
+leader key's. Asking about
 every node from every node cost a three-member etcd enough (240 forwarded reads a
 second with four nodes) to slow planned moves by half.
 """
@@ -18,7 +19,8 @@ second with four nodes) to slow planned moves by half.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 from clustermail.cluster.records import NodeRecord
 from clustermail.coord.api import CoordError, Store
@@ -27,43 +29,60 @@ from clustermail.coord.api import CoordError, Store
 CHECK_TIMEOUT = 1.0
 
 
-def watched_peers(nodes: Mapping[str, NodeRecord], leader: str | None,
-                  owners: Collection[str], me: str) -> list[tuple[str, NodeRecord]]:
-    """The nodes whose leases ``me`` asks about (only those granted with a backstop):
-    as the leader, every other node that owns a virtual server; as the deputy (the
-    first node by name other than the leader), the leader."""
+@dataclass(frozen=True, slots=True)
+class Watched:
+    """A lease to ask about: the node that holds it, and its backstop."""
+
+    node: str
+    lease: int
+    backstop: float
+
+
+def watched_leases(nodes: Mapping[str, NodeRecord], leader: str | None, leader_lease: int,
+                   owned: Iterable[tuple[str, int]], me: str) -> list[Watched]:
+    """The leases ``me`` asks about: as the leader, those of the ownership keys of every
+    other node (``owned``: owner and the lease its key is bound to); as the deputy (the
+    first node by name other than the leader), the leader key's. The keys' own leases,
+    not the node records': a node that lost its lease and rejoined holds its ownership
+    under the old lease until that goes. Only leases granted with a backstop, known
+    from the holder's record (same agent, same store)."""
     if leader is None:
         return []  # whoever campaigns next places; the store expires leases meanwhile
+
+    def backstop(node: str) -> float:
+        rec = nodes.get(node)
+        return rec.backstop if rec is not None else 0.0
+
     if me == leader:
-        names = [n for n in owners if n != me]
+        pairs = {(n, lease) for n, lease in owned if n != me}
     elif me == min((n for n in nodes if n != leader), default=None):
-        names = [leader]
+        pairs = {(leader, leader_lease)}
     else:
-        names = []
-    return [(n, nodes[n]) for n in sorted(set(names))
-            if n in nodes and nodes[n].lease and nodes[n].backstop > 0]
+        pairs = set()
+    return [Watched(n, lease, backstop(n)) for n, lease in sorted(pairs)
+            if lease and backstop(n) > 0]
 
 
 async def expire_overdue_peers(
     store: Store,
-    watched: Callable[[], list[tuple[str, NodeRecord]]],
+    watched: Callable[[], list[Watched]],
     interval: float,
-    on_expired: Callable[[str, NodeRecord], Awaitable[None]],
+    on_expired: Callable[[Watched], Awaitable[None]],
 ) -> None:
     """Runs until cancelled: every ``interval``, the lease of each node ``watched()``
     names is checked (all at once, so a slow answer about one holds up no other)."""
 
-    async def check(name: str, rec: NodeRecord) -> None:
+    async def check(w: Watched) -> None:
         try:
             async with asyncio.timeout(CHECK_TIMEOUT):
-                expired = await store.expire_overdue(rec.lease, rec.backstop)
+                expired = await store.expire_overdue(w.lease, w.backstop)
         except (CoordError, TimeoutError):
             return  # the store's own expiry is the backstop
         if expired:
-            await on_expired(name, rec)
+            await on_expired(w)
 
     while True:
         candidates = watched()
         if candidates:
-            await asyncio.gather(*(check(name, rec) for name, rec in candidates))
+            await asyncio.gather(*(check(w) for w in candidates))
         await asyncio.sleep(interval)

@@ -104,6 +104,11 @@ class ClusterView:
         found = self.meta.get(key)
         return 0 if found is None else found.mod_revision
 
+    def lease_of(self, key: str) -> int:
+        """The lease the key is bound to, 0 when none or the key is absent."""
+        found = self.meta.get(key)
+        return 0 if found is None else found.lease
+
     def assignment(self, vs: str) -> AssignmentRecord:
         """The leader's decision for ``vs`` (placed nowhere when it made none)."""
         return self.assign.get(vs) or AssignmentRecord()
