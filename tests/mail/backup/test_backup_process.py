@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from clustermail.cluster import procutil
 from clustermail.mail.backup import process, sets
 from clustermail.mail.backup.sets import BackupError
 from clustermail.mail.store import MailStore
@@ -32,6 +33,14 @@ def store(tmp_path: Path) -> MailStore:
 def _children() -> list[int]:
     """This process's backup child processes."""
     return children_running(process.CHILD_MODULE)
+
+
+def _pending(pid: int, sig: int) -> bool:
+    """Whether ``sig`` waits, undelivered, for the (stopped) process ``pid``."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("ShdPnd:"):
+            return bool(int(line.split()[1], 16) & (1 << (sig - 1)))
+    return False
 
 
 def _leftovers(backups: Path) -> list[str]:
@@ -76,6 +85,29 @@ async def test_cancelling_stops_the_child_and_its_partial_set_goes(
     assert _leftovers(backups) == []
     assert log == [f"backup of mail1 runs in process {pid} (0.1 MB/s, nice +10)"]  # it
     # removed its partial set itself, on SIGTERM
+
+
+async def test_a_second_cancel_mid_stop_still_ends_the_child_and_removes_its_set(
+        store: MailStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A resource going offline cancelled a running backup twice (asyncio.gather ends at
+    # its first cancelled child, and the caller then cancelled every task again): the
+    # second cancel landed in the SIGTERM grace and left the child's partial set behind.
+    backups, log = tmp_path / "sets", list[str]()
+    task, pid = await _slow_backup(store, backups, log)
+    # A child that is slow to act on SIGTERM: stopped, with the stop not told so (it
+    # would SIGKILL a stopped child at once), the grace lasts until the second cancel.
+    os.kill(pid, signal.SIGSTOP)
+    monkeypatch.setattr(procutil, "is_stopped", lambda _pid: False)
+    task.cancel()
+    async with asyncio.timeout(10):  # the stop has begun: its SIGTERM waits in the child
+        while not _pending(pid, signal.SIGTERM):
+            await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 20)
+    assert not Path(f"/proc/{pid}").exists()  # SIGKILLed and reaped, not left running
+    assert _leftovers(backups) == []  # removed here: the child could not
+    assert "removed the partial backup set .mail1-" in log[-1]
 
 
 async def test_a_child_that_cannot_act_on_sigterm_is_killed(

@@ -123,15 +123,17 @@ async def run_child(spec: BackupSpec, progress: Progress | None,
             raise BackupError(f"the backup process {proc.pid} wrote a bad result: "
                               f"{exc!r}") from None
     except BaseException:
-        await stop(proc)
-        if proc.returncode is not None:  # it is gone: what it left is ours to remove
-            for name in _partials(backups, spec.virtual_server) - before:
-                shutil.rmtree(backups / name, ignore_errors=True)
-                if log is not None:
-                    log(f"removed the partial backup set {name} of a stopped backup "
-                        "process")
-        elif log is not None:
-            log(f"the backup process {proc.pid} did not end after SIGKILL")
+        try:
+            await stop(proc)
+        finally:  # also when cancelled again mid-stop (stop() then SIGKILLs and reaps)
+            if proc.returncode is not None:  # it is gone: what it left is ours to remove
+                for name in _partials(backups, spec.virtual_server) - before:
+                    shutil.rmtree(backups / name, ignore_errors=True)
+                    if log is not None:
+                        log(f"removed the partial backup set {name} of a stopped backup "
+                            "process")
+            elif log is not None:
+                log(f"the backup process {proc.pid} did not end after SIGKILL")
         raise
     finally:
         proc.stdin.close()
@@ -174,7 +176,8 @@ async def _follow(proc: asyncio.subprocess.Process, stdout: asyncio.StreamReader
 async def stop(proc: asyncio.subprocess.Process) -> None:
     """SIGTERM (the child removes its partial set), SIGKILL after :data:`TERM_GRACE`, by
     PID; returns once reaped or after :data:`KILL_WAIT`. Cancelled meanwhile, it SIGKILLs
-    at once."""
+    at once and still waits up to :data:`KILL_WAIT` for the reap before the cancel goes
+    on."""
     if proc.returncode is not None:
         return
     try:
@@ -191,6 +194,11 @@ async def stop(proc: asyncio.subprocess.Process) -> None:
     except BaseException:
         if proc.returncode is None:
             procutil.kill_pid(proc.pid, signal.SIGKILL)
+            # Cancelled mid-stop (a second cancel): the stop still finishes — the kernel
+            # ends a SIGKILLed process at once — so what it left can be removed.
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                async with asyncio.timeout(KILL_WAIT):
+                    await proc.wait()
         raise
 
 

@@ -150,7 +150,10 @@ class RequestWorker:
             await asyncio.gather(*tasks)
         finally:
             for task in tasks:
-                task.cancel()
+                # Once: gather ends at its first cancelled child, and a second cancel
+                # would cut short a request's own stop (its child's SIGTERM grace).
+                if not task.cancelling():
+                    task.cancel()
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
