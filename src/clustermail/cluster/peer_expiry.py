@@ -11,9 +11,8 @@ be gone or wedged, the store still expires the lease, a backstop later.
 Only the leases whose loss starts a failover are asked about, each by one node: the
 leader asks about the leases other nodes' ownership keys are bound to (it places
 their virtual servers), and a deputy — the first other node by name — asks about the
-leader key's. Asking about
-every node from every node cost a three-member etcd enough (240 forwarded reads a
-second with four nodes) to slow planned moves by half.
+leader key's. Asking about every node from every node cost a three-member etcd
+enough (240 forwarded reads a second with four nodes) to slow planned moves by half.
 """
 
 from __future__ import annotations

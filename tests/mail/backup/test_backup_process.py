@@ -97,6 +97,9 @@ async def test_a_second_cancel_mid_stop_still_ends_the_child_and_removes_its_set
     # A child that is slow to act on SIGTERM: stopped, with the stop not told so (it
     # would SIGKILL a stopped child at once), the grace lasts until the second cancel.
     os.kill(pid, signal.SIGSTOP)
+    async with asyncio.timeout(10):  # stopped for real before the SIGTERM is sent (a
+        while not procutil.is_stopped(pid):  # SIGTERM pending with it goes first)
+            await asyncio.sleep(0.01)
     monkeypatch.setattr(procutil, "is_stopped", lambda _pid: False)
     task.cancel()
     async with asyncio.timeout(10):  # the stop has begun: its SIGTERM waits in the child
