@@ -43,6 +43,14 @@ def _pending(pid: int, sig: int) -> bool:
     return False
 
 
+async def _stopped(pid: int) -> None:
+    """Until the SIGSTOP sent to ``pid`` took effect: a SIGTERM the stop sends while both
+    are pending is delivered first, and the child would act on it."""
+    async with asyncio.timeout(10):
+        while not procutil.is_stopped(pid):
+            await asyncio.sleep(0.01)
+
+
 def _leftovers(backups: Path) -> list[str]:
     return sorted(n for n in os.listdir(backups) if n != ".lock") if backups.exists() else []
 
@@ -97,9 +105,7 @@ async def test_a_second_cancel_mid_stop_still_ends_the_child_and_removes_its_set
     # A child that is slow to act on SIGTERM: stopped, with the stop not told so (it
     # would SIGKILL a stopped child at once), the grace lasts until the second cancel.
     os.kill(pid, signal.SIGSTOP)
-    async with asyncio.timeout(10):  # stopped for real before the SIGTERM is sent (a
-        while not procutil.is_stopped(pid):  # SIGTERM pending with it goes first)
-            await asyncio.sleep(0.01)
+    await _stopped(pid)
     monkeypatch.setattr(procutil, "is_stopped", lambda _pid: False)
     task.cancel()
     async with asyncio.timeout(10):  # the stop has begun: its SIGTERM waits in the child
@@ -118,6 +124,7 @@ async def test_a_child_that_cannot_act_on_sigterm_is_killed(
     backups, log = tmp_path / "sets", list[str]()
     task, pid = await _slow_backup(store, backups, log)
     os.kill(pid, signal.SIGSTOP)  # hung: no SIGTERM handler will run
+    await _stopped(pid)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 20)
