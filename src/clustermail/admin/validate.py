@@ -64,7 +64,6 @@ async def run_checks(store_url: str, node: str | None, data_dir: Path) -> list[C
         if view.cluster_config is not None:
             async with asyncio.timeout(STORE_TIMEOUT):
                 reservations = await reservations_of(store, view.cluster_config, data_dir, node)
-        if view.cluster_config is not None:
             async with asyncio.timeout(STORE_TIMEOUT):
                 checks.append(await lease_ttl(store, view.cluster_config.timing))
     except (CoordError, TimeoutError) as exc:
