@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 
 from clustermail.mail.imap import commands as c
 from clustermail.mail.imap import response as r
-from clustermail.mail.imap import search_prefilter
+from clustermail.mail.imap import search_hits, search_prefilter
 from clustermail.mail.imap.command_table import SELECTED, CommandFlag, CommandTable
 from clustermail.mail.imap.context import SessionContext
 from clustermail.mail.imap.fetch import (
@@ -94,7 +94,7 @@ async def search(s: SessionContext, cmd: c.Search) -> Done:
     hits = flag_search(cmd.key, view, context)
     if hits is not None:  # flags, numbers and UIDs only: no message is read
         numbers = view.uids if cmd.uid else range(1, view.exists + 1)
-        s.send(r.search_data(itertools.compress(numbers, hits)))
+        s.send(search_hits.search_line(numbers, hits))
         return Done("Search completed.")
     # Headers and bodies: reading and decoding grow with the messages, so off the loop.
     # The view stays as it is meanwhile: this session runs nothing else until it is done.
