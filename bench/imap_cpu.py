@@ -2,7 +2,7 @@
 alone, with what the server process spent (user + system time from ``/proc``) divided by
 the operations it served, for its event loop's thread and for all its other threads.
 
-    python -m bench.imap_cpu [--workloads store,mixed,append] [--ops 2000]
+    python -m bench.imap_cpu [--workloads store,mixed,append,unseen] [--ops 2000]
                              [--messages 10000] [--sessions 10] [--src DIR]
 
 On a shared machine rates move more from run to run than most changes do; CPU per
@@ -18,7 +18,8 @@ STORE of it changes a flag. Session *i* owns the messages *i*, *i* + sessions, â
 walks them in turn, toggling \\Flagged on each (``+FLAGS.SILENT`` where it is unset,
 ``-FLAGS.SILENT`` where it is set: the prepared mailbox has none set), so the CPU per
 operation is that of a STORE that commits a change and tells the other sessions of it.
-The mixed and APPEND workloads are bench/imap.py's.
+The mixed and APPEND workloads are bench/imap.py's; ``unseen`` is its UID SEARCH UNSEEN
+(a third of the prepared messages are unseen: an answer of ~3,300 UIDs).
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ def session_workloads(name: str, sessions: int, messages: int) -> list[Make]:
     """One command maker per session (a maker may keep state across both rounds)."""
     if name == "store":
         return [toggling_store(i, sessions, messages) for i in range(sessions)]
+    if name == "unseen":
+        return [lambda _: b"UID SEARCH UNSEEN"] * sessions
     return [workload(name, messages)] * sessions
 
 
@@ -100,10 +103,10 @@ def positive(text: str) -> int:
 
 def workloads(text: str) -> list[str]:
     names = [w for w in text.split(",") if w]
-    unknown = [w for w in names if w not in ("store", "mixed", "append")]
+    unknown = [w for w in names if w not in ("store", "mixed", "append", "unseen")]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"workloads are store, mixed and append, got {text!r}"
+            f"workloads are store, mixed, append and unseen, got {text!r}"
         )
     return names
 

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import os
 import socket
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from clustermail.admin import local, sample_cluster
 from clustermail.admin.validate import run_checks
@@ -12,6 +19,28 @@ from clustermail.admin.validate_report import Check
 from clustermail.cluster.timing import FAST_TIMING
 from clustermail.coord import open_store
 from tests.support.etcd_server import EtcdCluster
+
+
+@pytest.fixture(autouse=True)
+def sample_ports() -> Iterator[None]:
+    """These tests check (and one holds) the sample cluster's fixed addresses and ports:
+    one at a time across pytest-xdist's workers, or a port one test holds fails the
+    other's check."""
+    path = Path(tempfile.gettempdir()) / "clustermail-tests-sample-ports.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{path} stayed locked for 120 s") from None
+                time.sleep(0.05)  # no event to wait for: another process holds it
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
 
 
 async def applied(tmp_path: Path, url: str | None = None, *, fast: bool = False) -> str:
