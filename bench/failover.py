@@ -1,7 +1,8 @@
 """Failover benchmark: kill -9 of the owner node → the address answers on the new owner.
 
     python -m bench.failover [--runs 20] [--moves 20] [--stores sqlite,etcd,etcd3]
-                             [--profiles default,fast] [--out bench/results/failover.json]
+                             [--profiles default,fast] [--mail]
+                             [--out bench/results/failover.json]
 
 Stores: ``sqlite`` (the embedded store), ``etcd`` (one member tuned to a 10 ms
 heartbeat and 100 ms election timeout: the fastest etcd can be), ``etcd3``
@@ -16,6 +17,13 @@ that owns mail3 (agent and resource host: kill -9 of the agent, whose host
 dies with it) and times until mail3's address answers with a banner naming
 the new owner; the killed node is started again before the next run. Then
 planned moves (`vs move`) timed the same way.
+
+The banner is a ``process`` resource: a separate Python program the new owner starts
+(~0.1 s of it is that program's own start). With ``--mail`` each virtual server is a
+mail virtual server — its mail store on the disk, SMTP, IMAP4 and POP3 inside its
+resource host, and the banner started after them — and each run times mail3's SMTP
+instead: until the old listener is gone (a connection refused) and a ``220``
+greeting comes, which only the new owner can send. Each cell says which it timed.
 """
 
 from __future__ import annotations
@@ -34,7 +42,14 @@ from typing import Any
 from bench.machine import loadavg
 from clustermail.admin import intents
 from clustermail.cluster.host_pool import SPARE_DELAY
-from tests.e2e.harness import LocalCluster, banner, cluster_toml, free_addresses, owners
+from tests.e2e.harness import (
+    LocalCluster,
+    banner,
+    cluster_toml,
+    free_addresses,
+    mail_port,
+    owners,
+)
 from tests.support.etcd_server import EtcdCluster
 
 RESULTS = Path(__file__).parent / "results"
@@ -68,6 +83,36 @@ async def wait_banner(address: str, port: int, node: str, timeout: float = 30,
     raise TimeoutError(f"{address}:{port} did not answer from {which} within {timeout} s")
 
 
+async def wait_greeting(address: str, port: int, timeout: float = 30) -> float:
+    """When ``address:port`` greets (``220``) after having refused a connection: the
+    service that answered before is gone and a new one answers."""
+    deadline = time.monotonic() + timeout
+    gone = False
+    while time.monotonic() < deadline:
+        line = await asyncio.to_thread(banner, address, port, 0.2)
+        if line is None:
+            gone = True
+        elif gone and line.startswith("220"):
+            return time.monotonic()
+        await asyncio.sleep(0.005)
+    what = "greet again" if gone else "stop answering"
+    raise TimeoutError(f"{address}:{port} did not {what} within {timeout} s")
+
+
+#: What a cell times: the banner process, or a mail virtual server's SMTP (--mail).
+TIMED = {False: "the banner, a process resource",
+         True: "SMTP's greeting, a mail virtual server (store, SMTP, IMAP4, POP3)"}
+
+
+def mail_toml(toml: str) -> str:
+    """The bench's layout with the banner started after the mail services (it comes
+    before them in the resources' order, and a group comes online in that order)."""
+    old = 'depends_on = ["ip", "disk"]'
+    if toml.count(old) != 3:
+        raise ValueError("the banner's dependencies are not where the bench expects them")
+    return toml.replace(old, 'depends_on = ["ip", "disk", "smtp"]')
+
+
 def settled(status: dict[str, Any]) -> bool:
     """Every node up and every virtual server online."""
     return all(n["state"] == "up" for n in status["nodes"]) and all(owners(status).values())
@@ -88,10 +133,14 @@ DWELL = SPARE_DELAY + 3.0
 
 
 async def run_one(store_url: str, profile: str, runs: int, moves_runs: int,
-                  log: Any) -> dict[str, Any]:
+                  log: Any, mail: bool = False) -> dict[str, Any]:
     base, port = free_addresses()
     address = f"{base}.13"
-    toml = cluster_toml(base, port, timing=profile, vs_extra="failover_threshold = 10000")
+    smtp = mail_port(port, "smtp")
+    toml = cluster_toml(base, port, timing=profile, vs_extra="failover_threshold = 10000",
+                        mail=mail)
+    if mail:
+        toml = mail_toml(toml)
     with tempfile.TemporaryDirectory() as tmp:
         async with LocalCluster(Path(tmp), store_url, toml) as c:
             c.start_all()
@@ -109,7 +158,8 @@ async def run_one(store_url: str, profile: str, runs: int, moves_runs: int,
                     c.kill_node(owner)
                     # Usually the standby (node3 or node4); on a loaded machine a node
                     # may fence itself meanwhile and placement pick another.
-                    t1 = await wait_banner(address, port, owner, other_than=True)
+                    t1 = await (wait_greeting(address, smtp) if mail
+                                else wait_banner(address, port, owner, other_than=True))
                     failovers.append(t1 - t0)
                     log(f"  {profile} failover {i + 1}/{runs}: {t1 - t0:.3f} s")
                     c.start_node(owner)
@@ -125,7 +175,8 @@ async def run_one(store_url: str, profile: str, runs: int, moves_runs: int,
                     target = "node4" if owner == "node3" else "node3"
                     t0 = time.monotonic()
                     await intents.move_vs(c.store, "mail3", target)
-                    t1 = await wait_banner(address, port, target)
+                    t1 = await (wait_greeting(address, smtp) if mail
+                                else wait_banner(address, port, target))
                     moves.append(t1 - t0)
                     log(f"  {profile} planned move {i + 1}/{moves_runs}: {t1 - t0:.3f} s")
             except (TimeoutError, AssertionError) as exc:
@@ -148,7 +199,7 @@ async def run_one(store_url: str, profile: str, runs: int, moves_runs: int,
 
 
 async def main_async(stores: list[str], profiles: list[str], runs: int, moves: int,
-                     log: Any) -> list[dict[str, Any]]:
+                     log: Any, mail: bool = False) -> list[dict[str, Any]]:
     results = []
     for backend in stores:
         for profile in profiles:
@@ -156,16 +207,18 @@ async def main_async(stores: list[str], profiles: list[str], runs: int, moves: i
             before = loadavg()
             with tempfile.TemporaryDirectory() as tmp:
                 if backend == "sqlite":
-                    out = await run_one(f"sqlite://{tmp}/cluster.db", profile, runs, moves, log)
+                    out = await run_one(f"sqlite://{tmp}/cluster.db", profile, runs, moves, log,
+                                        mail)
                 else:
                     etcd = (EtcdCluster.start(Path(tmp) / "etcd", members=1) if backend == "etcd"
                             else EtcdCluster.start(Path(tmp) / "etcd", members=3, fast=False))
                     try:
-                        out = await run_one(etcd.url, profile, runs, moves, log)
+                        out = await run_one(etcd.url, profile, runs, moves, log, mail)
                     finally:
                         etcd.stop()
             results.append({"backend": backend, "store": STORES[backend], "profile": profile,
-                            "dwell_s": DWELL, "loadavg_before": before,
+                            "mail": mail, "timed": TIMED[mail], "dwell_s": DWELL,
+                            "loadavg_before": before,
                             "loadavg_after": loadavg(), **out})
     return results
 
@@ -179,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated, of {', '.join(STORES)}")
     parser.add_argument("--profiles", default="default,fast", help="comma-separated")
     parser.add_argument("--out", type=Path, default=RESULTS / "failover.json")
+    parser.add_argument("--mail", action="store_true",
+                        help="mail virtual servers (store, SMTP, IMAP4, POP3): time SMTP's "
+                        "greeting instead of the banner's")
     parser.add_argument("--merge", action="store_true",
                         help="keep the other cells of an existing --out file")
     args = parser.parse_args(argv)
@@ -194,15 +250,18 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    results = asyncio.run(main_async(stores, profiles, args.runs, moves, log))
+    results = asyncio.run(main_async(stores, profiles, args.runs, moves, log, args.mail))
     for cell in results:
         cell["command"] = ("python -m bench.failover " + " ".join(argv if argv is not None
                                                                   else sys.argv[1:])).strip()
         cell["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if args.merge and args.out.exists():
         old = json.loads(args.out.read_text()).get("results", [])
-        fresh = {(c["backend"], c["profile"]) for c in results}
-        results = [c for c in old if (c.get("backend"), c.get("profile")) not in fresh] + results
+        def key(c: dict[str, Any]) -> tuple[Any, ...]:
+            return c.get("backend"), c.get("profile"), c.get("mail", False)
+
+        fresh = {key(c) for c in results}
+        results = [c for c in old if key(c) not in fresh] + results
     doc = {"benchmark": "failover", "cpus": os.cpu_count(), "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
