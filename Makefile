@@ -33,6 +33,7 @@ bench: $(STAMP)
 	./scripts/install-system-deps.sh --bench
 	$(BIN)/python -m bench.coord
 	$(BIN)/python -m bench.failover
+	$(BIN)/python -m bench.failover --mail --out bench/results/failover-mail.json
 	$(BIN)/python -m bench.store
 	$(BIN)/python -m bench.wal_readers
 	$(BIN)/python -m bench.mail
