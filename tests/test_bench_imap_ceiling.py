@@ -21,7 +21,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
         (["--servers", "0"], "expected counts ≥ 1"),
         (["--servers", "two"], "expected counts ≥ 1"),
         (["--ops", "0"], "expected a whole number"),
-        (["--workloads", "fetch"], "workloads are store, mixed and append"),
+        (["--workloads", "fetch"], "workloads are store, mixed, append and unseen"),
     ],
 )
 def test_bad_arguments_are_refused_with_a_reason(args: list[str], error: str) -> None:

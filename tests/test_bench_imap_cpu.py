@@ -17,7 +17,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("args", "error"),
     [
-        (["--workloads", "store,fetch"], "workloads are store, mixed and append"),
+        (["--workloads", "store,fetch"], "workloads are store, mixed, append and unseen"),
         (["--ops", "0"], "expected a whole number"),
         (["--src", "/nonexistent"], "holds no src/clustermail"),
     ],
@@ -28,9 +28,9 @@ def test_bad_arguments_are_refused_with_a_reason(args: list[str], error: str) ->
 
 def test_a_tiny_run_reports_rate_and_cpu_per_operation() -> None:
     got = run("--messages", "30", "--sessions", "2", "--ops", "5",
-              "--workloads", "store,mixed,append", "--src", str(ROOT))
+              "--workloads", "store,mixed,append,unseen", "--src", str(ROOT))
     assert got.returncode == 0, got.stderr
     lines = got.stdout.splitlines()
-    assert [line.split(":")[0] for line in lines] == ["store", "mixed", "append"]
+    assert [line.split(":")[0] for line in lines] == ["store", "mixed", "append", "unseen"]
     for line in lines:
         assert re.search(r"[\d,]+ ops/s, server CPU \d+ µs/op \(event loop \d+, other", line)
