@@ -104,3 +104,24 @@ def test_renderings_stay_within_the_budget(monkeypatch: pytest.MonkeyPatch) -> N
 def test_a_mask_of_the_wrong_length_is_refused() -> None:
     with pytest.raises(ValueError):
         sh.search_line(array("I", [1, 2, 3]), b"\1\1")
+
+
+@given(st.lists(st.tuples(st.integers(1, 3000), st.integers(0, 400)), max_size=40))
+def test_the_budget_counts_every_kept_byte(calls: list[tuple[int, int]]) -> None:
+    """Whatever lists come, in whatever order: what is kept (renderings and the keys of
+    lists seen once) stays within the budget, and the account matches what is kept."""
+    sh.clear()
+    budget = 20_000
+    original = sh.MAX_BYTES
+    sh.MAX_BYTES = budget
+    try:
+        for start, count in calls:
+            uids = array("I", range(start, start + count))
+            got = sh.rendered(uids)
+            assert got is None or got == b"".join(b" %d" % n for n in uids)
+            kept = sum(len(k) + len(t) for k, t in sh._cache) + sum(map(len, sh._seen))
+            assert kept == sh._used <= budget
+            assert len(sh._cache) <= sh.MAX_ENTRIES and len(sh._seen) <= sh.MAX_ENTRIES
+    finally:
+        sh.MAX_BYTES = original
+        sh.clear()

@@ -19,14 +19,14 @@ from __future__ import annotations
 import threading
 from array import array
 from bisect import bisect_left
-from collections import OrderedDict
 from collections.abc import Sequence
 from itertools import compress
 
 from clustermail.mail.imap import response as r
 
-#: Renderings kept (one per distinct number list: a mailbox's sessions share one) and
-#: their total size with their keys; a list too big for the budget (~2 million UIDs) is
+#: Renderings kept (one per distinct number list: a mailbox's sessions share one), lists
+#: seen once remembered, and the bytes all of it may keep (renderings, their keys, the
+#: keys of lists seen once); a list too big for the budget (~2 million UIDs) is
 #: answered number by number, as before.
 MAX_ENTRIES = 8
 MAX_BYTES = 32 << 20
@@ -41,10 +41,12 @@ _TO_01 = bytes([0] + [1] * 255)
 #: The most bytes a number takes in a rendering (`` 4294967295``).
 _WIDEST = 11
 
-_cache: OrderedDict[bytes, bytes] = OrderedDict()
-#: Lists seen once and not rendered yet.
-_seen: OrderedDict[bytes, None] = OrderedDict()
-_cached_bytes = 0
+#: (key, rendering), the most recently used first; and the keys of lists seen once, not
+#: rendered yet (newest first). Few entries: found by comparing bytes (a memcmp), not by
+#: hashing a key of 4 bytes per message. Both count against MAX_BYTES.
+_cache: list[tuple[bytes, bytes]] = []
+_seen: list[bytes] = []
+_used = 0
 _lock = threading.Lock()
 
 
@@ -80,34 +82,61 @@ def rendered(numbers: array[int] | memoryview | range) -> bytes | None:
 
 
 def _rendered(numbers: array[int] | memoryview | range, key: bytes) -> bytes | None:
-    text = _cache.get(key)
-    if text is not None:
-        _cache.move_to_end(key)
-        return text
+    for i, (k, text) in enumerate(_cache):
+        if k == key:
+            if i:
+                _cache.insert(0, _cache.pop(i))
+            return text
     if len(key) + _WIDEST * len(numbers) > MAX_BYTES:
         return None
-    prefix = next((k for k in reversed(_cache) if len(k) < len(key) and key.startswith(k)), None)
+    prefix = next((e for e in _cache if len(e[0]) < len(key) and key.startswith(e[0])), None)
     if prefix is not None and not isinstance(numbers, range):
-        text = _cache[prefix] + _render(numbers[(len(prefix) - 1) // numbers.itemsize :])
+        text = prefix[1] + _render(numbers[(len(prefix[0]) - 1) // numbers.itemsize :])
     elif key in _seen:
         text = _render(numbers)
     else:
-        _seen[key] = None
-        if len(_seen) > MAX_ENTRIES:
-            _seen.popitem(last=False)
+        _keep(key, None)
         return None
-    _seen.pop(key, None)
-    _remember(key, text)
+    if key in _seen:
+        _forget_seen(_seen.index(key))
+    _keep(key, text)
     return text
 
 
-def _remember(key: bytes, text: bytes) -> None:
-    global _cached_bytes
-    _cache[key] = text
-    _cached_bytes += len(key) + len(text)
-    while len(_cache) > MAX_ENTRIES or _cached_bytes > MAX_BYTES:
-        old_key, old_text = _cache.popitem(last=False)
-        _cached_bytes -= len(old_key) + len(old_text)
+def _keep(key: bytes, text: bytes | None) -> None:
+    """Adds a rendering (or, with None, a list seen once), then, while over the budget,
+    drops the oldest other lists seen once, then the least recently used renderings
+    (the new entry fits alone: the caller checked)."""
+    global _used
+    if text is None:
+        _seen.insert(0, key)
+        _used += len(key)
+    else:
+        _cache.insert(0, (key, text))
+        _used += len(key) + len(text)
+    if len(_seen) > MAX_ENTRIES:
+        _forget_seen(len(_seen) - 1)
+    if len(_cache) > MAX_ENTRIES:
+        _forget_rendering()
+    newest_seen = 1 if text is None else 0
+    while _used > MAX_BYTES:
+        if len(_seen) > newest_seen:
+            _forget_seen(len(_seen) - 1)
+        elif len(_cache) > 1 - newest_seen:
+            _forget_rendering()
+        else:
+            break
+
+
+def _forget_seen(i: int) -> None:
+    global _used
+    _used -= len(_seen.pop(i))
+
+
+def _forget_rendering() -> None:
+    global _used
+    old_key, old_text = _cache.pop()
+    _used -= len(old_key) + len(old_text)
 
 
 def masked(numbers: array[int] | memoryview | range, text: bytes, mask: bytes) -> bytes:
@@ -138,11 +167,11 @@ def masked(numbers: array[int] | memoryview | range, text: bytes, mask: bytes) -
 
 def clear() -> None:
     """Forget every rendering (tests)."""
-    global _cached_bytes
+    global _used
     with _lock:
         _cache.clear()
         _seen.clear()
-        _cached_bytes = 0
+        _used = 0
 
 
 def _key(numbers: array[int] | memoryview | range) -> bytes:
