@@ -1,5 +1,5 @@
 """bench/failover.py's --mail timing: a greeting counts only from a listener that came
-after the old one was gone, and the banner is moved behind the mail services."""
+after the old one was gone, and the banner starts after the mail services."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from bench.failover import mail_toml, wait_greeting
+from bench.failover import layout, wait_greeting
 from clustermail.cluster.config import parse_config
-from tests.e2e.harness import cluster_toml
 
 
 def free_port() -> int:
@@ -58,22 +57,22 @@ def test_the_old_listener_greeting_is_not_taken_for_the_new_one() -> None:
 
 
 def test_a_greeting_after_a_refusal_is_the_new_owners() -> None:
-    port = free_port()
+    answers = iter(["220 old", "220 old", None, None, "220 new", "220 newer"])
+    probed: list[str | None] = []
 
-    async def scenario() -> float:
-        waiting = asyncio.create_task(wait_greeting("127.0.0.1", port, timeout=10))
-        await asyncio.sleep(0.1)  # nothing listens: refused
-        with greeter(port, b"220 new\r\n"):
-            return await waiting
+    def probe(address: str, port: int, timeout: float) -> str | None:
+        probed.append(line := next(answers))
+        return line
 
-    assert asyncio.run(scenario()) > 0
+    asyncio.run(wait_greeting("127.0.0.1", 1, timeout=10, probe=probe))
+    assert probed[-1] == "220 new"
 
 
-def test_mail_toml_starts_the_banner_after_smtp() -> None:
-    config = parse_config(mail_toml(cluster_toml("127.0.0", 20000, mail=True)))
+@pytest.mark.parametrize(("mail", "after"), [(True, {"smtp"}), (False, set())])
+def test_mail_cells_start_the_banner_after_smtp(mail: bool, after: set[str]) -> None:
+    config = parse_config(layout("127.0.0", 20000, "fast", mail))
     assert len(config.virtual_servers) == 3
     for vs in config.virtual_servers:
         banner = next(r for r in vs.resources if r.name == "banner")
-        assert set(banner.depends_on) == {"ip", "disk", "smtp"}
-    with pytest.raises(ValueError):
-        mail_toml("[cluster]\n")
+        assert set(banner.depends_on) == {"ip", "disk"} | after
+        assert any(r.type == "smtp" for r in vs.resources) == mail

@@ -55,7 +55,12 @@ def cluster_toml(
     banner_policy: str = "",
     vs_extra: str = "",
     mail: bool = False,
+    banner_after: tuple[str, ...] = (),
 ) -> str:
+    """The layout of the end-to-end tests: ``nodes`` nodes and ``servers`` virtual servers
+    with an address, a network name, a disk and the banner (with ``mail``, also a mail
+    store, SMTP, IMAP4 and POP3). ``banner_after``: resources the banner also depends on
+    (a group comes online in dependency order, the banner otherwise before the mail)."""
     lines = ["[cluster]", 'placement = "active-passive"', f'timing = "{timing}"', ""]
     for n in range(1, nodes + 1):
         lines.append(f"[nodes.node{n}]")
@@ -79,7 +84,7 @@ def cluster_toml(
             f'properties = {{ path = "{{data}}/disks/mail{v}" }}',
             f"[virtual_servers.mail{v}.resources.banner]",
             'type = "process"',
-            'depends_on = ["ip", "disk"]',
+            "depends_on = " + json.dumps(["ip", "disk", *banner_after]),
             "quick_check_interval = 0.5",
             banner_policy,
             f"[virtual_servers.mail{v}.resources.banner.properties]",

@@ -90,15 +90,16 @@ def _rendered(numbers: array[int] | memoryview | range, key: bytes) -> bytes | N
     if len(key) + _WIDEST * len(numbers) > MAX_BYTES:
         return None
     prefix = next((e for e in _cache if len(e[0]) < len(key) and key.startswith(e[0])), None)
+    seen = next((i for i, k in enumerate(_seen) if k == key), None)
     if prefix is not None and not isinstance(numbers, range):
         text = prefix[1] + _render(numbers[(len(prefix[0]) - 1) // numbers.itemsize :])
-    elif key in _seen:
+    elif seen is not None:
         text = _render(numbers)
     else:
         _keep(key, None)
         return None
-    if key in _seen:
-        _forget_seen(_seen.index(key))
+    if seen is not None:
+        _forget_seen(seen)
     _keep(key, text)
     return text
 
