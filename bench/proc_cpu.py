@@ -40,6 +40,15 @@ def main_and_other_threads(pid: int) -> tuple[float, float]:
     return main / TICK, other / TICK
 
 
+def thread_on_cpu(native_id: int) -> float:
+    """Seconds a thread of this process has spent on a CPU (the scheduler's count, in
+    nanoseconds: finer than the clock ticks of ``stat``); 0 for a thread that ended."""
+    try:
+        return int(Path(f"/proc/self/task/{native_id}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def tree_cpu(root: int) -> float:
     """CPU seconds of ``root`` and every process below it, with those of the children
     each has reaped (a Postfix master's short-lived workers, a Dovecot master's ended

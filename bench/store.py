@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.proc_cpu import thread_on_cpu
 from clustermail.mail.store import MailboxDatabase
 
 USERS = [f"user{i}@bench.test" for i in range(10)]
@@ -72,16 +73,24 @@ def store_rate(root: Path, size: int, lanes: int, seconds: float) -> dict[str, f
         db.create_mailbox_sync(user)
     tpl = template(size)
     asyncio.run(delivery_cell(db, tpl, lanes, 0.2))  # warm-up
+    # The two threads a delivery passes through: the event loop (this thread, which
+    # asyncio.run uses) and the database's one writer (its own name).
+    threads = [threading.main_thread().native_id, next(
+        (t.native_id for t in threading.enumerate() if t.name == f"writer:{path.name}"), 0)]
     before = db.stats.commits, db.stats.jobs
+    on_cpu = [thread_on_cpu(tid or -1) for tid in threads]
     start, cpu = time.perf_counter(), time.process_time()
     done = asyncio.run(delivery_cell(db, tpl, lanes, seconds))
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    loop_busy, writer_busy = (
+        (thread_on_cpu(tid or -1) - was) / elapsed
+        for tid, was in zip(threads, on_cpu, strict=True))
     commits, jobs = db.stats.commits - before[0], db.stats.jobs - before[1]
     db.dismount()
     for suffix in ("", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
-    return {"rate": done / elapsed, "per_commit": jobs / max(1, commits)} | spent(
-        cpu, elapsed, done)
+    return {"rate": done / elapsed, "per_commit": jobs / max(1, commits),
+            "loop_busy": loop_busy, "writer_busy": writer_busy} | spent(cpu, elapsed, done)
 
 
 def spent(cpu: float, elapsed: float, done: int) -> dict[str, float]:
@@ -231,8 +240,9 @@ def main() -> None:
                 store, maildir, batch = [], [], []
                 used: dict[str, list[float]] = {
                     f"{name}_{what}": []
-                    for name in ("store", "maildir")
-                    for what in ("cpu_us", "cores")
+                    for name, what in [("store", "cpu_us"), ("store", "cores"),
+                                       ("maildir", "cpu_us"), ("maildir", "cores"),
+                                       ("store", "loop_busy"), ("store", "writer_busy")]
                 }
                 load: list[list[float]] = []  # 1-minute load average before/after each round
                 for _ in range(args.rounds):
@@ -246,6 +256,8 @@ def main() -> None:
                     for name, got in (("store", s), ("maildir", m)):
                         used[f"{name}_cpu_us"].append(got["cpu_us"])
                         used[f"{name}_cores"].append(got["cores"])
+                    used["store_loop_busy"].append(s["loop_busy"])
+                    used["store_writer_busy"].append(s["writer_busy"])
                 cell: dict[str, Any] = {
                     "size": label,
                     "deliverers": lanes,
@@ -263,7 +275,9 @@ def main() -> None:
                     f"maildir {cell['maildir_per_s']:8.0f}/s  ratio {cell['ratio']:.2f}  "
                     f"({cell['deliveries_per_commit']:.1f} per commit)  CPU per delivery "
                     f"{cell['store_cpu_us']:.0f} / {cell['maildir_cpu_us']:.0f} µs, cores "
-                    f"{cell['store_cores']:.2f} / {cell['maildir_cores']:.2f}",
+                    f"{cell['store_cores']:.2f} / {cell['maildir_cores']:.2f}; store's "
+                    f"writer thread on CPU {cell['store_writer_busy']:.0%}, event loop "
+                    f"{cell['store_loop_busy']:.0%}",
                     flush=True,
                 )
         big = big_folder(root, args.big)
@@ -283,15 +297,17 @@ def main() -> None:
     print()
     print(
         "| size | deliverers | store/s | Maildir+fsync/s | ratio | per commit "
-        "| CPU µs per delivery (store / Maildir) | cores busy (store / Maildir) |"
+        "| CPU µs per delivery (store / Maildir) | cores busy (store / Maildir) "
+        "| store's writer thread / event loop on CPU |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for c in cells:
         print(
             f"| {c['size']} | {c['deliverers']} | {c['store_per_s']:.0f} "
             f"| {c['maildir_per_s']:.0f} | {c['ratio']:.2f}x | {c['deliveries_per_commit']:.1f} "
             f"| {c['store_cpu_us']:.0f} / {c['maildir_cpu_us']:.0f} "
-            f"| {c['store_cores']:.2f} / {c['maildir_cores']:.2f} |"
+            f"| {c['store_cores']:.2f} / {c['maildir_cores']:.2f} "
+            f"| {c['store_writer_busy']:.0%} / {c['store_loop_busy']:.0%} |"
         )
     print()
     for key, value in big.items():

@@ -26,5 +26,8 @@ def test_a_tiny_run_reports_rates_and_cpu_per_delivery(tmp_path: Path) -> None:
         # CPU per delivery and cores busy, both sides: a delivery costs some CPU
         assert c["store_cpu_us"] > 0 and c["maildir_cpu_us"] > 0
         assert c["store_cores"] > 0 and c["maildir_cores"] > 0
+        # the writer thread does the store's share of every delivery; the loop submits
+        assert 0 < c["store_writer_busy"] <= 1.05 and 0 < c["store_loop_busy"] <= 1.05
         assert len(c["load"]) == 1 and all(len(pair) == 2 for pair in c["load"])  # per round
     assert "| CPU µs per delivery (store / Maildir) |" in got.stdout
+    assert "| store's writer thread / event loop on CPU |" in got.stdout
