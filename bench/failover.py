@@ -97,7 +97,7 @@ async def wait_greeting(address: str, port: int, timeout: float = 30,
             gone = True
         elif gone and line.startswith("220"):
             return time.monotonic()
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.005)  # nothing to await: another process's listener
     what = "greet again" if gone else "stop answering"
     raise TimeoutError(f"{address}:{port} did not {what} within {timeout} s")
 

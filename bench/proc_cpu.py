@@ -40,9 +40,12 @@ def main_and_other_threads(pid: int) -> tuple[float, float]:
     return main / TICK, other / TICK
 
 
-def thread_on_cpu(native_id: int) -> float:
+def thread_on_cpu(native_id: int | None) -> float:
     """Seconds a thread of this process has spent on a CPU (the scheduler's count, in
-    nanoseconds: finer than the clock ticks of ``stat``); 0 for a thread that ended."""
+    nanoseconds: finer than the clock ticks of ``stat``); 0 for a thread that ended or
+    never started (``Thread.native_id`` None)."""
+    if native_id is None:
+        return 0.0
     try:
         return int(Path(f"/proc/self/task/{native_id}/schedstat").read_text().split()[0]) / 1e9
     except (OSError, IndexError, ValueError):

@@ -78,14 +78,14 @@ def store_rate(root: Path, size: int, lanes: int, seconds: float) -> dict[str, f
     # The two threads a delivery passes through: the event loop (this thread, which
     # asyncio.run uses) and the database's one writer (its own name).
     threads = [threading.main_thread().native_id, next(
-        (t.native_id for t in threading.enumerate() if t.name == f"writer:{path.name}"), 0)]
+        (t.native_id for t in threading.enumerate() if t.name == f"writer:{path.name}"), None)]
     before = db.stats.commits, db.stats.jobs
-    on_cpu = [thread_on_cpu(tid or -1) for tid in threads]
+    on_cpu = [thread_on_cpu(tid) for tid in threads]  # a writer not found: 0 throughout
     start, cpu = time.perf_counter(), time.process_time()
     done = asyncio.run(delivery_cell(db, tpl, lanes, seconds))
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     loop_busy, writer_busy = (
-        (thread_on_cpu(tid or -1) - was) / elapsed
+        (thread_on_cpu(tid) - was) / elapsed
         for tid, was in zip(threads, on_cpu, strict=True))
     commits, jobs = db.stats.commits - before[0], db.stats.jobs - before[1]
     db.dismount()
@@ -240,12 +240,10 @@ def main() -> None:
         for label, size in SIZES.items():
             for lanes in CONCURRENCY:
                 store, maildir, batch = [], [], []
-                used: dict[str, list[float]] = {
-                    f"{name}_{what}": []
-                    for name, what in [("store", "cpu_us"), ("store", "cores"),
-                                       ("maildir", "cpu_us"), ("maildir", "cores"),
-                                       ("store", "loop_busy"), ("store", "writer_busy")]
-                }
+                # "<side>_<what>": what each round's store or Maildir cell measured
+                used: dict[str, list[float]] = {key: [] for key in (
+                    "store_cpu_us", "store_cores", "store_loop_busy", "store_writer_busy",
+                    "maildir_cpu_us", "maildir_cores")}
                 load: list[list[float]] = []  # 1-minute load average before/after each round
                 for _ in range(args.rounds):
                     before = round(os.getloadavg()[0], 2)
@@ -255,11 +253,9 @@ def main() -> None:
                     m = maildir_rate(root, size, lanes, args.seconds)
                     maildir.append(m["rate"])
                     load.append([before, round(os.getloadavg()[0], 2)])
-                    for name, got in (("store", s), ("maildir", m)):
-                        used[f"{name}_cpu_us"].append(got["cpu_us"])
-                        used[f"{name}_cores"].append(got["cores"])
-                    used["store_loop_busy"].append(s["loop_busy"])
-                    used["store_writer_busy"].append(s["writer_busy"])
+                    for key, values in used.items():
+                        side, _, what = key.partition("_")
+                        values.append((s if side == "store" else m)[what])
                 cell: dict[str, Any] = {
                     "size": label,
                     "deliverers": lanes,

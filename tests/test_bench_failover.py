@@ -13,12 +13,7 @@ import pytest
 
 from bench.failover import layout, wait_greeting
 from clustermail.cluster.config import parse_config
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.ports import free_port
 
 
 @contextmanager
